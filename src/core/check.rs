@@ -1,0 +1,171 @@
+//! The consistency check: a full walk of the heap and the free structures.
+
+use std::collections::HashSet;
+
+use crate::core::header::{check_word, rc};
+use crate::core::tlsf::Core;
+use crate::error::Result;
+use crate::format::*;
+
+/// One inconsistency found by a check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// What is wrong.
+    pub what: &'static str,
+    /// Store offset where it was found.
+    pub offset: u64,
+}
+
+/// What a consistency check found.
+///
+/// A store is sound when [`CheckReport::is_sound`]; a structure too broken to walk at all is
+/// reported as [`crate::Error::Corrupt`] instead.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CheckReport {
+    /// Blocks in the heap, used and free.
+    pub blocks: u64,
+    /// Used blocks.
+    pub used_blocks: u64,
+    /// Free blocks.
+    pub free_blocks: u64,
+    /// Bytes in used blocks, headers included.
+    pub used_bytes: u64,
+    /// Bytes in free blocks.
+    pub free_bytes: u64,
+    /// The inconsistencies, in address order of discovery.
+    pub problems: Vec<Problem>,
+}
+
+impl CheckReport {
+    /// Whether no problem was found.
+    pub fn is_sound(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn flag(&mut self, what: &'static str, offset: u64) {
+        self.problems.push(Problem { what, offset });
+    }
+}
+
+impl Core<'_> {
+    /// Walks the heap and the free lists and reports every inconsistency. `key` is the store
+    /// key for the header check words.
+    pub(crate) fn check(&self, key: u64) -> Result<CheckReport> {
+        let mut rep = CheckReport::default();
+        let mut free_set = HashSet::new();
+        let mut prev_free = false;
+        self.walk(|b| {
+            rep.blocks += 1;
+            let (off, t) = (b.offset, b.tag);
+            if t.prev_free() != prev_free {
+                rep.flag("previous-free flag disagrees with the previous block", off);
+            }
+            if t.is_free() {
+                rep.free_blocks += 1;
+                rep.free_bytes += t.size();
+                free_set.insert(off);
+                if prev_free {
+                    rep.flag("two adjacent free blocks", off);
+                }
+                if self.r.load(off + t.size() - 8)? != t.size() {
+                    rep.flag("free block footer disagrees with its size", off);
+                }
+            } else {
+                rep.used_blocks += 1;
+                rep.used_bytes += t.size();
+                self.check_used(key, off, &mut rep)?;
+            }
+            prev_free = t.is_free();
+            Ok(())
+        })?;
+        let end = self.capacity()? - SENTINEL_SIZE;
+        if self.tag(end)?.prev_free() != prev_free {
+            rep.flag("previous-free flag disagrees with the previous block", end);
+        }
+        self.check_lists(&free_set, &mut rep)?;
+        if self.r.load(SB_USED_BYTES)? != rep.used_bytes {
+            rep.flag("used-bytes counter disagrees with the blocks", SB_USED_BYTES);
+        }
+        if self.r.load(SB_LIVE_BLOCKS)? != rep.used_blocks {
+            rep.flag("live-blocks counter disagrees with the blocks", SB_LIVE_BLOCKS);
+        }
+        Ok(rep)
+    }
+
+    fn check_used(&self, key: u64, off: u64, rep: &mut CheckReport) -> Result<()> {
+        let gen = self.r.load(off + HDR_GEN)?;
+        if self.r.load(off + HDR_CHECK)? != check_word(key, off, gen) {
+            rep.flag("header check word is wrong", off);
+        }
+        if gen >= self.r.load(SB_NEXT_GEN)? {
+            rep.flag("generation from the future", off);
+        }
+        let w = self.r.load(off + HDR_RC)?;
+        if rc::count(w) == 0 {
+            rep.flag("live block with reference count zero", off);
+        }
+        if rc::owner_refs(w) > 0 && (rc::owner(w) == 0 || rc::owner(w) > SLOT_COUNT) {
+            rep.flag("owner references without a valid owner", off);
+        }
+        Ok(())
+    }
+
+    fn check_lists(&self, free_set: &HashSet<u64>, rep: &mut CheckReport) -> Result<()> {
+        let fl = self.r.load(TLSF_FL_BITMAP)?;
+        let mut on_lists = 0u64;
+        for f in 0..FL_COUNT {
+            let sl = self.r.load32(TLSF_SL_BITMAPS + f * 4)?;
+            if (sl != 0) != (fl >> f & 1 == 1) {
+                rep.flag("first-level bitmap disagrees with second level", TLSF_FL_BITMAP);
+            }
+            for s in 0..SL_COUNT {
+                let head_off = TLSF_HEADS + (f * SL_COUNT + s) * 8;
+                let head = self.r.load(head_off)?;
+                if (head != 0) != (sl >> s & 1 == 1) {
+                    rep.flag("second-level bitmap disagrees with the list", head_off);
+                }
+                on_lists += self.check_list(head, (f, s), free_set, rep)?;
+            }
+        }
+        if fl >> FL_COUNT != 0 {
+            rep.flag("first-level bitmap has bits past the last row", TLSF_FL_BITMAP);
+        }
+        if on_lists != free_set.len() as u64 {
+            rep.flag("a free block is on no list", HEAP_START);
+        }
+        Ok(())
+    }
+
+    /// Follows one list; returns how many blocks it holds. Stops at anything that is not a
+    /// free block of the heap, and at a cycle.
+    fn check_list(
+        &self,
+        head: u64,
+        class: (u64, u64),
+        free_set: &HashSet<u64>,
+        rep: &mut CheckReport,
+    ) -> Result<u64> {
+        let (mut cur, mut prev, mut n) = (head, 0, 0u64);
+        while cur != 0 {
+            if !free_set.contains(&cur) {
+                rep.flag("free list points at something that is not a free block", cur);
+                break;
+            }
+            if n > free_set.len() as u64 {
+                rep.flag("free list has a cycle", cur);
+                break;
+            }
+            if self.r.load(cur + FREE_PREV)? != prev {
+                rep.flag("free list back link is wrong", cur);
+            }
+            if crate::core::tlsf::mapping(self.tag(cur)?.size()) != class {
+                rep.flag("free block on the wrong list", cur);
+            }
+            n += 1;
+            prev = cur;
+            cur = self.r.load(cur + FREE_NEXT)?;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,158 @@
+//! Encoding of the two packed words of a block header: the tag and the reference word.
+//!
+//! Tag (`HDR_TAG`, changed only under the store lock):
+//!
+//! | bits    | meaning                                                          |
+//! |---------|------------------------------------------------------------------|
+//! | 0       | `FREE`: set iff the block is on a free list                       |
+//! | 1       | `PREV_FREE`: set iff the physically previous block is free        |
+//! | 2..4    | zero                                                             |
+//! | 4..48   | block size in bytes (a multiple of 16; 0 only for the sentinel)  |
+//! | 48..56  | slack: payload capacity minus the requested length (used blocks) |
+//! | 56..60  | log2(alignment) - 4 the block was allocated with (used blocks)   |
+//! | 60..64  | zero                                                             |
+//!
+//! Reference word (`HDR_RC`, changed atomically, see ARCHITECTURE.md "References"):
+//!
+//! | bits    | meaning                                                              |
+//! |---------|----------------------------------------------------------------------|
+//! | 0..32   | owner references: `MemoryBlock`s in the owner process                |
+//! | 32..52  | other holds: a hold per resolving process, per named root            |
+//! | 52..63  | owner: slot + 1 of the process whose references are counted in 0..32 |
+//! | 63      | published: a handle was taken or the block was shared; never cleared |
+//!
+//! States: a free block has reference word 0. A used block has owner references > 0 (and then
+//! a non-zero owner) or other holds > 0, except in the short window where its last holder is
+//! releasing it under the lock.
+
+use crate::format::{GRANULE, HEADER_SIZE};
+
+pub(crate) const FLAG_FREE: u64 = 1;
+pub(crate) const FLAG_PREV_FREE: u64 = 2;
+const SIZE_MASK: u64 = 0x0000_ffff_ffff_fff0;
+const RESERVED_MASK: u64 = 0xf000_0000_0000_000c;
+pub(crate) const MAX_SLACK: u64 = 0xff;
+
+/// Decoded tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tag(pub(crate) u64);
+
+impl Tag {
+    pub(crate) fn used(size: u64, slack: u64, align_log2: u32) -> Tag {
+        debug_assert!(size % GRANULE == 0 && size & !SIZE_MASK == 0);
+        debug_assert!(slack <= MAX_SLACK && (4..=12).contains(&align_log2));
+        Tag(size | slack << 48 | u64::from(align_log2 - 4) << 56)
+    }
+
+    pub(crate) fn free(size: u64) -> Tag {
+        Tag(size | FLAG_FREE)
+    }
+
+    pub(crate) fn size(self) -> u64 {
+        self.0 & SIZE_MASK
+    }
+
+    pub(crate) fn is_free(self) -> bool {
+        self.0 & FLAG_FREE != 0
+    }
+
+    pub(crate) fn prev_free(self) -> bool {
+        self.0 & FLAG_PREV_FREE != 0
+    }
+
+    pub(crate) fn with_prev_free(self, on: bool) -> Tag {
+        Tag(if on {
+            self.0 | FLAG_PREV_FREE
+        } else {
+            self.0 & !FLAG_PREV_FREE
+        })
+    }
+
+    pub(crate) fn slack(self) -> u64 {
+        (self.0 >> 48) & MAX_SLACK
+    }
+
+    pub(crate) fn align_log2(self) -> u32 {
+        ((self.0 >> 56) & 0xf) as u32 + 4
+    }
+
+    /// Requested length of a used block.
+    pub(crate) fn len(self) -> u64 {
+        self.size().saturating_sub(HEADER_SIZE + self.slack())
+    }
+
+    /// Whether the bits that must be zero are zero and the fields are in range.
+    pub(crate) fn well_formed(self) -> bool {
+        self.0 & RESERVED_MASK == 0
+            && self.align_log2() <= 12
+            && (self.is_free() && self.0 >> 48 == 0 || !self.is_free())
+            && self.slack() + HEADER_SIZE <= self.size()
+    }
+}
+
+/// The reference word.
+pub(crate) mod rc {
+    pub(crate) const OWNER_REFS_MASK: u64 = 0xffff_ffff;
+    pub(crate) const OTHER_ONE: u64 = 1 << 32;
+    pub(crate) const OTHER_MASK: u64 = 0xf_ffff << 32;
+    pub(crate) const OWNER_SHIFT: u32 = 52;
+    pub(crate) const OWNER_MASK: u64 = 0x7ff << OWNER_SHIFT;
+    pub(crate) const PUBLISHED: u64 = 1 << 63;
+    /// Largest number of other holds.
+    pub(crate) const OTHER_MAX: u64 = 0xf_ffff;
+
+    pub(crate) fn owner_refs(w: u64) -> u64 {
+        w & OWNER_REFS_MASK
+    }
+    pub(crate) fn other(w: u64) -> u64 {
+        (w & OTHER_MASK) >> 32
+    }
+    /// Owner slot + 1, or 0.
+    pub(crate) fn owner(w: u64) -> u64 {
+        (w & OWNER_MASK) >> OWNER_SHIFT
+    }
+    pub(crate) fn published(w: u64) -> bool {
+        w & PUBLISHED != 0
+    }
+    /// Total references: the count users see.
+    pub(crate) fn count(w: u64) -> u64 {
+        owner_refs(w) + other(w)
+    }
+    /// A fresh word: one owner reference held by `owner` (slot + 1).
+    pub(crate) fn fresh(owner: u64) -> u64 {
+        owner << OWNER_SHIFT | 1
+    }
+}
+
+/// The check word of a header at `offset` with generation `gen` in a store keyed `key`.
+pub(crate) fn check_word(key: u64, offset: u64, gen: u64) -> u64 {
+    crate::format::mix(key ^ crate::format::mix(offset ^ gen.rotate_left(32)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_round_trips() {
+        let t = Tag::used(4096, 17, 12).with_prev_free(true);
+        assert_eq!(t.size(), 4096);
+        assert_eq!(t.slack(), 17);
+        assert_eq!(t.align_log2(), 12);
+        assert!(t.prev_free() && !t.is_free() && t.well_formed());
+        assert_eq!(t.len(), 4096 - 32 - 17);
+        let f = Tag::free(128);
+        assert!(f.is_free() && f.well_formed() && f.size() == 128);
+        assert!(!Tag(1 << 62).well_formed());
+    }
+
+    #[test]
+    fn rc_fields_are_disjoint() {
+        let w = rc::fresh(5) + 3 * rc::OTHER_ONE | rc::PUBLISHED;
+        assert_eq!(rc::owner_refs(w), 1);
+        assert_eq!(rc::other(w), 3);
+        assert_eq!(rc::owner(w), 5);
+        assert!(rc::published(w));
+        assert_eq!(rc::count(w), 4);
+    }
+}

@@ -1,0 +1,177 @@
+//! The one place where store offsets become pointers.
+//!
+//! A [`Region`] is a range of bytes, mapped from a file or taken from anonymous memory, that
+//! may be shared with other processes. Every access names an offset; the region checks it
+//! against the validated limit and hands back an atomic view, so bytes that another process
+//! may write are never behind a plain reference. Metadata words are read and written with
+//! `Relaxed` ordering under the store lock (whose acquire/release orders them); the reference
+//! word of a block header is the exception and states its own orderings where it is used.
+
+use std::ptr::NonNull;
+
+use crate::error::{Error, Result};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+
+/// A byte range addressed by offset, with a limit that only grows.
+pub(crate) struct Region {
+    base: NonNull<u8>,
+    /// Bytes from `base` that are backed and may be touched. Only grows.
+    limit: AtomicU64,
+    /// Bytes of address space reserved at `base`; `limit` never passes it.
+    reserved: u64,
+}
+
+// SAFETY: a Region is a pointer to memory that is only accessed through atomics or through
+// byte ranges whose exclusive use the heap protocol guarantees; it carries no thread-bound
+// state.
+unsafe impl Send for Region {}
+// SAFETY: as above; shared use goes through atomic views.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Wraps `reserved` bytes of address space at `base`, of which the first `limit` are usable.
+    ///
+    /// # Safety
+    /// `base .. base + reserved` must stay reserved for the life of the region, aligned to 8,
+    /// and `base .. base + limit` (and every later limit passed to [`Region::raise_limit`])
+    /// must be readable and writable. Nobody may hold a plain Rust reference to those bytes
+    /// except as the heap protocol allows (payloads of blocks the holder owns).
+    pub(crate) unsafe fn new(base: NonNull<u8>, limit: u64, reserved: u64) -> Self {
+        debug_assert!(limit <= reserved);
+        debug_assert!(base.as_ptr() as usize % 8 == 0);
+        Region {
+            base,
+            limit: AtomicU64::new(limit),
+            reserved,
+        }
+    }
+
+    /// Bytes that may be touched now.
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Acquire)
+    }
+
+    /// Bytes of address space reserved.
+    pub(crate) fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    /// Raises the limit to `new` (never lowers it).
+    ///
+    /// # Safety
+    /// `base .. base + new` must be readable and writable for the rest of the region's life.
+    pub(crate) unsafe fn raise_limit(&self, new: u64) {
+        assert!(new <= self.reserved, "limit beyond reservation");
+        self.limit.fetch_max(new, Ordering::AcqRel);
+    }
+
+    fn check(&self, off: u64, len: u64, align: u64) -> Result<()> {
+        let end = off.checked_add(len);
+        if off % align != 0 || end.map_or(true, |e| e > self.limit()) {
+            return Err(Error::corrupt("offset out of range or misaligned", off));
+        }
+        Ok(())
+    }
+
+    /// The `u64` word at `off`.
+    pub(crate) fn u64_at(&self, off: u64) -> Result<&AtomicU64> {
+        self.check(off, 8, 8)?;
+        // SAFETY: `check` put `off .. off + 8` inside the backed limit and aligned it to 8; the
+        // constructor's contract says those bytes are valid for the region's life and touched
+        // by others only atomically.
+        Ok(unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(off as usize).cast()) })
+    }
+
+    /// The `u32` word at `off`.
+    pub(crate) fn u32_at(&self, off: u64) -> Result<&AtomicU32> {
+        self.check(off, 4, 4)?;
+        // SAFETY: as in `u64_at`, with 4 bytes aligned to 4.
+        Ok(unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(off as usize).cast()) })
+    }
+
+    /// Loads the `u64` at `off` (relaxed: callers hold the store lock).
+    pub(crate) fn load(&self, off: u64) -> Result<u64> {
+        Ok(self.u64_at(off)?.load(Ordering::Relaxed))
+    }
+
+    /// Stores `v` at `off` (relaxed: callers hold the store lock).
+    pub(crate) fn store(&self, off: u64, v: u64) -> Result<()> {
+        self.u64_at(off)?.store(v, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Loads the `u32` at `off`.
+    pub(crate) fn load32(&self, off: u64) -> Result<u32> {
+        Ok(self.u32_at(off)?.load(Ordering::Relaxed))
+    }
+
+    /// Stores the `u32` `v` at `off`.
+    pub(crate) fn store32(&self, off: u64, v: u32) -> Result<()> {
+        self.u32_at(off)?.store(v, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A pointer to `len` bytes at `off`, range-checked. Dereferencing it is the caller's
+    /// business (payload bytes follow the ownership rules in ARCHITECTURE.md).
+    pub(crate) fn ptr(&self, off: u64, len: u64) -> Result<NonNull<u8>> {
+        self.check(off, len, 1)?;
+        // SAFETY: `off` is within the reservation (checked above), so the offset pointer stays
+        // in the same allocation and is non-null.
+        Ok(unsafe { NonNull::new_unchecked(self.base.as_ptr().add(off as usize)) })
+    }
+
+    /// Copies bytes out of the region (for reading headers of an unknown file).
+    pub(crate) fn read_bytes(&self, off: u64, out: &mut [u8]) -> Result<()> {
+        let p = self.ptr(off, out.len() as u64)?;
+        // SAFETY: the range is inside the limit; the bytes are plain data; a concurrent writer
+        // in another process can only make the copy stale, and `read_volatile` keeps the
+        // compiler from assuming otherwise.
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = unsafe { p.as_ptr().add(i).read_volatile() };
+        }
+        Ok(())
+    }
+
+    /// Writes bytes into the region (metadata only, under the store lock).
+    pub(crate) fn write_bytes(&self, off: u64, data: &[u8]) -> Result<()> {
+        let p = self.ptr(off, data.len() as u64)?;
+        // SAFETY: the range is inside the limit and is metadata guarded by the store lock, so
+        // no Rust reference to it exists anywhere.
+        for (i, b) in data.iter().enumerate() {
+            unsafe { p.as_ptr().add(i).write_volatile(*b) };
+        }
+        Ok(())
+    }
+
+    /// Fills `len` bytes at `off` with zero (metadata only, under the store lock).
+    pub(crate) fn zero(&self, off: u64, len: u64) -> Result<()> {
+        let p = self.ptr(off, len)?;
+        // SAFETY: range checked; the bytes are metadata or a payload the caller owns solely.
+        unsafe { p.as_ptr().write_bytes(0, len as usize) };
+        Ok(())
+    }
+}
+
+/// A region over ordinary heap memory, for tests (and Miri, which has no `mmap`).
+#[cfg(test)]
+pub(crate) struct TestRegion {
+    _buf: Vec<u64>,
+    pub(crate) region: Region,
+}
+
+#[cfg(test)]
+impl TestRegion {
+    pub(crate) fn new(reserved: u64, limit: u64) -> Self {
+        let mut buf = vec![0u64; (reserved / 8) as usize];
+        let base = NonNull::new(buf.as_mut_ptr().cast::<u8>()).expect("vec pointer");
+        // SAFETY: the Vec owns `reserved` zeroed bytes aligned to 8 and lives as long as the
+        // region (same struct, never reallocated).
+        let region = unsafe { Region::new(base, limit, reserved) };
+        TestRegion { _buf: buf, region }
+    }
+
+    pub(crate) fn grow(&self, new: u64) {
+        // SAFETY: the whole reservation is backed by the Vec.
+        unsafe { self.region.raise_limit(new) }
+    }
+}

@@ -1,0 +1,217 @@
+//! Tests of the core against a shadow model of the heap. They run under Miri
+//! (`cargo +nightly miri test --lib core::`), so they use a `Vec`-backed region and modest sizes.
+
+use std::collections::BTreeMap;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::header::{check_word, rc};
+use super::region::TestRegion;
+use super::tlsf::{Carved, Core};
+use crate::format::*;
+
+const KEY: u64 = 0x5eed;
+
+struct Harness {
+    mem: TestRegion,
+    /// offset -> (block size, payload length, stamp byte)
+    live: BTreeMap<u64, (u64, u64, u8)>,
+}
+
+impl Harness {
+    fn new(capacity: u64, reserved: u64) -> Self {
+        let mem = TestRegion::new(reserved, capacity);
+        mem.region.store(SB_NEXT_GEN, 1).unwrap();
+        Core::new(&mem.region).init(capacity).unwrap();
+        Harness { mem, live: BTreeMap::new() }
+    }
+
+    fn core(&self) -> Core<'_> {
+        Core::new(&self.mem.region)
+    }
+
+    /// Allocates, stamps the header as the heap engine would, and fills the payload.
+    fn alloc(&mut self, len: u64, align_log2: u32, stamp: u8) -> Option<Carved> {
+        let c = self.core().alloc(len, align_log2).unwrap()?;
+        let r = &self.mem.region;
+        let gen = r.load(SB_NEXT_GEN).unwrap();
+        r.store(SB_NEXT_GEN, gen + 1).unwrap();
+        r.store(c.offset + HDR_GEN, gen).unwrap();
+        r.store(c.offset + HDR_RC, rc::fresh(1)).unwrap();
+        r.store(c.offset + HDR_CHECK, check_word(KEY, c.offset, gen)).unwrap();
+        assert_eq!((c.offset + HEADER_SIZE) % (1 << align_log2), 0, "alignment");
+        assert_eq!(self.core().tag(c.offset).unwrap().len(), len);
+        self.fill(c.offset, len, stamp);
+        self.assert_disjoint(c.offset, c.size);
+        self.live.insert(c.offset, (c.size, len, stamp));
+        Some(c)
+    }
+
+    fn fill(&self, off: u64, len: u64, stamp: u8) {
+        let p = self.mem.region.ptr(off + HEADER_SIZE, len).unwrap();
+        // SAFETY: the payload belongs to a block this test allocated and nobody else touches.
+        unsafe { p.as_ptr().write_bytes(stamp, len as usize) };
+    }
+
+    fn verify(&self, off: u64) {
+        let (_, len, stamp) = self.live[&off];
+        let mut buf = vec![0u8; len as usize];
+        self.mem.region.read_bytes(off + HEADER_SIZE, &mut buf).unwrap();
+        assert!(buf.iter().all(|b| *b == stamp), "payload of {off:#x} was overwritten");
+    }
+
+    fn assert_disjoint(&self, off: u64, size: u64) {
+        if let Some((&o, &(s, _, _))) = self.live.range(..off).next_back() {
+            assert!(o + s <= off, "block {off:#x} overlaps {o:#x}");
+        }
+        if let Some((&o, _)) = self.live.range(off + 1..).next() {
+            assert!(off + size <= o, "block {off:#x} overlaps {o:#x}");
+        }
+    }
+
+    fn free(&mut self, off: u64) {
+        self.verify(off);
+        self.live.remove(&off);
+        self.core().free(off).unwrap();
+    }
+
+    fn check(&self) {
+        let rep = self.core().check(KEY).unwrap();
+        assert!(rep.is_sound(), "{:?}", rep.problems);
+        assert_eq!(rep.used_blocks, self.live.len() as u64);
+        let used: u64 = self.live.values().map(|v| v.0).sum();
+        assert_eq!(rep.used_bytes, used);
+    }
+}
+
+#[test]
+fn fresh_heap_is_one_free_block() {
+    let h = Harness::new(MIN_STORE_SIZE, MIN_STORE_SIZE);
+    let rep = h.core().check(KEY).unwrap();
+    assert!(rep.is_sound());
+    assert_eq!((rep.blocks, rep.free_blocks), (1, 1));
+    assert_eq!(rep.free_bytes, MIN_STORE_SIZE - HEAP_START - SENTINEL_SIZE);
+    assert_eq!(h.core().largest_free().unwrap(), rep.free_bytes);
+}
+
+#[test]
+fn freed_hole_is_reused_by_a_smaller_block() {
+    let mut h = Harness::new(64 * 1024, 64 * 1024);
+    let a = h.alloc(1000, 4, 1).unwrap();
+    let b = h.alloc(1000, 4, 2).unwrap();
+    let c = h.alloc(1000, 4, 3).unwrap();
+    h.free(b.offset);
+    let d = h.alloc(500, 4, 4).unwrap();
+    assert_eq!(d.offset, b.offset);
+    h.check();
+    h.free(a.offset);
+    h.free(c.offset);
+    h.free(d.offset);
+    h.check();
+    assert_eq!(h.core().check(KEY).unwrap().blocks, 1, "everything coalesced back");
+}
+
+#[test]
+fn grows_in_place_into_a_free_neighbour_and_shrinks_back() {
+    let mut h = Harness::new(64 * 1024, 64 * 1024);
+    let a = h.alloc(100, 4, 1).unwrap();
+    let b = h.alloc(3000, 4, 2).unwrap();
+    let _c = h.alloc(100, 4, 3).unwrap();
+    h.free(b.offset);
+    assert!(h.core().resize_in_place(a.offset, 2000).unwrap());
+    h.live.get_mut(&a.offset).unwrap().0 = h.core().tag(a.offset).unwrap().size();
+    h.live.get_mut(&a.offset).unwrap().1 = 100; // only the first 100 bytes are stamped
+    h.verify(a.offset);
+    h.check();
+    assert!(!h.core().resize_in_place(a.offset, 10_000).unwrap(), "no room: unchanged");
+    h.check();
+    assert!(h.core().resize_in_place(a.offset, 40).unwrap());
+    h.live.get_mut(&a.offset).unwrap().0 = h.core().tag(a.offset).unwrap().size();
+    h.live.get_mut(&a.offset).unwrap().1 = 40;
+    h.check();
+}
+
+#[test]
+fn out_of_space_leaves_the_heap_unchanged_and_extend_adds_room() {
+    let mut h = Harness::new(64 * 1024, 256 * 1024);
+    let before = h.core().check(KEY).unwrap();
+    assert!(h.alloc(100 * 1024, 4, 1).is_none());
+    assert_eq!(h.core().check(KEY).unwrap(), before);
+    h.mem.grow(256 * 1024);
+    h.core().extend(256 * 1024).unwrap();
+    h.check();
+    let c = h.alloc(100 * 1024, 4, 1).unwrap();
+    h.free(c.offset);
+    h.check();
+    assert_eq!(h.core().check(KEY).unwrap().blocks, 1);
+}
+
+#[test]
+fn rebuild_restores_a_scrambled_index() {
+    let mut h = Harness::new(128 * 1024, 128 * 1024);
+    let offs: Vec<u64> = (0..40).map(|i| h.alloc(64 + i * 37, 4, i as u8).unwrap().offset).collect();
+    for o in offs.iter().step_by(3) {
+        h.free(*o);
+    }
+    let r = &h.mem.region;
+    r.zero(TLSF_OFFSET, TLSF_END - TLSF_OFFSET).unwrap();
+    r.store(SB_USED_BYTES, 12345).unwrap();
+    assert!(!h.core().check(KEY).unwrap().is_sound());
+    h.core().rebuild().unwrap();
+    h.check();
+}
+
+#[test]
+fn random_operations_match_the_model() {
+    let ops = if cfg!(miri) { 600 } else { 30_000 };
+    for seed in 0..if cfg!(miri) { 2 } else { 8 } {
+        random_run(seed, ops);
+    }
+}
+
+fn random_run(seed: u64, ops: usize) {
+    let reserved = 4 << 20;
+    let mut h = Harness::new(64 * 1024, reserved);
+    let mut rng = SmallRng::seed_from_u64(seed);
+    for i in 0..ops {
+        let roll = rng.gen_range(0..100);
+        if roll < 50 || h.live.is_empty() {
+            let len = if rng.gen_bool(0.9) { rng.gen_range(0..600) } else { rng.gen_range(0..20_000) };
+            let align = if rng.gen_bool(0.1) { rng.gen_range(5..=12) } else { 4 };
+            if h.alloc(len, align, (i % 251) as u8).is_none() {
+                let cap = h.core().capacity().unwrap();
+                if cap * 2 <= reserved {
+                    h.mem.grow(cap * 2);
+                    h.core().extend(cap * 2).unwrap();
+                }
+            }
+        } else if roll < 85 {
+            let k = rng.gen_range(0..h.live.len());
+            let off = *h.live.keys().nth(k).unwrap();
+            h.free(off);
+        } else {
+            let k = rng.gen_range(0..h.live.len());
+            let off = *h.live.keys().nth(k).unwrap();
+            let (_, len, stamp) = h.live[&off];
+            let new_len = rng.gen_range(0..3000);
+            if h.core().resize_in_place(off, new_len).unwrap() {
+                let size = h.core().tag(off).unwrap().size();
+                h.live.insert(off, (size, len.min(new_len), stamp));
+                h.verify(off);
+                h.fill(off, new_len, stamp);
+                h.live.insert(off, (size, new_len, stamp));
+                h.assert_disjoint(off, size);
+            }
+        }
+        if i % 500 == 0 {
+            h.check();
+        }
+    }
+    h.check();
+    for off in h.live.keys().copied().collect::<Vec<_>>() {
+        h.free(off);
+    }
+    h.check();
+    assert_eq!(h.core().check(KEY).unwrap().blocks, 1);
+}

@@ -1,0 +1,495 @@
+//! Two-level segregated fit (TLSF) over a [`Region`]: O(1) allocate and free with immediate
+//! coalescing, no system calls.
+//!
+//! Invariants (checked by [`Core::check`]):
+//! - blocks tile `[HEAP_START, capacity - SENTINEL_SIZE)` exactly, and the sentinel follows;
+//! - no two free blocks are adjacent (coalescing is immediate);
+//! - a block's `PREV_FREE` flag is set iff the block before it is free, and then that block's
+//!   last eight bytes (its footer) hold its size;
+//! - a free block is on exactly the list `mapping(size)`; bit `(f, s)` of the bitmaps is set iff
+//!   that list is non-empty;
+//! - the superblock's used bytes and live blocks are the sums over used blocks.
+//!
+//! Every offset read from the region is checked before it is followed: a corrupt store yields
+//! [`Error::Corrupt`], never a wild access or an endless loop.
+
+use crate::core::header::{Tag, FLAG_PREV_FREE};
+use crate::core::region::Region;
+use crate::error::{Error, Result};
+use crate::format::*;
+
+/// Block size needed to hold `len` payload bytes, or `None` when it cannot be represented.
+pub(crate) fn block_size(len: u64) -> Option<u64> {
+    let raw = len.checked_add(HEADER_SIZE + GRANULE - 1)? & !(GRANULE - 1);
+    let size = raw.max(MIN_BLOCK);
+    (size < 1 << (FL_COUNT + 7)).then_some(size)
+}
+
+/// The list a free block of `size` bytes lives on.
+pub(crate) fn mapping(size: u64) -> (u64, u64) {
+    if size < SMALL_LIMIT {
+        (0, size / GRANULE)
+    } else {
+        let l = u64::from(63 - size.leading_zeros());
+        (l - 7, (size >> (l - u64::from(SL_LOG))) & (SL_COUNT - 1))
+    }
+}
+
+/// The first list whose every block is at least `size` bytes.
+fn mapping_search(size: u64) -> Option<(u64, u64)> {
+    let rounded = if size < SMALL_LIMIT {
+        size
+    } else {
+        let l = 63 - size.leading_zeros();
+        size.checked_add((1 << (l - SL_LOG)) - 1)?
+    };
+    let (f, s) = mapping(rounded);
+    (f < FL_COUNT).then_some((f, s))
+}
+
+fn head_at(f: u64, s: u64) -> u64 {
+    TLSF_HEADS + (f * SL_COUNT + s) * 8
+}
+
+/// One block seen by a heap walk.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BlockInfo {
+    pub(crate) offset: u64,
+    pub(crate) tag: Tag,
+}
+
+/// A block carved out by [`Core::alloc`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Carved {
+    pub(crate) offset: u64,
+    pub(crate) size: u64,
+}
+
+/// The allocator core over one region.
+pub(crate) struct Core<'r> {
+    pub(crate) r: &'r Region,
+}
+
+impl<'r> Core<'r> {
+    pub(crate) fn new(r: &'r Region) -> Self {
+        Core { r }
+    }
+
+    /// The heap's capacity from the superblock, checked against what this process may touch.
+    pub(crate) fn capacity(&self) -> Result<u64> {
+        let cap = self.r.load(SB_CAPACITY)?;
+        if cap < MIN_STORE_SIZE || cap > self.r.limit() || cap % PAGE_SIZE != 0 {
+            return Err(Error::corrupt("capacity out of range", SB_CAPACITY));
+        }
+        Ok(cap)
+    }
+
+    fn sentinel(&self) -> Result<u64> {
+        Ok(self.capacity()? - SENTINEL_SIZE)
+    }
+
+    pub(crate) fn tag(&self, off: u64) -> Result<Tag> {
+        Ok(Tag(self.r.load(off + HDR_TAG)?))
+    }
+
+    fn set_tag(&self, off: u64, t: Tag) -> Result<()> {
+        self.r.store(off + HDR_TAG, t.0)
+    }
+
+    /// A block header inside the heap: range, granule and tag checked.
+    pub(crate) fn block_at(&self, off: u64) -> Result<Tag> {
+        let end = self.sentinel()?;
+        if off < HEAP_START || off >= end || off % GRANULE != 0 {
+            return Err(Error::corrupt("block offset outside the heap", off));
+        }
+        let t = self.tag(off)?;
+        let size = t.size();
+        if !t.well_formed() || size < MIN_BLOCK || size > end - off {
+            return Err(Error::corrupt("malformed block header", off));
+        }
+        Ok(t)
+    }
+
+    /// A free block on a list: as [`Core::block_at`], and it must be free.
+    fn free_at(&self, off: u64) -> Result<Tag> {
+        let t = self.block_at(off)?;
+        if !t.is_free() {
+            return Err(Error::corrupt("free list points at a used block", off));
+        }
+        Ok(t)
+    }
+
+    fn write_free(&self, off: u64, size: u64) -> Result<()> {
+        self.set_tag(off, Tag::free(size))?;
+        self.r.store(off + size - 8, size)?;
+        self.insert(off, size)
+    }
+
+    /// Turns a header that has been merged into a neighbour into plain bytes, so that a stale
+    /// handle can never find it again.
+    fn erase_header(&self, off: u64) -> Result<()> {
+        self.r.zero(off, HEADER_SIZE)
+    }
+
+    fn set_prev_free(&self, off: u64, on: bool) -> Result<()> {
+        self.set_tag(off, self.tag(off)?.with_prev_free(on))
+    }
+
+    // ---- free lists -------------------------------------------------------------------
+
+    fn insert(&self, off: u64, size: u64) -> Result<()> {
+        let (f, s) = mapping(size);
+        let head = self.r.load(head_at(f, s))?;
+        self.r.store(off + FREE_NEXT, head)?;
+        self.r.store(off + FREE_PREV, 0)?;
+        if head != 0 {
+            self.free_at(head)?;
+            self.r.store(head + FREE_PREV, off)?;
+        }
+        self.r.store(head_at(f, s), off)?;
+        let sl = self.r.u32_at(TLSF_SL_BITMAPS + f * 4)?;
+        self.r.store32(TLSF_SL_BITMAPS + f * 4, sl.load(crate::sync::Ordering::Relaxed) | 1 << s)?;
+        self.r.store(TLSF_FL_BITMAP, self.r.load(TLSF_FL_BITMAP)? | 1 << f)
+    }
+
+    fn remove(&self, off: u64, size: u64) -> Result<()> {
+        let (f, s) = mapping(size);
+        let next = self.r.load(off + FREE_NEXT)?;
+        let prev = self.r.load(off + FREE_PREV)?;
+        if prev != 0 {
+            self.free_at(prev)?;
+            self.r.store(prev + FREE_NEXT, next)?;
+        } else if self.r.load(head_at(f, s))? == off {
+            self.r.store(head_at(f, s), next)?;
+        } else {
+            return Err(Error::corrupt("free block missing from its list", off));
+        }
+        if next != 0 {
+            self.free_at(next)?;
+            self.r.store(next + FREE_PREV, prev)?;
+        }
+        if self.r.load(head_at(f, s))? == 0 {
+            let sl = self.r.load32(TLSF_SL_BITMAPS + f * 4)? & !(1 << s);
+            self.r.store32(TLSF_SL_BITMAPS + f * 4, sl)?;
+            if sl == 0 {
+                self.r.store(TLSF_FL_BITMAP, self.r.load(TLSF_FL_BITMAP)? & !(1 << f))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A free block of at least `size` bytes, still on its list.
+    fn find(&self, size: u64) -> Result<Option<u64>> {
+        let Some((mut f, s)) = mapping_search(size) else {
+            return Ok(None);
+        };
+        let mut sl = self.r.load32(TLSF_SL_BITMAPS + f * 4)? & (u32::MAX << s);
+        if sl == 0 {
+            let fl = self.r.load(TLSF_FL_BITMAP)? & (u64::MAX << (f + 1));
+            if fl == 0 {
+                return Ok(None);
+            }
+            f = u64::from(fl.trailing_zeros());
+            if f >= FL_COUNT {
+                return Err(Error::corrupt("first-level bitmap out of range", TLSF_FL_BITMAP));
+            }
+            sl = self.r.load32(TLSF_SL_BITMAPS + f * 4)?;
+        }
+        if sl == 0 {
+            return Err(Error::corrupt("bitmaps disagree", TLSF_SL_BITMAPS + f * 4));
+        }
+        let s = u64::from(sl.trailing_zeros());
+        let head = self.r.load(head_at(f, s))?;
+        if head == 0 {
+            return Err(Error::corrupt("bitmap marks an empty list", head_at(f, s)));
+        }
+        let t = self.free_at(head)?;
+        if t.size() < size || mapping(t.size()) != (f, s) {
+            return Err(Error::corrupt("free block on the wrong list", head));
+        }
+        Ok(Some(head))
+    }
+
+    // ---- operations -------------------------------------------------------------------
+
+    /// Lays out an empty heap over `capacity` bytes: the index cleared, one free block and
+    /// the sentinel.
+    pub(crate) fn init(&self, capacity: u64) -> Result<()> {
+        self.r.zero(TLSF_OFFSET, TLSF_END - TLSF_OFFSET)?;
+        self.r.store(SB_CAPACITY, capacity)?;
+        self.r.store(SB_USED_BYTES, 0)?;
+        self.r.store(SB_LIVE_BLOCKS, 0)?;
+        let end = self.sentinel()?;
+        self.set_tag(end, Tag(FLAG_PREV_FREE))?;
+        self.write_free(HEAP_START, end - HEAP_START)
+    }
+
+    fn account(&self, bytes: i64, blocks: i64) -> Result<()> {
+        let used = self.r.load(SB_USED_BYTES)?.wrapping_add_signed(bytes);
+        let live = self.r.load(SB_LIVE_BLOCKS)?.wrapping_add_signed(blocks);
+        self.r.store(SB_USED_BYTES, used)?;
+        self.r.store(SB_LIVE_BLOCKS, live)
+    }
+
+    /// Carves a used block for `len` payload bytes whose payload is aligned to
+    /// `1 << align_log2`. `Ok(None)` when no free block is large enough; the heap is then
+    /// unchanged. The new block's tag is written; the rest of its header is the caller's.
+    pub(crate) fn alloc(&self, len: u64, align_log2: u32) -> Result<Option<Carved>> {
+        let Some(need) = block_size(len) else {
+            return Ok(None);
+        };
+        let align = 1u64 << align_log2;
+        let search = if align <= GRANULE {
+            need
+        } else {
+            match need.checked_add(align + MIN_BLOCK) {
+                Some(s) => s,
+                None => return Ok(None),
+            }
+        };
+        let Some(found) = self.find(search)? else {
+            return Ok(None);
+        };
+        let mut size = self.tag(found)?.size();
+        self.remove(found, size)?;
+        let mut off = found;
+        let gap = aligned_gap(off + HEADER_SIZE, align);
+        if gap > 0 {
+            self.write_free(off, gap)?;
+            off += gap;
+            size -= gap;
+        }
+        let rest = size - need;
+        if rest >= MIN_BLOCK {
+            self.write_free(off + need, rest)?;
+            size = need;
+        } else {
+            self.set_prev_free(off + size, false)?;
+        }
+        let tag = Tag::used(size, size - HEADER_SIZE - len, align_log2).with_prev_free(gap > 0);
+        self.set_tag(off, tag)?;
+        self.account(size as i64, 1)?;
+        Ok(Some(Carved { offset: off, size }))
+    }
+
+    /// Frees the used block at `off`, merging it with free neighbours. Returns its size.
+    pub(crate) fn free(&self, off: u64) -> Result<u64> {
+        let t = self.block_at(off)?;
+        if t.is_free() {
+            return Err(Error::corrupt("double free", off));
+        }
+        let freed = t.size();
+        self.r.zero(off + HDR_GEN, HEADER_SIZE - HDR_GEN)?;
+        self.account(-(freed as i64), -1)?;
+        let (mut start, mut size) = (off, freed);
+        let next = off + size;
+        let nt = self.tag(next)?;
+        if nt.is_free() {
+            self.free_at(next)?;
+            self.remove(next, nt.size())?;
+            self.erase_header(next)?;
+            size += nt.size();
+        }
+        if t.prev_free() {
+            let p = self.prev_free_block(off)?;
+            let psize = self.tag(p)?.size();
+            self.remove(p, psize)?;
+            self.erase_header(off)?;
+            start = p;
+            size += psize;
+        }
+        self.write_free(start, size)?;
+        self.set_prev_free(start + size, true)?;
+        Ok(freed)
+    }
+
+    /// The free block before `off`, found through its footer and checked.
+    fn prev_free_block(&self, off: u64) -> Result<u64> {
+        let psize = self.r.load(off - 8)?;
+        let p = off.checked_sub(psize).filter(|p| *p >= HEAP_START);
+        match p {
+            Some(p) if self.free_at(p)?.size() == psize => Ok(p),
+            _ => Err(Error::corrupt("footer of the previous block is wrong", off - 8)),
+        }
+    }
+
+    /// Changes the used block at `off` to hold `new_len` bytes without moving it: shrinks it
+    /// (returning the tail to the heap) or grows it into a free neighbour. `Ok(false)` when it
+    /// cannot grow in place; the heap is then unchanged.
+    pub(crate) fn resize_in_place(&self, off: u64, new_len: u64) -> Result<bool> {
+        let t = self.block_at(off)?;
+        let Some(need) = block_size(new_len) else {
+            return Ok(false);
+        };
+        let old = t.size();
+        let mut size = old;
+        if need > old {
+            let next = off + old;
+            let nt = self.tag(next)?;
+            if !nt.is_free() || old + nt.size() < need {
+                return Ok(false);
+            }
+            self.remove(next, nt.size())?;
+            self.erase_header(next)?;
+            size += nt.size();
+        } else if old - need >= MIN_BLOCK {
+            let next = off + old;
+            let nt = self.tag(next)?;
+            if nt.is_free() {
+                self.remove(next, nt.size())?;
+                self.erase_header(next)?;
+                size += nt.size();
+            }
+        }
+        if size - need >= MIN_BLOCK {
+            self.write_free(off + need, size - need)?;
+            self.set_prev_free(off + size, true)?;
+            size = need;
+        } else {
+            self.set_prev_free(off + size, false)?;
+        }
+        let tag = Tag::used(size, size - HEADER_SIZE - new_len, t.align_log2());
+        self.set_tag(off, tag.with_prev_free(t.prev_free()))?;
+        self.account(size as i64 - old as i64, 0)?;
+        Ok(true)
+    }
+
+    /// Adds `[old_cap, new_cap)` to the heap (the region must already reach `new_cap`).
+    pub(crate) fn extend(&self, new_cap: u64) -> Result<()> {
+        let old_end = self.sentinel()?;
+        let new_end = new_cap - SENTINEL_SIZE;
+        if new_cap > self.r.limit() || new_end <= old_end {
+            return Err(Error::corrupt("growth target out of range", SB_CAPACITY));
+        }
+        self.set_tag(new_end, Tag(FLAG_PREV_FREE))?;
+        let mut start = old_end;
+        if self.tag(old_end)?.prev_free() {
+            start = self.prev_free_block(old_end)?;
+            self.remove(start, self.tag(start)?.size())?;
+            self.erase_header(old_end)?;
+        }
+        self.r.store(SB_CAPACITY, new_cap)?;
+        self.write_free(start, new_end - start)
+    }
+
+    /// Size of the largest free block.
+    pub(crate) fn largest_free(&self) -> Result<u64> {
+        let fl = self.r.load(TLSF_FL_BITMAP)?;
+        if fl == 0 {
+            return Ok(0);
+        }
+        let f = u64::from(63 - fl.leading_zeros());
+        let sl = if f < FL_COUNT { self.r.load32(TLSF_SL_BITMAPS + f * 4)? } else { 0 };
+        if sl == 0 {
+            return Err(Error::corrupt("bitmaps disagree", TLSF_SL_BITMAPS));
+        }
+        let s = u64::from(31 - sl.leading_zeros());
+        let mut best = 0;
+        let mut cur = self.r.load(head_at(f, s))?;
+        let mut budget = self.capacity()? / MIN_BLOCK;
+        while cur != 0 {
+            best = best.max(self.free_at(cur)?.size());
+            cur = self.r.load(cur + FREE_NEXT)?;
+            budget = budget.checked_sub(1).ok_or(Error::corrupt("free list cycle", cur))?;
+        }
+        Ok(best)
+    }
+
+    /// Visits every block in address order, checking that the blocks tile the heap.
+    pub(crate) fn walk(&self, mut visit: impl FnMut(BlockInfo) -> Result<()>) -> Result<()> {
+        let end = self.sentinel()?;
+        let mut off = HEAP_START;
+        while off < end {
+            let tag = self.block_at(off)?;
+            visit(BlockInfo { offset: off, tag })?;
+            off += tag.size();
+        }
+        if off != end || self.tag(end)?.size() != 0 {
+            return Err(Error::corrupt("blocks do not end at the sentinel", off));
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the free lists, bitmaps, flags, footers and accounting from the block headers
+    /// alone, merging free neighbours. Used after a lock holder died mid-operation.
+    pub(crate) fn rebuild(&self) -> Result<()> {
+        let mut blocks = Vec::new();
+        self.walk(|b| {
+            blocks.push(b);
+            Ok(())
+        })?;
+        self.r.zero(TLSF_OFFSET, TLSF_END - TLSF_OFFSET)?;
+        let (mut used, mut live) = (0u64, 0u64);
+        let mut run: Option<(u64, u64)> = None;
+        let mut prev_free = false;
+        for b in blocks {
+            if b.tag.is_free() {
+                run = Some(match run {
+                    Some((start, size)) => {
+                        self.erase_header(b.offset)?;
+                        (start, size + b.tag.size())
+                    }
+                    None => (b.offset, b.tag.size()),
+                });
+                continue;
+            }
+            if let Some((start, size)) = run.take() {
+                self.write_free(start, size)?;
+                prev_free = true;
+            }
+            self.set_tag(b.offset, b.tag.with_prev_free(prev_free))?;
+            prev_free = false;
+            used += b.tag.size();
+            live += 1;
+        }
+        let end = self.sentinel()?;
+        if let Some((start, size)) = run {
+            self.write_free(start, size)?;
+            prev_free = true;
+        }
+        self.set_tag(end, Tag(0).with_prev_free(prev_free))?;
+        self.r.store(SB_USED_BYTES, used)?;
+        self.r.store(SB_LIVE_BLOCKS, live)
+    }
+}
+
+/// Bytes to skip from `payload` so that the payload is aligned to `align` and, when anything
+/// is skipped, the skipped part can stand as a free block of its own.
+fn aligned_gap(payload: u64, align: u64) -> u64 {
+    let mut gap = payload.next_multiple_of(align) - payload;
+    while gap != 0 && gap < MIN_BLOCK {
+        gap += align;
+    }
+    gap
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping_is_monotonic_and_search_rounds_up() {
+        let mut last = (0, 0);
+        for size in (MIN_BLOCK..1 << 20).step_by(16) {
+            let m = mapping(size);
+            assert!(m >= last, "{size}");
+            last = m;
+            let (f, s) = mapping_search(size).unwrap();
+            // every block on the searched list is at least `size`
+            let lower = if f == 0 { s * GRANULE } else { (SL_COUNT + s) << (f + 7 - u64::from(SL_LOG)) };
+            assert!(lower >= size, "size {size} list ({f},{s}) starts at {lower}");
+        }
+    }
+
+    #[test]
+    fn aligned_gap_leaves_room_for_a_free_block() {
+        for align in [32u64, 64, 128, 4096] {
+            for p in (HEAP_START + HEADER_SIZE..HEAP_START + 3 * 4096).step_by(16) {
+                let g = aligned_gap(p, align);
+                assert_eq!((p + g) % align, 0);
+                assert!(g == 0 || g >= MIN_BLOCK);
+                assert!(g < MIN_BLOCK + align);
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Every byte offset and size of the store format, in one place.
+//!
+//! `docs/format.md` documents the same numbers for people; the test
+//! `format_doc_matches_constants` in `tests/format_doc.rs` reads the doc and checks the two
+//! agree. All integers in the file are little-endian and fixed width; nothing here is `usize`.
+//!
+//! The layout, from offset 0:
+//!
+//! | range                | what                                          |
+//! |----------------------|-----------------------------------------------|
+//! | `0 .. 512`           | superblock (magic, version, sizes, lock, stats) |
+//! | `1024 .. 6400`       | TLSF index (bitmaps and free-list heads)      |
+//! | `8192 .. 16384`      | process registry: [`SLOT_COUNT`] slots        |
+//! | `16384 .. 32768`     | named roots: [`ROOT_COUNT`] entries           |
+//! | `32768 .. capacity`  | the heap: blocks, then a 32-byte end sentinel  |
+
+/// The first eight bytes of every store file.
+pub const MAGIC: [u8; 8] = *b"\x89MMHEAP\n";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Page size the layout assumes; also the largest alignment `allocate_aligned` accepts.
+pub const PAGE_SIZE: u64 = 4096;
+
+// ---- superblock -------------------------------------------------------------------------
+/// `[u8; 8]` magic.
+pub const SB_MAGIC: u64 = 0;
+/// `u32` format version.
+pub const SB_VERSION: u64 = 8;
+/// `u32` flag bits ([`SB_FLAG_TEMPORARY`]).
+pub const SB_FLAGS: u64 = 12;
+/// `u64` layout fingerprint, see [`fingerprint`].
+pub const SB_FINGERPRINT: u64 = 16;
+/// `u64` random key of this store, folded into every block header's check word.
+pub const SB_KEY: u64 = 24;
+/// `u64` maximum size the store may grow to, in bytes.
+pub const SB_MAX_SIZE: u64 = 32;
+/// `u64` current capacity: the file is at least this long and the heap ends here.
+pub const SB_CAPACITY: u64 = 40;
+/// `u64` next block generation to hand out (never reused).
+pub const SB_NEXT_GEN: u64 = 48;
+/// `u32` the store lock word, see `crate::lock`.
+pub const SB_LOCK: u64 = 56;
+/// `u64` bytes in used blocks, headers included.
+pub const SB_USED_BYTES: u64 = 64;
+/// `u64` number of used (live) blocks.
+pub const SB_LIVE_BLOCKS: u64 = 72;
+/// `u64` number of times the store has grown.
+pub const SB_GROWTHS: u64 = 80;
+/// Size of the superblock area that is read as fields; the rest up to [`TLSF_OFFSET`] is zero.
+pub const SUPERBLOCK_SIZE: u64 = 512;
+
+/// Superblock flag: the store was made by `MappedManager::temporary` (informational).
+pub const SB_FLAG_TEMPORARY: u32 = 1;
+
+// ---- TLSF index -------------------------------------------------------------------------
+/// Start of the TLSF index.
+pub const TLSF_OFFSET: u64 = 1024;
+/// `u64` first-level bitmap: bit `f` set iff some list in row `f` is non-empty.
+pub const TLSF_FL_BITMAP: u64 = TLSF_OFFSET;
+/// `[u32; FL_COUNT]` second-level bitmaps: bit `s` of word `f` set iff list `(f, s)` is non-empty.
+pub const TLSF_SL_BITMAPS: u64 = TLSF_OFFSET + 8;
+/// `[[u64; SL_COUNT]; FL_COUNT]` heads of the free lists (block offsets, 0 = empty).
+pub const TLSF_HEADS: u64 = TLSF_OFFSET + 256;
+/// log2 of the number of second-level lists per first-level row.
+pub const SL_LOG: u32 = 4;
+/// Second-level lists per first-level row.
+pub const SL_COUNT: u64 = 1 << SL_LOG;
+/// First-level rows. Row 0 holds sizes below [`SMALL_LIMIT`] in 16-byte steps; row `f >= 1`
+/// holds sizes in `[2^(f+7), 2^(f+8))`, so the largest block is below `2^47` bytes.
+pub const FL_COUNT: u64 = 40;
+/// Blocks smaller than this are classed linearly in row 0.
+pub const SMALL_LIMIT: u64 = SL_COUNT * GRANULE;
+/// End of the TLSF index.
+pub const TLSF_END: u64 = TLSF_HEADS + FL_COUNT * SL_COUNT * 8;
+
+// ---- process registry -------------------------------------------------------------------
+/// Start of the process registry.
+pub const REGISTRY_OFFSET: u64 = 8192;
+/// Number of process slots: at most this many processes are attached at once.
+pub const SLOT_COUNT: u64 = 128;
+/// Bytes per slot.
+pub const SLOT_SIZE: u64 = 64;
+/// Slot field: `u32` state ([`SLOT_FREE`], [`SLOT_ATTACHED`]).
+pub const SLOT_STATE: u64 = 0;
+/// Slot field: `u32` process id (informational; liveness never rests on it).
+pub const SLOT_PID: u64 = 4;
+/// Slot field: `u64` process start time in clock ticks since boot (informational).
+pub const SLOT_START_TIME: u64 = 8;
+/// Slot field: `u64` random nonce of this attachment.
+pub const SLOT_NONCE: u64 = 16;
+/// Slot state: nobody.
+pub const SLOT_FREE: u32 = 0;
+/// Slot state: a process has attached and holds the slot's liveness lock.
+pub const SLOT_ATTACHED: u32 = 1;
+/// Byte offset of slot 0's liveness lock: an advisory record lock on the store file, far past
+/// its end, held by the attached process. The kernel drops it when the process dies.
+pub const LIVENESS_LOCK_BASE: u64 = 1 << 62;
+
+// ---- named roots ------------------------------------------------------------------------
+/// Start of the roots directory.
+pub const ROOTS_OFFSET: u64 = 16384;
+/// Number of root entries.
+pub const ROOT_COUNT: u64 = 256;
+/// Bytes per root entry.
+pub const ROOT_SIZE: u64 = 64;
+/// Root field: `u64` block offset, 0 when the entry is empty. Written last when a root is set.
+pub const ROOT_BLOCK: u64 = 0;
+/// Root field: `u32` name length in bytes.
+pub const ROOT_NAME_LEN: u64 = 8;
+/// Root field: name bytes (UTF-8), zero-padded.
+pub const ROOT_NAME: u64 = 16;
+/// Longest root name in bytes.
+pub const ROOT_NAME_MAX: u64 = ROOT_SIZE - ROOT_NAME;
+
+// ---- heap and block headers -------------------------------------------------------------
+/// First block of the heap.
+pub const HEAP_START: u64 = 32768;
+/// Every block offset and size is a multiple of this.
+pub const GRANULE: u64 = 16;
+/// Bytes of a block header; the payload starts right after it.
+pub const HEADER_SIZE: u64 = 32;
+/// Smallest block: header, two free-list links and a footer, rounded to the granule.
+pub const MIN_BLOCK: u64 = 64;
+/// Header field: `u64` tag (size, flags, slack, alignment).
+pub const HDR_TAG: u64 = 0;
+/// Header field: `u64` generation, unique per allocation in the store's life.
+pub const HDR_GEN: u64 = 8;
+/// Header field: `u64` reference word (owner references, other holds, owner slot, published).
+pub const HDR_RC: u64 = 16;
+/// Header field: `u64` check word: keyed hash of (offset, generation).
+pub const HDR_CHECK: u64 = 24;
+/// Free block payload field: `u64` offset of the next block in the same free list (0 = none).
+pub const FREE_NEXT: u64 = HEADER_SIZE;
+/// Free block payload field: `u64` offset of the previous block in the free list (0 = none).
+pub const FREE_PREV: u64 = HEADER_SIZE + 8;
+/// Bytes of the end sentinel (a header whose size is 0) at `capacity - SENTINEL_SIZE`.
+pub const SENTINEL_SIZE: u64 = HEADER_SIZE;
+
+/// Smallest store: the metadata, a minimal block and the sentinel, rounded to a page.
+pub const MIN_STORE_SIZE: u64 = HEAP_START + PAGE_SIZE;
+
+/// The layout fingerprint stored in the superblock: a hash of every number two builds must
+/// agree on to share a store. A build that changes any of them writes a different
+/// fingerprint and refuses stores with the old one (in the manner of LMDB's lock format).
+pub const fn fingerprint() -> u64 {
+    let parts = [
+        FORMAT_VERSION as u64,
+        PAGE_SIZE,
+        SUPERBLOCK_SIZE,
+        TLSF_OFFSET,
+        TLSF_HEADS,
+        SL_COUNT,
+        FL_COUNT,
+        REGISTRY_OFFSET,
+        SLOT_COUNT,
+        SLOT_SIZE,
+        ROOTS_OFFSET,
+        ROOT_COUNT,
+        ROOT_SIZE,
+        HEAP_START,
+        GRANULE,
+        HEADER_SIZE,
+        MIN_BLOCK,
+        LIVENESS_LOCK_BASE,
+    ];
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < parts.len() {
+        h = mix(h ^ parts[i]);
+        i += 1;
+    }
+    h
+}
+
+/// A 64-bit finaliser (splitmix64's); used for the fingerprint and the header check word.
+pub const fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+const _: () = {
+    assert!(TLSF_SL_BITMAPS + FL_COUNT * 4 <= TLSF_HEADS);
+    assert!(TLSF_END <= REGISTRY_OFFSET);
+    assert!(REGISTRY_OFFSET + SLOT_COUNT * SLOT_SIZE <= ROOTS_OFFSET);
+    assert!(ROOTS_OFFSET + ROOT_COUNT * ROOT_SIZE <= HEAP_START);
+    assert!(HEAP_START % PAGE_SIZE == 0);
+    assert!(HEADER_SIZE % GRANULE == 0 && MIN_BLOCK % GRANULE == 0);
+    assert!(HEADER_SIZE + 16 + 8 <= MIN_BLOCK);
+    assert!(SB_GROWTHS + 8 <= SUPERBLOCK_SIZE);
+    assert!(SUPERBLOCK_SIZE <= TLSF_OFFSET);
+    assert!(SL_COUNT <= 32);
+};
