@@ -1,11 +1,95 @@
-//! mmheap
+//! # mmheap
+//!
+//! Memory that several processes share, or that outlives a process. A memory manager keeps
+//! its block headers, reference counts and free lists inside a memory-mapped store file, so
+//! several processes allocate, resize, share and free blocks in one heap at once, addressing
+//! it by offset. Beside it, [`DefaultManager`] offers the same API over process memory.
+//!
+//! - [`MemoryManager`]: allocate, resize, statistics; implemented by both managers.
+//! - [`MappedManager`]: a heap in a store file: create, open, grow, named roots, flush.
+//! - [`DefaultManager`]: the same heap over anonymous memory, with a process-wide
+//!   [`DefaultManager::global`].
+//! - [`MemoryBlock`]: an owning, reference-counted block; [`BlockHandle`]: the plain value
+//!   that names it for another process; [`MemorySegment`]: a view of some of its bytes;
+//!   [`Offset`]: a typed, position-independent link inside a store.
+//!
+//! ```
+//! use mmheap::{MappedManager, MemoryManager, Options};
+//!
+//! let store = MappedManager::temporary(&Options::new())?;
+//! let mut block = store.allocate(11)?;
+//! block.as_mut_slice()?.copy_from_slice(b"hello world");
+//! let handle = block.handle(); // plain data: send it to another process
+//!
+//! // ... in the other process: MappedManager::open(path)?.block_from_handle(handle)?
+//! let again = store.block_from_handle(handle)?;
+//! assert_eq!(again.as_slice(), b"hello world");
+//! assert_eq!(block.ref_count(), 2);
+//! # Ok::<(), mmheap::Error>(())
+//! ```
+//!
+//! The layers, the trust model and the concurrency protocol are described in
+//! `ARCHITECTURE.md`; the bytes on disk in `docs/format.md`.
 #![deny(unsafe_op_in_unsafe_fn)]
-#![allow(dead_code)]
+#![warn(missing_docs)]
 
+
+mod block;
 mod core;
+mod default_manager;
 mod error;
-mod format;
+pub mod format;
+mod heap;
+mod lock;
+mod manager;
+mod mapped;
+mod offset;
+mod segment;
 mod sync;
+mod sys;
 
+pub use crate::block::{BlockHandle, MemoryBlock};
 pub use crate::core::check::{CheckReport, Problem};
+pub use crate::default_manager::{DefaultManager, DEFAULT_RESERVE};
 pub use crate::error::{Error, Result};
+pub use crate::format::ROOT_NAME_MAX;
+pub use crate::manager::{MemoryManager, Stats};
+pub use crate::mapped::{MappedManager, Options, MAX_STORE_SIZE};
+pub use crate::offset::Offset;
+pub use crate::segment::{MemorySegment, MemorySegmentMut};
+
+macro_rules! impl_memory_manager {
+    ($t:ty) => {
+        impl MemoryManager for $t {
+            fn allocate(&self, len: usize) -> Result<MemoryBlock> {
+                MemoryBlock::allocate(&self.heap, len, 16, false)
+            }
+            fn allocate_aligned(&self, len: usize, align: usize) -> Result<MemoryBlock> {
+                MemoryBlock::allocate(&self.heap, len, align, false)
+            }
+            fn allocate_zeroed(&self, len: usize) -> Result<MemoryBlock> {
+                MemoryBlock::allocate(&self.heap, len, 16, true)
+            }
+            fn resize(&self, block: &mut MemoryBlock, new_len: usize) -> Result<()> {
+                if !block.same_heap(&self.heap) {
+                    return Err(Error::WrongManager);
+                }
+                block.resize(new_len)
+            }
+            fn stats(&self) -> Result<Stats> {
+                self.heap.stats()
+            }
+            fn block_from_handle(&self, handle: BlockHandle) -> Result<MemoryBlock> {
+                let got = self.heap.resolve(handle)?;
+                MemoryBlock::from_obtained(&self.heap, got)
+            }
+        }
+    };
+}
+
+impl_memory_manager!(DefaultManager);
+impl_memory_manager!(MappedManager);
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -8,4 +8,4 @@
 //! real processes in `tests/multiprocess.rs`.
 
 #[allow(clippy::disallowed_types)]
-pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};

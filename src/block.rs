@@ -1,0 +1,262 @@
+//! `MemoryBlock`, the owning handle of one block, and `BlockHandle`, the plain value that
+//! names a block across processes.
+
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::core::header::rc;
+use crate::error::{Error, Result};
+use crate::format::{HEADER_SIZE, PAGE_SIZE};
+use crate::heap::{Heap, Obtained, RefKind};
+use crate::segment::{MemorySegment, MemorySegmentMut};
+use crate::Offset;
+
+/// Names a block inside a store: its offset and the generation it was allocated with.
+///
+/// A handle is plain data (`Pod`): send it through a pipe, a socket or another block. Turning
+/// it back into a [`MemoryBlock`] with [`crate::MemoryManager::block_from_handle`] checks that
+/// the offset is in range, that a valid header is there and that the generation matches, so
+/// a handle to a block that has since been freed (and perhaps reallocated) is refused with
+/// [`Error::StaleHandle`], and a made-up one with [`Error::InvalidHandle`] or
+/// [`Error::StaleHandle`], never undefined behaviour.
+///
+/// A handle does not keep its block alive: the sender must hold the block until the receiver
+/// has resolved it (or use a named root or, later, a channel, which hold a reference).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockHandle {
+    /// Store offset of the block's header.
+    pub offset: u64,
+    /// Generation of the allocation.
+    pub generation: u64,
+}
+
+/// An owning, reference-counted handle to one allocated block.
+///
+/// The count lives in the block's header inside the heap, so for a mapped store it is shared by
+/// every process: [`Clone`] adds a reference, dropping releases one, and the block is freed when
+/// the last reference anywhere is released.
+///
+/// Access follows the loan-write-publish rule (ARCHITECTURE.md, "Who may write"): the bytes are
+/// writable through [`MemoryBlock::as_mut_slice`] only while this is the block's only
+/// reference and it has never been published (no [`MemoryBlock::handle`] taken, never rooted
+/// or resolved by another process). After that everyone sees it read-only.
+///
+/// ```
+/// use mmheap::{DefaultManager, MemoryManager};
+///
+/// let m = DefaultManager::new()?;
+/// let mut a = m.allocate(5)?;
+/// a.as_mut_slice()?.copy_from_slice(b"hello");
+/// let b = a.clone();
+/// assert_eq!(a.ref_count(), 2);
+/// assert!(a.as_mut_slice().is_err(), "shared blocks are read-only");
+/// drop(b);
+/// assert_eq!(a.ref_count(), 1);
+/// assert_eq!(a.as_slice(), b"hello");
+/// # Ok::<(), mmheap::Error>(())
+/// ```
+pub struct MemoryBlock {
+    heap: Arc<Heap>,
+    offset: u64,
+    ptr: NonNull<u8>,
+    len: usize,
+    /// `None`: an owner reference, counted in the header. `Some`: one other hold in the
+    /// header, shared by this process's clones.
+    hold: Option<Arc<Hold>>,
+}
+
+/// One other hold on a block, shared by the clones that came from one resolve.
+struct Hold {
+    heap: Arc<Heap>,
+    offset: u64,
+    /// Cleared when the block was freed by other means (a moving resize).
+    armed: bool,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if self.armed {
+            // An error means a corrupt store; the hold is leaked rather than risk more damage.
+            let _ = self.heap.release_hold(self.offset);
+        }
+    }
+}
+
+// SAFETY: the payload pointer is into a mapping owned by the Arc<Heap> the block keeps alive,
+// header words are touched only atomically, and mutable access needs `&mut self`, so moving or
+// sharing a MemoryBlock between threads is as safe as for `Arc<Vec<u8>>`.
+unsafe impl Send for MemoryBlock {}
+// SAFETY: as above; `&MemoryBlock` gives only shared, read-only access to the payload.
+unsafe impl Sync for MemoryBlock {}
+
+/// Checks an alignment and returns its log2 (at least 4: every block is 16-aligned).
+pub(crate) fn align_log2(align: usize) -> Result<u32> {
+    if !align.is_power_of_two() || align as u64 > PAGE_SIZE {
+        return Err(Error::InvalidAlignment(align));
+    }
+    Ok(align.trailing_zeros().max(4))
+}
+
+impl MemoryBlock {
+    pub(crate) fn from_obtained(heap: &Arc<Heap>, got: Obtained) -> Result<MemoryBlock> {
+        let ptr = heap.payload(got.offset, got.len)?;
+        let hold = match got.kind {
+            RefKind::Owner => None,
+            RefKind::Hold => Some(Arc::new(Hold { heap: heap.clone(), offset: got.offset, armed: true })),
+        };
+        Ok(MemoryBlock { heap: heap.clone(), offset: got.offset, ptr, len: got.len as usize, hold })
+    }
+
+    pub(crate) fn allocate(heap: &Arc<Heap>, len: usize, align: usize, zeroed: bool) -> Result<Self> {
+        let got = heap.allocate(len as u64, align_log2(align)?)?;
+        let mut block = MemoryBlock::from_obtained(heap, got)?;
+        if zeroed {
+            block.as_mut_slice()?.fill(0);
+        }
+        Ok(block)
+    }
+
+    /// Store offset of the block's header.
+    pub(crate) fn header_offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Length in bytes, as requested.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the length is zero.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The payload, read-only.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the payload lies inside the mapping that `self.heap` keeps alive, `len`
+        // bytes were range-checked when the block was obtained, and by the publication rule
+        // nobody writes these bytes while a shared reference exists: writers need the sole,
+        // unpublished reference and `&mut self` (see `as_mut_slice`).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The payload, writable: only while this is the only reference and the block has never
+    /// been published. Otherwise [`Error::Shared`].
+    pub fn as_mut_slice(&mut self) -> Result<&mut [u8]> {
+        self.ensure_exclusive()?;
+        // SAFETY: as in `as_slice`; additionally no other reference exists in any process
+        // (count 1, never published, so no handle can name it) and `&mut self` excludes this
+        // process's other uses.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) })
+    }
+
+    fn ensure_exclusive(&self) -> Result<()> {
+        let w = self.heap.rc(self.offset);
+        let count = self.ref_count();
+        if count != 1 || rc::published(w) {
+            return Err(Error::Shared { count });
+        }
+        Ok(())
+    }
+
+    /// References to this block: every `MemoryBlock` of this process, and every hold elsewhere
+    /// (another process's references, a named root), as counted in the block header.
+    pub fn ref_count(&self) -> u64 {
+        let local_extra = self.hold.as_ref().map_or(0, |h| Arc::strong_count(h) as u64 - 1);
+        rc::count(self.heap.rc(self.offset)) + local_extra
+    }
+
+    /// Whether the block has been published (a handle taken, rooted or resolved elsewhere);
+    /// published blocks are read-only for everyone.
+    pub fn is_published(&self) -> bool {
+        rc::published(self.heap.rc(self.offset))
+    }
+
+    /// The handle that names this block, for another process. Publishes the block: from now
+    /// on it is read-only everywhere.
+    pub fn handle(&self) -> BlockHandle {
+        self.heap.publish(self.offset);
+        self.heap.handle_of(self.offset)
+    }
+
+    /// Offset of the first payload byte in the store: position-independent, valid in every
+    /// process that maps the store.
+    pub fn offset(&self) -> Offset<u8> {
+        Offset::new(self.offset + HEADER_SIZE)
+    }
+
+    /// A read-only view of the whole payload.
+    pub fn segment(&self) -> MemorySegment<'_> {
+        MemorySegment::new(self.as_slice(), self.offset + HEADER_SIZE)
+    }
+
+    /// A writable view of the whole payload (same rule as [`MemoryBlock::as_mut_slice`]).
+    pub fn segment_mut(&mut self) -> Result<MemorySegmentMut<'_>> {
+        let start = self.offset + HEADER_SIZE;
+        Ok(MemorySegmentMut::new(self.as_mut_slice()?, start))
+    }
+
+    /// Changes the length; see [`crate::MemoryManager::resize`].
+    pub fn resize(&mut self, new_len: usize) -> Result<()> {
+        let extra = self.hold.as_ref().map_or(0, |h| Arc::strong_count(h) as u64 - 1);
+        let moved = self.heap.resize(self.offset, new_len as u64, extra)?;
+        let offset = match moved {
+            None => self.offset,
+            Some(new) => {
+                // The old block is freed already; its hold must not be released again. The
+                // count was checked under the lock, so this is the hold's last clone.
+                if let Some(mut hold) = self.hold.take().and_then(Arc::into_inner) {
+                    hold.armed = false;
+                }
+                new
+            }
+        };
+        self.ptr = self.heap.payload(offset, new_len as u64)?;
+        self.offset = offset;
+        self.len = new_len;
+        Ok(())
+    }
+
+    /// Whether two blocks come from the same manager instance.
+    pub(crate) fn same_heap(&self, heap: &Arc<Heap>) -> bool {
+        Arc::ptr_eq(&self.heap, heap)
+    }
+}
+
+impl Clone for MemoryBlock {
+    fn clone(&self) -> Self {
+        match &self.hold {
+            None => self.heap.clone_owner(self.offset),
+            Some(_) => {}
+        }
+        MemoryBlock {
+            heap: self.heap.clone(),
+            offset: self.offset,
+            ptr: self.ptr,
+            len: self.len,
+            hold: self.hold.clone(),
+        }
+    }
+}
+
+impl Drop for MemoryBlock {
+    fn drop(&mut self) {
+        if self.hold.is_none() {
+            self.heap.release_owner(self.offset);
+        }
+    }
+}
+
+impl fmt::Debug for MemoryBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryBlock")
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .field("ref_count", &self.ref_count())
+            .finish()
+    }
+}

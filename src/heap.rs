@@ -1,0 +1,374 @@
+//! The heap engine shared by both managers: the core, under the store lock, over a backing
+//! that knows how to grow and who is alive, plus the reference protocol on block headers.
+
+use std::ptr::NonNull;
+
+use crate::core::check::CheckReport;
+use crate::core::header::{check_word, rc, Tag};
+use crate::core::region::Region;
+use crate::core::tlsf::{block_size, Core};
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::lock::{self, Acquired};
+use crate::manager::Stats;
+use crate::sync::{fence, AtomicU64, Ordering};
+use crate::BlockHandle;
+
+/// What a manager's memory comes from.
+pub(crate) trait Backing: Send + Sync {
+    /// Makes the first `new_cap` bytes of the region backed (called under the lock), then
+    /// raises the region's limit.
+    fn grow(&self, region: &Region, new_cap: u64) -> Result<()>;
+    /// Makes a capacity that another process published reachable here.
+    fn refresh(&self, region: &Region, cap: u64) -> Result<()>;
+    /// Whether the lock holder tagged `tag` is dead.
+    fn owner_dead(&self, tag: u32) -> bool;
+    /// Whether other processes share the memory (selects shared or private futexes).
+    fn shared(&self) -> bool;
+    /// Processes attached now.
+    fn attached(&self, region: &Region) -> u64;
+    /// Writes dirty pages to the file and the file to disk.
+    fn flush(&self) -> Result<()>;
+    /// Leaves the store (under the lock, before the memory goes away).
+    fn detach(&self, region: &Region);
+}
+
+/// A reference to a block obtained from the heap: how this process counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RefKind {
+    /// Counted in the header's owner references (this process is the block's owner).
+    Owner,
+    /// One of the header's other holds, shared by this process's clones.
+    Hold,
+}
+
+/// A freshly obtained reference.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Obtained {
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+    pub(crate) kind: RefKind,
+}
+
+/// The engine.
+pub(crate) struct Heap {
+    pub(crate) region: Region,
+    backing: Box<dyn Backing>,
+    key: u64,
+    /// This process's lock and owner tag: registry slot + 1 (1 in-process).
+    tag: u32,
+}
+
+/// Proof of holding the store lock.
+pub(crate) struct Guard<'h> {
+    heap: &'h Heap,
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        if let Ok(word) = self.heap.region.u32_at(SB_LOCK) {
+            lock::release(word, self.heap.backing.shared());
+        }
+    }
+}
+
+impl Heap {
+    /// Wraps a validated region. `tag` is this process's owner tag.
+    pub(crate) fn new(region: Region, backing: Box<dyn Backing>, tag: u32) -> Result<Heap> {
+        let key = region.load(SB_KEY)?;
+        Ok(Heap { region, backing, key, tag })
+    }
+
+    pub(crate) fn core(&self) -> Core<'_> {
+        Core::new(&self.region)
+    }
+
+    /// Takes the store lock, repairs the heap if its last holder died, and makes any growth by
+    /// another process reachable.
+    pub(crate) fn lock(&self) -> Result<Guard<'_>> {
+        let word = self.region.u32_at(SB_LOCK)?;
+        let how = lock::acquire(word, self.tag, self.backing.shared(), |t| self.backing.owner_dead(t));
+        let guard = Guard { heap: self };
+        let cap = self.region.load(SB_CAPACITY)?;
+        if cap > self.region.limit() {
+            self.backing.refresh(&self.region, cap)?;
+        }
+        if how == Acquired::TakenOver {
+            self.core().rebuild()?;
+        }
+        Ok(guard)
+    }
+
+    fn rc_word(&self, off: u64) -> Result<&AtomicU64> {
+        self.region.u64_at(off + HDR_RC)
+    }
+
+    // ---- allocation -------------------------------------------------------------------
+
+    /// Allocates a block of `len` bytes aligned to `1 << align_log2`, owned by this process.
+    pub(crate) fn allocate(&self, len: u64, align_log2: u32) -> Result<Obtained> {
+        let g = self.lock()?;
+        let offset = self.allocate_locked(&g, len, align_log2)?;
+        Ok(Obtained { offset, len, kind: RefKind::Owner })
+    }
+
+    fn allocate_locked(&self, _g: &Guard<'_>, len: u64, align_log2: u32) -> Result<u64> {
+        let carved = loop {
+            if let Some(c) = self.core().alloc(len, align_log2)? {
+                break c;
+            }
+            self.grow_for(len, align_log2)?;
+        };
+        let off = carved.offset;
+        let gen = self.region.load(SB_NEXT_GEN)?;
+        self.region.store(SB_NEXT_GEN, gen + 1)?;
+        self.region.store(off + HDR_GEN, gen)?;
+        self.region.store(off + HDR_CHECK, check_word(self.key, off, gen))?;
+        self.rc_word(off)?.store(rc::fresh(u64::from(self.tag)), Ordering::Release);
+        Ok(off)
+    }
+
+    fn max_size(&self) -> Result<u64> {
+        self.region.load(SB_MAX_SIZE)
+    }
+
+    /// Grows the store towards room for a block of `len` bytes (doubling, up to the maximum),
+    /// or fails with the heap unchanged when it is at its maximum already.
+    fn grow_for(&self, len: u64, align_log2: u32) -> Result<()> {
+        let max = self.max_size()?;
+        let cap = self.core().capacity()?;
+        let out = Error::OutOfSpace { requested: len, max_size: max };
+        let need = block_size(len).ok_or(out)? + (1 << align_log2) + MIN_BLOCK;
+        if cap >= max {
+            return Err(Error::OutOfSpace { requested: len, max_size: max });
+        }
+        let new_cap = cap.saturating_add(need.max(cap)).next_multiple_of(PAGE_SIZE).min(max);
+        self.backing.grow(&self.region, new_cap)?;
+        self.core().extend(new_cap)?;
+        self.region.store(SB_GROWTHS, self.region.load(SB_GROWTHS)? + 1)
+    }
+
+    // ---- references -------------------------------------------------------------------
+
+    /// Adds an owner reference (cloning an owner-kind `MemoryBlock`).
+    pub(crate) fn clone_owner(&self, off: u64) {
+        let word = self.rc_word(off).expect("a held block is in range");
+        let prev = word.fetch_add(1, Ordering::Relaxed);
+        if rc::owner_refs(prev) == rc::OWNER_REFS_MASK {
+            // Like Arc: overflowing the count would let the block be freed while in use.
+            std::process::abort();
+        }
+    }
+
+    /// Drops an owner reference; the last one clears ownership and frees the block if nobody
+    /// else holds it.
+    pub(crate) fn release_owner(&self, off: u64) {
+        let Ok(word) = self.rc_word(off) else { return };
+        let prev = word.fetch_sub(1, Ordering::Release);
+        debug_assert!(rc::owner_refs(prev) > 0 && rc::owner(prev) == u64::from(self.tag));
+        if rc::owner_refs(prev) > 1 {
+            return;
+        }
+        fence(Ordering::Acquire);
+        let Ok(_g) = self.lock() else { return };
+        let w = word.fetch_and(!rc::OWNER_MASK, Ordering::AcqRel) & !rc::OWNER_MASK;
+        if rc::count(w) == 0 {
+            // Errors mean a corrupt store; the block is leaked rather than risk more damage.
+            let _ = self.core().free(off);
+        }
+    }
+
+    /// Drops one of the block's other holds (the last clone of a hold-kind `MemoryBlock`, or a
+    /// root), freeing the block if that was the last reference.
+    pub(crate) fn release_hold(&self, off: u64) -> Result<()> {
+        let _g = self.lock()?;
+        self.release_hold_locked(off)
+    }
+
+    pub(crate) fn release_hold_locked(&self, off: u64) -> Result<()> {
+        let word = self.rc_word(off)?;
+        let w = word.fetch_sub(rc::OTHER_ONE, Ordering::AcqRel) - rc::OTHER_ONE;
+        if rc::count(w) == 0 && rc::owner(w) == 0 {
+            self.core().free(off)?;
+        }
+        Ok(())
+    }
+
+    /// Adds an other hold to a block this process holds already (for roots); under the lock.
+    pub(crate) fn add_hold_locked(&self, off: u64) -> Result<()> {
+        let word = self.rc_word(off)?;
+        let w = word.load(Ordering::Relaxed);
+        if rc::other(w) == rc::OTHER_MAX {
+            return Err(Error::corrupt("too many holds on one block", off));
+        }
+        word.fetch_add(rc::OTHER_ONE | rc::PUBLISHED, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Marks the block as published: from now on everyone sees it read-only.
+    pub(crate) fn publish(&self, off: u64) {
+        if let Ok(word) = self.rc_word(off) {
+            word.fetch_or(rc::PUBLISHED, Ordering::AcqRel);
+        }
+    }
+
+    /// The reference word of a held block.
+    pub(crate) fn rc(&self, off: u64) -> u64 {
+        self.rc_word(off).map_or(0, |w| w.load(Ordering::Acquire))
+    }
+
+    /// Turns a handle into a new reference, checking range, header and generation.
+    pub(crate) fn resolve(&self, h: BlockHandle) -> Result<Obtained> {
+        let _g = self.lock()?;
+        let off = self.validate_handle(h)?;
+        self.acquire_locked(off)
+            .ok_or(Error::StaleHandle { offset: h.offset, generation: h.generation })?
+    }
+
+    /// Adds a reference to the used block at `off` for this process (under the lock): an
+    /// owner reference if this process owns it, else an other hold. `None` if the block is
+    /// being freed.
+    pub(crate) fn acquire_locked(&self, off: u64) -> Option<Result<Obtained>> {
+        let word = match self.rc_word(off) {
+            Ok(w) => w,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut w = word.load(Ordering::Acquire);
+        loop {
+            let (new, kind) = if rc::owner(w) == u64::from(self.tag) && rc::owner_refs(w) > 0 {
+                (w + 1, RefKind::Owner)
+            } else if rc::count(w) > 0 && rc::other(w) < rc::OTHER_MAX {
+                (w + rc::OTHER_ONE | rc::PUBLISHED, RefKind::Hold)
+            } else if rc::count(w) > 0 {
+                return Some(Err(Error::corrupt("too many holds on one block", off)));
+            } else {
+                return None;
+            };
+            match word.compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    let len = self.core().tag(off).map(|t| t.len());
+                    return Some(len.map(|len| Obtained { offset: off, len, kind }));
+                }
+                Err(now) => w = now,
+            }
+        }
+    }
+
+    fn validate_handle(&self, h: BlockHandle) -> Result<u64> {
+        let off = h.offset;
+        let stale = Error::StaleHandle { offset: off, generation: h.generation };
+        let end = self.core().capacity()? - SENTINEL_SIZE;
+        if off < HEAP_START || off >= end || off % GRANULE != 0 {
+            return Err(Error::InvalidHandle { what: "offset outside the heap", offset: off });
+        }
+        if h.generation == 0 || h.generation >= self.region.load(SB_NEXT_GEN)? {
+            return Err(Error::InvalidHandle { what: "generation never issued", offset: off });
+        }
+        let t = Tag(self.region.load(off + HDR_TAG)?);
+        let fits = t.well_formed() && t.size() >= MIN_BLOCK && t.size() <= end - off;
+        if !fits || t.is_free() || self.region.load(off + HDR_GEN)? != h.generation {
+            return Err(stale);
+        }
+        if self.region.load(off + HDR_CHECK)? != check_word(self.key, off, h.generation) {
+            return Err(stale);
+        }
+        Ok(off)
+    }
+
+    /// The handle of a held block.
+    pub(crate) fn handle_of(&self, off: u64) -> BlockHandle {
+        BlockHandle { offset: off, generation: self.region.load(off + HDR_GEN).unwrap_or(0) }
+    }
+
+    // ---- resize -----------------------------------------------------------------------
+
+    /// Resizes the block at `off`, held by the caller as its only reference (`local_extra`
+    /// counts the caller's additional local clones). Returns the new offset when it moved,
+    /// in which case the caller holds the new block as its owner.
+    pub(crate) fn resize(&self, off: u64, new_len: u64, local_extra: u64) -> Result<Option<u64>> {
+        let g = self.lock()?;
+        let w = self.rc(off);
+        let count = rc::count(w) + local_extra;
+        if count != 1 {
+            return Err(Error::Shared { count });
+        }
+        let old = self.core().block_at(off)?;
+        if self.core().resize_in_place(off, new_len)? {
+            return Ok(None);
+        }
+        let new = self.allocate_locked(&g, new_len, old.align_log2())?;
+        let keep = old.len().min(new_len) as usize;
+        let src = self.region.ptr(off + HEADER_SIZE, keep as u64)?;
+        let dst = self.region.ptr(new + HEADER_SIZE, keep as u64)?;
+        // SAFETY: both payloads are inside the region, distinct blocks (so they do not
+        // overlap), and solely ours: the old one has exactly one reference (the caller's) and
+        // the new one was just carved under the lock we hold.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_ptr(), keep) };
+        self.rc_word(off)?.store(0, Ordering::Relaxed);
+        self.core().free(off)?;
+        Ok(Some(new))
+    }
+
+    /// A pointer to the payload of the block at `off`.
+    pub(crate) fn payload(&self, off: u64, len: u64) -> Result<NonNull<u8>> {
+        self.region.ptr(off + HEADER_SIZE, len)
+    }
+
+    // ---- whole-heap -------------------------------------------------------------------
+
+    pub(crate) fn stats(&self) -> Result<Stats> {
+        let _g = self.lock()?;
+        let capacity = self.core().capacity()?;
+        let used_bytes = self.region.load(SB_USED_BYTES)?;
+        Ok(Stats {
+            capacity,
+            max_size: self.max_size()?,
+            used_bytes,
+            free_bytes: (capacity - HEAP_START - SENTINEL_SIZE).saturating_sub(used_bytes),
+            largest_free: self.core().largest_free()?,
+            live_blocks: self.region.load(SB_LIVE_BLOCKS)?,
+            attached_processes: self.backing.attached(&self.region),
+            growths: self.region.load(SB_GROWTHS)?,
+        })
+    }
+
+    pub(crate) fn check(&self) -> Result<CheckReport> {
+        let _g = self.lock()?;
+        self.core().check(self.key)
+    }
+
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.backing.flush()
+    }
+}
+
+impl Drop for Heap {
+    fn drop(&mut self) {
+        if let Ok(_g) = self.lock() {
+            self.backing.detach(&self.region);
+        }
+    }
+}
+
+/// Writes a fresh superblock and an empty heap into `region` (which must reach `capacity`).
+pub(crate) fn format_region(region: &Region, capacity: u64, max_size: u64, flags: u32) -> Result<()> {
+    region.write_bytes(SB_MAGIC, &MAGIC)?;
+    region.store32(SB_VERSION, FORMAT_VERSION)?;
+    region.store32(SB_FLAGS, flags)?;
+    region.store(SB_FINGERPRINT, fingerprint())?;
+    region.store(SB_KEY, random_u64())?;
+    region.store(SB_MAX_SIZE, max_size)?;
+    region.store(SB_NEXT_GEN, 1)?;
+    region.store32(SB_LOCK, 0)?;
+    region.store(SB_GROWTHS, 0)?;
+    Core::new(region).init(capacity)
+}
+
+/// A random number from the standard library's per-process hash seed (no extra dependency).
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
+    h.write_u32(std::process::id());
+    h.finish()
+}

@@ -1,0 +1,65 @@
+//! The `MemoryManager` trait: one API over both managers.
+
+use crate::{BlockHandle, MemoryBlock, Result};
+
+/// What a heap holds, read from the store's own counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Bytes the heap spans now (the store file's length, for a mapped store).
+    pub capacity: u64,
+    /// Bytes the heap may grow to.
+    pub max_size: u64,
+    /// Bytes in used blocks, headers included.
+    pub used_bytes: u64,
+    /// Bytes in free blocks, headers included.
+    pub free_bytes: u64,
+    /// Size of the largest free block: an allocation up to about this size needs no growth.
+    pub largest_free: u64,
+    /// Number of used blocks.
+    pub live_blocks: u64,
+    /// Processes attached to the store (1 for the in-process manager).
+    pub attached_processes: u64,
+    /// How many times the heap has grown.
+    pub growths: u64,
+}
+
+/// Allocates reference-counted blocks. Implemented by [`crate::DefaultManager`] (process
+/// memory) and [`crate::MappedManager`] (a store file shared between processes), so code can
+/// be generic over where its memory lives.
+///
+/// Rules common to both:
+/// - every block's payload is aligned to at least 16 bytes;
+/// - a zero-length allocation succeeds and returns a distinct block of length 0, which can be
+///   shared, resized and freed like any other;
+/// - running out of space returns [`crate::Error::OutOfSpace`] and leaves the heap unchanged.
+///
+/// ```
+/// use mmheap::{DefaultManager, MemoryManager};
+///
+/// fn fill<M: MemoryManager>(m: &M) -> mmheap::Result<u8> {
+///     let mut block = m.allocate_zeroed(64)?;
+///     block.as_mut_slice()?[0] = 7;
+///     m.resize(&mut block, 4096)?;
+///     Ok(block.as_slice()[0])
+/// }
+/// assert_eq!(fill(&DefaultManager::new()?)?, 7);
+/// # Ok::<(), mmheap::Error>(())
+/// ```
+pub trait MemoryManager {
+    /// Allocates `len` bytes (content unspecified).
+    fn allocate(&self, len: usize) -> Result<MemoryBlock>;
+    /// Allocates `len` bytes whose start is aligned to `align`, a power of two up to 4096.
+    fn allocate_aligned(&self, len: usize, align: usize) -> Result<MemoryBlock>;
+    /// Allocates `len` zeroed bytes.
+    fn allocate_zeroed(&self, len: usize) -> Result<MemoryBlock>;
+    /// Changes a block's length, keeping its content up to the shorter length. Grows or
+    /// shrinks in place when the neighbouring space allows, otherwise moves the block (its
+    /// old handle then goes stale). Fails with [`crate::Error::Shared`] when the block has
+    /// other references.
+    fn resize(&self, block: &mut MemoryBlock, new_len: usize) -> Result<()>;
+    /// The heap's counters.
+    fn stats(&self) -> Result<Stats>;
+    /// A new reference to the block a handle names; stale or forged handles are refused.
+    fn block_from_handle(&self, handle: BlockHandle) -> Result<MemoryBlock>;
+}

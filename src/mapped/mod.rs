@@ -1,0 +1,261 @@
+//! `MappedManager`: the heap inside a memory-mapped store file.
+
+mod open;
+mod registry;
+mod roots;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::MmapRaw;
+
+use crate::core::region::Region;
+use crate::error::{Error, Result};
+use crate::format::{MIN_STORE_SIZE, PAGE_SIZE};
+use crate::heap::{Backing, Heap};
+use crate::{BlockHandle, CheckReport, MemoryBlock};
+
+/// Largest `max_size` accepted: far below the 128 TiB of user address space.
+pub const MAX_STORE_SIZE: u64 = 1 << 44;
+
+/// How to create a store.
+///
+/// ```
+/// use mmheap::Options;
+/// let opts = Options::new().initial_size(4 << 20).max_size(1 << 30).mode(0o640);
+/// assert_eq!(opts.get_max_size(), 1 << 30);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    initial_size: u64,
+    max_size: u64,
+    mode: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { initial_size: 1 << 20, max_size: 64 << 30, mode: 0o600 }
+    }
+}
+
+impl Options {
+    /// 1 MiB to start, 64 GiB at most, mode 0600.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Size of the file when created (rounded up to a page; at least 36 KiB).
+    pub fn initial_size(mut self, bytes: u64) -> Self {
+        self.initial_size = bytes;
+        self
+    }
+
+    /// Size the store may grow to. Every process that opens the store reserves this much
+    /// address space, so that blocks never move while the store grows.
+    pub fn max_size(mut self, bytes: u64) -> Self {
+        self.max_size = bytes;
+        self
+    }
+
+    /// Permission bits of a new store file (default 0600).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The maximum size set.
+    pub fn get_max_size(&self) -> u64 {
+        self.max_size
+    }
+
+    /// Checked, page-rounded (initial, max) sizes.
+    fn sizes(&self) -> Result<(u64, u64)> {
+        let initial = self.initial_size.max(MIN_STORE_SIZE).next_multiple_of(PAGE_SIZE);
+        let max = self.max_size.next_multiple_of(PAGE_SIZE);
+        if max < initial {
+            return Err(Error::InvalidOptions("max_size is below initial_size"));
+        }
+        if max > MAX_STORE_SIZE {
+            return Err(Error::InvalidOptions("max_size is above MAX_STORE_SIZE"));
+        }
+        Ok((initial, max))
+    }
+}
+
+/// A heap inside a memory-mapped store file, shared by every process that opens it.
+///
+/// Block headers, reference counts, free lists and named roots all live in the file, so
+/// blocks can be allocated in one process, handed to another by [`BlockHandle`], and found
+/// again after a restart through named roots. The store grows by itself up to its maximum size
+/// while processes are attached; block addresses never move inside a process.
+///
+/// ```
+/// use mmheap::{MappedManager, MemoryManager, Options};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("data.mmheap");
+/// {
+///     let store = MappedManager::create(&path, &Options::new())?;
+///     let mut block = store.allocate(5)?;
+///     block.as_mut_slice()?.copy_from_slice(b"hello");
+///     store.set_root("greeting", &block)?;
+/// }
+/// let store = MappedManager::open(&path)?;
+/// let block = store.root("greeting")?.expect("root survives reopening");
+/// assert_eq!(block.as_slice(), b"hello");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct MappedManager {
+    pub(crate) heap: Arc<Heap>,
+    path: Arc<PathBuf>,
+}
+
+impl std::fmt::Debug for MappedManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MappedManager").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// The store file, its mapping and our registry slot.
+struct FileBacking {
+    file: File,
+    map: MmapRaw,
+    slot: u32,
+    /// Removed when the backing goes (temporary stores).
+    remove_on_drop: Option<PathBuf>,
+}
+
+impl Backing for FileBacking {
+    fn grow(&self, region: &Region, new_cap: u64) -> Result<()> {
+        // Preallocating makes a full disk an error here rather than a SIGBUS on first touch.
+        fs2::FileExt::allocate(&self.file, new_cap).map_err(|e| Error::io("grow the store file", e))?;
+        self.refresh(region, new_cap)
+    }
+
+    fn refresh(&self, region: &Region, cap: u64) -> Result<()> {
+        let len = self.file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
+        if cap > len || cap > region.reserved() {
+            return Err(Error::Truncated { expected: cap, actual: len });
+        }
+        // SAFETY: the mapping spans `reserved` bytes of the file and the file is at least `cap`
+        // bytes long, so the first `cap` bytes of the mapping are backed.
+        unsafe { region.raise_limit(cap) };
+        Ok(())
+    }
+
+    fn owner_dead(&self, tag: u32) -> bool {
+        registry::owner_dead(&self.file, tag)
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn attached(&self, region: &Region) -> u64 {
+        registry::attached(&self.file, region, self.slot)
+    }
+
+    fn flush(&self) -> Result<()> {
+        let len = self.file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
+        self.map.flush_range(0, len as usize).map_err(|e| Error::io("msync the store", e))?;
+        self.file.sync_all().map_err(|e| Error::io("fsync the store", e))
+    }
+
+    fn detach(&self, region: &Region) {
+        registry::detach(region, self.slot);
+    }
+}
+
+impl Drop for FileBacking {
+    fn drop(&mut self) {
+        if let Some(path) = &self.remove_on_drop {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl MappedManager {
+    /// Creates a new store at `path`; fails with [`Error::AlreadyExists`] if anything is
+    /// there. The store is built whole in a temporary file beside `path` and linked into place,
+    /// so no process ever sees a half-made store.
+    pub fn create(path: impl AsRef<Path>, options: &Options) -> Result<Self> {
+        open::create(path.as_ref(), options, false)
+    }
+
+    /// Opens an existing store. Fails with [`Error::NotFound`], [`Error::NotAStore`],
+    /// [`Error::UnsupportedVersion`], [`Error::LayoutMismatch`], [`Error::Truncated`] or
+    /// [`Error::Corrupt`] as the file warrants.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        open::open(path.as_ref(), None)
+    }
+
+    /// Opens the store at `path`, creating it with `options` if there is none. Safe to race:
+    /// exactly one of several processes creates it, the others open what it made.
+    pub fn open_or_create(path: impl AsRef<Path>, options: &Options) -> Result<Self> {
+        let path = path.as_ref();
+        loop {
+            match open::open(path, None) {
+                Err(Error::NotFound(_)) => {}
+                other => return other,
+            }
+            match open::create(path, options, false) {
+                Err(Error::AlreadyExists(_)) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// A store in a fresh file in the system's temporary directory, removed when this manager
+    /// (and every clone and block of it) is dropped. Other processes can [`MappedManager::open`]
+    /// it by [`MappedManager::path`] meanwhile: the way to share memory with a child process.
+    pub fn temporary(options: &Options) -> Result<Self> {
+        let name = format!("mmheap-{}-{:016x}.store", std::process::id(), crate::heap::random_u64());
+        open::create(&std::env::temp_dir().join(name), options, true)
+    }
+
+    pub(crate) fn from_parts(heap: Heap, path: PathBuf) -> Self {
+        MappedManager { heap: Arc::new(heap), path: Arc::new(path) }
+    }
+
+    /// Path of the store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes everything written so far durable: msync of the mapping, then fsync of the file.
+    pub fn flush(&self) -> Result<()> {
+        self.heap.flush()
+    }
+
+    /// Walks the heap and the free structures and reports every inconsistency.
+    pub fn check(&self) -> Result<CheckReport> {
+        self.heap.check()
+    }
+
+    /// Sets the named root `name` to `block` (replacing what it named before). The root holds a
+    /// reference: the block stays alive, across processes and reopening, until the root is
+    /// removed or replaced. Atomic with respect to other processes.
+    pub fn set_root(&self, name: &str, block: &MemoryBlock) -> Result<()> {
+        if !block.same_heap(&self.heap) {
+            return Err(Error::WrongManager);
+        }
+        roots::set(&self.heap, name, block.header_offset())
+    }
+
+    /// A new reference to the block named `name`, if there is one.
+    pub fn root(&self, name: &str) -> Result<Option<MemoryBlock>> {
+        roots::get(&self.heap, name)?.map(|got| MemoryBlock::from_obtained(&self.heap, got)).transpose()
+    }
+
+    /// Removes the root `name`, releasing its reference. Returns whether it existed.
+    pub fn remove_root(&self, name: &str) -> Result<bool> {
+        roots::remove(&self.heap, name)
+    }
+
+    /// Every named root with the handle of its block, in directory order.
+    pub fn roots(&self) -> Result<Vec<(String, BlockHandle)>> {
+        roots::list(&self.heap)
+    }
+}

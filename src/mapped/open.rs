@@ -1,0 +1,127 @@
+//! Creating and opening store files: validation before anything is trusted.
+
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::Path;
+use std::ptr::NonNull;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use super::{registry, FileBacking, MappedManager, Options, MAX_STORE_SIZE};
+use crate::core::header::Tag;
+use crate::core::region::Region;
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::heap::{format_region, Heap};
+
+/// Builds a store in a temporary file beside `path`, then links it into place without
+/// overwriting anything.
+pub(super) fn create(path: &Path, options: &Options, temporary: bool) -> Result<MappedManager> {
+    let (initial, max) = options.sizes()?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let perms = std::fs::Permissions::from_mode(options.mode);
+    let tmp = tempfile::Builder::new()
+        .prefix(".mmheap-new-")
+        .permissions(perms)
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("create a temporary store file", e))?;
+    fs2::FileExt::allocate(tmp.as_file(), initial).map_err(|e| Error::io("size the store file", e))?;
+    let map = map_file(tmp.as_file(), max)?;
+    let region = region_of(&map, initial, max);
+    let flags = if temporary { SB_FLAG_TEMPORARY } else { 0 };
+    format_region(&region, initial, max, flags)?;
+    let file = tmp.persist_noclobber(path).map_err(|e| match e.error.kind() {
+        ErrorKind::AlreadyExists => Error::AlreadyExists(path.to_owned()),
+        _ => Error::io("link the store file into place", e.error),
+    })?;
+    finish(file, map, region, path, temporary)
+}
+
+/// Opens and validates an existing store.
+pub(super) fn open(path: &Path, _options: Option<&Options>) -> Result<MappedManager> {
+    let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => Error::NotFound(path.to_owned()),
+        _ => Error::io("open the store file", e),
+    })?;
+    let len = file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
+    let (capacity, max) = validate_superblock(&file, len)?;
+    let map = map_file(&file, max)?;
+    let region = region_of(&map, capacity, max);
+    let sentinel = Tag(region.load(capacity - SENTINEL_SIZE)?);
+    if sentinel.size() != 0 || !sentinel.well_formed() || sentinel.is_free() {
+        return Err(Error::corrupt("end sentinel is missing", capacity - SENTINEL_SIZE));
+    }
+    finish(file, map, region, path, false)
+}
+
+fn finish(file: File, map: MmapRaw, region: Region, path: &Path, temporary: bool) -> Result<MappedManager> {
+    let slot = registry::attach(&file, &region)?;
+    let remove_on_drop = temporary.then(|| path.to_owned());
+    let backing = FileBacking { file, map, slot, remove_on_drop };
+    let heap = Heap::new(region, Box::new(backing), slot + 1)?;
+    Ok(MappedManager::from_parts(heap, path.to_owned()))
+}
+
+fn map_file(file: &File, max: u64) -> Result<MmapRaw> {
+    // Mapping past the end of the file is allowed; only touching those pages would fault, and
+    // the region's limit keeps every access below the validated file length.
+    MmapOptions::new().len(max as usize).map_raw(file).map_err(|e| Error::io("map the store file", e))
+}
+
+fn region_of(map: &MmapRaw, limit: u64, max: u64) -> Region {
+    let base = NonNull::new(map.as_mut_ptr()).expect("mmap never returns null");
+    // SAFETY: the mapping is `max` bytes, page-aligned and lives in the FileBacking, which the
+    // Heap drops only after the region; the file is at least `limit` bytes long (checked by
+    // the callers), so those bytes are backed.
+    unsafe { Region::new(base, limit, max) }
+}
+
+/// Reads the superblock with plain file reads and checks everything the mapping depends on.
+/// Returns (capacity, max_size).
+fn validate_superblock(file: &File, len: u64) -> Result<(u64, u64)> {
+    let mut sb = [0u8; SUPERBLOCK_SIZE as usize];
+    let got = read_prefix(file, &mut sb)?;
+    if got < MAGIC.len() || sb[..8] != MAGIC {
+        return Err(Error::NotAStore);
+    }
+    if got < sb.len() {
+        return Err(Error::Truncated { expected: MIN_STORE_SIZE, actual: len });
+    }
+    let u32_at = |o: u64| u32::from_le_bytes(sb[o as usize..o as usize + 4].try_into().unwrap_or_default());
+    let u64_at = |o: u64| u64::from_le_bytes(sb[o as usize..o as usize + 8].try_into().unwrap_or_default());
+    let version = u32_at(SB_VERSION);
+    if version != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+    }
+    if u64_at(SB_FINGERPRINT) != fingerprint() {
+        return Err(Error::LayoutMismatch { found: u64_at(SB_FINGERPRINT), expected: fingerprint() });
+    }
+    let (capacity, max) = (u64_at(SB_CAPACITY), u64_at(SB_MAX_SIZE));
+    if max < MIN_STORE_SIZE || max > MAX_STORE_SIZE || max % PAGE_SIZE != 0 {
+        return Err(Error::corrupt("maximum size out of range", SB_MAX_SIZE));
+    }
+    if capacity < MIN_STORE_SIZE || capacity > max || capacity % PAGE_SIZE != 0 {
+        return Err(Error::corrupt("capacity out of range", SB_CAPACITY));
+    }
+    if capacity > len {
+        return Err(Error::Truncated { expected: capacity, actual: len });
+    }
+    Ok((capacity, max))
+}
+
+fn read_prefix(file: &File, buf: &mut [u8]) -> Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read the superblock", e)),
+        }
+    }
+    Ok(got)
+}

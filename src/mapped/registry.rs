@@ -1,0 +1,78 @@
+//! The process registry: which processes are attached, and whether they are alive.
+//!
+//! Attaching takes slot `i`'s liveness lock (an exclusive record lock on byte
+//! `LIVENESS_LOCK_BASE + i` of the store file, an OFD lock on Linux) and only then marks the
+//! slot attached. The kernel drops the lock when the process dies, however it dies, so
+//! "is slot `i` alive" is "does anyone hold byte `i`'s lock": never a pid, which may be reused.
+//! The pid and start time in the slot are for people reading `stat`, not for decisions.
+
+use std::fs::File;
+
+use crate::core::region::Region;
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::heap::random_u64;
+use crate::sync::Ordering;
+use crate::sys;
+
+fn slot_at(i: u64) -> u64 {
+    REGISTRY_OFFSET + i * SLOT_SIZE
+}
+
+/// Claims a free slot for this process; returns its index.
+pub(crate) fn attach(file: &File, region: &Region) -> Result<u32> {
+    for i in 0..SLOT_COUNT {
+        let state = region.u32_at(slot_at(i) + SLOT_STATE)?;
+        if state.load(Ordering::Acquire) != SLOT_FREE {
+            continue;
+        }
+        let lock = LIVENESS_LOCK_BASE + i;
+        if !sys::try_lock_byte(file, lock).map_err(|e| Error::io("lock a registry slot", e))? {
+            continue;
+        }
+        if state
+            .compare_exchange(SLOT_FREE, SLOT_ATTACHED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            sys::unlock_byte(file, lock).map_err(|e| Error::io("unlock a registry slot", e))?;
+            continue;
+        }
+        region.store32(slot_at(i) + SLOT_PID, std::process::id())?;
+        region.store(slot_at(i) + SLOT_START_TIME, sys::process_start_time())?;
+        region.store(slot_at(i) + SLOT_NONCE, random_u64())?;
+        return Ok(i as u32);
+    }
+    Err(Error::RegistryFull)
+}
+
+/// Marks the slot free (under the store lock). The liveness lock goes when the file closes.
+pub(crate) fn detach(region: &Region, slot: u32) {
+    let off = slot_at(u64::from(slot));
+    let _ = region.store(off + SLOT_PID, 0);
+    let _ = region.store(off + SLOT_START_TIME, 0);
+    let _ = region.store(off + SLOT_NONCE, 0);
+    if let Ok(state) = region.u32_at(off + SLOT_STATE) {
+        state.store(SLOT_FREE, Ordering::Release);
+    }
+}
+
+/// Whether the process in slot `tag - 1` is gone (or the tag names no slot at all).
+pub(crate) fn owner_dead(file: &File, tag: u32) -> bool {
+    let slot = u64::from(tag).wrapping_sub(1);
+    if slot >= SLOT_COUNT {
+        return true;
+    }
+    // An error asking the kernel is taken as "alive": waiting longer is safe, a wrong
+    // takeover is not.
+    !sys::byte_locked(file, LIVENESS_LOCK_BASE + slot).unwrap_or(true)
+}
+
+/// Processes attached and alive, counting this one.
+pub(crate) fn attached(file: &File, region: &Region, me: u32) -> u64 {
+    (0..SLOT_COUNT)
+        .filter(|&i| {
+            let attached = region.load32(slot_at(i) + SLOT_STATE).ok() == Some(SLOT_ATTACHED);
+            attached && (i == u64::from(me) || !owner_dead(file, i as u32 + 1))
+        })
+        .count() as u64
+}

@@ -1,0 +1,155 @@
+//! Unix implementation. Futexes on Linux; a sleeping fallback elsewhere.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use crate::sync::AtomicU32;
+
+/// Reserves `len` bytes of address space with no access and no commit charge.
+pub(crate) fn reserve(len: usize) -> io::Result<NonNull<u8>> {
+    // SAFETY: an anonymous mapping at an address of the kernel's choosing touches no existing
+    // memory; the result is checked before use.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+/// Makes `[base, base + len)` of a reservation readable and writable.
+///
+/// # Safety
+/// The range must lie inside a reservation made by [`reserve`] that is still mapped.
+pub(crate) unsafe fn commit(base: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: the caller guarantees the range is part of our own reservation.
+    let rc = unsafe { libc::mprotect(base.as_ptr().cast(), len, libc::PROT_READ | libc::PROT_WRITE) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Unmaps a reservation.
+///
+/// # Safety
+/// `base, len` must be exactly a reservation from [`reserve`], and nothing may use it after.
+pub(crate) unsafe fn release(base: NonNull<u8>, len: usize) {
+    // SAFETY: the caller hands over the whole reservation.
+    unsafe { libc::munmap(base.as_ptr().cast(), len) };
+}
+
+/// Sleeps while `*word == expected`, at most `timeout`. Returns early on a wake-up, a change
+/// of the word, or a signal; callers re-check their condition.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration, shared: bool) {
+    #[cfg(target_os = "linux")]
+    {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        let op = if shared { libc::FUTEX_WAIT } else { libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG };
+        // SAFETY: `word` is a live, aligned 4-byte atomic; the kernel only reads it and the
+        // timespec, which outlives the call.
+        unsafe {
+            libc::syscall(libc::SYS_futex, word.as_ptr(), op, expected, &ts as *const libc::timespec)
+        };
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = shared;
+        if word.load(crate::sync::Ordering::Relaxed) == expected {
+            std::thread::sleep(timeout.min(Duration::from_micros(200)));
+        }
+    }
+}
+
+/// Wakes up to `n` waiters on `word`.
+pub(crate) fn futex_wake(word: &AtomicU32, n: i32, shared: bool) {
+    #[cfg(target_os = "linux")]
+    {
+        let op = if shared { libc::FUTEX_WAKE } else { libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG };
+        // SAFETY: wake takes the address only as a key; no memory is accessed.
+        unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, n) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (word, n, shared);
+}
+
+#[cfg(target_os = "linux")]
+const SETLK: libc::c_int = libc::F_OFD_SETLK;
+#[cfg(target_os = "linux")]
+const GETLK: libc::c_int = libc::F_OFD_GETLK;
+// Elsewhere, classic process-owned record locks: they are dropped when the process closes any
+// descriptor of the file, so a process must not open one store twice (ARCHITECTURE.md).
+#[cfg(not(target_os = "linux"))]
+const SETLK: libc::c_int = libc::F_SETLK;
+#[cfg(not(target_os = "linux"))]
+const GETLK: libc::c_int = libc::F_GETLK;
+
+fn flock_of(kind: libc::c_int, offset: u64) -> libc::flock {
+    // SAFETY: `flock` is plain old data; all-zero is a valid value (and required for OFD locks'
+    // `l_pid`).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    fl.l_start = offset as libc::off_t;
+    fl.l_len = 1;
+    fl
+}
+
+fn fcntl_lock(file: &File, cmd: libc::c_int, fl: &mut libc::flock) -> io::Result<()> {
+    // SAFETY: the descriptor is open for the call's duration and `fl` is a valid flock.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, fl as *mut libc::flock) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Takes an exclusive lock on the one byte at `offset` without waiting. `Ok(false)` when
+/// another holder has it.
+pub(crate) fn try_lock_byte(file: &File, offset: u64) -> io::Result<bool> {
+    let mut fl = flock_of(libc::F_WRLCK, offset);
+    match fcntl_lock(file, SETLK, &mut fl) {
+        Ok(()) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Drops the lock on the byte at `offset`.
+pub(crate) fn unlock_byte(file: &File, offset: u64) -> io::Result<()> {
+    let mut fl = flock_of(libc::F_UNLCK, offset);
+    fcntl_lock(file, SETLK, &mut fl)
+}
+
+/// Whether some other open file description holds a lock on the byte at `offset`.
+pub(crate) fn byte_locked(file: &File, offset: u64) -> io::Result<bool> {
+    let mut fl = flock_of(libc::F_WRLCK, offset);
+    fcntl_lock(file, GETLK, &mut fl)?;
+    Ok(fl.l_type != libc::F_UNLCK as _)
+}
+
+/// This process's start time in clock ticks since boot (Linux), or 0 where unknown. Recorded
+/// beside the pid so that a reader can tell a reused pid; liveness itself rests on locks.
+pub(crate) fn process_start_time() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let after = &s[s.rfind(')')? + 2..];
+            after.split(' ').nth(19)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
