@@ -1,0 +1,264 @@
+//! One conformance suite, run against both managers: every test is a generic function over
+//! `MemoryManager`, instantiated for `DefaultManager` and `MappedManager` by `suite!`.
+
+use mmheap::{DefaultManager, Error, MappedManager, MemoryBlock, MemoryManager, Options};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// What the suite needs beyond the trait: a fresh manager of a given maximum size, and a
+/// consistency check.
+trait Subject: MemoryManager + Sized {
+    fn make(max_size: u64) -> Self;
+    fn sound(&self) -> bool;
+}
+
+impl Subject for DefaultManager {
+    fn make(max_size: u64) -> Self {
+        DefaultManager::with_max_size(max_size).unwrap()
+    }
+    fn sound(&self) -> bool {
+        self.check().unwrap().is_sound()
+    }
+}
+
+impl Subject for MappedManager {
+    fn make(max_size: u64) -> Self {
+        MappedManager::temporary(&Options::new().initial_size(64 << 10).max_size(max_size)).unwrap()
+    }
+    fn sound(&self) -> bool {
+        self.check().unwrap().is_sound()
+    }
+}
+
+fn addr(b: &MemoryBlock) -> usize {
+    b.as_slice().as_ptr() as usize
+}
+
+fn every_size_reports_its_length<M: Subject>() {
+    let m = M::make(64 << 20);
+    let blocks: Vec<_> = (1..=4096).map(|n| m.allocate(n).unwrap()).collect();
+    for (i, b) in blocks.iter().enumerate() {
+        assert_eq!(b.len(), i + 1);
+        assert_eq!(addr(b) % 16, 0, "every block is 16-aligned");
+    }
+    let mut spans: Vec<_> = blocks.iter().map(|b| (addr(b), addr(b) + b.len())).collect();
+    spans.sort();
+    assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0), "blocks overlap");
+    assert_eq!(m.stats().unwrap().live_blocks, 4096);
+    drop(blocks);
+    assert_eq!(m.stats().unwrap().live_blocks, 0);
+    assert!(m.sound());
+}
+
+fn alignment_of_every_block<M: Subject>() {
+    let m = M::make(64 << 20);
+    let mut rng = SmallRng::seed_from_u64(1);
+    let mut keep = Vec::new();
+    for shift in 0..=12 {
+        let align = 1usize << shift;
+        for _ in 0..20 {
+            let b = m.allocate_aligned(rng.gen_range(0..3000), align).unwrap();
+            assert_eq!(addr(&b) % align.max(16), 0, "align {align}");
+            keep.push(b);
+        }
+    }
+    for bad in [0, 3, 24, 8192] {
+        assert!(matches!(m.allocate_aligned(8, bad), Err(Error::InvalidAlignment(a)) if a == bad));
+    }
+    drop(keep);
+    assert!(m.sound());
+    assert_eq!(m.stats().unwrap().live_blocks, 0);
+}
+
+fn freed_hole_is_reused<M: Subject>() {
+    let m = M::make(64 << 20);
+    let _a = m.allocate(1000).unwrap();
+    let b = m.allocate(1000).unwrap();
+    let _c = m.allocate(1000).unwrap();
+    let hole = b.offset();
+    drop(b);
+    let d = m.allocate(400).unwrap();
+    assert_eq!(d.offset(), hole, "the smaller block comes from the hole");
+}
+
+fn reference_count_lifecycle<M: Subject>() {
+    let m = M::make(64 << 20);
+    let a = m.allocate(32).unwrap();
+    let handle = a.handle();
+    assert_eq!(a.ref_count(), 1);
+    let b = a.clone();
+    assert_eq!((a.ref_count(), b.ref_count()), (2, 2));
+    drop(b);
+    assert_eq!(a.ref_count(), 1);
+    assert_eq!(m.stats().unwrap().live_blocks, 1);
+    drop(a);
+    assert_eq!(m.stats().unwrap().live_blocks, 0, "freed at zero");
+    assert!(matches!(m.block_from_handle(handle), Err(Error::StaleHandle { .. })));
+}
+
+fn resize_keeps_content_in_place_or_moving<M: Subject>() {
+    let m = M::make(64 << 20);
+    let mut a = m.allocate(100).unwrap();
+    a.as_mut_slice().unwrap().iter_mut().enumerate().for_each(|(i, x)| *x = i as u8);
+    let neighbour = m.allocate(3000).unwrap();
+    let _fence = m.allocate(16).unwrap();
+    drop(neighbour);
+    let before = a.offset();
+    m.resize(&mut a, 2000).unwrap();
+    assert_eq!(a.offset(), before, "grows in place into the free neighbour");
+    assert_eq!(a.len(), 2000);
+    assert!(a.as_slice()[..100].iter().enumerate().all(|(i, x)| *x == i as u8));
+    m.resize(&mut a, 50_000).unwrap();
+    assert_ne!(a.offset(), before, "no room next to it: moves");
+    assert!(a.as_slice()[..100].iter().enumerate().all(|(i, x)| *x == i as u8));
+    m.resize(&mut a, 10).unwrap();
+    assert_eq!(a.as_slice(), &(0..10).collect::<Vec<u8>>()[..]);
+    assert!(m.sound());
+}
+
+fn resize_of_a_shared_block_is_an_error<M: Subject>() {
+    let m = M::make(64 << 20);
+    let mut a = m.allocate(100).unwrap();
+    let b = a.clone();
+    assert!(matches!(m.resize(&mut a, 200), Err(Error::Shared { count: 2 })));
+    assert_eq!(a.len(), 100);
+    drop(b);
+    m.resize(&mut a, 200).unwrap();
+    let mut c = m.block_from_handle(a.handle()).unwrap();
+    assert!(matches!(m.resize(&mut c, 10), Err(Error::Shared { count: 2 })));
+}
+
+fn zero_length_rule<M: Subject>() {
+    let m = M::make(64 << 20);
+    let a = m.allocate(0).unwrap();
+    let b = m.allocate(0).unwrap();
+    assert!(a.is_empty() && b.is_empty());
+    assert_ne!(a.offset(), b.offset(), "zero-length blocks are distinct");
+    assert_eq!(m.stats().unwrap().live_blocks, 2, "zero-length blocks are real blocks");
+    drop((a, b));
+    assert_eq!(m.stats().unwrap().live_blocks, 0);
+    let mut d = m.allocate_zeroed(0).unwrap();
+    m.resize(&mut d, 10).unwrap();
+    assert_eq!(d.len(), 10);
+}
+
+fn out_of_space_leaves_the_heap_unchanged<M: Subject>() {
+    let m = M::make(1 << 20);
+    let keep = m.allocate(1000).unwrap();
+    let before = m.stats().unwrap();
+    let err = m.allocate(2 << 20).unwrap_err();
+    assert!(matches!(err, Error::OutOfSpace { requested, .. } if requested == 2 << 20), "{err}");
+    let after = m.stats().unwrap();
+    assert_eq!(after.capacity, after.max_size, "grew to its maximum first");
+    assert_eq!((after.used_bytes, after.live_blocks), (before.used_bytes, before.live_blocks));
+    // Filling up with small blocks also ends in a typed error.
+    let mut many = Vec::new();
+    loop {
+        match m.allocate(10_000) {
+            Ok(b) => many.push(b),
+            Err(Error::OutOfSpace { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(many.len() > 50);
+    assert!(m.sound());
+    drop(many);
+    assert_eq!(m.stats().unwrap().live_blocks, 1);
+    drop(keep);
+}
+
+fn zeroed_memory_is_zero_even_when_reused<M: Subject>() {
+    let m = M::make(64 << 20);
+    let mut a = m.allocate(4096).unwrap();
+    a.as_mut_slice().unwrap().fill(0xaa);
+    drop(a);
+    let z = m.allocate_zeroed(4096).unwrap();
+    assert!(z.as_slice().iter().all(|b| *b == 0));
+}
+
+fn handles_validate<M: Subject>() {
+    let m = M::make(64 << 20);
+    let a = m.allocate(64).unwrap();
+    let h = a.handle();
+    assert!(a.is_published());
+    let again = m.block_from_handle(h).unwrap();
+    assert_eq!(addr(&again), addr(&a));
+    drop((a, again));
+    let b = m.allocate(64).unwrap();
+    assert_eq!(b.offset().get(), h.offset + 32, "same place reused");
+    assert!(matches!(m.block_from_handle(h), Err(Error::StaleHandle { .. })), "old generation refused");
+    let forged = [
+        mmheap::BlockHandle { offset: h.offset + 16, generation: h.generation },
+        mmheap::BlockHandle { offset: 3, generation: 1 },
+        mmheap::BlockHandle { offset: u64::MAX - 15, generation: 1 },
+        mmheap::BlockHandle { offset: h.offset, generation: u64::MAX },
+        mmheap::BlockHandle::default(),
+    ];
+    for f in forged {
+        let e = m.block_from_handle(f).unwrap_err();
+        assert!(matches!(e, Error::StaleHandle { .. } | Error::InvalidHandle { .. }), "{e}");
+    }
+}
+
+fn statistics_stay_consistent<M: Subject>() {
+    let m = M::make(256 << 20);
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut live: Vec<MemoryBlock> = Vec::new();
+    for i in 0..10_000u32 {
+        match rng.gen_range(0..10) {
+            0..=4 => {
+                let len = rng.gen_range(0..5000);
+                let mut b = m.allocate(len).unwrap();
+                b.as_mut_slice().unwrap().fill(i as u8);
+                live.push(b);
+            }
+            5..=7 if !live.is_empty() => {
+                let b = live.swap_remove(rng.gen_range(0..live.len()));
+                let stamp = b.as_slice().first().copied();
+                assert!(b.as_slice().iter().all(|x| Some(*x) == stamp), "content survived");
+            }
+            _ if !live.is_empty() => {
+                let k = rng.gen_range(0..live.len());
+                let len = rng.gen_range(0..8000);
+                let stamp = live[k].as_slice().first().copied().unwrap_or(0);
+                m.resize(&mut live[k], len).unwrap();
+                live[k].as_mut_slice().unwrap().fill(stamp);
+            }
+            _ => {}
+        }
+    }
+    let s = m.stats().unwrap();
+    assert_eq!(s.live_blocks, live.len() as u64);
+    let payload: u64 = live.iter().map(|b| b.len() as u64).sum();
+    assert!(s.used_bytes >= payload + 32 * live.len() as u64);
+    assert_eq!(s.used_bytes + s.free_bytes + 32 + 32768, s.capacity);
+    assert!(s.largest_free <= s.free_bytes);
+    assert!(m.sound());
+}
+
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        mod default_manager {
+            use super::*;
+            $( #[test] fn $name() { super::$name::<DefaultManager>(); } )*
+        }
+        mod mapped_manager {
+            use super::*;
+            $( #[test] fn $name() { super::$name::<MappedManager>(); } )*
+        }
+    };
+}
+
+suite!(
+    every_size_reports_its_length,
+    alignment_of_every_block,
+    freed_hole_is_reused,
+    reference_count_lifecycle,
+    resize_keeps_content_in_place_or_moving,
+    resize_of_a_shared_block_is_an_error,
+    zero_length_rule,
+    out_of_space_leaves_the_heap_unchanged,
+    zeroed_memory_is_zero_even_when_reused,
+    handles_validate,
+    statistics_stay_consistent,
+);
