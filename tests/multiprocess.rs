@@ -1,1 +1,275 @@
-fn main(){}
+//! Tests with real processes. This binary is its own child: when `MMHEAP_CHILD_ROLE` is set it
+//! plays that role (see `child`) instead of running tests, so the tests spawn
+//! `current_exe()` and talk to it through pipes and the store itself.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use mmheap::{BlockHandle, Error, MappedManager, MemoryBlock, MemoryManager, Options};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+const ROLE: &str = "MMHEAP_CHILD_ROLE";
+
+fn main() {
+    if let Ok(role) = std::env::var(ROLE) {
+        let store = PathBuf::from(std::env::var("MMHEAP_STORE").expect("MMHEAP_STORE"));
+        if let Err(e) = child(&role, &store) {
+            eprintln!("child {role} failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let tests = vec![
+        Trial::test("four_children_churn_one_store", four_children_churn_one_store),
+        Trial::test("roots_persist_across_processes", roots_persist_across_processes),
+        Trial::test("growth_keeps_another_process_blocks_in_place", growth_keeps_blocks_in_place),
+        Trial::test("handle_through_a_pipe_resolves_and_stale_is_refused", handle_through_pipe),
+    ];
+    libtest_mimic::run(&Arguments::from_args(), tests).exit();
+}
+
+// ---- children ---------------------------------------------------------------------------
+
+fn child(role: &str, store: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let env_u64 = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    match role {
+        "churn" => churn(store, env_u64("MMHEAP_SEED"), env_u64("MMHEAP_OPS")),
+        "write-roots" => {
+            let m = MappedManager::create(store, &Options::new().initial_size(64 << 10))?;
+            for i in 0..ROOTS {
+                let mut b = m.allocate(root_content(i).len())?;
+                b.as_mut_slice()?.copy_from_slice(&root_content(i));
+                m.set_root(&format!("root-{i}"), &b)?;
+            }
+            m.flush()?;
+            Ok(())
+        }
+        "grow" => grow(store),
+        "resolve" => {
+            let m = MappedManager::open(store)?;
+            for line in std::io::stdin().lock().lines() {
+                let h = parse_handle(&line?)?;
+                match m.block_from_handle(h) {
+                    Ok(b) => println!("ok {}", hex(b.as_slice())),
+                    Err(Error::StaleHandle { .. }) => println!("err stale"),
+                    Err(e) => println!("err {e}"),
+                }
+            }
+            Ok(())
+        }
+        _ => Err(format!("unknown role {role}").into()),
+    }
+}
+
+/// Byte `i` of block `id`'s stamp.
+fn stamp_byte(id: u64, i: usize) -> u8 {
+    (id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (8 * (i % 8))) as u8 ^ (i / 8) as u8
+}
+
+fn stamp(b: &mut MemoryBlock, id: u64, from: usize) -> mmheap::Result<()> {
+    for (i, x) in b.as_mut_slice()?.iter_mut().enumerate().skip(from) {
+        *x = stamp_byte(id, i);
+    }
+    Ok(())
+}
+
+fn verify(b: &MemoryBlock, id: u64, upto: usize) -> Result<(), String> {
+    match b.as_slice()[..upto].iter().enumerate().find(|(i, x)| **x != stamp_byte(id, *i)) {
+        Some((i, _)) => Err(format!("block {id} corrupted at byte {i}")),
+        None => Ok(()),
+    }
+}
+
+fn churn(store: &Path, seed: u64, ops: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let m = MappedManager::open(store)?;
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut live: Vec<(MemoryBlock, u64)> = Vec::new();
+    let mut next_id = seed << 40;
+    for _ in 0..ops {
+        let roll = rng.gen_range(0..10);
+        if (roll < 5 || live.is_empty()) && live.len() < 2000 {
+            let len = if rng.gen_bool(0.95) { rng.gen_range(0..1024) } else { rng.gen_range(0..65536) };
+            let mut b = m.allocate(len)?;
+            next_id += 1;
+            stamp(&mut b, next_id, 0)?;
+            live.push((b, next_id));
+        } else if roll < 8 {
+            let (b, id) = live.swap_remove(rng.gen_range(0..live.len()));
+            verify(&b, id, b.len())?;
+        } else {
+            let k = rng.gen_range(0..live.len());
+            let (b, id) = &mut live[k];
+            let (old, new) = (b.len(), rng.gen_range(0..4096));
+            verify(b, *id, old)?;
+            m.resize(b, new)?;
+            verify(b, *id, old.min(new))?;
+            stamp(b, *id, old.min(new))?;
+        }
+    }
+    for (b, id) in &live {
+        verify(b, *id, b.len())?;
+    }
+    Ok(())
+}
+
+fn grow(store: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let m = MappedManager::open(store)?;
+    let mut mine = Vec::new();
+    while m.stats()?.capacity <= 300 << 20 {
+        let mut b = m.allocate(1 << 20)?;
+        stamp(&mut b, 1000 + mine.len() as u64, 0)?;
+        mine.push(b);
+    }
+    for b in mine.iter().step_by(50) {
+        let h = b.handle();
+        println!("{} {}", h.offset, h.generation);
+    }
+    println!("ready");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(())
+}
+
+// ---- helpers ----------------------------------------------------------------------------
+
+const ROOTS: usize = 20;
+
+fn root_content(i: usize) -> Vec<u8> {
+    (0..100 + i * 37).map(|k| (k * 31 + i) as u8).collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn parse_handle(line: &str) -> Result<BlockHandle, Box<dyn std::error::Error>> {
+    let mut it = line.split_whitespace().map(str::parse::<u64>);
+    match (it.next(), it.next()) {
+        (Some(Ok(offset)), Some(Ok(generation))) => Ok(BlockHandle { offset, generation }),
+        _ => Err(format!("bad handle line {line:?}").into()),
+    }
+}
+
+fn spawn(role: &str, store: &Path, env: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
+    cmd.env(ROLE, role).env("MMHEAP_STORE", store).stdin(Stdio::piped()).stdout(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn child")
+}
+
+fn ensure(cond: bool, what: impl Into<String>) -> Result<(), Failed> {
+    if cond {
+        Ok(())
+    } else {
+        Err(what.into().into())
+    }
+}
+
+fn wait_ok(mut c: Child, what: &str) -> Result<(), Failed> {
+    let status = c.wait().map_err(|e| e.to_string())?;
+    ensure(status.success(), format!("{what} exited with {status}"))
+}
+
+// ---- tests ------------------------------------------------------------------------------
+
+fn four_children_churn_one_store() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("churn.mmheap");
+    let m = MappedManager::create(&path, &Options::new().max_size(1 << 30))?;
+    let ops = std::env::var("MMHEAP_CHURN_OPS").unwrap_or_else(|_| "100000".into());
+    let children: Vec<_> = (1..=4)
+        .map(|seed| spawn("churn", &path, &[("MMHEAP_SEED", seed.to_string()), ("MMHEAP_OPS", ops.clone())]))
+        .collect();
+    for c in children {
+        wait_ok(c, "churn child")?;
+    }
+    let report = m.check()?;
+    ensure(report.is_sound(), format!("check found {:?}", report.problems))?;
+    let s = m.stats()?;
+    ensure(s.live_blocks == 0, format!("{} blocks leaked", s.live_blocks))?;
+    ensure(s.attached_processes == 1, format!("{} attached", s.attached_processes))
+}
+
+fn roots_persist_across_processes() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("persist.mmheap");
+    wait_ok(spawn("write-roots", &path, &[]), "writer")?;
+    let m = MappedManager::open(&path)?;
+    ensure(m.roots()?.len() == ROOTS, "all roots listed")?;
+    for i in 0..ROOTS {
+        let b = m.root(&format!("root-{i}"))?.ok_or("root missing")?;
+        ensure(b.as_slice() == root_content(i), format!("root-{i} differs"))?;
+    }
+    ensure(m.check()?.is_sound(), "sound after reopen")
+}
+
+fn growth_keeps_blocks_in_place() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("grow.mmheap");
+    let m = MappedManager::create(&path, &Options::new().initial_size(1 << 20).max_size(1 << 30))?;
+    ensure(m.stats()?.capacity == 1 << 20, "starts at 1 MiB")?;
+    let mut mine = Vec::new();
+    for i in 0..30 {
+        let mut b = m.allocate(10_000)?;
+        stamp(&mut b, i, 0)?;
+        mine.push(b);
+    }
+    let addrs: Vec<usize> = mine.iter().map(|b| b.as_slice().as_ptr() as usize).collect();
+    let mut child = spawn("grow", &path, &[]);
+    let mut out = BufReader::new(child.stdout.take().ok_or("stdout")?);
+    let mut handles = Vec::new();
+    loop {
+        let mut line = String::new();
+        ensure(out.read_line(&mut line)? > 0, "child ended early")?;
+        if line.trim() == "ready" {
+            break;
+        }
+        handles.push(parse_handle(line.trim()).map_err(|e| e.to_string())?);
+    }
+    ensure(m.stats()?.capacity > 256 << 20, "grew past 256 MiB")?;
+    for (i, b) in mine.iter().enumerate() {
+        ensure(b.as_slice().as_ptr() as usize == addrs[i], "block moved")?;
+        verify(b, i as u64, b.len())?;
+    }
+    for (k, h) in handles.iter().enumerate() {
+        let theirs = m.block_from_handle(*h)?;
+        verify(&theirs, 1000 + 50 * k as u64, theirs.len())?;
+    }
+    let fresh = m.allocate(1 << 20)?;
+    ensure(fresh.len() == 1 << 20, "allocates in the grown space")?;
+    drop(fresh);
+    writeln!(child.stdin.take().ok_or("stdin")?)?;
+    wait_ok(child, "grow child")?;
+    ensure(m.check()?.is_sound(), "sound after growth")
+}
+
+fn handle_through_pipe() -> Result<(), Failed> {
+    let m = MappedManager::temporary(&Options::new())?;
+    let mut b = m.allocate(12)?;
+    b.as_mut_slice()?.copy_from_slice(b"across pipes");
+    let good = b.handle();
+    let mut doomed = m.allocate(8)?;
+    doomed.as_mut_slice()?.copy_from_slice(b"old data");
+    let stale = doomed.handle();
+    drop(doomed);
+    let reused = m.allocate(8)?;
+    ensure(reused.handle().offset == stale.offset, "the freed block's place is reused")?;
+
+    let mut child = spawn("resolve", m.path(), &[]);
+    let mut stdin = child.stdin.take().ok_or("stdin")?;
+    writeln!(stdin, "{} {}", good.offset, good.generation)?;
+    writeln!(stdin, "{} {}", stale.offset, stale.generation)?;
+    drop(stdin);
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8(out.stdout)?;
+    let lines: Vec<&str> = text.lines().collect();
+    ensure(out.status.success(), format!("child failed: {}", out.status))?;
+    ensure(lines == [format!("ok {}", hex(b"across pipes")).as_str(), "err stale"], format!("{lines:?}"))?;
+    ensure(b.ref_count() == 1, "the child's reference was released when it exited")
+}

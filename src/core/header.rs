@@ -81,6 +81,11 @@ impl Tag {
         self.size().saturating_sub(HEADER_SIZE + self.slack())
     }
 
+    /// Whether this is an end sentinel: size 0, no flag but `PREV_FREE`.
+    pub(crate) fn is_sentinel(self) -> bool {
+        self.0 & !FLAG_PREV_FREE == 0
+    }
+
     /// Whether the bits that must be zero are zero and the fields are in range.
     pub(crate) fn well_formed(self) -> bool {
         self.0 & RESERVED_MASK == 0

@@ -404,7 +404,7 @@ impl<'r> Core<'r> {
             visit(BlockInfo { offset: off, tag })?;
             off += tag.size();
         }
-        if off != end || self.tag(end)?.size() != 0 {
+        if off != end || !self.tag(end)?.is_sentinel() {
             return Err(Error::corrupt("blocks do not end at the sentinel", off));
         }
         Ok(())

@@ -52,7 +52,7 @@ pub(super) fn open(path: &Path, _options: Option<&Options>) -> Result<MappedMana
     let map = map_file(&file, max)?;
     let region = region_of(&map, capacity, max);
     let sentinel = Tag(region.load(capacity - SENTINEL_SIZE)?);
-    if sentinel.size() != 0 || !sentinel.well_formed() || sentinel.is_free() {
+    if !sentinel.is_sentinel() {
         return Err(Error::corrupt("end sentinel is missing", capacity - SENTINEL_SIZE));
     }
     finish(file, map, region, path, false)
