@@ -164,7 +164,7 @@ fn rebuild_restores_a_scrambled_index() {
 
 #[test]
 fn random_operations_match_the_model() {
-    let ops = if cfg!(miri) { 600 } else { 30_000 };
+    let ops = if cfg!(miri) { 400 } else { 30_000 };
     for seed in 0..if cfg!(miri) { 2 } else { 8 } {
         random_run(seed, ops);
     }
