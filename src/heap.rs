@@ -99,6 +99,21 @@ impl Heap {
         Ok(guard)
     }
 
+    /// Called right after attaching: a lock word naming our fresh slot can only be left over
+    /// from an earlier holder of the slot that died (or from corruption). Take it over as a
+    /// dead holder's lock, so nobody waits on it forever.
+    pub(crate) fn adopt_stale_lock(&self) -> Result<()> {
+        let word = self.region.u32_at(SB_LOCK)?;
+        let cur = word.load(Ordering::Acquire);
+        if cur & !lock::CONTENDED == self.tag
+            && word.compare_exchange(cur, self.tag | lock::CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        {
+            let _g = Guard { heap: self };
+            self.core().rebuild()?;
+        }
+        Ok(())
+    }
+
     fn rc_word(&self, off: u64) -> Result<&AtomicU64> {
         self.region.u64_at(off + HDR_RC)
     }
@@ -121,7 +136,8 @@ impl Heap {
         };
         let off = carved.offset;
         let gen = self.region.load(SB_NEXT_GEN)?;
-        self.region.store(SB_NEXT_GEN, gen + 1)?;
+        let next = gen.checked_add(1).ok_or(Error::corrupt("generation counter exhausted", SB_NEXT_GEN))?;
+        self.region.store(SB_NEXT_GEN, next)?;
         self.region.store(off + HDR_GEN, gen)?;
         self.region.store(off + HDR_CHECK, check_word(self.key, off, gen))?;
         self.rc_word(off)?.store(rc::fresh(u64::from(self.tag)), Ordering::Release);
@@ -145,7 +161,7 @@ impl Heap {
         let new_cap = cap.saturating_add(need.max(cap)).next_multiple_of(PAGE_SIZE).min(max);
         self.backing.grow(&self.region, new_cap)?;
         self.core().extend(new_cap)?;
-        self.region.store(SB_GROWTHS, self.region.load(SB_GROWTHS)? + 1)
+        self.region.store(SB_GROWTHS, self.region.load(SB_GROWTHS)?.wrapping_add(1))
     }
 
     // ---- references -------------------------------------------------------------------
@@ -187,7 +203,17 @@ impl Heap {
 
     pub(crate) fn release_hold_locked(&self, off: u64) -> Result<()> {
         let word = self.rc_word(off)?;
-        let w = word.fetch_sub(rc::OTHER_ONE, Ordering::AcqRel) - rc::OTHER_ONE;
+        let mut w = word.load(Ordering::Acquire);
+        loop {
+            if rc::other(w) == 0 {
+                return Err(Error::corrupt("releasing a hold the block does not have", off));
+            }
+            match word.compare_exchange_weak(w, w - rc::OTHER_ONE, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(now) => w = now,
+            }
+        }
+        let w = w - rc::OTHER_ONE;
         if rc::count(w) == 0 && rc::owner(w) == 0 {
             self.core().free(off)?;
         }
@@ -197,12 +223,11 @@ impl Heap {
     /// Adds an other hold to a block this process holds already (for roots); under the lock.
     pub(crate) fn add_hold_locked(&self, off: u64) -> Result<()> {
         let word = self.rc_word(off)?;
-        let w = word.load(Ordering::Relaxed);
-        if rc::other(w) == rc::OTHER_MAX {
-            return Err(Error::corrupt("too many holds on one block", off));
-        }
-        word.fetch_add(rc::OTHER_ONE | rc::PUBLISHED, Ordering::AcqRel);
-        Ok(())
+        word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+            (rc::other(w) < rc::OTHER_MAX).then_some((w + rc::OTHER_ONE) | rc::PUBLISHED)
+        })
+        .map(drop)
+        .map_err(|_| Error::corrupt("too many holds on one block", off))
     }
 
     /// Marks the block as published: from now on everyone sees it read-only.
@@ -235,10 +260,11 @@ impl Heap {
         };
         let mut w = word.load(Ordering::Acquire);
         loop {
-            let (new, kind) = if rc::owner(w) == u64::from(self.tag) && rc::owner_refs(w) > 0 {
+            let mine = rc::owner(w) == u64::from(self.tag);
+            let (new, kind) = if mine && rc::owner_refs(w) > 0 && rc::owner_refs(w) < rc::OWNER_REFS_MASK {
                 (w + 1, RefKind::Owner)
             } else if rc::count(w) > 0 && rc::other(w) < rc::OTHER_MAX {
-                (w + rc::OTHER_ONE | rc::PUBLISHED, RefKind::Hold)
+                ((w + rc::OTHER_ONE) | rc::PUBLISHED, RefKind::Hold)
             } else if rc::count(w) > 0 {
                 return Some(Err(Error::corrupt("too many holds on one block", off)));
             } else {

@@ -229,9 +229,12 @@ impl MappedManager {
         self.heap.flush()
     }
 
-    /// Walks the heap and the free structures and reports every inconsistency.
+    /// Walks the heap, the free structures and the named roots and reports every
+    /// inconsistency.
     pub fn check(&self) -> Result<CheckReport> {
-        self.heap.check()
+        let mut report = self.heap.check()?;
+        roots::check(&self.heap, &mut report)?;
+        Ok(report)
     }
 
     /// Sets the named root `name` to `block` (replacing what it named before). The root holds a

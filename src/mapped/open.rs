@@ -63,6 +63,7 @@ fn finish(file: File, map: MmapRaw, region: Region, path: &Path, temporary: bool
     let remove_on_drop = temporary.then(|| path.to_owned());
     let backing = FileBacking { file, map, slot, remove_on_drop };
     let heap = Heap::new(region, Box::new(backing), slot + 1)?;
+    heap.adopt_stale_lock()?;
     Ok(MappedManager::from_parts(heap, path.to_owned()))
 }
 

@@ -48,7 +48,7 @@ pub(crate) fn attach(file: &File, region: &Region) -> Result<u32> {
 /// Marks the slot free (under the store lock). The liveness lock goes when the file closes.
 pub(crate) fn detach(region: &Region, slot: u32) {
     let off = slot_at(u64::from(slot));
-    let _ = region.store(off + SLOT_PID, 0);
+    let _ = region.store32(off + SLOT_PID, 0);
     let _ = region.store(off + SLOT_START_TIME, 0);
     let _ = region.store(off + SLOT_NONCE, 0);
     if let Ok(state) = region.u32_at(off + SLOT_STATE) {

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use crate::core::check::{CheckReport, Problem};
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::heap::{Heap, Obtained};
@@ -51,6 +52,30 @@ fn entries(heap: &Heap) -> Result<Vec<(u64, Vec<u8>, u64)>> {
 
 fn find(heap: &Heap, name: &[u8]) -> Result<Option<(u64, u64)>> {
     Ok(entries(heap)?.into_iter().find(|(_, n, _)| n == name).map(|(i, _, b)| (i, b)))
+}
+
+/// Adds a problem for every root entry that is malformed or names something that is not a
+/// live block.
+pub(super) fn check(heap: &Heap, report: &mut CheckReport) -> Result<()> {
+    let _g = heap.lock()?;
+    for i in 0..ROOT_COUNT {
+        let e = entry_at(i);
+        let block = heap.region.load(e + ROOT_BLOCK)?;
+        if block == 0 {
+            continue;
+        }
+        let len = u64::from(heap.region.load32(e + ROOT_NAME_LEN)?);
+        let mut name = vec![0; len.min(ROOT_NAME_MAX) as usize];
+        heap.region.read_bytes(e + ROOT_NAME, &mut name)?;
+        if len == 0 || len > ROOT_NAME_MAX || std::str::from_utf8(&name).is_err() {
+            report.problems.push(Problem { what: "root name is malformed", offset: e });
+        }
+        let live = heap.core().block_at(block).map(|t| !t.is_free()).unwrap_or(false);
+        if !live || heap.rc(block) == 0 {
+            report.problems.push(Problem { what: "root names no live block", offset: e });
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn set(heap: &Arc<Heap>, name: &str, block: u64) -> Result<()> {
