@@ -1,0 +1,47 @@
+//! `docs/format.md` and `src/format.rs` must agree: every constant named in a table of the doc
+//! has the value (or offset) the doc gives, and every constant is documented.
+
+use mmheap::format::*;
+
+macro_rules! constants {
+    ($($name:ident),* $(,)?) => { vec![$((stringify!($name), $name as u64)),*] };
+}
+
+#[test]
+fn format_doc_matches_constants() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/format.md")).unwrap();
+    let all = constants![
+        SUPERBLOCK_SIZE, TLSF_OFFSET, TLSF_END, REGISTRY_OFFSET, ROOTS_OFFSET, HEAP_START,
+        MIN_STORE_SIZE, PAGE_SIZE, SB_MAGIC, SB_VERSION, SB_FLAGS, SB_FINGERPRINT, SB_KEY,
+        SB_MAX_SIZE, SB_CAPACITY, SB_NEXT_GEN, SB_LOCK, SB_USED_BYTES, SB_LIVE_BLOCKS, SB_GROWTHS,
+        FORMAT_VERSION, SB_FLAG_TEMPORARY, TLSF_FL_BITMAP, TLSF_SL_BITMAPS, TLSF_HEADS, FL_COUNT,
+        SL_COUNT, SL_LOG, SMALL_LIMIT, SLOT_STATE, SLOT_PID, SLOT_START_TIME, SLOT_NONCE,
+        SLOT_COUNT, SLOT_SIZE, SLOT_FREE, SLOT_ATTACHED, LIVENESS_LOCK_BASE, ROOT_BLOCK,
+        ROOT_NAME_LEN, ROOT_NAME, ROOT_COUNT, ROOT_SIZE, ROOT_NAME_MAX, HDR_TAG, HDR_GEN, HDR_RC,
+        HDR_CHECK, FREE_NEXT, FREE_PREV, GRANULE, HEADER_SIZE, MIN_BLOCK, SENTINEL_SIZE,
+    ];
+    let mut documented = std::collections::HashMap::new();
+    for line in doc.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // table rows look like `| `NAME` | number | ...`
+        if cells.len() < 4 || !cells[1].starts_with('`') {
+            continue;
+        }
+        let name = cells[1].trim_matches('`');
+        if let Ok(v) = cells[2].parse::<u64>() {
+            documented.insert(name.to_owned(), v);
+        }
+    }
+    for (name, value) in &all {
+        assert_eq!(documented.get(*name), Some(value), "docs/format.md disagrees on {name}");
+    }
+    assert_eq!(MAGIC, *b"\x89MMHEAP\n");
+    assert!(doc.contains("`89 4D 4D 48 45 41 50 0A`"));
+}
+
+#[test]
+fn fingerprint_is_stable_for_version_1() {
+    // Changing any layout number changes this value: then bump FORMAT_VERSION, add a row to
+    // the version history and a golden store for the new version.
+    assert_eq!(fingerprint(), 0xba54_5668_aac7_1f66, "layout changed: {:#x}", fingerprint());
+}
