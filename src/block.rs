@@ -229,9 +229,8 @@ impl MemoryBlock {
 
 impl Clone for MemoryBlock {
     fn clone(&self) -> Self {
-        match &self.hold {
-            None => self.heap.clone_owner(self.offset),
-            Some(_) => {}
+        if self.hold.is_none() {
+            self.heap.clone_owner(self.offset);
         }
         MemoryBlock {
             heap: self.heap.clone(),

@@ -94,7 +94,7 @@ impl DefaultManager {
     /// A new, private heap that may grow to `max_size` bytes.
     pub fn with_max_size(max_size: u64) -> Result<Self> {
         let max = max_size.next_multiple_of(PAGE_SIZE);
-        if max < MIN_STORE_SIZE || max > 1 << 46 {
+        if !(MIN_STORE_SIZE..=1 << 46).contains(&max) {
             return Err(Error::InvalidOptions("max_size out of range"));
         }
         let base = sys::reserve(max as usize).map_err(|e| Error::io("reserve address space", e))?;

@@ -106,7 +106,9 @@ impl Heap {
         let word = self.region.u32_at(SB_LOCK)?;
         let cur = word.load(Ordering::Acquire);
         if cur & !lock::CONTENDED == self.tag
-            && word.compare_exchange(cur, self.tag | lock::CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            && word
+                .compare_exchange(cur, self.tag | lock::CONTENDED, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
         {
             let _g = Guard { heap: self };
             self.core().rebuild()?;
@@ -246,8 +248,7 @@ impl Heap {
     pub(crate) fn resolve(&self, h: BlockHandle) -> Result<Obtained> {
         let _g = self.lock()?;
         let off = self.validate_handle(h)?;
-        self.acquire_locked(off)
-            .ok_or(Error::StaleHandle { offset: h.offset, generation: h.generation })?
+        self.acquire_locked(off).ok_or(Error::StaleHandle { offset: h.offset, generation: h.generation })?
     }
 
     /// Adds a reference to the used block at `off` for this process (under the lock): an
@@ -394,7 +395,9 @@ pub(crate) fn format_region(region: &Region, capacity: u64, max_size: u64, flags
 pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
+    h.write_u64(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
+    );
     h.write_u32(std::process::id());
     h.finish()
 }

@@ -33,7 +33,6 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-
 mod block;
 mod core;
 mod default_manager;

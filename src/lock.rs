@@ -52,18 +52,13 @@ pub(crate) fn acquire(
         let cur = word.load(Ordering::Relaxed);
         if cur == 0 {
             // Others may be asleep: keep the contended bit so our release wakes one.
-            if word
-                .compare_exchange(0, tag | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
+            if word.compare_exchange(0, tag | CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                 return Acquired::Normally;
             }
             continue;
         }
         if cur & CONTENDED == 0
-            && word
-                .compare_exchange(cur, cur | CONTENDED, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
+            && word.compare_exchange(cur, cur | CONTENDED, Ordering::Relaxed, Ordering::Relaxed).is_err()
         {
             continue;
         }
@@ -73,9 +68,7 @@ pub(crate) fn acquire(
         if now != 0
             && owner != tag
             && owner_dead(owner)
-            && word
-                .compare_exchange(now, tag | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
+            && word.compare_exchange(now, tag | CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok()
         {
             return Acquired::TakenOver;
         }

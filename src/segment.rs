@@ -30,7 +30,7 @@ fn resolve_range(range: impl RangeBounds<usize>, len: usize) -> Result<(usize, u
 }
 
 fn check_view<T>(bytes: &[u8], count: usize) -> Result<()> {
-    let need = size_of::<T>().checked_mul(count).unwrap_or(usize::MAX);
+    let need = size_of::<T>().saturating_mul(count);
     if need > bytes.len() {
         return Err(Error::OutOfBounds { start: 0, end: need as u64, len: bytes.len() as u64 });
     }

@@ -1,11 +1,10 @@
 //! The one door to atomics.
 //!
 //! Everything that touches an atomic imports it from here, never from `std` directly
-//! (`clippy.toml` bans the `std` paths elsewhere). Words that live in a store are reached only
+//! (`tests/source_rules.rs` fails on a `std::sync::atomic` path anywhere else). Words that live in a store are reached only
 //! through [`crate::core::region::Region`], which hands out `&AtomicU64` / `&AtomicU32` views of
 //! mapped bytes; a model checker such as `loom` cannot stand in for those (its atomics are not
 //! layout-compatible with bytes in a file), so the protocols on them are instead checked with
 //! real processes in `tests/multiprocess.rs`.
 
-#[allow(clippy::disallowed_types)]
 pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};

@@ -166,7 +166,9 @@ fn corrupt_variants_give_typed_errors_or_valid_opens() {
         }
         assert!(start.elapsed() < Duration::from_secs(10), "{name} took too long");
     }
-    println!("{sound} opened sound (or repaired), {flagged} opened with problems reported, {refused} refused");
+    println!(
+        "{sound} opened sound (or repaired), {flagged} opened with problems reported, {refused} refused"
+    );
     assert!(refused > 0 && flagged > 0 && sound > 0);
 }
 

@@ -154,13 +154,35 @@ fn parse_handle(line: &str) -> Result<BlockHandle, Box<dyn std::error::Error>> {
     }
 }
 
-fn spawn(role: &str, store: &Path, env: &[(&str, String)]) -> Child {
+/// A child process that is killed and reaped if a test gives up on it early.
+struct Kid(Option<Child>);
+
+impl Kid {
+    fn get(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child present until waited for")
+    }
+
+    fn take(mut self) -> Child {
+        self.0.take().expect("child present until waited for")
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(role: &str, store: &Path, env: &[(&str, String)]) -> Kid {
     let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
     cmd.env(ROLE, role).env("MMHEAP_STORE", store).stdin(Stdio::piped()).stdout(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().expect("spawn child")
+    Kid(Some(cmd.spawn().expect("spawn child")))
 }
 
 fn ensure(cond: bool, what: impl Into<String>) -> Result<(), Failed> {
@@ -171,8 +193,8 @@ fn ensure(cond: bool, what: impl Into<String>) -> Result<(), Failed> {
     }
 }
 
-fn wait_ok(mut c: Child, what: &str) -> Result<(), Failed> {
-    let status = c.wait().map_err(|e| e.to_string())?;
+fn wait_ok(kid: Kid, what: &str) -> Result<(), Failed> {
+    let status = kid.take().wait().map_err(|e| e.to_string())?;
     ensure(status.success(), format!("{what} exited with {status}"))
 }
 
@@ -222,7 +244,7 @@ fn growth_keeps_blocks_in_place() -> Result<(), Failed> {
     }
     let addrs: Vec<usize> = mine.iter().map(|b| b.as_slice().as_ptr() as usize).collect();
     let mut child = spawn("grow", &path, &[]);
-    let mut out = BufReader::new(child.stdout.take().ok_or("stdout")?);
+    let mut out = BufReader::new(child.get().stdout.take().ok_or("stdout")?);
     let mut handles = Vec::new();
     loop {
         let mut line = String::new();
@@ -244,7 +266,7 @@ fn growth_keeps_blocks_in_place() -> Result<(), Failed> {
     let fresh = m.allocate(1 << 20)?;
     ensure(fresh.len() == 1 << 20, "allocates in the grown space")?;
     drop(fresh);
-    writeln!(child.stdin.take().ok_or("stdin")?)?;
+    writeln!(child.get().stdin.take().ok_or("stdin")?)?;
     wait_ok(child, "grow child")?;
     ensure(m.check()?.is_sound(), "sound after growth")
 }
@@ -262,11 +284,11 @@ fn handle_through_pipe() -> Result<(), Failed> {
     ensure(reused.handle().offset == stale.offset, "the freed block's place is reused")?;
 
     let mut child = spawn("resolve", m.path(), &[]);
-    let mut stdin = child.stdin.take().ok_or("stdin")?;
+    let mut stdin = child.get().stdin.take().ok_or("stdin")?;
     writeln!(stdin, "{} {}", good.offset, good.generation)?;
     writeln!(stdin, "{} {}", stale.offset, stale.generation)?;
     drop(stdin);
-    let out = child.wait_with_output()?;
+    let out = child.take().wait_with_output()?;
     let text = String::from_utf8(out.stdout)?;
     let lines: Vec<&str> = text.lines().collect();
     ensure(out.status.success(), format!("child failed: {}", out.status))?;

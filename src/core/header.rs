@@ -61,11 +61,7 @@ impl Tag {
     }
 
     pub(crate) fn with_prev_free(self, on: bool) -> Tag {
-        Tag(if on {
-            self.0 | FLAG_PREV_FREE
-        } else {
-            self.0 & !FLAG_PREV_FREE
-        })
+        Tag(if on { self.0 | FLAG_PREV_FREE } else { self.0 & !FLAG_PREV_FREE })
     }
 
     pub(crate) fn slack(self) -> u64 {
@@ -153,7 +149,7 @@ mod tests {
 
     #[test]
     fn rc_fields_are_disjoint() {
-        let w = rc::fresh(5) + 3 * rc::OTHER_ONE | rc::PUBLISHED;
+        let w = (rc::fresh(5) + 3 * rc::OTHER_ONE) | rc::PUBLISHED;
         assert_eq!(rc::owner_refs(w), 1);
         assert_eq!(rc::other(w), 3);
         assert_eq!(rc::owner(w), 5);

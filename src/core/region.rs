@@ -39,11 +39,7 @@ impl Region {
     pub(crate) unsafe fn new(base: NonNull<u8>, limit: u64, reserved: u64) -> Self {
         debug_assert!(limit <= reserved);
         debug_assert!(base.as_ptr() as usize % 8 == 0);
-        Region {
-            base,
-            limit: AtomicU64::new(limit),
-            reserved,
-        }
+        Region { base, limit: AtomicU64::new(limit), reserved }
     }
 
     /// Bytes that may be touched now.
@@ -123,10 +119,10 @@ impl Region {
     /// Copies bytes out of the region (for reading headers of an unknown file).
     pub(crate) fn read_bytes(&self, off: u64, out: &mut [u8]) -> Result<()> {
         let p = self.ptr(off, out.len() as u64)?;
-        // SAFETY: the range is inside the limit; the bytes are plain data; a concurrent writer
-        // in another process can only make the copy stale, and `read_volatile` keeps the
-        // compiler from assuming otherwise.
         for (i, b) in out.iter_mut().enumerate() {
+            // SAFETY: `i < len`, so the byte is inside the checked range; the bytes are plain
+            // data; a concurrent writer in another process can only make the copy stale, and
+            // `read_volatile` keeps the compiler from assuming otherwise.
             *b = unsafe { p.as_ptr().add(i).read_volatile() };
         }
         Ok(())
@@ -135,9 +131,9 @@ impl Region {
     /// Writes bytes into the region (metadata only, under the store lock).
     pub(crate) fn write_bytes(&self, off: u64, data: &[u8]) -> Result<()> {
         let p = self.ptr(off, data.len() as u64)?;
-        // SAFETY: the range is inside the limit and is metadata guarded by the store lock, so
-        // no Rust reference to it exists anywhere.
         for (i, b) in data.iter().enumerate() {
+            // SAFETY: `i < len`, so the byte is inside the checked range, which is metadata
+            // guarded by the store lock: no Rust reference to it exists anywhere.
             unsafe { p.as_ptr().add(i).write_volatile(*b) };
         }
         Ok(())

@@ -119,8 +119,11 @@ impl<'r> Core<'r> {
         Ok(t)
     }
 
+    /// Makes `[off, off + size)` a free block on its list. The tag store comes first; the
+    /// generation, reference and check words are zeroed, so no handle can match a free header.
     fn write_free(&self, off: u64, size: u64) -> Result<()> {
         self.set_tag(off, Tag::free(size))?;
+        self.r.zero(off + HDR_GEN, HEADER_SIZE - HDR_GEN)?;
         self.r.store(off + size - 8, size)?;
         self.insert(off, size)
     }
@@ -273,6 +276,9 @@ impl<'r> Core<'r> {
     }
 
     /// Frees the used block at `off`, merging it with free neighbours. Returns its size.
+    ///
+    /// The store of the merged block's tag is the commit point: before it a heap walk sees
+    /// the old blocks, after it one free block; swallowed headers are erased only after it.
     pub(crate) fn free(&self, off: u64) -> Result<u64> {
         let t = self.block_at(off)?;
         if t.is_free() {
@@ -284,21 +290,26 @@ impl<'r> Core<'r> {
         let (mut start, mut size) = (off, freed);
         let next = off + size;
         let nt = self.tag(next)?;
-        if nt.is_free() {
+        let merged_next = nt.is_free();
+        if merged_next {
             self.free_at(next)?;
             self.remove(next, nt.size())?;
-            self.erase_header(next)?;
             size += nt.size();
         }
         if t.prev_free() {
             let p = self.prev_free_block(off)?;
             let psize = self.tag(p)?.size();
             self.remove(p, psize)?;
-            self.erase_header(off)?;
             start = p;
             size += psize;
         }
         self.write_free(start, size)?;
+        if merged_next {
+            self.erase_header(next)?;
+        }
+        if start != off {
+            self.erase_header(off)?;
+        }
         self.set_prev_free(start + size, true)?;
         Ok(freed)
     }
@@ -315,42 +326,39 @@ impl<'r> Core<'r> {
 
     /// Changes the used block at `off` to hold `new_len` bytes without moving it: shrinks it
     /// (returning the tail to the heap) or grows it into a free neighbour. `Ok(false)` when it
-    /// cannot grow in place; the heap is then unchanged.
+    /// cannot grow in place; the heap is then unchanged. The store of the block's own tag is
+    /// the commit point. A swallowed free neighbour's header is left as payload bytes: free
+    /// headers carry generation 0, which no handle can match.
     pub(crate) fn resize_in_place(&self, off: u64, new_len: u64) -> Result<bool> {
         let t = self.block_at(off)?;
         let Some(need) = block_size(new_len) else {
             return Ok(false);
         };
         let old = t.size();
-        let mut size = old;
-        if need > old {
-            let next = off + old;
-            let nt = self.tag(next)?;
+        let next = off + old;
+        let nt = self.tag(next)?;
+        let take_next = if need > old {
             if !nt.is_free() || old + nt.size() < need {
                 return Ok(false);
             }
-            self.remove(next, nt.size())?;
-            self.erase_header(next)?;
-            size += nt.size();
-        } else if old - need >= MIN_BLOCK {
-            let next = off + old;
-            let nt = self.tag(next)?;
-            if nt.is_free() {
-                self.remove(next, nt.size())?;
-                self.erase_header(next)?;
-                size += nt.size();
-            }
-        }
-        if size - need >= MIN_BLOCK {
-            self.write_free(off + need, size - need)?;
-            self.set_prev_free(off + size, true)?;
-            size = need;
+            true
         } else {
-            self.set_prev_free(off + size, false)?;
+            old - need >= MIN_BLOCK && nt.is_free()
+        };
+        let mut size = old;
+        if take_next {
+            self.remove(next, nt.size())?;
+            size += nt.size();
         }
-        let tag = Tag::used(size, size - HEADER_SIZE - new_len, t.align_log2());
+        let split = size - need >= MIN_BLOCK;
+        if split {
+            self.write_free(off + need, size - need)?;
+        }
+        let kept = if split { need } else { size };
+        let tag = Tag::used(kept, kept - HEADER_SIZE - new_len, t.align_log2());
         self.set_tag(off, tag.with_prev_free(t.prev_free()))?;
-        self.account(size as i64 - old as i64, 0)?;
+        self.set_prev_free(off + size, split)?;
+        self.account(kept as i64 - old as i64, 0)?;
         Ok(true)
     }
 

@@ -102,7 +102,7 @@ fn validate_superblock(file: &File, len: u64) -> Result<(u64, u64)> {
         return Err(Error::LayoutMismatch { found: u64_at(SB_FINGERPRINT), expected: fingerprint() });
     }
     let (capacity, max) = (u64_at(SB_CAPACITY), u64_at(SB_MAX_SIZE));
-    if max < MIN_STORE_SIZE || max > MAX_STORE_SIZE || max % PAGE_SIZE != 0 {
+    if !(MIN_STORE_SIZE..=MAX_STORE_SIZE).contains(&max) || max % PAGE_SIZE != 0 {
         return Err(Error::corrupt("maximum size out of range", SB_MAX_SIZE));
     }
     if capacity < MIN_STORE_SIZE || capacity > max || capacity % PAGE_SIZE != 0 {

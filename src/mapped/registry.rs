@@ -30,10 +30,7 @@ pub(crate) fn attach(file: &File, region: &Region) -> Result<u32> {
         if !sys::try_lock_byte(file, lock).map_err(|e| Error::io("lock a registry slot", e))? {
             continue;
         }
-        if state
-            .compare_exchange(SLOT_FREE, SLOT_ATTACHED, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
+        if state.compare_exchange(SLOT_FREE, SLOT_ATTACHED, Ordering::AcqRel, Ordering::Acquire).is_err() {
             sys::unlock_byte(file, lock).map_err(|e| Error::io("unlock a registry slot", e))?;
             continue;
         }

@@ -127,7 +127,8 @@ pub(super) fn list(heap: &Arc<Heap>) -> Result<Vec<(String, BlockHandle)>> {
     entries(heap)?
         .into_iter()
         .map(|(i, name, block)| {
-            let name = String::from_utf8(name).map_err(|_| Error::corrupt("root name is not UTF-8", entry_at(i)))?;
+            let name =
+                String::from_utf8(name).map_err(|_| Error::corrupt("root name is not UTF-8", entry_at(i)))?;
             Ok((name, heap.handle_of(block)))
         })
         .collect()

@@ -62,9 +62,7 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration, sha
         let op = if shared { libc::FUTEX_WAIT } else { libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG };
         // SAFETY: `word` is a live, aligned 4-byte atomic; the kernel only reads it and the
         // timespec, which outlives the call.
-        unsafe {
-            libc::syscall(libc::SYS_futex, word.as_ptr(), op, expected, &ts as *const libc::timespec)
-        };
+        unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, expected, &ts as *const libc::timespec) };
     }
     #[cfg(not(target_os = "linux"))]
     {
