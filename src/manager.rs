@@ -56,7 +56,8 @@ pub trait MemoryManager {
     /// Changes a block's length, keeping its content up to the shorter length. Grows or
     /// shrinks in place when the neighbouring space allows, otherwise moves the block (its
     /// old handle then goes stale). Fails with [`crate::Error::Shared`] when the block has
-    /// other references.
+    /// other references. Bytes beyond the old length are unspecified; a published block stays
+    /// read-only, so grow a block before publishing it.
     fn resize(&self, block: &mut MemoryBlock, new_len: usize) -> Result<()>;
     /// The heap's counters.
     fn stats(&self) -> Result<Stats>;

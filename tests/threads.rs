@@ -1,0 +1,91 @@
+//! Many threads of one process allocating, resizing, sharing and freeing in one heap at once,
+//! for both managers; blocks cross threads by clone and by handle.
+
+use std::sync::mpsc;
+use std::thread;
+
+use mmheap::{BlockHandle, DefaultManager, MappedManager, MemoryBlock, MemoryManager, Options};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+fn fill(b: &mut MemoryBlock, stamp: u8) {
+    b.as_mut_slice().expect("fresh block is writable").fill(stamp);
+}
+
+fn intact(b: &MemoryBlock) -> bool {
+    let first = b.as_slice().first().copied();
+    b.as_slice().iter().all(|x| Some(*x) == first)
+}
+
+/// Four threads churn; each also sends some blocks (as clones) and handles to the next thread,
+/// which checks and drops them.
+fn churn_and_pass<M: MemoryManager + Clone + Send + 'static>(m: M) {
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..4).map(|_| mpsc::channel::<(MemoryBlock, BlockHandle)>()).unzip();
+    let mut receivers: Vec<Option<_>> = receivers.into_iter().map(Some).collect();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let m = m.clone();
+            let to_next = senders[(t + 1) % 4].clone();
+            let from_prev = receivers[t].take().expect("one receiver per thread");
+            thread::spawn(move || {
+                let mut rng = SmallRng::seed_from_u64(t as u64);
+                let mut live: Vec<MemoryBlock> = Vec::new();
+                for i in 0..20_000u32 {
+                    match rng.gen_range(0..10) {
+                        0..=4 => {
+                            let mut b = m.allocate(rng.gen_range(0..2000)).unwrap();
+                            fill(&mut b, (i % 251) as u8);
+                            live.push(b);
+                        }
+                        5..=6 if !live.is_empty() => {
+                            let b = live.swap_remove(rng.gen_range(0..live.len()));
+                            assert!(intact(&b));
+                        }
+                        // Published blocks stay read-only, so a grown tail could not be stamped.
+                        7 if !live.is_empty() && !live[live.len() - 1].is_published() => {
+                            let k = live.len() - 1;
+                            let stamp = live[k].as_slice().first().copied().unwrap_or(1);
+                            if m.resize(&mut live[k], rng.gen_range(0..3000)).is_ok() {
+                                if let Ok(s) = live[k].as_mut_slice() {
+                                    s.fill(stamp);
+                                }
+                            }
+                        }
+                        8 if !live.is_empty() => {
+                            let b = &live[rng.gen_range(0..live.len())];
+                            let _ = to_next.send((b.clone(), b.handle()));
+                        }
+                        _ => {}
+                    }
+                    while let Ok((b, h)) = from_prev.try_recv() {
+                        assert!(intact(&b));
+                        let again = m.block_from_handle(h).unwrap();
+                        assert_eq!(again.as_slice(), b.as_slice());
+                    }
+                }
+                drop(to_next);
+                live.iter().for_each(|b| assert!(intact(b)));
+                from_prev
+            })
+        })
+        .collect();
+    drop(senders);
+    let leftovers: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    drop(leftovers); // blocks still in flight are dropped here
+    assert_eq!(m.stats().unwrap().live_blocks, 0, "every block freed once");
+}
+
+#[test]
+fn default_manager_threads() {
+    let m = DefaultManager::new().unwrap();
+    churn_and_pass(m.clone());
+    assert!(m.check().unwrap().is_sound());
+}
+
+#[test]
+fn mapped_manager_threads() {
+    let m = MappedManager::temporary(&Options::new().max_size(1 << 30)).unwrap();
+    churn_and_pass(m.clone());
+    assert!(m.check().unwrap().is_sound());
+}
