@@ -96,11 +96,12 @@ const SETLK: libc::c_int = libc::F_SETLK;
 #[cfg(not(target_os = "linux"))]
 const GETLK: libc::c_int = libc::F_GETLK;
 
-fn flock_of(kind: i32, offset: u64) -> libc::flock {
+/// A one-byte record lock request; `kind` is `F_WRLCK` or `F_UNLCK` (a `c_short` on some systems).
+fn flock_of(kind: impl Into<i32>, offset: u64) -> libc::flock {
     // SAFETY: `flock` is plain old data; all-zero is a valid value (and required for OFD locks'
     // `l_pid`).
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = kind as _;
+    fl.l_type = kind.into() as _;
     fl.l_whence = libc::SEEK_SET as _;
     fl.l_start = offset as libc::off_t;
     fl.l_len = 1;
@@ -119,7 +120,7 @@ fn fcntl_lock(file: &File, cmd: libc::c_int, fl: &mut libc::flock) -> io::Result
 /// Takes an exclusive lock on the one byte at `offset` without waiting. `Ok(false)` when
 /// another holder has it.
 pub(crate) fn try_lock_byte(file: &File, offset: u64) -> io::Result<bool> {
-    let mut fl = flock_of(i32::from(libc::F_WRLCK), offset);
+    let mut fl = flock_of(libc::F_WRLCK, offset);
     match fcntl_lock(file, SETLK, &mut fl) {
         Ok(()) => Ok(true),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => Ok(false),
@@ -129,13 +130,13 @@ pub(crate) fn try_lock_byte(file: &File, offset: u64) -> io::Result<bool> {
 
 /// Drops the lock on the byte at `offset`.
 pub(crate) fn unlock_byte(file: &File, offset: u64) -> io::Result<()> {
-    let mut fl = flock_of(i32::from(libc::F_UNLCK), offset);
+    let mut fl = flock_of(libc::F_UNLCK, offset);
     fcntl_lock(file, SETLK, &mut fl)
 }
 
 /// Whether some other open file description holds a lock on the byte at `offset`.
 pub(crate) fn byte_locked(file: &File, offset: u64) -> io::Result<bool> {
-    let mut fl = flock_of(i32::from(libc::F_WRLCK), offset);
+    let mut fl = flock_of(libc::F_WRLCK, offset);
     fcntl_lock(file, GETLK, &mut fl)?;
     Ok(fl.l_type != libc::F_UNLCK as _)
 }
