@@ -73,6 +73,8 @@ pub struct MemoryBlock {
 struct Hold {
     heap: Arc<Heap>,
     offset: u64,
+    /// Entry in this process's hold table.
+    index: Option<u64>,
     /// Cleared when the block was freed by other means (a moving resize).
     armed: bool,
 }
@@ -81,7 +83,7 @@ impl Drop for Hold {
     fn drop(&mut self) {
         if self.armed {
             // An error means a corrupt store; the hold is leaked rather than risk more damage.
-            let _ = self.heap.release_hold(self.offset);
+            let _ = self.heap.release_hold(self.offset, self.index);
         }
     }
 }
@@ -106,7 +108,12 @@ impl MemoryBlock {
         let ptr = heap.payload(got.offset, got.len)?;
         let hold = match got.kind {
             RefKind::Owner => None,
-            RefKind::Hold => Some(Arc::new(Hold { heap: heap.clone(), offset: got.offset, armed: true })),
+            RefKind::Hold => Some(Arc::new(Hold {
+                heap: heap.clone(),
+                offset: got.offset,
+                index: got.hold_index,
+                armed: true,
+            })),
         };
         Ok(MemoryBlock { heap: heap.clone(), offset: got.offset, ptr, len: got.len as usize, hold })
     }
@@ -203,7 +210,8 @@ impl MemoryBlock {
     /// Changes the length; see [`crate::MemoryManager::resize`].
     pub fn resize(&mut self, new_len: usize) -> Result<()> {
         let extra = self.hold.as_ref().map_or(0, |h| Arc::strong_count(h) as u64 - 1);
-        let moved = self.heap.resize(self.offset, new_len as u64, extra)?;
+        let index = self.hold.as_ref().and_then(|h| h.index);
+        let moved = self.heap.resize(self.offset, new_len as u64, extra, index)?;
         let offset = match moved {
             None => self.offset,
             Some(new) => {

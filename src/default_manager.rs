@@ -76,6 +76,9 @@ impl Backing for Anonymous {
         Ok(())
     }
     fn detach(&self, _region: &Region) {}
+    fn slot(&self) -> Option<u32> {
+        None
+    }
 }
 
 impl Drop for Anonymous {

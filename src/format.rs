@@ -46,6 +46,8 @@ pub const SB_USED_BYTES: u64 = 64;
 pub const SB_LIVE_BLOCKS: u64 = 72;
 /// `u64` number of times the store has grown.
 pub const SB_GROWTHS: u64 = 80;
+/// `u64` number of recoveries run on the store (after a process died).
+pub const SB_RECOVERIES: u64 = 88;
 /// Size of the superblock area that is read as fields; the rest up to [`TLSF_OFFSET`] is zero.
 pub const SUPERBLOCK_SIZE: u64 = 512;
 
@@ -88,10 +90,17 @@ pub const SLOT_PID: u64 = 4;
 pub const SLOT_START_TIME: u64 = 8;
 /// Slot field: `u64` random nonce of this attachment.
 pub const SLOT_NONCE: u64 = 16;
+/// Slot field: `u64` header offset of the process's hold table (0 = none): a block it owns whose
+/// payload is an array of `u64` header offsets, one per other hold the process has (0 = unused).
+pub const SLOT_HOLDS: u64 = 24;
 /// Slot state: nobody.
 pub const SLOT_FREE: u32 = 0;
 /// Slot state: a process has attached and holds the slot's liveness lock.
 pub const SLOT_ATTACHED: u32 = 1;
+/// Store offset of registry slot `i`.
+pub const fn slot_offset(i: u64) -> u64 {
+    REGISTRY_OFFSET + i * SLOT_SIZE
+}
 /// Byte offset of slot 0's liveness lock: an advisory record lock on the store file, far past
 /// its end, held by the attached process. The kernel drops it when the process dies.
 pub const LIVENESS_LOCK_BASE: u64 = 1 << 62;
@@ -188,7 +197,7 @@ const _: () = {
     assert!(HEAP_START % PAGE_SIZE == 0);
     assert!(HEADER_SIZE % GRANULE == 0 && MIN_BLOCK % GRANULE == 0);
     assert!(HEADER_SIZE + 16 + 8 <= MIN_BLOCK);
-    assert!(SB_GROWTHS + 8 <= SUPERBLOCK_SIZE);
+    assert!(SB_RECOVERIES + 8 <= SUPERBLOCK_SIZE);
     assert!(SUPERBLOCK_SIZE <= TLSF_OFFSET);
     assert!(SL_COUNT <= 32);
 };

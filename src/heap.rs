@@ -2,6 +2,7 @@
 //! that knows how to grow and who is alive, plus the reference protocol on block headers.
 
 use std::ptr::NonNull;
+use std::sync::Mutex;
 
 use crate::core::check::CheckReport;
 use crate::core::header::{check_word, rc, Tag};
@@ -9,6 +10,8 @@ use crate::core::region::Region;
 use crate::core::tlsf::{block_size, Core};
 use crate::error::{Error, Result};
 use crate::format::*;
+use crate::holds::HoldTable;
+use crate::hooks::pause;
 use crate::lock::{self, Acquired};
 use crate::manager::Stats;
 use crate::sync::{fence, AtomicU64, Ordering};
@@ -31,6 +34,8 @@ pub(crate) trait Backing: Send + Sync {
     fn flush(&self) -> Result<()>;
     /// Leaves the store (under the lock, before the memory goes away).
     fn detach(&self, region: &Region);
+    /// This process's registry slot, for stores shared between processes.
+    fn slot(&self) -> Option<u32>;
 }
 
 /// A reference to a block obtained from the heap: how this process counts it.
@@ -48,6 +53,8 @@ pub(crate) struct Obtained {
     pub(crate) offset: u64,
     pub(crate) len: u64,
     pub(crate) kind: RefKind,
+    /// For an other hold: its entry in this process's hold table.
+    pub(crate) hold_index: Option<u64>,
 }
 
 /// The engine.
@@ -57,6 +64,9 @@ pub(crate) struct Heap {
     key: u64,
     /// This process's lock and owner tag: registry slot + 1 (1 in-process).
     tag: u32,
+    /// This process's hold table (stores shared between processes only). Taken only while the
+    /// store lock is held.
+    holds: Mutex<HoldTable>,
 }
 
 /// Proof of holding the store lock.
@@ -76,7 +86,17 @@ impl Heap {
     /// Wraps a validated region. `tag` is this process's owner tag.
     pub(crate) fn new(region: Region, backing: Box<dyn Backing>, tag: u32) -> Result<Heap> {
         let key = region.load(SB_KEY)?;
-        Ok(Heap { region, backing, key, tag })
+        Ok(Heap { region, backing, key, tag, holds: Mutex::default() })
+    }
+
+    /// This process's registry slot, if the memory is shared between processes.
+    pub(crate) fn slot(&self) -> Option<u32> {
+        self.backing.slot()
+    }
+
+    /// Whether the process attached to `slot` is gone.
+    pub(crate) fn slot_dead(&self, slot: u32) -> bool {
+        self.backing.owner_dead(slot + 1)
     }
 
     pub(crate) fn core(&self) -> Core<'_> {
@@ -94,15 +114,17 @@ impl Heap {
             self.backing.refresh(&self.region, cap)?;
         }
         if how == Acquired::TakenOver {
-            self.core().rebuild()?;
+            crate::recovery::recover_locked(self, &guard, false)?;
         }
         Ok(guard)
     }
 
-    /// Called right after attaching: a lock word naming our fresh slot can only be left over
-    /// from an earlier holder of the slot that died (or from corruption). Take it over as a
-    /// dead holder's lock, so nobody waits on it forever.
-    pub(crate) fn adopt_stale_lock(&self) -> Result<()> {
+    /// Called right after attaching, before anything else: recovers what dead processes left,
+    /// if anything. A lock word naming our fresh slot can only be left over from an earlier
+    /// holder of the slot that died (or from corruption), so it is taken over as such.
+    /// `reclaimed_slot` says our slot was taken from a dead process. Constant time on a store
+    /// that was shut down cleanly: a scan of the registry, no heap walk.
+    pub(crate) fn recover_at_open(&self, reclaimed_slot: bool) -> Result<()> {
         let word = self.region.u32_at(SB_LOCK)?;
         let cur = word.load(Ordering::Acquire);
         if cur & !lock::CONTENDED == self.tag
@@ -110,10 +132,19 @@ impl Heap {
                 .compare_exchange(cur, self.tag | lock::CONTENDED, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
         {
-            let _g = Guard { heap: self };
-            self.core().rebuild()?;
+            let g = Guard { heap: self };
+            crate::recovery::recover_locked(self, &g, true)?;
+        } else if crate::recovery::needed(self, reclaimed_slot)? {
+            let g = self.lock()?;
+            crate::recovery::recover_locked(self, &g, reclaimed_slot)?;
         }
         Ok(())
+    }
+
+    /// Runs recovery now (under the lock), whether or not anyone is known to have died.
+    pub(crate) fn recover(&self) -> Result<crate::RecoveryReport> {
+        let g = self.lock()?;
+        crate::recovery::recover_locked(self, &g, false)
     }
 
     fn rc_word(&self, off: u64) -> Result<&AtomicU64> {
@@ -126,10 +157,10 @@ impl Heap {
     pub(crate) fn allocate(&self, len: u64, align_log2: u32) -> Result<Obtained> {
         let g = self.lock()?;
         let offset = self.allocate_locked(&g, len, align_log2)?;
-        Ok(Obtained { offset, len, kind: RefKind::Owner })
+        Ok(Obtained { offset, len, kind: RefKind::Owner, hold_index: None })
     }
 
-    fn allocate_locked(&self, _g: &Guard<'_>, len: u64, align_log2: u32) -> Result<u64> {
+    pub(crate) fn allocate_locked(&self, _g: &Guard<'_>, len: u64, align_log2: u32) -> Result<u64> {
         let carved = loop {
             if let Some(c) = self.core().alloc(len, align_log2)? {
                 break c;
@@ -137,6 +168,7 @@ impl Heap {
             self.grow_for(len, align_log2)?;
         };
         let off = carved.offset;
+        pause("alloc-carved");
         let gen = self.region.load(SB_NEXT_GEN)?;
         let next = gen.checked_add(1).ok_or(Error::corrupt("generation counter exhausted", SB_NEXT_GEN))?;
         self.region.store(SB_NEXT_GEN, next)?;
@@ -196,11 +228,26 @@ impl Heap {
         }
     }
 
-    /// Drops one of the block's other holds (the last clone of a hold-kind `MemoryBlock`, or a
-    /// root), freeing the block if that was the last reference.
-    pub(crate) fn release_hold(&self, off: u64) -> Result<()> {
-        let _g = self.lock()?;
-        self.release_hold_locked(off)
+    /// Frees a block the caller holds as its only reference (under the lock).
+    pub(crate) fn free_owned_locked(&self, _g: &Guard<'_>, off: u64) -> Result<()> {
+        self.rc_word(off)?.store(0, Ordering::Release);
+        self.core().free(off).map(drop)
+    }
+
+    /// Drops this process's other hold on a block (the last clone of a hold-kind
+    /// `MemoryBlock`), clearing its hold-table entry and freeing the block if that was the
+    /// last reference.
+    pub(crate) fn release_hold(&self, off: u64, index: Option<u64>) -> Result<()> {
+        let g = self.lock()?;
+        self.release_hold_locked(off)?;
+        match (index, self.slot()) {
+            (Some(i), Some(slot)) => self.hold_table().erase(self, &g, slot, i),
+            _ => Ok(()),
+        }
+    }
+
+    fn hold_table(&self) -> std::sync::MutexGuard<'_, HoldTable> {
+        self.holds.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn release_hold_locked(&self, off: u64) -> Result<()> {
@@ -246,15 +293,16 @@ impl Heap {
 
     /// Turns a handle into a new reference, checking range, header and generation.
     pub(crate) fn resolve(&self, h: BlockHandle) -> Result<Obtained> {
-        let _g = self.lock()?;
+        let g = self.lock()?;
         let off = self.validate_handle(h)?;
-        self.acquire_locked(off).ok_or(Error::StaleHandle { offset: h.offset, generation: h.generation })?
+        self.acquire_locked(&g, off)
+            .ok_or(Error::StaleHandle { offset: h.offset, generation: h.generation })?
     }
 
     /// Adds a reference to the used block at `off` for this process (under the lock): an
     /// owner reference if this process owns it, else an other hold. `None` if the block is
     /// being freed.
-    pub(crate) fn acquire_locked(&self, off: u64) -> Option<Result<Obtained>> {
+    pub(crate) fn acquire_locked(&self, g: &Guard<'_>, off: u64) -> Option<Result<Obtained>> {
         let word = match self.rc_word(off) {
             Ok(w) => w,
             Err(e) => return Some(Err(e)),
@@ -272,13 +320,29 @@ impl Heap {
                 return None;
             };
             match word.compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => {
-                    let len = self.core().tag(off).map(|t| t.len());
-                    return Some(len.map(|len| Obtained { offset: off, len, kind }));
-                }
+                Ok(_) => return Some(self.finish_acquire(g, off, kind)),
                 Err(now) => w = now,
             }
         }
+    }
+
+    /// Records a new other hold in this process's hold table (undoing it if that fails).
+    fn finish_acquire(&self, g: &Guard<'_>, off: u64, kind: RefKind) -> Result<Obtained> {
+        let len = self.core().tag(off)?.len();
+        let hold_index = match (kind, self.slot()) {
+            (RefKind::Hold, Some(slot)) => {
+                pause("hold-counted");
+                match self.hold_table().record(self, g, slot, off) {
+                    Ok(i) => Some(i),
+                    Err(e) => {
+                        self.rc_word(off)?.fetch_sub(rc::OTHER_ONE, Ordering::AcqRel);
+                        return Err(e);
+                    }
+                }
+            }
+            _ => None,
+        };
+        Ok(Obtained { offset: off, len, kind, hold_index })
     }
 
     fn validate_handle(&self, h: BlockHandle) -> Result<u64> {
@@ -312,7 +376,13 @@ impl Heap {
     /// Resizes the block at `off`, held by the caller as its only reference (`local_extra`
     /// counts the caller's additional local clones). Returns the new offset when it moved,
     /// in which case the caller holds the new block as its owner.
-    pub(crate) fn resize(&self, off: u64, new_len: u64, local_extra: u64) -> Result<Option<u64>> {
+    pub(crate) fn resize(
+        &self,
+        off: u64,
+        new_len: u64,
+        local_extra: u64,
+        hold_index: Option<u64>,
+    ) -> Result<Option<u64>> {
         let g = self.lock()?;
         let w = self.rc(off);
         let count = rc::count(w) + local_extra;
@@ -331,8 +401,11 @@ impl Heap {
         // overlap), and solely ours: the old one has exactly one reference (the caller's) and
         // the new one was just carved under the lock we hold.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_ptr(), keep) };
-        self.rc_word(off)?.store(0, Ordering::Relaxed);
-        self.core().free(off)?;
+        pause("resize-copied");
+        self.free_owned_locked(&g, off)?;
+        if let (Some(i), Some(slot)) = (hold_index, self.slot()) {
+            self.hold_table().erase(self, &g, slot, i)?;
+        }
         Ok(Some(new))
     }
 

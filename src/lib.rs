@@ -39,10 +39,13 @@ mod default_manager;
 mod error;
 pub mod format;
 mod heap;
+mod holds;
+mod hooks;
 mod lock;
 mod manager;
 mod mapped;
 mod offset;
+mod recovery;
 mod segment;
 mod sync;
 mod sys;
@@ -55,6 +58,7 @@ pub use crate::format::ROOT_NAME_MAX;
 pub use crate::manager::{MemoryManager, Stats};
 pub use crate::mapped::{MappedManager, Options, MAX_STORE_SIZE};
 pub use crate::offset::Offset;
+pub use crate::recovery::RecoveryReport;
 pub use crate::segment::{MemorySegment, MemorySegmentMut};
 
 macro_rules! impl_memory_manager {

@@ -33,6 +33,9 @@ pub struct CheckReport {
     pub used_bytes: u64,
     /// Bytes in free blocks.
     pub free_bytes: u64,
+    /// Registry slots of processes that died and have not been recovered yet (their blocks
+    /// are not problems, but leaks until `recover` runs).
+    pub dead_processes: u64,
     /// The inconsistencies, in address order of discovery.
     pub problems: Vec<Problem>,
 }
@@ -102,7 +105,9 @@ impl Core<'_> {
             rep.flag("generation from the future", off);
         }
         let w = self.r.load(off + HDR_RC)?;
-        if rc::count(w) == 0 {
+        // A count of zero with an owner is a release in flight (the owner frees it next, or
+        // recovery does if the owner died); with no owner nobody ever would.
+        if rc::count(w) == 0 && rc::owner(w) == 0 {
             rep.flag("live block with reference count zero", off);
         }
         if rc::owner_refs(w) > 0 && (rc::owner(w) == 0 || rc::owner(w) > SLOT_COUNT) {

@@ -419,13 +419,22 @@ impl<'r> Core<'r> {
     }
 
     /// Rebuilds the free lists, bitmaps, flags, footers and accounting from the block headers
-    /// alone, merging free neighbours. Used after a lock holder died mid-operation.
+    /// alone, merging free neighbours. Used after a process died holding the lock. Tolerates
+    /// the one state growth passes through that a plain walk refuses: the old end sentinel
+    /// (a zero tag) inside the heap after the capacity was raised, whose space becomes free.
     pub(crate) fn rebuild(&self) -> Result<()> {
+        let end = self.sentinel()?;
         let mut blocks = Vec::new();
-        self.walk(|b| {
-            blocks.push(b);
-            Ok(())
-        })?;
+        let mut off = HEAP_START;
+        while off < end {
+            if self.tag(off)?.is_sentinel() && end - off >= MIN_BLOCK {
+                blocks.push(BlockInfo { offset: off, tag: Tag::free(end - off) });
+                break;
+            }
+            let tag = self.block_at(off)?;
+            blocks.push(BlockInfo { offset: off, tag });
+            off += tag.size();
+        }
         self.r.zero(TLSF_OFFSET, TLSF_END - TLSF_OFFSET)?;
         let (mut used, mut live) = (0u64, 0u64);
         let mut run: Option<(u64, u64)> = None;
@@ -433,10 +442,7 @@ impl<'r> Core<'r> {
         for b in blocks {
             if b.tag.is_free() {
                 run = Some(match run {
-                    Some((start, size)) => {
-                        self.erase_header(b.offset)?;
-                        (start, size + b.tag.size())
-                    }
+                    Some((start, size)) => (start, size + b.tag.size()),
                     None => (b.offset, b.tag.size()),
                 });
                 continue;
@@ -450,7 +456,6 @@ impl<'r> Core<'r> {
             used += b.tag.size();
             live += 1;
         }
-        let end = self.sentinel()?;
         if let Some((start, size)) = run {
             self.write_free(start, size)?;
             prev_free = true;

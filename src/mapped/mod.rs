@@ -166,6 +166,10 @@ impl Backing for FileBacking {
     fn detach(&self, region: &Region) {
         registry::detach(region, self.slot);
     }
+
+    fn slot(&self) -> Option<u32> {
+        Some(self.slot)
+    }
 }
 
 impl Drop for FileBacking {
@@ -234,7 +238,19 @@ impl MappedManager {
     pub fn check(&self) -> Result<CheckReport> {
         let mut report = self.heap.check()?;
         roots::check(&self.heap, &mut report)?;
+        let _g = self.heap.lock()?;
+        report.problems.extend(crate::recovery::check_holds(&self.heap)?);
+        report.dead_processes = crate::recovery::dead_slots(&self.heap, false)?.len() as u64;
         Ok(report)
+    }
+
+    /// Reclaims what dead processes left: their registry slots, the blocks they owned and
+    /// never shared, and the references they held on shared blocks; repairs any operation a
+    /// dead lock holder left half done. It runs by itself when a waiter finds the lock's
+    /// holder dead and when a store is opened after a process died; calling it is always
+    /// safe (it is idempotent) and reports what it did.
+    pub fn recover(&self) -> Result<crate::RecoveryReport> {
+        self.heap.recover()
     }
 
     /// Sets the named root `name` to `block` (replacing what it named before). The root holds a

@@ -59,11 +59,11 @@ pub(super) fn open(path: &Path, _options: Option<&Options>) -> Result<MappedMana
 }
 
 fn finish(file: File, map: MmapRaw, region: Region, path: &Path, temporary: bool) -> Result<MappedManager> {
-    let slot = registry::attach(&file, &region)?;
+    let (slot, reclaimed) = registry::attach(&file, &region)?;
     let remove_on_drop = temporary.then(|| path.to_owned());
     let backing = FileBacking { file, map, slot, remove_on_drop };
     let heap = Heap::new(region, Box::new(backing), slot + 1)?;
-    heap.adopt_stale_lock()?;
+    heap.recover_at_open(reclaimed)?;
     Ok(MappedManager::from_parts(heap, path.to_owned()))
 }
 

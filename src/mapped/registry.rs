@@ -15,36 +15,46 @@ use crate::heap::random_u64;
 use crate::sync::Ordering;
 use crate::sys;
 
-fn slot_at(i: u64) -> u64 {
-    REGISTRY_OFFSET + i * SLOT_SIZE
-}
-
-/// Claims a free slot for this process; returns its index.
-pub(crate) fn attach(file: &File, region: &Region) -> Result<u32> {
+/// Claims a slot for this process; returns its index and whether it was taken from a dead
+/// process (whose leftovers the caller must then recover before using the slot).
+pub(crate) fn attach(file: &File, region: &Region) -> Result<(u32, bool)> {
+    let lock_err = |e| Error::io("lock a registry slot", e);
     for i in 0..SLOT_COUNT {
-        let state = region.u32_at(slot_at(i) + SLOT_STATE)?;
-        if state.load(Ordering::Acquire) != SLOT_FREE {
-            continue;
-        }
-        let lock = LIVENESS_LOCK_BASE + i;
-        if !sys::try_lock_byte(file, lock).map_err(|e| Error::io("lock a registry slot", e))? {
+        let state = region.u32_at(slot_offset(i) + SLOT_STATE)?;
+        if state.load(Ordering::Acquire) != SLOT_FREE
+            || !sys::try_lock_byte(file, LIVENESS_LOCK_BASE + i).map_err(lock_err)?
+        {
             continue;
         }
         if state.compare_exchange(SLOT_FREE, SLOT_ATTACHED, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            sys::unlock_byte(file, lock).map_err(|e| Error::io("unlock a registry slot", e))?;
+            sys::unlock_byte(file, LIVENESS_LOCK_BASE + i)
+                .map_err(|e| Error::io("unlock a registry slot", e))?;
             continue;
         }
-        region.store32(slot_at(i) + SLOT_PID, std::process::id())?;
-        region.store(slot_at(i) + SLOT_START_TIME, sys::process_start_time())?;
-        region.store(slot_at(i) + SLOT_NONCE, random_u64())?;
-        return Ok(i as u32);
+        claim(region, i)?;
+        return Ok((i as u32, false));
+    }
+    // Every slot is taken: take one whose process is dead. Holding its liveness lock makes it
+    // ours; its state stays "attached" until our recovery, under the store lock, reclaims
+    // what the dead process left.
+    for i in 0..SLOT_COUNT {
+        if sys::try_lock_byte(file, LIVENESS_LOCK_BASE + i).map_err(lock_err)? {
+            claim(region, i)?;
+            return Ok((i as u32, true));
+        }
     }
     Err(Error::RegistryFull)
 }
 
+fn claim(region: &Region, i: u64) -> Result<()> {
+    region.store32(slot_offset(i) + SLOT_PID, std::process::id())?;
+    region.store(slot_offset(i) + SLOT_START_TIME, sys::process_start_time())?;
+    region.store(slot_offset(i) + SLOT_NONCE, random_u64())
+}
+
 /// Marks the slot free (under the store lock). The liveness lock goes when the file closes.
 pub(crate) fn detach(region: &Region, slot: u32) {
-    let off = slot_at(u64::from(slot));
+    let off = slot_offset(u64::from(slot));
     let _ = region.store32(off + SLOT_PID, 0);
     let _ = region.store(off + SLOT_START_TIME, 0);
     let _ = region.store(off + SLOT_NONCE, 0);
@@ -68,7 +78,7 @@ pub(crate) fn owner_dead(file: &File, tag: u32) -> bool {
 pub(crate) fn attached(file: &File, region: &Region, me: u32) -> u64 {
     (0..SLOT_COUNT)
         .filter(|&i| {
-            let attached = region.load32(slot_at(i) + SLOT_STATE).ok() == Some(SLOT_ATTACHED);
+            let attached = region.load32(slot_offset(i) + SLOT_STATE).ok() == Some(SLOT_ATTACHED);
             attached && (i == u64::from(me) || !owner_dead(file, i as u32 + 1))
         })
         .count() as u64

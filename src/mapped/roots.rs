@@ -103,11 +103,11 @@ pub(super) fn set(heap: &Arc<Heap>, name: &str, block: u64) -> Result<()> {
 
 pub(super) fn get(heap: &Arc<Heap>, name: &str) -> Result<Option<Obtained>> {
     let name = check_name(name)?;
-    let _g = heap.lock()?;
+    let g = heap.lock()?;
     let Some((i, block)) = find(heap, name)? else {
         return Ok(None);
     };
-    let got = heap.acquire_locked(block);
+    let got = heap.acquire_locked(&g, block);
     got.ok_or(Error::corrupt("root names a block with no references", entry_at(i)))?.map(Some)
 }
 
