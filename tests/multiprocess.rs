@@ -4,14 +4,14 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
+mod common;
+
+use common::*;
 use libtest_mimic::{Arguments, Failed, Trial};
-use mmheap::{BlockHandle, Error, MappedManager, MemoryBlock, MemoryManager, Options};
+use mmheap::{Error, MappedManager, MemoryBlock, MemoryManager, Options};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-
-const ROLE: &str = "MMHEAP_CHILD_ROLE";
 
 fn main() {
     if let Ok(role) = std::env::var(ROLE) {
@@ -33,10 +33,9 @@ fn main() {
 
 // ---- children ---------------------------------------------------------------------------
 
-fn child(role: &str, store: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    let env_u64 = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+fn child(role: &str, store: &Path) -> Res {
     match role {
-        "churn" => churn(store, env_u64("MMHEAP_SEED"), env_u64("MMHEAP_OPS")),
+        "churn" => churn(store, env_u64("MMHEAP_SEED", 0), env_u64("MMHEAP_OPS", 0)),
         "write-roots" => {
             let m = MappedManager::create(store, &Options::new().initial_size(64 << 10))?;
             for i in 0..ROOTS {
@@ -64,26 +63,7 @@ fn child(role: &str, store: &Path) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-/// Byte `i` of block `id`'s stamp.
-fn stamp_byte(id: u64, i: usize) -> u8 {
-    (id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (8 * (i % 8))) as u8 ^ (i / 8) as u8
-}
-
-fn stamp(b: &mut MemoryBlock, id: u64, from: usize) -> mmheap::Result<()> {
-    for (i, x) in b.as_mut_slice()?.iter_mut().enumerate().skip(from) {
-        *x = stamp_byte(id, i);
-    }
-    Ok(())
-}
-
-fn verify(b: &MemoryBlock, id: u64, upto: usize) -> Result<(), String> {
-    match b.as_slice()[..upto].iter().enumerate().find(|(i, x)| **x != stamp_byte(id, *i)) {
-        Some((i, _)) => Err(format!("block {id} corrupted at byte {i}")),
-        None => Ok(()),
-    }
-}
-
-fn churn(store: &Path, seed: u64, ops: u64) -> Result<(), Box<dyn std::error::Error>> {
+fn churn(store: &Path, seed: u64, ops: u64) -> Res {
     let m = MappedManager::open(store)?;
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut live: Vec<(MemoryBlock, u64)> = Vec::new();
@@ -115,7 +95,7 @@ fn churn(store: &Path, seed: u64, ops: u64) -> Result<(), Box<dyn std::error::Er
     Ok(())
 }
 
-fn grow(store: &Path) -> Result<(), Box<dyn std::error::Error>> {
+fn grow(store: &Path) -> Res {
     let m = MappedManager::open(store)?;
     let mut mine = Vec::new();
     while m.stats()?.capacity <= 300 << 20 {
@@ -124,8 +104,7 @@ fn grow(store: &Path) -> Result<(), Box<dyn std::error::Error>> {
         mine.push(b);
     }
     for b in mine.iter().step_by(50) {
-        let h = b.handle();
-        println!("{} {}", h.offset, h.generation);
+        println!("{}", format_handle(b.handle()));
     }
     println!("ready");
     std::io::stdout().flush()?;
@@ -144,58 +123,6 @@ fn root_content(i: usize) -> Vec<u8> {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn parse_handle(line: &str) -> Result<BlockHandle, Box<dyn std::error::Error>> {
-    let mut it = line.split_whitespace().map(str::parse::<u64>);
-    match (it.next(), it.next()) {
-        (Some(Ok(offset)), Some(Ok(generation))) => Ok(BlockHandle { offset, generation }),
-        _ => Err(format!("bad handle line {line:?}").into()),
-    }
-}
-
-/// A child process that is killed and reaped if a test gives up on it early.
-struct Kid(Option<Child>);
-
-impl Kid {
-    fn get(&mut self) -> &mut Child {
-        self.0.as_mut().expect("child present until waited for")
-    }
-
-    fn take(mut self) -> Child {
-        self.0.take().expect("child present until waited for")
-    }
-}
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn spawn(role: &str, store: &Path, env: &[(&str, String)]) -> Kid {
-    let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
-    cmd.env(ROLE, role).env("MMHEAP_STORE", store).stdin(Stdio::piped()).stdout(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    Kid(Some(cmd.spawn().expect("spawn child")))
-}
-
-fn ensure(cond: bool, what: impl Into<String>) -> Result<(), Failed> {
-    if cond {
-        Ok(())
-    } else {
-        Err(what.into().into())
-    }
-}
-
-fn wait_ok(kid: Kid, what: &str) -> Result<(), Failed> {
-    let status = kid.take().wait().map_err(|e| e.to_string())?;
-    ensure(status.success(), format!("{what} exited with {status}"))
 }
 
 // ---- tests ------------------------------------------------------------------------------

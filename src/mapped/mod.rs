@@ -110,6 +110,7 @@ impl Options {
 pub struct MappedManager {
     pub(crate) heap: Arc<Heap>,
     path: Arc<PathBuf>,
+    created: bool,
 }
 
 impl std::fmt::Debug for MappedManager {
@@ -219,8 +220,14 @@ impl MappedManager {
         open::create(&std::env::temp_dir().join(name), options, true)
     }
 
-    pub(crate) fn from_parts(heap: Heap, path: PathBuf) -> Self {
-        MappedManager { heap: Arc::new(heap), path: Arc::new(path) }
+    pub(crate) fn from_parts(heap: Heap, path: PathBuf, created: bool) -> Self {
+        MappedManager { heap: Arc::new(heap), path: Arc::new(path), created }
+    }
+
+    /// Whether this manager created the store file (with `create`, `temporary`, or the
+    /// creating branch of `open_or_create`) rather than opening an existing one.
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     /// Path of the store file.

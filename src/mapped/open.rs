@@ -38,7 +38,7 @@ pub(super) fn create(path: &Path, options: &Options, temporary: bool) -> Result<
         ErrorKind::AlreadyExists => Error::AlreadyExists(path.to_owned()),
         _ => Error::io("link the store file into place", e.error),
     })?;
-    finish(file, map, region, path, temporary)
+    finish(file, map, region, path, temporary, true)
 }
 
 /// Opens and validates an existing store.
@@ -55,16 +55,23 @@ pub(super) fn open(path: &Path, _options: Option<&Options>) -> Result<MappedMana
     if !sentinel.is_sentinel() {
         return Err(Error::corrupt("end sentinel is missing", capacity - SENTINEL_SIZE));
     }
-    finish(file, map, region, path, false)
+    finish(file, map, region, path, false, false)
 }
 
-fn finish(file: File, map: MmapRaw, region: Region, path: &Path, temporary: bool) -> Result<MappedManager> {
+fn finish(
+    file: File,
+    map: MmapRaw,
+    region: Region,
+    path: &Path,
+    temporary: bool,
+    created: bool,
+) -> Result<MappedManager> {
     let (slot, reclaimed) = registry::attach(&file, &region)?;
     let remove_on_drop = temporary.then(|| path.to_owned());
     let backing = FileBacking { file, map, slot, remove_on_drop };
     let heap = Heap::new(region, Box::new(backing), slot + 1)?;
     heap.recover_at_open(reclaimed)?;
-    Ok(MappedManager::from_parts(heap, path.to_owned()))
+    Ok(MappedManager::from_parts(heap, path.to_owned(), created))
 }
 
 fn map_file(file: &File, max: u64) -> Result<MmapRaw> {
