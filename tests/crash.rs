@@ -224,9 +224,9 @@ fn lines_of(kid: &mut Kid) -> Result<mpsc::Receiver<String>, Failed> {
 
 fn kill(kid: Kid) -> Result<(), Failed> {
     let mut c = kid.take();
-    c.kill()?;
+    let killed = c.kill();
     c.wait()?;
-    Ok(())
+    Ok(killed?)
 }
 
 fn kill_matrix() -> Result<(), Failed> {
