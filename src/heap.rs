@@ -429,6 +429,7 @@ impl Heap {
             live_blocks: self.region.load(SB_LIVE_BLOCKS)?,
             attached_processes: self.backing.attached(&self.region),
             growths: self.region.load(SB_GROWTHS)?,
+            recoveries: self.region.load(SB_RECOVERIES)?,
         })
     }
 

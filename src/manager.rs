@@ -22,6 +22,8 @@ pub struct Stats {
     pub attached_processes: u64,
     /// How many times the heap has grown.
     pub growths: u64,
+    /// How many recoveries have run on the store (each after some process died).
+    pub recoveries: u64,
 }
 
 /// Allocates reference-counted blocks. Implemented by [`crate::DefaultManager`] (process

@@ -33,6 +33,7 @@ fn main() {
         Trial::test("killed_during_recovery", killed_during_recovery),
         Trial::test("create_race", create_race),
         Trial::test("pid_reuse_is_judged_dead", pid_reuse),
+        Trial::test("open_after_unclean_shutdown_recovers_clean_open_does_not", open_recovers),
     ];
     libtest_mimic::run(&Arguments::from_args(), tests).exit();
 }
@@ -44,7 +45,7 @@ fn child(role: &str, store: &Path) -> Res {
         "crashy" => crashy(store),
         "pause" => pause_child(store),
         "holder" => {
-            let m = MappedManager::open(store)?;
+            let m = MappedManager::open_or_create(store, &Options::new())?;
             let (_mine, _theirs) = grab(&m)?;
             println!("ready");
             thread::sleep(Duration::from_secs(600));
@@ -362,4 +363,26 @@ fn pid_reuse() -> Result<(), Failed> {
     // its 10 blocks and its hold table; its 16 holds on our blocks
     ensure(report.blocks_freed == 11 && report.holds_released == 16, format!("{report:?}"))?;
     scene.assert_clean(Vec::new(), "pid reuse")
+}
+
+fn open_recovers() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("unclean.mmheap");
+    // The only process using the store dies holding blocks: an unclean shutdown.
+    let mut holder = spawn("holder", &path, &[]);
+    expect_line(&lines_of(&mut holder)?, "ready")?;
+    kill(holder)?;
+    let m = MappedManager::open(&path)?;
+    let s = m.stats()?;
+    ensure(s.recoveries == 1, format!("recovery ran at open: {s:?}"))?;
+    ensure(
+        s.live_blocks == 0 && s.used_bytes == 0,
+        format!("the dead process's blocks were reclaimed: {s:?}"),
+    )?;
+    ensure(m.check()?.is_sound(), "sound")?;
+    drop(m);
+    // Clean shutdown: reopening runs no recovery (and so walks no heap).
+    let m = MappedManager::open(&path)?;
+    ensure(m.stats()?.recoveries == 1, "no recovery after a clean shutdown")?;
+    Ok(())
 }
