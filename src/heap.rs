@@ -124,7 +124,7 @@ impl Heap {
     /// holder of the slot that died (or from corruption), so it is taken over as such.
     /// `reclaimed_slot` says our slot was taken from a dead process. Constant time on a store
     /// that was shut down cleanly: a scan of the registry, no heap walk.
-    pub(crate) fn recover_at_open(&self, reclaimed_slot: bool) -> Result<()> {
+    pub(crate) fn recover_at_open(&self, reclaimed_slot: bool) -> Result<Option<crate::RecoveryReport>> {
         let word = self.region.u32_at(SB_LOCK)?;
         let cur = word.load(Ordering::Acquire);
         if cur & !lock::CONTENDED == self.tag
@@ -133,12 +133,13 @@ impl Heap {
                 .is_ok()
         {
             let g = Guard { heap: self };
-            crate::recovery::recover_locked(self, &g, true)?;
+            crate::recovery::recover_locked(self, &g, true).map(Some)
         } else if crate::recovery::needed(self, reclaimed_slot)? {
             let g = self.lock()?;
-            crate::recovery::recover_locked(self, &g, reclaimed_slot)?;
+            crate::recovery::recover_locked(self, &g, reclaimed_slot).map(Some)
+        } else {
+            Ok(None)
         }
-        Ok(())
     }
 
     /// Runs recovery now (under the lock), whether or not anyone is known to have died.

@@ -41,6 +41,7 @@ pub mod format;
 mod heap;
 mod holds;
 mod hooks;
+pub mod inspect;
 mod lock;
 mod manager;
 mod mapped;

@@ -223,13 +223,6 @@ fn lines_of(kid: &mut Kid) -> Result<mpsc::Receiver<String>, Failed> {
     Ok(rx)
 }
 
-fn kill(kid: Kid) -> Result<(), Failed> {
-    let mut c = kid.take();
-    let killed = c.kill();
-    c.wait()?;
-    Ok(killed?)
-}
-
 fn kill_matrix() -> Result<(), Failed> {
     let kills = env_u64("MMHEAP_KILLS", 1000);
     let seed = env_u64("MMHEAP_SEED", 1);

@@ -111,6 +111,7 @@ pub struct MappedManager {
     pub(crate) heap: Arc<Heap>,
     path: Arc<PathBuf>,
     created: bool,
+    opening_recovery: Option<crate::RecoveryReport>,
 }
 
 impl std::fmt::Debug for MappedManager {
@@ -181,6 +182,24 @@ impl Drop for FileBacking {
     }
 }
 
+pub(crate) use open::validate_superblock;
+pub(crate) use registry::{attached, owner_dead};
+
+/// The heap, its free structures, the roots and the hold tables, checked.
+pub(crate) fn full_check(heap: &Heap) -> Result<CheckReport> {
+    let mut report = heap.check()?;
+    roots::check(heap, &mut report)?;
+    let _g = heap.lock()?;
+    report.problems.extend(crate::recovery::check_holds(heap)?);
+    report.dead_processes = crate::recovery::dead_slots(heap, false)?.len() as u64;
+    Ok(report)
+}
+
+/// The named roots with their blocks' handles.
+pub(crate) fn list_roots(heap: &Heap) -> Result<Vec<(String, BlockHandle)>> {
+    roots::list(heap)
+}
+
 impl MappedManager {
     /// Creates a new store at `path`; fails with [`Error::AlreadyExists`] if anything is
     /// there. The store is built whole in a temporary file beside `path` and linked into place,
@@ -220,8 +239,19 @@ impl MappedManager {
         open::create(&std::env::temp_dir().join(name), options, true)
     }
 
-    pub(crate) fn from_parts(heap: Heap, path: PathBuf, created: bool) -> Self {
-        MappedManager { heap: Arc::new(heap), path: Arc::new(path), created }
+    pub(crate) fn from_parts(
+        heap: Heap,
+        path: PathBuf,
+        created: bool,
+        opening_recovery: Option<crate::RecoveryReport>,
+    ) -> Self {
+        MappedManager { heap: Arc::new(heap), path: Arc::new(path), created, opening_recovery }
+    }
+
+    /// What the recovery that ran while opening the store did, if one ran (some process had
+    /// died leaving things behind).
+    pub fn opening_recovery(&self) -> Option<crate::RecoveryReport> {
+        self.opening_recovery
     }
 
     /// Whether this manager created the store file (with `create`, `temporary`, or the
@@ -243,12 +273,7 @@ impl MappedManager {
     /// Walks the heap, the free structures and the named roots and reports every
     /// inconsistency.
     pub fn check(&self) -> Result<CheckReport> {
-        let mut report = self.heap.check()?;
-        roots::check(&self.heap, &mut report)?;
-        let _g = self.heap.lock()?;
-        report.problems.extend(crate::recovery::check_holds(&self.heap)?);
-        report.dead_processes = crate::recovery::dead_slots(&self.heap, false)?.len() as u64;
-        Ok(report)
+        full_check(&self.heap)
     }
 
     /// Reclaims what dead processes left: their registry slots, the blocks they owned and

@@ -70,8 +70,8 @@ fn finish(
     let remove_on_drop = temporary.then(|| path.to_owned());
     let backing = FileBacking { file, map, slot, remove_on_drop };
     let heap = Heap::new(region, Box::new(backing), slot + 1)?;
-    heap.recover_at_open(reclaimed)?;
-    Ok(MappedManager::from_parts(heap, path.to_owned(), created))
+    let recovery = heap.recover_at_open(reclaimed)?;
+    Ok(MappedManager::from_parts(heap, path.to_owned(), created, recovery))
 }
 
 fn map_file(file: &File, max: u64) -> Result<MmapRaw> {
@@ -90,7 +90,7 @@ fn region_of(map: &MmapRaw, limit: u64, max: u64) -> Region {
 
 /// Reads the superblock with plain file reads and checks everything the mapping depends on.
 /// Returns (capacity, max_size).
-fn validate_superblock(file: &File, len: u64) -> Result<(u64, u64)> {
+pub(crate) fn validate_superblock(file: &File, len: u64) -> Result<(u64, u64)> {
     let mut sb = [0u8; SUPERBLOCK_SIZE as usize];
     let got = read_prefix(file, &mut sb)?;
     if got < MAGIC.len() || sb[..8] != MAGIC {

@@ -5,8 +5,6 @@
 //! first and the block last, so a reader never sees a half-written entry. Each root holds one
 //! of its block's other holds.
 
-use std::sync::Arc;
-
 use crate::core::check::{CheckReport, Problem};
 use crate::error::{Error, Result};
 use crate::format::*;
@@ -78,7 +76,7 @@ pub(super) fn check(heap: &Heap, report: &mut CheckReport) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn set(heap: &Arc<Heap>, name: &str, block: u64) -> Result<()> {
+pub(super) fn set(heap: &Heap, name: &str, block: u64) -> Result<()> {
     let name = check_name(name)?;
     let _g = heap.lock()?;
     let r = &heap.region;
@@ -101,7 +99,7 @@ pub(super) fn set(heap: &Arc<Heap>, name: &str, block: u64) -> Result<()> {
     }
 }
 
-pub(super) fn get(heap: &Arc<Heap>, name: &str) -> Result<Option<Obtained>> {
+pub(super) fn get(heap: &Heap, name: &str) -> Result<Option<Obtained>> {
     let name = check_name(name)?;
     let g = heap.lock()?;
     let Some((i, block)) = find(heap, name)? else {
@@ -111,7 +109,7 @@ pub(super) fn get(heap: &Arc<Heap>, name: &str) -> Result<Option<Obtained>> {
     got.ok_or(Error::corrupt("root names a block with no references", entry_at(i)))?.map(Some)
 }
 
-pub(super) fn remove(heap: &Arc<Heap>, name: &str) -> Result<bool> {
+pub(super) fn remove(heap: &Heap, name: &str) -> Result<bool> {
     let name = check_name(name)?;
     let _g = heap.lock()?;
     let Some((i, block)) = find(heap, name)? else {
@@ -122,7 +120,7 @@ pub(super) fn remove(heap: &Arc<Heap>, name: &str) -> Result<bool> {
     Ok(true)
 }
 
-pub(super) fn list(heap: &Arc<Heap>) -> Result<Vec<(String, BlockHandle)>> {
+pub(super) fn list(heap: &Heap) -> Result<Vec<(String, BlockHandle)>> {
     let _g = heap.lock()?;
     entries(heap)?
         .into_iter()

@@ -56,6 +56,14 @@ pub fn ensure(cond: bool, what: impl Into<String>) -> Result<(), Failed> {
     }
 }
 
+/// Kills a child with SIGKILL and reaps it.
+pub fn kill(kid: Kid) -> Result<(), Failed> {
+    let mut c = kid.take();
+    let killed = c.kill();
+    c.wait()?;
+    Ok(killed?)
+}
+
 pub fn wait_ok(kid: Kid, what: &str) -> Result<(), Failed> {
     let status = kid.take().wait().map_err(|e| e.to_string())?;
     ensure(status.success(), format!("{what} exited with {status}"))

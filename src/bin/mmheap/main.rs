@@ -1,0 +1,426 @@
+//! `mmheap`: look inside a store file, check it, recover it, draw it.
+//!
+//! Read-only commands (`stat`, `check`, `dump`, `roots`, `map`, `recover --dry-run`) work on a
+//! private copy of the store (`mmheap::inspect::Snapshot`): they never register as a process
+//! of the store, take its lock or write to it. Only `create` and `recover` write.
+//! The `--json` shapes are documented in `docs/cli.md`.
+
+mod map;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use mmheap::inspect::Snapshot;
+use mmheap::{Error, MappedManager, Options, RecoveryReport};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(name = "mmheap", version, about = "Inspect, check and repair mmheap store files")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new store (fails if FILE exists).
+    Create {
+        file: PathBuf,
+        /// Initial size, e.g. 1M, 64M (default 1 MiB).
+        #[arg(long, value_parser = parse_size)]
+        size: Option<u64>,
+        /// Maximum size the store may grow to, e.g. 1G (default 64 GiB).
+        #[arg(long, value_parser = parse_size)]
+        max_size: Option<u64>,
+    },
+    /// Figures, size classes, attached processes, roots, and whether shutdown was clean.
+    Stat {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Full integrity check. Exit 0: sound; 1: problems found; 2: not readable as a store.
+    Check {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reclaim what dead processes left (locks, blocks, references, slots).
+    Recover {
+        file: PathBuf,
+        /// Say what would be done, on a copy, without touching the store.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List blocks (offset, size, length, state, references, owner), or show one block.
+    Dump {
+        file: PathBuf,
+        /// Show the block whose header is at this offset (decimal or 0x hex), with a hex dump.
+        #[arg(long, value_parser = parse_size)]
+        offset: Option<u64>,
+        /// At most this many blocks listed (default 1000), or payload bytes dumped (default 256).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The named roots and their blocks.
+    Roots { file: PathBuf },
+    /// Draw the heap as an SVG picture: address on the axes, colour by state and size class.
+    Map {
+        file: PathBuf,
+        /// Where to write the SVG.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Cells per row.
+        #[arg(long, default_value_t = 256)]
+        columns: u64,
+    },
+}
+
+/// Parses `4096`, `0x1000`, `64K`, `1M`, `2G`, `1T` (binary multiples; a trailing `iB`/`B` is
+/// allowed).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_end_matches("iB").trim_end_matches('B');
+    if let Some(h) = t.strip_prefix("0x") {
+        return u64::from_str_radix(h, 16).map_err(|e| e.to_string());
+    }
+    let (digits, shift) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("not a size: {s:?}"))?;
+    n.checked_mul(1 << shift).ok_or_else(|| format!("size too large: {s:?}"))
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A progress bar on standard error, drawn only when it is a terminal.
+fn progress(total: u64, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn snapshot(file: &PathBuf) -> Result<Snapshot, Error> {
+    let bar = progress(0, "reading");
+    let snap = Snapshot::take_with_progress(file, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    snap
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mmheap: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cmd: Command) -> Result<ExitCode, Error> {
+    match cmd {
+        Command::Create { file, size, max_size } => {
+            let mut opts = Options::new();
+            if let Some(s) = size {
+                opts = opts.initial_size(s);
+            }
+            if let Some(m) = max_size {
+                opts = opts.max_size(m);
+            }
+            let m = MappedManager::create(&file, &opts)?;
+            let s = mmheap::MemoryManager::stats(&m)?;
+            println!("created {} ({} now, up to {})", file.display(), human(s.capacity), human(s.max_size));
+        }
+        Command::Stat { file, json } => stat(&file, json)?,
+        Command::Check { file, json } => return check(&file, json),
+        Command::Recover { file, dry_run } => recover(&file, dry_run)?,
+        Command::Dump { file, offset, limit, json } => dump(&file, offset, limit, json)?,
+        Command::Roots { file } => {
+            let snap = snapshot(&file)?;
+            for r in snap.roots()? {
+                println!(
+                    "{:<48} block {:#x}  generation {}  {} bytes",
+                    r.name, r.offset, r.generation, r.len
+                );
+            }
+        }
+        Command::Map { file, output, columns } => {
+            let snap = snapshot(&file)?;
+            let info = snap.info();
+            let bar = progress(info.capacity, "walking");
+            let (blocks, err) = snap.blocks(|off| bar.set_position(off));
+            bar.finish_and_clear();
+            let svg = map::render(&file.display().to_string(), &info, &blocks, columns.clamp(16, 4096));
+            std::fs::write(&output, svg).map_err(|e| Error::Io { op: "write the picture", source: e })?;
+            println!("wrote {} ({} blocks)", output.display(), blocks.len());
+            if let Some(e) = err {
+                eprintln!("mmheap: the heap could not be walked past a point: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stat(file: &PathBuf, json: bool) -> Result<(), Error> {
+    let snap = snapshot(file)?;
+    let info = snap.info();
+    let classes = snap.size_classes();
+    let procs = snap.processes();
+    let roots = snap.roots();
+    if json {
+        let errors: Vec<String> = [classes.as_ref().err(), roots.as_ref().err()]
+            .into_iter()
+            .flatten()
+            .map(|e| e.to_string())
+            .collect();
+        let v = json!({
+            "path": file.display().to_string(),
+            "store": info,
+            "size_classes": classes.as_ref().ok(),
+            "processes": procs,
+            "roots": roots.as_ref().ok(),
+            "errors": errors,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        return Ok(());
+    }
+    println!("store       {} (format v{})", file.display(), info.format_version);
+    println!(
+        "capacity    {} of at most {}, grown {} times",
+        human(info.capacity),
+        human(info.max_size),
+        info.growths
+    );
+    println!("used        {} in {} blocks", human(info.used_bytes), info.live_blocks);
+    println!(
+        "free        {}, largest free block {}, fragmentation {:.1}%",
+        human(info.free_bytes),
+        human(info.largest_free),
+        info.fragmentation * 100.0
+    );
+    let dead = procs.iter().filter(|p| !p.alive).count();
+    if info.clean {
+        println!("shutdown    clean");
+    } else {
+        println!("shutdown    NOT clean: {dead} dead process(es) left state behind (run `mmheap recover`)");
+    }
+    match info.lock_holder {
+        None => println!("lock        free"),
+        Some(s) => println!("lock        held by slot {s}"),
+    }
+    println!("recoveries  {}", info.recoveries);
+    match &classes {
+        Ok(classes) => {
+            println!("live blocks per size class:");
+            for c in classes {
+                println!("  <= {:>10}  {:>10} blocks  {:>10}", human(c.max_size), c.blocks, human(c.bytes));
+            }
+        }
+        Err(e) => println!("live blocks per size class: unavailable ({e})"),
+    }
+    println!("processes ({}):", procs.len());
+    for p in &procs {
+        let state = if p.alive { "alive" } else { "DEAD" };
+        println!("  slot {:>3}  pid {:>8}  {state:<5}  {} holds", p.slot, p.pid, p.holds);
+    }
+    match &roots {
+        Ok(roots) => {
+            println!("roots ({}):", roots.len());
+            for r in roots {
+                println!("  {:<40} block {:#x}  {} bytes", r.name, r.offset, r.len);
+            }
+        }
+        Err(e) => println!("roots: unavailable ({e})"),
+    }
+    Ok(())
+}
+
+fn check(file: &PathBuf, json: bool) -> Result<ExitCode, Error> {
+    let snap = match snapshot(file) {
+        Ok(s) => s,
+        Err(e) => {
+            if json {
+                println!("{}", json!({ "readable": false, "error": e.to_string() }));
+            } else {
+                eprintln!("mmheap: {} cannot be read as a store: {e}", file.display());
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let bar = progress(0, "checking");
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let report = snap.check()?;
+    bar.finish_and_clear();
+    if json {
+        let problems: Vec<_> =
+            report.problems.iter().map(|p| json!({"what": p.what, "offset": p.offset})).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "readable": true,
+                "sound": report.is_sound(),
+                "blocks": report.blocks,
+                "used_blocks": report.used_blocks,
+                "free_blocks": report.free_blocks,
+                "used_bytes": report.used_bytes,
+                "free_bytes": report.free_bytes,
+                "dead_processes": report.dead_processes,
+                "problems": problems,
+            }))
+            .expect("json")
+        );
+    } else {
+        for p in &report.problems {
+            println!("problem at {:#x}: {}", p.offset, p.what);
+        }
+        println!(
+            "{}: {} blocks ({} used, {} free), {} problem(s){}",
+            file.display(),
+            report.blocks,
+            report.used_blocks,
+            report.free_blocks,
+            report.problems.len(),
+            if report.dead_processes > 0 {
+                format!("; {} dead process(es) awaiting recovery", report.dead_processes)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(if report.is_sound() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn describe(r: &RecoveryReport) -> String {
+    format!(
+        "{} dead process(es), {} block(s) freed ({}), {} owner reference(s) and {} hold(s) released",
+        r.dead_processes,
+        r.blocks_freed,
+        human(r.bytes_freed),
+        r.owner_refs_released,
+        r.holds_released
+    )
+}
+
+fn recover(file: &PathBuf, dry_run: bool) -> Result<(), Error> {
+    if dry_run {
+        let mut snap = snapshot(file)?;
+        println!("would reclaim: {}", describe(&snap.recover_dry_run()?));
+        return Ok(());
+    }
+    let m = MappedManager::open(file)?;
+    let mut total = m.opening_recovery().unwrap_or_default();
+    let again = m.recover()?;
+    total.dead_processes += again.dead_processes;
+    total.blocks_freed += again.blocks_freed;
+    total.bytes_freed += again.bytes_freed;
+    total.owner_refs_released += again.owner_refs_released;
+    total.holds_released += again.holds_released;
+    println!("reclaimed: {}", describe(&total));
+    let report = m.check()?;
+    println!("check: {} problem(s)", report.problems.len());
+    Ok(())
+}
+
+fn dump(file: &PathBuf, offset: Option<u64>, limit: Option<usize>, json: bool) -> Result<(), Error> {
+    let snap = snapshot(file)?;
+    let (blocks, err) = snap.blocks(|_| {});
+    if let Some(off) = offset {
+        let block = blocks.iter().find(|b| b.offset == off);
+        let payload = snap.payload(off);
+        let shown = limit.unwrap_or(256);
+        if json {
+            let bytes = payload.as_ref().ok();
+            let hex: Option<String> =
+                bytes.map(|b| b.iter().take(shown).map(|x| format!("{x:02x}")).collect());
+            let v = json!({
+                "block": block,
+                "payload": bytes.map(|b| json!({"len": b.len(), "shown": b.len().min(shown), "hex": hex})),
+                "error": payload.as_ref().err().map(|e| e.to_string()),
+            });
+            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            return Ok(());
+        }
+        match block {
+            Some(b) => println!("{}", block_line(b)),
+            None => println!("no block starts at {off:#x}"),
+        }
+        let bytes = payload?;
+        for (i, row) in bytes.chunks(16).take(shown.div_ceil(16)).enumerate() {
+            let hex: Vec<String> = row.iter().map(|x| format!("{x:02x}")).collect();
+            let text: String = row
+                .iter()
+                .map(|&x| if x.is_ascii_graphic() || x == b' ' { x as char } else { '.' })
+                .collect();
+            println!("{:08x}  {:<47}  {text}", i * 16, hex.join(" "));
+        }
+        return Ok(());
+    }
+    let shown = &blocks[..blocks.len().min(limit.unwrap_or(1000))];
+    if json {
+        let v =
+            json!({ "blocks": shown, "total": blocks.len(), "error": err.as_ref().map(|e| e.to_string()) });
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        return Ok(());
+    }
+    println!(
+        "{:>14} {:>10} {:>10} {:>5} {:>5} {:>5} {:>4} {:>10}",
+        "offset", "size", "len", "state", "refs", "owner", "pub", "generation"
+    );
+    for b in shown {
+        println!("{}", block_line(b));
+    }
+    if shown.len() < blocks.len() {
+        println!("... {} more (use --limit)", blocks.len() - shown.len());
+    }
+    if let Some(e) = err {
+        println!("walk stopped: {e}");
+    }
+    Ok(())
+}
+
+fn block_line(b: &mmheap::inspect::BlockInfo) -> String {
+    let owner = b.owner.map_or("-".to_owned(), |o| o.to_string());
+    format!(
+        "{:>#14x} {:>10} {:>10} {:>5} {:>5} {:>5} {:>4} {:>10}",
+        b.offset,
+        b.size,
+        b.len,
+        if b.free { "free" } else { "used" },
+        b.ref_count,
+        owner,
+        if b.published { "yes" } else { "no" },
+        b.generation
+    )
+}

@@ -1,0 +1,330 @@
+//! End-to-end tests of the `mmheap` binary: exit codes, JSON shapes, planted corruption found
+//! at the right offset, `recover` on a store left by a killed process, the map picture.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use libtest_mimic::{Arguments, Failed, Trial};
+use mmheap::format::{HDR_RC, HDR_TAG, TLSF_HEADS};
+use mmheap::{MappedManager, MemoryBlock, MemoryManager, Options};
+use serde_json::Value;
+
+fn main() {
+    if let Ok(role) = std::env::var(ROLE) {
+        let store = PathBuf::from(std::env::var("MMHEAP_STORE").expect("MMHEAP_STORE"));
+        if let Err(e) = child(&role, &store) {
+            eprintln!("child {role} failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let tests = vec![
+        Trial::test("create_stat_check_roots_dump", create_stat_check_roots_dump),
+        Trial::test("check_exit_codes_on_fixtures", check_exit_codes_on_fixtures),
+        Trial::test("check_finds_planted_corruption_at_its_offset", planted_corruption),
+        Trial::test("recover_after_a_killed_process", recover_after_kill),
+        Trial::test("read_only_commands_do_not_register_or_block", read_only_does_not_disturb),
+        Trial::test("map_draws_the_heap", map_draws),
+    ];
+    libtest_mimic::run(&Arguments::from_args(), tests).exit();
+}
+
+/// Fills a store with `MMHEAP_BLOCKS` blocks of mixed sizes (freeing every third), roots one,
+/// says "ready" and holds everything until its standard input closes or it is killed.
+fn child(role: &str, store: &Path) -> Res {
+    if role == "pauser" {
+        let m = MappedManager::open(store)?;
+        let _alpha = m.root("alpha")?; // pauses inside the lock
+        return Err("the pause point was never reached".into());
+    }
+    if role != "filler" {
+        return Err(format!("unknown role {role}").into());
+    }
+    let m = MappedManager::open_or_create(store, &Options::new().max_size(4 << 30))?;
+    let n = env_u64("MMHEAP_BLOCKS", 1000);
+    let mut keep: Vec<MemoryBlock> = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let len = match i % 10 {
+            0..=6 => 16 + (i % 7) * 8,
+            7..=8 => 200 + (i % 13) * 100,
+            _ if i % 100 == 9 => 10_000 + (i % 5) * 20_000,
+            _ => 2000 + (i % 11) * 500,
+        };
+        let b = m.allocate(len as usize)?;
+        if i % 3 != 0 {
+            keep.push(b);
+        }
+    }
+    let mut greeting = m.allocate(5)?;
+    greeting.as_mut_slice()?.copy_from_slice(b"hello");
+    m.set_root("greeting", &greeting)?;
+    println!("ready");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(())
+}
+
+fn mmheap(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mmheap")).args(args).output().expect("run mmheap")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn json(o: &Output) -> Result<Value, Failed> {
+    Ok(serde_json::from_slice(&o.stdout)
+        .map_err(|e| format!("bad JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))?)
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// A store with a dead process's leftovers would need a kill; this one is made and closed
+/// cleanly by this process: two rooted blocks.
+fn small_store(dir: &Path) -> Result<PathBuf, Failed> {
+    let path = dir.join("s.mmheap");
+    let out = mmheap(&["create", path.to_str().unwrap(), "--size", "256K", "--max-size", "64M"]);
+    ensure(code(&out) == 0, format!("create: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let m = MappedManager::open(&path)?;
+    let mut a = m.allocate(14)?;
+    a.as_mut_slice()?.copy_from_slice(b"the first root");
+    m.set_root("alpha", &a)?;
+    let b = m.allocate(3000)?;
+    m.set_root("beta", &b)?;
+    Ok(path)
+}
+
+fn create_stat_check_roots_dump() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = small_store(dir.path())?;
+    let p = path.to_str().unwrap();
+    ensure(code(&mmheap(&["create", p])) == 2, "create refuses an existing file")?;
+
+    let stat = json(&mmheap(&["stat", p, "--json"]))?;
+    ensure(stat["store"]["format_version"] == 1, "format_version")?;
+    ensure(stat["store"]["capacity"] == 256 * 1024, format!("capacity {}", stat["store"]["capacity"]))?;
+    ensure(stat["store"]["max_size"] == 64 << 20, "max_size")?;
+    ensure(stat["store"]["live_blocks"] == 2 && stat["store"]["clean"] == true, "live blocks, clean")?;
+    for key in ["used_bytes", "free_bytes", "largest_free", "fragmentation", "growths", "recoveries"] {
+        ensure(!stat["store"][key].is_null(), format!("stat has store.{key}"))?;
+    }
+    ensure(stat["roots"].as_array().map(Vec::len) == Some(2), "two roots")?;
+    ensure(stat["roots"][0]["name"] == "alpha" && stat["roots"][0]["len"] == 14, "root alpha")?;
+    ensure(stat["processes"].as_array().map(Vec::len) == Some(0), "nobody attached")?;
+    ensure(stat["size_classes"].as_array().is_some_and(|c| !c.is_empty()), "size classes")?;
+    let text = String::from_utf8(mmheap(&["stat", p]).stdout)?;
+    ensure(text.contains("shutdown    clean") && text.contains("alpha"), text.clone())?;
+
+    let check = mmheap(&["check", p, "--json"]);
+    ensure(code(&check) == 0, "check exit 0")?;
+    let check = json(&check)?;
+    ensure(check["sound"] == true && check["used_blocks"] == 2, format!("{check}"))?;
+    ensure(check["problems"].as_array().is_some_and(Vec::is_empty), "no problems")?;
+
+    let roots = String::from_utf8(mmheap(&["roots", p]).stdout)?;
+    ensure(roots.lines().count() == 2 && roots.starts_with("alpha"), roots.clone())?;
+
+    let dump = json(&mmheap(&["dump", p, "--json"]))?;
+    let blocks = dump["blocks"].as_array().ok_or("blocks")?;
+    ensure(dump["total"] == blocks.len() && dump["error"].is_null(), "dump total")?;
+    let alpha = blocks.iter().find(|b| b["len"] == 14).ok_or("alpha block in dump")?;
+    ensure(
+        alpha["free"] == false && alpha["ref_count"] == 1 && alpha["published"] == true,
+        format!("{alpha}"),
+    )?;
+    ensure(alpha["owner"].is_null(), "the creator has gone: no owner")?;
+    let off = alpha["offset"].as_u64().ok_or("offset")?;
+    let one = json(&mmheap(&["dump", p, "--offset", &off.to_string(), "--json"]))?;
+    ensure(one["payload"]["hex"] == hex::encode(b"the first root"), format!("{one}"))?;
+    let text = String::from_utf8(mmheap(&["dump", p, "--offset", &format!("{off:#x}")]).stdout)?;
+    ensure(text.contains("the first root"), text.clone())?;
+    let limited = json(&mmheap(&["dump", p, "--limit", "1", "--json"]))?;
+    ensure(limited["blocks"].as_array().map(Vec::len) == Some(1), "limit")
+}
+
+mod hex {
+    pub fn encode(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+}
+
+fn check_exit_codes_on_fixtures() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let golden = dir.path().join("golden.mmheap");
+    std::fs::copy(fixture("golden-v1.mmheap"), &golden)?;
+    ensure(code(&mmheap(&["check", golden.to_str().unwrap()])) == 0, "golden is sound")?;
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, b"not a store at all")?;
+    let out = mmheap(&["check", junk.to_str().unwrap(), "--json"]);
+    ensure(code(&out) == 2, "junk: exit 2")?;
+    ensure(json(&out)?["readable"] == false, "junk: readable false")?;
+    ensure(code(&mmheap(&["check", dir.path().join("missing").to_str().unwrap()])) == 2, "missing: exit 2")?;
+    ensure(code(&mmheap(&["stat", junk.to_str().unwrap()])) == 2, "stat junk: exit 2")
+}
+
+/// Writes `value` at `at` in the file (the store must not be open).
+fn poke(path: &Path, at: u64, value: u64) -> Result<(), Failed> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.write_all_at(&value.to_le_bytes(), at)?;
+    Ok(())
+}
+
+fn problems_at(path: &Path) -> Result<(i32, Vec<(String, u64)>), Failed> {
+    let out = mmheap(&["check", path.to_str().unwrap(), "--json"]);
+    let v = json(&out)?;
+    let list = v["problems"].as_array().ok_or("problems")?;
+    let problems = list
+        .iter()
+        .map(|p| (p["what"].as_str().unwrap_or("").to_owned(), p["offset"].as_u64().unwrap_or(0)))
+        .collect();
+    Ok((code(&out), problems))
+}
+
+fn planted_corruption() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let base = small_store(dir.path())?;
+    let v = json(&mmheap(&["dump", base.to_str().unwrap(), "--json"]))?;
+    let blocks = v["blocks"].as_array().ok_or("blocks")?.clone();
+    let alpha = blocks.iter().find(|b| b["len"] == 14).and_then(|b| b["offset"].as_u64()).ok_or("alpha")?;
+    let alpha_size = blocks.iter().find(|b| b["len"] == 14).and_then(|b| b["size"].as_u64()).ok_or("size")?;
+    let variant = |name: &str| -> Result<PathBuf, Failed> {
+        let p = dir.path().join(name);
+        std::fs::copy(&base, &p)?;
+        Ok(p)
+    };
+
+    // Overlapping blocks: alpha claims more bytes than it has, running into beta.
+    let overlap = variant("overlap.mmheap")?;
+    poke(&overlap, alpha + HDR_TAG, alpha_size + 64)?;
+    let (c, problems) = problems_at(&overlap)?;
+    ensure(c == 1, format!("overlap: exit {c}"))?;
+    ensure(
+        problems.iter().any(|(_, o)| *o == alpha + alpha_size + 64 || *o == alpha),
+        format!("overlap: {problems:?}"),
+    )?;
+
+    // A broken free structure: a list head pointing into a used block.
+    let broken = variant("broken-list.mmheap")?;
+    let head = (0..40 * 16)
+        .map(|i| TLSF_HEADS + 8 * i)
+        .find(|&h| read_u64(&base, h).unwrap_or(0) != 0)
+        .ok_or("a head")?;
+    poke(&broken, head, alpha)?;
+    let (c, problems) = problems_at(&broken)?;
+    ensure(c == 1, format!("broken list: exit {c}"))?;
+    ensure(
+        problems.iter().any(|(w, o)| *o == alpha && w.contains("free list")),
+        format!("broken list: {problems:?}"),
+    )?;
+
+    // A count of zero on a live block.
+    let zero = variant("zero-count.mmheap")?;
+    poke(&zero, alpha + HDR_RC, 0)?;
+    let (c, problems) = problems_at(&zero)?;
+    ensure(c == 1, format!("zero count: exit {c}"))?;
+    ensure(
+        problems.iter().any(|(w, o)| *o == alpha && w.contains("count zero")),
+        format!("zero count: {problems:?}"),
+    )
+}
+
+fn read_u64(path: &Path, at: u64) -> Result<u64, Failed> {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 8];
+    std::fs::File::open(path)?.read_exact_at(&mut b, at)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+fn recover_after_kill() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("killed.mmheap");
+    let p = path.to_str().unwrap();
+    let mut filler = spawn("filler", &path, &[("MMHEAP_BLOCKS", "500".into())]);
+    let mut out = std::io::BufReader::new(filler.get().stdout.take().ok_or("stdout")?);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line)?;
+    ensure(line.trim() == "ready", "filler ready")?;
+    kill(filler)?;
+
+    let stat = json(&mmheap(&["stat", p, "--json"]))?;
+    ensure(stat["store"]["clean"] == false, "a killed writer: not clean")?;
+    ensure(stat["processes"][0]["alive"] == false, "its slot is dead")?;
+    let check = mmheap(&["check", p, "--json"]);
+    ensure(json(&check)?["dead_processes"] == 1, "check counts the dead process")?;
+    let dry = String::from_utf8(mmheap(&["recover", p, "--dry-run"]).stdout)?;
+    ensure(dry.starts_with("would reclaim: 1 dead process(es), 333 block(s) freed"), dry.clone())?;
+    ensure(json(&mmheap(&["stat", p, "--json"]))?["store"]["clean"] == false, "dry run changed nothing")?;
+
+    let rec = mmheap(&["recover", p]);
+    let text = String::from_utf8(rec.stdout.clone())?;
+    ensure(
+        code(&rec) == 0 && text.starts_with("reclaimed: 1 dead process(es), 333 block(s) freed"),
+        text.clone(),
+    )?;
+    ensure(code(&mmheap(&["check", p])) == 0, "check passes after recover")?;
+    let stat = json(&mmheap(&["stat", p, "--json"]))?;
+    ensure(stat["store"]["clean"] == true && stat["store"]["live_blocks"] == 1, format!("{stat}"))
+}
+
+fn read_only_does_not_disturb() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = small_store(dir.path())?;
+    let p = path.to_str().unwrap();
+    // A writer that stops for good inside the store lock (a test pause point).
+    let mut pauser = spawn("pauser", &path, &[("MMHEAP_TEST_PAUSE", "hold-counted".into())]);
+    let mut out = std::io::BufReader::new(pauser.get().stdout.take().ok_or("stdout")?);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line)?;
+    ensure(line.trim() == "paused hold-counted", format!("pauser said {line:?}"))?;
+    let before = std::fs::read(&path)?;
+    let svg = dir.path().join("m.svg");
+    for args in [
+        &["stat", p][..],
+        &["check", p],
+        &["dump", p],
+        &["roots", p],
+        &["map", p, "-o", svg.to_str().unwrap()],
+    ] {
+        let out = mmheap(args);
+        ensure(
+            code(&out) == 0,
+            format!("{args:?} exit {}: {}", code(&out), String::from_utf8_lossy(&out.stderr)),
+        )?;
+    }
+    ensure(std::fs::read(&path)? == before, "read-only commands wrote to the store")?;
+    let stat = json(&mmheap(&["stat", p, "--json"]))?;
+    ensure(stat["processes"].as_array().map(Vec::len) == Some(1), "only the writer is registered")?;
+    ensure(!stat["store"]["lock_holder"].is_null(), "the lock was held throughout")?;
+    drop(pauser);
+    Ok(())
+}
+
+fn map_draws() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("map.mmheap");
+    let blocks = env_u64("MMHEAP_MAP_BLOCKS", 20_000);
+    let mut filler = spawn("filler", &path, &[("MMHEAP_BLOCKS", blocks.to_string())]);
+    let mut out = std::io::BufReader::new(filler.get().stdout.take().ok_or("stdout")?);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line)?;
+    ensure(line.trim() == "ready", "filler ready")?;
+    let svg_path =
+        std::env::var("MMHEAP_MAP_OUT").map(PathBuf::from).unwrap_or_else(|_| dir.path().join("heap.svg"));
+    let o = mmheap(&["map", path.to_str().unwrap(), "-o", svg_path.to_str().unwrap()]);
+    ensure(code(&o) == 0, format!("map: {}", String::from_utf8_lossy(&o.stderr)))?;
+    let svg = std::fs::read_to_string(&svg_path)?;
+    ensure(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "an SVG document")?;
+    ensure(
+        svg.contains("one cell = ") && svg.contains("metadata") && svg.contains("free"),
+        "legend and scale",
+    )?;
+    ensure(svg.matches("<rect").count() < 200_000, "cells are aggregated")?;
+    drop(filler);
+    Ok(())
+}
