@@ -8,11 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mmheap::{Error, MappedManager, MemoryManager, Options};
+mod common;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
-}
+use common::{apply, fixture, recipes, Edit};
+use mmheap::{Error, MappedManager, MemoryManager, Options};
 
 const GOLDEN: &str = "golden-v1.mmheap";
 
@@ -64,60 +63,6 @@ fn golden_store_opens_with_its_roots() {
     let grown = m.allocate(512 << 10).unwrap();
     assert!(m.stats().unwrap().capacity > 64 << 10, "golden store still grows");
     drop(grown);
-}
-
-/// One corruption: how to turn the golden store into a variant.
-#[derive(Debug)]
-enum Edit {
-    Truncate(u64),
-    Flip(u64, u8),
-    Set64(u64, u64),
-    Set32(u64, u32),
-}
-
-fn parse_num(s: &str) -> u64 {
-    match s.strip_prefix("0x") {
-        Some(h) => u64::from_str_radix(h, 16),
-        None => s.parse(),
-    }
-    .unwrap_or_else(|_| panic!("bad number {s:?} in recipe"))
-}
-
-/// Reads `fixtures/corrupt.recipe`: `name: edit; edit; ...` per line, `#` comments.
-fn recipes() -> Vec<(String, Vec<Edit>)> {
-    let text = std::fs::read_to_string(fixture("corrupt.recipe")).unwrap();
-    let mut out = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let (name, edits) = line.split_once(':').expect("name: edits");
-        let edits = edits
-            .split(';')
-            .map(|e| {
-                let w: Vec<&str> = e.split_whitespace().collect();
-                match w.as_slice() {
-                    ["truncate", n] => Edit::Truncate(parse_num(n)),
-                    ["flip", o, b] => Edit::Flip(parse_num(o), parse_num(b) as u8),
-                    ["set64", o, v] => Edit::Set64(parse_num(o), parse_num(v)),
-                    ["set32", o, v] => Edit::Set32(parse_num(o), parse_num(v) as u32),
-                    _ => panic!("bad edit {e:?} in {name}"),
-                }
-            })
-            .collect();
-        out.push((name.trim().to_owned(), edits));
-    }
-    out
-}
-
-fn apply(path: &Path, edits: &[Edit]) {
-    let mut bytes = std::fs::read(path).unwrap();
-    for e in edits {
-        match *e {
-            Edit::Truncate(n) => bytes.truncate(n as usize),
-            Edit::Flip(o, bit) => bytes[o as usize] ^= 1 << bit,
-            Edit::Set64(o, v) => bytes[o as usize..o as usize + 8].copy_from_slice(&v.to_le_bytes()),
-            Edit::Set32(o, v) => bytes[o as usize..o as usize + 4].copy_from_slice(&v.to_le_bytes()),
-        }
-    }
-    std::fs::write(path, bytes).unwrap();
 }
 
 /// Everything a user might do with a store, each step allowed to fail with a typed error.

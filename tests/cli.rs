@@ -28,6 +28,7 @@ fn main() {
         Trial::test("recover_after_a_killed_process", recover_after_kill),
         Trial::test("read_only_commands_do_not_register_or_block", read_only_does_not_disturb),
         Trial::test("map_draws_the_heap", map_draws),
+        Trial::test("every_corrupt_fixture_gets_exit_1_or_2", corrupt_fixtures),
     ];
     libtest_mimic::run(&Arguments::from_args(), tests).exit();
 }
@@ -78,10 +79,6 @@ fn code(o: &Output) -> i32 {
 fn json(o: &Output) -> Result<Value, Failed> {
     Ok(serde_json::from_slice(&o.stdout)
         .map_err(|e| format!("bad JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))?)
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
 
 /// A store with a dead process's leftovers would need a kill; this one is made and closed
@@ -327,4 +324,41 @@ fn map_draws() -> Result<(), Failed> {
     ensure(svg.matches("<rect").count() < 200_000, "cells are aggregated")?;
     drop(filler);
     Ok(())
+}
+
+fn corrupt_fixtures() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let (mut problems, mut unreadable) = (0, 0);
+    for (name, edits) in recipes() {
+        let path = dir.path().join(format!("{name}.mmheap"));
+        std::fs::copy(fixture("golden-v1.mmheap"), &path)?;
+        apply(&path, &edits);
+        let p = path.to_str().unwrap();
+        let out = mmheap(&["check", p, "--json"]);
+        let v = json(&out)?;
+        match code(&out) {
+            0 => ensure(v["sound"] == true, format!("{name}: exit 0 but unsound"))?,
+            1 => {
+                problems += 1;
+                ensure(
+                    v["problems"].as_array().is_some_and(|a| !a.is_empty()),
+                    format!("{name}: exit 1, no problems"),
+                )?
+            }
+            2 => {
+                unreadable += 1;
+                ensure(v["readable"] == false, format!("{name}: exit 2 but readable"))?
+            }
+            c => {
+                return Err(
+                    format!("{name}: check exited {c}: {}", String::from_utf8_lossy(&out.stderr)).into()
+                )
+            }
+        }
+        for args in [&["stat", p][..], &["dump", p], &["roots", p]] {
+            let c = code(&mmheap(args));
+            ensure(c == 0 || c == 2, format!("{name}: {args:?} exited {c}"))?;
+        }
+    }
+    ensure(problems > 20 && unreadable > 20, format!("{problems} with problems, {unreadable} unreadable"))
 }

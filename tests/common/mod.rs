@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use libtest_mimic::Failed;
@@ -100,4 +100,63 @@ pub fn parse_handle(text: &str) -> Res<BlockHandle> {
         (Some(Ok(offset)), Some(Ok(generation))) => Ok(BlockHandle { offset, generation }),
         _ => Err(format!("bad handle {text:?}").into()),
     }
+}
+
+/// A file in `fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// One corruption: how to turn the golden store into a variant.
+#[derive(Debug)]
+pub enum Edit {
+    Truncate(u64),
+    Flip(u64, u8),
+    Set64(u64, u64),
+    Set32(u64, u32),
+}
+
+pub fn parse_num(s: &str) -> u64 {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .unwrap_or_else(|_| panic!("bad number {s:?} in recipe"))
+}
+
+/// Reads `fixtures/corrupt.recipe`: `name: edit; edit; ...` per line, `#` comments.
+pub fn recipes() -> Vec<(String, Vec<Edit>)> {
+    let text = std::fs::read_to_string(fixture("corrupt.recipe")).unwrap();
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (name, edits) = line.split_once(':').expect("name: edits");
+        let edits = edits
+            .split(';')
+            .map(|e| {
+                let w: Vec<&str> = e.split_whitespace().collect();
+                match w.as_slice() {
+                    ["truncate", n] => Edit::Truncate(parse_num(n)),
+                    ["flip", o, b] => Edit::Flip(parse_num(o), parse_num(b) as u8),
+                    ["set64", o, v] => Edit::Set64(parse_num(o), parse_num(v)),
+                    ["set32", o, v] => Edit::Set32(parse_num(o), parse_num(v) as u32),
+                    _ => panic!("bad edit {e:?} in {name}"),
+                }
+            })
+            .collect();
+        out.push((name.trim().to_owned(), edits));
+    }
+    out
+}
+
+pub fn apply(path: &Path, edits: &[Edit]) {
+    let mut bytes = std::fs::read(path).unwrap();
+    for e in edits {
+        match *e {
+            Edit::Truncate(n) => bytes.truncate(n as usize),
+            Edit::Flip(o, bit) => bytes[o as usize] ^= 1 << bit,
+            Edit::Set64(o, v) => bytes[o as usize..o as usize + 8].copy_from_slice(&v.to_le_bytes()),
+            Edit::Set32(o, v) => bytes[o as usize..o as usize + 4].copy_from_slice(&v.to_le_bytes()),
+        }
+    }
+    std::fs::write(path, bytes).unwrap();
 }
