@@ -7,30 +7,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Failed, Trial};
 use mmheap::format::{HDR_RC, HDR_TAG, TLSF_HEADS};
 use mmheap::{MappedManager, MemoryBlock, MemoryManager, Options};
 use serde_json::Value;
 
 fn main() {
-    if let Ok(role) = std::env::var(ROLE) {
-        let store = PathBuf::from(std::env::var("MMHEAP_STORE").expect("MMHEAP_STORE"));
-        if let Err(e) = child(&role, &store) {
-            eprintln!("child {role} failed: {e}");
-            std::process::exit(1);
-        }
-        return;
-    }
-    let tests = vec![
-        Trial::test("create_stat_check_roots_dump", create_stat_check_roots_dump),
-        Trial::test("check_exit_codes_on_fixtures", check_exit_codes_on_fixtures),
-        Trial::test("check_finds_planted_corruption_at_its_offset", planted_corruption),
-        Trial::test("recover_after_a_killed_process", recover_after_kill),
-        Trial::test("read_only_commands_do_not_register_or_block", read_only_does_not_disturb),
-        Trial::test("map_draws_the_heap", map_draws),
-        Trial::test("every_corrupt_fixture_gets_exit_1_or_2", corrupt_fixtures),
-    ];
-    libtest_mimic::run(&Arguments::from_args(), tests).exit();
+    child_or_tests(child, || {
+        vec![
+            Trial::test("create_stat_check_roots_dump", create_stat_check_roots_dump),
+            Trial::test("check_exit_codes_on_fixtures", check_exit_codes_on_fixtures),
+            Trial::test("check_finds_planted_corruption_at_its_offset", planted_corruption),
+            Trial::test("recover_after_a_killed_process", recover_after_kill),
+            Trial::test("read_only_commands_do_not_register_or_block", read_only_does_not_disturb),
+            Trial::test("map_draws_the_heap", map_draws),
+            Trial::test("every_corrupt_fixture_gets_exit_1_or_2", corrupt_fixtures),
+        ]
+    });
 }
 
 /// Fills a store with `MMHEAP_BLOCKS` blocks of mixed sizes (freeing every third), roots one,

@@ -13,29 +13,22 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Failed, Trial};
 use mmheap::{BlockHandle, Error, MappedManager, MemoryBlock, MemoryManager, Options};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 fn main() {
-    if let Ok(role) = std::env::var(ROLE) {
-        let store = PathBuf::from(std::env::var("MMHEAP_STORE").expect("MMHEAP_STORE"));
-        if let Err(e) = child(&role, &store) {
-            eprintln!("child {role} failed: {e}");
-            std::process::exit(1);
-        }
-        return;
-    }
-    let tests = vec![
-        Trial::test("kill_matrix", kill_matrix),
-        Trial::test("lock_holder_killed_at_pause_points", lock_holder_killed),
-        Trial::test("killed_during_recovery", killed_during_recovery),
-        Trial::test("create_race", create_race),
-        Trial::test("pid_reuse_is_judged_dead", pid_reuse),
-        Trial::test("open_after_unclean_shutdown_recovers_clean_open_does_not", open_recovers),
-    ];
-    libtest_mimic::run(&Arguments::from_args(), tests).exit();
+    child_or_tests(child, || {
+        vec![
+            Trial::test("kill_matrix", kill_matrix),
+            Trial::test("lock_holder_killed_at_pause_points", lock_holder_killed),
+            Trial::test("killed_during_recovery", killed_during_recovery),
+            Trial::test("create_race", create_race),
+            Trial::test("pid_reuse_is_judged_dead", pid_reuse),
+            Trial::test("open_after_unclean_shutdown_recovers_clean_open_does_not", open_recovers),
+        ]
+    });
 }
 
 // ---- children ---------------------------------------------------------------------------

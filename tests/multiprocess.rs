@@ -3,32 +3,25 @@
 //! `current_exe()` and talk to it through pipes and the store itself.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 mod common;
 
 use common::*;
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Failed, Trial};
 use mmheap::{Error, MappedManager, MemoryBlock, MemoryManager, Options};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 fn main() {
-    if let Ok(role) = std::env::var(ROLE) {
-        let store = PathBuf::from(std::env::var("MMHEAP_STORE").expect("MMHEAP_STORE"));
-        if let Err(e) = child(&role, &store) {
-            eprintln!("child {role} failed: {e}");
-            std::process::exit(1);
-        }
-        return;
-    }
-    let tests = vec![
-        Trial::test("four_children_churn_one_store", four_children_churn_one_store),
-        Trial::test("roots_persist_across_processes", roots_persist_across_processes),
-        Trial::test("growth_keeps_another_process_blocks_in_place", growth_keeps_blocks_in_place),
-        Trial::test("handle_through_a_pipe_resolves_and_stale_is_refused", handle_through_pipe),
-    ];
-    libtest_mimic::run(&Arguments::from_args(), tests).exit();
+    child_or_tests(child, || {
+        vec![
+            Trial::test("four_children_churn_one_store", four_children_churn_one_store),
+            Trial::test("roots_persist_across_processes", roots_persist_across_processes),
+            Trial::test("growth_keeps_another_process_blocks_in_place", growth_keeps_blocks_in_place),
+            Trial::test("handle_through_a_pipe_resolves_and_stale_is_refused", handle_through_pipe),
+        ]
+    });
 }
 
 // ---- children ---------------------------------------------------------------------------

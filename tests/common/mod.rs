@@ -10,6 +10,20 @@ use libtest_mimic::Failed;
 use mmheap::{BlockHandle, MemoryBlock};
 
 pub const ROLE: &str = "MMHEAP_CHILD_ROLE";
+
+/// The `main` of a test binary that is its own child: plays the role named in `ROLE` if set
+/// (exiting 1 if it fails), else runs `tests` with the standard test-harness arguments.
+pub fn child_or_tests(child: fn(&str, &Path) -> Res, tests: impl FnOnce() -> Vec<libtest_mimic::Trial>) {
+    if let Ok(role) = std::env::var(ROLE) {
+        let store = PathBuf::from(std::env::var("MMHEAP_STORE").expect("MMHEAP_STORE"));
+        if let Err(e) = child(&role, &store) {
+            eprintln!("child {role} failed: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), tests()).exit();
+}
 pub type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 /// A child process that is killed and reaped if a test gives up on it early.
