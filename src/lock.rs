@@ -63,9 +63,11 @@ pub(crate) fn acquire(
             continue;
         }
         sys::futex_wait(word, cur | CONTENDED, LIVENESS_PERIOD, shared);
+        // Only a word unchanged across a whole sleep makes the holder suspect (a hand-over
+        // changes it); asking the kernel costs a system call, so it is not asked otherwise.
         let now = word.load(Ordering::Relaxed);
         let owner = now & !CONTENDED;
-        if now != 0
+        if now == cur | CONTENDED
             && owner != tag
             && owner_dead(owner)
             && word.compare_exchange(now, tag | CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok()
