@@ -229,6 +229,27 @@ impl MemoryBlock {
         Ok(())
     }
 
+    /// Turns this reference into an other hold of a store structure (a channel slot), under
+    /// the lock; the `MemoryBlock` is consumed without releasing anything.
+    pub(crate) fn donate_locked(mut self, g: &crate::heap::Guard<'_>) -> Result<()> {
+        let (kind, last) = match self.hold.take() {
+            None => (RefKind::Owner, None),
+            Some(hold) => {
+                let index = hold.index;
+                match Arc::into_inner(hold) {
+                    Some(mut h) => {
+                        h.armed = false;
+                        (RefKind::Hold, Some((true, index)))
+                    }
+                    None => (RefKind::Hold, Some((false, index))),
+                }
+            }
+        };
+        let off = self.offset;
+        self.offset = 0;
+        self.heap.donate_locked(g, off, kind, last)
+    }
+
     /// Whether two blocks come from the same manager instance.
     pub(crate) fn same_heap(&self, heap: &Arc<Heap>) -> bool {
         Arc::ptr_eq(&self.heap, heap)
@@ -252,7 +273,8 @@ impl Clone for MemoryBlock {
 
 impl Drop for MemoryBlock {
     fn drop(&mut self) {
-        if self.hold.is_none() {
+        // Offset 0 marks a reference that was donated to the store (`donate_locked`).
+        if self.hold.is_none() && self.offset != 0 {
             self.heap.release_owner(self.offset);
         }
     }

@@ -75,6 +75,47 @@ pub const SMALL_LIMIT: u64 = SL_COUNT * GRANULE;
 /// End of the TLSF index.
 pub const TLSF_END: u64 = TLSF_HEADS + FL_COUNT * SL_COUNT * 8;
 
+// ---- channel directory ------------------------------------------------------------------
+/// Start of the channel directory (between the TLSF index and the registry).
+pub const CHANNELS_OFFSET: u64 = 6400;
+/// Number of channel entries.
+pub const CHANNEL_COUNT: u64 = 28;
+/// Bytes per channel entry.
+pub const CHANNEL_SIZE: u64 = 64;
+/// Channel field: `u64` header offset of the channel's ring block, 0 when the entry is empty.
+/// Written last when a channel is made; the entry holds one reference on the ring.
+pub const CHANNEL_RING: u64 = 0;
+/// Channel field: `u32` name length in bytes.
+pub const CHANNEL_NAME_LEN: u64 = 8;
+/// Channel field: name bytes (UTF-8), zero-padded.
+pub const CHANNEL_NAME: u64 = 16;
+/// Longest channel name in bytes.
+pub const CHANNEL_NAME_MAX: u64 = CHANNEL_SIZE - CHANNEL_NAME;
+
+// Ring block payload (offsets from the payload start).
+/// Ring field: `u64` number of slots.
+pub const RING_CAPACITY: u64 = 0;
+/// Ring field: `u64` count of messages ever received (the next slot to read is `head % capacity`).
+pub const RING_HEAD: u64 = 8;
+/// Ring field: `u64` count of messages ever sent (the next slot to write is `tail % capacity`).
+pub const RING_TAIL: u64 = 16;
+/// Ring field: `u32` futex word receivers sleep on; bumped by every send and sender departure.
+pub const RING_NOT_EMPTY: u64 = 24;
+/// Ring field: `u32` futex word senders sleep on; bumped by every receive and receiver departure.
+pub const RING_NOT_FULL: u64 = 28;
+/// Ring field: `[u64; 2]` bit `i` set iff the process in registry slot `i` has a `Sender`.
+pub const RING_SENDERS: u64 = 32;
+/// Ring field: `[u64; 2]` bit `i` set iff the process in registry slot `i` has a `Receiver`.
+pub const RING_RECEIVERS: u64 = 48;
+/// Ring field: `u32` receivers asleep (or about to sleep) on `RING_NOT_EMPTY`; a hint.
+pub const RING_RX_SLEEPERS: u64 = 64;
+/// Ring field: `u32` senders asleep (or about to sleep) on `RING_NOT_FULL`; a hint.
+pub const RING_TX_SLEEPERS: u64 = 68;
+/// Ring field: `u64` bit 0 set once a sender ever attached, bit 1 once a receiver ever did.
+pub const RING_FLAGS: u64 = 72;
+/// Ring field: `[u64; capacity]` header offsets of the queued message blocks.
+pub const RING_SLOTS: u64 = 80;
+
 // ---- process registry -------------------------------------------------------------------
 /// Start of the process registry.
 pub const REGISTRY_OFFSET: u64 = 8192;
@@ -191,7 +232,9 @@ pub const fn mix(mut x: u64) -> u64 {
 
 const _: () = {
     assert!(TLSF_SL_BITMAPS + FL_COUNT * 4 <= TLSF_HEADS);
-    assert!(TLSF_END <= REGISTRY_OFFSET);
+    assert!(TLSF_END <= CHANNELS_OFFSET);
+    assert!(CHANNELS_OFFSET + CHANNEL_COUNT * CHANNEL_SIZE <= REGISTRY_OFFSET);
+    assert!(SLOT_COUNT <= 128, "ring endpoint bitmaps have 128 bits");
     assert!(REGISTRY_OFFSET + SLOT_COUNT * SLOT_SIZE <= ROOTS_OFFSET);
     assert!(ROOTS_OFFSET + ROOT_COUNT * ROOT_SIZE <= HEAP_START);
     assert!(HEAP_START % PAGE_SIZE == 0);

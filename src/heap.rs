@@ -327,6 +327,62 @@ impl Heap {
         }
     }
 
+    /// Takes over an other hold that a store structure (a channel slot) gave up, recording it
+    /// in this process's hold table. Under the lock.
+    pub(crate) fn take_hold_locked(&self, g: &Guard<'_>, off: u64) -> Result<Obtained> {
+        let len = self.core().tag(off)?.len();
+        let hold_index = match self.slot() {
+            Some(slot) => match self.hold_table().record(self, g, slot, off) {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    self.release_hold_locked(off)?;
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        Ok(Obtained { offset: off, len, kind: RefKind::Hold, hold_index })
+    }
+
+    /// Gives up this process's reference of the given kind on `off` and makes it an other
+    /// hold of a store structure (a channel slot). `last_hold` says, for a hold, whether it was
+    /// this process's last clone of it (then the hold itself moves and its table entry is
+    /// cleared); otherwise a new hold is added. Under the lock.
+    pub(crate) fn donate_locked(
+        &self,
+        g: &Guard<'_>,
+        off: u64,
+        kind: RefKind,
+        last_hold: Option<(bool, Option<u64>)>,
+    ) -> Result<()> {
+        let word = self.rc_word(off)?;
+        match (kind, last_hold) {
+            (RefKind::Hold, Some((true, index))) => {
+                if let (Some(i), Some(slot)) = (index, self.slot()) {
+                    self.hold_table().erase(self, g, slot, i)?;
+                }
+                Ok(())
+            }
+            (RefKind::Owner, _) => {
+                let mut w = word.load(Ordering::Acquire);
+                loop {
+                    if rc::other(w) == rc::OTHER_MAX {
+                        return Err(Error::corrupt("too many holds on one block", off));
+                    }
+                    let mut new = ((w - 1) + rc::OTHER_ONE) | rc::PUBLISHED;
+                    if rc::owner_refs(new) == 0 {
+                        new &= !rc::OWNER_MASK;
+                    }
+                    match word.compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire) {
+                        Ok(_) => return Ok(()),
+                        Err(now) => w = now,
+                    }
+                }
+            }
+            (RefKind::Hold, _) => self.add_hold_locked(off),
+        }
+    }
+
     /// Records a new other hold in this process's hold table (undoing it if that fails).
     fn finish_acquire(&self, g: &Guard<'_>, off: u64, kind: RefKind) -> Result<Obtained> {
         let len = self.core().tag(off)?.len();

@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 mod block;
+mod channel;
 mod core;
 mod default_manager;
 mod error;
@@ -52,6 +53,7 @@ mod sync;
 mod sys;
 
 pub use crate::block::{BlockHandle, MemoryBlock};
+pub use crate::channel::{Channel, Receiver, RecvError, SendError, Sender};
 pub use crate::core::check::{CheckReport, Problem};
 pub use crate::default_manager::{DefaultManager, DEFAULT_RESERVE};
 pub use crate::error::{Error, Result};

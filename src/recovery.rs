@@ -84,6 +84,7 @@ fn living_holds(heap: &Heap, dead: &[u64]) -> Result<HashMap<u64, u64>> {
             *holds.entry(block).or_default() += 1;
         }
     }
+    crate::channel::holds(heap, &mut |block| *holds.entry(block).or_default() += 1)?;
     Ok(holds)
 }
 
@@ -126,6 +127,7 @@ pub(crate) fn recover_locked(heap: &Heap, g: &Guard<'_>, reclaim_own: bool) -> R
         report.blocks_freed += 1;
         report.bytes_freed += size;
     }
+    crate::channel::forget_endpoints(heap, &dead)?;
     for &i in &dead {
         release_slot(heap, i, Some(i) == heap.slot().map(u64::from))?;
     }

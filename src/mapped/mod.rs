@@ -191,6 +191,7 @@ pub(crate) fn full_check(heap: &Heap) -> Result<CheckReport> {
     roots::check(heap, &mut report)?;
     let _g = heap.lock()?;
     report.problems.extend(crate::recovery::check_holds(heap)?);
+    report.problems.extend(crate::channel::check(heap)?);
     report.dead_processes = crate::recovery::dead_slots(heap, false)?.len() as u64;
     Ok(report)
 }
@@ -283,6 +284,12 @@ impl MappedManager {
     /// safe (it is idempotent) and reports what it did.
     pub fn recover(&self) -> Result<crate::RecoveryReport> {
         self.heap.recover()
+    }
+
+    /// The channel `name`, made with room for `capacity` messages if it does not exist yet
+    /// (an existing channel keeps its capacity). See [`crate::Channel`].
+    pub fn channel(&self, name: &str, capacity: usize) -> Result<crate::Channel> {
+        crate::channel::open(&self.heap, name, capacity)
     }
 
     /// Sets the named root `name` to `block` (replacing what it named before). The root holds a

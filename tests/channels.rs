@@ -1,0 +1,327 @@
+//! Channels between real processes: delivery, zero copy, blocking and waking, disconnection
+//! (dead processes included), and a kill matrix over send and receive.
+//! `MMHEAP_CHANNEL_KILLS` overrides the number of kills (300 by default).
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use libtest_mimic::{Failed, Trial};
+use mmheap::{MappedManager, MemoryBlock, MemoryManager, Options, RecvError, SendError};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+fn main() {
+    child_or_tests(child, || {
+        vec![
+            Trial::test("send_receive_and_their_errors", semantics),
+            Trial::test("messages_cross_processes_without_copy", cross_process),
+            Trial::test("a_sleeping_receiver_wakes_on_send", wakes),
+            Trial::test("dead_ends_disconnect", dead_ends_disconnect),
+            Trial::test("kill_matrix_over_send_and_receive", kill_matrix),
+            Trial::test("killed_inside_send_or_receive", killed_inside),
+        ]
+    });
+}
+
+// ---- children ---------------------------------------------------------------------------
+
+fn child(role: &str, store: &Path) -> Res {
+    let m = MappedManager::open(store)?;
+    let ch = m.channel("pipe", 8)?;
+    let count = env_u64("MMHEAP_COUNT", u64::MAX);
+    let first = env_u64("MMHEAP_FIRST", 0);
+    match role {
+        // Sends stamped blocks `first..first+count`, printing each id once `send` returned.
+        "sender" => {
+            let tx = ch.sender()?;
+            let delay = env_u64("MMHEAP_DELAY_MS", 0);
+            thread::sleep(Duration::from_millis(delay));
+            for id in first..first.saturating_add(count) {
+                let mut b = m.allocate(100 + (id % 50) as usize)?;
+                stamp(&mut b, id, 0)?;
+                let off = b.offset().get();
+                tx.send(b)?;
+                println!("sent {id} {off}");
+                std::io::stdout().flush()?;
+            }
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?; // stay until told
+            Ok(())
+        }
+        // Receives, verifies and prints every id; holds nothing between messages.
+        "receiver" => {
+            let rx = ch.receiver()?;
+            for _ in 0..count {
+                let b = match rx.recv() {
+                    Err(RecvError::Disconnected) => return Ok(()), // the sender is gone
+                    other => other?,
+                };
+                let id = u64::from_le_bytes(first_id(&b)?);
+                verify(&b, id, b.len())?;
+                println!("got {id}");
+                std::io::stdout().flush()?;
+            }
+            Ok(())
+        }
+        // Pauses inside the lock in a send or a receive (MMHEAP_TEST_PAUSE).
+        "stuck" => {
+            let tx = ch.sender()?;
+            let rx = ch.receiver()?;
+            let mut b = m.allocate(64)?;
+            stamp(&mut b, first, 0)?;
+            tx.send(b)?; // send-slotted / send-counted pause here
+            let _ = rx.recv()?; // recv-taken pauses here
+            Err("no pause point reached".into())
+        }
+        _ => Err(format!("unknown role {role}").into()),
+    }
+}
+
+/// The stamp of id `i` starts with bytes we can invert: the test stores the id itself in the
+/// first 8 bytes instead of reading the stamp back.
+fn first_id(b: &MemoryBlock) -> Result<[u8; 8], String> {
+    // Find the id whose stamp matches the first 8 bytes: stamp_byte(id, i) for i < 8 is
+    // byte i of id * K, so id * K is the first 8 bytes read as little-endian.
+    let k = 0x9e37_79b9_7f4a_7c15u64;
+    let bytes: [u8; 8] = b.as_slice().get(..8).and_then(|s| s.try_into().ok()).ok_or("short message")?;
+    let product = u64::from_le_bytes(bytes);
+    Ok((product.wrapping_mul(modinv(k))).to_le_bytes())
+}
+
+/// Inverse of an odd number modulo 2^64 (Newton's iteration).
+fn modinv(a: u64) -> u64 {
+    let mut x = a;
+    for _ in 0..6 {
+        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
+    }
+    x
+}
+
+fn lines_of(kid: &mut Kid) -> Result<mpsc::Receiver<String>, Failed> {
+    let out = kid.get().stdout.take().ok_or("child stdout")?;
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+fn store() -> Result<(tempfile::TempDir, std::path::PathBuf, MappedManager), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("chan.mmheap");
+    let m = MappedManager::create(&path, &Options::new().max_size(1 << 30))?;
+    Ok((dir, path, m))
+}
+
+fn block(m: &MappedManager, text: &[u8]) -> Result<MemoryBlock, Failed> {
+    let mut b = m.allocate(text.len())?;
+    b.as_mut_slice()?.copy_from_slice(text);
+    Ok(b)
+}
+
+// ---- tests ------------------------------------------------------------------------------
+
+fn semantics() -> Result<(), Failed> {
+    let (_d, _p, m) = store()?;
+    let ch = m.channel("q", 2)?;
+    ensure(m.channel("q", 99)?.capacity() == 2, "an existing channel keeps its capacity")?;
+    let rx = ch.receiver()?;
+    ensure(matches!(rx.try_recv(), Err(RecvError::Empty)), "empty before any sender")?;
+    ensure(matches!(rx.recv_timeout(Duration::from_millis(20)), Err(RecvError::Timeout)), "timeout")?;
+    let tx = ch.sender()?;
+    tx.send(block(&m, b"one")?)?;
+    tx.send(block(&m, b"two")?)?;
+    ensure(ch.len()? == 2, "two queued")?;
+    let third = block(&m, b"three")?;
+    let third = match tx.try_send(third) {
+        Err(SendError::Full(b)) => b,
+        other => return Err(format!("try_send on a full ring: {other:?}").into()),
+    };
+    let third = match tx.send_timeout(third, Duration::from_millis(20)) {
+        Err(SendError::Timeout(b)) => b,
+        other => return Err(format!("send_timeout on a full ring: {other:?}").into()),
+    };
+    ensure(rx.recv()?.as_slice() == b"one" && rx.recv()?.as_slice() == b"two", "FIFO")?;
+    tx.send(third)?;
+    let got = rx.recv()?;
+    ensure(got.as_slice() == b"three" && got.ref_count() == 1, "the reference moved, no copy kept")?;
+    drop(got);
+    drop(tx);
+    ensure(matches!(rx.recv(), Err(RecvError::Disconnected)), "all senders gone")?;
+    let tx = ch.sender()?;
+    drop(rx);
+    tx.send(block(&m, b"a")?)?;
+    tx.send(block(&m, b"b")?)?;
+    ensure(matches!(tx.send(block(&m, b"c")?), Err(SendError::Disconnected(_))), "full, all receivers gone")?;
+    ensure(tx.is_disconnected()?, "is_disconnected")?;
+    drop(tx);
+    ensure(m.check()?.is_sound(), "sound")?;
+    ensure(m.stats()?.live_blocks == 3, "the ring and its two queued messages")?;
+    let other = MappedManager::temporary(&Options::new())?;
+    let foreign = other.allocate(1)?;
+    ensure(matches!(ch.sender()?.send(foreign), Err(SendError::WrongManager(_))), "wrong manager")
+}
+
+fn cross_process() -> Result<(), Failed> {
+    let (_d, path, m) = store()?;
+    let rx = m.channel("pipe", 8)?.receiver()?;
+    let n = 2000u64;
+    let mut kid = spawn("sender", &path, &[("MMHEAP_COUNT", n.to_string()), ("MMHEAP_FIRST", "1".into())]);
+    let lines = lines_of(&mut kid)?;
+    for id in 1..=n {
+        let b = rx.recv_timeout(Duration::from_secs(30))?;
+        let line = lines.recv_timeout(Duration::from_secs(30))?;
+        let mut it = line.split(' ').skip(1).map(str::parse::<u64>);
+        let (sent, off) = (it.next().ok_or("id")??, it.next().ok_or("offset")??);
+        ensure(sent == id, format!("out of order: {sent} != {id}"))?;
+        ensure(b.offset().get() == off, "the receiver sees the very block the sender wrote")?;
+        verify(&b, id, b.len())?;
+    }
+    writeln!(kid.get().stdin.take().ok_or("stdin")?)?;
+    wait_ok(kid, "sender")?;
+    ensure(matches!(rx.recv(), Err(RecvError::Disconnected)), "sender exited")?;
+    ensure(m.stats()?.live_blocks == 1, "only the ring is left")?;
+    ensure(m.check()?.is_sound(), "sound")
+}
+
+fn wakes() -> Result<(), Failed> {
+    let (_d, path, m) = store()?;
+    let rx = m.channel("pipe", 8)?.receiver()?;
+    let kid = spawn("sender", &path, &[("MMHEAP_COUNT", "1".into()), ("MMHEAP_DELAY_MS", "200".into())]);
+    let t = Instant::now();
+    let b = rx.recv()?; // sleeps on the futex well before the message comes
+    println!("woke after {:?} (message sent after 200 ms)", t.elapsed());
+    verify(&b, 0, b.len())?;
+    drop(kid);
+    Ok(())
+}
+
+fn dead_ends_disconnect() -> Result<(), Failed> {
+    let (_d, path, m) = store()?;
+    let ch = m.channel("pipe", 8)?;
+    let rx = ch.receiver()?;
+    let mut kid = spawn("sender", &path, &[("MMHEAP_COUNT", "3".into()), ("MMHEAP_FIRST", "10".into())]);
+    let lines = lines_of(&mut kid)?;
+    for _ in 0..3 {
+        lines.recv_timeout(Duration::from_secs(30))?;
+    }
+    kill(kid)?;
+    for id in 10..13 {
+        let b = rx.recv()?;
+        verify(&b, id, b.len()).map_err(|e| format!("a dead sender's message: {e}"))?;
+    }
+    ensure(matches!(rx.recv(), Err(RecvError::Disconnected)), "a dead sender disconnects")?;
+    drop(rx);
+
+    let tx = ch.sender()?;
+    let kid = spawn("receiver", &path, &[("MMHEAP_COUNT", "0".into())]);
+    wait_ok(kid, "receiver")?; // attached a receiver once, then left
+    let listener = spawn("receiver", &path, &[("MMHEAP_COUNT", "1000000".into())]);
+    thread::sleep(Duration::from_millis(100));
+    kill(listener)?;
+    for i in 0..8 {
+        tx.send(block(&m, &[i])?)?;
+    }
+    ensure(
+        matches!(tx.send(block(&m, b"x")?), Err(SendError::Disconnected(_))),
+        "a dead receiver disconnects",
+    )?;
+    drop(tx);
+    m.recover()?;
+    ensure(m.check()?.is_sound(), "sound")
+}
+
+/// A sender and a receiver run concurrently; one of them is killed at a random moment.
+/// Every message whose send returned is received exactly once (by the child or, after, by
+/// the parent), except at most one per killed receiver (the one in its hands); nothing leaks.
+fn kill_matrix() -> Result<(), Failed> {
+    let kills = env_u64("MMHEAP_CHANNEL_KILLS", 300);
+    let (_d, path, m) = store()?;
+    let rx = m.channel("pipe", 8)?.receiver()?;
+    let baseline = m.stats()?;
+    let mut rng = SmallRng::seed_from_u64(env_u64("MMHEAP_SEED", 5));
+    let mut next = 1u64;
+    let (mut sent_total, mut lost_to_dead_receivers) = (0u64, 0u64);
+    for k in 0..kills {
+        let first = next;
+        next += 100_000;
+        let mut sender = spawn("sender", &path, &[("MMHEAP_FIRST", first.to_string())]);
+        let mut receiver = spawn("receiver", &path, &[("MMHEAP_FIRST", first.to_string())]);
+        let (sent_lines, got_lines) = (lines_of(&mut sender)?, lines_of(&mut receiver)?);
+        thread::sleep(Duration::from_micros(rng.gen_range(0..20_000)));
+        let kill_receiver = rng.gen_bool(0.5);
+        let (victim, survivor) = if kill_receiver { (receiver, sender) } else { (sender, receiver) };
+        kill(victim)?;
+        thread::sleep(Duration::from_micros(rng.gen_range(0..5_000)));
+        kill(survivor)?;
+        m.recover()?;
+        let sent: BTreeSet<u64> =
+            sent_lines.try_iter().filter_map(|l| l.split(' ').nth(1)?.parse().ok()).collect();
+        let mut got: Vec<u64> =
+            got_lines.try_iter().filter_map(|l| l.split(' ').nth(1)?.parse().ok()).collect();
+        while let Ok(b) = rx.try_recv() {
+            let id = u64::from_le_bytes(first_id(&b)?);
+            verify(&b, id, b.len())?;
+            got.push(id);
+        }
+        let unique: HashSet<u64> = got.iter().copied().collect();
+        ensure(unique.len() == got.len(), format!("kill {k}: a message was delivered twice"))?;
+        let missing = sent.iter().filter(|id| !unique.contains(id)).count() as u64;
+        // The receiver (killed once per round) may have taken one message and died before
+        // printing it.
+        ensure(missing <= 1, format!("kill {k}: {missing} sent messages lost"))?;
+        lost_to_dead_receivers += missing;
+        sent_total += sent.len() as u64;
+        let report = m.check()?;
+        ensure(report.is_sound(), format!("kill {k}: {:?}", report.problems))?;
+        let s = m.stats()?;
+        ensure(
+            s.live_blocks == baseline.live_blocks && s.used_bytes == baseline.used_bytes,
+            format!("kill {k}: leak: {} blocks, expected {}", s.live_blocks, baseline.live_blocks),
+        )?;
+    }
+    println!(
+        "channel kill matrix: {kills} kills, {sent_total} messages sent, {lost_to_dead_receivers} taken by receivers as they died, 0 duplicates, 0 leaks"
+    );
+    Ok(())
+}
+
+fn killed_inside() -> Result<(), Failed> {
+    let (_d, path, m) = store()?;
+    let baseline = m.stats()?;
+    let rounds = env_u64("MMHEAP_CHANNEL_LOCK_KILLS", 30);
+    for k in 0..rounds {
+        let point = ["send-slotted", "send-counted", "recv-taken"][k as usize % 3];
+        let mut kid =
+            spawn("stuck", &path, &[("MMHEAP_TEST_PAUSE", point.into()), ("MMHEAP_FIRST", k.to_string())]);
+        let line = lines_of(&mut kid)?.recv_timeout(Duration::from_secs(30))?;
+        ensure(line == format!("paused {point}"), format!("child said {line:?}"))?;
+        kill(kid)?;
+        // The channel stays usable: our own round trip goes through after the takeover.
+        let ch = m.channel("pipe", 8)?;
+        let (tx, rx) = (ch.sender()?, ch.receiver()?);
+        while rx.try_recv().is_ok() {} // a message the dead sender completed is delivered
+        tx.send(block(&m, b"probe")?)?;
+        ensure(rx.recv()?.as_slice() == b"probe", "probe")?;
+        drop((tx, rx));
+        ensure(m.check()?.is_sound(), format!("{point}: unsound"))?;
+        let s = m.stats()?;
+        ensure(
+            s.live_blocks == baseline.live_blocks + 1,
+            format!("{point}: leak ({} blocks)", s.live_blocks),
+        )?;
+    }
+    println!("killed {rounds} times inside send or receive; the channel stayed usable, nothing leaked");
+    Ok(())
+}
