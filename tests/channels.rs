@@ -117,6 +117,18 @@ fn lines_of(kid: &mut Kid) -> Result<mpsc::Receiver<String>, Failed> {
     Ok(rx)
 }
 
+/// Reads all of a child's output, to its end, on a thread.
+fn all_lines(kid: &mut Kid) -> Result<thread::JoinHandle<Vec<String>>, Failed> {
+    let out = kid.get().stdout.take().ok_or("child stdout")?;
+    Ok(thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect()))
+}
+
+/// The ids in lines like `word id ...`.
+fn ids(lines: thread::JoinHandle<Vec<String>>) -> Result<Vec<u64>, Failed> {
+    let lines = lines.join().map_err(|_| "reader thread panicked")?;
+    Ok(lines.iter().filter_map(|l| l.split(' ').nth(1)?.parse().ok()).collect())
+}
+
 fn store() -> Result<(tempfile::TempDir, std::path::PathBuf, MappedManager), Failed> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("chan.mmheap");
@@ -258,7 +270,7 @@ fn kill_matrix() -> Result<(), Failed> {
         next += 100_000;
         let mut sender = spawn("sender", &path, &[("MMHEAP_FIRST", first.to_string())]);
         let mut receiver = spawn("receiver", &path, &[("MMHEAP_FIRST", first.to_string())]);
-        let (sent_lines, got_lines) = (lines_of(&mut sender)?, lines_of(&mut receiver)?);
+        let (sent_lines, got_lines) = (all_lines(&mut sender)?, all_lines(&mut receiver)?);
         thread::sleep(Duration::from_micros(rng.gen_range(0..20_000)));
         let kill_receiver = rng.gen_bool(0.5);
         let (victim, survivor) = if kill_receiver { (receiver, sender) } else { (sender, receiver) };
@@ -266,10 +278,8 @@ fn kill_matrix() -> Result<(), Failed> {
         thread::sleep(Duration::from_micros(rng.gen_range(0..5_000)));
         kill(survivor)?;
         m.recover()?;
-        let sent: BTreeSet<u64> =
-            sent_lines.try_iter().filter_map(|l| l.split(' ').nth(1)?.parse().ok()).collect();
-        let mut got: Vec<u64> =
-            got_lines.try_iter().filter_map(|l| l.split(' ').nth(1)?.parse().ok()).collect();
+        let sent: BTreeSet<u64> = ids(sent_lines)?.into_iter().collect();
+        let mut got = ids(got_lines)?;
         while let Ok(b) = rx.try_recv() {
             let id = u64::from_le_bytes(first_id(&b)?);
             verify(&b, id, b.len())?;
