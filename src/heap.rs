@@ -327,10 +327,25 @@ impl Heap {
         }
     }
 
-    /// Takes over an other hold that a store structure (a channel slot) gave up, recording it
-    /// in this process's hold table. Under the lock.
+    /// Takes over an other hold that a store structure (a channel slot) gave up. When nobody
+    /// else owns the block (or this process does), the hold becomes an owner reference of this
+    /// process, one compare-and-swap; otherwise it is recorded in this process's hold table.
+    /// Under the lock.
     pub(crate) fn take_hold_locked(&self, g: &Guard<'_>, off: u64) -> Result<Obtained> {
         let len = self.core().tag(off)?.len();
+        let word = self.rc_word(off)?;
+        let me = u64::from(self.tag);
+        let mut w = word.load(Ordering::Acquire);
+        while rc::other(w) > 0
+            && (rc::owner(w) == 0 || rc::owner(w) == me && rc::owner_refs(w) > 0)
+            && rc::owner_refs(w) < rc::OWNER_REFS_MASK
+        {
+            let new = ((w - rc::OTHER_ONE + 1) & !rc::OWNER_MASK) | (me << rc::OWNER_SHIFT);
+            match word.compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(Obtained { offset: off, len, kind: RefKind::Owner, hold_index: None }),
+                Err(now) => w = now,
+            }
+        }
         let hold_index = match self.slot() {
             Some(slot) => match self.hold_table().record(self, g, slot, off) {
                 Ok(i) => Some(i),

@@ -1,0 +1,199 @@
+//! IPC between two processes: mmheap channels against a Unix domain socket, in one run.
+//!
+//! - latency: 64-byte ping-pong, the receiver blocked in `recv`/`read`; one-way latency is half
+//!   the round trip; the median of many round trips is reported.
+//! - throughput: a stream of 1 MiB messages from a child to the parent. With mmheap the child
+//!   allocates a block, touches its first and last byte and sends its reference; the parent
+//!   touches the same two bytes and drops it. With the socket the child writes a prefilled
+//!   1 MiB buffer and the parent reads it whole (the payload is copied twice in the kernel).
+//!
+//!     cargo bench --bench ipc                   # MMHEAP_IPC_ROUNDS, MMHEAP_IPC_MESSAGES adjust
+//!
+//! This binary is its own child: `MMHEAP_IPC_ROLE` selects the child's part.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use mmheap::{MappedManager, MemoryManager, Options, RecvError};
+
+type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+const MIB: usize = 1 << 20;
+
+fn env(k: &str, default: usize) -> usize {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> Res {
+    if let Ok(role) = std::env::var("MMHEAP_IPC_ROLE") {
+        let at = std::env::var("MMHEAP_IPC_AT")?;
+        return child(&role, Path::new(&at));
+    }
+    let rounds = env("MMHEAP_IPC_ROUNDS", 20_000);
+    let messages = env("MMHEAP_IPC_MESSAGES", 2_000);
+    let dir = tempfile::tempdir()?;
+    println!("IPC between two processes ({rounds} round trips of 64 B, {messages} messages of 1 MiB)");
+    let mm_lat = mmheap_latency(dir.path(), rounds)?;
+    let uds_lat = uds_latency(dir.path(), rounds)?;
+    let mm_tp = mmheap_throughput(dir.path(), messages)?;
+    let uds_tp = uds_throughput(dir.path(), messages)?;
+    let ns = |d: Duration| d.as_nanos() as f64;
+    println!(
+        "one-way latency, median:  mmheap {:>9.2} µs   unix socket {:>9.2} µs   ratio {:.1}x",
+        ns(mm_lat) / 1e3,
+        ns(uds_lat) / 1e3,
+        ns(uds_lat) / ns(mm_lat)
+    );
+    println!(
+        "1 MiB messages per second: mmheap {:>9.0}      unix socket {:>9.0}      ratio {:.1}x",
+        mm_tp,
+        uds_tp,
+        mm_tp / uds_tp
+    );
+    Ok(())
+}
+
+fn spawn(role: &str, at: &Path, extra: &[(&str, String)]) -> Res<Child> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.env("MMHEAP_IPC_ROLE", role).env("MMHEAP_IPC_AT", at);
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    Ok(cmd.spawn()?)
+}
+
+fn child(role: &str, at: &Path) -> Res {
+    match role {
+        "mm-echo" => {
+            let store = MappedManager::open(at)?;
+            let (rx, tx) = (store.channel("ping", 4)?.receiver()?, store.channel("pong", 4)?.sender()?);
+            loop {
+                let ping = match rx.recv() {
+                    Ok(b) => b,
+                    Err(RecvError::Disconnected) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                };
+                let mut pong = store.allocate(64)?;
+                pong.as_mut_slice()?[0] = ping.as_slice()[0];
+                drop(ping);
+                tx.send(pong)?;
+            }
+        }
+        "uds-echo" => {
+            let mut s = UnixStream::connect(at)?;
+            let mut buf = [0u8; 64];
+            while s.read_exact(&mut buf).is_ok() {
+                s.write_all(&buf)?;
+            }
+            Ok(())
+        }
+        "mm-stream" => {
+            let store = MappedManager::open(at)?;
+            let tx = store.channel("stream", 8)?.sender()?;
+            for i in 0..env("MMHEAP_IPC_MESSAGES", 2_000) {
+                let mut b = store.allocate(MIB)?;
+                let s = b.as_mut_slice()?;
+                s[0] = i as u8;
+                s[MIB - 1] = i as u8;
+                tx.send(b)?;
+            }
+            Ok(())
+        }
+        "uds-stream" => {
+            let mut s = UnixStream::connect(at)?;
+            let buf = vec![7u8; MIB];
+            for _ in 0..env("MMHEAP_IPC_MESSAGES", 2_000) {
+                s.write_all(&buf)?;
+            }
+            Ok(())
+        }
+        _ => Err(format!("unknown role {role}").into()),
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn mmheap_latency(dir: &Path, rounds: usize) -> Res<Duration> {
+    let path = dir.join("latency.mmheap");
+    let store = MappedManager::create(&path, &Options::new().max_size(1 << 30))?;
+    let (tx, rx) = (store.channel("ping", 4)?.sender()?, store.channel("pong", 4)?.receiver()?);
+    let mut kid = spawn("mm-echo", &path, &[])?;
+    let mut rtts = Vec::with_capacity(rounds);
+    for i in 0..rounds + 1000 {
+        let t = Instant::now();
+        let mut ping = store.allocate(64)?;
+        ping.as_mut_slice()?[0] = i as u8;
+        tx.send(ping)?;
+        let pong = rx.recv()?;
+        if i >= 1000 {
+            rtts.push(t.elapsed());
+        }
+        assert_eq!(pong.as_slice()[0], i as u8);
+    }
+    drop(tx);
+    kid.wait()?;
+    Ok(median(rtts) / 2)
+}
+
+fn uds_latency(dir: &Path, rounds: usize) -> Res<Duration> {
+    let path = dir.join("latency.sock");
+    let listener = UnixListener::bind(&path)?;
+    let mut kid = spawn("uds-echo", &path, &[])?;
+    let (mut s, _) = listener.accept()?;
+    let mut buf = [0u8; 64];
+    let mut rtts = Vec::with_capacity(rounds);
+    for i in 0..rounds + 1000 {
+        let t = Instant::now();
+        buf[0] = i as u8;
+        s.write_all(&buf)?;
+        s.read_exact(&mut buf)?;
+        if i >= 1000 {
+            rtts.push(t.elapsed());
+        }
+        assert_eq!(buf[0], i as u8);
+    }
+    drop(s);
+    kid.wait()?;
+    Ok(median(rtts) / 2)
+}
+
+fn mmheap_throughput(dir: &Path, messages: usize) -> Res<f64> {
+    let path = dir.join("stream.mmheap");
+    let store = MappedManager::create(&path, &Options::new().initial_size(64 << 20).max_size(1 << 30))?;
+    let rx = store.channel("stream", 8)?.receiver()?;
+    let mut kid = spawn("mm-stream", &path, &[("MMHEAP_IPC_MESSAGES", messages.to_string())])?;
+    let first = rx.recv()?; // start timing once the child is up
+    let t = Instant::now();
+    drop(first);
+    for _ in 1..messages {
+        let b = rx.recv()?;
+        let s = b.as_slice();
+        std::hint::black_box((s[0], s[MIB - 1]));
+    }
+    let rate = (messages - 1) as f64 / t.elapsed().as_secs_f64();
+    kid.wait()?;
+    Ok(rate)
+}
+
+fn uds_throughput(dir: &Path, messages: usize) -> Res<f64> {
+    let path = dir.join("stream.sock");
+    let listener = UnixListener::bind(&path)?;
+    let mut kid = spawn("uds-stream", &path, &[("MMHEAP_IPC_MESSAGES", messages.to_string())])?;
+    let (mut s, _) = listener.accept()?;
+    let mut buf = vec![0u8; MIB];
+    s.read_exact(&mut buf)?;
+    let t = Instant::now();
+    for _ in 1..messages {
+        s.read_exact(&mut buf)?;
+        std::hint::black_box((buf[0], buf[MIB - 1]));
+    }
+    let rate = (messages - 1) as f64 / t.elapsed().as_secs_f64();
+    kid.wait()?;
+    Ok(rate)
+}
