@@ -338,11 +338,18 @@ impl Inner {
     ) -> Result<()> {
         let w = self.futex(word)?;
         let spin_until = Instant::now() + SPIN;
+        let mut spins = 0u32;
         while Instant::now() < spin_until {
             if w.load(Ordering::Acquire) != seq || ready() {
                 return Ok(());
             }
-            std::hint::spin_loop();
+            // Spin on a free core; on a busy one, let the peer we are waiting for run first.
+            spins += 1;
+            if spins < 100 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
         let mut nap = NAP;
         if let Some(d) = deadline {

@@ -21,7 +21,9 @@ use crate::sys;
 
 /// Set in the lock word when a waiter may be sleeping.
 pub(crate) const CONTENDED: u32 = 1 << 31;
-const SPINS: u32 = 64;
+/// Compare-and-swap attempts (with growing pauses, then yields) before a waiter sleeps:
+/// critical sections are short, and a futex sleep and wake cost microseconds.
+const SPINS: u32 = 40;
 /// How long a waiter sleeps before it checks whether the holder is still alive.
 const LIVENESS_PERIOD: Duration = Duration::from_millis(10);
 
@@ -42,11 +44,19 @@ pub(crate) fn acquire(
     owner_dead: impl Fn(u32) -> bool,
 ) -> Acquired {
     debug_assert!(tag != 0 && tag & CONTENDED == 0);
-    for _ in 0..SPINS {
-        if word.compare_exchange_weak(0, tag, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+    for i in 0..SPINS {
+        if word.load(Ordering::Relaxed) == 0
+            && word.compare_exchange_weak(0, tag, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        {
             return Acquired::Normally;
         }
-        std::hint::spin_loop();
+        if i < 10 {
+            for _ in 0..1 << i {
+                std::hint::spin_loop();
+            }
+        } else {
+            std::thread::yield_now();
+        }
     }
     loop {
         let cur = word.load(Ordering::Relaxed);
