@@ -1,7 +1,9 @@
 //! IPC between two processes: mmheap channels against a Unix domain socket, in one run.
 //!
-//! - latency: 64-byte ping-pong, the receiver blocked in `recv`/`read`; one-way latency is half
-//!   the round trip; the median of many round trips is reported.
+//! - latency: 64-byte ping-pong, so that each message finds its receiver waiting (blocked in
+//!   `recv` / `read`). The replying side stamps the reply with `CLOCK_MONOTONIC` (one clock for
+//!   all processes) just before `send` / `write`; the other takes the difference as soon as
+//!   `recv` / `read` returns: the one-way latency of the transport. Median of many.
 //! - throughput: a stream of 1 MiB messages from a child to the parent. With mmheap the child
 //!   allocates a block, touches its first and last byte and sends its reference; the parent
 //!   touches the same two bytes and drops it. With the socket the child writes a prefilled
@@ -56,6 +58,14 @@ fn main() -> Res {
     Ok(())
 }
 
+/// `CLOCK_MONOTONIC` in nanoseconds: comparable between processes.
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec, which lives on our stack for the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 fn spawn(role: &str, at: &Path, extra: &[(&str, String)]) -> Res<Child> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.env("MMHEAP_IPC_ROLE", role).env("MMHEAP_IPC_AT", at);
@@ -79,6 +89,7 @@ fn child(role: &str, at: &Path) -> Res {
                 let mut pong = store.allocate(64)?;
                 pong.as_mut_slice()?[0] = ping.as_slice()[0];
                 drop(ping);
+                pong.as_mut_slice()?[8..16].copy_from_slice(&now_ns().to_le_bytes());
                 tx.send(pong)?;
             }
         }
@@ -86,13 +97,14 @@ fn child(role: &str, at: &Path) -> Res {
             let mut s = UnixStream::connect(at)?;
             let mut buf = [0u8; 64];
             while s.read_exact(&mut buf).is_ok() {
+                buf[8..16].copy_from_slice(&now_ns().to_le_bytes());
                 s.write_all(&buf)?;
             }
             Ok(())
         }
         "mm-stream" => {
             let store = MappedManager::open(at)?;
-            let tx = store.channel("stream", 8)?.sender()?;
+            let tx = store.channel("stream", 64)?.sender()?;
             for i in 0..env("MMHEAP_IPC_MESSAGES", 2_000) {
                 let mut b = store.allocate(MIB)?;
                 let s = b.as_mut_slice()?;
@@ -114,9 +126,13 @@ fn child(role: &str, at: &Path) -> Res {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
+fn median(mut v: Vec<u64>) -> Duration {
+    v.sort_unstable();
+    Duration::from_nanos(v[v.len() / 2])
+}
+
+fn stamp_of(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b[8..16].try_into().expect("8 bytes"))
 }
 
 fn mmheap_latency(dir: &Path, rounds: usize) -> Res<Duration> {
@@ -124,21 +140,21 @@ fn mmheap_latency(dir: &Path, rounds: usize) -> Res<Duration> {
     let store = MappedManager::create(&path, &Options::new().max_size(1 << 30))?;
     let (tx, rx) = (store.channel("ping", 4)?.sender()?, store.channel("pong", 4)?.receiver()?);
     let mut kid = spawn("mm-echo", &path, &[])?;
-    let mut rtts = Vec::with_capacity(rounds);
+    let mut one_way = Vec::with_capacity(rounds);
     for i in 0..rounds + 1000 {
-        let t = Instant::now();
         let mut ping = store.allocate(64)?;
         ping.as_mut_slice()?[0] = i as u8;
         tx.send(ping)?;
         let pong = rx.recv()?;
+        let arrived = now_ns();
         if i >= 1000 {
-            rtts.push(t.elapsed());
+            one_way.push(arrived - stamp_of(pong.as_slice()));
         }
         assert_eq!(pong.as_slice()[0], i as u8);
     }
     drop(tx);
     kid.wait()?;
-    Ok(median(rtts) / 2)
+    Ok(median(one_way))
 }
 
 fn uds_latency(dir: &Path, rounds: usize) -> Res<Duration> {
@@ -147,26 +163,26 @@ fn uds_latency(dir: &Path, rounds: usize) -> Res<Duration> {
     let mut kid = spawn("uds-echo", &path, &[])?;
     let (mut s, _) = listener.accept()?;
     let mut buf = [0u8; 64];
-    let mut rtts = Vec::with_capacity(rounds);
+    let mut one_way = Vec::with_capacity(rounds);
     for i in 0..rounds + 1000 {
-        let t = Instant::now();
         buf[0] = i as u8;
         s.write_all(&buf)?;
         s.read_exact(&mut buf)?;
+        let arrived = now_ns();
         if i >= 1000 {
-            rtts.push(t.elapsed());
+            one_way.push(arrived - stamp_of(&buf));
         }
         assert_eq!(buf[0], i as u8);
     }
     drop(s);
     kid.wait()?;
-    Ok(median(rtts) / 2)
+    Ok(median(one_way))
 }
 
 fn mmheap_throughput(dir: &Path, messages: usize) -> Res<f64> {
     let path = dir.join("stream.mmheap");
     let store = MappedManager::create(&path, &Options::new().initial_size(64 << 20).max_size(1 << 30))?;
-    let rx = store.channel("stream", 8)?.receiver()?;
+    let rx = store.channel("stream", 64)?.receiver()?;
     let mut kid = spawn("mm-stream", &path, &[("MMHEAP_IPC_MESSAGES", messages.to_string())])?;
     let first = rx.recv()?; // start timing once the child is up
     let t = Instant::now();

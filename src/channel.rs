@@ -25,7 +25,7 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::core::header::rc;
@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::format::*;
 use crate::heap::{Guard, Heap};
 use crate::hooks::pause;
-use crate::sync::{AtomicU32, AtomicUsize, Ordering};
+use crate::sync::{AtomicU32, Ordering};
 use crate::{sys, MemoryBlock};
 
 /// Set in `RING_FLAGS` once any process has had a `Sender` / a `Receiver`.
@@ -123,9 +123,16 @@ struct Inner {
     ring: u64,
     capacity: u64,
     name: String,
-    /// Live `Sender`s / `Receiver`s of this channel in this process.
-    senders: AtomicUsize,
-    receivers: AtomicUsize,
+    /// Live `Sender`s and `Receiver`s of this channel in this process. One mutex covers both
+    /// counts and the updates of this process's endpoint bits, so a last drop and a new end
+    /// cannot interleave and leave the bit wrong.
+    ends: Mutex<Ends>,
+}
+
+#[derive(Default)]
+struct Ends {
+    senders: usize,
+    receivers: usize,
 }
 
 /// The sending end. Cloning it adds another sender in this process.
@@ -235,14 +242,7 @@ pub(crate) fn open(heap: &Arc<Heap>, name: &str, capacity: usize) -> Result<Chan
     let capacity =
         ring_contents(heap, ring).map(|_| heap.region.load(ring + HEADER_SIZE + RING_CAPACITY))??;
     drop(g);
-    let inner = Inner {
-        heap: heap.clone(),
-        ring,
-        capacity,
-        name: name.to_owned(),
-        senders: AtomicUsize::new(0),
-        receivers: AtomicUsize::new(0),
-    };
+    let inner = Inner { heap: heap.clone(), ring, capacity, name: name.to_owned(), ends: Mutex::default() };
     Ok(Channel { inner: Arc::new(inner) })
 }
 
@@ -263,6 +263,24 @@ fn make(heap: &Heap, g: &Guard<'_>, name: &[u8], capacity: u64) -> Result<u64> {
 }
 
 impl Inner {
+    fn ends(&self) -> MutexGuard<'_, Ends> {
+        self.ends.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts one more (`+1`) or one fewer (`-1`) local end of a kind, updating this
+    /// process's bit in the ring when the count leaves or reaches zero.
+    fn count_end(&self, field: u64, delta: isize) -> Result<()> {
+        let mut ends = self.ends();
+        let count = if field == RING_SENDERS { &mut ends.senders } else { &mut ends.receivers };
+        let before = *count;
+        let after = before.checked_add_signed(delta).expect("end counts stay balanced");
+        if (before == 0) != (after == 0) {
+            self.set_endpoint(field, after > 0)?;
+        }
+        *count = after;
+        Ok(())
+    }
+
     fn field(&self, f: u64) -> u64 {
         self.ring + HEADER_SIZE + f
     }
@@ -388,17 +406,13 @@ impl Channel {
 
     /// A sending end for this process.
     pub fn sender(&self) -> Result<Sender> {
-        if self.inner.senders.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.inner.set_endpoint(RING_SENDERS, true)?;
-        }
+        self.inner.count_end(RING_SENDERS, 1)?;
         Ok(Sender { inner: self.inner.clone() })
     }
 
     /// A receiving end for this process.
     pub fn receiver(&self) -> Result<Receiver> {
-        if self.inner.receivers.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.inner.set_endpoint(RING_RECEIVERS, true)?;
-        }
+        self.inner.count_end(RING_RECEIVERS, 1)?;
         Ok(Receiver { inner: self.inner.clone() })
     }
 }
@@ -558,34 +572,30 @@ impl Receiver {
 
 impl Clone for Sender {
     fn clone(&self) -> Self {
-        self.inner.senders.fetch_add(1, Ordering::AcqRel);
+        self.inner.ends().senders += 1; // not the first: the bit is set already
         Sender { inner: self.inner.clone() }
     }
 }
 
 impl Clone for Receiver {
     fn clone(&self) -> Self {
-        self.inner.receivers.fetch_add(1, Ordering::AcqRel);
+        self.inner.ends().receivers += 1;
         Receiver { inner: self.inner.clone() }
     }
 }
 
 impl Drop for Sender {
     fn drop(&mut self) {
-        if self.inner.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // Errors mean a corrupt store; the bit then stays until recovery clears it.
-            let _ = self.inner.set_endpoint(RING_SENDERS, false);
-            let _ = self.inner.signal(RING_NOT_EMPTY, RING_RX_SLEEPERS);
-        }
+        // Errors mean a corrupt store; the bit then stays until recovery clears it.
+        let _ = self.inner.count_end(RING_SENDERS, -1);
+        let _ = self.inner.signal(RING_NOT_EMPTY, RING_RX_SLEEPERS);
     }
 }
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        if self.inner.receivers.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let _ = self.inner.set_endpoint(RING_RECEIVERS, false);
-            let _ = self.inner.signal(RING_NOT_FULL, RING_TX_SLEEPERS);
-        }
+        let _ = self.inner.count_end(RING_RECEIVERS, -1);
+        let _ = self.inner.signal(RING_NOT_FULL, RING_TX_SLEEPERS);
     }
 }
 
