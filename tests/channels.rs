@@ -280,17 +280,32 @@ fn kill_matrix() -> Result<(), Failed> {
         m.recover()?;
         let sent: BTreeSet<u64> = ids(sent_lines)?.into_iter().collect();
         let mut got = ids(got_lines)?;
-        while let Ok(b) = rx.try_recv() {
+        loop {
+            let b = match rx.try_recv() {
+                Ok(b) => b,
+                Err(RecvError::Empty | RecvError::Disconnected) => break,
+                Err(e) => return Err(format!("kill {k}: draining: {e}").into()),
+            };
             let id = u64::from_le_bytes(first_id(&b)?);
             verify(&b, id, b.len())?;
             got.push(id);
         }
         let unique: HashSet<u64> = got.iter().copied().collect();
         ensure(unique.len() == got.len(), format!("kill {k}: a message was delivered twice"))?;
-        let missing = sent.iter().filter(|id| !unique.contains(id)).count() as u64;
+        let lost: Vec<u64> = sent.iter().filter(|id| !unique.contains(id)).copied().collect();
+        let missing = lost.len() as u64;
         // The receiver (killed once per round) may have taken one message and died before
         // printing it.
-        ensure(missing <= 1, format!("kill {k}: {missing} sent messages lost"))?;
+        ensure(
+            missing <= 1,
+            format!(
+                "kill {k}: {missing} sent messages lost: {lost:?}; sent {}..={}, received {} (receiver killed first: {kill_receiver}); {:?}",
+                sent.first().unwrap_or(&0),
+                sent.last().unwrap_or(&0),
+                got.len(),
+                m.stats()?
+            ),
+        )?;
         lost_to_dead_receivers += missing;
         sent_total += sent.len() as u64;
         let report = m.check()?;
