@@ -35,25 +35,33 @@ fn main() -> Res {
         return child(&role, Path::new(&at));
     }
     let rounds = env("MMHEAP_IPC_ROUNDS", 20_000);
-    let messages = env("MMHEAP_IPC_MESSAGES", 2_000);
+    let messages = env("MMHEAP_IPC_MESSAGES", 10_000);
     let dir = tempfile::tempdir()?;
-    println!("IPC between two processes ({rounds} round trips of 64 B, {messages} messages of 1 MiB)");
-    let mm_lat = mmheap_latency(dir.path(), rounds)?;
-    let uds_lat = uds_latency(dir.path(), rounds)?;
-    let mm_tp = mmheap_throughput(dir.path(), messages)?;
-    let uds_tp = uds_throughput(dir.path(), messages)?;
-    let ns = |d: Duration| d.as_nanos() as f64;
+    let trials = env("MMHEAP_IPC_TRIALS", 3);
+    println!("IPC between two processes: {trials} alternating trials of {rounds} round trips of 64 B and {messages} messages of 1 MiB; medians");
+    let (mut lat, mut tp) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+    for _ in 0..trials {
+        lat.0.push(mmheap_latency(dir.path(), rounds)?.as_nanos() as f64);
+        lat.1.push(uds_latency(dir.path(), rounds)?.as_nanos() as f64);
+        tp.0.push(mmheap_throughput(dir.path(), messages)?);
+        tp.1.push(uds_throughput(dir.path(), messages)?);
+    }
+    let mid = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (ml, ul, mt, ut) = (mid(lat.0), mid(lat.1), mid(tp.0), mid(tp.1));
     println!(
-        "one-way latency, median:  mmheap {:>9.2} µs   unix socket {:>9.2} µs   ratio {:.1}x",
-        ns(mm_lat) / 1e3,
-        ns(uds_lat) / 1e3,
-        ns(uds_lat) / ns(mm_lat)
+        "one-way latency, median:   mmheap {:>8.2} µs   unix socket {:>8.2} µs   ratio {:.1}x",
+        ml / 1e3,
+        ul / 1e3,
+        ul / ml
     );
     println!(
-        "1 MiB messages per second: mmheap {:>9.0}      unix socket {:>9.0}      ratio {:.1}x",
-        mm_tp,
-        uds_tp,
-        mm_tp / uds_tp
+        "1 MiB messages per second: mmheap {:>8.0}      unix socket {:>8.0}      ratio {:.1}x",
+        mt,
+        ut,
+        mt / ut
     );
     Ok(())
 }
@@ -137,6 +145,7 @@ fn stamp_of(b: &[u8]) -> u64 {
 
 fn mmheap_latency(dir: &Path, rounds: usize) -> Res<Duration> {
     let path = dir.join("latency.mmheap");
+    let _ = std::fs::remove_file(&path); // from an earlier trial
     let store = MappedManager::create(&path, &Options::new().max_size(1 << 30))?;
     let (tx, rx) = (store.channel("ping", 4)?.sender()?, store.channel("pong", 4)?.receiver()?);
     let mut kid = spawn("mm-echo", &path, &[])?;
@@ -159,6 +168,7 @@ fn mmheap_latency(dir: &Path, rounds: usize) -> Res<Duration> {
 
 fn uds_latency(dir: &Path, rounds: usize) -> Res<Duration> {
     let path = dir.join("latency.sock");
+    let _ = std::fs::remove_file(&path); // from an earlier trial
     let listener = UnixListener::bind(&path)?;
     let mut kid = spawn("uds-echo", &path, &[])?;
     let (mut s, _) = listener.accept()?;
@@ -181,6 +191,7 @@ fn uds_latency(dir: &Path, rounds: usize) -> Res<Duration> {
 
 fn mmheap_throughput(dir: &Path, messages: usize) -> Res<f64> {
     let path = dir.join("stream.mmheap");
+    let _ = std::fs::remove_file(&path); // from an earlier trial
     let store = MappedManager::create(&path, &Options::new().initial_size(64 << 20).max_size(1 << 30))?;
     let rx = store.channel("stream", 64)?.receiver()?;
     let mut kid = spawn("mm-stream", &path, &[("MMHEAP_IPC_MESSAGES", messages.to_string())])?;
@@ -199,6 +210,7 @@ fn mmheap_throughput(dir: &Path, messages: usize) -> Res<f64> {
 
 fn uds_throughput(dir: &Path, messages: usize) -> Res<f64> {
     let path = dir.join("stream.sock");
+    let _ = std::fs::remove_file(&path); // from an earlier trial
     let listener = UnixListener::bind(&path)?;
     let mut kid = spawn("uds-stream", &path, &[("MMHEAP_IPC_MESSAGES", messages.to_string())])?;
     let (mut s, _) = listener.accept()?;

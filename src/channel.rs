@@ -40,7 +40,11 @@ use crate::{sys, MemoryBlock};
 const EVER_SENDER: u64 = 1;
 const EVER_RECEIVER: u64 = 2;
 /// How long a waiter spins watching the ring before it sleeps.
-const SPIN: Duration = Duration::from_micros(50);
+/// Long enough that two processes passing messages back and forth both look busy to the
+/// scheduler, which then keeps them on separate cores (shorter spins ending in sleeps let it
+/// pack both onto one core, and every message then costs a context switch); short enough that
+/// an idle waiter soon sleeps.
+const SPIN: Duration = Duration::from_millis(1);
 /// How long a waiter sleeps before it looks at who is still alive.
 const NAP: Duration = Duration::from_millis(10);
 
@@ -345,7 +349,8 @@ impl Inner {
     }
 
     /// Waits until the futex word moves from `seq` or `ready` says so: spins briefly, then
-    /// sleeps (at most until `deadline`, and at most `NAP` at a time).
+    /// sleeps (at most until `deadline`, and at most `NAP` at a time). Returns whether
+    /// something changed (rather than the time running out).
     fn wait(
         &self,
         word: u64,
@@ -353,13 +358,13 @@ impl Inner {
         seq: u32,
         deadline: Option<Instant>,
         ready: impl Fn() -> bool,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let w = self.futex(word)?;
         let spin_until = Instant::now() + SPIN;
         let mut spins = 0u32;
         while Instant::now() < spin_until {
             if w.load(Ordering::Acquire) != seq || ready() {
-                return Ok(());
+                return Ok(true);
             }
             // Spin on a free core; on a busy one, let the peer we are waiting for run first.
             spins += 1;
@@ -379,7 +384,7 @@ impl Inner {
             sys::futex_wait(w, seq, nap, true);
         }
         s.fetch_sub(1, Ordering::SeqCst);
-        Ok(())
+        Ok(w.load(Ordering::Acquire) != seq || ready())
     }
 }
 
@@ -459,20 +464,30 @@ impl Sender {
         deadline: Option<Instant>,
     ) -> std::result::Result<(), SendError> {
         let inner = &*self.inner;
+        if !block.same_heap(&inner.heap) {
+            return Err(SendError::WrongManager(block));
+        }
+        // Asking who is alive costs system calls: do it first, and after each quiet nap.
+        let mut look = true;
         loop {
             let seq = inner.futex(RING_NOT_FULL).map_err(SendError::Store)?.load(Ordering::Acquire);
-            block = match self.try_put(block)? {
-                None => return Ok(()),
-                Some(b) => b,
-            };
-            if inner.deserted(RING_RECEIVERS).map_err(SendError::Store)? {
+            // Take the store lock only when a look at the ring says there is room.
+            if inner.queued().map_err(SendError::Store)? < inner.capacity {
+                block = match self.try_put(block)? {
+                    None => return Ok(()),
+                    Some(b) => b,
+                };
+            }
+            if look && inner.deserted(RING_RECEIVERS).map_err(SendError::Store)? {
                 return Err(SendError::Disconnected(block));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(SendError::Timeout(block));
             }
             let room = || inner.queued().is_ok_and(|q| q < inner.capacity);
-            inner.wait(RING_NOT_FULL, RING_TX_SLEEPERS, seq, deadline, room).map_err(SendError::Store)?;
+            look = !inner
+                .wait(RING_NOT_FULL, RING_TX_SLEEPERS, seq, deadline, room)
+                .map_err(SendError::Store)?;
         }
     }
 
@@ -527,19 +542,25 @@ impl Receiver {
 
     fn recv_until(&self, deadline: Option<Instant>) -> std::result::Result<MemoryBlock, RecvError> {
         let inner = &*self.inner;
+        // Asking who is alive costs system calls: do it first, and after each quiet nap (a
+        // departing sender bumps the futex word, and its absence is seen within a nap).
+        let mut look = true;
         loop {
             let seq = inner.futex(RING_NOT_EMPTY)?.load(Ordering::Acquire);
-            if let Some(b) = self.try_take()? {
-                return Ok(b);
+            // Take the store lock only when a look at the ring says there is something.
+            if inner.queued()? > 0 {
+                if let Some(b) = self.try_take()? {
+                    return Ok(b);
+                }
             }
-            if inner.deserted(RING_SENDERS)? {
+            if look && inner.deserted(RING_SENDERS)? {
                 return Err(RecvError::Disconnected);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(RecvError::Timeout);
             }
             let arrived = || inner.queued().is_ok_and(|q| q > 0);
-            inner.wait(RING_NOT_EMPTY, RING_RX_SLEEPERS, seq, deadline, arrived)?;
+            look = !inner.wait(RING_NOT_EMPTY, RING_RX_SLEEPERS, seq, deadline, arrived)?;
         }
     }
 

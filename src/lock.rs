@@ -21,9 +21,10 @@ use crate::sys;
 
 /// Set in the lock word when a waiter may be sleeping.
 pub(crate) const CONTENDED: u32 = 1 << 31;
-/// Compare-and-swap attempts (with growing pauses, then yields) before a waiter sleeps:
+/// Looks at the word (with growing pauses capped at 32, then yields) before a waiter sleeps:
 /// critical sections are short, and a futex sleep and wake cost microseconds.
-const SPINS: u32 = 40;
+const SPINS: u32 = 60;
+const SPINS_BEFORE_YIELD: u32 = 40;
 /// How long a waiter sleeps before it checks whether the holder is still alive.
 const LIVENESS_PERIOD: Duration = Duration::from_millis(10);
 
@@ -50,8 +51,8 @@ pub(crate) fn acquire(
         {
             return Acquired::Normally;
         }
-        if i < 10 {
-            for _ in 0..1 << i {
+        if i < SPINS_BEFORE_YIELD {
+            for _ in 0..1 << i.min(5) {
                 std::hint::spin_loop();
             }
         } else {
