@@ -7,7 +7,6 @@ mod common;
 use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -102,19 +101,6 @@ fn modinv(a: u64) -> u64 {
         x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
     }
     x
-}
-
-fn lines_of(kid: &mut Kid) -> Result<mpsc::Receiver<String>, Failed> {
-    let out = kid.get().stdout.take().ok_or("child stdout")?;
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Ok(rx)
 }
 
 /// Reads all of a child's output, to its end, on a thread.

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
@@ -201,19 +200,6 @@ impl Scene {
 fn expect_line(lines: &mpsc::Receiver<String>, want: &str) -> Result<(), Failed> {
     let line = lines.recv_timeout(Duration::from_secs(60)).map_err(|_| format!("no {want:?} from child"))?;
     ensure(line.starts_with(want), format!("child said {line:?}, expected {want:?}"))
-}
-
-fn lines_of(kid: &mut Kid) -> Result<mpsc::Receiver<String>, Failed> {
-    let out = kid.get().stdout.take().ok_or("child stdout")?;
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Ok(rx)
 }
 
 fn kill_matrix() -> Result<(), Failed> {

@@ -3,8 +3,10 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 
 use libtest_mimic::Failed;
 use mmheap::{BlockHandle, MemoryBlock};
@@ -68,6 +70,20 @@ pub fn ensure(cond: bool, what: impl Into<String>) -> Result<(), Failed> {
     } else {
         Err(what.into().into())
     }
+}
+
+/// A child's output lines as they come, from a reader thread.
+pub fn lines_of(kid: &mut Kid) -> Result<mpsc::Receiver<String>, Failed> {
+    let out = kid.get().stdout.take().ok_or("child stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// Kills a child with SIGKILL and reaps it.
