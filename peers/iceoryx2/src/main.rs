@@ -47,7 +47,12 @@ fn main() -> Res {
     };
     let (m, i) = (mid(mm), mid(ice));
     println!("64 B one-way latency, median of 3 trials x {rounds} round trips:");
-    println!("  mmheap channel {:.2} µs   iceoryx2 publish-subscribe {:.2} µs   ratio (iceoryx2 / mmheap) {:.2}", m / 1e3, i / 1e3, i / m);
+    println!(
+        "  mmheap channel {:.2} µs   iceoryx2 publish-subscribe {:.2} µs   ratio (iceoryx2 / mmheap) {:.2}",
+        m / 1e3,
+        i / 1e3,
+        i / m
+    );
     Ok(())
 }
 
@@ -120,7 +125,8 @@ fn mm_latency(rounds: usize) -> Res<f64> {
     let path = dir.path().join("latency.mmheap");
     let store = MappedManager::create(&path, &Options::new().max_size(1 << 30))?;
     let (tx, rx) = (store.channel("ping", 4)?.sender()?, store.channel("pong", 4)?.receiver()?);
-    let mut kid = Command::new(std::env::current_exe()?).args(["mm-echo", path.to_str().ok_or("path")?]).spawn()?;
+    let mut kid =
+        Command::new(std::env::current_exe()?).args(["mm-echo", path.to_str().ok_or("path")?]).spawn()?;
     let mut one_way = Vec::with_capacity(rounds);
     for i in 0..rounds + 1000 {
         let mut ping = store.allocate(64)?;
