@@ -440,20 +440,20 @@ impl Sender {
         }
         let off = block.header_offset();
         let slot = inner.field(RING_SLOTS) + 8 * (tail % inner.capacity);
-        let stored = inner
-            .heap
-            .region
-            .store(slot, off)
-            .and_then(|()| {
-                pause("send-slotted");
-                inner.heap.region.store(inner.field(RING_TAIL), tail + 1)
-            })
-            .and_then(|()| {
-                pause("send-counted");
-                block.donate_locked(&g)
-            });
-        stored.map_err(SendError::Store)?;
+        let queued = inner.heap.region.store(slot, off).and_then(|()| {
+            pause("send-slotted");
+            inner.heap.region.store(inner.field(RING_TAIL), tail + 1)
+        });
+        if let Err(e) = queued {
+            // Give the lock back before the block goes: dropping it takes the lock.
+            drop(g);
+            return Err(SendError::Store(e));
+        }
+        pause("send-counted");
+        // Consumes the block without any release (which would take the lock again).
+        let donated = block.donate_locked(&g);
         drop(g);
+        donated.map_err(SendError::Store)?;
         inner.signal(RING_NOT_EMPTY, RING_RX_SLEEPERS).map_err(SendError::Store)?;
         Ok(None)
     }
