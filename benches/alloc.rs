@@ -1,0 +1,245 @@
+//! Allocation speed: the speed issue's workloads, mmheap against glibc malloc (Rust's
+//! `System`) and mimalloc in the same run. A deterministic seeded generator drives every
+//! allocator through the same sequence; the first and last byte of every block are touched.
+//!
+//!     cargo bench --bench alloc            # MMHEAP_ALLOC_OPS scales the churn workloads
+//!
+//! Workloads: small churn (16..=512 B, live set capped at 10,000), mixed churn (log-uniform
+//! 16 B..64 KiB, live set capped at 2,000), fill (1,000,000 blocks of 64 B, then free them:
+//! time per allocate and per free, heap bytes per payload byte), reopen (a cleanly closed store
+//! holding 1,000,000 blocks: open and find a root), `MemoryBlock` clone + drop, and two
+//! processes churning one store at once (aggregate throughput against one process alone).
+//! This binary is its own child for the last one (`MMHEAP_ALLOC_ROLE`).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use mimalloc::MiMalloc;
+use mmheap::{DefaultManager, MappedManager, MemoryBlock, MemoryManager, Options};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+fn env(k: &str, default: u64) -> u64 {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The size sequence of a churn workload.
+#[derive(Clone, Copy)]
+enum Sizes {
+    Small,
+    Mixed,
+}
+
+impl Sizes {
+    fn next(self, rng: &mut SmallRng) -> usize {
+        match self {
+            Sizes::Small => rng.gen_range(16..=512),
+            Sizes::Mixed => (2f64.powf(rng.gen_range(4.0..16.0))) as usize,
+        }
+    }
+    fn cap(self) -> usize {
+        match self {
+            Sizes::Small => 10_000,
+            Sizes::Mixed => 2_000,
+        }
+    }
+}
+
+/// Runs `ops` operations of a churn workload; returns nanoseconds per operation.
+fn churn<T>(sizes: Sizes, ops: u64, mut alloc: impl FnMut(usize) -> T, mut free: impl FnMut(T)) -> f64 {
+    let mut rng = SmallRng::seed_from_u64(42);
+    let mut live: Vec<T> = Vec::with_capacity(sizes.cap());
+    let t = Instant::now();
+    for _ in 0..ops {
+        if live.len() < sizes.cap() && (live.len() < sizes.cap() / 2 || rng.gen_bool(0.5)) {
+            live.push(alloc(sizes.next(&mut rng)));
+        } else {
+            let i = rng.gen_range(0..live.len());
+            free(live.swap_remove(i));
+        }
+    }
+    let ns = t.elapsed().as_nanos() as f64 / ops as f64;
+    live.into_iter().for_each(free);
+    ns
+}
+
+fn touch(p: *mut u8, len: usize) {
+    // SAFETY: callers pass a live allocation of `len >= 1` bytes that they own.
+    unsafe {
+        p.write_volatile(1);
+        p.add(len - 1).write_volatile(1);
+    }
+}
+
+fn raw(a: &'static dyn GlobalAlloc, sizes: Sizes, ops: u64) -> f64 {
+    churn(
+        sizes,
+        ops,
+        |n| {
+            let l = Layout::from_size_align(n, 16).expect("layout");
+            // SAFETY: non-zero size.
+            let p = unsafe { a.alloc(l) };
+            assert!(!p.is_null());
+            touch(p, n);
+            (p, l)
+        },
+        // SAFETY: each pointer came from this allocator with this layout, freed once.
+        |(p, l)| unsafe { a.dealloc(p, l) },
+    )
+}
+
+fn managed<M: MemoryManager>(m: &M, sizes: Sizes, ops: u64) -> f64 {
+    churn(
+        sizes,
+        ops,
+        |n| {
+            let mut b = m.allocate(n).expect("allocate");
+            touch(b.as_mut_slice().expect("sole owner").as_mut_ptr(), n);
+            b
+        },
+        |b| drop(black_box(b)),
+    )
+}
+
+static MIMALLOC: MiMalloc = MiMalloc;
+static SYSTEM: System = System;
+
+fn main() -> Res {
+    if let Ok(role) = std::env::var("MMHEAP_ALLOC_ROLE") {
+        let m = MappedManager::open(std::env::var("MMHEAP_ALLOC_STORE")?)?;
+        let ns = managed(
+            &m,
+            if role == "small" { Sizes::Small } else { Sizes::Mixed },
+            env("MMHEAP_ALLOC_OPS", 2_000_000),
+        );
+        println!("{ns}");
+        return Ok(());
+    }
+    let ops = env("MMHEAP_ALLOC_OPS", 2_000_000);
+    let store = MappedManager::temporary(&Options::new().max_size(4 << 30))?;
+    let default = DefaultManager::new()?;
+    println!("per operation, {ops} operations; ratio = mmheap / baseline (lower is better)");
+    for (name, sizes) in [("small churn", Sizes::Small), ("mixed churn", Sizes::Mixed)] {
+        let glibc = raw(&SYSTEM, sizes, ops);
+        let mi = raw(&MIMALLOC, sizes, ops);
+        let mapped = managed(&store, sizes, ops);
+        let dflt = managed(&default, sizes, ops);
+        println!(
+            "{name:<12} glibc {glibc:6.1} ns  mimalloc {mi:6.1} ns  MappedManager {mapped:6.1} ns ({:.2}x glibc)  DefaultManager {dflt:6.1} ns ({:.2}x mimalloc)",
+            mapped / glibc,
+            dflt / mi
+        );
+    }
+    fill(&store)?;
+    clone_drop(&store)?;
+    reopen()?;
+    two_processes(ops)?;
+    Ok(())
+}
+
+/// 1,000,000 blocks of 64 B, then free them all.
+fn fill(store: &MappedManager) -> Res {
+    const N: usize = 1_000_000;
+    let before = store.stats()?.used_bytes;
+    let t = Instant::now();
+    let blocks: Vec<MemoryBlock> = (0..N).map(|_| store.allocate(64)).collect::<Result<_, _>>()?;
+    let alloc_ns = t.elapsed().as_nanos() as f64 / N as f64;
+    let heap_bytes = store.stats()?.used_bytes - before;
+    let t = Instant::now();
+    drop(blocks);
+    let free_ns = t.elapsed().as_nanos() as f64 / N as f64;
+    let l = Layout::from_size_align(64, 16)?;
+    let t = Instant::now();
+    // SAFETY: non-zero size; each pointer is freed once below with the same layout.
+    let ptrs: Vec<*mut u8> = (0..N).map(|_| unsafe { SYSTEM.alloc(l) }).collect();
+    let glibc_alloc = t.elapsed().as_nanos() as f64 / N as f64;
+    let span = ptrs.iter().max().copied().unwrap_or(std::ptr::null_mut()) as usize
+        - ptrs.iter().min().copied().unwrap_or(std::ptr::null_mut()) as usize;
+    let t = Instant::now();
+    // SAFETY: as above.
+    ptrs.into_iter().for_each(|p| unsafe { SYSTEM.dealloc(p, l) });
+    let glibc_free = t.elapsed().as_nanos() as f64 / N as f64;
+    println!(
+        "fill 64 B    mmheap alloc {alloc_ns:.1} ns, free {free_ns:.1} ns, {:.3} heap bytes per payload byte | glibc alloc {glibc_alloc:.1} ns, free {glibc_free:.1} ns, ~{:.3} (address span / payload)",
+        heap_bytes as f64 / (64 * N) as f64,
+        span as f64 / (64 * N) as f64
+    );
+    Ok(())
+}
+
+fn clone_drop(store: &MappedManager) -> Res {
+    const N: u32 = 10_000_000;
+    let b = store.allocate(64)?;
+    let t = Instant::now();
+    for _ in 0..N {
+        drop(black_box(b.clone()));
+    }
+    let ns = t.elapsed().as_nanos() as f64 / f64::from(N);
+    let a = std::sync::Arc::new([0u8; 64]);
+    let t = Instant::now();
+    for _ in 0..N {
+        drop(black_box(a.clone()));
+    }
+    let arc = t.elapsed().as_nanos() as f64 / f64::from(N);
+    println!("clone+drop   MemoryBlock {ns:.1} ns   (std Arc {arc:.1} ns)");
+    Ok(())
+}
+
+/// A store holding 1,000,000 live blocks, closed cleanly; a fresh open finds a root.
+fn reopen() -> Res {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("reopen.mmheap");
+    {
+        let m = MappedManager::create(&path, &Options::new().max_size(1 << 30))?;
+        let index = m.allocate(8)?;
+        m.set_root("index", &index)?;
+        let ch = m.channel("keep", 1 << 20)?;
+        let tx = ch.sender()?;
+        for _ in 0..1_000_000 {
+            tx.send(m.allocate(64)?).map_err(|e| e.to_string())?;
+        }
+    }
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let m = MappedManager::open(&path)?;
+        let root = m.root("index")?.ok_or("root")?;
+        times.push(t.elapsed());
+        drop((root, m));
+    }
+    times.sort();
+    println!("reopen       1,000,000 live blocks: open + find root {:?} (median of 5)", times[2]);
+    Ok(())
+}
+
+/// Two processes churning one store at once, against one alone.
+fn two_processes(ops: u64) -> Res {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("two.mmheap");
+    let _m = MappedManager::create(&path, &Options::new().max_size(4 << 30))?;
+    let run = |n: usize| -> Res<Duration> {
+        let t = Instant::now();
+        let kids: Vec<_> = (0..n)
+            .map(|_| {
+                std::process::Command::new(std::env::current_exe().expect("exe"))
+                    .env("MMHEAP_ALLOC_ROLE", "small")
+                    .env("MMHEAP_ALLOC_STORE", &path)
+                    .env("MMHEAP_ALLOC_OPS", ops.to_string())
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+            })
+            .collect::<Result<_, _>>()?;
+        for mut k in kids {
+            k.wait()?;
+        }
+        Ok(t.elapsed())
+    };
+    let one = run(1)?;
+    let two = run(2)?;
+    let speedup = 2.0 * one.as_secs_f64() / two.as_secs_f64();
+    println!("two processes small churn: one alone {one:?}, two at once {two:?}: aggregate throughput {speedup:.2}x one alone");
+    Ok(())
+}
