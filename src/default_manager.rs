@@ -1,5 +1,6 @@
 //! `DefaultManager`: the same heap over this process's own memory.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr::NonNull;
 use std::sync::{Arc, OnceLock};
 
@@ -7,6 +8,7 @@ use crate::core::region::Region;
 use crate::error::{Error, Result};
 use crate::format::{MIN_STORE_SIZE, PAGE_SIZE};
 use crate::heap::{format_region, Backing, Heap};
+use crate::sync::{AtomicU8, Ordering};
 use crate::sys;
 
 /// Address space the in-process manager reserves by default (no memory is committed until
@@ -27,9 +29,29 @@ const INITIAL: u64 = 1 << 20;
 /// assert_eq!(block.len(), 100);
 /// # Ok::<(), mmheap::Error>(())
 /// ```
+///
+/// It is also a Rust allocator: [`GlobalAlloc`] (so it can be the `#[global_allocator]`) and
+/// `allocator_api2::alloc::Allocator` (for collections that take an allocator):
+///
+/// ```
+/// use mmheap::DefaultManager;
+///
+/// #[global_allocator]
+/// static GLOBAL: DefaultManager = DefaultManager::GLOBAL;
+///
+/// let v: Vec<u64> = (0..1000).collect();
+/// assert_eq!(v.iter().sum::<u64>(), 499_500);
+///
+/// let m = DefaultManager::new()?;
+/// let mut w = allocator_api2::vec::Vec::new_in(&m);
+/// w.extend_from_slice(&[1, 2, 3]);
+/// assert_eq!(w.iter().sum::<i32>(), 6);
+/// # Ok::<(), mmheap::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct DefaultManager {
-    pub(crate) heap: Arc<Heap>,
+    /// `None`: the process-wide heap, made on first use.
+    heap: Option<Arc<Heap>>,
 }
 
 impl std::fmt::Debug for DefaultManager {
@@ -88,7 +110,74 @@ impl Drop for Anonymous {
     }
 }
 
+/// The process-wide heap and how far it is made: 0 not yet, 1 being made, 2 ready, 3 failed.
+static GLOBAL_HEAP: OnceLock<Arc<Heap>> = OnceLock::new();
+static GLOBAL_STATE: AtomicU8 = AtomicU8::new(0);
+
+/// The process-wide heap if it is ready, making it if nobody is. `None` while it is being made
+/// (allocations made meanwhile, including the ones that make it, go to the system allocator)
+/// and if it could not be made.
+fn global_heap_if_ready() -> Option<&'static Arc<Heap>> {
+    match GLOBAL_STATE.load(Ordering::Acquire) {
+        2 => GLOBAL_HEAP.get(),
+        0 if GLOBAL_STATE.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok() => {
+            match DefaultManager::with_max_size(DEFAULT_RESERVE) {
+                Ok(DefaultManager { heap: Some(h) }) => {
+                    let _ = GLOBAL_HEAP.set(h);
+                    GLOBAL_STATE.store(2, Ordering::Release);
+                    GLOBAL_HEAP.get()
+                }
+                _ => {
+                    GLOBAL_STATE.store(3, Ordering::Release);
+                    None
+                }
+            }
+        }
+        _ => None,
+    }
+}
+
 impl DefaultManager {
+    /// The process-wide manager as a constant, for `static` items such as a
+    /// `#[global_allocator]`. Its heap is made on first use.
+    pub const GLOBAL: DefaultManager = DefaultManager { heap: None };
+
+    /// The heap behind this manager.
+    ///
+    /// # Panics
+    /// For [`DefaultManager::GLOBAL`], if the process-wide heap cannot be made (no address
+    /// space), as a global allocator would abort.
+    pub(crate) fn heap(&self) -> &Arc<Heap> {
+        match &self.heap {
+            Some(h) => h,
+            None => loop {
+                if let Some(h) = global_heap_if_ready() {
+                    break h;
+                }
+                assert!(GLOBAL_STATE.load(Ordering::Acquire) != 3, "could not reserve the global heap");
+                std::thread::yield_now();
+            },
+        }
+    }
+
+    /// The heap to serve a raw allocation from, if it may be used from this thread now.
+    fn raw_heap(&self) -> Option<&Arc<Heap>> {
+        let h = match &self.heap {
+            Some(h) => h,
+            None => global_heap_if_ready()?,
+        };
+        (!h.locked_here()).then_some(h)
+    }
+
+    /// The heap that handed out `p`, with the block's header offset.
+    fn owner_of(&self, p: *const u8) -> Option<(&Arc<Heap>, u64)> {
+        let h = match &self.heap {
+            Some(h) => h,
+            None => GLOBAL_HEAP.get()?,
+        };
+        Some((h, h.block_of(p)?))
+    }
+
     /// A new, private heap with the default reservation.
     pub fn new() -> Result<Self> {
         Self::with_max_size(DEFAULT_RESERVE)
@@ -109,20 +198,100 @@ impl DefaultManager {
         backing.grow(&region, initial)?;
         format_region(&region, initial, max, 0)?;
         let heap = Heap::new(region, Box::new(backing), 1)?;
-        Ok(DefaultManager { heap: Arc::new(heap) })
+        Ok(DefaultManager { heap: Some(Arc::new(heap)) })
     }
 
-    /// The process-wide manager, created on first use.
+    /// The process-wide manager; its heap is made on first use.
     ///
     /// # Panics
-    /// If the first use cannot reserve address space (as a global allocator would abort).
+    /// On first use, if address space cannot be reserved (as a global allocator would abort).
     pub fn global() -> &'static DefaultManager {
-        static GLOBAL: OnceLock<DefaultManager> = OnceLock::new();
-        GLOBAL.get_or_init(|| DefaultManager::new().expect("reserve the global heap"))
+        static GLOBAL: DefaultManager = DefaultManager::GLOBAL;
+        &GLOBAL
     }
 
     /// Walks the heap and reports every inconsistency.
     pub fn check(&self) -> Result<crate::CheckReport> {
-        self.heap.check()
+        self.heap().check()
+    }
+}
+
+/// `align` as a log2 the heap serves (16..=4096), or `None`.
+fn servable(layout: Layout) -> Option<u32> {
+    (layout.align() <= PAGE_SIZE as usize).then(|| layout.align().trailing_zeros().max(4))
+}
+
+// SAFETY: `alloc` returns null or a block of at least `layout.size()` bytes aligned to
+// `layout.align()` that nobody else uses until `dealloc`; blocks the heap cannot serve (larger
+// alignments, allocations made while this thread holds the heap's lock or while the global
+// heap is being made) come from the system allocator, and `dealloc`/`realloc` tell the two
+// apart by address (the heap's reservation is its own mapping).
+unsafe impl GlobalAlloc for DefaultManager {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        match (self.raw_heap(), servable(layout)) {
+            (Some(h), Some(a)) => {
+                h.alloc_raw(layout.size() as u64, a).map_or(std::ptr::null_mut(), NonNull::as_ptr)
+            }
+            // SAFETY: the caller's layout contract is passed on unchanged.
+            _ => unsafe { System.alloc(layout) },
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        match self.owner_of(ptr) {
+            // Freeing under our own lock would deadlock; nothing of ours is freed there, but
+            // if it were, leaking is the safe answer.
+            Some((h, off)) if !h.locked_here() => h.free_raw(off),
+            Some(_) => {}
+            // SAFETY: not ours, so it came from `System.alloc` with this layout.
+            None => unsafe { System.dealloc(ptr, layout) },
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if let Some((h, off)) = self.owner_of(ptr) {
+            if !h.locked_here() {
+                return match h.resize(off, new_size as u64, 0, None) {
+                    Ok(moved) => h
+                        .payload(moved.unwrap_or(off), new_size as u64)
+                        .map_or(std::ptr::null_mut(), NonNull::as_ptr),
+                    Err(_) => std::ptr::null_mut(),
+                };
+            }
+        }
+        // SAFETY: the caller's contract; `alloc` and `dealloc` route by address.
+        unsafe {
+            let new = self.alloc(Layout::from_size_align_unchecked(new_size, layout.align()));
+            if !new.is_null() {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            new
+        }
+    }
+}
+
+// SAFETY: `allocate` returns fresh blocks of at least the layout's size and alignment (a
+// dangling, aligned pointer for zero sizes) that stay valid until `deallocate`, which frees
+// exactly the blocks this manager's heap handed out; clones share the heap.
+unsafe impl allocator_api2::alloc::Allocator for DefaultManager {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        let err = allocator_api2::alloc::AllocError;
+        if layout.size() == 0 {
+            // SAFETY: an alignment is never zero, so the pointer is non-null and aligned.
+            let dangling = unsafe { NonNull::new_unchecked(layout.align() as *mut u8) };
+            return Ok(NonNull::slice_from_raw_parts(dangling, 0));
+        }
+        let (h, a) = (self.raw_heap().ok_or(err)?, servable(layout).ok_or(err)?);
+        let p = h.alloc_raw(layout.size() as u64, a).ok_or(err)?;
+        Ok(NonNull::slice_from_raw_parts(p, layout.size()))
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        if layout.size() != 0 {
+            if let Some((h, off)) = self.owner_of(ptr.as_ptr()) {
+                h.free_raw(off);
+            }
+        }
     }
 }

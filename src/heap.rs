@@ -74,8 +74,23 @@ pub(crate) struct Guard<'h> {
     heap: &'h Heap,
 }
 
+thread_local! {
+    /// The heap whose lock this thread holds, if any (our code never holds two at once). The
+    /// global allocator reads it to avoid taking a lock its own thread holds.
+    static LOCKED: std::cell::Cell<*const Heap> = const { std::cell::Cell::new(std::ptr::null()) };
+}
+
+impl<'h> Guard<'h> {
+    /// Records that this thread has just taken `heap`'s lock.
+    fn new(heap: &'h Heap) -> Guard<'h> {
+        LOCKED.with(|l| l.set(heap));
+        Guard { heap }
+    }
+}
+
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
+        LOCKED.with(|l| l.set(std::ptr::null()));
         if let Ok(word) = self.heap.region.u32_at(SB_LOCK) {
             lock::release(word, self.heap.backing.shared());
         }
@@ -108,7 +123,7 @@ impl Heap {
     pub(crate) fn lock(&self) -> Result<Guard<'_>> {
         let word = self.region.u32_at(SB_LOCK)?;
         let how = lock::acquire(word, self.tag, self.backing.shared(), |t| self.backing.owner_dead(t));
-        let guard = Guard { heap: self };
+        let guard = Guard::new(self);
         let cap = self.region.load(SB_CAPACITY)?;
         if cap > self.region.limit() {
             self.backing.refresh(&self.region, cap)?;
@@ -132,7 +147,7 @@ impl Heap {
                 .compare_exchange(cur, self.tag | lock::CONTENDED, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
         {
-            let g = Guard { heap: self };
+            let g = Guard::new(self);
             crate::recovery::recover_locked(self, &g, true).map(Some)
         } else if crate::recovery::needed(self, reclaimed_slot)? {
             let g = self.lock()?;
@@ -150,6 +165,33 @@ impl Heap {
 
     fn rc_word(&self, off: u64) -> Result<&AtomicU64> {
         self.region.u64_at(off + HDR_RC)
+    }
+
+    /// Whether this thread holds this heap's lock (then allocating from it would deadlock).
+    pub(crate) fn locked_here(&self) -> bool {
+        LOCKED.with(|l| std::ptr::eq(l.get(), self))
+    }
+
+    /// The header offset of the block whose payload starts at `p`, if `p` is in this heap.
+    pub(crate) fn block_of(&self, p: *const u8) -> Option<u64> {
+        let off = self.region.offset_of(p)?;
+        (off >= HEAP_START + HEADER_SIZE).then_some(off - HEADER_SIZE)
+    }
+
+    /// Allocates a block for raw use (allocator interfaces): no `MemoryBlock`, one owner
+    /// reference that [`Heap::free_raw`] gives back.
+    pub(crate) fn alloc_raw(&self, len: u64, align_log2: u32) -> Option<NonNull<u8>> {
+        let g = self.lock().ok()?;
+        let off = self.allocate_locked(&g, len, align_log2).ok()?;
+        self.payload(off, len).ok()
+    }
+
+    /// Frees a block from [`Heap::alloc_raw`].
+    pub(crate) fn free_raw(&self, off: u64) {
+        if let Ok(g) = self.lock() {
+            // An error means a corrupt heap; the block is leaked rather than risk more.
+            let _ = self.free_owned_locked(&g, off);
+        }
     }
 
     // ---- allocation -------------------------------------------------------------------

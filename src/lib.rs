@@ -68,26 +68,26 @@ macro_rules! impl_memory_manager {
     ($t:ty) => {
         impl MemoryManager for $t {
             fn allocate(&self, len: usize) -> Result<MemoryBlock> {
-                MemoryBlock::allocate(&self.heap, len, 16, false)
+                MemoryBlock::allocate(self.heap(), len, 16, false)
             }
             fn allocate_aligned(&self, len: usize, align: usize) -> Result<MemoryBlock> {
-                MemoryBlock::allocate(&self.heap, len, align, false)
+                MemoryBlock::allocate(self.heap(), len, align, false)
             }
             fn allocate_zeroed(&self, len: usize) -> Result<MemoryBlock> {
-                MemoryBlock::allocate(&self.heap, len, 16, true)
+                MemoryBlock::allocate(self.heap(), len, 16, true)
             }
             fn resize(&self, block: &mut MemoryBlock, new_len: usize) -> Result<()> {
-                if !block.same_heap(&self.heap) {
+                if !block.same_heap(self.heap()) {
                     return Err(Error::WrongManager);
                 }
                 block.resize(new_len)
             }
             fn stats(&self) -> Result<Stats> {
-                self.heap.stats()
+                self.heap().stats()
             }
             fn block_from_handle(&self, handle: BlockHandle) -> Result<MemoryBlock> {
-                let got = self.heap.resolve(handle)?;
-                MemoryBlock::from_obtained(&self.heap, got)
+                let got = self.heap().resolve(handle)?;
+                MemoryBlock::from_obtained(self.heap(), got)
             }
         }
     };

@@ -107,6 +107,12 @@ impl Region {
         Ok(())
     }
 
+    /// The offset of `p` if it points into the limit of this region.
+    pub(crate) fn offset_of(&self, p: *const u8) -> Option<u64> {
+        let off = (p as usize).checked_sub(self.base.as_ptr() as usize)? as u64;
+        (off < self.limit()).then_some(off)
+    }
+
     /// A pointer to `len` bytes at `off`, range-checked. Dereferencing it is the caller's
     /// business (payload bytes follow the ownership rules in ARCHITECTURE.md).
     pub(crate) fn ptr(&self, off: u64, len: u64) -> Result<NonNull<u8>> {

@@ -261,6 +261,10 @@ impl MappedManager {
         self.created
     }
 
+    pub(crate) fn heap(&self) -> &Arc<Heap> {
+        &self.heap
+    }
+
     /// Path of the store file.
     pub fn path(&self) -> &Path {
         &self.path
