@@ -33,6 +33,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+#[cfg(not(unix))]
+compile_error!("mmheap needs a Unix system (Linux is the primary platform; see README \"Status\")");
+
 mod block;
 mod channel;
 mod core;
