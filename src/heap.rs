@@ -388,17 +388,24 @@ impl Heap {
                 Err(now) => w = now,
             }
         }
-        let hold_index = match self.slot() {
-            Some(slot) => match self.hold_table().record(self, g, slot, off) {
-                Ok(i) => Some(i),
-                Err(e) => {
-                    self.release_hold_locked(off)?;
-                    return Err(e);
-                }
-            },
-            None => None,
-        };
+        let hold_index = self.record_hold(g, off)?;
         Ok(Obtained { offset: off, len, kind: RefKind::Hold, hold_index })
+    }
+
+    /// Records this process's new other hold on `off` in its hold table (stores shared
+    /// between processes only); if that fails, the hold is given back. Under the lock.
+    fn record_hold(&self, g: &Guard<'_>, off: u64) -> Result<Option<u64>> {
+        let Some(slot) = self.slot() else {
+            return Ok(None);
+        };
+        let recorded = self.hold_table().record(self, g, slot, off);
+        match recorded {
+            Ok(i) => Ok(Some(i)),
+            Err(e) => {
+                self.release_hold_locked(off)?;
+                Err(e)
+            }
+        }
     }
 
     /// Gives up this process's reference of the given kind on `off` and makes it an other
@@ -443,18 +450,12 @@ impl Heap {
     /// Records a new other hold in this process's hold table (undoing it if that fails).
     fn finish_acquire(&self, g: &Guard<'_>, off: u64, kind: RefKind) -> Result<Obtained> {
         let len = self.core().tag(off)?.len();
-        let hold_index = match (kind, self.slot()) {
-            (RefKind::Hold, Some(slot)) => {
+        let hold_index = match kind {
+            RefKind::Hold => {
                 pause("hold-counted");
-                match self.hold_table().record(self, g, slot, off) {
-                    Ok(i) => Some(i),
-                    Err(e) => {
-                        self.rc_word(off)?.fetch_sub(rc::OTHER_ONE, Ordering::AcqRel);
-                        return Err(e);
-                    }
-                }
+                self.record_hold(g, off)?
             }
-            _ => None,
+            RefKind::Owner => None,
         };
         Ok(Obtained { offset: off, len, kind, hold_index })
     }
