@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::core::header::rc;
+use crate::directory::{valid_name, CHANNELS};
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::heap::{Guard, Heap};
@@ -149,30 +150,6 @@ pub struct Receiver {
     inner: Arc<Inner>,
 }
 
-fn entry_at(i: u64) -> u64 {
-    CHANNELS_OFFSET + i * CHANNEL_SIZE
-}
-
-/// One used directory entry: (index, name, ring).
-fn entries(heap: &Heap) -> Result<Vec<(u64, Vec<u8>, u64)>> {
-    let r = &heap.region;
-    let mut out = Vec::new();
-    for i in 0..CHANNEL_COUNT {
-        let ring = r.load(entry_at(i) + CHANNEL_RING)?;
-        if ring == 0 {
-            continue;
-        }
-        let len = u64::from(r.load32(entry_at(i) + CHANNEL_NAME_LEN)?);
-        if len == 0 || len > CHANNEL_NAME_MAX {
-            return Err(Error::corrupt("channel name length out of range", entry_at(i)));
-        }
-        let mut name = vec![0; len as usize];
-        r.read_bytes(entry_at(i) + CHANNEL_NAME, &mut name)?;
-        out.push((i, name, ring));
-    }
-    Ok(out)
-}
-
 /// The messages a ring holds (header offsets, oldest first), with its shape checked.
 pub(crate) fn ring_contents(heap: &Heap, ring: u64) -> Result<Vec<u64>> {
     let t = heap.core().block_at(ring)?;
@@ -188,7 +165,7 @@ pub(crate) fn ring_contents(heap: &Heap, ring: u64) -> Result<Vec<u64>> {
 
 /// Every hold the channels have: one per directory entry on its ring, one per queued message.
 pub(crate) fn holds(heap: &Heap, out: &mut dyn FnMut(u64)) -> Result<()> {
-    for (_, _, ring) in entries(heap)? {
+    for ring in CHANNELS.entries(heap)?.into_iter().map(|e| e.target) {
         out(ring);
         for msg in ring_contents(heap, ring)? {
             out(msg);
@@ -199,7 +176,7 @@ pub(crate) fn holds(heap: &Heap, out: &mut dyn FnMut(u64)) -> Result<()> {
 
 /// Clears the endpoint bits of dead processes in every ring (recovery, under the lock).
 pub(crate) fn forget_endpoints(heap: &Heap, dead: &[u64]) -> Result<()> {
-    for (_, _, ring) in entries(heap)? {
+    for ring in CHANNELS.entries(heap)?.into_iter().map(|e| e.target) {
         for &slot in dead {
             for field in [RING_SENDERS, RING_RECEIVERS] {
                 let word = ring + HEADER_SIZE + field + 8 * (slot / 64);
@@ -213,7 +190,8 @@ pub(crate) fn forget_endpoints(heap: &Heap, dead: &[u64]) -> Result<()> {
 /// Check problems: directory entries that name no ring, queued messages that are not held.
 pub(crate) fn check(heap: &Heap) -> Result<Vec<crate::Problem>> {
     let mut out = Vec::new();
-    for (i, _, ring) in entries(heap)? {
+    for entry in CHANNELS.entries(heap)? {
+        let ring = entry.target;
         match ring_contents(heap, ring) {
             Ok(msgs) => {
                 for m in msgs {
@@ -223,7 +201,10 @@ pub(crate) fn check(heap: &Heap) -> Result<Vec<crate::Problem>> {
                     }
                 }
             }
-            Err(_) => out.push(crate::Problem { what: "channel ring is malformed", offset: entry_at(i) }),
+            Err(_) => out.push(crate::Problem {
+                what: "channel ring is malformed",
+                offset: CHANNELS.entry(entry.index),
+            }),
         }
     }
     Ok(out)
@@ -232,15 +213,15 @@ pub(crate) fn check(heap: &Heap) -> Result<Vec<crate::Problem>> {
 /// Finds or makes the channel `name`.
 pub(crate) fn open(heap: &Arc<Heap>, name: &str, capacity: usize) -> Result<Channel> {
     let bytes = name.as_bytes();
-    if bytes.is_empty() || bytes.len() as u64 > CHANNEL_NAME_MAX || bytes.contains(&0) {
+    if !valid_name(bytes) {
         return Err(Error::InvalidOptions("channel names are 1..=48 bytes without NUL"));
     }
     if capacity == 0 || capacity > 1 << 24 {
         return Err(Error::InvalidOptions("channel capacity must be 1..=16777216"));
     }
     let g = heap.lock()?;
-    let ring = match entries(heap)?.into_iter().find(|(_, n, _)| n == bytes) {
-        Some((_, _, ring)) => ring,
+    let ring = match CHANNELS.find(heap, bytes)? {
+        Some(entry) => entry.target,
         None => make(heap, &g, bytes, capacity as u64)?,
     };
     let capacity =
@@ -252,17 +233,13 @@ pub(crate) fn open(heap: &Arc<Heap>, name: &str, capacity: usize) -> Result<Chan
 
 fn make(heap: &Heap, g: &Guard<'_>, name: &[u8], capacity: u64) -> Result<u64> {
     let r = &heap.region;
-    let free = (0..CHANNEL_COUNT).find(|&i| r.load(entry_at(i) + CHANNEL_RING).ok() == Some(0));
-    let i = free.ok_or(Error::InvalidOptions("the channel directory is full"))?;
+    let i = CHANNELS.free_entry(heap).ok_or(Error::InvalidOptions("the channel directory is full"))?;
     let ring = heap.allocate_locked(g, RING_SLOTS + 8 * capacity, 4)?;
     r.zero(ring + HEADER_SIZE, RING_SLOTS + 8 * capacity)?;
     r.store(ring + HEADER_SIZE + RING_CAPACITY, capacity)?;
     // The directory entry, not this process, holds the ring.
     r.u64_at(ring + HDR_RC)?.store(rc::OTHER_ONE | rc::PUBLISHED, Ordering::Release);
-    r.zero(entry_at(i) + CHANNEL_NAME, CHANNEL_NAME_MAX)?;
-    r.write_bytes(entry_at(i) + CHANNEL_NAME, name)?;
-    r.store32(entry_at(i) + CHANNEL_NAME_LEN, name.len() as u32)?;
-    r.store(entry_at(i) + CHANNEL_RING, ring)?;
+    CHANNELS.write(heap, i, name, ring)?;
     Ok(ring)
 }
 

@@ -40,6 +40,7 @@ mod block;
 mod channel;
 mod core;
 mod default_manager;
+mod directory;
 mod error;
 pub mod format;
 mod heap;

@@ -6,50 +6,33 @@
 //! of its block's other holds.
 
 use crate::core::check::{CheckReport, Problem};
+use crate::directory::{valid_name, Entry, ROOTS};
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::heap::{Heap, Obtained};
 use crate::BlockHandle;
 
-fn entry_at(i: u64) -> u64 {
-    ROOTS_OFFSET + i * ROOT_SIZE
-}
-
 fn check_name(name: &str) -> Result<&[u8]> {
     let b = name.as_bytes();
-    if b.is_empty() || b.len() as u64 > ROOT_NAME_MAX || b.contains(&0) {
+    if !valid_name(b) {
         return Err(Error::InvalidRootName(name.to_owned()));
     }
     Ok(b)
 }
 
-/// One used entry: (index, name, block offset).
-fn entries(heap: &Heap) -> Result<Vec<(u64, Vec<u8>, u64)>> {
-    let r = &heap.region;
-    let mut out = Vec::new();
-    for i in 0..ROOT_COUNT {
-        let e = entry_at(i);
-        let block = r.load(e + ROOT_BLOCK)?;
-        if block == 0 {
-            continue;
+/// The used entries, each checked to name a used block.
+fn entries(heap: &Heap) -> Result<Vec<Entry>> {
+    let entries = ROOTS.entries(heap)?;
+    for e in &entries {
+        if heap.core().block_at(e.target)?.is_free() {
+            return Err(Error::corrupt("root names a free block", ROOTS.entry(e.index)));
         }
-        let len = u64::from(r.load32(e + ROOT_NAME_LEN)?);
-        if len == 0 || len > ROOT_NAME_MAX {
-            return Err(Error::corrupt("root name length out of range", e + ROOT_NAME_LEN));
-        }
-        let mut name = vec![0; len as usize];
-        r.read_bytes(e + ROOT_NAME, &mut name)?;
-        let t = heap.core().block_at(block)?;
-        if t.is_free() {
-            return Err(Error::corrupt("root names a free block", e));
-        }
-        out.push((i, name, block));
     }
-    Ok(out)
+    Ok(entries)
 }
 
 fn find(heap: &Heap, name: &[u8]) -> Result<Option<(u64, u64)>> {
-    Ok(entries(heap)?.into_iter().find(|(_, n, _)| n == name).map(|(i, _, b)| (i, b)))
+    Ok(entries(heap)?.into_iter().find(|e| e.name == name).map(|e| (e.index, e.target)))
 }
 
 /// Adds a problem for every root entry that is malformed or names something that is not a
@@ -57,7 +40,7 @@ fn find(heap: &Heap, name: &[u8]) -> Result<Option<(u64, u64)>> {
 pub(super) fn check(heap: &Heap, report: &mut CheckReport) -> Result<()> {
     let _g = heap.lock()?;
     for i in 0..ROOT_COUNT {
-        let e = entry_at(i);
+        let e = ROOTS.entry(i);
         let block = heap.region.load(e + ROOT_BLOCK)?;
         if block == 0 {
             continue;
@@ -79,22 +62,17 @@ pub(super) fn check(heap: &Heap, report: &mut CheckReport) -> Result<()> {
 pub(super) fn set(heap: &Heap, name: &str, block: u64) -> Result<()> {
     let name = check_name(name)?;
     let _g = heap.lock()?;
-    let r = &heap.region;
     match find(heap, name)? {
         Some((_, old)) if old == block => Ok(()),
         Some((i, old)) => {
             heap.add_hold_locked(block)?;
-            r.store(entry_at(i) + ROOT_BLOCK, block)?;
+            ROOTS.set_target(heap, i, block)?;
             heap.release_hold_locked(old)
         }
         None => {
-            let free = (0..ROOT_COUNT).find(|&i| r.load(entry_at(i) + ROOT_BLOCK).ok() == Some(0));
-            let i = free.ok_or(Error::RootsFull)?;
-            r.zero(entry_at(i) + ROOT_NAME, ROOT_NAME_MAX)?;
-            r.write_bytes(entry_at(i) + ROOT_NAME, name)?;
-            r.store32(entry_at(i) + ROOT_NAME_LEN, name.len() as u32)?;
+            let i = ROOTS.free_entry(heap).ok_or(Error::RootsFull)?;
             heap.add_hold_locked(block)?;
-            r.store(entry_at(i) + ROOT_BLOCK, block)
+            ROOTS.write(heap, i, name, block)
         }
     }
 }
@@ -106,7 +84,7 @@ pub(super) fn get(heap: &Heap, name: &str) -> Result<Option<Obtained>> {
         return Ok(None);
     };
     let got = heap.acquire_locked(&g, block);
-    got.ok_or(Error::corrupt("root names a block with no references", entry_at(i)))?.map(Some)
+    got.ok_or(Error::corrupt("root names a block with no references", ROOTS.entry(i)))?.map(Some)
 }
 
 pub(super) fn remove(heap: &Heap, name: &str) -> Result<bool> {
@@ -115,7 +93,7 @@ pub(super) fn remove(heap: &Heap, name: &str) -> Result<bool> {
     let Some((i, block)) = find(heap, name)? else {
         return Ok(false);
     };
-    heap.region.store(entry_at(i) + ROOT_BLOCK, 0)?;
+    ROOTS.set_target(heap, i, 0)?;
     heap.release_hold_locked(block)?;
     Ok(true)
 }
@@ -124,10 +102,10 @@ pub(super) fn list(heap: &Heap) -> Result<Vec<(String, BlockHandle)>> {
     let _g = heap.lock()?;
     entries(heap)?
         .into_iter()
-        .map(|(i, name, block)| {
-            let name =
-                String::from_utf8(name).map_err(|_| Error::corrupt("root name is not UTF-8", entry_at(i)))?;
-            Ok((name, heap.handle_of(block)))
+        .map(|e| {
+            let name = String::from_utf8(e.name)
+                .map_err(|_| Error::corrupt("root name is not UTF-8", ROOTS.entry(e.index)))?;
+            Ok((name, heap.handle_of(e.target)))
         })
         .collect()
 }
