@@ -163,7 +163,7 @@ impl MemoryBlock {
 
     fn ensure_exclusive(&self) -> Result<()> {
         let w = self.heap.rc(self.offset);
-        let count = self.ref_count();
+        let count = rc::count(w) + self.local_extra();
         if count != 1 || rc::published(w) {
             return Err(Error::Shared { count });
         }
@@ -173,8 +173,12 @@ impl MemoryBlock {
     /// References to this block: every `MemoryBlock` of this process, and every hold elsewhere
     /// (another process's references, a named root), as counted in the block header.
     pub fn ref_count(&self) -> u64 {
-        let local_extra = self.hold.as_ref().map_or(0, |h| Arc::strong_count(h) as u64 - 1);
-        rc::count(self.heap.rc(self.offset)) + local_extra
+        rc::count(self.heap.rc(self.offset)) + self.local_extra()
+    }
+
+    /// This process's clones of a hold beyond the one the header counts (0 for owners).
+    fn local_extra(&self) -> u64 {
+        self.hold.as_ref().map_or(0, |h| Arc::strong_count(h) as u64 - 1)
     }
 
     /// Whether the block has been published (a handle taken, rooted or resolved elsewhere);
@@ -209,9 +213,8 @@ impl MemoryBlock {
 
     /// Changes the length; see [`crate::MemoryManager::resize`].
     pub fn resize(&mut self, new_len: usize) -> Result<()> {
-        let extra = self.hold.as_ref().map_or(0, |h| Arc::strong_count(h) as u64 - 1);
         let index = self.hold.as_ref().and_then(|h| h.index);
-        let moved = self.heap.resize(self.offset, new_len as u64, extra, index)?;
+        let moved = self.heap.resize(self.offset, new_len as u64, self.local_extra(), index)?;
         let offset = match moved {
             None => self.offset,
             Some(new) => {
