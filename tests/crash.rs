@@ -82,7 +82,7 @@ fn grab(m: &MappedManager) -> Res<(Vec<MemoryBlock>, Vec<MemoryBlock>)> {
     Ok((mine, theirs))
 }
 
-/// Random allocate / resize / free / share-with-parent / acquire-by-handle / release, until
+/// Random allocate (small, large, aligned) / resize / free / share-with-parent / acquire-by-handle / release, until
 /// killed.
 fn crashy(store: &Path) -> Res {
     let m = MappedManager::open(store)?;
@@ -96,7 +96,12 @@ fn crashy(store: &Path) -> Res {
         match rng.gen_range(0..12) {
             0..=3 if mine.len() < 200 => {
                 next_id += 1;
-                let mut b = m.allocate(rng.gen_range(0..4096))?;
+                // Small blocks go through the thread cache; aligned ones split off a gap.
+                let len = if rng.gen_bool(0.5) { rng.gen_range(0..600) } else { rng.gen_range(0..4096) };
+                let mut b = match rng.gen_range(0..4) {
+                    0 => m.allocate_aligned(len, 1 << rng.gen_range(5..=12))?,
+                    _ => m.allocate(len)?,
+                };
                 stamp(&mut b, next_id, 0)?;
                 mine.push((b, next_id));
             }

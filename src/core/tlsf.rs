@@ -17,6 +17,7 @@ use crate::core::header::{Tag, FLAG_PREV_FREE};
 use crate::core::region::Region;
 use crate::error::{Error, Result};
 use crate::format::*;
+use crate::sync::Ordering;
 
 /// Block size needed to hold `len` payload bytes, or `None` when it cannot be represented.
 pub(crate) fn block_size(len: u64) -> Option<u64> {
@@ -134,8 +135,16 @@ impl<'r> Core<'r> {
         self.r.zero(off, HEADER_SIZE)
     }
 
+    /// Sets or clears `PREV_FREE` with one atomic read-modify-write: the block may be parked,
+    /// and its owner may rewrite its slack at the same moment without the lock.
     fn set_prev_free(&self, off: u64, on: bool) -> Result<()> {
-        self.set_tag(off, self.tag(off)?.with_prev_free(on))
+        let word = self.r.u64_at(off + HDR_TAG)?;
+        if on {
+            word.fetch_or(FLAG_PREV_FREE, Ordering::Relaxed);
+        } else {
+            word.fetch_and(!FLAG_PREV_FREE, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     // ---- free lists -------------------------------------------------------------------
@@ -255,13 +264,9 @@ impl<'r> Core<'r> {
         };
         let mut size = self.tag(found)?.size();
         self.remove(found, size)?;
-        let mut off = found;
-        let gap = aligned_gap(off + HEADER_SIZE, align);
-        if gap > 0 {
-            self.write_free(off, gap)?;
-            off += gap;
-            size -= gap;
-        }
+        let gap = aligned_gap(found + HEADER_SIZE, align);
+        let off = found + gap;
+        size -= gap;
         let rest = size - need;
         if rest >= MIN_BLOCK {
             self.write_free(off + need, rest)?;
@@ -271,6 +276,12 @@ impl<'r> Core<'r> {
         }
         let tag = Tag::used(size, size - HEADER_SIZE - len, align_log2).with_prev_free(gap > 0);
         self.set_tag(off, tag)?;
+        // The commit point when an alignment gap is split off: until this store the found
+        // block's tag still spans everything written above, so a walk (and a rebuild after a
+        // crash) sees one free block.
+        if gap > 0 {
+            self.write_free(found, gap)?;
+        }
         self.account(size as i64, 1)?;
         Ok(Some(Carved { offset: off, size }))
     }
@@ -451,7 +462,7 @@ impl<'r> Core<'r> {
                 self.write_free(start, size)?;
                 prev_free = true;
             }
-            self.set_tag(b.offset, b.tag.with_prev_free(prev_free))?;
+            self.set_prev_free(b.offset, prev_free)?;
             prev_free = false;
             used += b.tag.size();
             live += 1;
