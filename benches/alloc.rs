@@ -4,6 +4,8 @@
 //!
 //!     cargo bench --bench alloc            # MMHEAP_ALLOC_OPS scales the churn workloads
 //!
+//! `MMHEAP_ALLOC_ONLY=small,mixed,fill,clone,reopen,two` runs only the named workloads.
+//!
 //! Workloads: small churn (16..=512 B, live set capped at 10,000), mixed churn (log-uniform
 //! 16 B..64 KiB, live set capped at 2,000), fill (1,000,000 blocks of 64 B, then free them:
 //! time per allocate and per free, heap bytes per payload byte), reopen (a cleanly closed store
@@ -119,10 +121,15 @@ fn main() -> Res {
         return Ok(());
     }
     let ops = env("MMHEAP_ALLOC_OPS", 2_000_000);
+    let only = std::env::var("MMHEAP_ALLOC_ONLY").ok();
+    let want = |name: &str| only.as_deref().map_or(true, |o| o.split(',').any(|w| w == name));
     let store = MappedManager::temporary(&Options::new().max_size(4 << 30))?;
     let default = DefaultManager::new()?;
     println!("per operation, {ops} operations; ratio = mmheap / baseline (lower is better)");
     for (name, sizes) in [("small churn", Sizes::Small), ("mixed churn", Sizes::Mixed)] {
+        if !want(name.split(' ').next().unwrap_or_default()) {
+            continue;
+        }
         let glibc = raw(&SYSTEM, sizes, ops);
         let mi = raw(&MIMALLOC, sizes, ops);
         let mapped = managed(&store, sizes, ops);
@@ -133,10 +140,18 @@ fn main() -> Res {
             dflt / mi
         );
     }
-    fill(&store)?;
-    clone_drop(&store)?;
-    reopen()?;
-    two_processes(ops)?;
+    if want("fill") {
+        fill(&store)?;
+    }
+    if want("clone") {
+        clone_drop(&store)?;
+    }
+    if want("reopen") {
+        reopen()?;
+    }
+    if want("two") {
+        two_processes(ops)?;
+    }
     Ok(())
 }
 

@@ -134,6 +134,10 @@ pub const SLOT_NONCE: u64 = 16;
 /// Slot field: `u64` header offset of the process's hold table (0 = none): a block it owns whose
 /// payload is an array of `u64` header offsets, one per other hold the process has (0 = unused).
 pub const SLOT_HOLDS: u64 = 24;
+/// Slot field: `u64` header offset of the process's cache counter table (0 = none): a block it
+/// owns holding 64 cells of 64 bytes, one per thread cache: `u64` bytes and `u64` blocks parked
+/// in that cache (written only by the cache's thread).
+pub const SLOT_CACHES: u64 = 32;
 /// Slot state: nobody.
 pub const SLOT_FREE: u32 = 0;
 /// Slot state: a process has attached and holds the slot's liveness lock.

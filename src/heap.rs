@@ -36,6 +36,9 @@ pub(crate) trait Backing: Send + Sync {
     fn detach(&self, region: &Region);
     /// This process's registry slot, for stores shared between processes.
     fn slot(&self) -> Option<u32>;
+    /// Whether the memory is a store with a process registry (a file), as opposed to a
+    /// process's own heap.
+    fn has_registry(&self) -> bool;
 }
 
 /// A reference to a block obtained from the heap: how this process counts it.
@@ -67,6 +70,10 @@ pub(crate) struct Heap {
     /// This process's hold table (stores shared between processes only). Taken only while the
     /// store lock is held.
     holds: Mutex<HoldTable>,
+    /// Unique among the heaps of this process (thread caches are looked up by it).
+    pub(crate) id: u64,
+    /// The per-thread block caches made for this heap.
+    pub(crate) caches: Mutex<crate::cache::Caches>,
 }
 
 /// Proof of holding the store lock.
@@ -101,12 +108,29 @@ impl Heap {
     /// Wraps a validated region. `tag` is this process's owner tag.
     pub(crate) fn new(region: Region, backing: Box<dyn Backing>, tag: u32) -> Result<Heap> {
         let key = region.load(SB_KEY)?;
-        Ok(Heap { region, backing, key, tag, holds: Mutex::default() })
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        Ok(Heap { region, backing, key, tag, holds: Mutex::default(), id, caches: Mutex::default() })
+    }
+
+    /// The store key (for header check words).
+    pub(crate) fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// This process's owner tag.
+    pub(crate) fn tag(&self) -> u32 {
+        self.tag
     }
 
     /// This process's registry slot, if the memory is shared between processes.
     pub(crate) fn slot(&self) -> Option<u32> {
         self.backing.slot()
+    }
+
+    /// Whether the memory is a store with a process registry.
+    pub(crate) fn has_registry(&self) -> bool {
+        self.backing.has_registry()
     }
 
     /// Whether the process attached to `slot` is gone.
@@ -181,13 +205,29 @@ impl Heap {
     /// Allocates a block for raw use (allocator interfaces): no `MemoryBlock`, one owner
     /// reference that [`Heap::free_raw`] gives back.
     pub(crate) fn alloc_raw(&self, len: u64, align_log2: u32) -> Option<NonNull<u8>> {
-        let g = self.lock().ok()?;
-        let off = self.allocate_locked(&g, len, align_log2).ok()?;
+        let off = self.allocate(len, align_log2).ok()?.offset;
         self.payload(off, len).ok()
     }
 
     /// Frees a block from [`Heap::alloc_raw`].
     pub(crate) fn free_raw(&self, off: u64) {
+        if let Ok(word) = self.rc_word(off) {
+            word.store(rc::parked(u64::from(self.tag)), Ordering::Release);
+            self.park_or_free(off);
+        }
+    }
+
+    /// Parks a block whose count has just reached zero in this thread's cache, or frees it.
+    /// Its owner field still names this process.
+    fn park_or_free(&self, off: u64) {
+        let Ok(t) = self.core().tag(off) else { return };
+        if t.align_log2() == 4 && t.size() <= crate::cache::CLASS_LIMIT {
+            if let Some(c) = self.cache() {
+                if c.put(self, off, t.size()) {
+                    return;
+                }
+            }
+        }
         if let Ok(g) = self.lock() {
             // An error means a corrupt heap; the block is leaked rather than risk more.
             let _ = self.free_owned_locked(&g, off);
@@ -198,6 +238,11 @@ impl Heap {
 
     /// Allocates a block of `len` bytes aligned to `1 << align_log2`, owned by this process.
     pub(crate) fn allocate(&self, len: u64, align_log2: u32) -> Result<Obtained> {
+        if align_log2 == 4 && len < crate::cache::CLASS_LIMIT {
+            if let Some(offset) = self.cache().map_or(Ok(None), |c| c.take(self, len))? {
+                return Ok(Obtained { offset, len, kind: RefKind::Owner, hold_index: None });
+            }
+        }
         let g = self.lock()?;
         let offset = self.allocate_locked(&g, len, align_log2)?;
         Ok(Obtained { offset, len, kind: RefKind::Owner, hold_index: None })
@@ -212,13 +257,38 @@ impl Heap {
         };
         let off = carved.offset;
         pause("alloc-carved");
-        let gen = self.region.load(SB_NEXT_GEN)?;
-        let next = gen.checked_add(1).ok_or(Error::corrupt("generation counter exhausted", SB_NEXT_GEN))?;
-        self.region.store(SB_NEXT_GEN, next)?;
+        self.stamp(off, rc::fresh(u64::from(self.tag)))?;
+        Ok(off)
+    }
+
+    /// Writes a new generation, the check word and the reference word `word` into the header
+    /// of a block just carved (under the lock).
+    fn stamp(&self, off: u64, word: u64) -> Result<()> {
+        let (gen, _) = self.reserve_generations_unchecked(1)?;
         self.region.store(off + HDR_GEN, gen)?;
         self.region.store(off + HDR_CHECK, check_word(self.key, off, gen))?;
-        self.rc_word(off)?.store(rc::fresh(u64::from(self.tag)), Ordering::Release);
-        Ok(off)
+        self.rc_word(off)?.store(word, Ordering::Release);
+        Ok(())
+    }
+
+    /// Reserves `n` generations never issued before: returns the range `[start, end)`.
+    pub(crate) fn reserve_generations(&self, _g: &Guard<'_>, n: u64) -> Result<(u64, u64)> {
+        self.reserve_generations_unchecked(n)
+    }
+
+    fn reserve_generations_unchecked(&self, n: u64) -> Result<(u64, u64)> {
+        let gen = self.region.load(SB_NEXT_GEN)?;
+        let next = gen.checked_add(n).ok_or(Error::corrupt("generation counter exhausted", SB_NEXT_GEN))?;
+        self.region.store(SB_NEXT_GEN, next)?;
+        Ok((gen, next))
+    }
+
+    /// Carves a block for `len` bytes from the free space there is (no growth) and leaves it
+    /// parked: owned by this process, count zero. Returns its offset and size.
+    pub(crate) fn carve_parked(&self, _g: &Guard<'_>, len: u64) -> Result<Option<(u64, u64)>> {
+        let Some(c) = self.core().alloc(len, 4)? else { return Ok(None) };
+        self.stamp(c.offset, rc::parked(u64::from(self.tag)))?;
+        Ok(Some((c.offset, c.size)))
     }
 
     fn max_size(&self) -> Result<u64> {
@@ -263,6 +333,10 @@ impl Heap {
             return;
         }
         fence(Ordering::Acquire);
+        if rc::count(prev) == 1 {
+            // Nobody else holds it: it stays ours, parked (or freed).
+            return self.park_or_free(off);
+        }
         let Ok(_g) = self.lock() else { return };
         let w = word.fetch_and(!rc::OWNER_MASK, Ordering::AcqRel) & !rc::OWNER_MASK;
         if rc::count(w) == 0 {
@@ -338,35 +412,74 @@ impl Heap {
     pub(crate) fn resolve(&self, h: BlockHandle) -> Result<Obtained> {
         let g = self.lock()?;
         let off = self.validate_handle(h)?;
-        self.acquire_locked(&g, off)
-            .ok_or(Error::StaleHandle { offset: h.offset, generation: h.generation })?
+        let stale = Error::StaleHandle { offset: h.offset, generation: h.generation };
+        self.acquire_locked(&g, off, Some(h.generation)).ok_or(stale)?
     }
 
     /// Adds a reference to the used block at `off` for this process (under the lock): an
     /// owner reference if this process owns it, else an other hold. `None` if the block is
-    /// being freed.
-    pub(crate) fn acquire_locked(&self, g: &Guard<'_>, off: u64) -> Option<Result<Obtained>> {
+    /// being freed or parked, or (with `expect_gen`) now carries another generation.
+    ///
+    /// The generation is read again after the reference is counted: its owner may have parked
+    /// the block and reissued it (lock-free, generation first, reference word last) since the
+    /// handle was validated; the reference word then synchronises with that reissue, so the
+    /// new generation is seen and the reference given back.
+    pub(crate) fn acquire_locked(
+        &self,
+        g: &Guard<'_>,
+        off: u64,
+        expect_gen: Option<u64>,
+    ) -> Option<Result<Obtained>> {
         let word = match self.rc_word(off) {
             Ok(w) => w,
             Err(e) => return Some(Err(e)),
         };
         let mut w = word.load(Ordering::Acquire);
-        loop {
+        let kind = loop {
             let mine = rc::owner(w) == u64::from(self.tag);
             let (new, kind) = if mine && rc::owner_refs(w) > 0 && rc::owner_refs(w) < rc::OWNER_REFS_MASK {
                 (w + 1, RefKind::Owner)
             } else if rc::count(w) > 0 && rc::other(w) < rc::OTHER_MAX {
-                ((w + rc::OTHER_ONE) | rc::PUBLISHED, RefKind::Hold)
+                (w + rc::OTHER_ONE, RefKind::Hold)
             } else if rc::count(w) > 0 {
                 return Some(Err(Error::corrupt("too many holds on one block", off)));
             } else {
                 return None;
             };
             match word.compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Some(self.finish_acquire(g, off, kind)),
+                Ok(_) => break kind,
                 Err(now) => w = now,
             }
+        };
+        let gen = match self.region.load(off + HDR_GEN) {
+            Ok(gen) => gen,
+            Err(e) => return Some(Err(e)),
+        };
+        if expect_gen.is_some_and(|e| e != gen) {
+            let undone = match kind {
+                RefKind::Owner => self.release_owner_locked(g, off),
+                RefKind::Hold => self.release_hold_locked(off),
+            };
+            return undone.err().map(Err);
         }
+        if kind == RefKind::Hold {
+            self.publish(off);
+        }
+        Some(self.finish_acquire(g, off, kind))
+    }
+
+    /// Drops an owner reference under the lock (as [`Heap::release_owner`], without parking).
+    fn release_owner_locked(&self, _g: &Guard<'_>, off: u64) -> Result<()> {
+        let word = self.rc_word(off)?;
+        let prev = word.fetch_sub(1, Ordering::AcqRel);
+        if rc::owner_refs(prev) > 1 {
+            return Ok(());
+        }
+        let w = word.fetch_and(!rc::OWNER_MASK, Ordering::AcqRel) & !rc::OWNER_MASK;
+        if rc::count(w) == 0 {
+            self.core().free(off)?;
+        }
+        Ok(())
     }
 
     /// Takes over an other hold that a store structure (a channel slot) gave up. When nobody
@@ -531,17 +644,19 @@ impl Heap {
 
     // ---- whole-heap -------------------------------------------------------------------
 
+    /// Blocks parked in thread caches count as free: they are no one's.
     pub(crate) fn stats(&self) -> Result<Stats> {
         let _g = self.lock()?;
         let capacity = self.core().capacity()?;
-        let used_bytes = self.region.load(SB_USED_BYTES)?;
+        let (parked_bytes, parked_blocks) = self.parked()?;
+        let used_bytes = self.region.load(SB_USED_BYTES)?.saturating_sub(parked_bytes);
         Ok(Stats {
             capacity,
             max_size: self.max_size()?,
             used_bytes,
             free_bytes: (capacity - HEAP_START - SENTINEL_SIZE).saturating_sub(used_bytes),
             largest_free: self.core().largest_free()?,
-            live_blocks: self.region.load(SB_LIVE_BLOCKS)?,
+            live_blocks: self.region.load(SB_LIVE_BLOCKS)?.saturating_sub(parked_blocks),
             attached_processes: self.backing.attached(&self.region),
             growths: self.region.load(SB_GROWTHS)?,
             recoveries: self.region.load(SB_RECOVERIES)?,
@@ -560,9 +675,9 @@ impl Heap {
 
 impl Drop for Heap {
     fn drop(&mut self) {
-        if let Ok(_g) = self.lock() {
-            self.backing.detach(&self.region);
-        }
+        let Ok(g) = self.lock() else { return };
+        crate::cache::drain(self, &g);
+        self.backing.detach(&self.region);
     }
 }
 

@@ -163,6 +163,9 @@ impl Backing for SnapshotBacking {
     fn slot(&self) -> Option<u32> {
         None
     }
+    fn has_registry(&self) -> bool {
+        true
+    }
 }
 
 /// The lock tag a snapshot uses on its own copy: no registry slot has it.
@@ -212,7 +215,9 @@ impl Snapshot {
     /// The superblock's figures and whether the last shutdown was clean.
     pub fn info(&self) -> StoreInfo {
         let capacity = self.load(SB_CAPACITY);
-        let used_bytes = self.load(SB_USED_BYTES);
+        // Blocks parked in thread caches are nobody's: counted as free, as `stats` does.
+        let (parked_bytes, parked_blocks) = self.heap.parked().unwrap_or((0, 0));
+        let used_bytes = self.load(SB_USED_BYTES).saturating_sub(parked_bytes);
         let free_bytes = capacity.saturating_sub(HEAP_START + SENTINEL_SIZE).saturating_sub(used_bytes);
         let largest_free = self.heap.core().largest_free().unwrap_or(0);
         let dead = self.processes().iter().any(|p| !p.alive);
@@ -224,7 +229,7 @@ impl Snapshot {
             free_bytes,
             largest_free,
             fragmentation: if free_bytes == 0 { 0.0 } else { 1.0 - largest_free as f64 / free_bytes as f64 },
-            live_blocks: self.load(SB_LIVE_BLOCKS),
+            live_blocks: self.load(SB_LIVE_BLOCKS).saturating_sub(parked_blocks),
             growths: self.load(SB_GROWTHS),
             recoveries: self.load(SB_RECOVERIES),
             lock_holder: self.lock_holder,

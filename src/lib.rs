@@ -37,6 +37,7 @@
 compile_error!("mmheap needs a Unix system (Linux is the primary platform; see README \"Status\")");
 
 mod block;
+mod cache;
 mod channel;
 mod core;
 mod default_manager;

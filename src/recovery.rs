@@ -35,8 +35,11 @@ pub struct RecoveryReport {
     pub dead_processes: u64,
     /// Blocks freed because nobody living held them any more.
     pub blocks_freed: u64,
-    /// Bytes in those blocks, headers included.
+    /// Bytes in those blocks and in the cached ones below, headers included.
     pub bytes_freed: u64,
+    /// Blocks freed from dead processes' thread caches (parked, nobody's; their counter
+    /// tables included).
+    pub cached_blocks_freed: u64,
     /// Owner references of dead processes that were dropped.
     pub owner_refs_released: u64,
     /// Other holds that were dropped (dead processes' hold-table entries).
@@ -95,6 +98,8 @@ pub(crate) fn recover_locked(heap: &Heap, g: &Guard<'_>, reclaim_own: bool) -> R
     let holds = living_holds(heap, &dead)?;
     let mut report = RecoveryReport { dead_processes: dead.len() as u64, ..RecoveryReport::default() };
     let mut doomed = Vec::new();
+    let dead_tables: Vec<u64> =
+        dead.iter().map(|&i| heap.region.load(slot_offset(i) + SLOT_CACHES)).collect::<Result<_>>()?;
     heap.core().walk(|b| {
         if b.tag.is_free() {
             return Ok(());
@@ -117,14 +122,19 @@ pub(crate) fn recover_locked(heap: &Heap, g: &Guard<'_>, reclaim_own: bool) -> R
         report.owner_refs_released += rc::owner_refs(w) - rc::owner_refs(new);
         report.holds_released += rc::other(w).saturating_sub(rc::other(new));
         if rc::count(new) == 0 && rc::owner(new) == 0 {
-            doomed.push((b.offset, b.tag.size()));
+            let cached = rc::count(w) == 0 && rc::owner(w) != 0 || dead_tables.contains(&b.offset);
+            doomed.push((b.offset, b.tag.size(), cached));
         }
         Ok(())
     })?;
     crate::hooks::pause("recovery-midway");
-    for (block, size) in doomed {
+    for (block, size, cached) in doomed {
         heap.free_owned_locked(g, block)?;
-        report.blocks_freed += 1;
+        if cached {
+            report.cached_blocks_freed += 1;
+        } else {
+            report.blocks_freed += 1;
+        }
         report.bytes_freed += size;
     }
     crate::channel::forget_endpoints(heap, &dead)?;
@@ -140,6 +150,7 @@ pub(crate) fn recover_locked(heap: &Heap, g: &Guard<'_>, reclaim_own: bool) -> R
 fn release_slot(heap: &Heap, i: u64, ours: bool) -> Result<()> {
     let s = slot_offset(i);
     heap.region.store(s + SLOT_HOLDS, 0)?;
+    heap.region.store(s + SLOT_CACHES, 0)?;
     if ours {
         return heap.region.store32(s + SLOT_STATE, SLOT_ATTACHED);
     }

@@ -299,7 +299,10 @@ fn kill_matrix() -> Result<(), Failed> {
         let s = m.stats()?;
         ensure(
             s.live_blocks == baseline.live_blocks && s.used_bytes == baseline.used_bytes,
-            format!("kill {k}: leak: {} blocks, expected {}", s.live_blocks, baseline.live_blocks),
+            format!(
+                "kill {k}: leak: {} blocks, expected {}; {s:?} vs {baseline:?}",
+                s.live_blocks, baseline.live_blocks
+            ),
         )?;
     }
     println!(

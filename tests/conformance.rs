@@ -98,19 +98,20 @@ fn reference_count_lifecycle<M: Subject>() {
 
 fn resize_keeps_content_in_place_or_moving<M: Subject>() {
     let m = M::make(64 << 20);
-    let mut a = m.allocate(100).unwrap();
+    // Sizes above the thread caches' limit, so that the three blocks lie side by side.
+    let mut a = m.allocate(1000).unwrap();
     a.as_mut_slice().unwrap().iter_mut().enumerate().for_each(|(i, x)| *x = i as u8);
     let neighbour = m.allocate(3000).unwrap();
-    let _fence = m.allocate(16).unwrap();
+    let _fence = m.allocate(1000).unwrap();
     drop(neighbour);
     let before = a.offset();
     m.resize(&mut a, 2000).unwrap();
     assert_eq!(a.offset(), before, "grows in place into the free neighbour");
     assert_eq!(a.len(), 2000);
-    assert!(a.as_slice()[..100].iter().enumerate().all(|(i, x)| *x == i as u8));
+    assert!(a.as_slice()[..1000].iter().enumerate().all(|(i, x)| *x == i as u8));
     m.resize(&mut a, 50_000).unwrap();
     assert_ne!(a.offset(), before, "no room next to it: moves");
-    assert!(a.as_slice()[..100].iter().enumerate().all(|(i, x)| *x == i as u8));
+    assert!(a.as_slice()[..1000].iter().enumerate().all(|(i, x)| *x == i as u8));
     m.resize(&mut a, 10).unwrap();
     assert_eq!(a.as_slice(), &(0..10).collect::<Vec<u8>>()[..]);
     assert!(m.sound());

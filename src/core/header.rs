@@ -1,6 +1,8 @@
 //! Encoding of the two packed words of a block header: the tag and the reference word.
 //!
-//! Tag (`HDR_TAG`, changed only under the store lock):
+//! Tag (`HDR_TAG`, changed under the store lock, except the slack of a parked block, which its
+//! owner rewrites with an atomic xor when it reissues it; flag changes on used blocks are atomic
+//! read-modify-writes for that reason):
 //!
 //! | bits    | meaning                                                          |
 //! |---------|------------------------------------------------------------------|
@@ -22,8 +24,10 @@
 //! | 63      | published: a handle was taken or the block was shared; never cleared |
 //!
 //! States: a free block has reference word 0. A used block has owner references > 0 (and then
-//! a non-zero owner) or other holds > 0, except in the short window where its last holder is
-//! releasing it under the lock.
+//! a non-zero owner) or other holds > 0, except when its count is 0 and it has an owner: then
+//! it is *parked* in a thread cache of that owner (`cache.rs`), or its last holder is releasing
+//! it. Either way the owner (or, if it died, recovery) frees or reuses it; nobody else may take
+//! a reference to a block whose count is 0.
 
 use crate::format::{GRANULE, HEADER_SIZE};
 
@@ -122,6 +126,10 @@ pub(crate) mod rc {
     /// A fresh word: one owner reference held by `owner` (slot + 1).
     pub(crate) fn fresh(owner: u64) -> u64 {
         owner << OWNER_SHIFT | 1
+    }
+    /// A parked block's word: owned by `owner` (slot + 1), no reference (see `cache.rs`).
+    pub(crate) fn parked(owner: u64) -> u64 {
+        owner << OWNER_SHIFT
     }
 }
 

@@ -83,7 +83,7 @@ pub(super) fn get(heap: &Heap, name: &str) -> Result<Option<Obtained>> {
     let Some((i, block)) = find(heap, name)? else {
         return Ok(None);
     };
-    let got = heap.acquire_locked(&g, block);
+    let got = heap.acquire_locked(&g, block, None);
     got.ok_or(Error::corrupt("root names a block with no references", ROOTS.entry(i)))?.map(Some)
 }
 

@@ -324,9 +324,10 @@ fn check(file: &PathBuf, json: bool) -> Result<ExitCode, Error> {
 
 fn describe(r: &RecoveryReport) -> String {
     format!(
-        "{} dead process(es), {} block(s) freed ({}), {} owner reference(s) and {} hold(s) released",
+        "{} dead process(es), {} block(s) freed and {} from caches ({}), {} owner reference(s) and {} hold(s) released",
         r.dead_processes,
         r.blocks_freed,
+        r.cached_blocks_freed,
         human(r.bytes_freed),
         r.owner_refs_released,
         r.holds_released
@@ -344,6 +345,7 @@ fn recover(file: &PathBuf, dry_run: bool) -> Result<(), Error> {
     let again = m.recover()?;
     total.dead_processes += again.dead_processes;
     total.blocks_freed += again.blocks_freed;
+    total.cached_blocks_freed += again.cached_blocks_freed;
     total.bytes_freed += again.bytes_freed;
     total.owner_refs_released += again.owner_refs_released;
     total.holds_released += again.holds_released;

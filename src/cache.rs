@@ -1,0 +1,368 @@
+//! Per-thread caches of small blocks: allocation and release without the store lock.
+//!
+//! A block whose last reference goes is *parked* instead of freed when it is small (at most
+//! [`CLASS_LIMIT`] bytes with its header) and default-aligned: it stays a used block in the
+//! core, its reference word keeps the owner (this process) with a count of zero, and its offset
+//! goes onto a stack in the releasing thread's cache. The next allocation of the same block
+//! size on that thread pops it, writes a new generation and check word, and publishes the
+//! fresh reference word last. Only refilling an empty stack (carving a batch of blocks) and
+//! spilling a full one take the store lock.
+//!
+//! Why this keeps recovery exact (ARCHITECTURE.md, "Block caches"):
+//! - a parked block has count 0 and a living owner, so resolving a handle to it fails
+//!   (count 0 refuses a reference) and recovery keeps it; when the owner dies, recovery drops
+//!   the owner and frees it with the rest of the dead process's blocks;
+//! - generations come from a range reserved under the lock, so every allocation still gets a
+//!   generation never issued before; a resolve re-reads the generation after its
+//!   compare-and-swap (`Heap::acquire_locked`), which catches a block re-issued under it;
+//! - each cache counts its parked blocks and bytes in a cell of a per-process table in the
+//!   store (the slot's `SLOT_CACHES`), written only by the cache's thread, so `stats` of any
+//!   process can leave parked blocks out without a lock.
+//!
+//! The stacks themselves are in process memory: nothing a peer writes can steer them.
+
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::sync::{Arc, MutexGuard};
+
+use crate::core::header::{check_word, rc, Tag};
+use crate::core::tlsf::block_size;
+use crate::error::Result;
+use crate::format::*;
+use crate::heap::{Guard, Heap};
+use crate::sync::{AtomicU8, Ordering};
+
+/// Largest block size (header included) that is cached.
+pub(crate) const CLASS_LIMIT: u64 = 640;
+const CLASSES: usize = (CLASS_LIMIT / GRANULE) as usize + 1;
+/// Most blocks a stack keeps; a full stack spills half of them to the core.
+const STACK: usize = 64;
+/// Bytes a refill carves at most (and at least one block).
+const REFILL_BYTES: u64 = 8 << 10;
+/// Generations reserved at once.
+const GEN_BATCH: u64 = 1 << 12;
+
+/// A thread's stacks of parked blocks for one heap. Touched only by the thread that has
+/// claimed it, or by the heap's drop (when no thread can reach the heap any more).
+pub(crate) struct ThreadCache {
+    state: UnsafeCell<State>,
+    /// Store offset of this cache's counter cell: `u64` parked bytes, then `u64` parked blocks.
+    cell: u64,
+    /// 1 while a thread has claimed the cache, 0 once that thread exited.
+    claimed: AtomicU8,
+    /// 1 once the heap was dropped: the cache is empty and never used again.
+    gone: AtomicU8,
+}
+
+// SAFETY: `state` is reached only by the one thread that claimed the cache (the claim is an
+// acquire/release handover through `claimed`) or by `Heap::drop`, which runs when no thread
+// holds the heap; the remaining fields are atomics or immutable.
+unsafe impl Sync for ThreadCache {}
+// SAFETY: as above; nothing in it is tied to the creating thread.
+unsafe impl Send for ThreadCache {}
+
+struct State {
+    stacks: [[u64; STACK]; CLASSES],
+    depth: [u8; CLASSES],
+    next_gen: u64,
+    gen_end: u64,
+    bytes: u64,
+    blocks: u64,
+}
+
+/// The heap's side: every cache made for it and the table of their counter cells.
+#[derive(Default)]
+pub(crate) struct Caches {
+    all: Vec<Arc<ThreadCache>>,
+    /// Header offset of the counter table block, 0 before the first cache.
+    table: u64,
+}
+
+/// Caches per process and heap (one counter cell each); further threads take the lock path.
+pub(crate) const CELLS: u64 = 64;
+const CELL_SIZE: u64 = 64;
+
+/// The caches this thread has claimed, released when the thread exits.
+struct Claims(Vec<(u64, Arc<ThreadCache>)>);
+
+impl Drop for Claims {
+    fn drop(&mut self) {
+        let _ = LAST.try_with(|l| l.set((0, std::ptr::null())));
+        for (_, c) in self.0.drain(..) {
+            c.claimed.store(0, Ordering::Release);
+        }
+    }
+}
+
+thread_local! {
+    /// The cache used last: (heap id, cache). Checked before anything else.
+    static LAST: Cell<(u64, *const ThreadCache)> = const { Cell::new((0, std::ptr::null())) };
+    static CLAIMS: RefCell<Claims> = const { RefCell::new(Claims(Vec::new())) };
+}
+
+/// The cache class of a block size, if blocks of that size are cached.
+fn class(size: u64) -> Option<usize> {
+    (size <= CLASS_LIMIT).then_some((size / GRANULE) as usize)
+}
+
+impl ThreadCache {
+    #[allow(clippy::mut_from_ref)]
+    fn state(&self) -> &mut State {
+        // SAFETY: only the claiming thread (or the heap's drop, exclusively) calls this, and
+        // no caller keeps the reference across another call (see the `Sync` impl).
+        unsafe { &mut *self.state.get() }
+    }
+
+    /// Publishes the counters to the cell (plain stores: this thread is the only writer).
+    fn publish_counts(&self, heap: &Heap, s: &State) {
+        let _ = heap.region.store(self.cell, s.bytes);
+        let _ = heap.region.store(self.cell + 8, s.blocks);
+    }
+
+    /// Pops a parked block of the size `len` needs and makes it a fresh allocation owned by
+    /// this process, refilling the stack under the lock when it is empty.
+    pub(crate) fn take(&self, heap: &Heap, len: u64) -> Result<Option<u64>> {
+        let Some(size) = block_size(len) else { return Ok(None) };
+        let Some(c) = class(size) else { return Ok(None) };
+        let s = self.state();
+        if s.depth[c] == 0 || s.next_gen == s.gen_end {
+            self.refill(heap, size)?;
+        }
+        let s = self.state();
+        if s.depth[c] == 0 {
+            return Ok(None);
+        }
+        s.depth[c] -= 1;
+        let off = s.stacks[c][usize::from(s.depth[c])];
+        debug_assert_eq!(heap.rc(off) & !rc::PUBLISHED, rc::parked(u64::from(heap.tag())), "take {off:#x}");
+        let gen = s.next_gen;
+        s.next_gen += 1;
+        s.bytes -= size;
+        s.blocks -= 1;
+        self.publish_counts(heap, s);
+        heap.reissue(off, len, gen)?;
+        Ok(Some(off))
+    }
+
+    /// Parks the block at `off` (size `size`, count now zero, owner this process) if its
+    /// stack has room or can make some. `false`: the caller frees it the usual way.
+    pub(crate) fn put(&self, heap: &Heap, off: u64, size: u64) -> bool {
+        let Some(c) = class(size) else { return false };
+        if usize::from(self.state().depth[c]) == STACK && self.spill(heap, c).is_err() {
+            return false;
+        }
+        let s = self.state();
+        debug_assert!(!s.stacks[c][..usize::from(s.depth[c])].contains(&off), "parked twice: {off:#x}");
+        debug_assert_eq!(heap.rc(off) & !rc::PUBLISHED, rc::parked(u64::from(heap.tag())), "put {off:#x}");
+        s.stacks[c][usize::from(s.depth[c])] = off;
+        s.depth[c] += 1;
+        s.bytes += size;
+        s.blocks += 1;
+        self.publish_counts(heap, s);
+        true
+    }
+
+    /// Carves up to [`REFILL_BYTES`] of blocks of `size` bytes and reserves generations.
+    fn refill(&self, heap: &Heap, size: u64) -> Result<()> {
+        let g = heap.lock()?;
+        let s = self.state();
+        if s.next_gen == s.gen_end {
+            (s.next_gen, s.gen_end) = heap.reserve_generations(&g, GEN_BATCH)?;
+        }
+        let want = (REFILL_BYTES / size).clamp(1, STACK as u64 / 2) as usize;
+        let mut carved = [(0u64, 0u64); STACK / 2];
+        let mut n = 0;
+        while n < want {
+            if n > 0 && heap.region.load(SB_CAPACITY)? - heap.region.load(SB_USED_BYTES)? < 2 * REFILL_BYTES {
+                break; // leave the last free space of the store to whoever needs it
+            }
+            let Some(block) = heap.carve_parked(&g, size - HEADER_SIZE)? else { break };
+            carved[n] = block;
+            n += 1;
+        }
+        // The first carved (lowest, where the best fit was) is handed out first.
+        for &(off, got) in carved[..n].iter().rev() {
+            match class(got).filter(|&gc| usize::from(s.depth[gc]) < STACK) {
+                Some(gc) => {
+                    s.stacks[gc][usize::from(s.depth[gc])] = off;
+                    s.depth[gc] += 1;
+                    s.bytes += got;
+                    s.blocks += 1;
+                }
+                None => heap.free_owned_locked(&g, off)?,
+            }
+        }
+        self.publish_counts(heap, s);
+        Ok(())
+    }
+
+    /// Frees the older half of stack `c` (under the lock).
+    fn spill(&self, heap: &Heap, c: usize) -> Result<()> {
+        let g = heap.lock()?;
+        let s = self.state();
+        let keep = STACK / 2;
+        for i in 0..keep {
+            let off = s.stacks[c][i];
+            let size = heap.core().tag(off)?.size();
+            heap.free_owned_locked(&g, off)?;
+            s.bytes -= size;
+            s.blocks -= 1;
+        }
+        s.stacks[c].copy_within(keep.., 0);
+        s.depth[c] -= keep as u8;
+        self.publish_counts(heap, s);
+        Ok(())
+    }
+
+    /// Frees every parked block (under the lock); the heap is going away.
+    fn drain(&self, heap: &Heap, g: &Guard<'_>) {
+        let s = self.state();
+        for c in 0..CLASSES {
+            for &off in &s.stacks[c][..usize::from(s.depth[c])] {
+                // An error means a corrupt store; the block stays for recovery.
+                let _ = heap.free_owned_locked(g, off);
+            }
+            s.depth[c] = 0;
+        }
+        (s.bytes, s.blocks) = (0, 0);
+        self.publish_counts(heap, s);
+    }
+}
+
+impl Heap {
+    /// This thread's cache for this heap, claiming or making one if needed. `None` when the
+    /// thread cannot have one (all cells taken, the thread is exiting, or we are being called
+    /// from inside the claiming itself).
+    pub(crate) fn cache(&self) -> Option<&ThreadCache> {
+        let (id, p) = LAST.try_with(Cell::get).ok()?;
+        if id == self.id {
+            // SAFETY: `LAST` names a cache this thread claimed for the heap with this id; the
+            // heap (alive: we are in its method) keeps it in `caches`.
+            return Some(unsafe { &*p });
+        }
+        self.cache_slow()
+    }
+
+    #[cold]
+    fn cache_slow(&self) -> Option<&ThreadCache> {
+        let found = CLAIMS.try_with(|claims| {
+            let mut claims = claims.try_borrow_mut().ok()?;
+            if let Some((_, c)) = claims.0.iter().find(|(id, _)| *id == self.id) {
+                return Some(Arc::as_ptr(c));
+            }
+            claims.0.retain(|(_, c)| c.gone.load(Ordering::Acquire) == 0);
+            let c = self.claim_cache()?;
+            let p = Arc::as_ptr(&c);
+            claims.0.push((self.id, c));
+            Some(p)
+        });
+        let p = found.ok().flatten()?;
+        let _ = LAST.try_with(|l| l.set((self.id, p)));
+        // SAFETY: as in `cache`: claimed by this thread, kept alive by `self.caches`.
+        Some(unsafe { &*p })
+    }
+
+    /// Claims a cache an exited thread left, or makes a new one.
+    fn claim_cache(&self) -> Option<Arc<ThreadCache>> {
+        let mut caches = self.caches();
+        if let Some(c) = caches
+            .all
+            .iter()
+            .find(|c| c.claimed.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok())
+        {
+            return Some(c.clone());
+        }
+        if caches.all.len() as u64 == CELLS {
+            return None;
+        }
+        if caches.table == 0 {
+            caches.table = self.make_cell_table().ok()?;
+        }
+        let cell = caches.table + HEADER_SIZE + caches.all.len() as u64 * CELL_SIZE;
+        let state = State {
+            stacks: [[0; STACK]; CLASSES],
+            depth: [0; CLASSES],
+            next_gen: 0,
+            gen_end: 0,
+            bytes: 0,
+            blocks: 0,
+        };
+        let c = Arc::new(ThreadCache {
+            state: UnsafeCell::new(state),
+            cell,
+            claimed: AtomicU8::new(1),
+            gone: AtomicU8::new(0),
+        });
+        caches.all.push(c.clone());
+        Some(c)
+    }
+
+    pub(crate) fn caches(&self) -> MutexGuard<'_, Caches> {
+        self.caches.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Allocates the zeroed counter table and names it in our registry slot.
+    fn make_cell_table(&self) -> Result<u64> {
+        let g = self.lock()?;
+        let table = self.allocate_locked(&g, CELLS * CELL_SIZE, 6)?;
+        self.region.zero(table + HEADER_SIZE, CELLS * CELL_SIZE)?;
+        if let Some(slot) = self.slot() {
+            self.region.store(slot_offset(u64::from(slot)) + SLOT_CACHES, table)?;
+        }
+        Ok(table)
+    }
+
+    /// Bytes and blocks parked in the caches of every attached process (of this process for
+    /// an in-process heap), the counter tables themselves included: none of it is a user's.
+    /// Cells are read without the lock; a value being changed is off by one block at most.
+    pub(crate) fn parked(&self) -> Result<(u64, u64)> {
+        let tables: Vec<u64> = if self.has_registry() {
+            (0..SLOT_COUNT).map(|i| self.region.load(slot_offset(i) + SLOT_CACHES)).collect::<Result<_>>()?
+        } else {
+            vec![self.caches().table]
+        };
+        let (mut bytes, mut blocks) = (0u64, 0u64);
+        for t in tables.into_iter().filter(|&t| t != 0) {
+            bytes = bytes.wrapping_add(self.core().block_at(t)?.size());
+            blocks = blocks.wrapping_add(1);
+            for i in 0..CELLS {
+                let cell = t + HEADER_SIZE + i * CELL_SIZE;
+                bytes = bytes.wrapping_add(self.region.load(cell)?);
+                blocks = blocks.wrapping_add(self.region.load(cell + 8)?);
+            }
+        }
+        Ok((bytes, blocks))
+    }
+
+    /// Makes the parked block at `off` a fresh allocation of `len` bytes with generation
+    /// `gen`, owned by this process. The reference word is stored last: until then the block
+    /// has count zero and no resolve can take a reference to it.
+    pub(crate) fn reissue(&self, off: u64, len: u64, gen: u64) -> Result<()> {
+        let tag_word = self.region.u64_at(off + HDR_TAG)?;
+        let t = Tag(tag_word.load(Ordering::Relaxed));
+        let slack = t.size() - HEADER_SIZE - len;
+        if slack != t.slack() {
+            // Atomic, because the core may flip PREV_FREE of this used block at any time.
+            tag_word.fetch_xor((slack ^ t.slack()) << 48, Ordering::Relaxed);
+        }
+        self.region.store(off + HDR_GEN, gen)?;
+        self.region.store(off + HDR_CHECK, check_word(self.key(), off, gen))?;
+        self.region.u64_at(off + HDR_RC)?.store(rc::fresh(u64::from(self.tag())), Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Frees every cache's parked blocks and the counter table: the heap is being dropped (no
+/// thread can reach it any more), under the lock.
+pub(crate) fn drain(heap: &Heap, g: &Guard<'_>) {
+    let caches = std::mem::take(&mut *heap.caches());
+    for c in &caches.all {
+        c.drain(heap, g);
+        c.gone.store(1, Ordering::Release);
+    }
+    if caches.table != 0 {
+        if let Some(slot) = heap.slot() {
+            let _ = heap.region.store(slot_offset(u64::from(slot)) + SLOT_CACHES, 0);
+        }
+        let _ = heap.free_owned_locked(g, caches.table);
+    }
+}
