@@ -130,10 +130,19 @@ fn main() -> Res {
         if !want(name.split(' ').next().unwrap_or_default()) {
             continue;
         }
-        let glibc = raw(&SYSTEM, sizes, ops);
-        let mi = raw(&MIMALLOC, sizes, ops);
-        let mapped = managed(&store, sizes, ops);
-        let dflt = managed(&default, sizes, ops);
+        // Three rounds, the four allocators interleaved in each; medians.
+        let rounds: Vec<[f64; 4]> = (0..3)
+            .map(|_| {
+                [
+                    raw(&SYSTEM, sizes, ops),
+                    raw(&MIMALLOC, sizes, ops),
+                    managed(&store, sizes, ops),
+                    managed(&default, sizes, ops),
+                ]
+            })
+            .collect();
+        let [glibc, mi, mapped, dflt] =
+            [0, 1, 2, 3].map(|i| median([rounds[0][i], rounds[1][i], rounds[2][i]]));
         println!(
             "{name:<12} glibc {glibc:6.1} ns  mimalloc {mi:6.1} ns  MappedManager {mapped:6.1} ns ({:.2}x glibc)  DefaultManager {dflt:6.1} ns ({:.2}x mimalloc)",
             mapped / glibc,
@@ -153,6 +162,11 @@ fn main() -> Res {
         two_processes(ops)?;
     }
     Ok(())
+}
+
+fn median(mut v: [f64; 3]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[1]
 }
 
 /// 1,000,000 blocks of 64 B, then free them all.
@@ -185,21 +199,22 @@ fn fill(store: &MappedManager) -> Res {
     Ok(())
 }
 
+/// Clone plus drop, against `Arc` (one atomic increment and decrement: the floor for a count
+/// that threads share) and an `Rc` around a `MemoryBlock` (a count private to one thread).
 fn clone_drop(store: &MappedManager) -> Res {
     const N: u32 = 10_000_000;
+    fn per_op<T: Clone>(x: &T) -> f64 {
+        let t = Instant::now();
+        for _ in 0..N {
+            drop(black_box(x.clone()));
+        }
+        t.elapsed().as_nanos() as f64 / f64::from(N)
+    }
     let b = store.allocate(64)?;
-    let t = Instant::now();
-    for _ in 0..N {
-        drop(black_box(b.clone()));
-    }
-    let ns = t.elapsed().as_nanos() as f64 / f64::from(N);
-    let a = std::sync::Arc::new([0u8; 64]);
-    let t = Instant::now();
-    for _ in 0..N {
-        drop(black_box(a.clone()));
-    }
-    let arc = t.elapsed().as_nanos() as f64 / f64::from(N);
-    println!("clone+drop   MemoryBlock {ns:.1} ns   (std Arc {arc:.1} ns)");
+    let ns = per_op(&b);
+    let arc = per_op(&std::sync::Arc::new([0u8; 64]));
+    let rc = per_op(&std::rc::Rc::new(b));
+    println!("clone+drop   MemoryBlock {ns:.1} ns   (std Arc {arc:.1} ns; Rc<MemoryBlock> {rc:.1} ns)");
     Ok(())
 }
 
@@ -252,9 +267,16 @@ fn two_processes(ops: u64) -> Res {
         }
         Ok(t.elapsed())
     };
-    let one = run(1)?;
-    let two = run(2)?;
+    // Three alternating trials; medians.
+    let (mut ones, mut twos) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        ones.push(run(1)?);
+        twos.push(run(2)?);
+    }
+    ones.sort();
+    twos.sort();
+    let (one, two) = (ones[1], twos[1]);
     let speedup = 2.0 * one.as_secs_f64() / two.as_secs_f64();
-    println!("two processes small churn: one alone {one:?}, two at once {two:?}: aggregate throughput {speedup:.2}x one alone");
+    println!("two processes small churn: one alone {one:?}, two at once {two:?}: aggregate throughput {speedup:.2}x one alone (medians of 3)");
     Ok(())
 }

@@ -36,6 +36,11 @@ pub(crate) const CLASS_LIMIT: u64 = 640;
 const CLASSES: usize = (CLASS_LIMIT / GRANULE) as usize + 1;
 /// Most blocks a stack keeps; a full stack spills half of them to the core.
 const STACK: usize = 64;
+/// Bytes a stack keeps at most (and at least [`MIN_STACK`] blocks).
+const STACK_BYTES: u64 = 32 << 10;
+const MIN_STACK: u64 = 4;
+/// Bytes one cache keeps parked at most; beyond, released blocks are freed at once.
+const CACHE_BYTES: u64 = 2 << 20;
 /// Bytes a refill carves at most (and at least one block).
 const REFILL_BYTES: u64 = 8 << 10;
 /// Generations reserved at once.
@@ -104,6 +109,11 @@ fn class(size: u64) -> Option<usize> {
     (size <= CLASS_LIMIT).then_some((size / GRANULE) as usize)
 }
 
+/// How many blocks of `size` bytes a stack keeps at most.
+fn stack_limit(size: u64) -> usize {
+    (STACK_BYTES / size).clamp(MIN_STACK, STACK as u64) as usize
+}
+
 impl ThreadCache {
     #[allow(clippy::mut_from_ref)]
     fn state(&self) -> &mut State {
@@ -147,7 +157,10 @@ impl ThreadCache {
     /// stack has room or can make some. `false`: the caller frees it the usual way.
     pub(crate) fn put(&self, heap: &Heap, off: u64, size: u64) -> bool {
         let Some(c) = class(size) else { return false };
-        if usize::from(self.state().depth[c]) == STACK && self.spill(heap, c).is_err() {
+        if self.state().bytes + size > CACHE_BYTES {
+            return false;
+        }
+        if usize::from(self.state().depth[c]) >= stack_limit(size) && self.spill(heap, c).is_err() {
             return false;
         }
         let s = self.state();
@@ -168,7 +181,7 @@ impl ThreadCache {
         if s.next_gen == s.gen_end {
             (s.next_gen, s.gen_end) = heap.reserve_generations(&g, GEN_BATCH)?;
         }
-        let want = (REFILL_BYTES / size).clamp(1, STACK as u64 / 2) as usize;
+        let want = (REFILL_BYTES / size).clamp(1, stack_limit(size) as u64 / 2) as usize;
         let mut carved = [(0u64, 0u64); STACK / 2];
         let mut n = 0;
         while n < want {
@@ -181,7 +194,7 @@ impl ThreadCache {
         }
         // The first carved (lowest, where the best fit was) is handed out first.
         for &(off, got) in carved[..n].iter().rev() {
-            match class(got).filter(|&gc| usize::from(s.depth[gc]) < STACK) {
+            match class(got).filter(|&gc| usize::from(s.depth[gc]) < stack_limit(got)) {
                 Some(gc) => {
                     s.stacks[gc][usize::from(s.depth[gc])] = off;
                     s.depth[gc] += 1;
@@ -195,20 +208,21 @@ impl ThreadCache {
         Ok(())
     }
 
-    /// Frees the older half of stack `c` (under the lock).
+    /// Frees the older half of stack `c` (under the lock). A block the core refuses to free
+    /// (a corrupt store) is dropped from the stack all the same: leaked, never reissued.
     fn spill(&self, heap: &Heap, c: usize) -> Result<()> {
         let g = heap.lock()?;
         let s = self.state();
-        let keep = STACK / 2;
-        for i in 0..keep {
+        let half = usize::from(s.depth[c]) / 2;
+        for i in 0..half {
             let off = s.stacks[c][i];
-            let size = heap.core().tag(off)?.size();
-            heap.free_owned_locked(&g, off)?;
-            s.bytes -= size;
+            let size = heap.core().tag(off).map_or(0, |t| t.size());
+            let _ = heap.free_owned_locked(&g, off);
+            s.bytes -= size.min(s.bytes);
             s.blocks -= 1;
         }
-        s.stacks[c].copy_within(keep.., 0);
-        s.depth[c] -= keep as u8;
+        s.stacks[c].copy_within(half..usize::from(s.depth[c]), 0);
+        s.depth[c] -= half as u8;
         self.publish_counts(heap, s);
         Ok(())
     }

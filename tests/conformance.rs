@@ -188,6 +188,7 @@ fn handles_validate<M: Subject>() {
     let b = m.allocate(64).unwrap();
     assert_eq!(b.offset().get(), h.offset + 32, "same place reused");
     assert!(matches!(m.block_from_handle(h), Err(Error::StaleHandle { .. })), "old generation refused");
+    assert!(!b.is_published(), "a new allocation in a published block's place starts unpublished");
     let forged = [
         mmheap::BlockHandle { offset: h.offset + 16, generation: h.generation },
         mmheap::BlockHandle { offset: 3, generation: 1 },

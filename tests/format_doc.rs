@@ -46,6 +46,7 @@ fn format_doc_matches_constants() {
         SLOT_START_TIME,
         SLOT_NONCE,
         SLOT_HOLDS,
+        SLOT_CACHES,
         CHANNELS_OFFSET,
         CHANNEL_COUNT,
         CHANNEL_SIZE,

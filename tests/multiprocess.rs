@@ -20,6 +20,10 @@ fn main() {
             Trial::test("roots_persist_across_processes", roots_persist_across_processes),
             Trial::test("growth_keeps_another_process_blocks_in_place", growth_keeps_blocks_in_place),
             Trial::test("handle_through_a_pipe_resolves_and_stale_is_refused", handle_through_pipe),
+            Trial::test(
+                "cached_blocks_of_a_living_process_are_free_and_of_a_dead_one_reclaimed",
+                cached_blocks,
+            ),
         ]
     });
 }
@@ -40,6 +44,23 @@ fn child(role: &str, store: &Path) -> Res {
             Ok(())
         }
         "grow" => grow(store),
+        // Leaves blocks parked in its thread cache (allocated and dropped) and keeps 10 live
+        // ones, then waits to be killed.
+        "park" => {
+            let m = MappedManager::open(store)?;
+            let mut keep = Vec::new();
+            for i in 0..3000usize {
+                let b = m.allocate(16 + i % 500)?;
+                if i % 300 == 0 {
+                    keep.push(b);
+                }
+            }
+            println!("ready");
+            std::io::stdout().flush()?;
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            drop(keep);
+            Ok(())
+        }
         "resolve" => {
             let m = MappedManager::open(store)?;
             for line in std::io::stdin().lock().lines() {
@@ -214,4 +235,28 @@ fn handle_through_pipe() -> Result<(), Failed> {
     ensure(out.status.success(), format!("child failed: {}", out.status))?;
     ensure(lines == [format!("ok {}", hex(b"across pipes")).as_str(), "err stale"], format!("{lines:?}"))?;
     ensure(b.ref_count() == 1, "the child's reference was released when it exited")
+}
+
+/// Another process's thread cache: while it lives, its parked blocks count as free in our
+/// stats (only its 10 live blocks are used); once it is killed, recovery frees its live and its
+/// parked blocks, and the heap is back where it was.
+fn cached_blocks() -> Result<(), Failed> {
+    let m = MappedManager::temporary(&Options::new())?;
+    let base = m.stats()?;
+    let mut kid = spawn("park", m.path(), &[]);
+    let lines = lines_of(&mut kid)?;
+    ensure(lines.recv_timeout(std::time::Duration::from_secs(30))? == "ready", "child ready")?;
+    let s = m.stats()?;
+    ensure(s.live_blocks == base.live_blocks + 10, format!("live blocks while the child lives: {s:?}"))?;
+    ensure(m.check()?.is_sound(), "check passes with another process's parked blocks")?;
+    kill(kid)?;
+    let report = m.recover()?;
+    ensure(report.blocks_freed == 10, format!("its 10 live blocks: {report:?}"))?;
+    ensure(report.cached_blocks_freed > 10, format!("its parked blocks and counter table: {report:?}"))?;
+    let s = m.stats()?;
+    ensure(
+        (s.live_blocks, s.used_bytes) == (base.live_blocks, base.used_bytes),
+        format!("{s:?} vs {base:?}"),
+    )?;
+    ensure(m.check()?.is_sound(), "check passes after recovery")
 }

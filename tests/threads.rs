@@ -89,3 +89,35 @@ fn mapped_manager_threads() {
     churn_and_pass(m.clone());
     assert!(m.check().unwrap().is_sound());
 }
+
+/// Small blocks a thread releases are kept in its cache; when the thread exits, they count as
+/// free and the next thread that allocates takes the cache over and reuses them.
+fn exited_thread_cache_is_reused<M: MemoryManager + Clone + Send + 'static>(m: M) {
+    let before = m.stats().unwrap();
+    let worker = m.clone();
+    let freed: std::collections::HashSet<u64> = thread::spawn(move || {
+        let blocks: Vec<MemoryBlock> = (0..1000).map(|_| worker.allocate(100).unwrap()).collect();
+        blocks.iter().map(|b| b.offset().get()).collect()
+    })
+    .join()
+    .unwrap();
+    let after = m.stats().unwrap();
+    assert_eq!((after.live_blocks, after.used_bytes), (before.live_blocks, before.used_bytes));
+    let next = m.clone();
+    let reused = thread::spawn(move || next.allocate(100).unwrap().offset().get()).join().unwrap();
+    assert!(freed.contains(&reused), "the exited thread's parked blocks are reused");
+}
+
+#[test]
+fn default_manager_exited_thread_cache() {
+    let m = DefaultManager::new().unwrap();
+    exited_thread_cache_is_reused(m.clone());
+    assert!(m.check().unwrap().is_sound());
+}
+
+#[test]
+fn mapped_manager_exited_thread_cache() {
+    let m = MappedManager::temporary(&Options::new()).unwrap();
+    exited_thread_cache_is_reused(m.clone());
+    assert!(m.check().unwrap().is_sound());
+}
