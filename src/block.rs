@@ -118,13 +118,26 @@ impl MemoryBlock {
         Ok(MemoryBlock { heap: heap.clone(), offset: got.offset, ptr, len: got.len as usize, hold })
     }
 
+    #[inline]
     pub(crate) fn allocate(heap: &Arc<Heap>, len: usize, align: usize, zeroed: bool) -> Result<Self> {
-        let got = heap.allocate(len as u64, align_log2(align)?)?;
+        let align_log2 = align_log2(align)?;
+        if align_log2 == 4 && !zeroed {
+            if let Some((offset, ptr)) = heap.take_cached(len as u64) {
+                return Ok(MemoryBlock { heap: heap.clone(), offset, ptr, len, hold: None });
+            }
+        }
+        let got = heap.allocate(len as u64, align_log2)?;
         let mut block = MemoryBlock::from_obtained(heap, got)?;
         if zeroed {
             block.as_mut_slice()?.fill(0);
         }
         Ok(block)
+    }
+
+    /// Makes the header's length (the tag's slack) this block's, before anyone else can name
+    /// it; see `Heap::set_len`.
+    pub(crate) fn settle_len(&self) {
+        self.heap.set_len(self.offset, self.len as u64);
     }
 
     /// Store offset of the block's header.
@@ -190,6 +203,7 @@ impl MemoryBlock {
     /// The handle that names this block, for another process. Publishes the block: from now
     /// on it is read-only everywhere.
     pub fn handle(&self) -> BlockHandle {
+        self.heap.set_len(self.offset, self.len as u64);
         self.heap.publish(self.offset);
         self.heap.handle_of(self.offset)
     }
@@ -214,7 +228,8 @@ impl MemoryBlock {
     /// Changes the length; see [`crate::MemoryManager::resize`].
     pub fn resize(&mut self, new_len: usize) -> Result<()> {
         let index = self.hold.as_ref().and_then(|h| h.index);
-        let moved = self.heap.resize(self.offset, new_len as u64, self.local_extra(), index)?;
+        let moved =
+            self.heap.resize(self.offset, self.len as u64, new_len as u64, self.local_extra(), index)?;
         let offset = match moved {
             None => self.offset,
             Some(new) => {

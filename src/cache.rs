@@ -24,7 +24,7 @@
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::sync::{Arc, MutexGuard};
 
-use crate::core::header::{check_word, rc, Tag};
+use crate::core::header::{check_word, rc};
 use crate::core::tlsf::block_size;
 use crate::error::Result;
 use crate::format::*;
@@ -130,6 +130,7 @@ impl ThreadCache {
 
     /// Pops a parked block of the size `len` needs and makes it a fresh allocation owned by
     /// this process, refilling the stack under the lock when it is empty.
+    #[inline]
     pub(crate) fn take(&self, heap: &Heap, len: u64) -> Result<Option<u64>> {
         let Some(size) = block_size(len) else { return Ok(None) };
         let Some(c) = class(size) else { return Ok(None) };
@@ -149,12 +150,13 @@ impl ThreadCache {
         s.bytes -= size;
         s.blocks -= 1;
         self.publish_counts(heap, s);
-        heap.reissue(off, len, gen)?;
+        heap.reissue(off, gen)?;
         Ok(Some(off))
     }
 
     /// Parks the block at `off` (size `size`, count now zero, owner this process) if its
     /// stack has room or can make some. `false`: the caller frees it the usual way.
+    #[inline]
     pub(crate) fn put(&self, heap: &Heap, off: u64, size: u64) -> bool {
         let Some(c) = class(size) else { return false };
         if self.state().bytes + size > CACHE_BYTES {
@@ -246,6 +248,7 @@ impl Heap {
     /// This thread's cache for this heap, claiming or making one if needed. `None` when the
     /// thread cannot have one (all cells taken, the thread is exiting, or we are being called
     /// from inside the claiming itself).
+    #[inline]
     pub(crate) fn cache(&self) -> Option<&ThreadCache> {
         let (id, p) = LAST.try_with(Cell::get).ok()?;
         if id == self.id {
@@ -347,17 +350,12 @@ impl Heap {
         Ok((bytes, blocks))
     }
 
-    /// Makes the parked block at `off` a fresh allocation of `len` bytes with generation
-    /// `gen`, owned by this process. The reference word is stored last: until then the block
-    /// has count zero and no resolve can take a reference to it.
-    pub(crate) fn reissue(&self, off: u64, len: u64, gen: u64) -> Result<()> {
-        let tag_word = self.region.u64_at(off + HDR_TAG)?;
-        let t = Tag(tag_word.load(Ordering::Relaxed));
-        let slack = t.size() - HEADER_SIZE - len;
-        if slack != t.slack() {
-            // Atomic, because the core may flip PREV_FREE of this used block at any time.
-            tag_word.fetch_xor((slack ^ t.slack()) << 48, Ordering::Relaxed);
-        }
+    /// Makes the parked block at `off` a fresh allocation with generation `gen`, owned by this
+    /// process. The reference word is stored last: until then the block has count zero and no
+    /// resolve can take a reference to it. The tag keeps its old slack (`Heap::set_len` writes
+    /// the length before anyone else can name the block).
+    #[inline]
+    pub(crate) fn reissue(&self, off: u64, gen: u64) -> Result<()> {
         self.region.store(off + HDR_GEN, gen)?;
         self.region.store(off + HDR_CHECK, check_word(self.key(), off, gen))?;
         self.region.u64_at(off + HDR_RC)?.store(rc::fresh(u64::from(self.tag())), Ordering::Release);

@@ -407,6 +407,9 @@ impl Sender {
         if !block.same_heap(&inner.heap) {
             return Err(SendError::WrongManager(block));
         }
+        // The length goes into the header before the ring names the block: a receiver (or,
+        // if we die between the two, recovery) takes it from there.
+        block.settle_len();
         let g = inner.heap.lock().map_err(SendError::Store)?;
         let (head, tail) = match (inner.load(RING_HEAD), inner.load(RING_TAIL)) {
             (Ok(h), Ok(t)) => (h, t),

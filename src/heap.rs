@@ -5,7 +5,7 @@ use std::ptr::NonNull;
 use std::sync::Mutex;
 
 use crate::core::check::CheckReport;
-use crate::core::header::{check_word, rc, Tag};
+use crate::core::header::{check_word, rc, Tag, MAX_SLACK};
 use crate::core::region::Region;
 use crate::core::tlsf::{block_size, Core};
 use crate::error::{Error, Result};
@@ -217,8 +217,21 @@ impl Heap {
         }
     }
 
+    /// A default-aligned block of `len` bytes from this thread's cache, with its payload
+    /// pointer; `None` when the size is not cached or the cache cannot serve it (the caller
+    /// then takes the lock, which also reports any error).
+    #[inline]
+    pub(crate) fn take_cached(&self, len: u64) -> Option<(u64, NonNull<u8>)> {
+        if len >= crate::cache::CLASS_LIMIT {
+            return None;
+        }
+        let off = self.cache()?.take(self, len).ok()??;
+        Some((off, self.payload(off, len).ok()?))
+    }
+
     /// Parks a block whose count has just reached zero in this thread's cache, or frees it.
     /// Its owner field still names this process.
+    #[inline]
     fn park_or_free(&self, off: u64) {
         let Ok(t) = self.core().tag(off) else { return };
         if t.align_log2() == 4 && t.size() <= crate::cache::CLASS_LIMIT {
@@ -238,8 +251,8 @@ impl Heap {
 
     /// Allocates a block of `len` bytes aligned to `1 << align_log2`, owned by this process.
     pub(crate) fn allocate(&self, len: u64, align_log2: u32) -> Result<Obtained> {
-        if align_log2 == 4 && len < crate::cache::CLASS_LIMIT {
-            if let Some(offset) = self.cache().map_or(Ok(None), |c| c.take(self, len))? {
+        if align_log2 == 4 {
+            if let Some((offset, _)) = self.take_cached(len) {
                 return Ok(Obtained { offset, len, kind: RefKind::Owner, hold_index: None });
             }
         }
@@ -325,6 +338,7 @@ impl Heap {
 
     /// Drops an owner reference; the last one clears ownership and frees the block if nobody
     /// else holds it.
+    #[inline]
     pub(crate) fn release_owner(&self, off: u64) {
         let Ok(word) = self.rc_word(off) else { return };
         let prev = word.fetch_sub(1, Ordering::Release);
@@ -394,6 +408,22 @@ impl Heap {
         })
         .map(drop)
         .map_err(|_| Error::corrupt("too many holds on one block", off))
+    }
+
+    /// Writes `len` into the tag of the held block at `off` (as its slack). A block reissued
+    /// from a thread cache keeps the slack of its previous allocation until then: only its
+    /// owner can name it, and the owner's `MemoryBlock` knows the length. Called before a block
+    /// becomes nameable by others (a handle, a root, a channel) so that they read the right
+    /// length. One compare-and-swap loop on the tag, as the core may flip `PREV_FREE`.
+    pub(crate) fn set_len(&self, off: u64, len: u64) {
+        let Ok(word) = self.region.u64_at(off + HDR_TAG) else { return };
+        let t = Tag(word.load(Ordering::Relaxed));
+        let Some(slack) = t.size().checked_sub(HEADER_SIZE + len).filter(|&s| s <= MAX_SLACK) else { return };
+        if slack != t.slack() {
+            let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                Some(w & !(MAX_SLACK << 48) | slack << 48)
+            });
+        }
     }
 
     /// Marks the block as published: from now on everyone sees it read-only.
@@ -601,12 +631,13 @@ impl Heap {
 
     // ---- resize -----------------------------------------------------------------------
 
-    /// Resizes the block at `off`, held by the caller as its only reference (`local_extra`
-    /// counts the caller's additional local clones). Returns the new offset when it moved,
+    /// Resizes the block at `off` (`old_len` bytes long), held by the caller as its only
+    /// reference (`local_extra` counts the caller's additional local clones). Returns the new offset when it moved,
     /// in which case the caller holds the new block as its owner.
     pub(crate) fn resize(
         &self,
         off: u64,
+        old_len: u64,
         new_len: u64,
         local_extra: u64,
         hold_index: Option<u64>,
@@ -622,7 +653,7 @@ impl Heap {
             return Ok(None);
         }
         let new = self.allocate_locked(&g, new_len, old.align_log2())?;
-        let keep = old.len().min(new_len) as usize;
+        let keep = old_len.min(new_len) as usize;
         let src = self.region.ptr(off + HEADER_SIZE, keep as u64)?;
         let dst = self.region.ptr(new + HEADER_SIZE, keep as u64)?;
         // SAFETY: both payloads are inside the region, distinct blocks (so they do not

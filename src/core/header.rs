@@ -1,8 +1,8 @@
 //! Encoding of the two packed words of a block header: the tag and the reference word.
 //!
-//! Tag (`HDR_TAG`, changed under the store lock, except the slack of a parked block, which its
-//! owner rewrites with an atomic xor when it reissues it; flag changes on used blocks are atomic
-//! read-modify-writes for that reason):
+//! Tag (`HDR_TAG`, changed under the store lock, except the slack of a block its owner holds
+//! alone, which the owner sets with a compare-and-swap before anyone else can name the block;
+//! flag changes on used blocks are atomic read-modify-writes for that reason):
 //!
 //! | bits    | meaning                                                          |
 //! |---------|------------------------------------------------------------------|
