@@ -60,7 +60,10 @@ pub struct BlockHandle {
 /// # Ok::<(), mmheap::Error>(())
 /// ```
 pub struct MemoryBlock {
-    heap: Arc<Heap>,
+    /// Kept alive by one `Arc<Heap>` count: for an owner reference, the one this process's
+    /// owner references to the block share (taken with the first, given back by the last, see
+    /// `MemoryBlock::drop`); for a hold, the `Hold`'s.
+    heap: NonNull<Heap>,
     offset: u64,
     ptr: NonNull<u8>,
     len: usize,
@@ -107,7 +110,12 @@ impl MemoryBlock {
     pub(crate) fn from_obtained(heap: &Arc<Heap>, got: Obtained) -> Result<MemoryBlock> {
         let ptr = heap.payload(got.offset, got.len)?;
         let hold = match got.kind {
-            RefKind::Owner => None,
+            RefKind::Owner => {
+                if got.new_family {
+                    family_begins(heap);
+                }
+                None
+            }
             RefKind::Hold => Some(Arc::new(Hold {
                 heap: heap.clone(),
                 offset: got.offset,
@@ -115,7 +123,7 @@ impl MemoryBlock {
                 armed: true,
             })),
         };
-        Ok(MemoryBlock { heap: heap.clone(), offset: got.offset, ptr, len: got.len as usize, hold })
+        Ok(MemoryBlock { heap: NonNull::from(&**heap), offset: got.offset, ptr, len: got.len as usize, hold })
     }
 
     #[inline]
@@ -123,7 +131,8 @@ impl MemoryBlock {
         let align_log2 = align_log2(align)?;
         if align_log2 == 4 && !zeroed {
             if let Some((offset, ptr)) = heap.take_cached(len as u64) {
-                return Ok(MemoryBlock { heap: heap.clone(), offset, ptr, len, hold: None });
+                family_begins(heap);
+                return Ok(MemoryBlock { heap: NonNull::from(&**heap), offset, ptr, len, hold: None });
             }
         }
         let got = heap.allocate(len as u64, align_log2)?;
@@ -134,10 +143,16 @@ impl MemoryBlock {
         Ok(block)
     }
 
+    fn heap(&self) -> &Heap {
+        // SAFETY: the heap lives in an `Arc` allocation with at least one count that this
+        // block's family or hold holds until this block is gone (see the field).
+        unsafe { self.heap.as_ref() }
+    }
+
     /// Makes the header's length (the tag's slack) this block's, before anyone else can name
     /// it; see `Heap::set_len`.
     pub(crate) fn settle_len(&self) {
-        self.heap.set_len(self.offset, self.len as u64);
+        self.heap().set_len(self.offset, self.len as u64);
     }
 
     /// Store offset of the block's header.
@@ -175,7 +190,7 @@ impl MemoryBlock {
     }
 
     fn ensure_exclusive(&self) -> Result<()> {
-        let w = self.heap.rc(self.offset);
+        let w = self.heap().rc(self.offset);
         let count = rc::count(w) + self.local_extra();
         if count != 1 || rc::published(w) {
             return Err(Error::Shared { count });
@@ -186,7 +201,7 @@ impl MemoryBlock {
     /// References to this block: every `MemoryBlock` of this process, and every hold elsewhere
     /// (another process's references, a named root), as counted in the block header.
     pub fn ref_count(&self) -> u64 {
-        rc::count(self.heap.rc(self.offset)) + self.local_extra()
+        rc::count(self.heap().rc(self.offset)) + self.local_extra()
     }
 
     /// This process's clones of a hold beyond the one the header counts (0 for owners).
@@ -197,15 +212,15 @@ impl MemoryBlock {
     /// Whether the block has been published (a handle taken, rooted or resolved elsewhere);
     /// published blocks are read-only for everyone.
     pub fn is_published(&self) -> bool {
-        rc::published(self.heap.rc(self.offset))
+        rc::published(self.heap().rc(self.offset))
     }
 
     /// The handle that names this block, for another process. Publishes the block: from now
     /// on it is read-only everywhere.
     pub fn handle(&self) -> BlockHandle {
-        self.heap.set_len(self.offset, self.len as u64);
-        self.heap.publish(self.offset);
-        self.heap.handle_of(self.offset)
+        self.heap().set_len(self.offset, self.len as u64);
+        self.heap().publish(self.offset);
+        self.heap().handle_of(self.offset)
     }
 
     /// Offset of the first payload byte in the store: position-independent, valid in every
@@ -229,19 +244,21 @@ impl MemoryBlock {
     pub fn resize(&mut self, new_len: usize) -> Result<()> {
         let index = self.hold.as_ref().and_then(|h| h.index);
         let moved =
-            self.heap.resize(self.offset, self.len as u64, new_len as u64, self.local_extra(), index)?;
+            self.heap().resize(self.offset, self.len as u64, new_len as u64, self.local_extra(), index)?;
         let offset = match moved {
             None => self.offset,
             Some(new) => {
                 // The old block is freed already; its hold must not be released again. The
-                // count was checked under the lock, so this is the hold's last clone.
+                // count was checked under the lock, so this is the hold's last clone. We now
+                // own the new block: its family takes over the keep-alive count.
                 if let Some(mut hold) = self.hold.take().and_then(Arc::into_inner) {
                     hold.armed = false;
+                    family_begins(&hold.heap);
                 }
                 new
             }
         };
-        self.ptr = self.heap.payload(offset, new_len as u64)?;
+        self.ptr = self.heap().payload(offset, new_len as u64)?;
         self.offset = offset;
         self.len = new_len;
         Ok(())
@@ -265,22 +282,43 @@ impl MemoryBlock {
         };
         let off = self.offset;
         self.offset = 0;
-        self.heap.donate_locked(g, off, kind, last)
+        if self.heap().donate_locked(g, off, kind, last)? {
+            // SAFETY: this was the family's last owner reference, so its count is ours to give
+            // back; the caller's channel keeps another count, so the heap (and `g`) outlive it.
+            unsafe { family_ends(self.heap) };
+        }
+        Ok(())
     }
 
     /// Whether two blocks come from the same manager instance.
     pub(crate) fn same_heap(&self, heap: &Arc<Heap>) -> bool {
-        Arc::ptr_eq(&self.heap, heap)
+        std::ptr::eq(self.heap.as_ptr(), Arc::as_ptr(heap))
     }
+}
+
+/// Takes the `Arc<Heap>` count a new family of owner references shares.
+fn family_begins(heap: &Arc<Heap>) {
+    std::mem::forget(Arc::clone(heap));
+}
+
+/// Gives back the count [`family_begins`] took.
+///
+/// # Safety
+///
+/// `heap` points into an `Arc<Heap>` allocation, and the caller's family (whose last owner
+/// reference has just gone) holds a count that [`family_begins`] took.
+unsafe fn family_ends(heap: NonNull<Heap>) {
+    // SAFETY: per the contract, one strong count is ours and `heap` is the `Arc`'s pointer.
+    unsafe { Arc::decrement_strong_count(heap.as_ptr()) };
 }
 
 impl Clone for MemoryBlock {
     fn clone(&self) -> Self {
         if self.hold.is_none() {
-            self.heap.clone_owner(self.offset);
+            self.heap().clone_owner(self.offset);
         }
         MemoryBlock {
-            heap: self.heap.clone(),
+            heap: self.heap,
             offset: self.offset,
             ptr: self.ptr,
             len: self.len,
@@ -292,8 +330,10 @@ impl Clone for MemoryBlock {
 impl Drop for MemoryBlock {
     fn drop(&mut self) {
         // Offset 0 marks a reference that was donated to the store (`donate_locked`).
-        if self.hold.is_none() && self.offset != 0 {
-            self.heap.release_owner(self.offset);
+        if self.hold.is_none() && self.offset != 0 && self.heap().release_owner(self.offset) {
+            // SAFETY: that was this process's last owner reference to the block, so the
+            // family's count is ours to give back, and nothing uses the heap through it after.
+            unsafe { family_ends(self.heap) };
         }
     }
 }

@@ -328,16 +328,23 @@ impl Heap {
         Ok(table)
     }
 
-    /// Bytes and blocks parked in the caches of every attached process (of this process for
-    /// an in-process heap), the counter tables themselves included: none of it is a user's.
+    /// Bytes and blocks that are no user's: parked in the caches of every attached process
+    /// (of this process for an in-process heap), the cache counter tables and the hold tables.
     /// Cells are read without the lock; a value being changed is off by one block at most.
-    pub(crate) fn parked(&self) -> Result<(u64, u64)> {
+    pub(crate) fn bookkeeping(&self) -> Result<(u64, u64)> {
+        let (mut bytes, mut blocks) = (0u64, 0u64);
         let tables: Vec<u64> = if self.has_registry() {
+            for i in 0..SLOT_COUNT {
+                let holds = self.region.load(slot_offset(i) + SLOT_HOLDS)?;
+                if holds != 0 {
+                    bytes = bytes.wrapping_add(self.core().block_at(holds)?.size());
+                    blocks = blocks.wrapping_add(1);
+                }
+            }
             (0..SLOT_COUNT).map(|i| self.region.load(slot_offset(i) + SLOT_CACHES)).collect::<Result<_>>()?
         } else {
             vec![self.caches().table]
         };
-        let (mut bytes, mut blocks) = (0u64, 0u64);
         for t in tables.into_iter().filter(|&t| t != 0) {
             bytes = bytes.wrapping_add(self.core().block_at(t)?.size());
             blocks = blocks.wrapping_add(1);

@@ -58,6 +58,9 @@ pub(crate) struct Obtained {
     pub(crate) kind: RefKind,
     /// For an other hold: its entry in this process's hold table.
     pub(crate) hold_index: Option<u64>,
+    /// For an owner reference: whether it is this process's first on the block (its
+    /// `MemoryBlock`s then take the `Arc` count that keeps the heap alive for all of them).
+    pub(crate) new_family: bool,
 }
 
 /// The engine.
@@ -253,12 +256,18 @@ impl Heap {
     pub(crate) fn allocate(&self, len: u64, align_log2: u32) -> Result<Obtained> {
         if align_log2 == 4 {
             if let Some((offset, _)) = self.take_cached(len) {
-                return Ok(Obtained { offset, len, kind: RefKind::Owner, hold_index: None });
+                return Ok(Obtained {
+                    offset,
+                    len,
+                    kind: RefKind::Owner,
+                    hold_index: None,
+                    new_family: true,
+                });
             }
         }
         let g = self.lock()?;
         let offset = self.allocate_locked(&g, len, align_log2)?;
-        Ok(Obtained { offset, len, kind: RefKind::Owner, hold_index: None })
+        Ok(Obtained { offset, len, kind: RefKind::Owner, hold_index: None, new_family: true })
     }
 
     pub(crate) fn allocate_locked(&self, _g: &Guard<'_>, len: u64, align_log2: u32) -> Result<u64> {
@@ -337,26 +346,30 @@ impl Heap {
     }
 
     /// Drops an owner reference; the last one clears ownership and frees the block if nobody
-    /// else holds it.
+    /// else holds it (or parks it). Returns whether it was this process's last owner
+    /// reference to the block.
     #[inline]
-    pub(crate) fn release_owner(&self, off: u64) {
-        let Ok(word) = self.rc_word(off) else { return };
+    pub(crate) fn release_owner(&self, off: u64) -> bool {
+        let Ok(word) = self.rc_word(off) else { return false };
         let prev = word.fetch_sub(1, Ordering::Release);
         debug_assert!(rc::owner_refs(prev) > 0 && rc::owner(prev) == u64::from(self.tag));
         if rc::owner_refs(prev) > 1 {
-            return;
+            return false;
         }
         fence(Ordering::Acquire);
         if rc::count(prev) == 1 {
             // Nobody else holds it: it stays ours, parked (or freed).
-            return self.park_or_free(off);
+            self.park_or_free(off);
+            return true;
         }
-        let Ok(_g) = self.lock() else { return };
-        let w = word.fetch_and(!rc::OWNER_MASK, Ordering::AcqRel) & !rc::OWNER_MASK;
-        if rc::count(w) == 0 {
-            // Errors mean a corrupt store; the block is leaked rather than risk more damage.
-            let _ = self.core().free(off);
+        if let Ok(_g) = self.lock() {
+            let w = word.fetch_and(!rc::OWNER_MASK, Ordering::AcqRel) & !rc::OWNER_MASK;
+            if rc::count(w) == 0 {
+                // Errors mean a corrupt store; the block is leaked rather than risk more damage.
+                let _ = self.core().free(off);
+            }
         }
+        true
     }
 
     /// Frees a block the caller holds as its only reference (under the lock).
@@ -447,13 +460,15 @@ impl Heap {
     }
 
     /// Adds a reference to the used block at `off` for this process (under the lock): an
-    /// owner reference if this process owns it, else an other hold. `None` if the block is
-    /// being freed or parked, or (with `expect_gen`) now carries another generation.
+    /// owner reference if this process owns it and this is not a handle (`expect_gen` is
+    /// `None`), else an other hold. `None` if the block is being freed or parked, or (with
+    /// `expect_gen`) now carries another generation.
     ///
-    /// The generation is read again after the reference is counted: its owner may have parked
-    /// the block and reissued it (lock-free, generation first, reference word last) since the
-    /// handle was validated; the reference word then synchronises with that reissue, so the
-    /// new generation is seen and the reference given back.
+    /// For a handle, the generation is read again after the hold is counted: the block's owner
+    /// may have parked and reissued it (lock-free, generation first, reference word last) since
+    /// the handle was validated; the reference word then synchronises with that reissue, so
+    /// the new generation is seen and the hold given back. (A handle never joins the owner's
+    /// references, so giving back never ends them.)
     pub(crate) fn acquire_locked(
         &self,
         g: &Guard<'_>,
@@ -466,7 +481,7 @@ impl Heap {
         };
         let mut w = word.load(Ordering::Acquire);
         let kind = loop {
-            let mine = rc::owner(w) == u64::from(self.tag);
+            let mine = rc::owner(w) == u64::from(self.tag) && expect_gen.is_none();
             let (new, kind) = if mine && rc::owner_refs(w) > 0 && rc::owner_refs(w) < rc::OWNER_REFS_MASK {
                 (w + 1, RefKind::Owner)
             } else if rc::count(w) > 0 && rc::other(w) < rc::OTHER_MAX {
@@ -486,30 +501,13 @@ impl Heap {
             Err(e) => return Some(Err(e)),
         };
         if expect_gen.is_some_and(|e| e != gen) {
-            let undone = match kind {
-                RefKind::Owner => self.release_owner_locked(g, off),
-                RefKind::Hold => self.release_hold_locked(off),
-            };
-            return undone.err().map(Err);
+            debug_assert_eq!(kind, RefKind::Hold);
+            return self.release_hold_locked(off).err().map(Err);
         }
         if kind == RefKind::Hold {
             self.publish(off);
         }
         Some(self.finish_acquire(g, off, kind))
-    }
-
-    /// Drops an owner reference under the lock (as [`Heap::release_owner`], without parking).
-    fn release_owner_locked(&self, _g: &Guard<'_>, off: u64) -> Result<()> {
-        let word = self.rc_word(off)?;
-        let prev = word.fetch_sub(1, Ordering::AcqRel);
-        if rc::owner_refs(prev) > 1 {
-            return Ok(());
-        }
-        let w = word.fetch_and(!rc::OWNER_MASK, Ordering::AcqRel) & !rc::OWNER_MASK;
-        if rc::count(w) == 0 {
-            self.core().free(off)?;
-        }
-        Ok(())
     }
 
     /// Takes over an other hold that a store structure (a channel slot) gave up. When nobody
@@ -527,12 +525,21 @@ impl Heap {
         {
             let new = ((w - rc::OTHER_ONE + 1) & !rc::OWNER_MASK) | (me << rc::OWNER_SHIFT);
             match word.compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(Obtained { offset: off, len, kind: RefKind::Owner, hold_index: None }),
+                Ok(_) => {
+                    let new_family = rc::owner(w) == 0;
+                    return Ok(Obtained {
+                        offset: off,
+                        len,
+                        kind: RefKind::Owner,
+                        hold_index: None,
+                        new_family,
+                    });
+                }
                 Err(now) => w = now,
             }
         }
         let hold_index = self.record_hold(g, off)?;
-        Ok(Obtained { offset: off, len, kind: RefKind::Hold, hold_index })
+        Ok(Obtained { offset: off, len, kind: RefKind::Hold, hold_index, new_family: false })
     }
 
     /// Records this process's new other hold on `off` in its hold table (stores shared
@@ -554,21 +561,22 @@ impl Heap {
     /// Gives up this process's reference of the given kind on `off` and makes it an other
     /// hold of a store structure (a channel slot). `last_hold` says, for a hold, whether it was
     /// this process's last clone of it (then the hold itself moves and its table entry is
-    /// cleared); otherwise a new hold is added. Under the lock.
+    /// cleared); otherwise a new hold is added. Under the lock. Returns whether an owner
+    /// reference given up was this process's last on the block.
     pub(crate) fn donate_locked(
         &self,
         g: &Guard<'_>,
         off: u64,
         kind: RefKind,
         last_hold: Option<(bool, Option<u64>)>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let word = self.rc_word(off)?;
         match (kind, last_hold) {
             (RefKind::Hold, Some((true, index))) => {
                 if let (Some(i), Some(slot)) = (index, self.slot()) {
                     self.hold_table().erase(self, g, slot, i)?;
                 }
-                Ok(())
+                Ok(false)
             }
             (RefKind::Owner, _) => {
                 let mut w = word.load(Ordering::Acquire);
@@ -581,12 +589,12 @@ impl Heap {
                         new &= !rc::OWNER_MASK;
                     }
                     match word.compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire) {
-                        Ok(_) => return Ok(()),
+                        Ok(_) => return Ok(rc::owner_refs(new) == 0),
                         Err(now) => w = now,
                     }
                 }
             }
-            (RefKind::Hold, _) => self.add_hold_locked(off),
+            (RefKind::Hold, _) => self.add_hold_locked(off).map(|()| false),
         }
     }
 
@@ -600,7 +608,8 @@ impl Heap {
             }
             RefKind::Owner => None,
         };
-        Ok(Obtained { offset: off, len, kind, hold_index })
+        // An owner reference here joins references this process holds already.
+        Ok(Obtained { offset: off, len, kind, hold_index, new_family: false })
     }
 
     fn validate_handle(&self, h: BlockHandle) -> Result<u64> {
@@ -675,19 +684,19 @@ impl Heap {
 
     // ---- whole-heap -------------------------------------------------------------------
 
-    /// Blocks parked in thread caches count as free: they are no one's.
+    /// Bookkeeping blocks and blocks parked in thread caches count as free: they are no user's.
     pub(crate) fn stats(&self) -> Result<Stats> {
         let _g = self.lock()?;
         let capacity = self.core().capacity()?;
-        let (parked_bytes, parked_blocks) = self.parked()?;
-        let used_bytes = self.region.load(SB_USED_BYTES)?.saturating_sub(parked_bytes);
+        let (book_bytes, book_blocks) = self.bookkeeping()?;
+        let used_bytes = self.region.load(SB_USED_BYTES)?.saturating_sub(book_bytes);
         Ok(Stats {
             capacity,
             max_size: self.max_size()?,
             used_bytes,
             free_bytes: (capacity - HEAP_START - SENTINEL_SIZE).saturating_sub(used_bytes),
             largest_free: self.core().largest_free()?,
-            live_blocks: self.region.load(SB_LIVE_BLOCKS)?.saturating_sub(parked_blocks),
+            live_blocks: self.region.load(SB_LIVE_BLOCKS)?.saturating_sub(book_blocks),
             attached_processes: self.backing.attached(&self.region),
             growths: self.region.load(SB_GROWTHS)?,
             recoveries: self.region.load(SB_RECOVERIES)?,

@@ -215,9 +215,9 @@ impl Snapshot {
     /// The superblock's figures and whether the last shutdown was clean.
     pub fn info(&self) -> StoreInfo {
         let capacity = self.load(SB_CAPACITY);
-        // Blocks parked in thread caches are nobody's: counted as free, as `stats` does.
-        let (parked_bytes, parked_blocks) = self.heap.parked().unwrap_or((0, 0));
-        let used_bytes = self.load(SB_USED_BYTES).saturating_sub(parked_bytes);
+        // Bookkeeping and blocks parked in thread caches are no user's: free, as in `stats`.
+        let (book_bytes, book_blocks) = self.heap.bookkeeping().unwrap_or((0, 0));
+        let used_bytes = self.load(SB_USED_BYTES).saturating_sub(book_bytes);
         let free_bytes = capacity.saturating_sub(HEAP_START + SENTINEL_SIZE).saturating_sub(used_bytes);
         let largest_free = self.heap.core().largest_free().unwrap_or(0);
         let dead = self.processes().iter().any(|p| !p.alive);
@@ -229,7 +229,7 @@ impl Snapshot {
             free_bytes,
             largest_free,
             fragmentation: if free_bytes == 0 { 0.0 } else { 1.0 - largest_free as f64 / free_bytes as f64 },
-            live_blocks: self.load(SB_LIVE_BLOCKS).saturating_sub(parked_blocks),
+            live_blocks: self.load(SB_LIVE_BLOCKS).saturating_sub(book_blocks),
             growths: self.load(SB_GROWTHS),
             recoveries: self.load(SB_RECOVERIES),
             lock_holder: self.lock_holder,

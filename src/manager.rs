@@ -10,13 +10,15 @@ pub struct Stats {
     pub capacity: u64,
     /// Bytes the heap may grow to.
     pub max_size: u64,
-    /// Bytes in used blocks, headers included.
+    /// Bytes in the blocks users hold, headers included. The store's own bookkeeping blocks
+    /// (hold tables, thread-cache counter tables) and blocks parked in thread caches for reuse
+    /// count as free.
     pub used_bytes: u64,
     /// Bytes in free blocks, headers included.
     pub free_bytes: u64,
     /// Size of the largest free block: an allocation up to about this size needs no growth.
     pub largest_free: u64,
-    /// Number of used blocks.
+    /// Number of blocks users hold (as for `used_bytes`).
     pub live_blocks: u64,
     /// Processes attached to the store (1 for the in-process manager).
     pub attached_processes: u64,
