@@ -194,16 +194,19 @@ impl ThreadCache {
             carved[n] = block;
             n += 1;
         }
-        // The first carved (lowest, where the best fit was) is handed out first.
+        // The first carved (lowest, where the best fit was) is handed out first. A carved
+        // block can be up to 48 bytes larger than asked (the core does not split off less than
+        // a minimal block); it serves this size all the same (a reissue's slack stays below
+        // 64), and returns to the stack of its own size when it is released.
+        let c = (size / GRANULE) as usize;
         for &(off, got) in carved[..n].iter().rev() {
-            match class(got).filter(|&gc| usize::from(s.depth[gc]) < stack_limit(got)) {
-                Some(gc) => {
-                    s.stacks[gc][usize::from(s.depth[gc])] = off;
-                    s.depth[gc] += 1;
-                    s.bytes += got;
-                    s.blocks += 1;
-                }
-                None => heap.free_owned_locked(&g, off)?,
+            if usize::from(s.depth[c]) < stack_limit(size) {
+                s.stacks[c][usize::from(s.depth[c])] = off;
+                s.depth[c] += 1;
+                s.bytes += got;
+                s.blocks += 1;
+            } else {
+                heap.free_owned_locked(&g, off)?;
             }
         }
         self.publish_counts(heap, s);
