@@ -22,14 +22,14 @@
 //! The stacks themselves are in process memory: nothing a peer writes can steer them.
 
 use std::cell::{Cell, RefCell, UnsafeCell};
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::core::header::{check_word, rc};
 use crate::core::tlsf::block_size;
 use crate::error::Result;
 use crate::format::*;
 use crate::heap::{Guard, Heap};
-use crate::sync::{AtomicU8, Ordering};
+use crate::sync::{AtomicU64, AtomicU8, Ordering};
 
 /// Largest block size (header included) that is cached.
 pub(crate) const CLASS_LIMIT: u64 = 640;
@@ -77,9 +77,11 @@ struct State {
 /// The heap's side: every cache made for it and the table of their counter cells.
 #[derive(Default)]
 pub(crate) struct Caches {
-    all: Vec<Arc<ThreadCache>>,
-    /// Header offset of the counter table block, 0 before the first cache.
-    table: u64,
+    all: Mutex<Vec<Arc<ThreadCache>>>,
+    /// Header offset of the counter table block, 0 before the first cache. Set once, under
+    /// `all`'s lock; read without it (`stats` holds the store lock, which the claiming thread
+    /// may be waiting for while it holds `all`'s).
+    table: AtomicU64,
 }
 
 /// Caches per process and heap (one counter cell each); further threads take the lock path.
@@ -147,7 +149,9 @@ impl ThreadCache {
         debug_assert_eq!(heap.rc(off) & !rc::PUBLISHED, rc::parked(u64::from(heap.tag())), "take {off:#x}");
         let gen = s.next_gen;
         s.next_gen += 1;
-        s.bytes -= size;
+        // A refill may have left a block a little larger than the class here.
+        let got = heap.core().tag(off)?.size();
+        s.bytes = s.bytes.saturating_sub(got);
         s.blocks -= 1;
         self.publish_counts(heap, s);
         heap.reissue(off, gen)?;
@@ -283,21 +287,22 @@ impl Heap {
 
     /// Claims a cache an exited thread left, or makes a new one.
     fn claim_cache(&self) -> Option<Arc<ThreadCache>> {
-        let mut caches = self.caches();
-        if let Some(c) = caches
-            .all
+        let mut all = self.caches();
+        if let Some(c) = all
             .iter()
             .find(|c| c.claimed.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok())
         {
             return Some(c.clone());
         }
-        if caches.all.len() as u64 == CELLS {
+        if all.len() as u64 == CELLS {
             return None;
         }
-        if caches.table == 0 {
-            caches.table = self.make_cell_table().ok()?;
+        let mut table = self.caches.table.load(Ordering::Acquire);
+        if table == 0 {
+            table = self.make_cell_table().ok()?;
+            self.caches.table.store(table, Ordering::Release);
         }
-        let cell = caches.table + HEADER_SIZE + caches.all.len() as u64 * CELL_SIZE;
+        let cell = table + HEADER_SIZE + all.len() as u64 * CELL_SIZE;
         let state = State {
             stacks: [[0; STACK]; CLASSES],
             depth: [0; CLASSES],
@@ -312,12 +317,12 @@ impl Heap {
             claimed: AtomicU8::new(1),
             gone: AtomicU8::new(0),
         });
-        caches.all.push(c.clone());
+        all.push(c.clone());
         Some(c)
     }
 
-    pub(crate) fn caches(&self) -> MutexGuard<'_, Caches> {
-        self.caches.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    pub(crate) fn caches(&self) -> MutexGuard<'_, Vec<Arc<ThreadCache>>> {
+        self.caches.all.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Allocates the zeroed counter table and names it in our registry slot.
@@ -346,7 +351,7 @@ impl Heap {
             }
             (0..SLOT_COUNT).map(|i| self.region.load(slot_offset(i) + SLOT_CACHES)).collect::<Result<_>>()?
         } else {
-            vec![self.caches().table]
+            vec![self.caches.table.load(Ordering::Acquire)]
         };
         for t in tables.into_iter().filter(|&t| t != 0) {
             bytes = bytes.wrapping_add(self.core().block_at(t)?.size());
@@ -376,15 +381,15 @@ impl Heap {
 /// Frees every cache's parked blocks and the counter table: the heap is being dropped (no
 /// thread can reach it any more), under the lock.
 pub(crate) fn drain(heap: &Heap, g: &Guard<'_>) {
-    let caches = std::mem::take(&mut *heap.caches());
-    for c in &caches.all {
+    for c in std::mem::take(&mut *heap.caches()) {
         c.drain(heap, g);
         c.gone.store(1, Ordering::Release);
     }
-    if caches.table != 0 {
+    let table = heap.caches.table.swap(0, Ordering::AcqRel);
+    if table != 0 {
         if let Some(slot) = heap.slot() {
             let _ = heap.region.store(slot_offset(u64::from(slot)) + SLOT_CACHES, 0);
         }
-        let _ = heap.free_owned_locked(g, caches.table);
+        let _ = heap.free_owned_locked(g, table);
     }
 }

@@ -76,7 +76,7 @@ pub(crate) struct Heap {
     /// Unique among the heaps of this process (thread caches are looked up by it).
     pub(crate) id: u64,
     /// The per-thread block caches made for this heap.
-    pub(crate) caches: Mutex<crate::cache::Caches>,
+    pub(crate) caches: crate::cache::Caches,
 }
 
 /// Proof of holding the store lock.
@@ -113,7 +113,7 @@ impl Heap {
         let key = region.load(SB_KEY)?;
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        Ok(Heap { region, backing, key, tag, holds: Mutex::default(), id, caches: Mutex::default() })
+        Ok(Heap { region, backing, key, tag, holds: Mutex::default(), id, caches: Default::default() })
     }
 
     /// The store key (for header check words).
