@@ -397,7 +397,7 @@ fn dump(file: &PathBuf, offset: Option<u64>, limit: Option<usize>, json: bool) -
         return Ok(());
     }
     println!(
-        "{:>14} {:>10} {:>10} {:>5} {:>5} {:>5} {:>4} {:>10}",
+        "{:>14} {:>10} {:>10} {:>6} {:>5} {:>5} {:>4} {:>10}",
         "offset", "size", "len", "state", "refs", "owner", "pub", "generation"
     );
     for b in shown {
@@ -414,12 +414,18 @@ fn dump(file: &PathBuf, offset: Option<u64>, limit: Option<usize>, json: bool) -
 
 fn block_line(b: &mmheap::inspect::BlockInfo) -> String {
     let owner = b.owner.map_or("-".to_owned(), |o| o.to_string());
+    // A used block with no reference but an owner is parked in that process's thread cache.
+    let state = match (b.free, b.ref_count, b.owner) {
+        (true, _, _) => "free",
+        (false, 0, Some(_)) => "parked",
+        _ => "used",
+    };
     format!(
-        "{:>#14x} {:>10} {:>10} {:>5} {:>5} {:>5} {:>4} {:>10}",
+        "{:>#14x} {:>10} {:>10} {:>6} {:>5} {:>5} {:>4} {:>10}",
         b.offset,
         b.size,
         b.len,
-        if b.free { "free" } else { "used" },
+        state,
         b.ref_count,
         owner,
         if b.published { "yes" } else { "no" },
