@@ -237,8 +237,9 @@ impl ThreadCache {
     }
 
     /// Frees every parked block (under the lock); the heap is going away.
-    fn drain(&self, heap: &Heap, g: &Guard<'_>) {
+    fn drain(&self, heap: &Heap, g: &Guard<'_>) -> bool {
         let s = self.state();
+        let had = s.blocks > 0;
         for c in 0..CLASSES {
             for &off in &s.stacks[c][..usize::from(s.depth[c])] {
                 // An error means a corrupt store; the block stays for recovery.
@@ -248,6 +249,7 @@ impl ThreadCache {
         }
         (s.bytes, s.blocks) = (0, 0);
         self.publish_counts(heap, s);
+        had
     }
 }
 
@@ -264,6 +266,20 @@ impl Heap {
             return Some(unsafe { &*p });
         }
         self.cache_slow()
+    }
+
+    /// Frees every block this thread's cache keeps (under the lock), when the store is full.
+    /// Returns whether there was any. Other threads' caches are theirs alone: at most
+    /// `CACHE_BYTES` each stay parked. Looks the cache up without making one (that would take
+    /// the lock we hold).
+    pub(crate) fn give_back_cache(&self, g: &Guard<'_>) -> bool {
+        let found = CLAIMS.try_with(|claims| {
+            let claims = claims.try_borrow().ok()?;
+            claims.0.iter().find(|(id, _)| *id == self.id).map(|(_, c)| Arc::as_ptr(c))
+        });
+        let Some(p) = found.ok().flatten() else { return false };
+        // SAFETY: as in `cache`: claimed by this thread for this heap, kept alive by it.
+        unsafe { &*p }.drain(self, g)
     }
 
     #[cold]
@@ -382,7 +398,7 @@ impl Heap {
 /// thread can reach it any more), under the lock.
 pub(crate) fn drain(heap: &Heap, g: &Guard<'_>) {
     for c in std::mem::take(&mut *heap.caches()) {
-        c.drain(heap, g);
+        let _ = c.drain(heap, g);
         c.gone.store(1, Ordering::Release);
     }
     let table = heap.caches.table.swap(0, Ordering::AcqRel);

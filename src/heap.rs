@@ -266,7 +266,13 @@ impl Heap {
             }
         }
         let g = self.lock()?;
-        let offset = self.allocate_locked(&g, len, align_log2)?;
+        let offset = match self.allocate_locked(&g, len, align_log2) {
+            // The store is full: what this thread keeps parked goes back first.
+            Err(Error::OutOfSpace { .. }) if self.give_back_cache(&g) => {
+                self.allocate_locked(&g, len, align_log2)?
+            }
+            other => other?,
+        };
         Ok(Obtained { offset, len, kind: RefKind::Owner, hold_index: None, new_family: true })
     }
 

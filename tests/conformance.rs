@@ -168,6 +168,27 @@ fn out_of_space_leaves_the_heap_unchanged<M: Subject>() {
     drop(keep);
 }
 
+/// Small blocks a thread has released stay parked for its next allocations; when the store is
+/// full, they make way for a larger request instead of failing it.
+fn parked_blocks_make_way_when_the_store_is_full<M: Subject>() {
+    let m = M::make(1 << 20);
+    let mut many = Vec::new();
+    loop {
+        match m.allocate(500) {
+            Ok(b) => many.push(b),
+            Err(Error::OutOfSpace { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let parked = many.split_off(many.len() - 10);
+    drop(parked);
+    let big = m.allocate(2000).expect("the parked blocks give way");
+    assert_eq!(big.len(), 2000);
+    assert!(m.sound());
+    drop((many, big));
+    assert_eq!(m.stats().unwrap().live_blocks, 0);
+}
+
 fn zeroed_memory_is_zero_even_when_reused<M: Subject>() {
     let m = M::make(64 << 20);
     let mut a = m.allocate(4096).unwrap();
@@ -262,6 +283,7 @@ suite!(
     resize_of_a_shared_block_is_an_error,
     zero_length_rule,
     out_of_space_leaves_the_heap_unchanged,
+    parked_blocks_make_way_when_the_store_is_full,
     zeroed_memory_is_zero_even_when_reused,
     handles_validate,
     statistics_stay_consistent,
