@@ -470,11 +470,14 @@ impl Heap {
     /// `None`), else an other hold. `None` if the block is being freed or parked, or (with
     /// `expect_gen`) now carries another generation.
     ///
-    /// For a handle, the generation is read again after the hold is counted: the block's owner
-    /// may have parked and reissued it (lock-free, generation first, reference word last) since
-    /// the handle was validated; the reference word then synchronises with that reissue, so
-    /// the new generation is seen and the hold given back. (A handle never joins the owner's
-    /// references, so giving back never ends them.)
+    /// A handle resolves only to a published block (taking a handle publishes). Its generation
+    /// is read again after the hold is counted: the block's owner may have parked and reissued
+    /// it (lock-free, generation first, reference word last) since the handle was validated;
+    /// the reference word then synchronises with that reissue, so the new generation is seen
+    /// and the hold given back. A reissued block starts unpublished, so the passing count can
+    /// only be seen on a block its owner has published again (read-only for it anyway), and
+    /// never under the lock. (A handle never joins the owner's references, so giving back
+    /// never ends them.)
     pub(crate) fn acquire_locked(
         &self,
         g: &Guard<'_>,
@@ -488,6 +491,12 @@ impl Heap {
         let mut w = word.load(Ordering::Acquire);
         let kind = loop {
             let mine = rc::owner(w) == u64::from(self.tag) && expect_gen.is_none();
+            if expect_gen.is_some() && !rc::published(w) {
+                // Every handle was taken from a published block. An unpublished one is a new
+                // allocation in the place of the block the handle named (or never had a handle):
+                // stale, and its owner may be writing it, so not even a passing count.
+                return None;
+            }
             let (new, kind) = if mine && rc::owner_refs(w) > 0 && rc::owner_refs(w) < rc::OWNER_REFS_MASK {
                 (w + 1, RefKind::Owner)
             } else if rc::count(w) > 0 && rc::other(w) < rc::OTHER_MAX {
