@@ -233,7 +233,13 @@ fn kill_matrix() -> Result<(), Failed> {
                 Err(_) => break,
             }
         }
-        kill(kid)?;
+        // The child loops until killed: one that stopped by itself hit an error.
+        let mut child = kid.take();
+        if let Some(status) = child.try_wait()? {
+            return Err(format!("kill {k} (seed {seed}): the child stopped by itself: {status}").into());
+        }
+        child.kill()?;
+        child.wait()?;
         let t = Instant::now();
         let report = scene.m.recover()?;
         slowest = slowest.max(t.elapsed());
