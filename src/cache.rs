@@ -13,8 +13,9 @@
 //!   (count 0 refuses a reference) and recovery keeps it; when the owner dies, recovery drops
 //!   the owner and frees it with the rest of the dead process's blocks;
 //! - generations come from a range reserved under the lock, so every allocation still gets a
-//!   generation never issued before; a resolve re-reads the generation after its
-//!   compare-and-swap (`Heap::acquire_locked`), which catches a block re-issued under it;
+//!   generation never issued before; a handle resolves only to a published block (a reissued
+//!   one starts unpublished) and re-reads the generation after its compare-and-swap
+//!   (`Heap::acquire_locked`), which catches a block reissued and published again under it;
 //! - each cache counts its parked blocks and bytes in a cell of a per-process table in the
 //!   store (the slot's `SLOT_CACHES`), written only by the cache's thread, so `stats` of any
 //!   process can leave parked blocks out without a lock.
@@ -236,7 +237,8 @@ impl ThreadCache {
         Ok(())
     }
 
-    /// Frees every parked block (under the lock); the heap is going away.
+    /// Frees every parked block (under the lock): the heap is going away, or the store is full.
+    /// Returns whether there was any.
     fn drain(&self, heap: &Heap, g: &Guard<'_>) -> bool {
         let s = self.state();
         let had = s.blocks > 0;
