@@ -153,14 +153,7 @@ fn out_of_space_leaves_the_heap_unchanged<M: Subject>() {
     assert_eq!(after.capacity, after.max_size, "grew to its maximum first");
     assert_eq!((after.used_bytes, after.live_blocks), (before.used_bytes, before.live_blocks));
     // Filling up with small blocks also ends in a typed error.
-    let mut many = Vec::new();
-    loop {
-        match m.allocate(10_000) {
-            Ok(b) => many.push(b),
-            Err(Error::OutOfSpace { .. }) => break,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let many = fill_up(&m, 10_000);
     assert!(many.len() > 50);
     assert!(m.sound());
     drop(many);
@@ -168,18 +161,23 @@ fn out_of_space_leaves_the_heap_unchanged<M: Subject>() {
     drop(keep);
 }
 
+/// Allocates blocks of `len` bytes until the store is full (which must be a typed error).
+fn fill_up<M: Subject>(m: &M, len: usize) -> Vec<MemoryBlock> {
+    let mut many = Vec::new();
+    loop {
+        match m.allocate(len) {
+            Ok(b) => many.push(b),
+            Err(Error::OutOfSpace { .. }) => return many,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 /// Small blocks a thread has released stay parked for its next allocations; when the store is
 /// full, they make way for a larger request instead of failing it.
 fn parked_blocks_make_way_when_the_store_is_full<M: Subject>() {
     let m = M::make(1 << 20);
-    let mut many = Vec::new();
-    loop {
-        match m.allocate(500) {
-            Ok(b) => many.push(b),
-            Err(Error::OutOfSpace { .. }) => break,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let mut many = fill_up(&m, 500);
     let parked = many.split_off(many.len() - 10);
     drop(parked);
     let big = m.allocate(2000).expect("the parked blocks give way");
