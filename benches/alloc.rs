@@ -107,6 +107,8 @@ fn managed<M: MemoryManager>(m: &M, sizes: Sizes, ops: u64) -> f64 {
 }
 
 static MIMALLOC: MiMalloc = MiMalloc;
+/// The in-process manager through its `GlobalAlloc` interface (raw pointers, no `MemoryBlock`).
+static DEFAULT_GLOBAL: DefaultManager = DefaultManager::GLOBAL;
 static SYSTEM: System = System;
 
 fn main() -> Res {
@@ -135,22 +137,24 @@ fn main() -> Res {
             continue;
         }
         // Three rounds, the four allocators interleaved in each; medians.
-        let rounds: Vec<[f64; 4]> = (0..3)
+        let rounds: Vec<[f64; 5]> = (0..3)
             .map(|_| {
                 [
                     raw(&SYSTEM, sizes, ops),
                     raw(&MIMALLOC, sizes, ops),
                     managed(&store, sizes, ops),
                     managed(&default, sizes, ops),
+                    raw(&DEFAULT_GLOBAL, sizes, ops),
                 ]
             })
             .collect();
-        let [glibc, mi, mapped, dflt] =
-            [0, 1, 2, 3].map(|i| median([rounds[0][i], rounds[1][i], rounds[2][i]]));
+        let [glibc, mi, mapped, dflt, as_global] =
+            [0, 1, 2, 3, 4].map(|i| median([rounds[0][i], rounds[1][i], rounds[2][i]]));
         println!(
-            "{name:<12} glibc {glibc:6.1} ns  mimalloc {mi:6.1} ns  MappedManager {mapped:6.1} ns ({:.2}x glibc)  DefaultManager {dflt:6.1} ns ({:.2}x mimalloc)",
+            "{name:<12} glibc {glibc:6.1} ns  mimalloc {mi:6.1} ns  MappedManager {mapped:6.1} ns ({:.2}x glibc)  DefaultManager {dflt:6.1} ns ({:.2}x mimalloc), as GlobalAlloc {as_global:6.1} ns ({:.2}x mimalloc)",
             mapped / glibc,
-            dflt / mi
+            dflt / mi,
+            as_global / mi
         );
     }
     if want("fill") {

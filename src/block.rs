@@ -150,10 +150,10 @@ impl MemoryBlock {
         unsafe { self.heap.as_ref() }
     }
 
-    /// Makes the header's length (the tag's slack) this block's, before anyone else can name
-    /// it; see `Heap::set_len`.
+    /// Completes the header (length, check word) before anyone else can name the block; see
+    /// `Heap::settle`.
     pub(crate) fn settle_len(&self) {
-        self.heap().set_len(self.offset, self.len as u64);
+        self.heap().settle(self.offset, self.len as u64);
     }
 
     /// Store offset of the block's header.
@@ -219,7 +219,7 @@ impl MemoryBlock {
     /// The handle that names this block, for another process. Publishes the block: from now
     /// on it is read-only everywhere.
     pub fn handle(&self) -> BlockHandle {
-        self.heap().set_len(self.offset, self.len as u64);
+        self.heap().settle(self.offset, self.len as u64);
         self.heap().publish(self.offset);
         self.heap().handle_of(self.offset)
     }

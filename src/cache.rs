@@ -25,7 +25,7 @@
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::core::header::{check_word, rc};
+use crate::core::header::rc;
 use crate::core::tlsf::block_size;
 use crate::error::Result;
 use crate::format::*;
@@ -385,12 +385,13 @@ impl Heap {
 
     /// Makes the parked block at `off` a fresh allocation with generation `gen`, owned by this
     /// process. The reference word is stored last: until then the block has count zero and no
-    /// resolve can take a reference to it. The tag keeps its old slack (`Heap::set_len` writes
-    /// the length before anyone else can name the block).
+    /// resolve can take a reference to it. The tag keeps its old slack and the header its old
+    /// check word until the block is about to be named by others (`Heap::settle`): a handle
+    /// resolves only to a published block, and computing the check word (two multiply-xorshift
+    /// rounds) would cost several nanoseconds per allocation.
     #[inline]
     pub(crate) fn reissue(&self, off: u64, gen: u64) -> Result<()> {
         self.region.store(off + HDR_GEN, gen)?;
-        self.region.store(off + HDR_CHECK, check_word(self.key(), off, gen))?;
         self.region.u64_at(off + HDR_RC)?.store(rc::fresh(u64::from(self.tag())), Ordering::Release);
         Ok(())
     }

@@ -116,11 +116,6 @@ impl Heap {
         Ok(Heap { region, backing, key, tag, holds: Mutex::default(), id, caches: Default::default() })
     }
 
-    /// The store key (for header check words).
-    pub(crate) fn key(&self) -> u64 {
-        self.key
-    }
-
     /// This process's owner tag.
     pub(crate) fn tag(&self) -> u32 {
         self.tag
@@ -429,12 +424,14 @@ impl Heap {
         .map_err(|_| Error::corrupt("too many holds on one block", off))
     }
 
-    /// Writes `len` into the tag of the held block at `off` (as its slack). A block reissued
-    /// from a thread cache keeps the slack of its previous allocation until then: only its
-    /// owner can name it, and the owner's `MemoryBlock` knows the length. Called before a block
-    /// becomes nameable by others (a handle, a root, a channel) so that they read the right
-    /// length. One compare-and-swap loop on the tag, as the core may flip `PREV_FREE`.
-    pub(crate) fn set_len(&self, off: u64, len: u64) {
+    /// Completes the header of the held block at `off` before others can name it (a handle, a
+    /// root, a channel): `len` into the tag (as its slack) and the check word of its
+    /// generation. A block reissued from a thread cache keeps the slack and check word of its
+    /// previous allocation until then: only its owner can name it, and the owner's
+    /// `MemoryBlock` knows the length. The slack is set with a compare-and-swap loop on the
+    /// tag, as the core may flip `PREV_FREE`; rewriting the check word of a block that is
+    /// already nameable stores the value it holds.
+    pub(crate) fn settle(&self, off: u64, len: u64) {
         let Ok(word) = self.region.u64_at(off + HDR_TAG) else { return };
         let t = Tag(word.load(Ordering::Relaxed));
         let Some(slack) = t.size().checked_sub(HEADER_SIZE + len).filter(|&s| s <= MAX_SLACK) else { return };
@@ -442,6 +439,9 @@ impl Heap {
             let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
                 Some(w & !(MAX_SLACK << 48) | slack << 48)
             });
+        }
+        if let Ok(gen) = self.region.load(off + HDR_GEN) {
+            let _ = self.region.store(off + HDR_CHECK, check_word(self.key, off, gen));
         }
     }
 
