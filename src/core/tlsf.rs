@@ -274,6 +274,12 @@ impl<'r> Core<'r> {
         } else {
             self.set_prev_free(off + size, false)?;
         }
+        if gap > 0 {
+            // This header lies inside the found block, over old payload bytes: clear its
+            // generation, reference and check words, as every free header's are, so that a
+            // crash before the caller writes them leaves a block nobody holds.
+            self.r.zero(off + HDR_GEN, HEADER_SIZE - HDR_GEN)?;
+        }
         let tag = Tag::used(size, size - HEADER_SIZE - len, align_log2).with_prev_free(gap > 0);
         self.set_tag(off, tag)?;
         // The commit point when an alignment gap is split off: until this store the found
