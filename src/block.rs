@@ -130,14 +130,16 @@ impl MemoryBlock {
     #[inline]
     pub(crate) fn allocate(heap: &Arc<Heap>, len: usize, align: usize, zeroed: bool) -> Result<Self> {
         let align_log2 = align_log2(align)?;
-        if align_log2 == 4 && !zeroed {
-            if let Some((offset, ptr)) = heap.take_cached(len as u64) {
-                family_begins(heap);
-                return Ok(MemoryBlock { heap: NonNull::from(&**heap), offset, ptr, len, hold: None });
+        let cached = if align_log2 == 4 { heap.take_cached(len as u64) } else { None };
+        let (offset, ptr) = match cached {
+            Some(got) => got,
+            None => {
+                let offset = heap.allocate_uncached(len as u64, align_log2)?;
+                (offset, heap.payload(offset, len as u64)?)
             }
-        }
-        let got = heap.allocate(len as u64, align_log2)?;
-        let mut block = MemoryBlock::from_obtained(heap, got)?;
+        };
+        family_begins(heap);
+        let mut block = MemoryBlock { heap: NonNull::from(&**heap), offset, ptr, len, hold: None };
         if zeroed {
             block.as_mut_slice()?.fill(0);
         }

@@ -247,28 +247,27 @@ impl Heap {
 
     // ---- allocation -------------------------------------------------------------------
 
-    /// Allocates a block of `len` bytes aligned to `1 << align_log2`, owned by this process.
+    /// Allocates a block of `len` bytes aligned to `1 << align_log2`, owned by this process:
+    /// from this thread's cache if it can, else under the lock.
     pub(crate) fn allocate(&self, len: u64, align_log2: u32) -> Result<Obtained> {
-        if align_log2 == 4 {
-            if let Some((offset, _)) = self.take_cached(len) {
-                return Ok(Obtained {
-                    offset,
-                    len,
-                    kind: RefKind::Owner,
-                    hold_index: None,
-                    new_family: true,
-                });
-            }
-        }
-        let g = self.lock()?;
-        let offset = match self.allocate_locked(&g, len, align_log2) {
-            // The store is full: what this thread keeps parked goes back first.
-            Err(Error::OutOfSpace { .. }) if self.give_back_cache(&g) => {
-                self.allocate_locked(&g, len, align_log2)?
-            }
-            other => other?,
+        let cached = if align_log2 == 4 { self.take_cached(len) } else { None };
+        let offset = match cached {
+            Some((offset, _)) => offset,
+            None => self.allocate_uncached(len, align_log2)?,
         };
         Ok(Obtained { offset, len, kind: RefKind::Owner, hold_index: None, new_family: true })
+    }
+
+    /// Allocates under the lock (the thread's cache could not serve the request).
+    pub(crate) fn allocate_uncached(&self, len: u64, align_log2: u32) -> Result<u64> {
+        let g = self.lock()?;
+        match self.allocate_locked(&g, len, align_log2) {
+            // The store is full: what this thread keeps parked goes back first.
+            Err(Error::OutOfSpace { .. }) if self.give_back_cache(&g) => {
+                self.allocate_locked(&g, len, align_log2)
+            }
+            other => other,
+        }
     }
 
     pub(crate) fn allocate_locked(&self, _g: &Guard<'_>, len: u64, align_log2: u32) -> Result<u64> {
