@@ -4,9 +4,10 @@
 //! [`CLASS_LIMIT`] bytes with its header) and default-aligned: it stays a used block in the
 //! core, its reference word keeps the owner (this process) with a count of zero, and its offset
 //! goes onto a stack in the releasing thread's cache. The next allocation of the same block
-//! size on that thread pops it, writes a new generation and check word, and publishes the
-//! fresh reference word last. Only refilling an empty stack (carving a batch of blocks) and
-//! spilling a full one take the store lock.
+//! size on that thread pops it, writes a new generation, and publishes the fresh reference
+//! word last (the length and check word follow when the block is published: `Heap::settle`).
+//! Only refilling an empty stack (carving a batch of blocks) and spilling a full one take the
+//! store lock.
 //!
 //! Why this keeps recovery exact (ARCHITECTURE.md, "Block caches"):
 //! - a parked block has count 0 and a living owner, so resolving a handle to it fails
