@@ -270,7 +270,7 @@ impl Heap {
         }
     }
 
-    pub(crate) fn allocate_locked(&self, _g: &Guard<'_>, len: u64, align_log2: u32) -> Result<u64> {
+    pub(crate) fn allocate_locked(&self, g: &Guard<'_>, len: u64, align_log2: u32) -> Result<u64> {
         let carved = loop {
             if let Some(c) = self.core().alloc(len, align_log2)? {
                 break c;
@@ -279,14 +279,14 @@ impl Heap {
         };
         let off = carved.offset;
         pause("alloc-carved");
-        self.stamp(off, rc::fresh(u64::from(self.tag)))?;
+        self.stamp(g, off, rc::fresh(u64::from(self.tag)))?;
         Ok(off)
     }
 
     /// Writes a new generation, the check word and the reference word `word` into the header
     /// of a block just carved (under the lock).
-    fn stamp(&self, off: u64, word: u64) -> Result<()> {
-        let (gen, _) = self.reserve_generations_unchecked(1)?;
+    fn stamp(&self, g: &Guard<'_>, off: u64, word: u64) -> Result<()> {
+        let (gen, _) = self.reserve_generations(g, 1)?;
         self.region.store(off + HDR_GEN, gen)?;
         self.region.store(off + HDR_CHECK, check_word(self.key, off, gen))?;
         self.rc_word(off)?.store(word, Ordering::Release);
@@ -295,10 +295,6 @@ impl Heap {
 
     /// Reserves `n` generations never issued before: returns the range `[start, end)`.
     pub(crate) fn reserve_generations(&self, _g: &Guard<'_>, n: u64) -> Result<(u64, u64)> {
-        self.reserve_generations_unchecked(n)
-    }
-
-    fn reserve_generations_unchecked(&self, n: u64) -> Result<(u64, u64)> {
         let gen = self.region.load(SB_NEXT_GEN)?;
         let next = gen.checked_add(n).ok_or(Error::corrupt("generation counter exhausted", SB_NEXT_GEN))?;
         self.region.store(SB_NEXT_GEN, next)?;
@@ -307,9 +303,9 @@ impl Heap {
 
     /// Carves a block for `len` bytes from the free space there is (no growth) and leaves it
     /// parked: owned by this process, count zero. Returns its offset and size.
-    pub(crate) fn carve_parked(&self, _g: &Guard<'_>, len: u64) -> Result<Option<(u64, u64)>> {
+    pub(crate) fn carve_parked(&self, g: &Guard<'_>, len: u64) -> Result<Option<(u64, u64)>> {
         let Some(c) = self.core().alloc(len, 4)? else { return Ok(None) };
-        self.stamp(c.offset, rc::parked(u64::from(self.tag)))?;
+        self.stamp(g, c.offset, rc::parked(u64::from(self.tag)))?;
         Ok(Some((c.offset, c.size)))
     }
 
