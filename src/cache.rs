@@ -355,23 +355,24 @@ impl Heap {
         Ok(table)
     }
 
-    /// Bytes and blocks that are no user's: parked in the caches of every attached process
-    /// (of this process for an in-process heap), the cache counter tables and the hold tables.
+    /// Bytes and blocks that are no user's: parked in the caches of every attached process, the
+    /// cache counter tables and the hold tables, as the registry names them. A heap without a
+    /// registry slot (in-process) names its own counter table nowhere but here.
     /// Cells are read without the lock; a value being changed is off by one block at most.
     pub(crate) fn bookkeeping(&self) -> Result<(u64, u64)> {
         let (mut bytes, mut blocks) = (0u64, 0u64);
-        let tables: Vec<u64> = if self.has_registry() {
-            for i in 0..SLOT_COUNT {
-                let holds = self.region.load(slot_offset(i) + SLOT_HOLDS)?;
-                if holds != 0 {
-                    bytes = bytes.wrapping_add(self.core().block_at(holds)?.size());
-                    blocks = blocks.wrapping_add(1);
-                }
+        let mut tables = Vec::new();
+        for i in 0..SLOT_COUNT {
+            let holds = self.region.load(slot_offset(i) + SLOT_HOLDS)?;
+            if holds != 0 {
+                bytes = bytes.wrapping_add(self.core().block_at(holds)?.size());
+                blocks = blocks.wrapping_add(1);
             }
-            (0..SLOT_COUNT).map(|i| self.region.load(slot_offset(i) + SLOT_CACHES)).collect::<Result<_>>()?
-        } else {
-            vec![self.caches.table.load(Ordering::Acquire)]
-        };
+            tables.push(self.region.load(slot_offset(i) + SLOT_CACHES)?);
+        }
+        if self.slot().is_none() {
+            tables.push(self.caches.table.load(Ordering::Acquire));
+        }
         for t in tables.into_iter().filter(|&t| t != 0) {
             bytes = bytes.wrapping_add(self.core().block_at(t)?.size());
             blocks = blocks.wrapping_add(1);

@@ -101,9 +101,6 @@ impl Backing for Anonymous {
     fn slot(&self) -> Option<u32> {
         None
     }
-    fn has_registry(&self) -> bool {
-        false
-    }
 }
 
 impl Drop for Anonymous {

@@ -36,9 +36,6 @@ pub(crate) trait Backing: Send + Sync {
     fn detach(&self, region: &Region);
     /// This process's registry slot, for stores shared between processes.
     fn slot(&self) -> Option<u32>;
-    /// Whether the memory is a store with a process registry (a file), as opposed to a
-    /// process's own heap.
-    fn has_registry(&self) -> bool;
 }
 
 /// A reference to a block obtained from the heap: how this process counts it.
@@ -124,11 +121,6 @@ impl Heap {
     /// This process's registry slot, if the memory is shared between processes.
     pub(crate) fn slot(&self) -> Option<u32> {
         self.backing.slot()
-    }
-
-    /// Whether the memory is a store with a process registry.
-    pub(crate) fn has_registry(&self) -> bool {
-        self.backing.has_registry()
     }
 
     /// Whether the process attached to `slot` is gone.

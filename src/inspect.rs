@@ -163,9 +163,6 @@ impl Backing for SnapshotBacking {
     fn slot(&self) -> Option<u32> {
         None
     }
-    fn has_registry(&self) -> bool {
-        true
-    }
 }
 
 /// The lock tag a snapshot uses on its own copy: no registry slot has it.

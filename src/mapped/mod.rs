@@ -172,9 +172,6 @@ impl Backing for FileBacking {
     fn slot(&self) -> Option<u32> {
         Some(self.slot)
     }
-    fn has_registry(&self) -> bool {
-        true
-    }
 }
 
 impl Drop for FileBacking {
