@@ -130,14 +130,7 @@ impl MemoryBlock {
     #[inline]
     pub(crate) fn allocate(heap: &Arc<Heap>, len: usize, align: usize, zeroed: bool) -> Result<Self> {
         let align_log2 = align_log2(align)?;
-        let cached = if align_log2 == 4 { heap.take_cached(len as u64) } else { None };
-        let (offset, ptr) = match cached {
-            Some(got) => got,
-            None => {
-                let offset = heap.allocate_uncached(len as u64, align_log2)?;
-                (offset, heap.payload(offset, len as u64)?)
-            }
-        };
+        let (offset, ptr) = heap.allocate(len as u64, align_log2)?;
         family_begins(heap);
         let mut block = MemoryBlock { heap: NonNull::from(&**heap), offset, ptr, len, hold: None };
         if zeroed {

@@ -195,8 +195,7 @@ impl Heap {
     /// Allocates a block for raw use (allocator interfaces): no `MemoryBlock`, one owner
     /// reference that [`Heap::free_raw`] gives back.
     pub(crate) fn alloc_raw(&self, len: u64, align_log2: u32) -> Option<NonNull<u8>> {
-        let off = self.allocate(len, align_log2).ok()?.offset;
-        self.payload(off, len).ok()
+        self.allocate(len, align_log2).ok().map(|(_, p)| p)
     }
 
     /// Frees a block from [`Heap::alloc_raw`].
@@ -239,19 +238,22 @@ impl Heap {
 
     // ---- allocation -------------------------------------------------------------------
 
-    /// Allocates a block of `len` bytes aligned to `1 << align_log2`, owned by this process:
-    /// from this thread's cache if it can, else under the lock.
-    pub(crate) fn allocate(&self, len: u64, align_log2: u32) -> Result<Obtained> {
-        let cached = if align_log2 == 4 { self.take_cached(len) } else { None };
-        let offset = match cached {
-            Some((offset, _)) => offset,
-            None => self.allocate_uncached(len, align_log2)?,
-        };
-        Ok(Obtained { offset, len, kind: RefKind::Owner, hold_index: None, new_family: true })
+    /// Allocates a block of `len` bytes aligned to `1 << align_log2`, owned by this process
+    /// (one owner reference): from this thread's cache if it can, else under the lock. Returns
+    /// its offset and payload.
+    #[inline]
+    pub(crate) fn allocate(&self, len: u64, align_log2: u32) -> Result<(u64, NonNull<u8>)> {
+        if align_log2 == 4 {
+            if let Some(got) = self.take_cached(len) {
+                return Ok(got);
+            }
+        }
+        let offset = self.allocate_uncached(len, align_log2)?;
+        Ok((offset, self.payload(offset, len)?))
     }
 
     /// Allocates under the lock (the thread's cache could not serve the request).
-    pub(crate) fn allocate_uncached(&self, len: u64, align_log2: u32) -> Result<u64> {
+    fn allocate_uncached(&self, len: u64, align_log2: u32) -> Result<u64> {
         let g = self.lock()?;
         match self.allocate_locked(&g, len, align_log2) {
             // The store is full: what this thread keeps parked goes back first.
