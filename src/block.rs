@@ -9,6 +9,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::core::header::rc;
 use crate::error::{Error, Result};
+use crate::family::{family_ends, HeapRef};
 use crate::format::{HEADER_SIZE, PAGE_SIZE};
 use crate::heap::{Heap, Obtained, RefKind};
 use crate::segment::{MemorySegment, MemorySegmentMut};
@@ -60,9 +61,9 @@ pub struct BlockHandle {
 /// # Ok::<(), mmheap::Error>(())
 /// ```
 pub struct MemoryBlock {
-    /// Kept alive by one `Arc<Heap>` count: for an owner reference, the one this process's
-    /// owner references to the block share (taken with the first, given back by the last, see
-    /// `MemoryBlock::drop`); for a hold, the `Hold`'s.
+    /// Kept alive: for an owner reference, by the family of this process's owner references to
+    /// the block (counted when the first is made, uncounted when the last goes; `family.rs`);
+    /// for a hold, by the `Hold`'s user reference.
     heap: NonNull<Heap>,
     offset: u64,
     ptr: NonNull<u8>,
@@ -74,7 +75,7 @@ pub struct MemoryBlock {
 
 /// One other hold on a block, shared by the clones that came from one resolve.
 struct Hold {
-    heap: Arc<Heap>,
+    heap: HeapRef,
     offset: u64,
     /// Entry in this process's hold table.
     index: Option<u64>,
@@ -108,12 +109,12 @@ pub(crate) fn align_log2(align: usize) -> Result<u32> {
 }
 
 impl MemoryBlock {
-    pub(crate) fn from_obtained(heap: &Arc<Heap>, got: Obtained) -> Result<MemoryBlock> {
+    pub(crate) fn from_obtained(heap: &HeapRef, got: Obtained) -> Result<MemoryBlock> {
         let ptr = heap.payload(got.offset, got.len)?;
         let hold = match got.kind {
             RefKind::Owner => {
                 if got.new_family {
-                    family_begins(heap);
+                    heap.family_begins();
                 }
                 None
             }
@@ -124,14 +125,20 @@ impl MemoryBlock {
                 armed: true,
             })),
         };
-        Ok(MemoryBlock { heap: NonNull::from(&**heap), offset: got.offset, ptr, len: got.len as usize, hold })
+        Ok(MemoryBlock {
+            heap: NonNull::from(&***heap),
+            offset: got.offset,
+            ptr,
+            len: got.len as usize,
+            hold,
+        })
     }
 
     #[inline]
     pub(crate) fn allocate(heap: &Arc<Heap>, len: usize, align: usize, zeroed: bool) -> Result<Self> {
         let align_log2 = align_log2(align)?;
         let (offset, ptr) = heap.allocate(len as u64, align_log2)?;
-        family_begins(heap);
+        heap.family_begins();
         let mut block = MemoryBlock { heap: NonNull::from(&**heap), offset, ptr, len, hold: None };
         if zeroed {
             block.as_mut_slice()?.fill(0);
@@ -249,7 +256,7 @@ impl MemoryBlock {
                 // own the new block: its family takes over the keep-alive count.
                 if let Some(mut hold) = self.hold.take().and_then(Arc::into_inner) {
                     hold.armed = false;
-                    family_begins(&hold.heap);
+                    hold.heap.family_begins();
                 }
                 new
             }
@@ -279,8 +286,8 @@ impl MemoryBlock {
         let off = self.offset;
         self.offset = 0;
         if self.heap().donate_locked(g, off, kind, last)? {
-            // SAFETY: this was the family's last owner reference, so its count is ours to give
-            // back; the caller's channel keeps another count, so the heap (and `g`) outlive it.
+            // SAFETY: this was the family's last owner reference, so its ending is ours to
+            // count; the caller's channel is a user, so the heap (and `g`) outlive it.
             unsafe { family_ends(self.heap) };
         }
         Ok(())
@@ -290,22 +297,6 @@ impl MemoryBlock {
     pub(crate) fn same_heap(&self, heap: &Arc<Heap>) -> bool {
         std::ptr::eq(self.heap.as_ptr(), Arc::as_ptr(heap))
     }
-}
-
-/// Takes the `Arc<Heap>` count a new family of owner references shares.
-fn family_begins(heap: &Arc<Heap>) {
-    std::mem::forget(Arc::clone(heap));
-}
-
-/// Gives back the count [`family_begins`] took.
-///
-/// # Safety
-///
-/// `heap` points into an `Arc<Heap>` allocation, and the caller's family (whose last owner
-/// reference has just gone) holds a count that [`family_begins`] took.
-unsafe fn family_ends(heap: NonNull<Heap>) {
-    // SAFETY: per the contract, one strong count is ours and `heap` is the `Arc`'s pointer.
-    unsafe { Arc::decrement_strong_count(heap.as_ptr()) };
 }
 
 impl Clone for MemoryBlock {
@@ -328,7 +319,7 @@ impl Drop for MemoryBlock {
         // Offset 0 marks a reference that was donated to the store (`donate_locked`).
         if self.hold.is_none() && self.offset != 0 && self.heap().release_owner(self.offset) {
             // SAFETY: that was this process's last owner reference to the block, so the
-            // family's count is ours to give back, and nothing uses the heap through it after.
+            // family's ending is ours to count, and nothing uses the heap through it after.
             unsafe { family_ends(self.heap) };
         }
     }

@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::core::header::rc;
 use crate::core::tlsf::block_size;
 use crate::error::Result;
+use crate::family::Lives;
 use crate::format::*;
 use crate::heap::{Guard, Heap};
 use crate::sync::{AtomicU64, AtomicU8, Ordering};
@@ -58,6 +59,11 @@ pub(crate) struct ThreadCache {
     claimed: AtomicU8,
     /// 1 once the heap was dropped: the cache is empty and never used again.
     gone: AtomicU8,
+    /// Families of owner references begun minus ended on the claiming thread (wrapping; only
+    /// that thread writes it, with plain stores; `family.rs`).
+    families: AtomicU64,
+    /// The heap's users and families; outlives the heap while this cache lives.
+    lives: Arc<Lives>,
 }
 
 // SAFETY: `state` is reached only by the one thread that claimed the cache (the claim is an
@@ -113,9 +119,26 @@ fn class(size: u64) -> Option<usize> {
     (size <= CLASS_LIMIT).then_some((size / GRANULE) as usize)
 }
 
-/// How many blocks of `size` bytes a stack keeps at most.
+/// How many blocks of `size` bytes a stack keeps at most (a table: a division on every
+/// release cost more than the rest of `put`).
 fn stack_limit(size: u64) -> usize {
-    (STACK_BYTES / size).clamp(MIN_STACK, STACK as u64) as usize
+    const LIMITS: [u8; CLASSES] = {
+        let mut t = [0u8; CLASSES];
+        let mut c = 1;
+        while c < CLASSES {
+            let n = STACK_BYTES / (c as u64 * GRANULE);
+            t[c] = if n < MIN_STACK {
+                MIN_STACK as u8
+            } else if n > STACK as u64 {
+                STACK as u8
+            } else {
+                n as u8
+            };
+            c += 1;
+        }
+        t
+    };
+    LIMITS.get((size / GRANULE) as usize).map_or(MIN_STACK as usize, |&n| usize::from(n))
 }
 
 impl ThreadCache {
@@ -126,10 +149,27 @@ impl ThreadCache {
         unsafe { &mut *self.state.get() }
     }
 
+    /// Adds `delta` (wrapping) to the thread's family count: a load and a release store, no
+    /// read-modify-write (only this thread writes it).
+    #[inline]
+    pub(crate) fn count_family(&self, delta: u64) {
+        let n = self.families.load(Ordering::Relaxed);
+        self.families.store(n.wrapping_add(delta), Ordering::Release);
+    }
+
+    /// The heap's users and families.
+    pub(crate) fn lives(&self) -> &Lives {
+        &self.lives
+    }
+
     /// Publishes the counters to the cell (plain stores: this thread is the only writer).
+    #[inline]
     fn publish_counts(&self, heap: &Heap, s: &State) {
-        let _ = heap.region.store(self.cell, s.bytes);
-        let _ = heap.region.store(self.cell + 8, s.blocks);
+        // SAFETY: `claim_cache` range-checked both words of the cell when it made the cache.
+        let (bytes, blocks) =
+            unsafe { (heap.region.word_unchecked(self.cell), heap.region.word_unchecked(self.cell + 8)) };
+        bytes.store(s.bytes, Ordering::Relaxed);
+        blocks.store(s.blocks, Ordering::Relaxed);
     }
 
     /// Pops a parked block of the size `len` needs and makes it a fresh allocation owned by
@@ -152,11 +192,13 @@ impl ThreadCache {
         let gen = s.next_gen;
         s.next_gen += 1;
         // A refill may have left a block a little larger than the class here.
-        let got = heap.core().tag(off)?.size();
+        // SAFETY: every offset on a stack had its header range-checked before it was pushed
+        // (`Heap::park_or_free`'s callers check the reference word, a refill carves and writes
+        // the whole header).
+        let got = unsafe { heap.reissue(off, gen) };
         s.bytes = s.bytes.saturating_sub(got);
         s.blocks -= 1;
         self.publish_counts(heap, s);
-        heap.reissue(off, gen)?;
         Ok(Some(off))
     }
 
@@ -262,13 +304,17 @@ impl Heap {
     /// from inside the claiming itself).
     #[inline]
     pub(crate) fn cache(&self) -> Option<&ThreadCache> {
+        self.cache_in_use().or_else(|| self.cache_slow())
+    }
+
+    /// This thread's cache for this heap if it is the one the thread used last; never makes
+    /// or claims one.
+    #[inline]
+    pub(crate) fn cache_in_use(&self) -> Option<&ThreadCache> {
         let (id, p) = LAST.try_with(Cell::get).ok()?;
-        if id == self.id {
-            // SAFETY: `LAST` names a cache this thread claimed for the heap with this id; the
-            // heap (alive: we are in its method) keeps it in `caches`.
-            return Some(unsafe { &*p });
-        }
-        self.cache_slow()
+        // SAFETY: `LAST` names a cache this thread claimed for the heap with this id; the
+        // heap (alive: we are in its method) keeps it in `caches`, and the claim keeps it too.
+        (id == self.id).then(|| unsafe { &*p })
     }
 
     /// Frees every block this thread's cache keeps (under the lock), when the store is full.
@@ -322,6 +368,8 @@ impl Heap {
             self.caches.table.store(table, Ordering::Release);
         }
         let cell = table + HEADER_SIZE + all.len() as u64 * CELL_SIZE;
+        self.region.word(cell)?;
+        self.region.word(cell + 8)?;
         let state = State {
             stacks: [[0; STACK]; CLASSES],
             depth: [0; CLASSES],
@@ -335,9 +383,18 @@ impl Heap {
             cell,
             claimed: AtomicU8::new(1),
             gone: AtomicU8::new(0),
+            families: AtomicU64::new(0),
+            lives: self.lives.clone(),
         });
         all.push(c.clone());
         Some(c)
+    }
+
+    /// Live families of owner references: the sum of every cache's count and the homeless one
+    /// (exact once the heap is orphaned and every ending is seen; `family.rs`).
+    pub(crate) fn families_alive(&self) -> u64 {
+        let caches = self.caches();
+        caches.iter().fold(self.lives.homeless(), |n, c| n.wrapping_add(c.families.load(Ordering::Acquire)))
     }
 
     pub(crate) fn caches(&self) -> MutexGuard<'_, Vec<Arc<ThreadCache>>> {
@@ -391,11 +448,24 @@ impl Heap {
     /// check word until the block is about to be named by others (`Heap::settle`): a handle
     /// resolves only to a published block, and computing the check word (two multiply-xorshift
     /// rounds) would cost several nanoseconds per allocation.
+    /// Returns the block's size.
+    ///
+    /// # Safety
+    /// The header at `off` was range-checked before (see `Region::word_unchecked`).
     #[inline]
-    pub(crate) fn reissue(&self, off: u64, gen: u64) -> Result<()> {
-        self.region.store(off + HDR_GEN, gen)?;
-        self.region.u64_at(off + HDR_RC)?.store(rc::fresh(u64::from(self.tag())), Ordering::Release);
-        Ok(())
+    pub(crate) unsafe fn reissue(&self, off: u64, gen: u64) -> u64 {
+        // SAFETY: the caller checked the header's range; tag, generation and reference word
+        // lie inside it.
+        let (tag, gen_word, rc_word) = unsafe {
+            (
+                self.region.word_unchecked(off + HDR_TAG),
+                self.region.word_unchecked(off + HDR_GEN),
+                self.region.word_unchecked(off + HDR_RC),
+            )
+        };
+        gen_word.store(gen, Ordering::Relaxed);
+        rc_word.store(rc::fresh(u64::from(self.tag())), Ordering::Release);
+        crate::core::header::Tag(tag.load(Ordering::Relaxed)).size()
     }
 }
 

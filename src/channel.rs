@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use crate::core::header::rc;
 use crate::directory::{valid_name, CHANNELS};
 use crate::error::{Error, Result};
+use crate::family::HeapRef;
 use crate::format::*;
 use crate::heap::{Guard, Heap};
 use crate::hooks::pause;
@@ -123,7 +124,7 @@ pub struct Channel {
 }
 
 struct Inner {
-    heap: Arc<Heap>,
+    heap: HeapRef,
     /// Header offset of the ring block; payload fields are at `ring + HEADER_SIZE + field`.
     ring: u64,
     capacity: u64,
@@ -211,7 +212,7 @@ pub(crate) fn check(heap: &Heap) -> Result<Vec<crate::Problem>> {
 }
 
 /// Finds or makes the channel `name`.
-pub(crate) fn open(heap: &Arc<Heap>, name: &str, capacity: usize) -> Result<Channel> {
+pub(crate) fn open(heap: &HeapRef, name: &str, capacity: usize) -> Result<Channel> {
     let bytes = name.as_bytes();
     if !valid_name(bytes) {
         return Err(Error::InvalidOptions("channel names are 1..=48 bytes without NUL"));

@@ -2,10 +2,11 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr::NonNull;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use crate::core::region::Region;
 use crate::error::{Error, Result};
+use crate::family::HeapRef;
 use crate::format::{MIN_STORE_SIZE, PAGE_SIZE};
 use crate::heap::{format_region, Backing, Heap};
 use crate::sync::{AtomicU8, Ordering};
@@ -51,7 +52,7 @@ const INITIAL: u64 = 1 << 20;
 #[derive(Clone)]
 pub struct DefaultManager {
     /// `None`: the process-wide heap, made on first use.
-    heap: Option<Arc<Heap>>,
+    heap: Option<HeapRef>,
 }
 
 impl std::fmt::Debug for DefaultManager {
@@ -111,13 +112,13 @@ impl Drop for Anonymous {
 }
 
 /// The process-wide heap and how far it is made: 0 not yet, 1 being made, 2 ready, 3 failed.
-static GLOBAL_HEAP: OnceLock<Arc<Heap>> = OnceLock::new();
+static GLOBAL_HEAP: OnceLock<HeapRef> = OnceLock::new();
 static GLOBAL_STATE: AtomicU8 = AtomicU8::new(0);
 
 /// The process-wide heap if it is ready, making it if nobody is. `None` while it is being made
 /// (allocations made meanwhile, including the ones that make it, go to the system allocator)
 /// and if it could not be made.
-fn global_heap_if_ready() -> Option<&'static Arc<Heap>> {
+fn global_heap_if_ready() -> Option<&'static HeapRef> {
     match GLOBAL_STATE.load(Ordering::Acquire) {
         2 => GLOBAL_HEAP.get(),
         0 if GLOBAL_STATE.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok() => {
@@ -147,7 +148,7 @@ impl DefaultManager {
     /// # Panics
     /// For [`DefaultManager::GLOBAL`], if the process-wide heap cannot be made (no address
     /// space), as a global allocator would abort.
-    pub(crate) fn heap(&self) -> &Arc<Heap> {
+    pub(crate) fn heap(&self) -> &HeapRef {
         match &self.heap {
             Some(h) => h,
             None => loop {
@@ -161,7 +162,7 @@ impl DefaultManager {
     }
 
     /// The heap to serve a raw allocation from, if it may be used from this thread now.
-    fn raw_heap(&self) -> Option<&Arc<Heap>> {
+    fn raw_heap(&self) -> Option<&HeapRef> {
         let h = match &self.heap {
             Some(h) => h,
             None => global_heap_if_ready()?,
@@ -170,7 +171,7 @@ impl DefaultManager {
     }
 
     /// The heap that handed out `p`, with the block's header offset.
-    fn owner_of(&self, p: *const u8) -> Option<(&Arc<Heap>, u64)> {
+    fn owner_of(&self, p: *const u8) -> Option<(&HeapRef, u64)> {
         let h = match &self.heap {
             Some(h) => h,
             None => GLOBAL_HEAP.get()?,
@@ -198,7 +199,7 @@ impl DefaultManager {
         backing.grow(&region, initial)?;
         format_region(&region, initial, max, 0)?;
         let heap = Heap::new(region, Box::new(backing), 1)?;
-        Ok(DefaultManager { heap: Some(Arc::new(heap)) })
+        Ok(DefaultManager { heap: Some(HeapRef::new(heap)) })
     }
 
     /// The process-wide manager; its heap is made on first use.

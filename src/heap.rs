@@ -2,7 +2,7 @@
 //! that knows how to grow and who is alive, plus the reference protocol on block headers.
 
 use std::ptr::NonNull;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::core::check::CheckReport;
 use crate::core::header::{check_word, rc, Tag, MAX_SLACK};
@@ -74,6 +74,8 @@ pub(crate) struct Heap {
     pub(crate) id: u64,
     /// The per-thread block caches made for this heap.
     pub(crate) caches: crate::cache::Caches,
+    /// Its users and families (`family.rs`).
+    pub(crate) lives: Arc<crate::family::Lives>,
 }
 
 /// Proof of holding the store lock.
@@ -110,7 +112,8 @@ impl Heap {
         let key = region.load(SB_KEY)?;
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        Ok(Heap { region, backing, key, tag, holds: Mutex::default(), id, caches: Default::default() })
+        let lives = crate::family::Lives::new();
+        Ok(Heap { region, backing, key, tag, holds: Mutex::default(), id, caches: Default::default(), lives })
     }
 
     /// This process's owner tag.
@@ -215,14 +218,14 @@ impl Heap {
             return None;
         }
         let off = self.cache()?.take(self, len).ok()??;
-        Some((off, self.payload(off, len).ok()?))
+        Some((off, self.payload_at(off, len)?))
     }
 
     /// Parks a block whose count has just reached zero in this thread's cache, or frees it.
     /// Its owner field still names this process.
     #[inline]
     fn park_or_free(&self, off: u64) {
-        let Ok(t) = self.core().tag(off) else { return };
+        let Some(t) = self.region.word(off + HDR_TAG).map(|w| Tag(w.load(Ordering::Relaxed))) else { return };
         if t.align_log2() == 4 && t.size() <= crate::cache::CLASS_LIMIT {
             if let Some(c) = self.cache() {
                 if c.put(self, off, t.size()) {
@@ -340,7 +343,17 @@ impl Heap {
     /// reference to the block.
     #[inline]
     pub(crate) fn release_owner(&self, off: u64) -> bool {
-        let Ok(word) = self.rc_word(off) else { return false };
+        let Some(word) = self.region.word(off + HDR_RC) else { return false };
+        let sole = rc::fresh(u64::from(self.tag));
+        if word.load(Ordering::Acquire) == sole {
+            // The only reference, never published: nobody else can change the word now (no
+            // handle names the block, no other reference exists to clone or publish it, and
+            // a stale resolver's compare-and-swap expects the published bit), so a plain store
+            // releases it; the acquire load ordered the releases of earlier clones before us.
+            word.store(rc::parked(u64::from(self.tag)), Ordering::Release);
+            self.park_or_free(off);
+            return true;
+        }
         let prev = word.fetch_sub(1, Ordering::Release);
         debug_assert!(rc::owner_refs(prev) > 0 && rc::owner(prev) == u64::from(self.tag));
         if rc::owner_refs(prev) > 1 {
@@ -443,7 +456,7 @@ impl Heap {
 
     /// The reference word of a held block.
     pub(crate) fn rc(&self, off: u64) -> u64 {
-        self.rc_word(off).map_or(0, |w| w.load(Ordering::Acquire))
+        self.region.word(off + HDR_RC).map_or(0, |w| w.load(Ordering::Acquire))
     }
 
     /// Turns a handle into a new reference, checking range, header and generation.
@@ -684,6 +697,12 @@ impl Heap {
     /// A pointer to the payload of the block at `off`.
     pub(crate) fn payload(&self, off: u64, len: u64) -> Result<NonNull<u8>> {
         self.region.ptr(off + HEADER_SIZE, len)
+    }
+
+    /// As [`Heap::payload`], `None` when out of range (for the hot paths).
+    #[inline]
+    pub(crate) fn payload_at(&self, off: u64, len: u64) -> Option<NonNull<u8>> {
+        self.region.bytes(off + HEADER_SIZE, len)
     }
 
     // ---- whole-heap -------------------------------------------------------------------

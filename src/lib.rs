@@ -43,6 +43,7 @@ mod core;
 mod default_manager;
 mod directory;
 mod error;
+mod family;
 pub mod format;
 mod heap;
 mod holds;

@@ -7,4 +7,6 @@
 //! layout-compatible with bytes in a file), so the protocols on them are instead checked with
 //! real processes in `tests/multiprocess.rs`.
 
-pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
+pub(crate) use std::sync::atomic::{
+    compiler_fence, fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering,
+};

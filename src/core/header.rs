@@ -14,7 +14,9 @@
 //! | 56..60  | log2(alignment) - 4 the block was allocated with (used blocks)   |
 //! | 60..64  | zero                                                             |
 //!
-//! Reference word (`HDR_RC`, changed atomically, see ARCHITECTURE.md "References"):
+//! Reference word (`HDR_RC`, changed atomically, see ARCHITECTURE.md "References"; the one
+//! plain store is the release of the sole reference to an unpublished block, which nobody
+//! else can change):
 //!
 //! | bits    | meaning                                                              |
 //! |---------|----------------------------------------------------------------------|

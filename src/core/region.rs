@@ -61,21 +61,50 @@ impl Region {
         self.limit.fetch_max(new, Ordering::AcqRel);
     }
 
+    /// Whether `off .. off + len` lies inside the limit and `off` is aligned to `align`.
+    #[inline]
+    fn fits(&self, off: u64, len: u64, align: u64) -> bool {
+        off % align == 0 && off.checked_add(len).is_some_and(|e| e <= self.limit())
+    }
+
     fn check(&self, off: u64, len: u64, align: u64) -> Result<()> {
-        let end = off.checked_add(len);
-        if off % align != 0 || end.map_or(true, |e| e > self.limit()) {
-            return Err(Error::corrupt("offset out of range or misaligned", off));
+        if !self.fits(off, len, align) {
+            return Err(out_of_range(off));
         }
         Ok(())
     }
 
-    /// The `u64` word at `off`.
-    pub(crate) fn u64_at(&self, off: u64) -> Result<&AtomicU64> {
-        self.check(off, 8, 8)?;
-        // SAFETY: `check` put `off .. off + 8` inside the backed limit and aligned it to 8; the
+    /// The `u64` word at `off`, or `None` when it is out of range or misaligned. The hot paths
+    /// use this form: an `Option` of a reference comes back in a register, a `Result` through
+    /// memory.
+    #[inline]
+    pub(crate) fn word(&self, off: u64) -> Option<&AtomicU64> {
+        if !self.fits(off, 8, 8) {
+            return None;
+        }
+        // SAFETY: `fits` put `off .. off + 8` inside the backed limit and aligned it to 8; the
         // constructor's contract says those bytes are valid for the region's life and touched
         // by others only atomically.
-        Ok(unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(off as usize).cast()) })
+        Some(unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(off as usize).cast()) })
+    }
+
+    /// The `u64` word at `off`, without the range check.
+    ///
+    /// # Safety
+    /// `off .. off + 8` must have been range-checked on this region before (by [`Region::word`]
+    /// or a check of a range containing it) and `off` be aligned to 8: the limit only grows, so
+    /// it is still in range.
+    #[inline]
+    pub(crate) unsafe fn word_unchecked(&self, off: u64) -> &AtomicU64 {
+        debug_assert!(self.fits(off, 8, 8));
+        // SAFETY: in range and aligned per the contract; as in `word`.
+        unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(off as usize).cast()) }
+    }
+
+    /// The `u64` word at `off`.
+    #[inline]
+    pub(crate) fn u64_at(&self, off: u64) -> Result<&AtomicU64> {
+        self.word(off).ok_or_else(|| out_of_range(off))
     }
 
     /// The `u32` word at `off`.
@@ -116,10 +145,18 @@ impl Region {
     /// A pointer to `len` bytes at `off`, range-checked. Dereferencing it is the caller's
     /// business (payload bytes follow the ownership rules in ARCHITECTURE.md).
     pub(crate) fn ptr(&self, off: u64, len: u64) -> Result<NonNull<u8>> {
-        self.check(off, len, 1)?;
+        self.bytes(off, len).ok_or_else(|| out_of_range(off))
+    }
+
+    /// As [`Region::ptr`], `None` when out of range (the hot paths' form, see [`Region::word`]).
+    #[inline]
+    pub(crate) fn bytes(&self, off: u64, len: u64) -> Option<NonNull<u8>> {
+        if !self.fits(off, len, 1) {
+            return None;
+        }
         // SAFETY: `off` is within the reservation (checked above), so the offset pointer stays
         // in the same allocation and is non-null.
-        Ok(unsafe { NonNull::new_unchecked(self.base.as_ptr().add(off as usize)) })
+        Some(unsafe { NonNull::new_unchecked(self.base.as_ptr().add(off as usize)) })
     }
 
     /// Copies bytes out of the region (for reading headers of an unknown file).
@@ -152,6 +189,11 @@ impl Region {
         unsafe { p.as_ptr().write_bytes(0, len as usize) };
         Ok(())
     }
+}
+
+#[cold]
+fn out_of_range(off: u64) -> Error {
+    Error::corrupt("offset out of range or misaligned", off)
 }
 
 /// A region over ordinary heap memory, for tests (and Miri, which has no `mmap`).

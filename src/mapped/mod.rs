@@ -12,6 +12,7 @@ use memmap2::MmapRaw;
 
 use crate::core::region::Region;
 use crate::error::{Error, Result};
+use crate::family::HeapRef;
 use crate::format::{MIN_STORE_SIZE, PAGE_SIZE};
 use crate::heap::{Backing, Heap};
 use crate::{BlockHandle, CheckReport, MemoryBlock};
@@ -108,7 +109,7 @@ impl Options {
 /// ```
 #[derive(Clone)]
 pub struct MappedManager {
-    pub(crate) heap: Arc<Heap>,
+    pub(crate) heap: HeapRef,
     path: Arc<PathBuf>,
     created: bool,
     opening_recovery: Option<crate::RecoveryReport>,
@@ -246,7 +247,7 @@ impl MappedManager {
         created: bool,
         opening_recovery: Option<crate::RecoveryReport>,
     ) -> Self {
-        MappedManager { heap: Arc::new(heap), path: Arc::new(path), created, opening_recovery }
+        MappedManager { heap: HeapRef::new(heap), path: Arc::new(path), created, opening_recovery }
     }
 
     /// What the recovery that ran while opening the store did, if one ran (some process had
@@ -261,7 +262,7 @@ impl MappedManager {
         self.created
     }
 
-    pub(crate) fn heap(&self) -> &Arc<Heap> {
+    pub(crate) fn heap(&self) -> &HeapRef {
         &self.heap
     }
 

@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::time::Duration;
 
-use crate::sync::AtomicU32;
+use crate::sync::{compiler_fence, fence, AtomicBool, AtomicU32, Ordering};
 
 /// Reserves `len` bytes of address space with no access and no commit charge.
 pub(crate) fn reserve(len: usize) -> io::Result<NonNull<u8>> {
@@ -151,4 +151,63 @@ pub(crate) fn process_start_time() -> u64 {
             after.split(' ').nth(19)?.parse().ok()
         })
         .unwrap_or(0)
+}
+
+/// Whether this process is registered for expedited private memory barriers, so that
+/// [`light_barrier`] may be a compiler fence (set once, before any heap exists).
+static EXPEDITED: AtomicBool = AtomicBool::new(false);
+
+// Commands of membarrier(2), from <linux/membarrier.h>.
+#[cfg(target_os = "linux")]
+const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+#[cfg(target_os = "linux")]
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+#[cfg(target_os = "linux")]
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+#[cfg(target_os = "linux")]
+fn membarrier(cmd: libc::c_long) -> bool {
+    // SAFETY: membarrier takes two integer arguments and touches no memory of ours.
+    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_long, 0 as libc::c_long) == 0 }
+}
+
+/// Registers the process for [`heavy_barrier`]'s fast form; called once before the first
+/// heap is made. Without it (not Linux, or an old or filtered kernel) both barriers are full
+/// fences.
+pub(crate) fn register_barriers() {
+    #[cfg(target_os = "linux")]
+    if membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) {
+        EXPEDITED.store(true, Ordering::Release);
+    }
+}
+
+/// The frequent side of an asymmetric fence: orders this thread's earlier stores before its
+/// later loads *as seen by a thread that runs [`heavy_barrier`]*. A compiler fence when the
+/// process is registered (the heavy side then makes every running thread execute a full
+/// barrier), else a full fence.
+#[inline]
+pub(crate) fn light_barrier() {
+    if EXPEDITED.load(Ordering::Relaxed) {
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The rare side of an asymmetric fence (see [`light_barrier`]): after it, every store a
+/// thread made before its light barrier is visible here, or that thread's loads after its
+/// light barrier see this thread's stores before this call. `false` if the kernel refused
+/// (the caller must then assume nothing).
+pub(crate) fn heavy_barrier() -> bool {
+    fence(Ordering::SeqCst);
+    if !EXPEDITED.load(Ordering::Acquire) {
+        return true;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // A child made by fork is not registered: the slow global form needs no registration.
+        membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) || membarrier(MEMBARRIER_CMD_GLOBAL)
+    }
+    #[cfg(not(target_os = "linux"))]
+    false
 }

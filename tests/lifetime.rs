@@ -1,0 +1,135 @@
+//! What keeps a store attached in this process: its managers, channels and blocks. The last of
+//! them to go detaches it (releases its registry slot and mapping), on whichever thread it goes,
+//! and not before: blocks stay readable after every manager is gone. A second manager on the
+//! same file watches the slot count.
+
+use std::sync::{mpsc, Arc, Barrier};
+use std::thread;
+
+use mmheap::{MappedManager, MemoryBlock, MemoryManager, Options};
+
+/// A fresh store file and a second manager on it that watches how many are attached.
+fn store() -> (tempfile::TempDir, MappedManager, MappedManager) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let m = MappedManager::create(&path, &Options::new()).unwrap();
+    let watcher = MappedManager::open(&path).unwrap();
+    (dir, m, watcher)
+}
+
+fn attached(watcher: &MappedManager) -> u64 {
+    watcher.stats().unwrap().attached_processes
+}
+
+fn filled(m: &MappedManager, len: usize, stamp: u8) -> MemoryBlock {
+    let mut b = m.allocate(len).unwrap();
+    b.as_mut_slice().unwrap().fill(stamp);
+    b
+}
+
+#[test]
+fn blocks_keep_the_store_attached_after_the_manager_is_gone() {
+    let (_dir, m, watcher) = store();
+    let small = filled(&m, 100, 7);
+    let large = filled(&m, 5000, 9);
+    let clone = small.clone();
+    drop(m);
+    assert_eq!(attached(&watcher), 2, "blocks keep their store attached");
+    assert!(small.as_slice().iter().all(|&x| x == 7) && large.as_slice().iter().all(|&x| x == 9));
+    drop(small);
+    drop(large);
+    assert_eq!(attached(&watcher), 2, "a clone is still alive");
+    assert!(clone.as_slice().iter().all(|&x| x == 7));
+    drop(clone);
+    assert_eq!(attached(&watcher), 1, "the last block detached the store");
+    assert!(watcher.check().unwrap().is_sound());
+    assert_eq!(watcher.stats().unwrap().live_blocks, 0, "nothing leaked");
+}
+
+#[test]
+fn the_last_block_detaches_the_store_from_another_thread() {
+    let (_dir, m, watcher) = store();
+    let blocks: Vec<MemoryBlock> = (0..50).map(|i| filled(&m, 16 + 40 * i, i as u8)).collect();
+    let (tx, rx) = mpsc::channel::<()>();
+    let worker = thread::spawn(move || {
+        rx.recv().unwrap();
+        for (i, b) in blocks.into_iter().enumerate() {
+            assert!(b.as_slice().iter().all(|&x| x == i as u8));
+        }
+    });
+    drop(m);
+    assert_eq!(attached(&watcher), 2);
+    tx.send(()).unwrap();
+    worker.join().unwrap();
+    assert_eq!(attached(&watcher), 1, "detached by the thread that dropped the last block");
+    assert_eq!(watcher.stats().unwrap().live_blocks, 0);
+}
+
+#[test]
+fn a_channel_keeps_the_store_attached() {
+    let (_dir, m, watcher) = store();
+    let ch = m.channel("jobs", 4).unwrap();
+    let (tx, rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
+    drop(ch);
+    tx.send(filled(&m, 64, 3)).unwrap();
+    drop(m);
+    drop(tx);
+    assert_eq!(attached(&watcher), 2, "the receiving end holds it");
+    let got = rx.recv().unwrap();
+    drop(rx);
+    assert_eq!(attached(&watcher), 2, "the received block still holds it");
+    assert!(got.as_slice().iter().all(|&x| x == 3));
+    drop(got);
+    assert_eq!(attached(&watcher), 1);
+}
+
+/// Threads drop their blocks while the manager goes on another thread, over and over: every
+/// round ends with the store detached exactly once (the watcher sees one process) and intact.
+#[test]
+fn racing_the_last_manager_against_the_last_blocks() {
+    let (_dir, first, watcher) = store();
+    drop(first);
+    let path = watcher.path().to_owned();
+    for round in 0..100u32 {
+        let m = MappedManager::open(&path).unwrap();
+        let start = Arc::new(Barrier::new(4));
+        let workers: Vec<_> = (0..3u32)
+            .map(|t| {
+                let blocks: Vec<MemoryBlock> =
+                    (0..40).map(|i| filled(&m, 16 + (i * 97 + t as usize * 31) % 3000, t as u8)).collect();
+                let start = start.clone();
+                thread::spawn(move || {
+                    start.wait();
+                    for b in blocks {
+                        assert!(b.as_slice().iter().all(|&x| x == t as u8));
+                    }
+                })
+            })
+            .collect();
+        start.wait();
+        drop(m);
+        workers.into_iter().for_each(|w| w.join().unwrap());
+        assert_eq!(attached(&watcher), 1, "round {round}: the store stayed attached");
+    }
+    assert_eq!(watcher.stats().unwrap().live_blocks, 0);
+    assert!(watcher.check().unwrap().is_sound());
+}
+
+/// More threads than a heap has caches: the later ones count their blocks without one. Blocks
+/// made on all of them are dropped on the main thread after the manager.
+#[test]
+fn threads_beyond_the_caches_count_their_blocks_too() {
+    let (_dir, m, watcher) = store();
+    let blocks: Vec<MemoryBlock> = (0..80)
+        .map(|t| {
+            let m = m.clone();
+            thread::spawn(move || filled(&m, 32 + t, t as u8)).join().unwrap()
+        })
+        .collect();
+    drop(m);
+    assert_eq!(attached(&watcher), 2);
+    for (t, b) in blocks.into_iter().enumerate() {
+        assert!(b.as_slice().iter().all(|&x| x == t as u8));
+    }
+    assert_eq!(attached(&watcher), 1);
+}
