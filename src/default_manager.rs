@@ -118,23 +118,30 @@ static GLOBAL_STATE: AtomicU8 = AtomicU8::new(0);
 /// The process-wide heap if it is ready, making it if nobody is. `None` while it is being made
 /// (allocations made meanwhile, including the ones that make it, go to the system allocator)
 /// and if it could not be made.
+#[inline]
 fn global_heap_if_ready() -> Option<&'static HeapRef> {
     match GLOBAL_STATE.load(Ordering::Acquire) {
         2 => GLOBAL_HEAP.get(),
-        0 if GLOBAL_STATE.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok() => {
-            match DefaultManager::with_max_size(DEFAULT_RESERVE) {
-                Ok(DefaultManager { heap: Some(h) }) => {
-                    let _ = GLOBAL_HEAP.set(h);
-                    GLOBAL_STATE.store(2, Ordering::Release);
-                    GLOBAL_HEAP.get()
-                }
-                _ => {
-                    GLOBAL_STATE.store(3, Ordering::Release);
-                    None
-                }
-            }
+        _ => make_global_heap(),
+    }
+}
+
+/// Makes the process-wide heap if nobody is making it yet.
+#[cold]
+fn make_global_heap() -> Option<&'static HeapRef> {
+    if GLOBAL_STATE.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return None;
+    }
+    match DefaultManager::with_max_size(DEFAULT_RESERVE) {
+        Ok(DefaultManager { heap: Some(h) }) => {
+            let _ = GLOBAL_HEAP.set(h);
+            GLOBAL_STATE.store(2, Ordering::Release);
+            GLOBAL_HEAP.get()
         }
-        _ => None,
+        _ => {
+            GLOBAL_STATE.store(3, Ordering::Release);
+            None
+        }
     }
 }
 

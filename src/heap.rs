@@ -56,7 +56,7 @@ pub(crate) struct Obtained {
     /// For an other hold: its entry in this process's hold table.
     pub(crate) hold_index: Option<u64>,
     /// For an owner reference: whether it is this process's first on the block (its
-    /// `MemoryBlock`s then take the `Arc` count that keeps the heap alive for all of them).
+    /// `MemoryBlock`s then form a new family, which keeps the heap alive: `family.rs`).
     pub(crate) new_family: bool,
 }
 
@@ -202,8 +202,9 @@ impl Heap {
     }
 
     /// Frees a block from [`Heap::alloc_raw`].
+    #[inline]
     pub(crate) fn free_raw(&self, off: u64) {
-        if let Ok(word) = self.rc_word(off) {
+        if let Some(word) = self.region.word(off + HDR_RC) {
             word.store(rc::parked(u64::from(self.tag)), Ordering::Release);
             self.park_or_free(off);
         }
@@ -330,7 +331,7 @@ impl Heap {
 
     /// Adds an owner reference (cloning an owner-kind `MemoryBlock`).
     pub(crate) fn clone_owner(&self, off: u64) {
-        let word = self.rc_word(off).expect("a held block is in range");
+        let word = self.region.word(off + HDR_RC).expect("a held block is in range");
         let prev = word.fetch_add(1, Ordering::Relaxed);
         if rc::owner_refs(prev) == rc::OWNER_REFS_MASK {
             // Like Arc: overflowing the count would let the block be freed while in use.
