@@ -115,21 +115,36 @@ fn racing_the_last_manager_against_the_last_blocks() {
     assert!(watcher.check().unwrap().is_sound());
 }
 
-/// More threads than a heap has caches: the later ones count their blocks without one. Blocks
-/// made on all of them are dropped on the main thread after the manager.
+/// More threads than a heap has caches (64), all alive at once: the later ones count their
+/// blocks without one. Blocks made on all of them are dropped on the main thread after the
+/// manager, and the store detaches with the last.
 #[test]
 fn threads_beyond_the_caches_count_their_blocks_too() {
     let (_dir, m, watcher) = store();
-    let blocks: Vec<MemoryBlock> = (0..80)
+    let threads = 80;
+    let all_made = Arc::new(Barrier::new(threads + 1));
+    let (tx, rx) = mpsc::channel::<(usize, MemoryBlock)>();
+    let workers: Vec<_> = (0..threads)
         .map(|t| {
-            let m = m.clone();
-            thread::spawn(move || filled(&m, 32 + t, t as u8)).join().unwrap()
+            let (m, tx, all_made) = (m.clone(), tx.clone(), all_made.clone());
+            thread::spawn(move || {
+                let blocks = [filled(&m, 32 + t, t as u8), filled(&m, 1000 + t, t as u8)];
+                drop(m);
+                all_made.wait(); // every thread holds its cache (if it got one) until all made theirs
+                blocks.into_iter().for_each(|b| tx.send((t, b)).unwrap());
+            })
         })
         .collect();
+    drop(tx);
+    all_made.wait();
+    workers.into_iter().for_each(|w| w.join().unwrap());
     drop(m);
+    let blocks: Vec<(usize, MemoryBlock)> = rx.iter().collect();
+    assert_eq!(blocks.len(), 2 * threads);
     assert_eq!(attached(&watcher), 2);
-    for (t, b) in blocks.into_iter().enumerate() {
+    for (t, b) in blocks {
         assert!(b.as_slice().iter().all(|&x| x == t as u8));
     }
     assert_eq!(attached(&watcher), 1);
+    assert_eq!(watcher.stats().unwrap().live_blocks, 0);
 }
