@@ -206,7 +206,8 @@ impl Heap {
     pub(crate) fn free_raw(&self, off: u64) {
         if let Some(word) = self.region.word(off + HDR_RC) {
             word.store(rc::parked(u64::from(self.tag)), Ordering::Release);
-            self.park_or_free(off);
+            // SAFETY: `word` was just range-checked.
+            unsafe { self.park_or_free(off) };
         }
     }
 
@@ -224,9 +225,15 @@ impl Heap {
 
     /// Parks a block whose count has just reached zero in this thread's cache, or frees it.
     /// Its owner field still names this process.
+    ///
+    /// # Safety
+    /// The block's reference word (`off + HDR_RC`) was range-checked: the tag before it is in
+    /// range too.
     #[inline]
-    fn park_or_free(&self, off: u64) {
-        let Some(t) = self.region.word(off + HDR_TAG).map(|w| Tag(w.load(Ordering::Relaxed))) else { return };
+    unsafe fn park_or_free(&self, off: u64) {
+        // SAFETY: `off + HDR_TAG .. + 8` lies below the checked reference word and shares its
+        // alignment (the caller's contract); the limit only grows.
+        let t = Tag(unsafe { self.region.word_unchecked(off + HDR_TAG) }.load(Ordering::Relaxed));
         if t.align_log2() == 4 && t.size() <= crate::cache::CLASS_LIMIT {
             if let Some(c) = self.cache() {
                 if c.put(self, off, t.size()) {
@@ -352,7 +359,8 @@ impl Heap {
             // a stale resolver's compare-and-swap expects the published bit), so a plain store
             // releases it; the acquire load ordered the releases of earlier clones before us.
             word.store(rc::parked(u64::from(self.tag)), Ordering::Release);
-            self.park_or_free(off);
+            // SAFETY: `word` was range-checked above.
+            unsafe { self.park_or_free(off) };
             return true;
         }
         let prev = word.fetch_sub(1, Ordering::Release);
@@ -363,7 +371,8 @@ impl Heap {
         fence(Ordering::Acquire);
         if rc::count(prev) == 1 {
             // Nobody else holds it: it stays ours, parked (or freed).
-            self.park_or_free(off);
+            // SAFETY: `word` was range-checked above.
+            unsafe { self.park_or_free(off) };
             return true;
         }
         if let Ok(_g) = self.lock() {
