@@ -94,8 +94,9 @@ impl Drop for Hold {
 
 // SAFETY: the payload pointer is into a mapping owned by the heap that the block's family (or
 // hold) keeps alive whichever thread drops it (`family.rs` counts families begun on one thread
-// and ended on another), header words are touched only atomically, and mutable access needs `&mut self`, so moving or
-// sharing a MemoryBlock between threads is as safe as for `Arc<Vec<u8>>`.
+// and ended on another), header words are touched only atomically, and mutable access needs
+// `&mut self`, so moving or sharing a MemoryBlock between threads is as safe as for
+// `Arc<Vec<u8>>`.
 unsafe impl Send for MemoryBlock {}
 // SAFETY: as above; `&MemoryBlock` gives only shared, read-only access to the payload.
 unsafe impl Sync for MemoryBlock {}

@@ -447,8 +447,7 @@ impl Heap {
     /// resolve can take a reference to it. The tag keeps its old slack and the header its old
     /// check word until the block is about to be named by others (`Heap::settle`): a handle
     /// resolves only to a published block, and computing the check word (two multiply-xorshift
-    /// rounds) would cost several nanoseconds per allocation.
-    /// Returns the block's size.
+    /// rounds) would cost several nanoseconds per allocation. Returns the block's size.
     ///
     /// # Safety
     /// The header at `off` was range-checked before (see `Region::word_unchecked`).
