@@ -167,7 +167,8 @@ const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
 
 #[cfg(target_os = "linux")]
 fn membarrier(cmd: libc::c_long) -> bool {
-    // SAFETY: membarrier takes two integer arguments and touches no memory of ours.
+    // SAFETY: membarrier takes integer arguments only (command, flags, cpu) and touches no
+    // memory of ours.
     unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_long, 0 as libc::c_long) == 0 }
 }
 
