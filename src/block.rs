@@ -102,6 +102,7 @@ unsafe impl Send for MemoryBlock {}
 unsafe impl Sync for MemoryBlock {}
 
 /// Checks an alignment and returns its log2 (at least 4: every block is 16-aligned).
+#[inline]
 pub(crate) fn align_log2(align: usize) -> Result<u32> {
     if !align.is_power_of_two() || align as u64 > PAGE_SIZE {
         return Err(Error::InvalidAlignment(align));
@@ -147,6 +148,7 @@ impl MemoryBlock {
         Ok(block)
     }
 
+    #[inline]
     fn heap(&self) -> &Heap {
         // SAFETY: the heap lives in an `Arc` allocation with at least one count that this
         // block's family or hold holds until this block is gone (see the field).
@@ -185,6 +187,7 @@ impl MemoryBlock {
 
     /// The payload, writable: only while this is the only reference and the block has never
     /// been published. Otherwise [`Error::Shared`].
+    #[inline]
     pub fn as_mut_slice(&mut self) -> Result<&mut [u8]> {
         self.ensure_exclusive()?;
         // SAFETY: as in `as_slice`; additionally no other reference exists in any process
@@ -193,6 +196,7 @@ impl MemoryBlock {
         Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) })
     }
 
+    #[inline]
     fn ensure_exclusive(&self) -> Result<()> {
         let w = self.heap().rc(self.offset);
         let count = rc::count(w) + self.local_extra();
@@ -209,6 +213,7 @@ impl MemoryBlock {
     }
 
     /// This process's clones of a hold beyond the one the header counts (0 for owners).
+    #[inline]
     fn local_extra(&self) -> u64 {
         self.hold.as_ref().map_or(0, |h| Arc::strong_count(h) as u64 - 1)
     }
@@ -301,6 +306,7 @@ impl MemoryBlock {
 }
 
 impl Clone for MemoryBlock {
+    #[inline]
     fn clone(&self) -> Self {
         if self.hold.is_none() {
             self.heap().clone_owner(self.offset);
@@ -316,6 +322,7 @@ impl Clone for MemoryBlock {
 }
 
 impl Drop for MemoryBlock {
+    #[inline]
     fn drop(&mut self) {
         // Offset 0 marks a reference that was donated to the store (`donate_locked`).
         if self.hold.is_none() && self.offset != 0 && self.heap().release_owner(self.offset) {

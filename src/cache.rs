@@ -115,12 +115,14 @@ thread_local! {
 }
 
 /// The cache class of a block size, if blocks of that size are cached.
+#[inline]
 fn class(size: u64) -> Option<usize> {
     (size <= CLASS_LIMIT).then_some((size / GRANULE) as usize)
 }
 
 /// How many blocks of `size` bytes a stack keeps at most (a table: a division on every
 /// release cost more than the rest of `put`).
+#[inline]
 fn stack_limit(size: u64) -> usize {
     const LIMITS: [u8; CLASSES] = {
         let mut t = [0u8; CLASSES];
@@ -143,6 +145,7 @@ fn stack_limit(size: u64) -> usize {
 
 impl ThreadCache {
     #[allow(clippy::mut_from_ref)]
+    #[inline]
     fn state(&self) -> &mut State {
         // SAFETY: only the claiming thread (or the heap's drop, exclusively) calls this, and
         // no caller keeps the reference across another call (see the `Sync` impl).

@@ -169,6 +169,7 @@ impl DefaultManager {
     }
 
     /// The heap to serve a raw allocation from, if it may be used from this thread now.
+    #[inline]
     fn raw_heap(&self) -> Option<&HeapRef> {
         let h = match &self.heap {
             Some(h) => h,
@@ -178,6 +179,7 @@ impl DefaultManager {
     }
 
     /// The heap that handed out `p`, with the block's header offset.
+    #[inline]
     fn owner_of(&self, p: *const u8) -> Option<(&HeapRef, u64)> {
         let h = match &self.heap {
             Some(h) => h,
@@ -225,6 +227,7 @@ impl DefaultManager {
 }
 
 /// `align` as a log2 the heap serves (16..=4096), or `None`.
+#[inline]
 fn servable(layout: Layout) -> Option<u32> {
     (layout.align() <= PAGE_SIZE as usize).then(|| layout.align().trailing_zeros().max(4))
 }
@@ -235,6 +238,7 @@ fn servable(layout: Layout) -> Option<u32> {
 // heap is being made) come from the system allocator, and `dealloc`/`realloc` tell the two
 // apart by address (the heap's reservation is its own mapping).
 unsafe impl GlobalAlloc for DefaultManager {
+    #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match (self.raw_heap(), servable(layout)) {
             (Some(h), Some(a)) => {
@@ -245,6 +249,7 @@ unsafe impl GlobalAlloc for DefaultManager {
         }
     }
 
+    #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match self.owner_of(ptr) {
             // Freeing under our own lock would deadlock; nothing of ours is freed there, but
@@ -283,6 +288,7 @@ unsafe impl GlobalAlloc for DefaultManager {
 // dangling, aligned pointer for zero sizes) that stay valid until `deallocate`, which frees
 // exactly the blocks this manager's heap handed out; clones share the heap.
 unsafe impl allocator_api2::alloc::Allocator for DefaultManager {
+    #[inline]
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
         let err = allocator_api2::alloc::AllocError;
         if layout.size() == 0 {
@@ -295,6 +301,7 @@ unsafe impl allocator_api2::alloc::Allocator for DefaultManager {
         Ok(NonNull::slice_from_raw_parts(p, layout.size()))
     }
 
+    #[inline]
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         if layout.size() != 0 {
             if let Some((h, off)) = self.owner_of(ptr.as_ptr()) {

@@ -117,6 +117,7 @@ impl Heap {
     }
 
     /// This process's owner tag.
+    #[inline]
     pub(crate) fn tag(&self) -> u32 {
         self.tag
     }
@@ -185,11 +186,13 @@ impl Heap {
     }
 
     /// Whether this thread holds this heap's lock (then allocating from it would deadlock).
+    #[inline]
     pub(crate) fn locked_here(&self) -> bool {
         LOCKED.with(|l| std::ptr::eq(l.get(), self))
     }
 
     /// The header offset of the block whose payload starts at `p`, if `p` is in this heap.
+    #[inline]
     pub(crate) fn block_of(&self, p: *const u8) -> Option<u64> {
         let off = self.region.offset_of(p)?;
         (off >= HEAP_START + HEADER_SIZE).then_some(off - HEADER_SIZE)
@@ -197,6 +200,7 @@ impl Heap {
 
     /// Allocates a block for raw use (allocator interfaces): no `MemoryBlock`, one owner
     /// reference that [`Heap::free_raw`] gives back.
+    #[inline]
     pub(crate) fn alloc_raw(&self, len: u64, align_log2: u32) -> Option<NonNull<u8>> {
         self.allocate(len, align_log2).ok().map(|(_, p)| p)
     }
@@ -465,6 +469,7 @@ impl Heap {
     }
 
     /// The reference word of a held block.
+    #[inline]
     pub(crate) fn rc(&self, off: u64) -> u64 {
         self.region.word(off + HDR_RC).map_or(0, |w| w.load(Ordering::Acquire))
     }

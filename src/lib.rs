@@ -73,6 +73,7 @@ pub use crate::segment::{MemorySegment, MemorySegmentMut};
 macro_rules! impl_memory_manager {
     ($t:ty) => {
         impl MemoryManager for $t {
+            #[inline]
             fn allocate(&self, len: usize) -> Result<MemoryBlock> {
                 MemoryBlock::allocate(self.heap(), len, 16, false)
             }

@@ -54,6 +54,7 @@ impl Tag {
         Tag(size | FLAG_FREE)
     }
 
+    #[inline]
     pub(crate) fn size(self) -> u64 {
         self.0 & SIZE_MASK
     }
@@ -74,6 +75,7 @@ impl Tag {
         (self.0 >> 48) & MAX_SLACK
     }
 
+    #[inline]
     pub(crate) fn align_log2(self) -> u32 {
         ((self.0 >> 56) & 0xf) as u32 + 4
     }
@@ -108,28 +110,35 @@ pub(crate) mod rc {
     /// Largest number of other holds.
     pub(crate) const OTHER_MAX: u64 = 0xf_ffff;
 
+    #[inline]
     pub(crate) fn owner_refs(w: u64) -> u64 {
         w & OWNER_REFS_MASK
     }
+    #[inline]
     pub(crate) fn other(w: u64) -> u64 {
         (w & OTHER_MASK) >> 32
     }
     /// Owner slot + 1, or 0.
+    #[inline]
     pub(crate) fn owner(w: u64) -> u64 {
         (w & OWNER_MASK) >> OWNER_SHIFT
     }
+    #[inline]
     pub(crate) fn published(w: u64) -> bool {
         w & PUBLISHED != 0
     }
     /// Total references: the count users see.
+    #[inline]
     pub(crate) fn count(w: u64) -> u64 {
         owner_refs(w) + other(w)
     }
     /// A fresh word: one owner reference held by `owner` (slot + 1).
+    #[inline]
     pub(crate) fn fresh(owner: u64) -> u64 {
         owner << OWNER_SHIFT | 1
     }
     /// A parked block's word: owned by `owner` (slot + 1), no reference (see `cache.rs`).
+    #[inline]
     pub(crate) fn parked(owner: u64) -> u64 {
         owner << OWNER_SHIFT
     }

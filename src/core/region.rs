@@ -43,6 +43,7 @@ impl Region {
     }
 
     /// Bytes that may be touched now.
+    #[inline]
     pub(crate) fn limit(&self) -> u64 {
         self.limit.load(Ordering::Acquire)
     }
@@ -137,6 +138,7 @@ impl Region {
     }
 
     /// The offset of `p` if it points into the limit of this region.
+    #[inline]
     pub(crate) fn offset_of(&self, p: *const u8) -> Option<u64> {
         let off = (p as usize).checked_sub(self.base.as_ptr() as usize)? as u64;
         (off < self.limit()).then_some(off)

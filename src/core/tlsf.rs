@@ -20,6 +20,7 @@ use crate::format::*;
 use crate::sync::Ordering;
 
 /// Block size needed to hold `len` payload bytes, or `None` when it cannot be represented.
+#[inline]
 pub(crate) fn block_size(len: u64) -> Option<u64> {
     let raw = len.checked_add(HEADER_SIZE + GRANULE - 1)? & !(GRANULE - 1);
     let size = raw.max(MIN_BLOCK);
