@@ -167,16 +167,19 @@ impl MemoryBlock {
     }
 
     /// Length in bytes, as requested.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Whether the length is zero.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// The payload, read-only.
+    #[inline]
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: the payload lies inside the mapping that `self.heap` keeps alive, `len`
         // bytes were range-checked when the block was obtained, and by the publication rule
@@ -208,6 +211,7 @@ impl MemoryBlock {
 
     /// References to this block: every `MemoryBlock` of this process, and every hold elsewhere
     /// (another process's references, a named root), as counted in the block header.
+    #[inline]
     pub fn ref_count(&self) -> u64 {
         rc::count(self.heap().rc(self.offset)) + self.local_extra()
     }
@@ -220,6 +224,7 @@ impl MemoryBlock {
 
     /// Whether the block has been published (a handle taken, rooted or resolved elsewhere);
     /// published blocks are read-only for everyone.
+    #[inline]
     pub fn is_published(&self) -> bool {
         rc::published(self.heap().rc(self.offset))
     }
