@@ -146,7 +146,8 @@ impl Drop for HeapRef {
 }
 
 impl Heap {
-    /// Counts a new family of owner references (the caller is a user, or holds a family).
+    /// Counts a new family of owner references. The caller holds a user (`HeapRef`): no family
+    /// begins once the heap is orphaned.
     #[inline]
     pub(crate) fn family_begins(&self) {
         match self.cache_in_use() {
