@@ -82,6 +82,17 @@ struct State {
     blocks: u64,
 }
 
+impl State {
+    /// Puts the block at `off` (`size` bytes) on stack `c`, which has room.
+    #[inline]
+    fn push(&mut self, c: usize, off: u64, size: u64) {
+        self.stacks[c][usize::from(self.depth[c])] = off;
+        self.depth[c] += 1;
+        self.bytes += size;
+        self.blocks += 1;
+    }
+}
+
 /// The heap's side: every cache made for it and the table of their counter cells.
 #[derive(Default)]
 pub(crate) struct Caches {
@@ -219,10 +230,7 @@ impl ThreadCache {
         let s = self.state();
         debug_assert!(!s.stacks[c][..usize::from(s.depth[c])].contains(&off), "parked twice: {off:#x}");
         debug_assert_eq!(heap.rc(off) & !rc::PUBLISHED, rc::parked(u64::from(heap.tag())), "put {off:#x}");
-        s.stacks[c][usize::from(s.depth[c])] = off;
-        s.depth[c] += 1;
-        s.bytes += size;
-        s.blocks += 1;
+        s.push(c, off, size);
         self.publish_counts(heap, s);
         true
     }
@@ -252,10 +260,7 @@ impl ThreadCache {
         let c = (size / GRANULE) as usize;
         for &(off, got) in carved[..n].iter().rev() {
             if usize::from(s.depth[c]) < stack_limit(size) {
-                s.stacks[c][usize::from(s.depth[c])] = off;
-                s.depth[c] += 1;
-                s.bytes += got;
-                s.blocks += 1;
+                s.push(c, off, got);
             } else {
                 heap.free_owned_locked(&g, off)?;
             }

@@ -170,11 +170,9 @@ pub(crate) unsafe fn family_ends(heap: NonNull<Heap>) {
     // SAFETY: the caller's family is still counted, so the heap is alive.
     let h = unsafe { heap.as_ref() };
     match h.cache_in_use() {
+        // The cache is kept alive by this thread's claim (`cache.rs`, `CLAIMS`), not only by
+        // the heap, so it outlives the heap if this ending lets the heap go.
         Some(c) => {
-            let c: *const crate::cache::ThreadCache = c;
-            // SAFETY: the cache is kept alive by this thread's claim (`cache.rs`, `CLAIMS`),
-            // not only by the heap, so it outlives the heap if the ending lets the heap go.
-            let c = unsafe { &*c };
             c.count_family(1u64.wrapping_neg());
             c.lives().after_ending();
         }

@@ -185,6 +185,12 @@ impl Heap {
         self.region.u64_at(off + HDR_RC)
     }
 
+    /// As [`Heap::rc_word`], `None` when out of range (the hot paths' form, `Region::word`).
+    #[inline]
+    fn rc_ref(&self, off: u64) -> Option<&AtomicU64> {
+        self.region.word(off + HDR_RC)
+    }
+
     /// Whether this thread holds this heap's lock (then allocating from it would deadlock).
     #[inline]
     pub(crate) fn locked_here(&self) -> bool {
@@ -208,7 +214,7 @@ impl Heap {
     /// Frees a block from [`Heap::alloc_raw`].
     #[inline]
     pub(crate) fn free_raw(&self, off: u64) {
-        if let Some(word) = self.region.word(off + HDR_RC) {
+        if let Some(word) = self.rc_ref(off) {
             word.store(rc::parked(u64::from(self.tag)), Ordering::Release);
             // SAFETY: `word` was just range-checked.
             unsafe { self.park_or_free(off) };
@@ -342,7 +348,7 @@ impl Heap {
 
     /// Adds an owner reference (cloning an owner-kind `MemoryBlock`).
     pub(crate) fn clone_owner(&self, off: u64) {
-        let word = self.region.word(off + HDR_RC).expect("a held block is in range");
+        let word = self.rc_ref(off).expect("a held block is in range");
         let prev = word.fetch_add(1, Ordering::Relaxed);
         if rc::owner_refs(prev) == rc::OWNER_REFS_MASK {
             // Like Arc: overflowing the count would let the block be freed while in use.
@@ -355,7 +361,7 @@ impl Heap {
     /// reference to the block.
     #[inline]
     pub(crate) fn release_owner(&self, off: u64) -> bool {
-        let Some(word) = self.region.word(off + HDR_RC) else { return false };
+        let Some(word) = self.rc_ref(off) else { return false };
         let sole = rc::fresh(u64::from(self.tag));
         if word.load(Ordering::Acquire) == sole {
             // The only reference, never published: nobody else can change the word now (no
@@ -471,7 +477,7 @@ impl Heap {
     /// The reference word of a held block.
     #[inline]
     pub(crate) fn rc(&self, off: u64) -> u64 {
-        self.region.word(off + HDR_RC).map_or(0, |w| w.load(Ordering::Acquire))
+        self.rc_ref(off).map_or(0, |w| w.load(Ordering::Acquire))
     }
 
     /// Turns a handle into a new reference, checking range, header and generation.
