@@ -71,7 +71,7 @@ impl Core<'_> {
                 if prev_free {
                     rep.flag("two adjacent free blocks", off);
                 }
-                if self.r.load(off + t.size() - 8)? != t.size() {
+                if self.read(off + t.size() - 8)? != t.size() {
                     rep.flag("free block footer disagrees with its size", off);
                 }
             } else {
@@ -87,24 +87,24 @@ impl Core<'_> {
             rep.flag("previous-free flag disagrees with the previous block", end);
         }
         self.check_lists(&free_set, &mut rep)?;
-        if self.r.load(SB_USED_BYTES)? != rep.used_bytes {
+        if self.read(SB_USED_BYTES)? != rep.used_bytes {
             rep.flag("used-bytes counter disagrees with the blocks", SB_USED_BYTES);
         }
-        if self.r.load(SB_LIVE_BLOCKS)? != rep.used_blocks {
+        if self.read(SB_LIVE_BLOCKS)? != rep.used_blocks {
             rep.flag("live-blocks counter disagrees with the blocks", SB_LIVE_BLOCKS);
         }
         Ok(rep)
     }
 
     fn check_used(&self, key: u64, off: u64, rep: &mut CheckReport) -> Result<()> {
-        let gen = self.r.load(off + HDR_GEN)?;
-        let w = self.r.load(off + HDR_RC)?;
+        let gen = self.read(off + HDR_GEN)?;
+        let w = self.read(off + HDR_RC)?;
         // The check word guards handles, which name only published blocks; a block reissued
         // from a thread cache gets its own when it is published.
-        if rc::published(w) && self.r.load(off + HDR_CHECK)? != check_word(key, off, gen) {
+        if rc::published(w) && self.read(off + HDR_CHECK)? != check_word(key, off, gen) {
             rep.flag("header check word is wrong", off);
         }
-        if gen >= self.r.load(SB_NEXT_GEN)? {
+        if gen >= self.read(SB_NEXT_GEN)? {
             rep.flag("generation from the future", off);
         }
         // A count of zero with an owner is a release in flight (the owner frees it next, or
@@ -119,16 +119,16 @@ impl Core<'_> {
     }
 
     fn check_lists(&self, free_set: &HashSet<u64>, rep: &mut CheckReport) -> Result<()> {
-        let fl = self.r.load(TLSF_FL_BITMAP)?;
+        let fl = self.read(TLSF_FL_BITMAP)?;
         let mut on_lists = 0u64;
         for f in 0..FL_COUNT {
-            let sl = self.r.load32(TLSF_SL_BITMAPS + f * 4)?;
+            let sl = self.read32(TLSF_SL_BITMAPS + f * 4)?;
             if (sl != 0) != (fl >> f & 1 == 1) {
                 rep.flag("first-level bitmap disagrees with second level", TLSF_FL_BITMAP);
             }
             for s in 0..SL_COUNT {
                 let head_off = TLSF_HEADS + (f * SL_COUNT + s) * 8;
-                let head = self.r.load(head_off)?;
+                let head = self.read(head_off)?;
                 if (head != 0) != (sl >> s & 1 == 1) {
                     rep.flag("second-level bitmap disagrees with the list", head_off);
                 }
@@ -163,7 +163,7 @@ impl Core<'_> {
                 rep.flag("free list has a cycle", cur);
                 break;
             }
-            if self.r.load(cur + FREE_PREV)? != prev {
+            if self.read(cur + FREE_PREV)? != prev {
                 rep.flag("free list back link is wrong", cur);
             }
             if crate::core::tlsf::mapping(self.tag(cur)?.size()) != class {
@@ -171,7 +171,7 @@ impl Core<'_> {
             }
             n += 1;
             prev = cur;
-            cur = self.r.load(cur + FREE_NEXT)?;
+            cur = self.read(cur + FREE_NEXT)?;
         }
         Ok(n)
     }

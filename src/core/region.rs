@@ -7,6 +7,7 @@
 //! `Relaxed` ordering under the store lock (whose acquire/release orders them); the reference
 //! word of a block header is the exception and states its own orderings where it is used.
 
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use crate::error::{Error, Result};
@@ -193,8 +194,57 @@ impl Region {
     }
 }
 
+/// A region's base and limit copied out, for a run of accesses that should not load the limit
+/// atomically each time (the allocator core's operations, under the store lock). It is plain
+/// data, so the compiler keeps it in registers across the stores it makes (a `&Region` holds an
+/// atomic, so every store might have changed it). The limit only grows, so a snapshot is never
+/// too generous.
+#[derive(Clone, Copy)]
+pub(crate) struct Snapshot<'r> {
+    base: NonNull<u8>,
+    limit: u64,
+    _region: PhantomData<&'r Region>,
+}
+
+impl<'r> Snapshot<'r> {
+    /// The limit when the snapshot was taken.
+    #[inline]
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The `u64` word at `off`, or `None` when it is out of range or misaligned.
+    #[inline]
+    pub(crate) fn word(&self, off: u64) -> Option<&'r AtomicU64> {
+        if off % 8 != 0 || off > self.limit.saturating_sub(8) {
+            return None;
+        }
+        // SAFETY: `off .. off + 8` lies inside a limit the region had (it only grows) and is
+        // aligned to 8; as in `Region::word`.
+        Some(unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(off as usize).cast()) })
+    }
+
+    /// The `u32` word at `off`, or `None` when it is out of range or misaligned.
+    #[inline]
+    pub(crate) fn word32(&self, off: u64) -> Option<&'r AtomicU32> {
+        if off % 4 != 0 || off > self.limit.saturating_sub(4) {
+            return None;
+        }
+        // SAFETY: as in `word`, with 4 bytes aligned to 4.
+        Some(unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(off as usize).cast()) })
+    }
+}
+
+impl Region {
+    /// The base and the current limit, copied (see [`Snapshot`]).
+    #[inline]
+    pub(crate) fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot { base: self.base, limit: self.limit(), _region: PhantomData }
+    }
+}
+
 #[cold]
-fn out_of_range(off: u64) -> Error {
+pub(crate) fn out_of_range(off: u64) -> Error {
     Error::corrupt("offset out of range or misaligned", off)
 }
 

@@ -162,6 +162,80 @@ fn rebuild_restores_a_scrambled_index() {
     h.check();
 }
 
+/// Two free blocks of 1088 bytes, on the list an allocation of 1000 bytes searches:
+/// `(first on the list, second)`.
+fn two_free_on_one_list(h: &mut Harness) -> (u64, u64) {
+    let a = h.alloc(1056, 4, 1).unwrap();
+    let _fence1 = h.alloc(100, 4, 2).unwrap();
+    let b = h.alloc(1056, 4, 3).unwrap();
+    let _fence2 = h.alloc(100, 4, 4).unwrap();
+    h.free(a.offset);
+    h.free(b.offset); // pushed last: the head
+    (b.offset, a.offset)
+}
+
+fn is_corrupt<T: std::fmt::Debug>(r: crate::error::Result<T>) -> bool {
+    matches!(r, Err(crate::error::Error::Corrupt { .. }))
+}
+
+#[test]
+fn free_list_links_out_of_the_heap_are_corruption_not_accesses() {
+    for bad in [1 << 40, u64::MAX - 7, 9, MIN_STORE_SIZE + 64 * 1024] {
+        let mut h = Harness::new(64 * 1024, 64 * 1024);
+        let (head, _) = two_free_on_one_list(&mut h);
+        h.mem.region.store(head + FREE_NEXT, bad).unwrap();
+        // Taking the head off its list rewrites its successor's link: refused.
+        assert!(is_corrupt(h.core().alloc(1000, 4)), "next link {bad:#x}");
+        assert!(!h.core().check(KEY).unwrap().is_sound());
+    }
+}
+
+#[test]
+fn a_link_to_a_used_block_is_corruption() {
+    let mut h = Harness::new(64 * 1024, 64 * 1024);
+    let (head, second) = two_free_on_one_list(&mut h);
+    let used = *h.live.keys().next().unwrap();
+    h.mem.region.store(head + FREE_NEXT, used).unwrap();
+    assert!(is_corrupt(h.core().alloc(1000, 4)));
+    // The used block's header is as it was.
+    assert!(!h.core().tag(used).unwrap().is_free());
+    assert_ne!(used, second);
+}
+
+#[test]
+fn a_footer_out_of_the_heap_is_corruption() {
+    let mut h = Harness::new(64 * 1024, 64 * 1024);
+    let a = h.alloc(1000, 4, 1).unwrap();
+    let b = h.alloc(1000, 4, 2).unwrap();
+    let _fence = h.alloc(100, 4, 3).unwrap();
+    h.free(a.offset);
+    // `b` finds the free block before it through that block's footer.
+    h.mem.region.store(b.offset - 8, b.offset + 4096).unwrap();
+    assert!(is_corrupt(h.core().free(b.offset)));
+}
+
+#[test]
+fn an_access_past_the_limit_is_reported_once_and_touches_nothing() {
+    let h = Harness::new(64 * 1024, 128 * 1024);
+    let limit = h.mem.region.limit();
+    // Past the limit lies reserved memory the region may not touch yet.
+    assert!(matches!(
+        h.core().read(limit),
+        Err(crate::error::Error::Corrupt { offset, .. }) if offset == limit
+    ));
+    assert!(is_corrupt(h.core().read(3)), "misaligned");
+    // The fault was reported; the next operation starts clean.
+    assert_eq!(h.core().read(SB_CAPACITY).unwrap(), 64 * 1024);
+    // A failed operation's fault does not leak into a later core on the thread.
+    let c = h.core();
+    let _ = c.load_for_test(limit + 8);
+    assert_eq!(h.core().read(SB_CAPACITY).unwrap(), 64 * 1024);
+    h.mem.grow(128 * 1024);
+    let mut buf = [0u8; 8];
+    h.mem.region.read_bytes(limit, &mut buf).unwrap();
+    assert_eq!(buf, [0; 8], "nothing was written past the old limit");
+}
+
 #[test]
 fn random_operations_match_the_model() {
     let ops = if cfg!(miri) { 400 } else { 30_000 };

@@ -14,10 +14,10 @@
 //! [`Error::Corrupt`], never a wild access or an endless loop.
 
 use crate::core::header::{Tag, FLAG_PREV_FREE};
-use crate::core::region::Region;
+use crate::core::region::{out_of_range, Region, Snapshot};
 use crate::error::{Error, Result};
 use crate::format::*;
-use crate::sync::Ordering;
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Block size needed to hold `len` payload bytes, or `None` when it cannot be represented.
 #[inline]
@@ -67,44 +67,179 @@ pub(crate) struct Carved {
     pub(crate) size: u64,
 }
 
-/// The allocator core over one region.
+/// The allocator core over one region, for one operation (or one walk).
+///
+/// It copies the region's base and limit once, when it is made ([`Snapshot`]), and reads and
+/// validates the heap's end then too. Word accesses cannot fail: one out of range (which the
+/// validation of every offset read from the store makes impossible; this is the backstop) goes
+/// to a scratch word and marks the thread *faulted*, and every operation reports a fault as
+/// [`Error::Corrupt`] before it returns ([`Core::done`]). So an operation carries no error path
+/// per access (an allocation or a free makes some forty), only where it validates what it read,
+/// and the compiler keeps base and limit in registers. A core must be made after the region
+/// grew, and not kept across a release of the store lock (another process may grow the heap).
 pub(crate) struct Core<'r> {
     pub(crate) r: &'r Region,
+    mem: Snapshot<'r>,
+    /// The end sentinel's offset, from a capacity checked against the limit; 0 if the
+    /// superblock's capacity is out of range.
+    end: u64,
+}
+
+/// Where out-of-range accesses go (any thread's: they are atomic, and their values unused).
+static SCRATCH: AtomicU64 = AtomicU64::new(0);
+static SCRATCH32: AtomicU32 = AtomicU32::new(0);
+
+thread_local! {
+    /// The first out-of-range offset a core on this thread accessed, plus one; 0 while none.
+    static FAULT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 impl<'r> Core<'r> {
+    #[inline]
     pub(crate) fn new(r: &'r Region) -> Self {
-        Core { r }
+        // A fault an earlier operation left unreported (it failed first) is not this one's.
+        FAULT.with(|f| f.set(0));
+        let mem = r.snapshot();
+        let cap = mem.word(SB_CAPACITY).map_or(0, |w| w.load(Ordering::Relaxed));
+        Core { r, mem, end: Self::end_of(cap, mem.limit()) }
+    }
+
+    /// The sentinel's offset for capacity `cap`, or 0 when `cap` is out of range.
+    #[inline]
+    fn end_of(cap: u64, limit: u64) -> u64 {
+        if cap < MIN_STORE_SIZE || cap > limit || cap % PAGE_SIZE != 0 {
+            return 0;
+        }
+        cap - SENTINEL_SIZE
+    }
+
+    /// The `u64` word at `off`: in the region if `off .. off + 8` is inside the snapshot and
+    /// aligned, else the scratch word (and the thread is faulted).
+    #[inline]
+    fn word(&self, off: u64) -> &'r AtomicU64 {
+        match self.mem.word(off) {
+            Some(w) => w,
+            None => {
+                fault(off);
+                &SCRATCH
+            }
+        }
+    }
+
+    /// The `u32` word at `off`, as [`Core::word`] (the bitmap words).
+    #[inline]
+    fn word32(&self, off: u64) -> &'r AtomicU32 {
+        match self.mem.word32(off) {
+            Some(w) => w,
+            None => {
+                fault(off);
+                &SCRATCH32
+            }
+        }
+    }
+
+    /// `v`, or the corruption error if an access on this thread was out of range since the
+    /// last call. Every operation callers outside the core use ends with it.
+    #[inline]
+    fn done<T>(&self, v: T) -> Result<T> {
+        match FAULT.with(|f| f.replace(0)) {
+            0 => Ok(v),
+            f => Err(out_of_range(f - 1)),
+        }
+    }
+
+    /// Loads the `u64` at `off` (relaxed: callers hold the store lock).
+    #[inline]
+    fn load(&self, off: u64) -> u64 {
+        self.word(off).load(Ordering::Relaxed)
+    }
+
+    /// Stores `v` at `off` (relaxed: callers hold the store lock).
+    #[inline]
+    fn store(&self, off: u64, v: u64) {
+        self.word(off).store(v, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn load32(&self, off: u64) -> u32 {
+        self.word32(off).load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn store32(&self, off: u64, v: u32) {
+        self.word32(off).store(v, Ordering::Relaxed);
+    }
+
+    /// Loads the `u64` at `off` for callers outside the core (the check).
+    pub(crate) fn read(&self, off: u64) -> Result<u64> {
+        let v = self.load(off);
+        self.done(v)
+    }
+
+    /// A raw load that leaves a fault unreported (tests: a failed operation's leftover).
+    #[cfg(test)]
+    pub(crate) fn load_for_test(&self, off: u64) -> u64 {
+        self.load(off)
+    }
+
+    /// As [`Core::read`], the `u32` at `off`.
+    pub(crate) fn read32(&self, off: u64) -> Result<u32> {
+        let v = self.load32(off);
+        self.done(v)
+    }
+
+    /// Zeroes the `n` words from `off` (header words: atomic stores, like every other access).
+    #[inline]
+    fn zero_words(&self, off: u64, n: u64) {
+        for i in 0..n {
+            self.store(off + i * 8, 0);
+        }
     }
 
     /// The heap's capacity from the superblock, checked against what this process may touch.
+    #[inline]
     pub(crate) fn capacity(&self) -> Result<u64> {
-        let cap = self.r.load(SB_CAPACITY)?;
-        if cap < MIN_STORE_SIZE || cap > self.r.limit() || cap % PAGE_SIZE != 0 {
-            return Err(Error::corrupt("capacity out of range", SB_CAPACITY));
-        }
-        Ok(cap)
+        Ok(self.sentinel()? + SENTINEL_SIZE)
     }
 
+    #[inline]
     fn sentinel(&self) -> Result<u64> {
-        Ok(self.capacity()? - SENTINEL_SIZE)
+        match self.end {
+            0 => Err(Error::corrupt("capacity out of range", SB_CAPACITY)),
+            end => Ok(end),
+        }
     }
 
+    /// Records the new capacity (under the lock) and takes it as this core's.
+    fn set_capacity(&mut self, cap: u64) {
+        self.store(SB_CAPACITY, cap);
+        self.end = Self::end_of(cap, self.mem.limit());
+    }
+
+    /// The tag at `off`, for callers outside the core.
     pub(crate) fn tag(&self, off: u64) -> Result<Tag> {
-        Ok(Tag(self.r.load(off + HDR_TAG)?))
+        let t = self.tag_at(off);
+        self.done(t)
     }
 
-    fn set_tag(&self, off: u64, t: Tag) -> Result<()> {
-        self.r.store(off + HDR_TAG, t.0)
+    #[inline]
+    fn tag_at(&self, off: u64) -> Tag {
+        Tag(self.load(off + HDR_TAG))
+    }
+
+    #[inline]
+    fn set_tag(&self, off: u64, t: Tag) {
+        self.store(off + HDR_TAG, t.0)
     }
 
     /// A block header inside the heap: range, granule and tag checked.
+    #[inline]
     pub(crate) fn block_at(&self, off: u64) -> Result<Tag> {
         let end = self.sentinel()?;
         if off < HEAP_START || off >= end || off % GRANULE != 0 {
             return Err(Error::corrupt("block offset outside the heap", off));
         }
-        let t = self.tag(off)?;
+        let t = self.tag_at(off);
         let size = t.size();
         if !t.well_formed() || size < MIN_BLOCK || size > end - off {
             return Err(Error::corrupt("malformed block header", off));
@@ -113,6 +248,7 @@ impl<'r> Core<'r> {
     }
 
     /// A free block on a list: as [`Core::block_at`], and it must be free.
+    #[inline]
     fn free_at(&self, off: u64) -> Result<Tag> {
         let t = self.block_at(off)?;
         if !t.is_free() {
@@ -124,68 +260,79 @@ impl<'r> Core<'r> {
     /// Makes `[off, off + size)` a free block on its list. The tag store comes first; the
     /// generation, reference and check words are zeroed, so no handle can match a free header.
     fn write_free(&self, off: u64, size: u64) -> Result<()> {
-        self.set_tag(off, Tag::free(size))?;
-        self.r.zero(off + HDR_GEN, HEADER_SIZE - HDR_GEN)?;
-        self.r.store(off + size - 8, size)?;
+        self.set_tag(off, Tag::free(size));
+        self.zero_words(off + HDR_GEN, (HEADER_SIZE - HDR_GEN) / 8);
+        self.store(off + size - 8, size);
         self.insert(off, size)
     }
 
     /// Turns a header that has been merged into a neighbour into plain bytes, so that a stale
     /// handle can never find it again.
-    fn erase_header(&self, off: u64) -> Result<()> {
-        self.r.zero(off, HEADER_SIZE)
+    fn erase_header(&self, off: u64) {
+        self.zero_words(off, HEADER_SIZE / 8)
     }
 
     /// Sets or clears `PREV_FREE` with one atomic read-modify-write: the block may be parked,
     /// and its owner may rewrite its slack at the same moment without the lock.
-    fn set_prev_free(&self, off: u64, on: bool) -> Result<()> {
-        let word = self.r.u64_at(off + HDR_TAG)?;
+    fn set_prev_free(&self, off: u64, on: bool) {
+        let word = self.word(off + HDR_TAG);
         if on {
             word.fetch_or(FLAG_PREV_FREE, Ordering::Relaxed);
         } else {
             word.fetch_and(!FLAG_PREV_FREE, Ordering::Relaxed);
         }
-        Ok(())
     }
 
     // ---- free lists -------------------------------------------------------------------
 
+    /// Checks a list neighbour before its link is rewritten: a header in the heap, on the
+    /// granule, marked free. Its size is not needed here (a block whose size is used is checked
+    /// whole, by [`Core::free_at`], where it is found).
+    #[inline]
+    fn linked(&self, off: u64) -> Result<()> {
+        let end = self.sentinel()?;
+        if off < HEAP_START || off >= end || off % GRANULE != 0 || !self.tag_at(off).is_free() {
+            return Err(Error::corrupt("free list link to a block that is not free", off));
+        }
+        Ok(())
+    }
+
     fn insert(&self, off: u64, size: u64) -> Result<()> {
         let (f, s) = mapping(size);
-        let head = self.r.load(head_at(f, s))?;
-        self.r.store(off + FREE_NEXT, head)?;
-        self.r.store(off + FREE_PREV, 0)?;
+        let head = self.load(head_at(f, s));
+        self.store(off + FREE_NEXT, head);
+        self.store(off + FREE_PREV, 0);
         if head != 0 {
-            self.free_at(head)?;
-            self.r.store(head + FREE_PREV, off)?;
+            self.linked(head)?;
+            self.store(head + FREE_PREV, off);
         }
-        self.r.store(head_at(f, s), off)?;
-        let sl = self.r.u32_at(TLSF_SL_BITMAPS + f * 4)?;
-        self.r.store32(TLSF_SL_BITMAPS + f * 4, sl.load(crate::sync::Ordering::Relaxed) | 1 << s)?;
-        self.r.store(TLSF_FL_BITMAP, self.r.load(TLSF_FL_BITMAP)? | 1 << f)
+        self.store(head_at(f, s), off);
+        self.store32(TLSF_SL_BITMAPS + f * 4, self.load32(TLSF_SL_BITMAPS + f * 4) | 1 << s);
+        self.store(TLSF_FL_BITMAP, self.load(TLSF_FL_BITMAP) | 1 << f);
+        Ok(())
     }
 
     fn remove(&self, off: u64, size: u64) -> Result<()> {
         let (f, s) = mapping(size);
-        let next = self.r.load(off + FREE_NEXT)?;
-        let prev = self.r.load(off + FREE_PREV)?;
+        let next = self.load(off + FREE_NEXT);
+        let prev = self.load(off + FREE_PREV);
         if prev != 0 {
-            self.free_at(prev)?;
-            self.r.store(prev + FREE_NEXT, next)?;
-        } else if self.r.load(head_at(f, s))? == off {
-            self.r.store(head_at(f, s), next)?;
+            self.linked(prev)?;
+            self.store(prev + FREE_NEXT, next);
+        } else if self.load(head_at(f, s)) == off {
+            self.store(head_at(f, s), next);
         } else {
             return Err(Error::corrupt("free block missing from its list", off));
         }
         if next != 0 {
-            self.free_at(next)?;
-            self.r.store(next + FREE_PREV, prev)?;
+            self.linked(next)?;
+            self.store(next + FREE_PREV, prev);
         }
-        if self.r.load(head_at(f, s))? == 0 {
-            let sl = self.r.load32(TLSF_SL_BITMAPS + f * 4)? & !(1 << s);
-            self.r.store32(TLSF_SL_BITMAPS + f * 4, sl)?;
+        if self.load(head_at(f, s)) == 0 {
+            let sl = self.load32(TLSF_SL_BITMAPS + f * 4) & !(1 << s);
+            self.store32(TLSF_SL_BITMAPS + f * 4, sl);
             if sl == 0 {
-                self.r.store(TLSF_FL_BITMAP, self.r.load(TLSF_FL_BITMAP)? & !(1 << f))?;
+                self.store(TLSF_FL_BITMAP, self.load(TLSF_FL_BITMAP) & !(1 << f));
             }
         }
         Ok(())
@@ -196,9 +343,9 @@ impl<'r> Core<'r> {
         let Some((mut f, s)) = mapping_search(size) else {
             return Ok(None);
         };
-        let mut sl = self.r.load32(TLSF_SL_BITMAPS + f * 4)? & (u32::MAX << s);
+        let mut sl = self.load32(TLSF_SL_BITMAPS + f * 4) & (u32::MAX << s);
         if sl == 0 {
-            let fl = self.r.load(TLSF_FL_BITMAP)? & (u64::MAX << (f + 1));
+            let fl = self.load(TLSF_FL_BITMAP) & (u64::MAX << (f + 1));
             if fl == 0 {
                 return Ok(None);
             }
@@ -206,13 +353,13 @@ impl<'r> Core<'r> {
             if f >= FL_COUNT {
                 return Err(Error::corrupt("first-level bitmap out of range", TLSF_FL_BITMAP));
             }
-            sl = self.r.load32(TLSF_SL_BITMAPS + f * 4)?;
+            sl = self.load32(TLSF_SL_BITMAPS + f * 4);
         }
         if sl == 0 {
             return Err(Error::corrupt("bitmaps disagree", TLSF_SL_BITMAPS + f * 4));
         }
         let s = u64::from(sl.trailing_zeros());
-        let head = self.r.load(head_at(f, s))?;
+        let head = self.load(head_at(f, s));
         if head == 0 {
             return Err(Error::corrupt("bitmap marks an empty list", head_at(f, s)));
         }
@@ -227,21 +374,22 @@ impl<'r> Core<'r> {
 
     /// Lays out an empty heap over `capacity` bytes: the index cleared, one free block and
     /// the sentinel.
-    pub(crate) fn init(&self, capacity: u64) -> Result<()> {
+    pub(crate) fn init(&mut self, capacity: u64) -> Result<()> {
         self.r.zero(TLSF_OFFSET, TLSF_END - TLSF_OFFSET)?;
-        self.r.store(SB_CAPACITY, capacity)?;
-        self.r.store(SB_USED_BYTES, 0)?;
-        self.r.store(SB_LIVE_BLOCKS, 0)?;
+        self.set_capacity(capacity);
+        self.store(SB_USED_BYTES, 0);
+        self.store(SB_LIVE_BLOCKS, 0);
         let end = self.sentinel()?;
-        self.set_tag(end, Tag(FLAG_PREV_FREE))?;
-        self.write_free(HEAP_START, end - HEAP_START)
+        self.set_tag(end, Tag(FLAG_PREV_FREE));
+        self.write_free(HEAP_START, end - HEAP_START)?;
+        self.done(())
     }
 
-    fn account(&self, bytes: i64, blocks: i64) -> Result<()> {
-        let used = self.r.load(SB_USED_BYTES)?.wrapping_add_signed(bytes);
-        let live = self.r.load(SB_LIVE_BLOCKS)?.wrapping_add_signed(blocks);
-        self.r.store(SB_USED_BYTES, used)?;
-        self.r.store(SB_LIVE_BLOCKS, live)
+    fn account(&self, bytes: i64, blocks: i64) {
+        let used = self.load(SB_USED_BYTES).wrapping_add_signed(bytes);
+        let live = self.load(SB_LIVE_BLOCKS).wrapping_add_signed(blocks);
+        self.store(SB_USED_BYTES, used);
+        self.store(SB_LIVE_BLOCKS, live)
     }
 
     /// Carves a used block for `len` payload bytes whose payload is aligned to
@@ -263,7 +411,7 @@ impl<'r> Core<'r> {
         let Some(found) = self.find(search)? else {
             return Ok(None);
         };
-        let mut size = self.tag(found)?.size();
+        let mut size = self.tag_at(found).size();
         self.remove(found, size)?;
         let gap = aligned_gap(found + HEADER_SIZE, align);
         let off = found + gap;
@@ -273,24 +421,24 @@ impl<'r> Core<'r> {
             self.write_free(off + need, rest)?;
             size = need;
         } else {
-            self.set_prev_free(off + size, false)?;
+            self.set_prev_free(off + size, false);
         }
         if gap > 0 {
             // This header lies inside the found block, over old payload bytes: clear its
             // generation, reference and check words, as every free header's are, so that a
             // crash before the caller writes them leaves a block nobody holds.
-            self.r.zero(off + HDR_GEN, HEADER_SIZE - HDR_GEN)?;
+            self.zero_words(off + HDR_GEN, (HEADER_SIZE - HDR_GEN) / 8);
         }
         let tag = Tag::used(size, size - HEADER_SIZE - len, align_log2).with_prev_free(gap > 0);
-        self.set_tag(off, tag)?;
+        self.set_tag(off, tag);
         // The commit point when an alignment gap is split off: until this store the found
         // block's tag still spans everything written above, so a walk (and a rebuild after a
         // crash) sees one free block.
         if gap > 0 {
             self.write_free(found, gap)?;
         }
-        self.account(size as i64, 1)?;
-        Ok(Some(Carved { offset: off, size }))
+        self.account(size as i64, 1);
+        self.done(Some(Carved { offset: off, size }))
     }
 
     /// Frees the used block at `off`, merging it with free neighbours. Returns its size.
@@ -303,11 +451,11 @@ impl<'r> Core<'r> {
             return Err(Error::corrupt("double free", off));
         }
         let freed = t.size();
-        self.r.zero(off + HDR_GEN, HEADER_SIZE - HDR_GEN)?;
-        self.account(-(freed as i64), -1)?;
+        self.zero_words(off + HDR_GEN, (HEADER_SIZE - HDR_GEN) / 8);
+        self.account(-(freed as i64), -1);
         let (mut start, mut size) = (off, freed);
         let next = off + size;
-        let nt = self.tag(next)?;
+        let nt = self.tag_at(next);
         let merged_next = nt.is_free();
         if merged_next {
             self.free_at(next)?;
@@ -316,25 +464,25 @@ impl<'r> Core<'r> {
         }
         if t.prev_free() {
             let p = self.prev_free_block(off)?;
-            let psize = self.tag(p)?.size();
+            let psize = self.tag_at(p).size();
             self.remove(p, psize)?;
             start = p;
             size += psize;
         }
         self.write_free(start, size)?;
         if merged_next {
-            self.erase_header(next)?;
+            self.erase_header(next);
         }
         if start != off {
-            self.erase_header(off)?;
+            self.erase_header(off);
         }
-        self.set_prev_free(start + size, true)?;
-        Ok(freed)
+        self.set_prev_free(start + size, true);
+        self.done(freed)
     }
 
     /// The free block before `off`, found through its footer and checked.
     fn prev_free_block(&self, off: u64) -> Result<u64> {
-        let psize = self.r.load(off - 8)?;
+        let psize = self.load(off - 8);
         let p = off.checked_sub(psize).filter(|p| *p >= HEAP_START);
         match p {
             Some(p) if self.free_at(p)?.size() == psize => Ok(p),
@@ -354,7 +502,10 @@ impl<'r> Core<'r> {
         };
         let old = t.size();
         let next = off + old;
-        let nt = self.tag(next)?;
+        let mut nt = self.tag_at(next);
+        if nt.is_free() {
+            nt = self.free_at(next)?;
+        }
         let take_next = if need > old {
             if !nt.is_free() || old + nt.size() < need {
                 return Ok(false);
@@ -374,51 +525,52 @@ impl<'r> Core<'r> {
         }
         let kept = if split { need } else { size };
         let tag = Tag::used(kept, kept - HEADER_SIZE - new_len, t.align_log2());
-        self.set_tag(off, tag.with_prev_free(t.prev_free()))?;
-        self.set_prev_free(off + size, split)?;
-        self.account(kept as i64 - old as i64, 0)?;
-        Ok(true)
+        self.set_tag(off, tag.with_prev_free(t.prev_free()));
+        self.set_prev_free(off + size, split);
+        self.account(kept as i64 - old as i64, 0);
+        self.done(true)
     }
 
     /// Adds `[old_cap, new_cap)` to the heap (the region must already reach `new_cap`).
-    pub(crate) fn extend(&self, new_cap: u64) -> Result<()> {
+    pub(crate) fn extend(&mut self, new_cap: u64) -> Result<()> {
         let old_end = self.sentinel()?;
         let new_end = new_cap - SENTINEL_SIZE;
-        if new_cap > self.r.limit() || new_end <= old_end {
+        if new_cap > self.mem.limit() || new_end <= old_end {
             return Err(Error::corrupt("growth target out of range", SB_CAPACITY));
         }
-        self.set_tag(new_end, Tag(FLAG_PREV_FREE))?;
+        self.set_tag(new_end, Tag(FLAG_PREV_FREE));
         let mut start = old_end;
-        if self.tag(old_end)?.prev_free() {
+        if self.tag_at(old_end).prev_free() {
             start = self.prev_free_block(old_end)?;
-            self.remove(start, self.tag(start)?.size())?;
-            self.erase_header(old_end)?;
+            self.remove(start, self.tag_at(start).size())?;
+            self.erase_header(old_end);
         }
-        self.r.store(SB_CAPACITY, new_cap)?;
-        self.write_free(start, new_end - start)
+        self.set_capacity(new_cap);
+        self.write_free(start, new_end - start)?;
+        self.done(())
     }
 
     /// Size of the largest free block.
     pub(crate) fn largest_free(&self) -> Result<u64> {
-        let fl = self.r.load(TLSF_FL_BITMAP)?;
+        let fl = self.load(TLSF_FL_BITMAP);
         if fl == 0 {
             return Ok(0);
         }
         let f = u64::from(63 - fl.leading_zeros());
-        let sl = if f < FL_COUNT { self.r.load32(TLSF_SL_BITMAPS + f * 4)? } else { 0 };
+        let sl = if f < FL_COUNT { self.load32(TLSF_SL_BITMAPS + f * 4) } else { 0 };
         if sl == 0 {
             return Err(Error::corrupt("bitmaps disagree", TLSF_SL_BITMAPS));
         }
         let s = u64::from(31 - sl.leading_zeros());
         let mut best = 0;
-        let mut cur = self.r.load(head_at(f, s))?;
+        let mut cur = self.load(head_at(f, s));
         let mut budget = self.capacity()? / MIN_BLOCK;
         while cur != 0 {
             best = best.max(self.free_at(cur)?.size());
-            cur = self.r.load(cur + FREE_NEXT)?;
+            cur = self.load(cur + FREE_NEXT);
             budget = budget.checked_sub(1).ok_or(Error::corrupt("free list cycle", cur))?;
         }
-        Ok(best)
+        self.done(best)
     }
 
     /// Visits every block in address order, checking that the blocks tile the heap.
@@ -430,10 +582,10 @@ impl<'r> Core<'r> {
             visit(BlockInfo { offset: off, tag })?;
             off += tag.size();
         }
-        if off != end || !self.tag(end)?.is_sentinel() {
+        if off != end || !self.tag_at(end).is_sentinel() {
             return Err(Error::corrupt("blocks do not end at the sentinel", off));
         }
-        Ok(())
+        self.done(())
     }
 
     /// Rebuilds the free lists, bitmaps, flags, footers and accounting from the block headers
@@ -445,7 +597,7 @@ impl<'r> Core<'r> {
         let mut blocks = Vec::new();
         let mut off = HEAP_START;
         while off < end {
-            if self.tag(off)?.is_sentinel() && end - off >= MIN_BLOCK {
+            if self.tag_at(off).is_sentinel() && end - off >= MIN_BLOCK {
                 blocks.push(BlockInfo { offset: off, tag: Tag::free(end - off) });
                 break;
             }
@@ -469,7 +621,7 @@ impl<'r> Core<'r> {
                 self.write_free(start, size)?;
                 prev_free = true;
             }
-            self.set_prev_free(b.offset, prev_free)?;
+            self.set_prev_free(b.offset, prev_free);
             prev_free = false;
             used += b.tag.size();
             live += 1;
@@ -478,10 +630,21 @@ impl<'r> Core<'r> {
             self.write_free(start, size)?;
             prev_free = true;
         }
-        self.set_tag(end, Tag(0).with_prev_free(prev_free))?;
-        self.r.store(SB_USED_BYTES, used)?;
-        self.r.store(SB_LIVE_BLOCKS, live)
+        self.set_tag(end, Tag(0).with_prev_free(prev_free));
+        self.store(SB_USED_BYTES, used);
+        self.store(SB_LIVE_BLOCKS, live);
+        self.done(())
     }
+}
+
+/// Marks this thread's core as faulted at `off` (the first fault is the one reported).
+#[cold]
+fn fault(off: u64) {
+    FAULT.with(|f| {
+        if f.get() == 0 {
+            f.set(off.saturating_add(1));
+        }
+    });
 }
 
 /// Bytes to skip from `payload` so that the payload is aligned to `align` and, when anything
