@@ -9,6 +9,14 @@
 //! Only refilling an empty stack (carving a batch of blocks) and spilling a full one take the
 //! store lock.
 //!
+//! A released block too large for a stack is parked the same way on a short *deferred* list,
+//! and freed the next time the thread takes the lock for anything (`Heap::lock`), or with the
+//! rest of the list when the list is full: a thread that allocates and frees large blocks takes
+//! the lock once per allocation instead of once per allocation and once per release, and one
+//! that only releases takes it once per [`DEFERRED`] blocks. The thread's own next allocation
+//! takes the lock, so the space is free again before it searches (SPEC's "freed space is
+//! reused": a smaller block comes from the hole).
+//!
 //! Why this keeps recovery exact (ARCHITECTURE.md, "Block caches"):
 //! - a parked block has count 0 and a living owner, so resolving a handle to it fails
 //!   (count 0 refuses a reference) and recovery keeps it; when the owner dies, recovery drops
@@ -48,6 +56,12 @@ const CACHE_BYTES: u64 = 2 << 20;
 const REFILL_BYTES: u64 = 8 << 10;
 /// Generations reserved at once.
 const GEN_BATCH: u64 = 1 << 12;
+/// Blocks the deferred list holds at most,
+pub(crate) const DEFERRED: usize = 16;
+/// each at most this large (larger ones are freed at once),
+const DEFER_BLOCK_MAX: u64 = 256 << 10;
+/// and this many bytes together.
+const DEFER_BYTES: u64 = 1 << 20;
 
 /// A thread's stacks of parked blocks for one heap. Touched only by the thread that has
 /// claimed it, or by the heap's drop (when no thread can reach the heap any more).
@@ -80,6 +94,10 @@ struct State {
     gen_end: u64,
     bytes: u64,
     blocks: u64,
+    /// Parked blocks too large for a stack, freed when the thread next takes the lock.
+    deferred: [u64; DEFERRED],
+    n_deferred: u8,
+    deferred_bytes: u64,
 }
 
 impl State {
@@ -182,8 +200,8 @@ impl ThreadCache {
         // SAFETY: `claim_cache` range-checked both words of the cell when it made the cache.
         let (bytes, blocks) =
             unsafe { (heap.region.word_unchecked(self.cell), heap.region.word_unchecked(self.cell + 8)) };
-        bytes.store(s.bytes, Ordering::Relaxed);
-        blocks.store(s.blocks, Ordering::Relaxed);
+        bytes.store(s.bytes + s.deferred_bytes, Ordering::Relaxed);
+        blocks.store(s.blocks + u64::from(s.n_deferred), Ordering::Relaxed);
     }
 
     /// Pops a parked block of the size `len` needs and makes it a fresh allocation owned by
@@ -233,6 +251,41 @@ impl ThreadCache {
         s.push(c, off, size);
         self.publish_counts(heap, s);
         true
+    }
+
+    /// Parks the block at `off` (`size` bytes, count now zero, owner this process, too large
+    /// for a stack) on the deferred list. When the list is full, frees it and this block under
+    /// the lock. `false`: the caller frees the block the usual way.
+    pub(crate) fn defer(&self, heap: &Heap, off: u64, size: u64) -> bool {
+        if size > DEFER_BLOCK_MAX {
+            return false;
+        }
+        let s = self.state();
+        if usize::from(s.n_deferred) == DEFERRED || s.deferred_bytes + size > DEFER_BYTES {
+            // Taking the lock frees the list (`Heap::lock`); the caller frees this block.
+            return false;
+        }
+        debug_assert!(!s.deferred[..usize::from(s.n_deferred)].contains(&off), "deferred twice: {off:#x}");
+        debug_assert_eq!(heap.rc(off) & !rc::PUBLISHED, rc::parked(u64::from(heap.tag())), "defer {off:#x}");
+        s.deferred[usize::from(s.n_deferred)] = off;
+        s.n_deferred += 1;
+        s.deferred_bytes += size;
+        self.publish_counts(heap, s);
+        true
+    }
+
+    /// Frees the blocks on the deferred list (under the lock). A block the core refuses to
+    /// free (a corrupt store) is dropped from the list all the same: leaked, never reused.
+    pub(crate) fn free_deferred(&self, heap: &Heap, g: &Guard<'_>) {
+        let s = self.state();
+        if s.n_deferred == 0 {
+            return;
+        }
+        for &off in &s.deferred[..usize::from(s.n_deferred)] {
+            let _ = heap.free_owned_locked(g, off);
+        }
+        (s.n_deferred, s.deferred_bytes) = (0, 0);
+        self.publish_counts(heap, s);
     }
 
     /// Carves up to [`REFILL_BYTES`] of blocks of `size` bytes and reserves generations.
@@ -291,6 +344,7 @@ impl ThreadCache {
     /// Frees every parked block (under the lock): the heap is going away, or the store is full.
     /// Returns whether there was any.
     fn drain(&self, heap: &Heap, g: &Guard<'_>) -> bool {
+        self.free_deferred(heap, g);
         let s = self.state();
         let had = s.blocks > 0;
         for c in 0..CLASSES {
@@ -385,6 +439,9 @@ impl Heap {
             gen_end: 0,
             bytes: 0,
             blocks: 0,
+            deferred: [0; DEFERRED],
+            n_deferred: 0,
+            deferred_bytes: 0,
         };
         let c = Arc::new(ThreadCache {
             state: UnsafeCell::new(state),

@@ -149,6 +149,10 @@ impl Heap {
         if how == Acquired::TakenOver {
             crate::recovery::recover_locked(self, &guard, false)?;
         }
+        // What this thread deferred goes back now, before whatever the lock was taken for.
+        if let Some(c) = self.cache_in_use() {
+            c.free_deferred(self, &guard);
+        }
         Ok(guard)
     }
 
@@ -244,11 +248,14 @@ impl Heap {
         // SAFETY: `off + HDR_TAG .. + 8` lies below the checked reference word and shares its
         // alignment (the caller's contract); the limit only grows.
         let t = Tag(unsafe { self.region.word_unchecked(off + HDR_TAG) }.load(Ordering::Relaxed));
-        if t.align_log2() == 4 && t.size() <= crate::cache::CLASS_LIMIT {
-            if let Some(c) = self.cache() {
-                if c.put(self, off, t.size()) {
-                    return;
-                }
+        if let Some(c) = self.cache() {
+            let parked = if t.align_log2() == 4 && t.size() <= crate::cache::CLASS_LIMIT {
+                c.put(self, off, t.size())
+            } else {
+                c.defer(self, off, t.size())
+            };
+            if parked {
+                return;
             }
         }
         if let Ok(g) = self.lock() {

@@ -1,7 +1,7 @@
 //! One conformance suite, run against both managers: every test is a generic function over
 //! `MemoryManager`, instantiated for `DefaultManager` and `MappedManager` by `suite!`.
 
-use mmheap::{DefaultManager, Error, MappedManager, MemoryBlock, MemoryManager, Options};
+use mmheap::{CheckReport, DefaultManager, Error, MappedManager, MemoryBlock, MemoryManager, Options};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -9,15 +9,18 @@ use rand::{Rng, SeedableRng};
 /// consistency check.
 trait Subject: MemoryManager + Sized {
     fn make(max_size: u64) -> Self;
-    fn sound(&self) -> bool;
+    fn report(&self) -> CheckReport;
+    fn sound(&self) -> bool {
+        self.report().is_sound()
+    }
 }
 
 impl Subject for DefaultManager {
     fn make(max_size: u64) -> Self {
         DefaultManager::with_max_size(max_size).unwrap()
     }
-    fn sound(&self) -> bool {
-        self.check().unwrap().is_sound()
+    fn report(&self) -> CheckReport {
+        self.check().unwrap()
     }
 }
 
@@ -25,8 +28,8 @@ impl Subject for MappedManager {
     fn make(max_size: u64) -> Self {
         MappedManager::temporary(&Options::new().initial_size(64 << 10).max_size(max_size)).unwrap()
     }
-    fn sound(&self) -> bool {
-        self.check().unwrap().is_sound()
+    fn report(&self) -> CheckReport {
+        self.check().unwrap()
     }
 }
 
@@ -79,6 +82,38 @@ fn freed_hole_is_reused<M: Subject>() {
     drop(b);
     let d = m.allocate(400).unwrap();
     assert_eq!(d.offset(), hole, "the smaller block comes from the hole");
+}
+
+fn freed_large_hole_is_reused<M: Subject>() {
+    // Blocks too large for the thread caches: the released one waits on the thread's deferred
+    // list, and the next allocation, which takes the lock, gives it back to the heap first.
+    let m = M::make(64 << 20);
+    let _a = m.allocate(20_000).unwrap();
+    let b = m.allocate(20_000).unwrap();
+    let _c = m.allocate(20_000).unwrap();
+    let hole = b.offset();
+    drop(b);
+    let d = m.allocate(5_000).unwrap();
+    assert_eq!(d.offset(), hole, "the smaller block comes from the hole");
+    assert_eq!(m.stats().unwrap().live_blocks, 3);
+    assert!(m.sound());
+}
+
+fn a_thread_that_only_releases_gives_back_in_batches<M: Subject>() {
+    // A thread that never allocates takes the lock when its deferred list (16 blocks) is
+    // full, and that frees the whole list: after 17 releases, all 17 are free space again.
+    let m = M::make(64 << 20);
+    let mut run: Vec<MemoryBlock> = (0..17).map(|_| m.allocate(20_000).unwrap()).collect();
+    let _fence = m.allocate(100).unwrap();
+    run.sort_by_key(|b| b.offset().get());
+    assert!(run.windows(2).all(|w| w[1].offset().get() == w[0].offset().get() + 20_032), "side by side");
+    let before = m.report();
+    std::thread::scope(|s| {
+        s.spawn(move || drop(run));
+    });
+    let after = m.report();
+    assert_eq!(after.free_bytes - before.free_bytes, 17 * 20_032, "all 17 are free");
+    assert!(m.sound());
 }
 
 fn reference_count_lifecycle<M: Subject>() {
@@ -276,6 +311,8 @@ suite!(
     every_size_reports_its_length,
     alignment_of_every_block,
     freed_hole_is_reused,
+    freed_large_hole_is_reused,
+    a_thread_that_only_releases_gives_back_in_batches,
     reference_count_lifecycle,
     resize_keeps_content_in_place_or_moving,
     resize_of_a_shared_block_is_an_error,
