@@ -57,7 +57,7 @@ const REFILL_BYTES: u64 = 8 << 10;
 /// Generations reserved at once.
 const GEN_BATCH: u64 = 1 << 12;
 /// Blocks the deferred list holds at most,
-pub(crate) const DEFERRED: usize = 16;
+const DEFERRED: usize = 16;
 /// each at most this large (larger ones are freed at once),
 const DEFER_BLOCK_MAX: u64 = 256 << 10;
 /// and this many bytes together.
@@ -254,8 +254,9 @@ impl ThreadCache {
     }
 
     /// Parks the block at `off` (`size` bytes, count now zero, owner this process, too large
-    /// for a stack) on the deferred list. When the list is full, frees it and this block under
-    /// the lock. `false`: the caller frees the block the usual way.
+    /// for a stack) on the deferred list. `false` when the block is too large for the list or
+    /// the list is full: the caller frees the block under the lock, and taking the lock frees
+    /// the list first (`Heap::lock`).
     pub(crate) fn defer(&self, heap: &Heap, off: u64, size: u64) -> bool {
         if size > DEFER_BLOCK_MAX {
             return false;

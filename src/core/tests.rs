@@ -226,10 +226,15 @@ fn an_access_past_the_limit_is_reported_once_and_touches_nothing() {
     assert!(is_corrupt(h.core().read(3)), "misaligned");
     // The fault was reported; the next operation starts clean.
     assert_eq!(h.core().read(SB_CAPACITY).unwrap(), 64 * 1024);
-    // A failed operation's fault does not leak into a later core on the thread.
+    // A fault belongs to the operation it happened in: not to a later core on the thread...
     let c = h.core();
     let _ = c.load_for_test(limit + 8);
     assert_eq!(h.core().read(SB_CAPACITY).unwrap(), 64 * 1024);
+    // ...and a core made (and done) inside an operation does not hide the operation's.
+    assert!(matches!(
+        c.read(SB_CAPACITY),
+        Err(crate::error::Error::Corrupt { offset, .. }) if offset == limit + 8
+    ));
     h.mem.grow(128 * 1024);
     let mut buf = [0u8; 8];
     h.mem.region.read_bytes(limit, &mut buf).unwrap();

@@ -72,8 +72,8 @@ pub(crate) struct Carved {
 /// It copies the region's base and limit once, when it is made ([`Snapshot`]), and reads and
 /// validates the heap's end then too. Word accesses cannot fail: one out of range (which the
 /// validation of every offset read from the store makes impossible; this is the backstop) goes
-/// to a scratch word and marks the thread *faulted*, and every operation reports a fault as
-/// [`Error::Corrupt`] before it returns ([`Core::done`]). So an operation carries no error path
+/// to a scratch word and is counted for the thread, and every operation reports a fault made
+/// since its core was made as [`Error::Corrupt`] before it returns ([`Core::done`]). So an operation carries no error path
 /// per access (an allocation or a free makes some forty), only where it validates what it read,
 /// and the compiler keeps base and limit in registers. A core must be made after the region
 /// grew, and not kept across a release of the store lock (another process may grow the heap).
@@ -83,6 +83,8 @@ pub(crate) struct Core<'r> {
     /// The end sentinel's offset, from a capacity checked against the limit; 0 if the
     /// superblock's capacity is out of range.
     end: u64,
+    /// The thread's fault count when this core was made.
+    faults: u64,
 }
 
 /// Where out-of-range accesses go (any thread's: they are atomic, and their values unused).
@@ -90,18 +92,19 @@ static SCRATCH: AtomicU64 = AtomicU64::new(0);
 static SCRATCH32: AtomicU32 = AtomicU32::new(0);
 
 thread_local! {
-    /// The first out-of-range offset a core on this thread accessed, plus one; 0 while none.
-    static FAULT: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Out-of-range accesses by cores on this thread (never reset: a core compares it with
+    /// the count it was made at, so cores made inside another's operation do not hide its
+    /// faults), and the offset of the last one.
+    static FAULTS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 impl<'r> Core<'r> {
     #[inline]
     pub(crate) fn new(r: &'r Region) -> Self {
-        // A fault an earlier operation left unreported (it failed first) is not this one's.
-        FAULT.with(|f| f.set(0));
         let mem = r.snapshot();
         let cap = mem.word(SB_CAPACITY).map_or(0, |w| w.load(Ordering::Relaxed));
-        Core { r, mem, end: Self::end_of(cap, mem.limit()) }
+        let faults = FAULTS.with(|f| f.get().0);
+        Core { r, mem, end: Self::end_of(cap, mem.limit()), faults }
     }
 
     /// The sentinel's offset for capacity `cap`, or 0 when `cap` is out of range.
@@ -138,13 +141,13 @@ impl<'r> Core<'r> {
         }
     }
 
-    /// `v`, or the corruption error if an access on this thread was out of range since the
-    /// last call. Every operation callers outside the core use ends with it.
+    /// `v`, or the corruption error if an access on this thread was out of range since this
+    /// core was made. Every operation callers outside the core use ends with it.
     #[inline]
     fn done<T>(&self, v: T) -> Result<T> {
-        match FAULT.with(|f| f.replace(0)) {
-            0 => Ok(v),
-            f => Err(out_of_range(f - 1)),
+        match FAULTS.with(|f| f.get()) {
+            (n, _) if n == self.faults => Ok(v),
+            (_, off) => Err(out_of_range(off)),
         }
     }
 
@@ -637,14 +640,10 @@ impl<'r> Core<'r> {
     }
 }
 
-/// Marks this thread's core as faulted at `off` (the first fault is the one reported).
+/// Counts an out-of-range access at `off` for this thread's cores.
 #[cold]
 fn fault(off: u64) {
-    FAULT.with(|f| {
-        if f.get() == 0 {
-            f.set(off.saturating_add(1));
-        }
-    });
+    FAULTS.with(|f| f.set((f.get().0.wrapping_add(1), off)));
 }
 
 /// Bytes to skip from `payload` so that the payload is aligned to `align` and, when anything
