@@ -736,6 +736,14 @@ impl Heap {
     // ---- whole-heap -------------------------------------------------------------------
 
     /// Bookkeeping blocks and blocks parked in thread caches count as free: they are no user's.
+    /// Frees what this thread keeps parked (`MemoryManager::trim`): taking the lock frees its
+    /// deferred list, then its stacks go.
+    pub(crate) fn trim(&self) -> Result<()> {
+        let g = self.lock()?;
+        self.give_back_cache(&g);
+        Ok(())
+    }
+
     pub(crate) fn stats(&self) -> Result<Stats> {
         let _g = self.lock()?;
         let capacity = self.core().capacity()?;

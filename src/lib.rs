@@ -92,6 +92,9 @@ macro_rules! impl_memory_manager {
             fn stats(&self) -> Result<Stats> {
                 self.heap().stats()
             }
+            fn trim(&self) -> Result<()> {
+                self.heap().trim()
+            }
             fn block_from_handle(&self, handle: BlockHandle) -> Result<MemoryBlock> {
                 let got = self.heap().resolve(handle)?;
                 MemoryBlock::from_obtained(self.heap(), got)

@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 
 /// What the suite needs beyond the trait: a fresh manager of a given maximum size, and a
 /// consistency check.
-trait Subject: MemoryManager + Sized {
+trait Subject: MemoryManager + Sized + Sync {
     fn make(max_size: u64) -> Self;
     fn report(&self) -> CheckReport;
     fn sound(&self) -> bool {
@@ -113,6 +113,34 @@ fn a_thread_that_only_releases_gives_back_in_batches<M: Subject>() {
     });
     let after = m.report();
     assert_eq!(after.free_bytes - before.free_bytes, 17 * 20_032, "all 17 are free");
+    assert!(m.sound());
+}
+
+fn trim_gives_back_what_the_thread_keeps<M: Subject>() {
+    // Another thread's parked blocks are out of reach until that thread trims.
+    let m = M::make(64 << 20);
+    drop(m.allocate(100).unwrap()); // this thread's cache (and the counter table) exist now
+    let r0 = m.report();
+    let (parked, done) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let small: Vec<MemoryBlock> = (0..50).map(|_| m.allocate(100).unwrap()).collect();
+            let large: Vec<MemoryBlock> = (0..5).map(|_| m.allocate(20_000).unwrap()).collect();
+            drop((small, large));
+            parked.wait();
+            parked.wait();
+            m.trim().unwrap();
+            done.wait();
+        });
+        parked.wait();
+        let r1 = m.report();
+        assert!(r1.used_blocks >= r0.used_blocks + 55, "released, but parked in the thread's cache");
+        assert_eq!(m.stats().unwrap().live_blocks, 0, "parked blocks are no user's");
+        parked.wait();
+        done.wait();
+    });
+    let r2 = m.report();
+    assert_eq!((r2.used_blocks, r2.used_bytes), (r0.used_blocks, r0.used_bytes), "all given back");
     assert!(m.sound());
 }
 
@@ -313,6 +341,7 @@ suite!(
     freed_hole_is_reused,
     freed_large_hole_is_reused,
     a_thread_that_only_releases_gives_back_in_batches,
+    trim_gives_back_what_the_thread_keeps,
     reference_count_lifecycle,
     resize_keeps_content_in_place_or_moving,
     resize_of_a_shared_block_is_an_error,
