@@ -10,9 +10,10 @@ use bytemuck::{Pod, Zeroable};
 use crate::core::header::rc;
 use crate::error::{Error, Result};
 use crate::family::{family_ends, HeapRef};
-use crate::format::{HEADER_SIZE, PAGE_SIZE};
+use crate::format::{GRANULE, HEADER_SIZE, PAGE_SIZE};
 use crate::heap::{Heap, Obtained, RefKind};
 use crate::segment::{MemorySegment, MemorySegmentMut};
+use crate::sync::{AtomicU64, Ordering};
 use crate::Offset;
 
 /// Names a block inside a store: its offset and the generation it was allocated with.
@@ -67,11 +68,20 @@ pub struct MemoryBlock {
     heap: NonNull<Heap>,
     offset: u64,
     ptr: NonNull<u8>,
-    len: usize,
+    /// The length in bits 0..48 and, in bits 48..64, the block's size in 16-byte units while
+    /// this handle may release the block without reading its header, else 0. Set iff the block
+    /// came from a thread cache with that size, this is its only reference (an owner one; the
+    /// count is 1) and it was never published; cleared by everything that could make it
+    /// otherwise (`clone`, `handle`, `settle_len` for roots and channels, `resize`,
+    /// `donate_locked`). An atomic so that `&self` methods can clear it; see `Drop`.
+    len_sole: AtomicU64,
     /// `None`: an owner reference, counted in the header. `Some`: one other hold in the
     /// header, shared by this process's clones.
     hold: Option<Arc<Hold>>,
 }
+
+const LEN_MASK: u64 = (1 << 48) - 1;
+const SOLE_SHIFT: u32 = 48;
 
 /// One other hold on a block, shared by the clones that came from one resolve.
 struct Hold {
@@ -131,7 +141,7 @@ impl MemoryBlock {
             heap: NonNull::from(&***heap),
             offset: got.offset,
             ptr,
-            len: got.len as usize,
+            len_sole: AtomicU64::new(got.len),
             hold,
         })
     }
@@ -139,9 +149,10 @@ impl MemoryBlock {
     #[inline]
     pub(crate) fn allocate(heap: &Arc<Heap>, len: usize, align: usize, zeroed: bool) -> Result<Self> {
         let align_log2 = align_log2(align)?;
-        let (offset, ptr) = heap.allocate(len as u64, align_log2)?;
+        let (offset, ptr, cached_size) = heap.allocate(len as u64, align_log2)?;
         heap.family_begins();
-        let mut block = MemoryBlock { heap: NonNull::from(&**heap), offset, ptr, len, hold: None };
+        let len_sole = AtomicU64::new(len as u64 | (cached_size / GRANULE) << SOLE_SHIFT);
+        let mut block = MemoryBlock { heap: NonNull::from(&**heap), offset, ptr, len_sole, hold: None };
         if zeroed {
             block.as_mut_slice()?.fill(0);
         }
@@ -158,7 +169,16 @@ impl MemoryBlock {
     /// Completes the header (length, check word) before anyone else can name the block; see
     /// `Heap::settle`.
     pub(crate) fn settle_len(&self) {
-        self.heap().settle(self.offset, self.len as u64);
+        self.not_sole();
+        self.heap().settle(self.offset, self.len() as u64);
+    }
+
+    /// Clears the sole-release size: another reference may exist from now on.
+    #[inline]
+    fn not_sole(&self) {
+        if self.len_sole.load(Ordering::Relaxed) > LEN_MASK {
+            self.len_sole.fetch_and(LEN_MASK, Ordering::Relaxed);
+        }
     }
 
     /// Store offset of the block's header.
@@ -169,13 +189,13 @@ impl MemoryBlock {
     /// Length in bytes, as requested.
     #[inline]
     pub fn len(&self) -> usize {
-        self.len
+        (self.len_sole.load(Ordering::Relaxed) & LEN_MASK) as usize
     }
 
     /// Whether the length is zero.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// The payload, read-only.
@@ -185,7 +205,7 @@ impl MemoryBlock {
         // bytes were range-checked when the block was obtained, and by the publication rule
         // nobody writes these bytes while a shared reference exists: writers need the sole,
         // unpublished reference and `&mut self` (see `as_mut_slice`).
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len()) }
     }
 
     /// The payload, writable: only while this is the only reference and the block has never
@@ -196,7 +216,7 @@ impl MemoryBlock {
         // SAFETY: as in `as_slice`; additionally no other reference exists in any process
         // (count 1, never published, so no handle can name it) and `&mut self` excludes this
         // process's other uses.
-        Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) })
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len()) })
     }
 
     #[inline]
@@ -232,7 +252,8 @@ impl MemoryBlock {
     /// The handle that names this block, for another process. Publishes the block: from now
     /// on it is read-only everywhere.
     pub fn handle(&self) -> BlockHandle {
-        self.heap().settle(self.offset, self.len as u64);
+        self.not_sole();
+        self.heap().settle(self.offset, self.len() as u64);
         self.heap().publish(self.offset);
         self.heap().handle_of(self.offset)
     }
@@ -258,7 +279,7 @@ impl MemoryBlock {
     pub fn resize(&mut self, new_len: usize) -> Result<()> {
         let index = self.hold.as_ref().and_then(|h| h.index);
         let moved =
-            self.heap().resize(self.offset, self.len as u64, new_len as u64, self.local_extra(), index)?;
+            self.heap().resize(self.offset, self.len() as u64, new_len as u64, self.local_extra(), index)?;
         let offset = match moved {
             None => self.offset,
             Some(new) => {
@@ -274,7 +295,8 @@ impl MemoryBlock {
         };
         self.ptr = self.heap().payload(offset, new_len as u64)?;
         self.offset = offset;
-        self.len = new_len;
+        // The block may have another size now: releases read the header again.
+        *self.len_sole.get_mut() = new_len as u64;
         Ok(())
     }
 
@@ -296,6 +318,7 @@ impl MemoryBlock {
         };
         let off = self.offset;
         self.offset = 0;
+        *self.len_sole.get_mut() &= LEN_MASK;
         if self.heap().donate_locked(g, off, kind, last)? {
             // SAFETY: this was the family's last owner reference, so its ending is ours to
             // count; the caller's channel is a user, so the heap (and `g`) outlive it.
@@ -314,13 +337,14 @@ impl Clone for MemoryBlock {
     #[inline]
     fn clone(&self) -> Self {
         if self.hold.is_none() {
+            self.not_sole();
             self.heap().clone_owner(self.offset);
         }
         MemoryBlock {
             heap: self.heap,
             offset: self.offset,
             ptr: self.ptr,
-            len: self.len,
+            len_sole: AtomicU64::new(self.len() as u64),
             hold: self.hold.clone(),
         }
     }
@@ -329,6 +353,15 @@ impl Clone for MemoryBlock {
 impl Drop for MemoryBlock {
     #[inline]
     fn drop(&mut self) {
+        let sole = *self.len_sole.get_mut() >> SOLE_SHIFT;
+        if sole != 0 {
+            // The block's only reference, never published, from a thread cache (the field's
+            // invariant): parked again without reading its header.
+            self.heap().release_sole(self.offset, sole * GRANULE);
+            // SAFETY: as below: this was the family's last owner reference.
+            unsafe { family_ends(self.heap) };
+            return;
+        }
         // Offset 0 marks a reference that was donated to the store (`donate_locked`).
         if self.hold.is_none() && self.offset != 0 && self.heap().release_owner(self.offset) {
             // SAFETY: that was this process's last owner reference to the block, so the
@@ -342,7 +375,7 @@ impl fmt::Debug for MemoryBlock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryBlock")
             .field("offset", &self.offset)
-            .field("len", &self.len)
+            .field("len", &self.len())
             .field("ref_count", &self.ref_count())
             .finish()
     }

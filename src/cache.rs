@@ -205,9 +205,10 @@ impl ThreadCache {
     }
 
     /// Pops a parked block of the size `len` needs and makes it a fresh allocation owned by
-    /// this process, refilling the stack under the lock when it is empty.
+    /// this process, refilling the stack under the lock when it is empty. Returns its offset
+    /// and size.
     #[inline]
-    pub(crate) fn take(&self, heap: &Heap, len: u64) -> Result<Option<u64>> {
+    pub(crate) fn take(&self, heap: &Heap, len: u64) -> Result<Option<(u64, u64)>> {
         let Some(size) = block_size(len) else { return Ok(None) };
         let Some(c) = class(size) else { return Ok(None) };
         let s = self.state();
@@ -231,7 +232,7 @@ impl ThreadCache {
         s.bytes = s.bytes.saturating_sub(got);
         s.blocks -= 1;
         self.publish_counts(heap, s);
-        Ok(Some(off))
+        Ok(Some((off, got)))
     }
 
     /// Parks the block at `off` (size `size`, count now zero, owner this process) if its

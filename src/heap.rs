@@ -212,7 +212,7 @@ impl Heap {
     /// reference that [`Heap::free_raw`] gives back.
     #[inline]
     pub(crate) fn alloc_raw(&self, len: u64, align_log2: u32) -> Option<NonNull<u8>> {
-        self.allocate(len, align_log2).ok().map(|(_, p)| p)
+        self.allocate(len, align_log2).ok().map(|(_, p, _)| p)
     }
 
     /// Frees a block from [`Heap::alloc_raw`].
@@ -226,15 +226,15 @@ impl Heap {
     }
 
     /// A default-aligned block of `len` bytes from this thread's cache, with its payload
-    /// pointer; `None` when the size is not cached or the cache cannot serve it (the caller
+    /// pointer and its size; `None` when the size is not cached or the cache cannot serve it (the caller
     /// then takes the lock, which also reports any error).
     #[inline]
-    pub(crate) fn take_cached(&self, len: u64) -> Option<(u64, NonNull<u8>)> {
+    pub(crate) fn take_cached(&self, len: u64) -> Option<(u64, NonNull<u8>, u64)> {
         if len >= crate::cache::CLASS_LIMIT {
             return None;
         }
-        let off = self.cache()?.take(self, len).ok()??;
-        Some((off, self.payload_at(off, len)?))
+        let (off, size) = self.cache()?.take(self, len).ok()??;
+        Some((off, self.payload_at(off, len)?, size))
     }
 
     /// Parks a block whose count has just reached zero in this thread's cache, or frees it.
@@ -268,16 +268,18 @@ impl Heap {
 
     /// Allocates a block of `len` bytes aligned to `1 << align_log2`, owned by this process
     /// (one owner reference): from this thread's cache if it can, else under the lock. Returns
-    /// its offset and payload.
+    /// its offset, its payload, and its size if it came from the cache (else 0): the size a
+    /// sole reference can park it with again without reading its header
+    /// ([`Heap::release_sole`]).
     #[inline]
-    pub(crate) fn allocate(&self, len: u64, align_log2: u32) -> Result<(u64, NonNull<u8>)> {
+    pub(crate) fn allocate(&self, len: u64, align_log2: u32) -> Result<(u64, NonNull<u8>, u64)> {
         if align_log2 == 4 {
             if let Some(got) = self.take_cached(len) {
                 return Ok(got);
             }
         }
         let offset = self.allocate_uncached(len, align_log2)?;
-        Ok((offset, self.payload(offset, len)?))
+        Ok((offset, self.payload(offset, len)?, 0))
     }
 
     /// Allocates under the lock (the thread's cache could not serve the request).
@@ -361,6 +363,30 @@ impl Heap {
             // Like Arc: overflowing the count would let the block be freed while in use.
             std::process::abort();
         }
+    }
+
+    /// Releases the only reference to a block never published, which came from this thread's
+    /// cache with `size` bytes (the caller's `MemoryBlock` knows both): parks it again without
+    /// reading its header, whose line a block released long after its allocation has left the
+    /// cache (a miss `release_owner`'s load would wait for; this store does not wait). Ends the
+    /// reference's family, like `release_owner` returning `true`.
+    #[inline]
+    pub(crate) fn release_sole(&self, off: u64, size: u64) {
+        let Some(word) = self.rc_ref(off) else { return };
+        debug_assert_eq!(
+            word.load(Ordering::Acquire),
+            rc::fresh(u64::from(self.tag)),
+            "sole release {off:#x}"
+        );
+        // As in `release_owner`'s plain store: nobody else can name the block or change the word.
+        word.store(rc::parked(u64::from(self.tag)), Ordering::Release);
+        if let Some(c) = self.cache() {
+            if c.put(self, off, size) {
+                return;
+            }
+        }
+        // SAFETY: `word` was range-checked above.
+        unsafe { self.park_or_free(off) };
     }
 
     /// Drops an owner reference; the last one clears ownership and frees the block if nobody

@@ -144,6 +144,30 @@ fn trim_gives_back_what_the_thread_keeps<M: Subject>() {
     assert!(m.sound());
 }
 
+fn releasing_one_of_two_clones_keeps_the_block<M: Subject>() {
+    // A block from a thread cache, cloned, then the original dropped first: the block must
+    // stay the clone's, not go back to the cache to be handed out again.
+    let m = M::make(64 << 20);
+    drop(m.allocate(100).unwrap());
+    let mut a = m.allocate(100).unwrap(); // from the cache
+    a.as_mut_slice().unwrap().fill(7);
+    let b = a.clone();
+    drop(a);
+    let others: Vec<MemoryBlock> = (0..100)
+        .map(|_| {
+            let mut o = m.allocate(100).unwrap();
+            o.as_mut_slice().unwrap().fill(9);
+            o
+        })
+        .collect();
+    assert!(others.iter().all(|o| o.offset() != b.offset()), "handed out while held");
+    assert!(b.as_slice().iter().all(|&x| x == 7));
+    assert_eq!(b.ref_count(), 1);
+    drop((b, others));
+    assert_eq!(m.stats().unwrap().live_blocks, 0);
+    assert!(m.sound());
+}
+
 fn reference_count_lifecycle<M: Subject>() {
     let m = M::make(64 << 20);
     let a = m.allocate(32).unwrap();
@@ -342,6 +366,7 @@ suite!(
     freed_large_hole_is_reused,
     a_thread_that_only_releases_gives_back_in_batches,
     trim_gives_back_what_the_thread_keeps,
+    releasing_one_of_two_clones_keeps_the_block,
     reference_count_lifecycle,
     resize_keeps_content_in_place_or_moving,
     resize_of_a_shared_block_is_an_error,
