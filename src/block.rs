@@ -221,6 +221,11 @@ impl MemoryBlock {
 
     #[inline]
     fn ensure_exclusive(&self) -> Result<()> {
+        if self.len_sole.load(Ordering::Relaxed) > LEN_MASK {
+            // The only reference, never published (the field's invariant).
+            debug_assert_eq!(rc::count(self.heap().rc(self.offset)), 1);
+            return Ok(());
+        }
         let w = self.heap().rc(self.offset);
         let count = rc::count(w) + self.local_extra();
         if count != 1 || rc::published(w) {

@@ -115,6 +115,18 @@ impl Drop for Anonymous {
 static GLOBAL_HEAP: OnceLock<HeapRef> = OnceLock::new();
 static GLOBAL_STATE: AtomicU8 = AtomicU8::new(0);
 
+/// The process-wide heap, waiting while another thread makes it (for `DefaultManager::GLOBAL`).
+#[cold]
+fn global_heap_or_wait() -> &'static HeapRef {
+    loop {
+        if let Some(h) = global_heap_if_ready() {
+            break h;
+        }
+        assert!(GLOBAL_STATE.load(Ordering::Acquire) != 3, "could not reserve the global heap");
+        std::thread::yield_now();
+    }
+}
+
 /// The process-wide heap if it is ready, making it if nobody is. `None` while it is being made
 /// (allocations made meanwhile, including the ones that make it, go to the system allocator)
 /// and if it could not be made.
@@ -155,16 +167,11 @@ impl DefaultManager {
     /// # Panics
     /// For [`DefaultManager::GLOBAL`], if the process-wide heap cannot be made (no address
     /// space), as a global allocator would abort.
+    #[inline]
     pub(crate) fn heap(&self) -> &HeapRef {
         match &self.heap {
             Some(h) => h,
-            None => loop {
-                if let Some(h) = global_heap_if_ready() {
-                    break h;
-                }
-                assert!(GLOBAL_STATE.load(Ordering::Acquire) != 3, "could not reserve the global heap");
-                std::thread::yield_now();
-            },
+            None => global_heap_or_wait(),
         }
     }
 
