@@ -132,6 +132,7 @@ impl Drop for Claims {
     fn drop(&mut self) {
         let _ = LAST.try_with(|l| l.set((0, std::ptr::null())));
         for (_, c) in self.0.drain(..) {
+            c.give_back_on_exit();
             c.claimed.store(0, Ordering::Release);
         }
     }
@@ -341,6 +342,25 @@ impl ThreadCache {
         s.depth[c] -= half as u8;
         self.publish_counts(heap, s);
         Ok(())
+    }
+
+    /// The claiming thread is exiting: frees what the cache keeps parked (under the lock), so
+    /// that an exited thread holds no space back from the others. Nothing to do if the heap is
+    /// gone (it freed every cache's blocks) or the cache keeps nothing.
+    fn give_back_on_exit(&self) {
+        let s = self.state();
+        if s.blocks == 0 && s.n_deferred == 0 {
+            return;
+        }
+        // The strong count keeps the heap (and its drop, which drains every cache) away while
+        // this runs; if it is the last, the heap is dropped here, after.
+        let Some(heap) = self.lives.heap() else { return };
+        if self.gone.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        if let Ok(g) = heap.lock() {
+            self.drain(&heap, &g);
+        };
     }
 
     /// Frees every parked block (under the lock): the heap is going away, or the store is full.

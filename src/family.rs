@@ -68,6 +68,12 @@ impl Lives {
         // did not see the flag; the heap stays (leaked, never freed while in use).
     }
 
+    /// The heap, if anything keeps it alive still (a strong count: the heap is dropped, if this
+    /// turns out to be the last, when the caller lets it go).
+    pub(crate) fn heap(&self) -> Option<Arc<Heap>> {
+        self.keep.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// Lets the heap go if no family is left (under the mutex, so only one caller does).
     #[cold]
     fn settle(&self) {

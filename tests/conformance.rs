@@ -121,26 +121,47 @@ fn trim_gives_back_what_the_thread_keeps<M: Subject>() {
     let m = M::make(64 << 20);
     drop(m.allocate(100).unwrap()); // this thread's cache (and the counter table) exist now
     let r0 = m.report();
-    let (parked, done) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    let step = std::sync::Barrier::new(2);
     std::thread::scope(|s| {
         s.spawn(|| {
             let small: Vec<MemoryBlock> = (0..50).map(|_| m.allocate(100).unwrap()).collect();
             let large: Vec<MemoryBlock> = (0..5).map(|_| m.allocate(20_000).unwrap()).collect();
             drop((small, large));
-            parked.wait();
-            parked.wait();
+            step.wait(); // released
+            step.wait(); // seen parked
             m.trim().unwrap();
-            done.wait();
+            step.wait(); // trimmed
+            step.wait(); // seen given back (before this thread's exit would give them back)
         });
-        parked.wait();
-        let r1 = m.report();
+        // Asserted after the last step, so that a failure cannot leave the thread waiting.
+        step.wait();
+        let (r1, live) = (m.report(), m.stats().unwrap().live_blocks);
+        step.wait();
+        step.wait();
+        let r2 = m.report();
+        step.wait();
         assert!(r1.used_blocks >= r0.used_blocks + 55, "released, but parked in the thread's cache");
-        assert_eq!(m.stats().unwrap().live_blocks, 0, "parked blocks are no user's");
-        parked.wait();
-        done.wait();
+        assert_eq!(live, 0, "parked blocks are no user's");
+        assert_eq!((r2.used_blocks, r2.used_bytes), (r0.used_blocks, r0.used_bytes), "all given back");
     });
-    let r2 = m.report();
-    assert_eq!((r2.used_blocks, r2.used_bytes), (r0.used_blocks, r0.used_bytes), "all given back");
+    assert!(m.sound());
+}
+
+fn an_exiting_thread_gives_back_what_it_keeps<M: Subject>() {
+    let m = M::make(64 << 20);
+    drop(m.allocate(100).unwrap()); // this thread's cache (and the counter table) exist now
+    let r0 = m.report();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let small: Vec<MemoryBlock> = (0..50).map(|_| m.allocate(100).unwrap()).collect();
+            let large: Vec<MemoryBlock> = (0..5).map(|_| m.allocate(20_000).unwrap()).collect();
+            drop((small, large));
+        })
+        .join() // the OS thread's end, its thread-local destructors included
+        .unwrap();
+    });
+    let r = m.report();
+    assert_eq!((r.used_blocks, r.used_bytes), (r0.used_blocks, r0.used_bytes), "all given back");
     assert!(m.sound());
 }
 
@@ -367,6 +388,7 @@ suite!(
     a_thread_that_only_releases_gives_back_in_batches,
     trim_gives_back_what_the_thread_keeps,
     releasing_one_of_two_clones_keeps_the_block,
+    an_exiting_thread_gives_back_what_it_keeps,
     reference_count_lifecycle,
     resize_keeps_content_in_place_or_moving,
     resize_of_a_shared_block_is_an_error,
