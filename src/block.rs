@@ -66,8 +66,9 @@ pub struct MemoryBlock {
     /// the block (counted when the first is made, uncounted when the last goes; `family.rs`);
     /// for a hold, by the `Hold`'s user reference.
     heap: NonNull<Heap>,
+    /// The header's offset; the payload follows it (its range was checked when the block was
+    /// obtained, see `payload_ptr`), so the handle carries no pointer of its own: 32 bytes.
     offset: u64,
-    ptr: NonNull<u8>,
     /// The length in bits 0..48 and, in bits 48..64, the block's size in 16-byte units while
     /// this handle may release the block without reading its header, else 0. Set iff the block
     /// came from a thread cache with that size, this is its only reference (an owner one; the
@@ -79,6 +80,10 @@ pub struct MemoryBlock {
     /// header, shared by this process's clones.
     hold: Option<Arc<Hold>>,
 }
+
+// A handle is what users keep in their collections and move around: keep it small.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<MemoryBlock>() == 32);
 
 const LEN_MASK: u64 = (1 << 48) - 1;
 const SOLE_SHIFT: u32 = 48;
@@ -122,7 +127,7 @@ pub(crate) fn align_log2(align: usize) -> Result<u32> {
 
 impl MemoryBlock {
     pub(crate) fn from_obtained(heap: &HeapRef, got: Obtained) -> Result<MemoryBlock> {
-        let ptr = heap.payload(got.offset, got.len)?;
+        heap.payload(got.offset, got.len)?; // the range check `payload_ptr` relies on
         let hold = match got.kind {
             RefKind::Owner => {
                 if got.new_family {
@@ -140,7 +145,6 @@ impl MemoryBlock {
         Ok(MemoryBlock {
             heap: NonNull::from(&***heap),
             offset: got.offset,
-            ptr,
             len_sole: AtomicU64::new(got.len),
             hold,
         })
@@ -149,10 +153,11 @@ impl MemoryBlock {
     #[inline]
     pub(crate) fn allocate(heap: &Arc<Heap>, len: usize, align: usize, zeroed: bool) -> Result<Self> {
         let align_log2 = align_log2(align)?;
-        let (offset, ptr, cached_size) = heap.allocate(len as u64, align_log2)?;
+        // The payload's range was checked by the allocation (`payload_ptr` relies on it).
+        let (offset, _, cached_size) = heap.allocate(len as u64, align_log2)?;
         heap.family_begins();
         let len_sole = AtomicU64::new(len as u64 | (cached_size / GRANULE) << SOLE_SHIFT);
-        let mut block = MemoryBlock { heap: NonNull::from(&**heap), offset, ptr, len_sole, hold: None };
+        let mut block = MemoryBlock { heap: NonNull::from(&**heap), offset, len_sole, hold: None };
         if zeroed {
             block.as_mut_slice()?.fill(0);
         }
@@ -171,6 +176,14 @@ impl MemoryBlock {
     pub(crate) fn settle_len(&self) {
         self.not_sole();
         self.heap().settle(self.offset, self.len() as u64);
+    }
+
+    /// The first payload byte.
+    #[inline]
+    fn payload_ptr(&self) -> *mut u8 {
+        // SAFETY: the payload's range (`offset + HEADER_SIZE`, `len` bytes) was checked when
+        // this block was obtained or last resized, and a region's limit only grows.
+        unsafe { self.heap().region.at_unchecked(self.offset + HEADER_SIZE) }.as_ptr()
     }
 
     /// Clears the sole-release size: another reference may exist from now on.
@@ -205,7 +218,7 @@ impl MemoryBlock {
         // bytes were range-checked when the block was obtained, and by the publication rule
         // nobody writes these bytes while a shared reference exists: writers need the sole,
         // unpublished reference and `&mut self` (see `as_mut_slice`).
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len()) }
+        unsafe { std::slice::from_raw_parts(self.payload_ptr(), self.len()) }
     }
 
     /// The payload, writable: only while this is the only reference and the block has never
@@ -216,7 +229,7 @@ impl MemoryBlock {
         // SAFETY: as in `as_slice`; additionally no other reference exists in any process
         // (count 1, never published, so no handle can name it) and `&mut self` excludes this
         // process's other uses.
-        Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len()) })
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.payload_ptr(), self.len()) })
     }
 
     #[inline]
@@ -298,7 +311,7 @@ impl MemoryBlock {
                 new
             }
         };
-        self.ptr = self.heap().payload(offset, new_len as u64)?;
+        self.heap().payload(offset, new_len as u64)?; // the range check `payload_ptr` relies on
         self.offset = offset;
         // The block may have another size now: releases read the header again.
         *self.len_sole.get_mut() = new_len as u64;
@@ -348,7 +361,6 @@ impl Clone for MemoryBlock {
         MemoryBlock {
             heap: self.heap,
             offset: self.offset,
-            ptr: self.ptr,
             len_sole: AtomicU64::new(self.len() as u64),
             hold: self.hold.clone(),
         }

@@ -151,6 +151,18 @@ impl Region {
         self.bytes(off, len).ok_or_else(|| out_of_range(off))
     }
 
+    /// A pointer to the byte at `off`, without the range check.
+    ///
+    /// # Safety
+    /// `off` must lie inside a range checked on this region before (by [`Region::ptr`] or
+    /// [`Region::bytes`], a length-0 range included): the limit only grows, so it still does.
+    #[inline]
+    pub(crate) unsafe fn at_unchecked(&self, off: u64) -> NonNull<u8> {
+        debug_assert!(off <= self.limit());
+        // SAFETY: inside the limit per the contract, so inside the reservation and non-null.
+        unsafe { NonNull::new_unchecked(self.base.as_ptr().add(off as usize)) }
+    }
+
     /// As [`Region::ptr`], `None` when out of range (the hot paths' form, see [`Region::word`]).
     #[inline]
     pub(crate) fn bytes(&self, off: u64, len: u64) -> Option<NonNull<u8>> {
