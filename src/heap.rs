@@ -248,11 +248,17 @@ impl Heap {
         // SAFETY: `off + HDR_TAG .. + 8` lies below the checked reference word and shares its
         // alignment (the caller's contract); the limit only grows.
         let t = Tag(unsafe { self.region.word_unchecked(off + HDR_TAG) }.load(Ordering::Relaxed));
+        self.park_or_free_sized(off, t.size(), t.align_log2());
+    }
+
+    /// As [`Heap::park_or_free`], for a block whose size and alignment the caller knows.
+    #[inline]
+    fn park_or_free_sized(&self, off: u64, size: u64, align_log2: u32) {
         if let Some(c) = self.cache() {
-            let parked = if t.align_log2() == 4 && t.size() <= crate::cache::CLASS_LIMIT {
-                c.put(self, off, t.size())
+            let parked = if align_log2 == 4 && size <= crate::cache::CLASS_LIMIT {
+                c.put(self, off, size)
             } else {
-                c.defer(self, off, t.size())
+                c.defer(self, off, size)
             };
             if parked {
                 return;
@@ -380,13 +386,7 @@ impl Heap {
         );
         // As in `release_owner`'s plain store: nobody else can name the block or change the word.
         word.store(rc::parked(u64::from(self.tag)), Ordering::Release);
-        if let Some(c) = self.cache() {
-            if c.put(self, off, size) {
-                return;
-            }
-        }
-        // SAFETY: `word` was range-checked above.
-        unsafe { self.park_or_free(off) };
+        self.park_or_free_sized(off, size, 4);
     }
 
     /// Drops an owner reference; the last one clears ownership and frees the block if nobody

@@ -69,25 +69,12 @@ impl Region {
         off % align == 0 && off.checked_add(len).is_some_and(|e| e <= self.limit())
     }
 
-    fn check(&self, off: u64, len: u64, align: u64) -> Result<()> {
-        if !self.fits(off, len, align) {
-            return Err(out_of_range(off));
-        }
-        Ok(())
-    }
-
     /// The `u64` word at `off`, or `None` when it is out of range or misaligned. The hot paths
     /// use this form: an `Option` of a reference comes back in a register, a `Result` through
     /// memory.
     #[inline]
     pub(crate) fn word(&self, off: u64) -> Option<&AtomicU64> {
-        if !self.fits(off, 8, 8) {
-            return None;
-        }
-        // SAFETY: `fits` put `off .. off + 8` inside the backed limit and aligned it to 8; the
-        // constructor's contract says those bytes are valid for the region's life and touched
-        // by others only atomically.
-        Some(unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(off as usize).cast()) })
+        self.snapshot().word(off)
     }
 
     /// The `u64` word at `off`, without the range check.
@@ -99,7 +86,7 @@ impl Region {
     #[inline]
     pub(crate) unsafe fn word_unchecked(&self, off: u64) -> &AtomicU64 {
         debug_assert!(self.fits(off, 8, 8));
-        // SAFETY: in range and aligned per the contract; as in `word`.
+        // SAFETY: in range and aligned per the contract; as in `Snapshot::word`.
         unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(off as usize).cast()) }
     }
 
@@ -111,9 +98,7 @@ impl Region {
 
     /// The `u32` word at `off`.
     pub(crate) fn u32_at(&self, off: u64) -> Result<&AtomicU32> {
-        self.check(off, 4, 4)?;
-        // SAFETY: as in `u64_at`, with 4 bytes aligned to 4.
-        Ok(unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(off as usize).cast()) })
+        self.snapshot().word32(off).ok_or_else(|| out_of_range(off))
     }
 
     /// Loads the `u64` at `off` (relaxed: callers hold the store lock).
@@ -232,7 +217,8 @@ impl<'r> Snapshot<'r> {
             return None;
         }
         // SAFETY: `off .. off + 8` lies inside a limit the region had (it only grows) and is
-        // aligned to 8; as in `Region::word`.
+        // aligned to 8; the constructor's contract says those bytes are valid for the region's
+        // life and touched by others only atomically.
         Some(unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(off as usize).cast()) })
     }
 
