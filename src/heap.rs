@@ -264,6 +264,12 @@ impl Heap {
                 return;
             }
         }
+        self.free_parked_now(off);
+    }
+
+    /// Frees a block this process owns with count zero, under the lock (no cache could keep it).
+    #[cold]
+    fn free_parked_now(&self, off: u64) {
         if let Ok(g) = self.lock() {
             // An error means a corrupt heap; the block is leaked rather than risk more.
             let _ = self.free_owned_locked(&g, off);
@@ -386,6 +392,13 @@ impl Heap {
         );
         // As in `release_owner`'s plain store: nobody else can name the block or change the word.
         word.store(rc::parked(u64::from(self.tag)), Ordering::Release);
+        // The stack push inlines into the caller's drop; `park_or_free_sized` (a call) does
+        // what is left when it cannot.
+        if let Some(c) = self.cache() {
+            if c.put(self, off, size) {
+                return;
+            }
+        }
         self.park_or_free_sized(off, size, 4);
     }
 
