@@ -1,21 +1,25 @@
-//! Per-thread caches of small blocks: allocation and release without the store lock.
+//! Per-thread caches of blocks: allocation and release without the store lock.
 //!
-//! A block whose last reference goes is *parked* instead of freed when it is small (at most
-//! [`CLASS_LIMIT`] bytes with its header) and default-aligned: it stays a used block in the
+//! A block whose last reference goes is *parked* instead of freed when it is at most
+//! [`CLASS_LIMIT`] bytes with its header and default-aligned: it stays a used block in the
 //! core, its reference word keeps the owner (this process) with a count of zero, and its offset
-//! goes onto a stack in the releasing thread's cache. The next allocation of the same block
-//! size on that thread pops it, writes a new generation, and publishes the fresh reference
-//! word last (the length and check word follow when the block is published: `Heap::settle`).
-//! Only refilling an empty stack (carving a batch of blocks) and spilling a full one take the
-//! store lock.
+//! and size go onto a stack of its size class in the releasing thread's cache. Classes are exact
+//! up to [`EXACT_LIMIT`] bytes and an eighth of a power of two apart above. The next
+//! allocation of that class on the thread pops it, writes a new generation, and publishes the
+//! fresh reference word last (the length and check word follow when the block is published:
+//! `Heap::settle`, which also gives back what a class's bound has beyond the length when the
+//! tag's slack cannot say it). Only refilling an empty stack (carving a batch of blocks) and
+//! spilling a full one take the store lock; a refill first frees one parked block of a larger
+//! class, so a smaller request finds the hole a released block left (SPEC's "freed space is
+//! reused"). How much a cache keeps depends on whether other processes share the heap
+//! ([`Budget`]).
 //!
 //! A released block too large for a stack is parked the same way on a short *deferred* list,
 //! and freed the next time the thread takes the lock for anything (`Heap::lock`), or with the
 //! rest of the list when the list is full: a thread that allocates and frees large blocks takes
 //! the lock once per allocation instead of once per allocation and once per release, and one
-//! that only releases takes it once per [`DEFERRED`] blocks. The thread's own next allocation
-//! takes the lock, so the space is free again before it searches (SPEC's "freed space is
-//! reused": a smaller block comes from the hole).
+//! that only releases takes it once per batch. The thread's own next allocation takes the
+//! lock, so the space is free again before it searches.
 //!
 //! Why this keeps recovery exact (ARCHITECTURE.md, "Block caches"):
 //! - a parked block has count 0 and a living owner, so resolving a handle to it fails
@@ -42,16 +46,18 @@ use crate::format::*;
 use crate::heap::{Guard, Heap};
 use crate::sync::{AtomicU64, AtomicU8, Ordering};
 
-/// Largest block size (header included) that is cached.
-pub(crate) const CLASS_LIMIT: u64 = 640;
-const CLASSES: usize = (CLASS_LIMIT / GRANULE) as usize + 1;
+/// Largest block size (header included) with a class of its own per granule.
+const EXACT_LIMIT: u64 = 640;
+const EXACT_CLASSES: usize = (EXACT_LIMIT / GRANULE) as usize + 1;
+/// Largest block size (header included) that is cached. Between [`EXACT_LIMIT`] and this, a
+/// class per eighth of a power of two: class bounds `(8 + sub) << (lg - 3)`, counted by `g`
+/// from 512 (`lg` 9) on; 640 is `g` 2, so the geometric classes start at `g` 3.
+pub(crate) const CLASS_LIMIT: u64 = 128 << 10;
+const FIRST_G: usize = 3;
+const LAST_G: usize = 64;
+const CLASSES: usize = EXACT_CLASSES + LAST_G - FIRST_G + 1;
 /// Most blocks a stack keeps; a full stack spills half of them to the core.
 const STACK: usize = 64;
-/// Bytes a stack keeps at most (and at least [`MIN_STACK`] blocks).
-const STACK_BYTES: u64 = 32 << 10;
-const MIN_STACK: u64 = 4;
-/// Bytes one cache keeps parked at most; beyond, released blocks are freed at once.
-const CACHE_BYTES: u64 = 2 << 20;
 /// Bytes a refill carves at most (and at least one block).
 const REFILL_BYTES: u64 = 8 << 10;
 /// Generations reserved at once.
@@ -63,12 +69,110 @@ const DEFER_BLOCK_MAX: u64 = 256 << 10;
 /// and this many bytes together.
 const DEFER_BYTES: u64 = 1 << 20;
 
+/// The block size of class `c`: every block on its stack is at least this large.
+const fn bound(c: usize) -> u64 {
+    if c < EXACT_CLASSES {
+        return c as u64 * GRANULE;
+    }
+    let g = c - EXACT_CLASSES + FIRST_G;
+    (8 + (g % 8) as u64) << (g / 8 + 6)
+}
+
+/// The geometric class number `g` whose range holds `size` (> 512).
+#[inline]
+const fn geometric(size: u64) -> usize {
+    let lg = 63 - size.leading_zeros();
+    (lg as usize - 9) * 8 + ((size >> (lg - 3)) & 7) as usize
+}
+
+/// The class whose blocks can serve a block of `size` bytes (the smallest bound at least
+/// `size`), if that size is cached. An allocation takes a block of the class's bound.
+#[inline]
+fn class_for_take(size: u64) -> Option<usize> {
+    if size <= EXACT_LIMIT {
+        return Some((size / GRANULE) as usize);
+    }
+    let g = geometric(size - 1) + 1;
+    (g <= LAST_G).then(|| g - FIRST_G + EXACT_CLASSES)
+}
+
+/// The class a released block of `size` bytes parks in (the largest bound at most `size`).
+#[inline]
+fn class_for_put(size: u64) -> Option<usize> {
+    if size <= EXACT_LIMIT {
+        return Some((size / GRANULE) as usize);
+    }
+    geometric_class_for_put(size)
+}
+
+/// [`class_for_put`] above [`EXACT_LIMIT`] (out of line: the small path inlines into drops).
+#[inline(never)]
+fn geometric_class_for_put(size: u64) -> Option<usize> {
+    match geometric(size) {
+        g if g < FIRST_G => Some(EXACT_CLASSES - 1),
+        g if g <= LAST_G => Some(g - FIRST_G + EXACT_CLASSES),
+        _ => None,
+    }
+}
+
+/// How much a cache keeps parked: what a thread holds back from the others (and, in a store,
+/// from other processes) in exchange for allocating and releasing without the lock.
+pub(crate) struct Budget {
+    /// Bytes one cache keeps parked at most; beyond, released blocks are freed at once.
+    bytes: u64,
+    /// How many blocks stack `c` keeps at most.
+    limits: [u8; CLASSES],
+}
+
+impl Budget {
+    /// Stacks of `stack_bytes` (at least `min` blocks, at most [`STACK`]), `bytes` in all.
+    const fn new(bytes: u64, stack_bytes: u64, min: u64) -> Budget {
+        let mut limits = [0u8; CLASSES];
+        let mut c = 1;
+        while c < CLASSES {
+            let n = stack_bytes / bound(c);
+            limits[c] = if n < min {
+                min as u8
+            } else if n > STACK as u64 {
+                STACK as u8
+            } else {
+                n as u8
+            };
+            c += 1;
+        }
+        Budget { bytes, limits }
+    }
+}
+
+/// A store's caches: several processes share its space, so each thread keeps little.
+pub(crate) static SHARED: Budget = Budget::new(2 << 20, 32 << 10, 4);
+/// An in-process heap's caches keep more (as mimalloc's thread-local pages do), up to a
+/// sixteenth of the heap's maximum size.
+pub(crate) static PRIVATE: Budget = Budget::new(8 << 20, 64 << 10, 16);
+
+/// Where stack `c` starts in [`State::slots`].
+const STARTS: [u16; CLASSES + 1] = {
+    let mut t = [0u16; CLASSES + 1];
+    let mut c = 0;
+    while c < CLASSES {
+        t[c + 1] = t[c] + PRIVATE.limits[c] as u16;
+        c += 1;
+    }
+    t
+};
+const SLOTS: usize = STARTS[CLASSES] as usize;
+// A cache's stacks stay under 32 KiB of process memory.
+const _: () = assert!(SLOTS * 8 <= 32 << 10);
+
 /// A thread's stacks of parked blocks for one heap. Touched only by the thread that has
 /// claimed it, or by the heap's drop (when no thread can reach the heap any more).
 pub(crate) struct ThreadCache {
     state: UnsafeCell<State>,
     /// Store offset of this cache's counter cell: `u64` parked bytes, then `u64` parked blocks.
     cell: u64,
+    /// Bytes the cache keeps parked at most, and blocks per stack (its heap's [`Budget`]).
+    bytes_max: u64,
+    limits: &'static [u8; CLASSES],
     /// 1 while a thread has claimed the cache, 0 once that thread exited.
     claimed: AtomicU8,
     /// 1 once the heap was dropped: the cache is empty and never used again.
@@ -88,7 +192,9 @@ unsafe impl Sync for ThreadCache {}
 unsafe impl Send for ThreadCache {}
 
 struct State {
-    stacks: [[u64; STACK]; CLASSES],
+    /// The stacks, one after the other: stack `c` is `slots[STARTS[c]..STARTS[c + 1]]`,
+    /// its first `depth[c]` entries in use (oldest first), each a [`Parked`] block.
+    slots: [Parked; SLOTS],
     depth: [u8; CLASSES],
     next_gen: u64,
     gen_end: u64,
@@ -101,13 +207,55 @@ struct State {
 }
 
 impl State {
+    /// Stack `c`, the whole of its room.
+    #[inline]
+    fn stack(&mut self, c: usize) -> &mut [Parked] {
+        &mut self.slots[usize::from(STARTS[c])..usize::from(STARTS[c + 1])]
+    }
+
+    /// Stack `c`'s entries in use.
+    fn parked(&mut self, c: usize) -> &mut [Parked] {
+        let d = usize::from(self.depth[c]);
+        &mut self.stack(c)[..d]
+    }
+
+    /// Takes the block parked last off stack `c`, which has one.
+    #[inline]
+    fn pop(&mut self, c: usize) -> Parked {
+        self.depth[c] -= 1;
+        self.slots[usize::from(STARTS[c]) + usize::from(self.depth[c])]
+    }
+
     /// Puts the block at `off` (`size` bytes) on stack `c`, which has room.
     #[inline]
     fn push(&mut self, c: usize, off: u64, size: u64) {
-        self.stacks[c][usize::from(self.depth[c])] = off;
+        self.slots[usize::from(STARTS[c]) + usize::from(self.depth[c])] = Parked::new(off, size);
         self.depth[c] += 1;
         self.bytes += size;
         self.blocks += 1;
+    }
+}
+
+/// A parked block on a stack: its offset (below 2^48, like every store offset) and its size in
+/// granules above it. The size is known when the block is parked, and keeping it here spares
+/// the allocation that reissues the block a load of its header, whose line has long left the
+/// processor's cache by then (and which another process could change: this copy it cannot).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Parked(u64);
+
+impl Parked {
+    #[inline]
+    fn new(off: u64, size: u64) -> Parked {
+        debug_assert!(off >> 48 == 0 && size / GRANULE <= 0xffff && size % GRANULE == 0);
+        Parked(off | (size / GRANULE) << 48)
+    }
+    #[inline]
+    fn off(self) -> u64 {
+        self.0 & ((1 << 48) - 1)
+    }
+    #[inline]
+    fn size(self) -> u64 {
+        (self.0 >> 48) * GRANULE
     }
 }
 
@@ -144,35 +292,6 @@ thread_local! {
     static CLAIMS: RefCell<Claims> = const { RefCell::new(Claims(Vec::new())) };
 }
 
-/// The cache class of a block size, if blocks of that size are cached.
-#[inline]
-fn class(size: u64) -> Option<usize> {
-    (size <= CLASS_LIMIT).then_some((size / GRANULE) as usize)
-}
-
-/// How many blocks of `size` bytes a stack keeps at most (a table: a division on every
-/// release cost more than the rest of `put`).
-#[inline]
-fn stack_limit(size: u64) -> usize {
-    const LIMITS: [u8; CLASSES] = {
-        let mut t = [0u8; CLASSES];
-        let mut c = 1;
-        while c < CLASSES {
-            let n = STACK_BYTES / (c as u64 * GRANULE);
-            t[c] = if n < MIN_STACK {
-                MIN_STACK as u8
-            } else if n > STACK as u64 {
-                STACK as u8
-            } else {
-                n as u8
-            };
-            c += 1;
-        }
-        t
-    };
-    LIMITS.get((size / GRANULE) as usize).map_or(MIN_STACK as usize, |&n| usize::from(n))
-}
-
 impl ThreadCache {
     #[allow(clippy::mut_from_ref)]
     #[inline]
@@ -205,31 +324,33 @@ impl ThreadCache {
         blocks.store(s.blocks + u64::from(s.n_deferred), Ordering::Relaxed);
     }
 
-    /// Pops a parked block of the size `len` needs and makes it a fresh allocation owned by
+    /// Pops a parked block of the class `len` needs and makes it a fresh allocation owned by
     /// this process, refilling the stack under the lock when it is empty. Returns its offset
-    /// and size.
+    /// and size (the class's bound or a little more: up to an eighth more than `len` needs
+    /// for a block above [`EXACT_LIMIT`]; `Heap::settle` gives the excess back if the block is
+    /// published).
     #[inline]
     pub(crate) fn take(&self, heap: &Heap, len: u64) -> Result<Option<(u64, u64)>> {
         let Some(size) = block_size(len) else { return Ok(None) };
-        let Some(c) = class(size) else { return Ok(None) };
+        let Some(c) = class_for_take(size) else { return Ok(None) };
         let s = self.state();
         if s.depth[c] == 0 || s.next_gen == s.gen_end {
-            self.refill(heap, size)?;
+            self.refill(heap, c)?;
         }
         let s = self.state();
         if s.depth[c] == 0 {
             return Ok(None);
         }
-        s.depth[c] -= 1;
-        let off = s.stacks[c][usize::from(s.depth[c])];
+        let p = s.pop(c);
+        let (off, got) = (p.off(), p.size());
         debug_assert_eq!(heap.rc(off) & !rc::PUBLISHED, rc::parked(u64::from(heap.tag())), "take {off:#x}");
+        debug_assert_eq!(heap.core().tag(off).map(|t| t.size()).ok(), Some(got), "take {off:#x}");
         let gen = s.next_gen;
         s.next_gen += 1;
-        // A refill may have left a block a little larger than the class here.
         // SAFETY: every offset on a stack had its header range-checked before it was pushed
         // (`Heap::park_or_free`'s callers check the reference word, a refill carves and writes
         // the whole header).
-        let got = unsafe { heap.reissue(off, gen) };
+        unsafe { heap.reissue(off, gen) };
         s.bytes = s.bytes.saturating_sub(got);
         s.blocks -= 1;
         self.publish_counts(heap, s);
@@ -238,21 +359,38 @@ impl ThreadCache {
 
     /// Parks the block at `off` (size `size`, count now zero, owner this process) if its
     /// stack has room or can make some. `false`: the caller frees it the usual way.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn put(&self, heap: &Heap, off: u64, size: u64) -> bool {
-        let Some(c) = class(size) else { return false };
-        if self.state().bytes + size > CACHE_BYTES {
-            return false;
-        }
-        if usize::from(self.state().depth[c]) >= stack_limit(size) && self.spill(heap, c).is_err() {
-            return false;
-        }
+        let Some(c) = class_for_put(size) else { return false };
         let s = self.state();
-        debug_assert!(!s.stacks[c][..usize::from(s.depth[c])].contains(&off), "parked twice: {off:#x}");
+        if s.bytes + size > self.bytes_max {
+            return false;
+        }
+        if s.depth[c] >= self.limits[c] {
+            return self.spill_and_put(heap, c, off, size);
+        }
+        self.push(heap, c, off, size);
+        true
+    }
+
+    /// Makes room on the full stack `c` (under the lock) and puts the block there.
+    #[cold]
+    fn spill_and_put(&self, heap: &Heap, c: usize, off: u64, size: u64) -> bool {
+        if self.spill(heap, c).is_err() {
+            return false;
+        }
+        self.push(heap, c, off, size);
+        true
+    }
+
+    /// Puts the block at `off` (`size` bytes) on stack `c`, which has room.
+    #[inline]
+    fn push(&self, heap: &Heap, c: usize, off: u64, size: u64) {
+        let s = self.state();
+        debug_assert!(!s.parked(c).iter().any(|p| p.off() == off), "parked twice: {off:#x}");
         debug_assert_eq!(heap.rc(off) & !rc::PUBLISHED, rc::parked(u64::from(heap.tag())), "put {off:#x}");
         s.push(c, off, size);
         self.publish_counts(heap, s);
-        true
     }
 
     /// Parks the block at `off` (`size` bytes, count now zero, owner this process, too large
@@ -291,14 +429,16 @@ impl ThreadCache {
         self.publish_counts(heap, s);
     }
 
-    /// Carves up to [`REFILL_BYTES`] of blocks of `size` bytes and reserves generations.
-    fn refill(&self, heap: &Heap, size: u64) -> Result<()> {
+    /// Carves up to [`REFILL_BYTES`] of blocks for stack `c` and reserves generations.
+    fn refill(&self, heap: &Heap, c: usize) -> Result<()> {
         let g = heap.lock()?;
+        self.free_one_above(heap, &g, c);
         let s = self.state();
         if s.next_gen == s.gen_end {
             (s.next_gen, s.gen_end) = heap.reserve_generations(&g, GEN_BATCH)?;
         }
-        let want = (REFILL_BYTES / size).clamp(1, stack_limit(size) as u64 / 2) as usize;
+        let size = bound(c);
+        let want = (REFILL_BYTES / size).clamp(1, u64::from(self.limits[c]) / 2) as usize;
         let mut carved = [(0u64, 0u64); STACK / 2];
         let mut n = 0;
         while n < want {
@@ -311,11 +451,10 @@ impl ThreadCache {
         }
         // The first carved (lowest, where the best fit was) is handed out first. A carved
         // block can be up to 48 bytes larger than asked (the core does not split off less than
-        // a minimal block); it serves this size all the same (a reissue's slack stays below
-        // 64), and returns to the stack of its own size when it is released.
-        let c = (size / GRANULE) as usize;
+        // a minimal block); it serves this class all the same, and returns to the stack of its
+        // own size when it is released.
         for &(off, got) in carved[..n].iter().rev() {
-            if usize::from(s.depth[c]) < stack_limit(size) {
+            if s.depth[c] < self.limits[c] {
                 s.push(c, off, got);
             } else {
                 heap.free_owned_locked(&g, off)?;
@@ -325,20 +464,38 @@ impl ThreadCache {
         Ok(())
     }
 
-    /// Frees the older half of stack `c` (under the lock). A block the core refuses to free
-    /// (a corrupt store) is dropped from the stack all the same: leaked, never reissued.
+    /// Frees the block parked last on the first non-empty stack above `c` (under the lock),
+    /// before a refill for `c` carves: the space a released larger block held is found by the
+    /// carving (SPEC's "freed space is reused": allocate three blocks, release the middle
+    /// one, allocate a smaller one, and it comes from the hole), and a thread whose sizes
+    /// drift downwards does not keep its larger blocks parked for good.
+    fn free_one_above(&self, heap: &Heap, g: &Guard<'_>, c: usize) {
+        let s = self.state();
+        let Some(above) = (c + 1..CLASSES).rev().find(|&a| s.depth[a] > 0) else { return };
+        let p = s.pop(above);
+        self.free_parked(heap, g, p);
+    }
+
+    /// Frees a block just taken off a stack and counts it gone. A block the core refuses to
+    /// free (a corrupt store) is counted gone all the same: leaked, never reissued.
+    fn free_parked(&self, heap: &Heap, g: &Guard<'_>, p: Parked) {
+        let _ = heap.free_owned_locked(g, p.off());
+        let s = self.state();
+        s.bytes -= p.size().min(s.bytes);
+        s.blocks -= 1;
+    }
+
+    /// Frees the older half of stack `c` (under the lock).
     fn spill(&self, heap: &Heap, c: usize) -> Result<()> {
         let g = heap.lock()?;
-        let s = self.state();
-        let half = usize::from(s.depth[c]) / 2;
+        let half = usize::from(self.state().depth[c]) / 2;
         for i in 0..half {
-            let off = s.stacks[c][i];
-            let size = heap.core().tag(off).map_or(0, |t| t.size());
-            let _ = heap.free_owned_locked(&g, off);
-            s.bytes -= size.min(s.bytes);
-            s.blocks -= 1;
+            let p = self.state().stack(c)[i];
+            self.free_parked(heap, &g, p);
         }
-        s.stacks[c].copy_within(half..usize::from(s.depth[c]), 0);
+        let s = self.state();
+        let d = usize::from(s.depth[c]);
+        s.stack(c).copy_within(half..d, 0);
         s.depth[c] -= half as u8;
         self.publish_counts(heap, s);
         Ok(())
@@ -370,9 +527,9 @@ impl ThreadCache {
         let s = self.state();
         let had = s.blocks > 0;
         for c in 0..CLASSES {
-            for &off in &s.stacks[c][..usize::from(s.depth[c])] {
+            for p in s.parked(c) {
                 // An error means a corrupt store; the block stays for recovery.
-                let _ = heap.free_owned_locked(g, off);
+                let _ = heap.free_owned_locked(g, p.off());
             }
             s.depth[c] = 0;
         }
@@ -403,7 +560,7 @@ impl Heap {
 
     /// Frees every block this thread's cache keeps (under the lock), when the store is full.
     /// Returns whether there was any. Other threads' caches are theirs alone: at most
-    /// `CACHE_BYTES` each stay parked. Looks the cache up without making one (that would take
+    /// their budget's bytes each stay parked. Looks the cache up without making one (that would take
     /// the lock we hold).
     pub(crate) fn give_back_cache(&self, g: &Guard<'_>) -> bool {
         let found = CLAIMS.try_with(|claims| {
@@ -455,7 +612,7 @@ impl Heap {
         self.region.word(cell)?;
         self.region.word(cell + 8)?;
         let state = State {
-            stacks: [[0; STACK]; CLASSES],
+            slots: [Parked(0); SLOTS],
             depth: [0; CLASSES],
             next_gen: 0,
             gen_end: 0,
@@ -465,9 +622,12 @@ impl Heap {
             n_deferred: 0,
             deferred_bytes: 0,
         };
+        let budget = if self.shared() { &SHARED } else { &PRIVATE };
         let c = Arc::new(ThreadCache {
             state: UnsafeCell::new(state),
             cell,
+            bytes_max: budget.bytes.min(self.region.load(SB_MAX_SIZE).ok()? / 16),
+            limits: &budget.limits,
             claimed: AtomicU8::new(1),
             gone: AtomicU8::new(0),
             families: AtomicU64::new(0),
@@ -534,24 +694,19 @@ impl Heap {
     /// resolve can take a reference to it. The tag keeps its old slack and the header its old
     /// check word until the block is about to be named by others (`Heap::settle`): a handle
     /// resolves only to a published block, and computing the check word (two multiply-xorshift
-    /// rounds) would cost several nanoseconds per allocation. Returns the block's size.
+    /// rounds) would cost several nanoseconds per allocation. Only stores: nothing waits for
+    /// the header's line to arrive.
     ///
     /// # Safety
     /// The header at `off` was range-checked before (see `Region::word_unchecked`).
     #[inline]
-    pub(crate) unsafe fn reissue(&self, off: u64, gen: u64) -> u64 {
-        // SAFETY: the caller checked the header's range; tag, generation and reference word
+    pub(crate) unsafe fn reissue(&self, off: u64, gen: u64) {
+        // SAFETY: the caller checked the header's range; the generation and reference words
         // lie inside it.
-        let (tag, gen_word, rc_word) = unsafe {
-            (
-                self.region.word_unchecked(off + HDR_TAG),
-                self.region.word_unchecked(off + HDR_GEN),
-                self.region.word_unchecked(off + HDR_RC),
-            )
-        };
+        let (gen_word, rc_word) =
+            unsafe { (self.region.word_unchecked(off + HDR_GEN), self.region.word_unchecked(off + HDR_RC)) };
         gen_word.store(gen, Ordering::Relaxed);
         rc_word.store(rc::fresh(u64::from(self.tag())), Ordering::Release);
-        crate::core::header::Tag(tag.load(Ordering::Relaxed)).size()
     }
 }
 
@@ -568,5 +723,48 @@ pub(crate) fn drain(heap: &Heap, g: &Guard<'_>) {
             let _ = heap.region.store(slot_offset(u64::from(slot)) + SLOT_CACHES, 0);
         }
         let _ = heap.free_owned_locked(g, table);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_cover_every_cached_size() {
+        let mut last = 0;
+        for size in (GRANULE..=CLASS_LIMIT).step_by(GRANULE as usize) {
+            let take = class_for_take(size).unwrap();
+            assert!(bound(take) >= size, "{size}: a taken block is large enough");
+            assert!(take >= last, "{size}: classes grow with the size");
+            last = take;
+            if size > EXACT_LIMIT {
+                // At most an eighth larger, so at most an eighth of any block is slack.
+                assert!((bound(take) - size) * 8 <= size, "{size} takes {}", bound(take));
+            } else {
+                assert_eq!(bound(take), size, "exact below the limit");
+            }
+            let put = class_for_put(size).unwrap();
+            assert!(bound(put) <= size, "{size}: a parked block serves its whole class");
+            assert!(put == take || put + 1 == take || size < bound(EXACT_CLASSES), "{size}");
+        }
+        assert_eq!(bound(CLASSES - 1), CLASS_LIMIT);
+        assert_eq!(class_for_take(CLASS_LIMIT + GRANULE), None);
+        // Up to the next class's bound, a released block parks in the last class.
+        assert_eq!(class_for_put(CLASS_LIMIT / 8 * 9 - GRANULE), Some(CLASSES - 1));
+        assert_eq!(class_for_put(CLASS_LIMIT / 8 * 9), None);
+        // A carved block up to 48 bytes over its bound parks in the class it was carved for.
+        for c in EXACT_CLASSES..CLASSES {
+            assert_eq!(class_for_put(bound(c) + MIN_BLOCK - GRANULE), Some(c));
+        }
+    }
+
+    #[test]
+    fn stacks_fit_their_limits() {
+        for budget in [&SHARED, &PRIVATE] {
+            assert!((1..CLASSES).all(|c| (4..=STACK as u8).contains(&budget.limits[c])));
+        }
+        assert!((0..CLASSES).all(|c| SHARED.limits[c] <= PRIVATE.limits[c]), "room for both");
+        assert_eq!(usize::from(STARTS[CLASSES]), SLOTS);
     }
 }

@@ -116,6 +116,11 @@ impl Heap {
         Ok(Heap { region, backing, key, tag, holds: Mutex::default(), id, caches: Default::default(), lives })
     }
 
+    /// Whether other processes can attach to the heap (a store).
+    pub(crate) fn shared(&self) -> bool {
+        self.backing.shared()
+    }
+
     /// This process's owner tag.
     #[inline]
     pub(crate) fn tag(&self) -> u32 {
@@ -255,12 +260,9 @@ impl Heap {
     #[inline]
     fn park_or_free_sized(&self, off: u64, size: u64, align_log2: u32) {
         if let Some(c) = self.cache() {
-            let parked = if align_log2 == 4 && size <= crate::cache::CLASS_LIMIT {
-                c.put(self, off, size)
-            } else {
-                c.defer(self, off, size)
-            };
-            if parked {
+            // A default-aligned block parks on a stack if its class has room, else (or if it
+            // is aligned: the stacks serve default alignment only) on the deferred list.
+            if align_log2 == 4 && c.put(self, off, size) || c.defer(self, off, size) {
                 return;
             }
         }
@@ -502,8 +504,16 @@ impl Heap {
     pub(crate) fn settle(&self, off: u64, len: u64) {
         let Ok(word) = self.region.u64_at(off + HDR_TAG) else { return };
         let t = Tag(word.load(Ordering::Relaxed));
-        let Some(slack) = t.size().checked_sub(HEADER_SIZE + len).filter(|&s| s <= MAX_SLACK) else { return };
-        if slack != t.slack() {
+        let Some(slack) = t.size().checked_sub(HEADER_SIZE + len) else { return };
+        if slack > MAX_SLACK {
+            // A block of a cache class above `len`'s size (up to an eighth larger): its slack
+            // does not fit the tag, so the excess goes back to the heap, and the shrink
+            // writes the slack. Nobody else can name the block yet, and the caller's
+            // references all have length `len`.
+            if let Ok(_g) = self.lock() {
+                let _ = self.core().resize_in_place(off, len);
+            }
+        } else if slack != t.slack() {
             let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
                 Some(w & !(MAX_SLACK << 48) | slack << 48)
             });

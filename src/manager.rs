@@ -66,10 +66,11 @@ pub trait MemoryManager {
     /// The heap's counters.
     fn stats(&self) -> Result<Stats>;
     /// Gives back to the heap every block the calling thread keeps parked for reuse (its
-    /// per-size stacks of small blocks and its list of released larger ones), so that other
-    /// threads and processes can use the space at once. A thread keeps up to 3 MiB parked
-    /// otherwise, until it exits; call this when it goes idle after releasing much. Blocks
-    /// other threads keep are theirs. Takes the store lock once.
+    /// per-class stacks of blocks up to 128 KiB and its list of released larger ones), so that
+    /// other threads and processes can use the space at once. A thread keeps up to 3 MiB
+    /// parked in a store (9 MiB in an in-process heap) otherwise, until it exits; call this
+    /// when it goes idle after releasing much. Blocks other threads keep are theirs. Takes
+    /// the store lock once.
     fn trim(&self) -> Result<()>;
     /// A new reference to the block a handle names; stale or forged handles are refused.
     fn block_from_handle(&self, handle: BlockHandle) -> Result<MemoryBlock>;

@@ -74,45 +74,89 @@ fn alignment_of_every_block<M: Subject>() {
 }
 
 fn freed_hole_is_reused<M: Subject>() {
+    // Sizes the thread caches keep: the released block is parked on its class's stack, and the
+    // refill for the smaller class frees it before it carves.
+    for (large, small) in [(1000, 400), (20_000, 5_000), (20_000, 300)] {
+        let m = M::make(64 << 20);
+        let _a = m.allocate(large).unwrap();
+        let b = m.allocate(large).unwrap();
+        let _c = m.allocate(large).unwrap();
+        let hole = b.offset();
+        drop(b);
+        let d = m.allocate(small).unwrap();
+        assert_eq!(d.offset(), hole, "the {small}-byte block comes from the {large}-byte hole");
+        assert_eq!(m.stats().unwrap().live_blocks, 3);
+        assert!(m.sound());
+    }
+}
+
+fn a_published_block_says_its_length<M: Subject>() {
+    // Above 640 bytes a block comes from a class up to an eighth larger than asked: 4,100
+    // bytes take a 4,608-byte block, whose tag cannot hold the difference (476 bytes of slack,
+    // the field has 8 bits) until publishing gives the excess back to the heap.
     let m = M::make(64 << 20);
-    let _a = m.allocate(1000).unwrap();
-    let b = m.allocate(1000).unwrap();
-    let _c = m.allocate(1000).unwrap();
-    let hole = b.offset();
-    drop(b);
-    let d = m.allocate(400).unwrap();
-    assert_eq!(d.offset(), hole, "the smaller block comes from the hole");
+    drop(m.allocate(1 << 20).unwrap()); // room to carve from (a refill does not grow the store)
+    for len in [700, 4_100, 70_000, 131_000] {
+        let mut b = m.allocate(len).unwrap();
+        b.as_mut_slice().unwrap().fill(3);
+        let used = m.stats().unwrap().used_bytes;
+        let h = b.handle();
+        let r = m.block_from_handle(h).unwrap();
+        assert_eq!(r.len(), len, "length through a handle");
+        assert!(r.as_slice().iter().all(|&x| x == 3));
+        let now = m.stats().unwrap().used_bytes;
+        if let 4_100 | 70_000 = len {
+            assert!(now < used, "the excess is given back ({len}: {used} -> {now})");
+        } else {
+            assert_eq!(now, used, "a block whose slack fits keeps its size ({len})");
+        }
+    }
+    assert!(m.sound());
 }
 
 fn freed_large_hole_is_reused<M: Subject>() {
-    // Blocks too large for the thread caches: the released one waits on the thread's deferred
-    // list, and the next allocation, which takes the lock, gives it back to the heap first.
+    // Blocks too large for the thread caches' stacks: the released one waits on the thread's
+    // deferred list, and the next allocation, which takes the lock, gives it back to the heap
+    // first.
     let m = M::make(64 << 20);
-    let _a = m.allocate(20_000).unwrap();
-    let b = m.allocate(20_000).unwrap();
-    let _c = m.allocate(20_000).unwrap();
+    let _a = m.allocate(150_000).unwrap();
+    let b = m.allocate(150_000).unwrap();
+    let _c = m.allocate(150_000).unwrap();
     let hole = b.offset();
     drop(b);
-    let d = m.allocate(5_000).unwrap();
+    let d = m.allocate(40_000).unwrap();
     assert_eq!(d.offset(), hole, "the smaller block comes from the hole");
     assert_eq!(m.stats().unwrap().live_blocks, 3);
     assert!(m.sound());
 }
 
 fn a_thread_that_only_releases_gives_back_in_batches<M: Subject>() {
-    // A thread that never allocates takes the lock when its deferred list (16 blocks) is
-    // full, and that frees the whole list: after 17 releases, all 17 are free space again.
+    // A thread that never allocates takes the lock when its deferred list (1 MiB: six of
+    // these blocks) has no room for the next, and that frees the whole list: of 17 releases,
+    // the first 14 are free space again while the thread lives, and all 17 once it exits.
+    const SIZE: u64 = 150_032; // block size of 150,000 bytes
     let m = M::make(64 << 20);
-    let mut run: Vec<MemoryBlock> = (0..17).map(|_| m.allocate(20_000).unwrap()).collect();
+    let mut run: Vec<MemoryBlock> = (0..17).map(|_| m.allocate(150_000).unwrap()).collect();
     let _fence = m.allocate(100).unwrap();
     run.sort_by_key(|b| b.offset().get());
-    assert!(run.windows(2).all(|w| w[1].offset().get() == w[0].offset().get() + 20_032), "side by side");
+    assert!(run.windows(2).all(|w| w[1].offset().get() == w[0].offset().get() + SIZE), "side by side");
     let before = m.report();
+    let step = std::sync::Barrier::new(2);
+    let mut during = None;
     std::thread::scope(|s| {
-        s.spawn(move || drop(run));
+        let releaser = s.spawn(|| {
+            drop(run);
+            step.wait(); // released
+            step.wait(); // seen
+        });
+        step.wait();
+        during = Some(m.report());
+        step.wait();
+        releaser.join().unwrap(); // the OS thread's end, its thread-local destructors included
     });
     let after = m.report();
-    assert_eq!(after.free_bytes - before.free_bytes, 17 * 20_032, "all 17 are free");
+    assert_eq!(during.unwrap().free_bytes - before.free_bytes, 14 * SIZE, "two batches of seven are free");
+    assert_eq!(after.free_bytes - before.free_bytes, 17 * SIZE, "all 17 are free");
     assert!(m.sound());
 }
 
@@ -125,7 +169,9 @@ fn trim_gives_back_what_the_thread_keeps<M: Subject>() {
     std::thread::scope(|s| {
         s.spawn(|| {
             let small: Vec<MemoryBlock> = (0..50).map(|_| m.allocate(100).unwrap()).collect();
-            let large: Vec<MemoryBlock> = (0..5).map(|_| m.allocate(20_000).unwrap()).collect();
+            // Stacked in their classes (20,000) and on the deferred list (150,000).
+            let large: Vec<MemoryBlock> =
+                [20_000, 150_000].iter().cycle().take(6).map(|&n| m.allocate(n).unwrap()).collect();
             drop((small, large));
             step.wait(); // released
             step.wait(); // seen parked
@@ -154,7 +200,9 @@ fn an_exiting_thread_gives_back_what_it_keeps<M: Subject>() {
     std::thread::scope(|s| {
         s.spawn(|| {
             let small: Vec<MemoryBlock> = (0..50).map(|_| m.allocate(100).unwrap()).collect();
-            let large: Vec<MemoryBlock> = (0..5).map(|_| m.allocate(20_000).unwrap()).collect();
+            // Stacked in their classes (20,000) and on the deferred list (150,000).
+            let large: Vec<MemoryBlock> =
+                [20_000, 150_000].iter().cycle().take(6).map(|&n| m.allocate(n).unwrap()).collect();
             drop((small, large));
         })
         .join() // the OS thread's end, its thread-local destructors included
@@ -206,18 +254,19 @@ fn reference_count_lifecycle<M: Subject>() {
 
 fn resize_keeps_content_in_place_or_moving<M: Subject>() {
     let m = M::make(64 << 20);
-    // Sizes above the thread caches' limit, so that the three blocks lie side by side.
-    let mut a = m.allocate(1000).unwrap();
+    // Sizes above what the thread caches keep, so that the three blocks lie side by side and
+    // the released neighbour is free at once (a neighbour parked in a cache is in use).
+    let mut a = m.allocate(200_000).unwrap();
     a.as_mut_slice().unwrap().iter_mut().enumerate().for_each(|(i, x)| *x = i as u8);
-    let neighbour = m.allocate(3000).unwrap();
-    let _fence = m.allocate(1000).unwrap();
+    let neighbour = m.allocate(300_000).unwrap();
+    let _fence = m.allocate(200_000).unwrap();
     drop(neighbour);
     let before = a.offset();
-    m.resize(&mut a, 2000).unwrap();
+    m.resize(&mut a, 400_000).unwrap();
     assert_eq!(a.offset(), before, "grows in place into the free neighbour");
-    assert_eq!(a.len(), 2000);
+    assert_eq!(a.len(), 400_000);
     assert!(a.as_slice()[..1000].iter().enumerate().all(|(i, x)| *x == i as u8));
-    m.resize(&mut a, 50_000).unwrap();
+    m.resize(&mut a, 5_000_000).unwrap();
     assert_ne!(a.offset(), before, "no room next to it: moves");
     assert!(a.as_slice()[..1000].iter().enumerate().all(|(i, x)| *x == i as u8));
     m.resize(&mut a, 10).unwrap();
@@ -385,6 +434,7 @@ suite!(
     alignment_of_every_block,
     freed_hole_is_reused,
     freed_large_hole_is_reused,
+    a_published_block_says_its_length,
     a_thread_that_only_releases_gives_back_in_batches,
     trim_gives_back_what_the_thread_keeps,
     releasing_one_of_two_clones_keeps_the_block,
