@@ -96,8 +96,14 @@ fn crashy(store: &Path) -> Res {
         match rng.gen_range(0..12) {
             0..=3 if mine.len() < 200 => {
                 next_id += 1;
-                // Small blocks go through the thread cache; aligned ones split off a gap.
-                let len = if rng.gen_bool(0.5) { rng.gen_range(0..600) } else { rng.gen_range(0..4096) };
+                // Blocks up to 128 KiB go through the thread cache (exact classes to 608 bytes,
+                // geometric above; sharing one shrinks it), larger ones through the deferred
+                // list; aligned ones split off a gap.
+                let len = match rng.gen_range(0..8) {
+                    0..=3 => rng.gen_range(0..600),
+                    4..=6 => rng.gen_range(0..4096),
+                    _ => rng.gen_range(0..200_000),
+                };
                 let mut b = match rng.gen_range(0..4) {
                     0 => m.allocate_aligned(len, 1 << rng.gen_range(5..=12))?,
                     _ => m.allocate(len)?,
