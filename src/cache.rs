@@ -148,7 +148,7 @@ impl Budget {
 pub(crate) static SHARED: Budget = Budget::new(2 << 20, 32 << 10, 4);
 /// An in-process heap's caches keep more (as mimalloc's thread-local pages do), up to a
 /// sixteenth of the heap's maximum size.
-pub(crate) static PRIVATE: Budget = Budget::new(8 << 20, 64 << 10, 16);
+pub(crate) static PRIVATE: Budget = Budget::new(16 << 20, 128 << 10, 32);
 
 /// Where stack `c` starts in [`State::slots`].
 const STARTS: [u16; CLASSES + 1] = {
@@ -161,8 +161,8 @@ const STARTS: [u16; CLASSES + 1] = {
     t
 };
 const SLOTS: usize = STARTS[CLASSES] as usize;
-// A cache's stacks stay under 32 KiB of process memory.
-const _: () = assert!(SLOTS * 8 <= 32 << 10);
+// A cache's stacks stay under 64 KiB of process memory.
+const _: () = assert!(SLOTS * 8 <= 64 << 10);
 
 /// A thread's stacks of parked blocks for one heap. Touched only by the thread that has
 /// claimed it, or by the heap's drop (when no thread can reach the heap any more).

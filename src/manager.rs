@@ -68,7 +68,7 @@ pub trait MemoryManager {
     /// Gives back to the heap every block the calling thread keeps parked for reuse (its
     /// per-class stacks of blocks up to 128 KiB and its list of released larger ones), so that
     /// other threads and processes can use the space at once. A thread keeps up to 3 MiB
-    /// parked in a store (9 MiB in an in-process heap) otherwise, until it exits; call this
+    /// parked in a store (17 MiB in an in-process heap) otherwise, until it exits; call this
     /// when it goes idle after releasing much. Blocks other threads keep are theirs. Takes
     /// the store lock once.
     fn trim(&self) -> Result<()>;
