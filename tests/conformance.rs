@@ -8,6 +8,9 @@ use rand::{Rng, SeedableRng};
 /// What the suite needs beyond the trait: a fresh manager of a given maximum size, and a
 /// consistency check.
 trait Subject: MemoryManager + Sized + Sync {
+    /// Bytes one thread's stacks keep parked at most in a heap of 64 MiB (ARCHITECTURE.md,
+    /// "Block caches": a store's 2 MiB, an in-process heap's sixteenth of its maximum size).
+    const BUDGET: u64;
     fn make(max_size: u64) -> Self;
     fn report(&self) -> CheckReport;
     fn sound(&self) -> bool {
@@ -16,6 +19,7 @@ trait Subject: MemoryManager + Sized + Sync {
 }
 
 impl Subject for DefaultManager {
+    const BUDGET: u64 = 4 << 20;
     fn make(max_size: u64) -> Self {
         DefaultManager::with_max_size(max_size).unwrap()
     }
@@ -25,6 +29,7 @@ impl Subject for DefaultManager {
 }
 
 impl Subject for MappedManager {
+    const BUDGET: u64 = 2 << 20;
     fn make(max_size: u64) -> Self {
         MappedManager::temporary(&Options::new().initial_size(64 << 10).max_size(max_size)).unwrap()
     }
@@ -127,6 +132,26 @@ fn freed_large_hole_is_reused<M: Subject>() {
     let d = m.allocate(40_000).unwrap();
     assert_eq!(d.offset(), hole, "the smaller block comes from the hole");
     assert_eq!(m.stats().unwrap().live_blocks, 3);
+    assert!(m.sound());
+}
+
+fn a_thread_keeps_no_more_than_its_budget<M: Subject>() {
+    // Eight blocks of every size class from 704 bytes to 128 KiB: 14 MiB released by one
+    // thread, which keeps at most its budget on its stacks and 1 MiB on its deferred list.
+    let m = M::make(64 << 20);
+    drop(m.allocate(1 << 20).unwrap()); // the cache and its counter table exist now
+    let r0 = m.report();
+    let sizes = (0..62).map(|i| ((8 + (i + 3) % 8) << ((i + 3) / 8 + 6)) - 32);
+    let blocks: Vec<MemoryBlock> =
+        sizes.flat_map(|n| (0..8).map(move |_| n)).map(|n| m.allocate(n).unwrap()).collect();
+    let total: u64 = blocks.iter().map(|b| b.len() as u64 + 32).sum();
+    assert!(total > 2 * M::BUDGET, "{total} bytes: enough to fill the budget");
+    drop(blocks);
+    let parked = m.report().used_bytes - r0.used_bytes;
+    assert!(parked > 0, "some are parked");
+    assert!(parked <= M::BUDGET + (1 << 20), "{parked} bytes parked");
+    m.trim().unwrap();
+    assert_eq!(m.report().used_bytes, r0.used_bytes, "trim gives them all back");
     assert!(m.sound());
 }
 
@@ -435,6 +460,7 @@ suite!(
     freed_hole_is_reused,
     freed_large_hole_is_reused,
     a_published_block_says_its_length,
+    a_thread_keeps_no_more_than_its_budget,
     a_thread_that_only_releases_gives_back_in_batches,
     trim_gives_back_what_the_thread_keeps,
     releasing_one_of_two_clones_keeps_the_block,
