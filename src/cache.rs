@@ -464,11 +464,13 @@ impl ThreadCache {
         Ok(())
     }
 
-    /// Frees the block parked last on the first non-empty stack above `c` (under the lock),
-    /// before a refill for `c` carves: the space a released larger block held is found by the
-    /// carving (SPEC's "freed space is reused": allocate three blocks, release the middle
-    /// one, allocate a smaller one, and it comes from the hole), and a thread whose sizes
-    /// drift downwards does not keep its larger blocks parked for good.
+    /// Frees the block parked last on the stack of the largest class above `c` that has one
+    /// (under the lock), before a refill for `c` carves: the space a released larger block
+    /// held is found by the carving (SPEC's "freed space is reused": allocate three blocks,
+    /// release the middle one, allocate a smaller one, and it comes from the hole), and a
+    /// thread whose sizes drift downwards does not keep its larger blocks parked for good.
+    /// The largest, not the nearest: a stack that loses a block misses sooner, and its refill
+    /// would take one from the stack above it, and so on up (BENCHMARKS.md).
     fn free_one_above(&self, heap: &Heap, g: &Guard<'_>, c: usize) {
         let s = self.state();
         let Some(above) = (c + 1..CLASSES).rev().find(|&a| s.depth[a] > 0) else { return };
