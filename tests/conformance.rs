@@ -185,6 +185,15 @@ fn a_thread_that_only_releases_gives_back_in_batches<M: Subject>() {
     assert!(m.sound());
 }
 
+/// Allocates and releases what a thread's cache keeps: 50 small blocks and 3 large ones on
+/// their class stacks, 3 larger ones on the deferred list.
+fn allocate_and_release_some<M: Subject>(m: &M) {
+    let small: Vec<MemoryBlock> = (0..50).map(|_| m.allocate(100).unwrap()).collect();
+    let large: Vec<MemoryBlock> =
+        [20_000, 150_000].iter().cycle().take(6).map(|&n| m.allocate(n).unwrap()).collect();
+    drop((small, large));
+}
+
 fn trim_gives_back_what_the_thread_keeps<M: Subject>() {
     // Another thread's parked blocks are out of reach until that thread trims.
     let m = M::make(64 << 20);
@@ -193,11 +202,7 @@ fn trim_gives_back_what_the_thread_keeps<M: Subject>() {
     let step = std::sync::Barrier::new(2);
     std::thread::scope(|s| {
         s.spawn(|| {
-            let small: Vec<MemoryBlock> = (0..50).map(|_| m.allocate(100).unwrap()).collect();
-            // Stacked in their classes (20,000) and on the deferred list (150,000).
-            let large: Vec<MemoryBlock> =
-                [20_000, 150_000].iter().cycle().take(6).map(|&n| m.allocate(n).unwrap()).collect();
-            drop((small, large));
+            allocate_and_release_some(&m);
             step.wait(); // released
             step.wait(); // seen parked
             m.trim().unwrap();
@@ -224,11 +229,7 @@ fn an_exiting_thread_gives_back_what_it_keeps<M: Subject>() {
     let r0 = m.report();
     std::thread::scope(|s| {
         s.spawn(|| {
-            let small: Vec<MemoryBlock> = (0..50).map(|_| m.allocate(100).unwrap()).collect();
-            // Stacked in their classes (20,000) and on the deferred list (150,000).
-            let large: Vec<MemoryBlock> =
-                [20_000, 150_000].iter().cycle().take(6).map(|&n| m.allocate(n).unwrap()).collect();
-            drop((small, large));
+            allocate_and_release_some(&m);
         })
         .join() // the OS thread's end, its thread-local destructors included
         .unwrap();
