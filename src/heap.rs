@@ -394,14 +394,14 @@ impl Heap {
         );
         // As in `release_owner`'s plain store: nobody else can name the block or change the word.
         word.store(rc::parked(u64::from(self.tag)), Ordering::Release);
-        // The stack push inlines into the caller's drop; `park_or_free_sized` (a call) does
-        // what is left when it cannot.
+        // `park_or_free_sized` for a default-aligned block, written out so that the stack
+        // push inlines into the caller's drop.
         if let Some(c) = self.cache() {
-            if c.put(self, off, size) {
+            if c.put(self, off, size) || c.defer(self, off, size) {
                 return;
             }
         }
-        self.park_or_free_sized(off, size, 4);
+        self.free_parked_now(off);
     }
 
     /// Drops an owner reference; the last one clears ownership and frees the block if nobody
