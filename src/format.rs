@@ -48,6 +48,13 @@ pub const SB_LIVE_BLOCKS: u64 = 72;
 pub const SB_GROWTHS: u64 = 80;
 /// `u64` number of recoveries run on the store (after a process died).
 pub const SB_RECOVERIES: u64 = 88;
+/// `[u64; SLOT_CLASSES]` per slot size, the payload offset of the first span with a free
+/// slot (0 = none), linked through `SPAN_NEXT`.
+pub const SB_SPAN_LISTS: u64 = 96;
+/// `u64` slots in use in all spans.
+pub const SB_LIVE_SLOTS: u64 = 128;
+/// `u64` bytes of the free slots in all spans (counted in [`SB_USED_BYTES`] with their spans).
+pub const SB_FREE_SLOT_BYTES: u64 = 136;
 /// Size of the superblock area that is read as fields; the rest up to [`TLSF_OFFSET`] is zero.
 pub const SUPERBLOCK_SIZE: u64 = 512;
 
@@ -190,6 +197,50 @@ pub const FREE_PREV: u64 = HEADER_SIZE + 8;
 /// Bytes of the end sentinel (a header whose size is 0) at `capacity - SENTINEL_SIZE`.
 pub const SENTINEL_SIZE: u64 = HEADER_SIZE;
 
+// ---- spans: blocks of small slots -------------------------------------------------------
+/// Bytes of a span block, header included. Its payload starts at a multiple of this, so the
+/// span of a slot is found by rounding the slot's id down to it.
+pub const SPAN_SIZE: u64 = 65536;
+/// log2 of the alignment a span's payload is carved with ([`SPAN_SIZE`]).
+pub const SPAN_ALIGN_LOG2: u32 = 16;
+/// Span field (from the span's payload): `u64` check word, the keyed hash of the payload's
+/// offset (`check_word(key, offset, SPAN_CHECK_GEN)`).
+pub const SPAN_CHECK: u64 = 0;
+/// Span field: `u64` slot size in bytes, one of [`SLOT_CLASSES`] sizes (16, 32, 48, 64).
+pub const SPAN_CLASS: u64 = 8;
+/// Span field: `u64` slots handed out at least once since the span was made: slots at this
+/// index and above have never been used, and their reference words are not read.
+pub const SPAN_BUMP: u64 = 16;
+/// Span field: `u64` slots in use (a reference word that is not zero).
+pub const SPAN_USED: u64 = 24;
+/// Span field: `u64` index + 1 of the first slot on the span's free list (0 = empty); a free
+/// slot's first eight payload bytes hold the next one's index + 1.
+pub const SPAN_FREE_HEAD: u64 = 32;
+/// Span field: `u64` payload offset of the next span of the same class with a free slot
+/// (0 = none); the list starts at [`SB_SPAN_LISTS`].
+pub const SPAN_NEXT: u64 = 40;
+/// Span field: `u64` payload offset of the previous span on that list (0 = it is the first).
+pub const SPAN_PREV: u64 = 48;
+/// Span field: `u64` header offset of the span's publication page (0 = none yet).
+pub const SPAN_PAGE: u64 = 56;
+/// Span field: `[u64; slots]` the slots' reference words (as a block header's `HDR_RC`).
+pub const SPAN_RC: u64 = 64;
+/// The generation folded into a span's check word (no block is ever given it).
+pub const SPAN_CHECK_GEN: u64 = u64::MAX;
+/// Number of slot sizes: 16, 32, 48 and 64 bytes.
+pub const SLOT_CLASSES: u64 = 4;
+/// Largest payload a slot holds.
+pub const SLOT_MAX: u64 = SLOT_CLASSES * GRANULE;
+/// Low bits of a slot's id: a slot is named by `payload - HEADER_SIZE + SLOT_MARK`, so its
+/// payload is found as a block's is (the id rounded down to the granule, plus the header
+/// size), and ids of slots and block header offsets never coincide.
+pub const SLOT_MARK: u64 = 8;
+/// Publication page field (from the page's payload): `u64` payload offset of its span.
+pub const PAGE_SPAN: u64 = 0;
+/// Publication page field: `[u64; slots]` per slot, written when the slot is published: its
+/// generation in bits 0..56, its slot size minus its length in bits 56..64.
+pub const PAGE_ENTRIES: u64 = 8;
+
 /// Smallest store: the metadata, a minimal block and the sentinel, rounded to a page.
 pub const MIN_STORE_SIZE: u64 = HEAP_START + PAGE_SIZE;
 
@@ -216,6 +267,10 @@ pub const fn fingerprint() -> u64 {
         HEADER_SIZE,
         MIN_BLOCK,
         LIVENESS_LOCK_BASE,
+        SPAN_SIZE,
+        SPAN_RC,
+        SLOT_CLASSES,
+        SLOT_MARK,
     ];
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
@@ -244,7 +299,9 @@ const _: () = {
     assert!(HEAP_START % PAGE_SIZE == 0);
     assert!(HEADER_SIZE % GRANULE == 0 && MIN_BLOCK % GRANULE == 0);
     assert!(HEADER_SIZE + 16 + 8 <= MIN_BLOCK);
-    assert!(SB_RECOVERIES + 8 <= SUPERBLOCK_SIZE);
+    assert!(SB_FREE_SLOT_BYTES + 8 <= SUPERBLOCK_SIZE);
+    assert!(SB_RECOVERIES + 8 <= SB_SPAN_LISTS && SB_SPAN_LISTS + SLOT_CLASSES * 8 <= SB_LIVE_SLOTS);
+    assert!(SLOT_MARK < GRANULE && HEADER_SIZE >= SLOT_MARK);
     assert!(SUPERBLOCK_SIZE <= TLSF_OFFSET);
     assert!(SL_COUNT <= 32);
 };

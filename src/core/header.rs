@@ -8,10 +8,12 @@
 //! |---------|------------------------------------------------------------------|
 //! | 0       | `FREE`: set iff the block is on a free list                       |
 //! | 1       | `PREV_FREE`: set iff the physically previous block is free        |
-//! | 2..4    | zero                                                             |
+//! | 2       | `SPAN`: set iff the block is a span of slots (used; see `span.rs`)  |
+//! | 3       | `PAGE`: set iff the block is a span's publication page (used)     |
 //! | 4..48   | block size in bytes (a multiple of 16; 0 only for the sentinel)  |
 //! | 48..56  | slack: payload capacity minus the requested length (used blocks) |
-//! | 56..60  | log2(alignment) - 4 the block was allocated with (used blocks)   |
+//! | 56..60  | log2(alignment) - 4 the block was allocated with (used blocks;   |
+//! |         | at most 12 but for a span, whose is `SPAN_ALIGN_LOG2`)            |
 //! | 60..64  | zero                                                             |
 //!
 //! Reference word (`HDR_RC`, changed atomically, see ARCHITECTURE.md "References"; the one
@@ -31,12 +33,14 @@
 //! it. Either way the owner (or, if it died, recovery) frees or reuses it; nobody else may take
 //! a reference to a block whose count is 0.
 
-use crate::format::{GRANULE, HEADER_SIZE};
+use crate::format::{GRANULE, HEADER_SIZE, SPAN_ALIGN_LOG2, SPAN_SIZE};
 
 pub(crate) const FLAG_FREE: u64 = 1;
 pub(crate) const FLAG_PREV_FREE: u64 = 2;
+pub(crate) const FLAG_SPAN: u64 = 4;
+pub(crate) const FLAG_PAGE: u64 = 8;
 const SIZE_MASK: u64 = 0x0000_ffff_ffff_fff0;
-const RESERVED_MASK: u64 = 0xf000_0000_0000_000c;
+const RESERVED_MASK: u64 = 0xf000_0000_0000_0000;
 pub(crate) const MAX_SLACK: u64 = 0xff;
 
 /// Decoded tag.
@@ -46,7 +50,9 @@ pub(crate) struct Tag(pub(crate) u64);
 impl Tag {
     pub(crate) fn used(size: u64, slack: u64, align_log2: u32) -> Tag {
         debug_assert!(size % GRANULE == 0 && size & !SIZE_MASK == 0);
-        debug_assert!(slack <= MAX_SLACK && (4..=12).contains(&align_log2));
+        debug_assert!(
+            slack <= MAX_SLACK && ((4..=12).contains(&align_log2) || align_log2 == SPAN_ALIGN_LOG2)
+        );
         Tag(size | slack << 48 | u64::from(align_log2 - 4) << 56)
     }
 
@@ -61,6 +67,22 @@ impl Tag {
 
     pub(crate) fn is_free(self) -> bool {
         self.0 & FLAG_FREE != 0
+    }
+
+    /// Whether this is a span of slots.
+    #[inline]
+    pub(crate) fn is_span(self) -> bool {
+        self.0 & FLAG_SPAN != 0
+    }
+
+    /// Whether this is a span's publication page.
+    pub(crate) fn is_page(self) -> bool {
+        self.0 & FLAG_PAGE != 0
+    }
+
+    /// The same tag with `flag` (`FLAG_SPAN` or `FLAG_PAGE`) set.
+    pub(crate) fn with(self, flag: u64) -> Tag {
+        Tag(self.0 | flag)
     }
 
     pub(crate) fn prev_free(self) -> bool {
@@ -92,9 +114,13 @@ impl Tag {
 
     /// Whether the bits that must be zero are zero and the fields are in range.
     pub(crate) fn well_formed(self) -> bool {
+        let structure = self.0 & (FLAG_SPAN | FLAG_PAGE);
+        let span_shaped = self.align_log2() == SPAN_ALIGN_LOG2 && self.size() >= SPAN_SIZE;
         self.0 & RESERVED_MASK == 0
-            && self.align_log2() <= 12
-            && (self.is_free() && self.0 >> 48 == 0 || !self.is_free())
+            && (self.align_log2() <= 12 || structure == FLAG_SPAN && span_shaped)
+            && (structure != FLAG_SPAN || span_shaped)
+            && structure != FLAG_SPAN | FLAG_PAGE
+            && (self.is_free() && self.0 >> 48 == 0 && structure == 0 || !self.is_free())
             && self.slack() + HEADER_SIZE <= self.size()
     }
 }
@@ -164,6 +190,13 @@ mod tests {
         let f = Tag::free(128);
         assert!(f.is_free() && f.well_formed() && f.size() == 128);
         assert!(!Tag(1 << 62).well_formed());
+        let span = Tag::used(SPAN_SIZE, 0, SPAN_ALIGN_LOG2).with(FLAG_SPAN);
+        assert!(span.is_span() && !span.is_page() && span.well_formed());
+        assert!(!Tag::used(SPAN_SIZE, 0, SPAN_ALIGN_LOG2).well_formed(), "alignment 2^16 only for spans");
+        assert!(!Tag::used(4096, 0, 12).with(FLAG_SPAN).well_formed(), "a span has the span's shape");
+        assert!(!span.with(FLAG_PAGE).well_formed());
+        assert!(Tag::used(4096, 0, 4).with(FLAG_PAGE).well_formed());
+        assert!(!Tag(Tag::free(128).0 | FLAG_SPAN).well_formed());
     }
 
     #[test]

@@ -144,7 +144,7 @@ impl<'r> Core<'r> {
     /// `v`, or the corruption error if an access on this thread was out of range since this
     /// core was made. Every operation callers outside the core use ends with it.
     #[inline]
-    fn done<T>(&self, v: T) -> Result<T> {
+    pub(super) fn done<T>(&self, v: T) -> Result<T> {
         match FAULTS.with(|f| f.get()) {
             (n, _) if n == self.faults => Ok(v),
             (_, off) => Err(out_of_range(off)),
@@ -153,23 +153,23 @@ impl<'r> Core<'r> {
 
     /// Loads the `u64` at `off` (relaxed: callers hold the store lock).
     #[inline]
-    fn load(&self, off: u64) -> u64 {
+    pub(super) fn load(&self, off: u64) -> u64 {
         self.word(off).load(Ordering::Relaxed)
     }
 
     /// Stores `v` at `off` (relaxed: callers hold the store lock).
     #[inline]
-    fn store(&self, off: u64, v: u64) {
+    pub(super) fn store(&self, off: u64, v: u64) {
         self.word(off).store(v, Ordering::Relaxed);
     }
 
     #[inline]
-    fn load32(&self, off: u64) -> u32 {
+    pub(super) fn load32(&self, off: u64) -> u32 {
         self.word32(off).load(Ordering::Relaxed)
     }
 
     #[inline]
-    fn store32(&self, off: u64, v: u32) {
+    pub(super) fn store32(&self, off: u64, v: u32) {
         self.word32(off).store(v, Ordering::Relaxed);
     }
 
@@ -226,12 +226,12 @@ impl<'r> Core<'r> {
     }
 
     #[inline]
-    fn tag_at(&self, off: u64) -> Tag {
+    pub(super) fn tag_at(&self, off: u64) -> Tag {
         Tag(self.load(off + HDR_TAG))
     }
 
     #[inline]
-    fn set_tag(&self, off: u64, t: Tag) {
+    pub(super) fn set_tag(&self, off: u64, t: Tag) {
         self.store(off + HDR_TAG, t.0)
     }
 
@@ -388,7 +388,7 @@ impl<'r> Core<'r> {
         self.done(())
     }
 
-    fn account(&self, bytes: i64, blocks: i64) {
+    pub(super) fn account(&self, bytes: i64, blocks: i64) {
         let used = self.load(SB_USED_BYTES).wrapping_add_signed(bytes);
         let live = self.load(SB_LIVE_BLOCKS).wrapping_add_signed(blocks);
         self.store(SB_USED_BYTES, used);

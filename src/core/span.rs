@@ -1,0 +1,472 @@
+//! Spans: one block that holds many small blocks (*slots*) of one size, each described by one
+//! reference word in the span's table instead of a 32-byte header of its own.
+//!
+//! A block of 64 bytes with a header takes 96; in a span it takes 72 (its slot and its
+//! reference word), and the span's own header and table are shared by some 900 slots.
+//!
+//! Layout (`docs/format.md`, "Spans"): a span is a used block of [`SPAN_SIZE`] bytes whose
+//! payload `p` is aligned to [`SPAN_SIZE`] and whose tag has `FLAG_SPAN`. From `p`: a 64-byte
+//! span header, the slots' reference words, then the slots. A slot is named by its *id*,
+//! `payload - HEADER_SIZE + SLOT_MARK`: its payload is found as a block's is, and its span by
+//! rounding the id down to [`SPAN_SIZE`].
+//!
+//! What is true of a span (and checked by `Core::check_spans`):
+//! - slots at index `SPAN_BUMP` and above have never been handed out; their reference words are
+//!   never read;
+//! - below it, a slot is *free* iff its reference word is 0, and then it is on the span's free
+//!   list exactly once; `SPAN_USED` counts the others;
+//! - a span is on its class's list (`SB_SPAN_LISTS`) iff it has a free slot (or never-used ones).
+//!
+//! The reference words are the truth; free lists, counts and class lists are derived from them,
+//! and [`Core::rebuild_spans`] derives them again after a process died holding the lock. All of
+//! this changes under the store lock but the reference words, which follow the rules of a
+//! block's reference word (`header.rs`).
+
+use crate::core::header::{check_word, FLAG_SPAN};
+use crate::core::tlsf::Core;
+use crate::error::{Error, Result};
+use crate::format::*;
+
+/// Number of slots in a span of `class`-byte slots, and the offset of slot 0 from the span's
+/// payload (after the header and the reference words, aligned to the granule).
+pub(crate) const fn layout(class: u64) -> (u64, u64) {
+    let room = SPAN_SIZE - HEADER_SIZE;
+    let mut n = (room - SPAN_RC) / (class + 8);
+    loop {
+        let start = (SPAN_RC + n * 8).next_multiple_of(GRANULE);
+        if start + n * class <= room {
+            return (n, start);
+        }
+        n -= 1;
+    }
+}
+
+/// The slot size for a payload of `len` bytes, if a slot can hold it.
+#[inline]
+pub(crate) fn slot_class(len: u64) -> Option<u64> {
+    (len <= SLOT_MAX).then(|| len.max(1).next_multiple_of(GRANULE))
+}
+
+/// Whether `id` names a slot (else it is a block's header offset).
+#[inline]
+pub(crate) fn is_slot(id: u64) -> bool {
+    id & (GRANULE - 1) == SLOT_MARK
+}
+
+/// Whether `class` is a slot size.
+fn valid_class(class: u64) -> bool {
+    class % GRANULE == 0 && (GRANULE..=SLOT_MAX).contains(&class)
+}
+
+/// Where the list of spans of `class`-byte slots with a free slot starts.
+fn list_head(class: u64) -> u64 {
+    SB_SPAN_LISTS + (class / GRANULE - 1) * 8
+}
+
+/// A slot: its span's payload offset, its index in the span, and its size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub(crate) span: u64,
+    pub(crate) index: u64,
+    pub(crate) class: u64,
+}
+
+impl Slot {
+    /// The slot's id: what names it where a block is named by its header offset.
+    pub(crate) fn id(self) -> u64 {
+        self.payload() - HEADER_SIZE + SLOT_MARK
+    }
+
+    /// Offset of the slot's payload.
+    pub(crate) fn payload(self) -> u64 {
+        self.span + layout(self.class).1 + self.index * self.class
+    }
+
+    /// Offset of the slot's reference word.
+    pub(crate) fn rc_offset(self) -> u64 {
+        self.span + SPAN_RC + self.index * 8
+    }
+}
+
+impl Core<'_> {
+    /// Carves a span of `class`-byte slots and puts it on its class's list; returns its payload
+    /// offset, or `None` when no free block is large enough (the heap is then unchanged).
+    pub(crate) fn carve_span(&self, key: u64, class: u64) -> Result<Option<u64>> {
+        debug_assert!(valid_class(class));
+        let Some(c) = self.alloc(SPAN_SIZE - HEADER_SIZE, SPAN_ALIGN_LOG2)? else { return Ok(None) };
+        let p = c.offset + HEADER_SIZE;
+        for f in [HDR_GEN, HDR_RC, HDR_CHECK] {
+            self.store(c.offset + f, 0);
+        }
+        self.store(p + SPAN_CHECK, check_word(key, p, SPAN_CHECK_GEN));
+        self.store(p + SPAN_CLASS, class);
+        self.store(p + SPAN_BUMP, 0);
+        self.store(p + SPAN_USED, 0);
+        self.store(p + SPAN_FREE_HEAD, 0);
+        self.store(p + SPAN_PAGE, 0);
+        // The commit point: until the flag is set a walk sees a used block nobody holds (which
+        // recovery frees), after it a span with no slot in use.
+        self.set_tag(c.offset, self.tag_at(c.offset).with(FLAG_SPAN));
+        self.link_span(p, class);
+        self.account_slots(0, span_bytes(class));
+        self.done(Some(p))
+    }
+
+    /// Hands out a free slot of the first span on `class`'s list (`None`: the list is empty).
+    /// The caller writes the slot's reference word.
+    pub(crate) fn take_slot(&self, class: u64) -> Result<Option<Slot>> {
+        let p = self.load(list_head(class));
+        if p == 0 {
+            return Ok(None);
+        }
+        self.span_of_class(p, class)?;
+        let (n, _) = layout(class);
+        let (bump, used) = (self.load(p + SPAN_BUMP), self.load(p + SPAN_USED));
+        let head = self.load(p + SPAN_FREE_HEAD);
+        let index = if head != 0 {
+            let slot = Slot { span: p, index: head - 1, class };
+            if slot.index >= bump {
+                return Err(Error::corrupt("span free list names an unused slot", p));
+            }
+            let next = self.load(slot.payload());
+            if u64::from(next) > bump {
+                return Err(Error::corrupt("span free list link out of range", slot.id()));
+            }
+            self.store(p + SPAN_FREE_HEAD, next);
+            slot.index
+        } else if bump < n {
+            self.store(p + SPAN_BUMP, bump + 1);
+            bump
+        } else {
+            return Err(Error::corrupt("full span on its class's list", p));
+        };
+        if used + 1 >= n {
+            self.unlink_span(p, class);
+        }
+        self.store(p + SPAN_USED, used + 1);
+        self.account_slots(1, -(class as i64));
+        self.done(Some(Slot { span: p, index, class }))
+    }
+
+    /// Gives back a slot whose reference word the caller has just set to 0. A span left with
+    /// no slot in use is freed, unless it is the only one of its class with free slots.
+    pub(crate) fn give_slot(&self, slot: Slot) -> Result<()> {
+        let p = slot.span;
+        let (n, _) = layout(slot.class);
+        let used = self.load(p + SPAN_USED);
+        if used == 0 || slot.index >= self.load(p + SPAN_BUMP) {
+            return Err(Error::corrupt("freeing a slot not in use", slot.id()));
+        }
+        self.store(slot.payload(), self.load(p + SPAN_FREE_HEAD));
+        self.store(p + SPAN_FREE_HEAD, slot.index + 1);
+        self.store(p + SPAN_USED, used - 1);
+        self.account_slots(-1, slot.class as i64);
+        if used == n {
+            self.link_span(p, slot.class);
+        }
+        let alone = self.load(p + SPAN_PREV) == 0 && self.load(p + SPAN_NEXT) == 0;
+        if used == 1 && !alone {
+            self.free_span(p, slot.class)?;
+        }
+        self.done(())
+    }
+
+    /// Frees an empty span (on its class's list).
+    fn free_span(&self, p: u64, class: u64) -> Result<()> {
+        self.unlink_span(p, class);
+        self.account_slots(0, -span_bytes(class));
+        self.free(p - HEADER_SIZE).map(drop)
+    }
+
+    /// The slot `id` names, everything about it checked against the span (for ids read from a
+    /// handle, a root, a table: anything but this process's own references). A slot handed
+    /// out at least once is found whether or not it is in use now.
+    pub(crate) fn slot_at(&self, key: u64, id: u64) -> Result<Slot> {
+        let bad = || Error::corrupt("not a slot", id);
+        if !is_slot(id) {
+            return Err(bad());
+        }
+        let p = id & !(SPAN_SIZE - 1);
+        let Some(hdr) = p.checked_sub(HEADER_SIZE).filter(|&h| h >= HEAP_START) else { return Err(bad()) };
+        let tag = self.block_at(hdr)?;
+        if tag.is_free() || !tag.is_span() || self.load(p + SPAN_CHECK) != check_word(key, p, SPAN_CHECK_GEN)
+        {
+            return Err(bad());
+        }
+        let class = self.load(p + SPAN_CLASS);
+        if !valid_class(class) {
+            return Err(Error::corrupt("span slot size", p));
+        }
+        let (_, start) = layout(class);
+        let from = (id - SLOT_MARK + HEADER_SIZE).checked_sub(p + start).ok_or_else(bad)?;
+        let index = from / class;
+        if from % class != 0 || index >= self.load(p + SPAN_BUMP) {
+            return Err(bad());
+        }
+        self.done(Slot { span: p, index, class })
+    }
+
+    /// Checks that `p` is the payload of a span of `class`-byte slots.
+    fn span_of_class(&self, p: u64, class: u64) -> Result<()> {
+        let tag = self.block_at(p.checked_sub(HEADER_SIZE).ok_or(Error::corrupt("span offset", p))?)?;
+        if tag.is_free() || !tag.is_span() || p % SPAN_SIZE != 0 || self.load(p + SPAN_CLASS) != class {
+            return Err(Error::corrupt("span list names no span of its size", p));
+        }
+        Ok(())
+    }
+
+    fn link_span(&self, p: u64, class: u64) {
+        let head = list_head(class);
+        let first = self.load(head);
+        self.store(p + SPAN_PREV, 0);
+        self.store(p + SPAN_NEXT, first);
+        if first != 0 {
+            self.store(first + SPAN_PREV, p);
+        }
+        self.store(head, p);
+    }
+
+    fn unlink_span(&self, p: u64, class: u64) {
+        let (prev, next) = (self.load(p + SPAN_PREV), self.load(p + SPAN_NEXT));
+        match prev {
+            0 => self.store(list_head(class), next),
+            _ => self.store(prev + SPAN_NEXT, next),
+        }
+        if next != 0 {
+            self.store(next + SPAN_PREV, prev);
+        }
+        self.store(p + SPAN_PREV, 0);
+        self.store(p + SPAN_NEXT, 0);
+    }
+
+    /// Adds `slots` to the slots in use and `bytes` to the free slots' bytes.
+    fn account_slots(&self, slots: i64, bytes: i64) {
+        let live = self.load(SB_LIVE_SLOTS).wrapping_add_signed(slots);
+        let free = self.load(SB_FREE_SLOT_BYTES).wrapping_add_signed(bytes);
+        self.store(SB_LIVE_SLOTS, live);
+        self.store(SB_FREE_SLOT_BYTES, free);
+    }
+
+    /// Derives every span's free list and count, the class lists and the slot counters again
+    /// from the slots' reference words (recovery, after a process died holding the lock, and
+    /// after recovery freed slots). A span with a broken header is left as it is and
+    /// reported: nothing in it is handed out again.
+    pub(crate) fn rebuild_spans(&self, key: u64) -> Result<()> {
+        for c in 1..=SLOT_CLASSES {
+            self.store(list_head(c * GRANULE), 0);
+        }
+        let (mut live, mut free_bytes) = (0u64, 0u64);
+        let mut spans = Vec::new();
+        self.walk(|b| {
+            if !b.tag.is_free() && b.tag.is_span() {
+                spans.push(b.offset + HEADER_SIZE);
+            }
+            Ok(())
+        })?;
+        for p in spans {
+            let class = self.load(p + SPAN_CLASS);
+            if !valid_class(class) || self.load(p + SPAN_CHECK) != check_word(key, p, SPAN_CHECK_GEN) {
+                return Err(Error::corrupt("span header", p));
+            }
+            let (n, _) = layout(class);
+            let bump = self.load(p + SPAN_BUMP).min(n);
+            self.store(p + SPAN_BUMP, bump);
+            let mut head = 0u64;
+            let mut used = 0u64;
+            for index in (0..bump).rev() {
+                let slot = Slot { span: p, index, class };
+                if self.load(slot.rc_offset()) == 0 {
+                    self.store(slot.payload(), head);
+                    head = index + 1;
+                } else {
+                    used += 1;
+                }
+            }
+            self.store(p + SPAN_FREE_HEAD, head);
+            self.store(p + SPAN_USED, used);
+            if used < n {
+                self.link_span(p, class);
+            }
+            live += used;
+            free_bytes += (n - used) * class;
+        }
+        self.store(SB_LIVE_SLOTS, live);
+        self.store(SB_FREE_SLOT_BYTES, free_bytes);
+        self.done(())
+    }
+}
+
+/// Bytes in all the slots of a span of `class`-byte slots.
+fn span_bytes(class: u64) -> i64 {
+    (layout(class).0 * class) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::core::region::TestRegion;
+
+    const KEY: u64 = 0x5eed;
+    const CAP: u64 = 1 << 20;
+
+    fn region() -> TestRegion {
+        let mem = TestRegion::new(CAP, CAP);
+        Core::new(&mem.region).init(CAP).unwrap();
+        mem
+    }
+
+    /// Takes a slot and marks it in use, as the heap does.
+    fn take(core: &Core<'_>, class: u64) -> Option<Slot> {
+        let s = core.take_slot(class).unwrap().or_else(|| {
+            core.carve_span(KEY, class).unwrap()?;
+            core.take_slot(class).unwrap()
+        })?;
+        core.r.store(s.rc_offset(), 1).unwrap();
+        Some(s)
+    }
+
+    fn give(core: &Core<'_>, s: Slot) {
+        core.r.store(s.rc_offset(), 0).unwrap();
+        core.give_slot(s).unwrap();
+    }
+
+    #[test]
+    fn layouts_fit_the_span_and_a_64_byte_slot_costs_under_73_bytes() {
+        for class in (1..=SLOT_CLASSES).map(|c| c * GRANULE) {
+            let (n, start) = layout(class);
+            assert_eq!(start % GRANULE, 0);
+            assert!(start >= SPAN_RC + n * 8, "slots after the reference words");
+            assert!(start + n * class <= SPAN_SIZE - HEADER_SIZE);
+            assert!(start + (n + 1) * class > SPAN_SIZE - HEADER_SIZE - 8, "no room for one more");
+        }
+        let (n, _) = layout(64);
+        assert!(SPAN_SIZE as f64 / (n * 64) as f64 <= 1.13, "{n} slots");
+        assert_eq!(slot_class(0), Some(16));
+        assert_eq!(slot_class(17), Some(32));
+        assert_eq!(slot_class(64), Some(64));
+        assert_eq!(slot_class(65), None);
+    }
+
+    #[test]
+    fn slots_are_distinct_aligned_and_found_again_from_their_ids() {
+        let mem = region();
+        let core = Core::new(&mem.region);
+        let (n, _) = layout(48);
+        let slots: Vec<Slot> = (0..n + 3).map(|_| take(&core, 48).unwrap()).collect();
+        let payloads: BTreeSet<u64> = slots.iter().map(|s| s.payload()).collect();
+        assert_eq!(payloads.len(), slots.len());
+        for s in &slots {
+            assert_eq!(s.payload() % GRANULE, 0);
+            assert!(is_slot(s.id()));
+            assert_eq!(core.slot_at(KEY, s.id()).unwrap(), *s);
+            assert_eq!(s.id() & !(SPAN_SIZE - 1), s.span);
+        }
+        assert_ne!(slots[0].span, slots[n as usize].span, "a full span makes way for a new one");
+        assert_eq!(core.read(SB_LIVE_SLOTS).unwrap(), n + 3);
+        assert_eq!(core.read(SB_FREE_SLOT_BYTES).unwrap(), (n - 3) * 48);
+    }
+
+    #[test]
+    fn ids_that_name_no_slot_are_refused() {
+        let mem = region();
+        let core = Core::new(&mem.region);
+        let s = take(&core, 64).unwrap();
+        let block = core.alloc(100, 4).unwrap().unwrap().offset;
+        for id in [
+            s.id() + 16,                      // a slot never handed out
+            s.id() - 8,                       // the header offset the payload would have as a block
+            s.id() + 8,                       // not a slot id
+            block + SLOT_MARK,                // in a block that is not a span
+            s.span - HEADER_SIZE + SLOT_MARK, // the span's own header
+            HEAP_START + SLOT_MARK,
+            u64::MAX - 7,
+        ] {
+            assert!(core.slot_at(KEY, id).is_err(), "{id:#x}");
+        }
+        assert!(core.slot_at(KEY ^ 1, s.id()).is_err(), "another store's key");
+    }
+
+    /// Takes and gives slots of every size at random against a model; the accounting, the
+    /// lists and a rebuild from the reference words agree with it throughout.
+    #[test]
+    fn random_takes_and_gives_match_a_model_and_a_rebuild() {
+        let mem = region();
+        let core = Core::new(&mem.region);
+        let mut rng = SmallRng::seed_from_u64(7);
+        let mut live: Vec<Slot> = Vec::new();
+        let steps = if cfg!(miri) { 300 } else { 6000 };
+        for step in 0..steps {
+            if live.len() < 2500 && (live.is_empty() || rng.gen_bool(0.55)) {
+                let class = rng.gen_range(1..=SLOT_CLASSES) * GRANULE;
+                let s = take(&core, class).unwrap();
+                assert!(!live.contains(&s), "handed out twice");
+                live.push(s);
+            } else {
+                let s = live.swap_remove(rng.gen_range(0..live.len()));
+                give(&core, s);
+            }
+            if step % 500 == 0 {
+                check_against(&core, &live);
+                core.rebuild_spans(KEY).unwrap();
+                check_against(&core, &live);
+            }
+        }
+        for s in live.drain(..) {
+            give(&core, s);
+        }
+        check_against(&core, &live);
+        let spans = spans(&core);
+        assert!(spans.len() <= SLOT_CLASSES as usize, "empty spans are freed but one per size");
+    }
+
+    fn spans(core: &Core<'_>) -> Vec<u64> {
+        let mut v = Vec::new();
+        core.walk(|b| {
+            if !b.tag.is_free() && b.tag.is_span() {
+                v.push(b.offset + HEADER_SIZE);
+            }
+            Ok(())
+        })
+        .unwrap();
+        v
+    }
+
+    /// Everything derived agrees with `live`: counters, per-span counts, free lists, lists.
+    fn check_against(core: &Core<'_>, live: &[Slot]) {
+        assert_eq!(core.read(SB_LIVE_SLOTS).unwrap(), live.len() as u64);
+        let mut free_bytes = 0;
+        for p in spans(core) {
+            let class = core.read(p + SPAN_CLASS).unwrap();
+            let (n, _) = layout(class);
+            let mine: BTreeSet<u64> = live.iter().filter(|s| s.span == p).map(|s| s.index).collect();
+            assert_eq!(core.read(p + SPAN_USED).unwrap(), mine.len() as u64);
+            let bump = core.read(p + SPAN_BUMP).unwrap();
+            let mut on_list = BTreeSet::new();
+            let mut i = core.read(p + SPAN_FREE_HEAD).unwrap();
+            while i != 0 {
+                let s = Slot { span: p, index: u64::from(i) - 1, class };
+                assert!(on_list.insert(s.index), "free list cycle");
+                i = core.read(s.payload()).unwrap();
+            }
+            let expect: BTreeSet<u64> = (0..bump).filter(|i| !mine.contains(i)).collect();
+            assert_eq!(on_list, expect, "free list of {p:#x}");
+            let listed = {
+                let mut q = core.read(list_head(class)).unwrap();
+                let mut found = false;
+                while q != 0 {
+                    found |= q == p;
+                    q = core.read(q + SPAN_NEXT).unwrap();
+                }
+                found
+            };
+            assert_eq!(listed, (mine.len() as u64) < n, "listed iff it has a free slot");
+            free_bytes += (n - mine.len() as u64) * class;
+        }
+        assert_eq!(core.read(SB_FREE_SLOT_BYTES).unwrap(), free_bytes);
+    }
+}
