@@ -10,7 +10,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::core::header::rc;
 use crate::error::{Error, Result};
 use crate::family::{family_ends, HeapRef};
-use crate::format::{GRANULE, HEADER_SIZE, PAGE_SIZE};
+use crate::format::{payload_of, GRANULE, PAGE_SIZE};
 use crate::heap::{Heap, Obtained, RefKind};
 use crate::segment::{MemorySegment, MemorySegmentMut};
 use crate::sync::{AtomicU64, Ordering};
@@ -154,7 +154,7 @@ impl MemoryBlock {
     pub(crate) fn allocate(heap: &Arc<Heap>, len: usize, align: usize, zeroed: bool) -> Result<Self> {
         let align_log2 = align_log2(align)?;
         // The payload's range was checked by the allocation (`payload_ptr` relies on it).
-        let (offset, _, cached_size) = heap.allocate(len as u64, align_log2)?;
+        let (offset, _, cached_size) = heap.allocate(len as u64, align_log2, true)?;
         heap.family_begins();
         let len_sole = AtomicU64::new(len as u64 | (cached_size / GRANULE) << SOLE_SHIFT);
         let mut block = MemoryBlock { heap: NonNull::from(&**heap), offset, len_sole, hold: None };
@@ -173,17 +173,17 @@ impl MemoryBlock {
 
     /// Completes the header (length, check word) before anyone else can name the block; see
     /// `Heap::settle`.
-    pub(crate) fn settle_len(&self) {
+    pub(crate) fn settle_len(&self) -> Result<()> {
         self.not_sole();
-        self.heap().settle(self.offset, self.len() as u64);
+        self.heap().settle(self.offset, self.len() as u64)
     }
 
     /// The first payload byte.
     #[inline]
     fn payload_ptr(&self) -> *mut u8 {
-        // SAFETY: the payload's range (`offset + HEADER_SIZE`, `len` bytes) was checked when
+        // SAFETY: the payload's range (`payload_of(offset)`, `len` bytes) was checked when
         // this block was obtained or last resized, and a region's limit only grows.
-        unsafe { self.heap().region.at_unchecked(self.offset + HEADER_SIZE) }.as_ptr()
+        unsafe { self.heap().region.at_unchecked(payload_of(self.offset)) }.as_ptr()
     }
 
     /// Clears the sole-release size: another reference may exist from now on.
@@ -271,7 +271,9 @@ impl MemoryBlock {
     /// on it is read-only everywhere.
     pub fn handle(&self) -> BlockHandle {
         self.not_sole();
-        self.heap().settle(self.offset, self.len() as u64);
+        // A slot that cannot be published (no room for its span's page in a full store) gets
+        // a handle with generation 0, which resolves to `InvalidHandle`.
+        let _ = self.heap().settle(self.offset, self.len() as u64);
         self.heap().publish(self.offset);
         self.heap().handle_of(self.offset)
     }
@@ -279,25 +281,31 @@ impl MemoryBlock {
     /// Offset of the first payload byte in the store: position-independent, valid in every
     /// process that maps the store.
     pub fn offset(&self) -> Offset<u8> {
-        Offset::new(self.offset + HEADER_SIZE)
+        Offset::new(payload_of(self.offset))
     }
 
     /// A read-only view of the whole payload.
     pub fn segment(&self) -> MemorySegment<'_> {
-        MemorySegment::new(self.as_slice(), self.offset + HEADER_SIZE)
+        MemorySegment::new(self.as_slice(), payload_of(self.offset))
     }
 
     /// A writable view of the whole payload (same rule as [`MemoryBlock::as_mut_slice`]).
     pub fn segment_mut(&mut self) -> Result<MemorySegmentMut<'_>> {
-        let start = self.offset + HEADER_SIZE;
+        let start = payload_of(self.offset);
         Ok(MemorySegmentMut::new(self.as_mut_slice()?, start))
     }
 
     /// Changes the length; see [`crate::MemoryManager::resize`].
     pub fn resize(&mut self, new_len: usize) -> Result<()> {
         let index = self.hold.as_ref().and_then(|h| h.index);
-        let moved =
-            self.heap().resize(self.offset, self.len() as u64, new_len as u64, self.local_extra(), index)?;
+        let moved = self.heap().resize(
+            self.offset,
+            self.len() as u64,
+            new_len as u64,
+            self.local_extra(),
+            index,
+            true,
+        )?;
         let offset = match moved {
             None => self.offset,
             Some(new) => {

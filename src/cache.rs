@@ -39,6 +39,7 @@ use std::cell::{Cell, RefCell, UnsafeCell};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::core::header::rc;
+use crate::core::span::{is_slot, slot_class};
 use crate::core::tlsf::block_size;
 use crate::error::Result;
 use crate::family::Lives;
@@ -56,6 +57,10 @@ pub(crate) const CLASS_LIMIT: u64 = 128 << 10;
 const FIRST_G: usize = 3;
 const LAST_G: usize = 64;
 const CLASSES: usize = EXACT_CLASSES + LAST_G - FIRST_G + 1;
+/// Stacks of slots (`core/span.rs`) follow the blocks' classes, one per slot size.
+const SLOT_BASE: usize = CLASSES;
+/// Stacks in all.
+const STACKS: usize = CLASSES + SLOT_CLASSES as usize;
 /// Most blocks a stack keeps; a full stack spills half of them to the core.
 const STACK: usize = 64;
 /// Bytes a refill carves at most (and at least one block).
@@ -69,8 +74,12 @@ const DEFER_BLOCK_MAX: u64 = 256 << 10;
 /// and this many bytes together.
 const DEFER_BYTES: u64 = 1 << 20;
 
-/// The block size of class `c`: every block on its stack is at least this large.
+/// The block size of class `c`: every block on its stack is at least this large (for a slot
+/// stack, the slot size).
 const fn bound(c: usize) -> u64 {
+    if c >= SLOT_BASE {
+        return (c - SLOT_BASE + 1) as u64 * GRANULE;
+    }
     if c < EXACT_CLASSES {
         return c as u64 * GRANULE;
     }
@@ -94,6 +103,12 @@ fn class_for_take(size: u64) -> Option<usize> {
     }
     let g = geometric(size - 1) + 1;
     (g <= LAST_G).then(|| g - FIRST_G + EXACT_CLASSES)
+}
+
+/// The stack of slots of `size` bytes.
+#[inline]
+fn slot_stack(size: u64) -> usize {
+    SLOT_BASE + (size / GRANULE) as usize - 1
 }
 
 /// The class a released block of `size` bytes parks in (the largest bound at most `size`).
@@ -121,15 +136,15 @@ pub(crate) struct Budget {
     /// Bytes one cache keeps parked at most; beyond, released blocks are freed at once.
     bytes: u64,
     /// How many blocks stack `c` keeps at most.
-    limits: [u8; CLASSES],
+    limits: [u8; STACKS],
 }
 
 impl Budget {
     /// Stacks of `stack_bytes` (at least `min` blocks, at most [`STACK`]), `bytes` in all.
     const fn new(bytes: u64, stack_bytes: u64, min: u64) -> Budget {
-        let mut limits = [0u8; CLASSES];
+        let mut limits = [0u8; STACKS];
         let mut c = 1;
-        while c < CLASSES {
+        while c < STACKS {
             let n = stack_bytes / bound(c);
             limits[c] = if n < min {
                 min as u8
@@ -151,16 +166,16 @@ pub(crate) static SHARED: Budget = Budget::new(2 << 20, 32 << 10, 4);
 pub(crate) static PRIVATE: Budget = Budget::new(16 << 20, 128 << 10, 32);
 
 /// Where stack `c` starts in [`State::slots`].
-const STARTS: [u16; CLASSES + 1] = {
-    let mut t = [0u16; CLASSES + 1];
+const STARTS: [u16; STACKS + 1] = {
+    let mut t = [0u16; STACKS + 1];
     let mut c = 0;
-    while c < CLASSES {
+    while c < STACKS {
         t[c + 1] = t[c] + PRIVATE.limits[c] as u16;
         c += 1;
     }
     t
 };
-const SLOTS: usize = STARTS[CLASSES] as usize;
+const SLOTS: usize = STARTS[STACKS] as usize;
 // A cache's stacks stay under 64 KiB of process memory.
 const _: () = assert!(SLOTS * 8 <= 64 << 10);
 
@@ -172,7 +187,7 @@ pub(crate) struct ThreadCache {
     cell: u64,
     /// Bytes the cache keeps parked at most, and blocks per stack (its heap's [`Budget`]).
     bytes_max: u64,
-    limits: &'static [u8; CLASSES],
+    limits: &'static [u8; STACKS],
     /// 1 while a thread has claimed the cache, 0 once that thread exited.
     claimed: AtomicU8,
     /// 1 once the heap was dropped: the cache is empty and never used again.
@@ -195,7 +210,7 @@ struct State {
     /// The stacks, one after the other: stack `c` is `slots[STARTS[c]..STARTS[c + 1]]`,
     /// its first `depth[c]` entries in use (oldest first), each a [`Parked`] block.
     slots: [Parked; SLOTS],
-    depth: [u8; CLASSES],
+    depth: [u8; STACKS],
     next_gen: u64,
     gen_end: u64,
     bytes: u64,
@@ -329,11 +344,24 @@ impl ThreadCache {
     /// and size (the class's bound or a little more: up to an eighth more than `len` needs
     /// for a block above [`EXACT_LIMIT`]; `Heap::settle` gives the excess back if the block is
     /// published).
+    ///
+    /// With `slot`, a slot of the size `len` needs (`len` is at most `SLOT_MAX`), or of a
+    /// larger size parked here, before a refill makes new ones: the hole rule among slots.
     #[inline]
-    pub(crate) fn take(&self, heap: &Heap, len: u64) -> Result<Option<(u64, u64)>> {
-        let Some(size) = block_size(len) else { return Ok(None) };
-        let Some(c) = class_for_take(size) else { return Ok(None) };
+    pub(crate) fn take(&self, heap: &Heap, len: u64, slot: bool) -> Result<Option<(u64, u64)>> {
+        let c = match slot {
+            true => slot_stack(slot_class(len).unwrap_or(SLOT_MAX)),
+            false => {
+                let Some(size) = block_size(len) else { return Ok(None) };
+                let Some(c) = class_for_take(size) else { return Ok(None) };
+                c
+            }
+        };
         let s = self.state();
+        let c = match s.depth[c] {
+            0 if slot => (c..STACKS).find(|&a| s.depth[a] > 0).unwrap_or(c),
+            _ => c,
+        };
         if s.depth[c] == 0 || s.next_gen == s.gen_end {
             self.refill(heap, c)?;
         }
@@ -344,7 +372,7 @@ impl ThreadCache {
         let p = s.pop(c);
         let (off, got) = (p.off(), p.size());
         debug_assert_eq!(heap.rc(off) & !rc::PUBLISHED, rc::parked(u64::from(heap.tag())), "take {off:#x}");
-        debug_assert_eq!(heap.core().tag(off).map(|t| t.size()).ok(), Some(got), "take {off:#x}");
+        debug_assert!(slot || heap.core().tag(off).map(|t| t.size()).ok() == Some(got), "take {off:#x}");
         let gen = s.next_gen;
         s.next_gen += 1;
         // SAFETY: every offset on a stack had its header range-checked before it was pushed
@@ -361,7 +389,13 @@ impl ThreadCache {
     /// stack has room or can make some. `false`: the caller frees it the usual way.
     #[inline(always)]
     pub(crate) fn put(&self, heap: &Heap, off: u64, size: u64) -> bool {
-        let Some(c) = class_for_put(size) else { return false };
+        let c = match is_slot(off) {
+            true => slot_stack(size),
+            false => match class_for_put(size) {
+                Some(c) => c,
+                None => return false,
+            },
+        };
         let s = self.state();
         if s.bytes + size > self.bytes_max {
             return false;
@@ -441,7 +475,10 @@ impl ThreadCache {
         let want = (REFILL_BYTES / size).clamp(1, u64::from(self.limits[c]) / 2) as usize;
         let mut carved = [(0u64, 0u64); STACK / 2];
         let mut n = 0;
-        while n < want {
+        if c >= SLOT_BASE {
+            n = heap.carve_parked_slots(&g, size, &mut carved[..want])?;
+        }
+        while n < want && c < SLOT_BASE {
             if n > 0 && heap.region.load(SB_CAPACITY)? - heap.region.load(SB_USED_BYTES)? < 2 * REFILL_BYTES {
                 break; // leave the last free space of the store to whoever needs it
             }
@@ -528,7 +565,7 @@ impl ThreadCache {
         self.free_deferred(heap, g);
         let s = self.state();
         let had = s.blocks > 0;
-        for c in 0..CLASSES {
+        for c in 0..STACKS {
             for p in s.parked(c) {
                 // An error means a corrupt store; the block stays for recovery.
                 let _ = heap.free_owned_locked(g, p.off());
@@ -615,7 +652,7 @@ impl Heap {
         self.region.word(cell + 8)?;
         let state = State {
             slots: [Parked(0); SLOTS],
-            depth: [0; CLASSES],
+            depth: [0; STACKS],
             next_gen: 0,
             gen_end: 0,
             bytes: 0,
@@ -703,6 +740,13 @@ impl Heap {
     /// The header at `off` was range-checked before (see `Region::word_unchecked`).
     #[inline]
     pub(crate) unsafe fn reissue(&self, off: u64, gen: u64) {
+        if is_slot(off) {
+            // A slot's generation is given when it is published (`Heap::publish_slot`).
+            if let Some(word) = self.rc_ref(off) {
+                word.store(rc::fresh(u64::from(self.tag())), Ordering::Release);
+            }
+            return;
+        }
         // SAFETY: the caller checked the header's range; the generation and reference words
         // lie inside it.
         let (gen_word, rc_word) =
@@ -764,9 +808,9 @@ mod tests {
     #[test]
     fn stacks_fit_their_limits() {
         for budget in [&SHARED, &PRIVATE] {
-            assert!((1..CLASSES).all(|c| (4..=STACK as u8).contains(&budget.limits[c])));
+            assert!((1..STACKS).all(|c| (4..=STACK as u8).contains(&budget.limits[c])));
         }
-        assert!((0..CLASSES).all(|c| SHARED.limits[c] <= PRIVATE.limits[c]), "room for both");
-        assert_eq!(usize::from(STARTS[CLASSES]), SLOTS);
+        assert!((0..STACKS).all(|c| SHARED.limits[c] <= PRIVATE.limits[c]), "room for both");
+        assert_eq!(usize::from(STARTS[STACKS]), SLOTS);
     }
 }

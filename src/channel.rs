@@ -196,8 +196,7 @@ pub(crate) fn check(heap: &Heap) -> Result<Vec<crate::Problem>> {
         match ring_contents(heap, ring) {
             Ok(msgs) => {
                 for m in msgs {
-                    let live = heap.core().block_at(m).is_ok_and(|t| !t.is_free());
-                    if !live || rc::other(heap.rc(m)) == 0 {
+                    if !heap.names_live(m) || rc::other(heap.rc(m)) == 0 {
                         out.push(crate::Problem { what: "channel holds no live block", offset: ring });
                     }
                 }
@@ -410,7 +409,7 @@ impl Sender {
         }
         // The length goes into the header before the ring names the block: a receiver (or,
         // if we die between the two, recovery) takes it from there.
-        block.settle_len();
+        block.settle_len().map_err(SendError::Store)?;
         let g = inner.heap.lock().map_err(SendError::Store)?;
         let (head, tail) = match (inner.load(RING_HEAD), inner.load(RING_TAIL)) {
             (Ok(h), Ok(t)) => (h, t),
@@ -509,7 +508,7 @@ impl Receiver {
         }
         let slot = inner.field(RING_SLOTS) + 8 * (head % inner.capacity);
         let off = inner.heap.region.load(slot)?;
-        if inner.heap.core().block_at(off).map_or(true, |t| t.is_free()) {
+        if !inner.heap.names_live(off) {
             return Err(Error::corrupt("channel slot names no live block", slot).into());
         }
         inner.heap.region.store(slot, 0)?;

@@ -17,7 +17,9 @@
 /// The first eight bytes of every store file.
 pub const MAGIC: [u8; 8] = *b"\x89MMHEAP\n";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build opens (and upgrades: `docs/format.md`).
+pub const OLDEST_VERSION: u32 = 1;
 /// Page size the layout assumes; also the largest alignment `allocate_aligned` accepts.
 pub const PAGE_SIZE: u64 = 4096;
 
@@ -53,8 +55,12 @@ pub const SB_RECOVERIES: u64 = 88;
 pub const SB_SPAN_LISTS: u64 = 96;
 /// `u64` slots in use in all spans.
 pub const SB_LIVE_SLOTS: u64 = 128;
-/// `u64` bytes of the free slots in all spans (counted in [`SB_USED_BYTES`] with their spans).
-pub const SB_FREE_SLOT_BYTES: u64 = 136;
+/// `u64` bytes of the slots in use (their sizes; their reference words are the span's).
+pub const SB_SLOT_BYTES: u64 = 136;
+/// `u64` spans and publication pages (counted in [`SB_LIVE_BLOCKS`] as blocks).
+pub const SB_SPAN_BLOCKS: u64 = 144;
+/// `u64` bytes of spans and publication pages (counted in [`SB_USED_BYTES`]).
+pub const SB_SPAN_BYTES: u64 = 152;
 /// Size of the superblock area that is read as fields; the rest up to [`TLSF_OFFSET`] is zero.
 pub const SUPERBLOCK_SIZE: u64 = 512;
 
@@ -241,6 +247,13 @@ pub const PAGE_SPAN: u64 = 0;
 /// generation in bits 0..56, its slot size minus its length in bits 56..64.
 pub const PAGE_ENTRIES: u64 = 8;
 
+/// The payload offset of the block or slot named `id` (a block's header offset, or a slot's
+/// id, which lies [`SLOT_MARK`] bytes above where the slot's header would be).
+#[inline]
+pub const fn payload_of(id: u64) -> u64 {
+    (id & !(GRANULE - 1)) + HEADER_SIZE
+}
+
 /// Smallest store: the metadata, a minimal block and the sentinel, rounded to a page.
 pub const MIN_STORE_SIZE: u64 = HEAP_START + PAGE_SIZE;
 
@@ -248,8 +261,13 @@ pub const MIN_STORE_SIZE: u64 = HEAP_START + PAGE_SIZE;
 /// agree on to share a store. A build that changes any of them writes a different
 /// fingerprint and refuses stores with the old one (in the manner of LMDB's lock format).
 pub const fn fingerprint() -> u64 {
+    fingerprint_of(FORMAT_VERSION)
+}
+
+/// The fingerprint of format `version` (1 or 2): version 2 folds in the numbers of spans.
+pub const fn fingerprint_of(version: u32) -> u64 {
     let parts = [
-        FORMAT_VERSION as u64,
+        version as u64,
         PAGE_SIZE,
         SUPERBLOCK_SIZE,
         TLSF_OFFSET,
@@ -272,9 +290,10 @@ pub const fn fingerprint() -> u64 {
         SLOT_CLASSES,
         SLOT_MARK,
     ];
+    let n = if version >= 2 { parts.len() } else { parts.len() - 4 };
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut i = 0;
-    while i < parts.len() {
+    while i < n {
         h = mix(h ^ parts[i]);
         i += 1;
     }
@@ -299,7 +318,7 @@ const _: () = {
     assert!(HEAP_START % PAGE_SIZE == 0);
     assert!(HEADER_SIZE % GRANULE == 0 && MIN_BLOCK % GRANULE == 0);
     assert!(HEADER_SIZE + 16 + 8 <= MIN_BLOCK);
-    assert!(SB_FREE_SLOT_BYTES + 8 <= SUPERBLOCK_SIZE);
+    assert!(SB_SPAN_BYTES + 8 <= SUPERBLOCK_SIZE);
     assert!(SB_RECOVERIES + 8 <= SB_SPAN_LISTS && SB_SPAN_LISTS + SLOT_CLASSES * 8 <= SB_LIVE_SLOTS);
     assert!(SLOT_MARK < GRANULE && HEADER_SIZE >= SLOT_MARK);
     assert!(SUPERBLOCK_SIZE <= TLSF_OFFSET);

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use crate::core::check::CheckReport;
 use crate::core::header::{check_word, rc, Tag, MAX_SLACK};
 use crate::core::region::Region;
+use crate::core::span::is_slot;
 use crate::core::tlsf::{block_size, Core};
 use crate::error::{Error, Result};
 use crate::format::*;
@@ -76,6 +77,8 @@ pub(crate) struct Heap {
     pub(crate) caches: crate::cache::Caches,
     /// Its users and families (`family.rs`).
     pub(crate) lives: Arc<crate::family::Lives>,
+    /// Whether small blocks are allocated as slots of spans (a store of format version 2).
+    spans: bool,
 }
 
 /// Proof of holding the store lock.
@@ -113,7 +116,18 @@ impl Heap {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let lives = crate::family::Lives::new();
-        Ok(Heap { region, backing, key, tag, holds: Mutex::default(), id, caches: Default::default(), lives })
+        let spans = region.load32(SB_VERSION)? >= 2;
+        Ok(Heap {
+            region,
+            backing,
+            key,
+            tag,
+            holds: Mutex::default(),
+            id,
+            caches: Default::default(),
+            lives,
+            spans,
+        })
     }
 
     /// Whether other processes can attach to the heap (a store).
@@ -125,6 +139,18 @@ impl Heap {
     #[inline]
     pub(crate) fn tag(&self) -> u32 {
         self.tag
+    }
+
+    /// The store's key (check words).
+    pub(crate) fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// Whether an allocation of `len` bytes aligned to `1 << align_log2` for a `MemoryBlock`
+    /// is a slot.
+    #[inline]
+    pub(crate) fn slot_for(&self, len: u64, align_log2: u32) -> bool {
+        self.spans && align_log2 == 4 && len <= SLOT_MAX
     }
 
     /// This process's registry slot, if the memory is shared between processes.
@@ -190,13 +216,22 @@ impl Heap {
         crate::recovery::recover_locked(self, &g, false)
     }
 
+    /// The reference word of the block or slot `off` this process holds (for ids read from
+    /// the store, slots are checked from scratch: [`Heap::slot_word`]).
     fn rc_word(&self, off: u64) -> Result<&AtomicU64> {
+        if is_slot(off) {
+            return self.slot_word(off);
+        }
         self.region.u64_at(off + HDR_RC)
     }
 
-    /// As [`Heap::rc_word`], `None` when out of range (the hot paths' form, `Region::word`).
+    /// As [`Heap::rc_word`] for a block or slot this process holds a reference to, `None` when
+    /// out of range (the hot paths' form, `Region::word`).
     #[inline]
-    fn rc_ref(&self, off: u64) -> Option<&AtomicU64> {
+    pub(crate) fn rc_ref(&self, off: u64) -> Option<&AtomicU64> {
+        if is_slot(off) {
+            return self.region.word(self.slot_rc_offset(off)?);
+        }
         self.region.word(off + HDR_RC)
     }
 
@@ -217,7 +252,7 @@ impl Heap {
     /// reference that [`Heap::free_raw`] gives back.
     #[inline]
     pub(crate) fn alloc_raw(&self, len: u64, align_log2: u32) -> Option<NonNull<u8>> {
-        self.allocate(len, align_log2).ok().map(|(_, p, _)| p)
+        self.allocate(len, align_log2, false).ok().map(|(_, p, _)| p)
     }
 
     /// Frees a block from [`Heap::alloc_raw`].
@@ -234,11 +269,11 @@ impl Heap {
     /// pointer and its size; `None` when the size is not cached or the cache cannot serve it (the caller
     /// then takes the lock, which also reports any error).
     #[inline]
-    pub(crate) fn take_cached(&self, len: u64) -> Option<(u64, NonNull<u8>, u64)> {
+    pub(crate) fn take_cached(&self, len: u64, slot: bool) -> Option<(u64, NonNull<u8>, u64)> {
         if len >= crate::cache::CLASS_LIMIT {
             return None;
         }
-        let (off, size) = self.cache()?.take(self, len).ok()??;
+        let (off, size) = self.cache()?.take(self, len, slot).ok()??;
         Some((off, self.payload_at(off, len)?, size))
     }
 
@@ -250,6 +285,13 @@ impl Heap {
     /// range too.
     #[inline]
     unsafe fn park_or_free(&self, off: u64) {
+        if is_slot(off) {
+            match self.slot_size(off) {
+                Some(size) => self.park_or_free_sized(off, size, 4),
+                None => self.free_parked_now(off),
+            }
+            return;
+        }
         // SAFETY: `off + HDR_TAG .. + 8` lies below the checked reference word and shares its
         // alignment (the caller's contract); the limit only grows.
         let t = Tag(unsafe { self.region.word_unchecked(off + HDR_TAG) }.load(Ordering::Relaxed));
@@ -286,24 +328,27 @@ impl Heap {
     /// sole reference can park it with again without reading its header
     /// ([`Heap::release_sole`]).
     #[inline]
-    pub(crate) fn allocate(&self, len: u64, align_log2: u32) -> Result<(u64, NonNull<u8>, u64)> {
+    pub(crate) fn allocate(&self, len: u64, align_log2: u32, slots: bool) -> Result<(u64, NonNull<u8>, u64)> {
+        let slot = slots && self.slot_for(len, align_log2);
         if align_log2 == 4 {
-            if let Some(got) = self.take_cached(len) {
+            if let Some(got) = self.take_cached(len, slot) {
                 return Ok(got);
             }
         }
-        let offset = self.allocate_uncached(len, align_log2)?;
+        let offset = self.allocate_uncached(len, align_log2, slot)?;
         Ok((offset, self.payload(offset, len)?, 0))
     }
 
     /// Allocates under the lock (the thread's cache could not serve the request).
-    fn allocate_uncached(&self, len: u64, align_log2: u32) -> Result<u64> {
+    fn allocate_uncached(&self, len: u64, align_log2: u32, slot: bool) -> Result<u64> {
         let g = self.lock()?;
-        match self.allocate_locked(&g, len, align_log2) {
+        let carve = |g: &Guard<'_>| match slot {
+            true => self.allocate_slot_locked(g, len),
+            false => self.allocate_locked(g, len, align_log2),
+        };
+        match carve(&g) {
             // The store is full: what this thread keeps parked goes back first.
-            Err(Error::OutOfSpace { .. }) if self.give_back_cache(&g) => {
-                self.allocate_locked(&g, len, align_log2)
-            }
+            Err(Error::OutOfSpace { .. }) if self.give_back_cache(&g) => carve(&g),
             other => other,
         }
     }
@@ -353,7 +398,7 @@ impl Heap {
 
     /// Grows the store towards room for a block of `len` bytes (doubling, up to the maximum),
     /// or fails with the heap unchanged when it is at its maximum already.
-    fn grow_for(&self, len: u64, align_log2: u32) -> Result<()> {
+    pub(crate) fn grow_for(&self, len: u64, align_log2: u32) -> Result<()> {
         let max = self.max_size()?;
         let cap = self.core().capacity()?;
         let out = Error::OutOfSpace { requested: len, max_size: max };
@@ -433,20 +478,28 @@ impl Heap {
             unsafe { self.park_or_free(off) };
             return true;
         }
-        if let Ok(_g) = self.lock() {
+        if let Ok(g) = self.lock() {
             let w = word.fetch_and(!rc::OWNER_MASK, Ordering::AcqRel) & !rc::OWNER_MASK;
             if rc::count(w) == 0 {
                 // Errors mean a corrupt store; the block is leaked rather than risk more damage.
-                let _ = self.core().free(off);
+                let _ = self.free_unheld_locked(&g, off);
             }
         }
         true
     }
 
     /// Frees a block the caller holds as its only reference (under the lock).
-    pub(crate) fn free_owned_locked(&self, _g: &Guard<'_>, off: u64) -> Result<()> {
+    pub(crate) fn free_owned_locked(&self, g: &Guard<'_>, off: u64) -> Result<()> {
         self.rc_word(off)?.store(0, Ordering::Release);
-        self.core().free(off).map(drop)
+        self.free_unheld_locked(g, off)
+    }
+
+    /// Frees a block or slot whose reference word is 0 (under the lock).
+    fn free_unheld_locked(&self, g: &Guard<'_>, off: u64) -> Result<()> {
+        match is_slot(off) {
+            true => self.free_slot_locked(g, off),
+            false => self.core().free(off).map(drop),
+        }
     }
 
     /// Drops this process's other hold on a block (the last clone of a hold-kind
@@ -454,7 +507,7 @@ impl Heap {
     /// last reference.
     pub(crate) fn release_hold(&self, off: u64, index: Option<u64>) -> Result<()> {
         let g = self.lock()?;
-        self.release_hold_locked(off)?;
+        self.release_hold_locked(&g, off)?;
         match (index, self.slot()) {
             (Some(i), Some(slot)) => self.hold_table().erase(self, &g, slot, i),
             _ => Ok(()),
@@ -465,7 +518,7 @@ impl Heap {
         self.holds.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn release_hold_locked(&self, off: u64) -> Result<()> {
+    pub(crate) fn release_hold_locked(&self, g: &Guard<'_>, off: u64) -> Result<()> {
         let word = self.rc_word(off)?;
         let mut w = word.load(Ordering::Acquire);
         loop {
@@ -479,7 +532,7 @@ impl Heap {
         }
         let w = w - rc::OTHER_ONE;
         if rc::count(w) == 0 && rc::owner(w) == 0 {
-            self.core().free(off)?;
+            self.free_unheld_locked(g, off)?;
         }
         Ok(())
     }
@@ -501,10 +554,16 @@ impl Heap {
     /// `MemoryBlock` knows the length. The slack is set with a compare-and-swap loop on the
     /// tag, as the core may flip `PREV_FREE`; rewriting the check word of a block that is
     /// already nameable stores the value it holds.
-    pub(crate) fn settle(&self, off: u64, len: u64) {
-        let Ok(word) = self.region.u64_at(off + HDR_TAG) else { return };
+    ///
+    /// A slot is published here outright ([`Heap::publish_slot`]), which fails when the store
+    /// has no room for its span's publication page.
+    pub(crate) fn settle(&self, off: u64, len: u64) -> Result<()> {
+        if is_slot(off) {
+            return self.publish_slot(off, len);
+        }
+        let Ok(word) = self.region.u64_at(off + HDR_TAG) else { return Ok(()) };
         let t = Tag(word.load(Ordering::Relaxed));
-        let Some(slack) = t.size().checked_sub(HEADER_SIZE + len) else { return };
+        let Some(slack) = t.size().checked_sub(HEADER_SIZE + len) else { return Ok(()) };
         if slack > MAX_SLACK {
             // A block of a cache class above `len`'s size (up to an eighth larger): its slack
             // does not fit the tag, so the excess goes back to the heap, and the shrink
@@ -521,6 +580,7 @@ impl Heap {
         if let Ok(gen) = self.region.load(off + HDR_GEN) {
             let _ = self.region.store(off + HDR_CHECK, check_word(self.key, off, gen));
         }
+        Ok(())
     }
 
     /// Marks the block as published: from now on everyone sees it read-only.
@@ -590,13 +650,13 @@ impl Heap {
                 Err(now) => w = now,
             }
         };
-        let gen = match self.region.load(off + HDR_GEN) {
+        let gen = match self.generation(off) {
             Ok(gen) => gen,
             Err(e) => return Some(Err(e)),
         };
         if expect_gen.is_some_and(|e| e != gen) {
             debug_assert_eq!(kind, RefKind::Hold);
-            return self.release_hold_locked(off).err().map(Err);
+            return self.release_hold_locked(g, off).err().map(Err);
         }
         if kind == RefKind::Hold {
             self.publish(off);
@@ -609,7 +669,7 @@ impl Heap {
     /// process, one compare-and-swap; otherwise it is recorded in this process's hold table.
     /// Under the lock.
     pub(crate) fn take_hold_locked(&self, g: &Guard<'_>, off: u64) -> Result<Obtained> {
-        let len = self.core().tag(off)?.len();
+        let len = self.published_len(off)?;
         let word = self.rc_word(off)?;
         let me = u64::from(self.tag);
         let mut w = word.load(Ordering::Acquire);
@@ -646,7 +706,7 @@ impl Heap {
         match recorded {
             Ok(i) => Ok(Some(i)),
             Err(e) => {
-                self.release_hold_locked(off)?;
+                self.release_hold_locked(g, off)?;
                 Err(e)
             }
         }
@@ -694,7 +754,7 @@ impl Heap {
 
     /// Records a new other hold in this process's hold table (undoing it if that fails).
     fn finish_acquire(&self, g: &Guard<'_>, off: u64, kind: RefKind) -> Result<Obtained> {
-        let len = self.core().tag(off)?.len();
+        let len = self.published_len(off)?;
         let hold_index = match kind {
             RefKind::Hold => {
                 pause("hold-counted");
@@ -710,11 +770,14 @@ impl Heap {
         let off = h.offset;
         let stale = Error::StaleHandle { offset: off, generation: h.generation };
         let end = self.core().capacity()? - SENTINEL_SIZE;
-        if off < HEAP_START || off >= end || off % GRANULE != 0 {
+        if off < HEAP_START || off >= end || off % GRANULE != 0 && !is_slot(off) {
             return Err(Error::InvalidHandle { what: "offset outside the heap", offset: off });
         }
         if h.generation == 0 || h.generation >= self.region.load(SB_NEXT_GEN)? {
             return Err(Error::InvalidHandle { what: "generation never issued", offset: off });
+        }
+        if is_slot(off) {
+            return self.validate_slot_handle(h);
         }
         let t = Tag(self.region.load(off + HDR_TAG)?);
         let fits = t.well_formed() && t.size() >= MIN_BLOCK && t.size() <= end - off;
@@ -727,9 +790,35 @@ impl Heap {
         Ok(off)
     }
 
-    /// The handle of a held block.
+    /// The handle of a held block (generation 0, which no handle resolves with, for a slot
+    /// that could not be published).
     pub(crate) fn handle_of(&self, off: u64) -> BlockHandle {
-        BlockHandle { offset: off, generation: self.region.load(off + HDR_GEN).unwrap_or(0) }
+        BlockHandle { offset: off, generation: self.generation(off).unwrap_or(0) }
+    }
+
+    /// The generation of a block, or of a published slot.
+    fn generation(&self, off: u64) -> Result<u64> {
+        match is_slot(off) {
+            true => self.slot_record(off).map(|(gen, _)| gen),
+            false => self.region.load(off + HDR_GEN),
+        }
+    }
+
+    /// The length of a published block or slot, as its header or page records it.
+    pub(crate) fn published_len(&self, off: u64) -> Result<u64> {
+        match is_slot(off) {
+            true => self.slot_record(off).map(|(_, len)| len),
+            false => self.core().tag(off).map(Tag::len),
+        }
+    }
+
+    /// Whether `off` (read from the store: a root, a hold table) names a used block or a slot in
+    /// use.
+    pub(crate) fn names_live(&self, off: u64) -> bool {
+        match is_slot(off) {
+            true => self.slot_in_use(off),
+            false => self.core().block_at(off).is_ok_and(|t| !t.is_free()),
+        }
     }
 
     // ---- resize -----------------------------------------------------------------------
@@ -744,6 +833,7 @@ impl Heap {
         new_len: u64,
         local_extra: u64,
         hold_index: Option<u64>,
+        slots: bool,
     ) -> Result<Option<u64>> {
         let g = self.lock()?;
         let w = self.rc(off);
@@ -751,14 +841,29 @@ impl Heap {
         if count != 1 {
             return Err(Error::Shared { count });
         }
-        let old = self.core().block_at(off)?;
-        if self.core().resize_in_place(off, new_len)? {
-            return Ok(None);
-        }
-        let new = self.allocate_locked(&g, new_len, old.align_log2())?;
+        let align_log2 = match is_slot(off) {
+            true if self.slot_size(off).is_some_and(|size| new_len <= size) => {
+                if rc::published(w) {
+                    self.set_slot_len(&g, off, new_len)?;
+                }
+                return Ok(None);
+            }
+            true => 4,
+            false => {
+                let old = self.core().block_at(off)?;
+                if self.core().resize_in_place(off, new_len)? {
+                    return Ok(None);
+                }
+                old.align_log2()
+            }
+        };
+        let new = match slots && self.slot_for(new_len, align_log2) {
+            true => self.allocate_slot_locked(&g, new_len)?,
+            false => self.allocate_locked(&g, new_len, align_log2)?,
+        };
         let keep = old_len.min(new_len) as usize;
-        let src = self.region.ptr(off + HEADER_SIZE, keep as u64)?;
-        let dst = self.region.ptr(new + HEADER_SIZE, keep as u64)?;
+        let src = self.region.ptr(payload_of(off), keep as u64)?;
+        let dst = self.region.ptr(payload_of(new), keep as u64)?;
         // SAFETY: both payloads are inside the region, distinct blocks (so they do not
         // overlap), and solely ours: the old one has exactly one reference (the caller's) and
         // the new one was just carved under the lock we hold.
@@ -773,13 +878,13 @@ impl Heap {
 
     /// A pointer to the payload of the block at `off`.
     pub(crate) fn payload(&self, off: u64, len: u64) -> Result<NonNull<u8>> {
-        self.region.ptr(off + HEADER_SIZE, len)
+        self.region.ptr(payload_of(off), len)
     }
 
     /// As [`Heap::payload`], `None` when out of range (for the hot paths).
     #[inline]
     pub(crate) fn payload_at(&self, off: u64, len: u64) -> Option<NonNull<u8>> {
-        self.region.bytes(off + HEADER_SIZE, len)
+        self.region.bytes(payload_of(off), len)
     }
 
     // ---- whole-heap -------------------------------------------------------------------
@@ -796,19 +901,32 @@ impl Heap {
     pub(crate) fn stats(&self) -> Result<Stats> {
         let _g = self.lock()?;
         let capacity = self.core().capacity()?;
-        let (book_bytes, book_blocks) = self.bookkeeping()?;
-        let used_bytes = self.region.load(SB_USED_BYTES)?.saturating_sub(book_bytes);
+        let (used_bytes, live_blocks) = self.user_totals()?;
         Ok(Stats {
             capacity,
             max_size: self.max_size()?,
             used_bytes,
+            heap_bytes: self.region.load(SB_USED_BYTES)?,
             free_bytes: (capacity - HEAP_START - SENTINEL_SIZE).saturating_sub(used_bytes),
             largest_free: self.core().largest_free()?,
-            live_blocks: self.region.load(SB_LIVE_BLOCKS)?.saturating_sub(book_blocks),
+            live_blocks,
             attached_processes: self.backing.attached(&self.region),
             growths: self.region.load(SB_GROWTHS)?,
             recoveries: self.region.load(SB_RECOVERIES)?,
         })
+    }
+
+    /// Bytes and blocks users hold: bookkeeping and parked blocks are no user's; spans and
+    /// their pages are used blocks to the core but no user's, and their slots in use are
+    /// blocks of their slot size.
+    pub(crate) fn user_totals(&self) -> Result<(u64, u64)> {
+        let (book_bytes, book_blocks) = self.bookkeeping()?;
+        let r = &self.region;
+        let used_bytes = (r.load(SB_USED_BYTES)? + r.load(SB_SLOT_BYTES)?)
+            .saturating_sub(book_bytes + r.load(SB_SPAN_BYTES)?);
+        let live_blocks = (r.load(SB_LIVE_BLOCKS)? + r.load(SB_LIVE_SLOTS)?)
+            .saturating_sub(book_blocks + r.load(SB_SPAN_BLOCKS)?);
+        Ok((used_bytes, live_blocks))
     }
 
     pub(crate) fn check(&self) -> Result<CheckReport> {

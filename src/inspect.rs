@@ -81,15 +81,33 @@ pub struct ProcessInfo {
     pub holds: u64,
 }
 
-/// One block of the heap.
+/// What a [`BlockInfo`] describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum BlockKind {
+    /// A block with its own header (free or used).
+    Block,
+    /// A span: a block that holds small blocks (slots) of one size.
+    Span,
+    /// A span's publication page (generations and lengths of its published slots).
+    Page,
+    /// A slot in use inside a span: a small block without a header of its own.
+    Slot,
+}
+
+/// One block of the heap, or one slot of a span.
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct BlockInfo {
-    /// Header offset.
+    /// Header offset (for a slot, its id: what its handles carry).
     pub offset: u64,
-    /// Block size in bytes, header included.
+    /// What it is.
+    pub kind: BlockKind,
+    /// Block size in bytes, header included (for a slot, the slot size).
     pub size: u64,
-    /// Requested length (0 for free blocks).
+    /// Requested length (0 for free blocks; for an unpublished slot, whose length only its
+    /// owner knows, the slot size).
     pub len: u64,
     /// Whether the block is free.
     pub free: bool,
@@ -213,8 +231,7 @@ impl Snapshot {
     pub fn info(&self) -> StoreInfo {
         let capacity = self.load(SB_CAPACITY);
         // Bookkeeping and blocks parked in thread caches are no user's: free, as in `stats`.
-        let (book_bytes, book_blocks) = self.heap.bookkeeping().unwrap_or((0, 0));
-        let used_bytes = self.load(SB_USED_BYTES).saturating_sub(book_bytes);
+        let (used_bytes, live_blocks) = self.heap.user_totals().unwrap_or((0, 0));
         let free_bytes = capacity.saturating_sub(HEAP_START + SENTINEL_SIZE).saturating_sub(used_bytes);
         let largest_free = self.heap.core().largest_free().unwrap_or(0);
         let dead = self.processes().iter().any(|p| !p.alive);
@@ -226,7 +243,7 @@ impl Snapshot {
             free_bytes,
             largest_free,
             fragmentation: if free_bytes == 0 { 0.0 } else { 1.0 - largest_free as f64 / free_bytes as f64 },
-            live_blocks: self.load(SB_LIVE_BLOCKS).saturating_sub(book_blocks),
+            live_blocks,
             growths: self.load(SB_GROWTHS),
             recoveries: self.load(SB_RECOVERIES),
             lock_holder: self.lock_holder,
@@ -257,7 +274,7 @@ impl Snapshot {
     pub fn roots(&self) -> Result<Vec<RootInfo>> {
         let mut out = Vec::new();
         for (name, h) in crate::mapped::list_roots(&self.heap)? {
-            let len = self.heap.core().tag(h.offset)?.len();
+            let len = self.heap.published_len(h.offset)?;
             out.push(RootInfo { name, offset: h.offset, generation: h.generation, len });
         }
         Ok(out)
@@ -269,9 +286,17 @@ impl Snapshot {
         let mut out = Vec::new();
         let walked = self.heap.core().walk(|b| {
             progress(b.offset);
-            let w = if b.tag.is_free() { 0 } else { self.load(b.offset + HDR_RC) };
+            let kind = match b.tag {
+                t if t.is_free() => BlockKind::Block,
+                t if t.is_span() => BlockKind::Span,
+                t if t.is_page() => BlockKind::Page,
+                _ => BlockKind::Block,
+            };
+            let w =
+                if b.tag.is_free() || kind != BlockKind::Block { 0 } else { self.load(b.offset + HDR_RC) };
             out.push(BlockInfo {
                 offset: b.offset,
+                kind,
                 size: b.tag.size(),
                 len: if b.tag.is_free() { 0 } else { b.tag.len() },
                 free: b.tag.is_free(),
@@ -280,9 +305,38 @@ impl Snapshot {
                 published: rc::published(w),
                 generation: self.load(b.offset + HDR_GEN),
             });
+            if kind == BlockKind::Span {
+                self.slots_into(b.offset + HEADER_SIZE, &mut out)?;
+            }
             Ok(())
         });
         (out, walked.err())
+    }
+
+    /// Adds the slots in use of the span at `span` (payload offset) to `out`.
+    fn slots_into(&self, span: u64, out: &mut Vec<BlockInfo>) -> Result<()> {
+        for slot in self.heap.core().slots_handed_out(span)? {
+            let w = self.load(slot.rc_offset());
+            if w == 0 {
+                continue;
+            }
+            let (generation, len) = match rc::published(w) {
+                true => self.heap.slot_record(slot.id()).unwrap_or((0, slot.class)),
+                false => (0, slot.class),
+            };
+            out.push(BlockInfo {
+                offset: slot.id(),
+                kind: BlockKind::Slot,
+                size: slot.class,
+                len,
+                free: false,
+                ref_count: rc::count(w),
+                owner: (rc::owner(w) != 0).then(|| rc::owner(w) as u32 - 1),
+                published: rc::published(w),
+                generation,
+            });
+        }
+        Ok(())
     }
 
     /// Used blocks per power-of-two size class.
@@ -305,14 +359,22 @@ impl Snapshot {
         Ok(classes)
     }
 
-    /// The payload of the used block whose header is at `offset`.
+    /// The payload of the used block whose header is at `offset`, or of the slot `offset`
+    /// names (as a handle does; its length is known if it was published, else the slot's
+    /// size is shown).
     pub fn payload(&self, offset: u64) -> Result<Vec<u8>> {
-        let t = self.heap.core().block_at(offset)?;
-        if t.is_free() {
-            return Err(Error::InvalidHandle { what: "the block is free", offset });
-        }
-        let mut out = vec![0; t.len() as usize];
-        self.heap.region.read_bytes(offset + HEADER_SIZE, &mut out)?;
+        let len = match crate::core::span::is_slot(offset) {
+            true => self.heap.slot_len_for_dump(offset)?,
+            false => {
+                let t = self.heap.core().block_at(offset)?;
+                if t.is_free() {
+                    return Err(Error::InvalidHandle { what: "the block is free", offset });
+                }
+                t.len()
+            }
+        };
+        let mut out = vec![0; len as usize];
+        self.heap.region.read_bytes(payload_of(offset), &mut out)?;
         Ok(out)
     }
 

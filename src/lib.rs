@@ -55,6 +55,7 @@ mod mapped;
 mod offset;
 mod recovery;
 mod segment;
+mod slots;
 mod sync;
 mod sys;
 

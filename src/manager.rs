@@ -16,6 +16,10 @@ pub struct Stats {
     pub used_bytes: u64,
     /// Bytes in free blocks, headers included.
     pub free_bytes: u64,
+    /// Bytes of the heap in use for anything: users' blocks, spans of small blocks (with their
+    /// free slots), blocks parked in thread caches and bookkeeping. What the heap consumes;
+    /// its capacity less this is free space.
+    pub heap_bytes: u64,
     /// Size of the largest free block: an allocation up to about this size needs no growth.
     pub largest_free: u64,
     /// Number of blocks users hold (as for `used_bytes`).

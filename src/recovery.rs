@@ -74,7 +74,7 @@ fn living_holds(heap: &Heap, dead: &[u64]) -> Result<HashMap<u64, u64>> {
     let mut holds: HashMap<u64, u64> = HashMap::new();
     for i in 0..ROOT_COUNT {
         let block = heap.region.load(ROOTS_OFFSET + i * ROOT_SIZE + ROOT_BLOCK)?;
-        if block != 0 && heap.core().block_at(block).is_ok_and(|t| !t.is_free()) {
+        if block != 0 && heap.names_live(block) {
             *holds.entry(block).or_default() += 1;
         }
     }
@@ -95,38 +95,38 @@ fn living_holds(heap: &Heap, dead: &[u64]) -> Result<HashMap<u64, u64>> {
 pub(crate) fn recover_locked(heap: &Heap, g: &Guard<'_>, reclaim_own: bool) -> Result<RecoveryReport> {
     let dead = dead_slots(heap, reclaim_own)?;
     heap.core().rebuild()?;
+    heap.core().rebuild_spans(heap.key())?;
     let holds = living_holds(heap, &dead)?;
     let mut report = RecoveryReport { dead_processes: dead.len() as u64, ..RecoveryReport::default() };
     let mut doomed = Vec::new();
     let dead_tables: Vec<u64> =
         dead.iter().map(|&i| heap.region.load(slot_offset(i) + SLOT_CACHES)).collect::<Result<_>>()?;
+    let mut spans = Vec::new();
     heap.core().walk(|b| {
-        if b.tag.is_free() {
+        if b.tag.is_free() || b.tag.is_page() {
+            return Ok(()); // a page lives and dies with its span
+        }
+        if b.tag.is_span() {
+            spans.push(b.offset + HEADER_SIZE);
             return Ok(());
         }
         let word = heap.region.u64_at(b.offset + HDR_RC)?;
-        let other = holds.get(&b.offset).copied().unwrap_or(0).min(rc::OTHER_MAX);
-        let mut w = word.load(Ordering::Acquire);
-        let new = loop {
-            let owner = rc::owner(w);
-            let owner_gone = owner == 0 || owner > SLOT_COUNT || dead.contains(&(owner - 1));
-            let mut new = (w & !rc::OTHER_MASK) | (other << 32);
-            if owner_gone {
-                new &= !(rc::OWNER_MASK | rc::OWNER_REFS_MASK);
-            }
-            match word.compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => break new,
-                Err(now) => w = now,
-            }
-        };
-        report.owner_refs_released += rc::owner_refs(w) - rc::owner_refs(new);
-        report.holds_released += rc::other(w).saturating_sub(rc::other(new));
-        if rc::count(new) == 0 && rc::owner(new) == 0 {
-            let cached = rc::count(w) == 0 && rc::owner(w) != 0 || dead_tables.contains(&b.offset);
-            doomed.push((b.offset, b.tag.size(), cached));
+        if let Some(cached) = recount(word, b.offset, &holds, &dead, &mut report) {
+            doomed.push((b.offset, b.tag.size(), cached || dead_tables.contains(&b.offset)));
         }
         Ok(())
     })?;
+    for span in spans {
+        for slot in heap.core().slots_handed_out(span)? {
+            let word = heap.region.u64_at(slot.rc_offset())?;
+            if word.load(Ordering::Acquire) == 0 {
+                continue; // free
+            }
+            if let Some(cached) = recount(word, slot.id(), &holds, &dead, &mut report) {
+                doomed.push((slot.id(), slot.class, cached));
+            }
+        }
+    }
     crate::hooks::pause("recovery-midway");
     for (block, size, cached) in doomed {
         heap.free_owned_locked(g, block)?;
@@ -144,6 +144,35 @@ pub(crate) fn recover_locked(heap: &Heap, g: &Guard<'_>, reclaim_own: bool) -> R
     let n = heap.region.load(SB_RECOVERIES)?;
     heap.region.store(SB_RECOVERIES, n.wrapping_add(1))?;
     Ok(report)
+}
+
+/// Sets the other holds of the block or slot `id` (reference word `word`) to what the living
+/// hold, and drops its owner references if its owner is dead. Returns, if nobody living holds
+/// it any more, whether it was parked in a cache (else it was held by the dead only).
+fn recount(
+    word: &crate::sync::AtomicU64,
+    id: u64,
+    holds: &HashMap<u64, u64>,
+    dead: &[u64],
+    report: &mut RecoveryReport,
+) -> Option<bool> {
+    let other = holds.get(&id).copied().unwrap_or(0).min(rc::OTHER_MAX);
+    let mut w = word.load(Ordering::Acquire);
+    let new = loop {
+        let owner = rc::owner(w);
+        let owner_gone = owner == 0 || owner > SLOT_COUNT || dead.contains(&(owner - 1));
+        let mut new = (w & !rc::OTHER_MASK) | (other << 32);
+        if owner_gone {
+            new &= !(rc::OWNER_MASK | rc::OWNER_REFS_MASK);
+        }
+        match word.compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => break new,
+            Err(now) => w = now,
+        }
+    };
+    report.owner_refs_released += rc::owner_refs(w) - rc::owner_refs(new);
+    report.holds_released += rc::other(w).saturating_sub(rc::other(new));
+    (rc::count(new) == 0 && rc::owner(new) == 0).then_some(rc::count(w) == 0 && rc::owner(w) != 0)
 }
 
 /// Clears a dead process's slot; a slot we reclaimed for ourselves stays attached.
@@ -178,8 +207,7 @@ pub(crate) fn check_holds(heap: &Heap) -> Result<Vec<crate::Problem>> {
             Err(e) => return Err(e),
         };
         for block in entries {
-            let live = heap.core().block_at(block).is_ok_and(|t| !t.is_free());
-            if !live || rc::other(heap.rc(block)) == 0 {
+            if !heap.names_live(block) || rc::other(heap.rc(block)) == 0 {
                 out.push(crate::Problem { what: "hold table names no held block", offset: table });
             }
         }

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use common::*;
 use libtest_mimic::{Failed, Trial};
-use mmheap::format::{HDR_RC, HDR_TAG, TLSF_HEADS};
+use mmheap::format::{HDR_RC, HDR_TAG, SPAN_SIZE, SPAN_USED, TLSF_HEADS};
 use mmheap::{MappedManager, MemoryBlock, MemoryManager, Options};
 use serde_json::Value;
 
@@ -96,7 +96,7 @@ fn create_stat_check_roots_dump() -> Result<(), Failed> {
     ensure(code(&mmheap(&["create", p])) == 2, "create refuses an existing file")?;
 
     let stat = json(&mmheap(&["stat", p, "--json"]))?;
-    ensure(stat["store"]["format_version"] == 1, "format_version")?;
+    ensure(stat["store"]["format_version"] == 2, "format_version")?;
     ensure(stat["store"]["capacity"] == 256 * 1024, format!("capacity {}", stat["store"]["capacity"]))?;
     ensure(stat["store"]["max_size"] == 64 << 20, "max_size")?;
     ensure(stat["store"]["live_blocks"] == 2 && stat["store"]["clean"] == true, "live blocks, clean")?;
@@ -127,6 +127,8 @@ fn create_stat_check_roots_dump() -> Result<(), Failed> {
         alpha["free"] == false && alpha["ref_count"] == 1 && alpha["published"] == true,
         format!("{alpha}"),
     )?;
+    ensure(alpha["kind"] == "slot" && alpha["size"] == 16, format!("14 bytes live in a slot: {alpha}"))?;
+    ensure(blocks.iter().any(|b| b["kind"] == "span"), "the slot's span in the dump")?;
     ensure(alpha["owner"].is_null(), "the creator has gone: no owner")?;
     let off = alpha["offset"].as_u64().ok_or("offset")?;
     let one = json(&mmheap(&["dump", p, "--offset", &off.to_string(), "--json"]))?;
@@ -181,21 +183,23 @@ fn planted_corruption() -> Result<(), Failed> {
     let base = small_store(dir.path())?;
     let v = json(&mmheap(&["dump", base.to_str().unwrap(), "--json"]))?;
     let blocks = v["blocks"].as_array().ok_or("blocks")?.clone();
+    let beta = blocks.iter().find(|b| b["len"] == 3000).and_then(|b| b["offset"].as_u64()).ok_or("beta")?;
+    let beta_size =
+        blocks.iter().find(|b| b["len"] == 3000).and_then(|b| b["size"].as_u64()).ok_or("size")?;
     let alpha = blocks.iter().find(|b| b["len"] == 14).and_then(|b| b["offset"].as_u64()).ok_or("alpha")?;
-    let alpha_size = blocks.iter().find(|b| b["len"] == 14).and_then(|b| b["size"].as_u64()).ok_or("size")?;
     let variant = |name: &str| -> Result<PathBuf, Failed> {
         let p = dir.path().join(name);
         std::fs::copy(&base, &p)?;
         Ok(p)
     };
 
-    // Overlapping blocks: alpha claims more bytes than it has, running into beta.
+    // Overlapping blocks: beta claims more bytes than it has, running into its neighbour.
     let overlap = variant("overlap.mmheap")?;
-    poke(&overlap, alpha + HDR_TAG, alpha_size + 64)?;
+    poke(&overlap, beta + HDR_TAG, beta_size + 64)?;
     let (c, problems) = problems_at(&overlap)?;
     ensure(c == 1, format!("overlap: exit {c}"))?;
     ensure(
-        problems.iter().any(|(_, o)| *o == alpha + alpha_size + 64 || *o == alpha),
+        problems.iter().any(|(_, o)| *o == beta + beta_size + 64 || *o == beta),
         format!("overlap: {problems:?}"),
     )?;
 
@@ -205,22 +209,33 @@ fn planted_corruption() -> Result<(), Failed> {
         .map(|i| TLSF_HEADS + 8 * i)
         .find(|&h| read_u64(&base, h).unwrap_or(0) != 0)
         .ok_or("a head")?;
-    poke(&broken, head, alpha)?;
+    poke(&broken, head, beta)?;
     let (c, problems) = problems_at(&broken)?;
     ensure(c == 1, format!("broken list: exit {c}"))?;
     ensure(
-        problems.iter().any(|(w, o)| *o == alpha && w.contains("free list")),
+        problems.iter().any(|(w, o)| *o == beta && w.contains("free list")),
         format!("broken list: {problems:?}"),
     )?;
 
     // A count of zero on a live block.
     let zero = variant("zero-count.mmheap")?;
-    poke(&zero, alpha + HDR_RC, 0)?;
+    poke(&zero, beta + HDR_RC, 0)?;
     let (c, problems) = problems_at(&zero)?;
     ensure(c == 1, format!("zero count: exit {c}"))?;
     ensure(
-        problems.iter().any(|(w, o)| *o == alpha && w.contains("count zero")),
+        problems.iter().any(|(w, o)| *o == beta && w.contains("count zero")),
         format!("zero count: {problems:?}"),
+    )?;
+
+    // A span that miscounts its slots in use (alpha's: the span is its id rounded down).
+    let span = alpha & !(SPAN_SIZE - 1);
+    let miscount = variant("span-count.mmheap")?;
+    poke(&miscount, span + SPAN_USED, 7)?;
+    let (c, problems) = problems_at(&miscount)?;
+    ensure(c == 1, format!("span count: exit {c}"))?;
+    ensure(
+        problems.iter().any(|(w, o)| *o == span && w.contains("slots in use")),
+        format!("span count: {problems:?}"),
     )
 }
 

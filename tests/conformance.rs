@@ -1,6 +1,7 @@
 //! One conformance suite, run against both managers: every test is a generic function over
 //! `MemoryManager`, instantiated for `DefaultManager` and `MappedManager` by `suite!`.
 
+use mmheap::format::payload_of;
 use mmheap::{CheckReport, DefaultManager, Error, MappedManager, MemoryBlock, MemoryManager, Options};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -381,28 +382,38 @@ fn zeroed_memory_is_zero_even_when_reused<M: Subject>() {
 
 fn handles_validate<M: Subject>() {
     let m = M::make(64 << 20);
-    let a = m.allocate(64).unwrap();
-    let h = a.handle();
-    assert!(a.is_published());
-    let again = m.block_from_handle(h).unwrap();
-    assert_eq!(addr(&again), addr(&a));
-    // The owner's release comes last: it keeps the block for the next allocation of its size.
-    drop(again);
-    drop(a);
-    let b = m.allocate(64).unwrap();
-    assert_eq!(b.offset().get(), h.offset + 32, "same place reused");
-    assert!(matches!(m.block_from_handle(h), Err(Error::StaleHandle { .. })), "old generation refused");
-    assert!(!b.is_published(), "a new allocation in a published block's place starts unpublished");
-    let forged = [
-        mmheap::BlockHandle { offset: h.offset + 16, generation: h.generation },
-        mmheap::BlockHandle { offset: 3, generation: 1 },
-        mmheap::BlockHandle { offset: u64::MAX - 15, generation: 1 },
-        mmheap::BlockHandle { offset: h.offset, generation: u64::MAX },
-        mmheap::BlockHandle::default(),
-    ];
-    for f in forged {
-        let e = m.block_from_handle(f).unwrap_err();
-        assert!(matches!(e, Error::StaleHandle { .. } | Error::InvalidHandle { .. }), "{e}");
+    // Slots of a span (0 and 64 bytes) and a block with a header of its own (200).
+    for len in [0, 64, 200] {
+        let a = m.allocate(len).unwrap();
+        let h = a.handle();
+        assert!(a.is_published());
+        let again = m.block_from_handle(h).unwrap();
+        assert_eq!(addr(&again), addr(&a));
+        assert_eq!(again.len(), len);
+        // The owner's release comes last: it keeps the block for the next allocation of its size.
+        drop(again);
+        drop(a);
+        let b = m.allocate(len).unwrap();
+        assert_eq!(b.offset().get(), payload_of(h.offset), "same place reused");
+        assert!(matches!(m.block_from_handle(h), Err(Error::StaleHandle { .. })), "old generation refused");
+        assert!(!b.is_published(), "a new allocation in a published block's place starts unpublished");
+        let h2 = b.handle();
+        assert_ne!(h2.generation, h.generation, "published again: a new generation");
+        assert!(matches!(m.block_from_handle(h), Err(Error::StaleHandle { .. })), "still refused");
+        assert_eq!(addr(&m.block_from_handle(h2).unwrap()), addr(&b));
+        let forged = [
+            mmheap::BlockHandle { offset: h.offset + 16, generation: h.generation },
+            mmheap::BlockHandle { offset: h.offset + 8, generation: h.generation },
+            mmheap::BlockHandle { offset: 3, generation: 1 },
+            mmheap::BlockHandle { offset: u64::MAX - 15, generation: 1 },
+            mmheap::BlockHandle { offset: u64::MAX - 7, generation: 1 },
+            mmheap::BlockHandle { offset: h.offset, generation: u64::MAX },
+            mmheap::BlockHandle::default(),
+        ];
+        for f in forged {
+            let e = m.block_from_handle(f).unwrap_err();
+            assert!(matches!(e, Error::StaleHandle { .. } | Error::InvalidHandle { .. }), "{e}");
+        }
     }
 }
 

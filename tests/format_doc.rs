@@ -32,7 +32,13 @@ fn format_doc_matches_constants() {
         SB_LIVE_BLOCKS,
         SB_GROWTHS,
         SB_RECOVERIES,
+        SB_SPAN_LISTS,
+        SB_LIVE_SLOTS,
+        SB_SLOT_BYTES,
+        SB_SPAN_BLOCKS,
+        SB_SPAN_BYTES,
         FORMAT_VERSION,
+        OLDEST_VERSION,
         SB_FLAG_TEMPORARY,
         TLSF_FL_BITMAP,
         TLSF_SL_BITMAPS,
@@ -86,6 +92,23 @@ fn format_doc_matches_constants() {
         HEADER_SIZE,
         MIN_BLOCK,
         SENTINEL_SIZE,
+        SPAN_SIZE,
+        SPAN_ALIGN_LOG2,
+        SPAN_CHECK,
+        SPAN_CHECK_GEN,
+        SPAN_CLASS,
+        SPAN_BUMP,
+        SPAN_USED,
+        SPAN_FREE_HEAD,
+        SPAN_NEXT,
+        SPAN_PREV,
+        SPAN_PAGE,
+        SPAN_RC,
+        SLOT_CLASSES,
+        SLOT_MAX,
+        SLOT_MARK,
+        PAGE_SPAN,
+        PAGE_ENTRIES,
     ];
     let mut documented = std::collections::HashMap::new();
     for line in doc.lines() {
@@ -107,8 +130,11 @@ fn format_doc_matches_constants() {
 }
 
 #[test]
-fn fingerprint_is_stable_for_version_1() {
-    // Changing any layout number changes this value: then bump FORMAT_VERSION, add a row to
+fn fingerprints_are_stable() {
+    // Changing any layout number changes these values: then bump FORMAT_VERSION, add a row to
     // the version history and a golden store for the new version.
-    assert_eq!(fingerprint(), 0xba54_5668_aac7_1f66, "layout changed: {:#x}", fingerprint());
+    assert_eq!(fingerprint_of(1), 0xba54_5668_aac7_1f66, "version 1 changed: {:#x}", fingerprint_of(1));
+    assert_eq!(fingerprint(), fingerprint_of(FORMAT_VERSION));
+    assert_ne!(fingerprint_of(2), fingerprint_of(1));
+    assert_eq!(fingerprint_of(2), 0x535f_9fd4_376b_f5ee, "version 2 changed: {:#x}", fingerprint_of(2));
 }

@@ -31,6 +31,25 @@ fn ordinary_allocations_come_from_the_global_heap() {
     unsafe { std::alloc::dealloc(p, page_aligned) };
 }
 
+/// A raw block that `realloc` moves stays a block with a header (small `MemoryBlock`s are slots
+/// of spans, which `dealloc` could not find from a pointer alone).
+#[test]
+fn small_reallocations_that_move_stay_raw_blocks() {
+    let heap = DefaultManager::global();
+    let mut kept = Vec::new();
+    for i in 0..200u8 {
+        let mut v: Vec<u8> = Vec::with_capacity(16);
+        let neighbour = vec![i; 16]; // likely right after `v`: `v` cannot grow in place
+        v.extend_from_slice(&[i; 16]);
+        v.reserve_exact(40); // 16 -> 56 bytes: moved
+        v.extend_from_slice(&[i; 40]);
+        assert!(v.iter().all(|&b| b == i));
+        kept.push((v, neighbour));
+    }
+    drop(kept);
+    assert!(heap.check().unwrap().is_sound());
+}
+
 #[test]
 fn allocator_api2_collections_use_a_manager() {
     let m = DefaultManager::new().unwrap();

@@ -25,11 +25,12 @@ pub struct Problem {
 pub struct CheckReport {
     /// Blocks in the heap, used and free.
     pub blocks: u64,
-    /// Used blocks.
+    /// Used blocks (slots in use count as blocks; spans and their pages do not).
     pub used_blocks: u64,
     /// Free blocks.
     pub free_blocks: u64,
-    /// Bytes in used blocks, headers included.
+    /// Bytes in used blocks, headers included (a slot in use counts its size; spans and
+    /// their pages do not count).
     pub used_bytes: u64,
     /// Bytes in free blocks.
     pub free_bytes: u64,
@@ -46,7 +47,7 @@ impl CheckReport {
         self.problems.is_empty()
     }
 
-    fn flag(&mut self, what: &'static str, offset: u64) {
+    pub(super) fn flag(&mut self, what: &'static str, offset: u64) {
         self.problems.push(Problem { what, offset });
     }
 }
@@ -58,6 +59,7 @@ impl Core<'_> {
         let mut rep = CheckReport::default();
         let mut free_set = HashSet::new();
         let mut prev_free = false;
+        let (mut spans, mut pages) = (Vec::new(), Vec::new());
         self.walk(|b| {
             rep.blocks += 1;
             let (off, t) = (b.offset, b.tag);
@@ -77,7 +79,13 @@ impl Core<'_> {
             } else {
                 rep.used_blocks += 1;
                 rep.used_bytes += t.size();
-                self.check_used(key, off, &mut rep)?;
+                if t.is_span() {
+                    spans.push(off + HEADER_SIZE);
+                } else if t.is_page() {
+                    pages.push(off);
+                } else {
+                    self.check_used(key, off, &mut rep)?;
+                }
             }
             prev_free = t.is_free();
             Ok(())
@@ -87,18 +95,24 @@ impl Core<'_> {
             rep.flag("previous-free flag disagrees with the previous block", end);
         }
         self.check_lists(&free_set, &mut rep)?;
+        let totals = self.check_spans(key, &spans, &pages, &mut rep)?;
         if self.read(SB_USED_BYTES)? != rep.used_bytes {
             rep.flag("used-bytes counter disagrees with the blocks", SB_USED_BYTES);
         }
         if self.read(SB_LIVE_BLOCKS)? != rep.used_blocks {
             rep.flag("live-blocks counter disagrees with the blocks", SB_LIVE_BLOCKS);
         }
+        // Users see slots as blocks, and spans and their pages not at all (as `stats` does).
+        rep.used_blocks = (rep.used_blocks + totals.slots).saturating_sub(totals.span_blocks);
+        rep.used_bytes = (rep.used_bytes + totals.slot_bytes).saturating_sub(totals.span_bytes);
+        rep.blocks = rep.used_blocks + rep.free_blocks;
         Ok(rep)
     }
 
     fn check_used(&self, key: u64, off: u64, rep: &mut CheckReport) -> Result<()> {
         let gen = self.read(off + HDR_GEN)?;
         let w = self.read(off + HDR_RC)?;
+        self.check_rc(w, off, rep);
         // The check word guards handles, which name only published blocks; a block reissued
         // from a thread cache gets its own when it is published.
         if rc::published(w) && self.read(off + HDR_CHECK)? != check_word(key, off, gen) {
@@ -107,6 +121,11 @@ impl Core<'_> {
         if gen >= self.read(SB_NEXT_GEN)? {
             rep.flag("generation from the future", off);
         }
+        Ok(())
+    }
+
+    /// The rules every used block's (and slot's) reference word follows.
+    pub(super) fn check_rc(&self, w: u64, off: u64, rep: &mut CheckReport) {
         // A count of zero with an owner is a release in flight (the owner frees it next, or
         // recovery does if the owner died); with no owner nobody ever would.
         if rc::count(w) == 0 && rc::owner(w) == 0 {
@@ -115,7 +134,6 @@ impl Core<'_> {
         if rc::owner_refs(w) > 0 && (rc::owner(w) == 0 || rc::owner(w) > SLOT_COUNT) {
             rep.flag("owner references without a valid owner", off);
         }
-        Ok(())
     }
 
     fn check_lists(&self, free_set: &HashSet<u64>, rep: &mut CheckReport) -> Result<()> {

@@ -115,11 +115,13 @@ impl Tag {
     /// Whether the bits that must be zero are zero and the fields are in range.
     pub(crate) fn well_formed(self) -> bool {
         let structure = self.0 & (FLAG_SPAN | FLAG_PAGE);
-        let span_shaped = self.align_log2() == SPAN_ALIGN_LOG2 && self.size() >= SPAN_SIZE;
+        let shaped = match structure {
+            0 | FLAG_PAGE => self.align_log2() <= 12,
+            FLAG_SPAN => self.align_log2() == SPAN_ALIGN_LOG2 && self.size() >= SPAN_SIZE,
+            _ => false,
+        };
         self.0 & RESERVED_MASK == 0
-            && (self.align_log2() <= 12 || structure == FLAG_SPAN && span_shaped)
-            && (structure != FLAG_SPAN || span_shaped)
-            && structure != FLAG_SPAN | FLAG_PAGE
+            && shaped
             && (self.is_free() && self.0 >> 48 == 0 && structure == 0 || !self.is_free())
             && self.slack() + HEADER_SIZE <= self.size()
     }

@@ -22,7 +22,8 @@
 //! this changes under the store lock but the reference words, which follow the rules of a
 //! block's reference word (`header.rs`).
 
-use crate::core::header::{check_word, FLAG_SPAN};
+use crate::core::check::CheckReport;
+use crate::core::header::{check_word, rc, FLAG_PAGE, FLAG_SPAN};
 use crate::core::tlsf::Core;
 use crate::error::{Error, Result};
 use crate::format::*;
@@ -61,6 +62,18 @@ fn valid_class(class: u64) -> bool {
 /// Where the list of spans of `class`-byte slots with a free slot starts.
 fn list_head(class: u64) -> u64 {
     SB_SPAN_LISTS + (class / GRANULE - 1) * 8
+}
+
+/// What the spans hold, as a check counts it.
+pub(crate) struct SpanTotals {
+    /// Slots in use.
+    pub(crate) slots: u64,
+    /// Their bytes.
+    pub(crate) slot_bytes: u64,
+    /// Spans and pages.
+    pub(crate) span_blocks: u64,
+    /// Their bytes.
+    pub(crate) span_bytes: u64,
 }
 
 /// A slot: its span's payload offset, its index in the span, and its size.
@@ -108,7 +121,7 @@ impl Core<'_> {
         // recovery frees), after it a span with no slot in use.
         self.set_tag(c.offset, self.tag_at(c.offset).with(FLAG_SPAN));
         self.link_span(p, class);
-        self.account_slots(0, span_bytes(class));
+        self.count_span_block(1, c.size);
         self.done(Some(p))
     }
 
@@ -129,7 +142,7 @@ impl Core<'_> {
                 return Err(Error::corrupt("span free list names an unused slot", p));
             }
             let next = self.load(slot.payload());
-            if u64::from(next) > bump {
+            if next > bump {
                 return Err(Error::corrupt("span free list link out of range", slot.id()));
             }
             self.store(p + SPAN_FREE_HEAD, next);
@@ -144,7 +157,7 @@ impl Core<'_> {
             self.unlink_span(p, class);
         }
         self.store(p + SPAN_USED, used + 1);
-        self.account_slots(1, -(class as i64));
+        self.account_slots(1, class as i64);
         self.done(Some(Slot { span: p, index, class }))
     }
 
@@ -160,7 +173,7 @@ impl Core<'_> {
         self.store(slot.payload(), self.load(p + SPAN_FREE_HEAD));
         self.store(p + SPAN_FREE_HEAD, slot.index + 1);
         self.store(p + SPAN_USED, used - 1);
-        self.account_slots(-1, slot.class as i64);
+        self.account_slots(-1, -(slot.class as i64));
         if used == n {
             self.link_span(p, slot.class);
         }
@@ -171,11 +184,58 @@ impl Core<'_> {
         self.done(())
     }
 
-    /// Frees an empty span (on its class's list).
+    /// Frees an empty span (on its class's list) and its publication page.
     fn free_span(&self, p: u64, class: u64) -> Result<()> {
         self.unlink_span(p, class);
-        self.account_slots(0, -span_bytes(class));
-        self.free(p - HEADER_SIZE).map(drop)
+        if let Some(page) = self.page_of(p)? {
+            self.store(p + SPAN_PAGE, 0);
+            let size = self.free(page - HEADER_SIZE)?;
+            self.count_span_block(-1, size);
+        }
+        let size = self.free(p - HEADER_SIZE)?;
+        self.count_span_block(-1, size);
+        Ok(())
+    }
+
+    /// The publication page of the span at `p` (its payload offset), made if the span has none
+    /// yet; `None` when no free block is large enough for it (the caller grows the heap and
+    /// asks again). Entries are written when a slot is published and read only for published
+    /// slots, so a new page's are left as they are.
+    pub(crate) fn span_page(&self, p: u64, class: u64) -> Result<Option<u64>> {
+        if let Some(page) = self.page_of(p)? {
+            return Ok(Some(page));
+        }
+        let Some(c) = self.alloc(PAGE_ENTRIES + layout(class).0 * 8, 4)? else { return Ok(None) };
+        for f in [HDR_GEN, HDR_RC, HDR_CHECK] {
+            self.store(c.offset + f, 0);
+        }
+        self.store(c.offset + HEADER_SIZE + PAGE_SPAN, p);
+        // Until the span names it, a walk sees a page nobody names, which recovery frees.
+        self.set_tag(c.offset, self.tag_at(c.offset).with(FLAG_PAGE));
+        self.store(p + SPAN_PAGE, c.offset);
+        self.count_span_block(1, c.size);
+        self.done(Some(c.offset + HEADER_SIZE))
+    }
+
+    /// The publication page (payload offset) of the span at `p`, if it has one.
+    pub(crate) fn page_of(&self, p: u64) -> Result<Option<u64>> {
+        let hdr = self.load(p + SPAN_PAGE);
+        if hdr == 0 {
+            return Ok(None);
+        }
+        let class = self.load(p + SPAN_CLASS);
+        let t = self.block_at(hdr)?;
+        let fits = valid_class(class) && t.size() - HEADER_SIZE >= PAGE_ENTRIES + layout(class).0 * 8;
+        if t.is_free() || !t.is_page() || !fits || self.load(hdr + HEADER_SIZE + PAGE_SPAN) != p {
+            return Err(Error::corrupt("span names no page of its own", p));
+        }
+        self.done(Some(hdr + HEADER_SIZE))
+    }
+
+    /// Counts a span or page of `size` bytes made (`delta` 1) or freed (-1).
+    fn count_span_block(&self, delta: i64, size: u64) {
+        self.store(SB_SPAN_BLOCKS, self.load(SB_SPAN_BLOCKS).wrapping_add_signed(delta));
+        self.store(SB_SPAN_BYTES, self.load(SB_SPAN_BYTES).wrapping_add_signed(delta * size as i64));
     }
 
     /// The slot `id` names, everything about it checked against the span (for ids read from a
@@ -204,6 +264,17 @@ impl Core<'_> {
             return Err(bad());
         }
         self.done(Slot { span: p, index, class })
+    }
+
+    /// The slots of the span at `p` that were ever handed out (recovery walks their
+    /// reference words); the span's header is checked first.
+    pub(crate) fn slots_handed_out(&self, p: u64) -> Result<Vec<Slot>> {
+        let class = self.load(p + SPAN_CLASS);
+        if !valid_class(class) {
+            return Err(Error::corrupt("span slot size", p));
+        }
+        let bump = self.load(p + SPAN_BUMP).min(layout(class).0);
+        self.done((0..bump).map(|index| Slot { span: p, index, class }).collect())
     }
 
     /// Checks that `p` is the payload of a span of `class`-byte slots.
@@ -239,12 +310,12 @@ impl Core<'_> {
         self.store(p + SPAN_NEXT, 0);
     }
 
-    /// Adds `slots` to the slots in use and `bytes` to the free slots' bytes.
+    /// Adds `slots` to the slots in use and `bytes` to their bytes.
     fn account_slots(&self, slots: i64, bytes: i64) {
         let live = self.load(SB_LIVE_SLOTS).wrapping_add_signed(slots);
-        let free = self.load(SB_FREE_SLOT_BYTES).wrapping_add_signed(bytes);
+        let used = self.load(SB_SLOT_BYTES).wrapping_add_signed(bytes);
         self.store(SB_LIVE_SLOTS, live);
-        self.store(SB_FREE_SLOT_BYTES, free);
+        self.store(SB_SLOT_BYTES, used);
     }
 
     /// Derives every span's free list and count, the class lists and the slot counters again
@@ -255,14 +326,37 @@ impl Core<'_> {
         for c in 1..=SLOT_CLASSES {
             self.store(list_head(c * GRANULE), 0);
         }
-        let (mut live, mut free_bytes) = (0u64, 0u64);
-        let mut spans = Vec::new();
+        let (mut live, mut slot_bytes) = (0u64, 0u64);
+        let (mut spans, mut pages) = (Vec::new(), Vec::new());
+        let mut span_bytes = 0;
         self.walk(|b| {
             if !b.tag.is_free() && b.tag.is_span() {
                 spans.push(b.offset + HEADER_SIZE);
+                span_bytes += b.tag.size();
+            } else if !b.tag.is_free() && b.tag.is_page() {
+                pages.push((b.offset, b.tag.size()));
             }
             Ok(())
         })?;
+        let mut blocks = spans.len() as u64;
+        for &p in &spans {
+            match self.page_of(p) {
+                Ok(Some(_)) => blocks += 1,
+                Ok(None) => {}
+                Err(_) => self.store(p + SPAN_PAGE, 0),
+            }
+        }
+        for (page, size) in pages {
+            let span = self.load(page + HEADER_SIZE + PAGE_SPAN);
+            if spans.contains(&span) && self.load(span + SPAN_PAGE) == page {
+                span_bytes += size;
+            } else {
+                // A page no span names: made by a process that died before linking it.
+                self.free(page)?;
+            }
+        }
+        self.store(SB_SPAN_BLOCKS, blocks);
+        self.store(SB_SPAN_BYTES, span_bytes);
         for p in spans {
             let class = self.load(p + SPAN_CLASS);
             if !valid_class(class) || self.load(p + SPAN_CHECK) != check_word(key, p, SPAN_CHECK_GEN) {
@@ -288,17 +382,132 @@ impl Core<'_> {
                 self.link_span(p, class);
             }
             live += used;
-            free_bytes += (n - used) * class;
+            slot_bytes += used * class;
         }
         self.store(SB_LIVE_SLOTS, live);
-        self.store(SB_FREE_SLOT_BYTES, free_bytes);
+        self.store(SB_SLOT_BYTES, slot_bytes);
         self.done(())
     }
 }
 
-/// Bytes in all the slots of a span of `class`-byte slots.
-fn span_bytes(class: u64) -> i64 {
-    (layout(class).0 * class) as i64
+impl Core<'_> {
+    /// Checks every span (payload offsets `spans`) against what is true of a span (module
+    /// docs), every page (header offsets `pages`) against its span, the slots' reference
+    /// words and publication records, and the slot counters.
+    pub(crate) fn check_spans(
+        &self,
+        key: u64,
+        spans: &[u64],
+        pages: &[u64],
+        rep: &mut CheckReport,
+    ) -> Result<SpanTotals> {
+        let (mut live, mut slot_bytes, mut blocks) = (0u64, 0u64, spans.len() as u64);
+        let mut span_bytes = 0;
+        let mut named_pages = Vec::new();
+        for &p in spans {
+            let class = self.read(p + SPAN_CLASS)?;
+            if !valid_class(class) || self.read(p + SPAN_CHECK)? != check_word(key, p, SPAN_CHECK_GEN) {
+                rep.flag("span header is wrong", p);
+                continue;
+            }
+            let page = match self.page_of(p) {
+                Ok(page) => page,
+                Err(_) => {
+                    rep.flag("span names no page of its own", p);
+                    None
+                }
+            };
+            span_bytes += self.tag(p - HEADER_SIZE)?.size();
+            if let Some(page) = page {
+                named_pages.push(page - HEADER_SIZE);
+                span_bytes += self.tag(page - HEADER_SIZE)?.size();
+                blocks += 1;
+            }
+            let used = self.check_span_slots(p, class, page, rep)?;
+            live += used;
+            slot_bytes += used * class;
+        }
+        for &page in pages.iter().filter(|p| !named_pages.contains(p)) {
+            rep.flag("publication page of no span", page);
+        }
+        for (field, want, what) in [
+            (SB_LIVE_SLOTS, live, "live-slots counter disagrees with the spans"),
+            (SB_SLOT_BYTES, slot_bytes, "slot-bytes counter disagrees with the spans"),
+            (SB_SPAN_BLOCKS, blocks, "span-blocks counter disagrees with the spans"),
+            (SB_SPAN_BYTES, span_bytes, "span-bytes counter disagrees with the spans"),
+        ] {
+            if self.read(field)? != want {
+                rep.flag(what, field);
+            }
+        }
+        Ok(SpanTotals { slots: live, slot_bytes, span_blocks: blocks, span_bytes })
+    }
+
+    /// Checks the slots, free list, count and list membership of one span; returns the slots
+    /// in use.
+    fn check_span_slots(&self, p: u64, class: u64, page: Option<u64>, rep: &mut CheckReport) -> Result<u64> {
+        let (n, _) = layout(class);
+        let bump = self.read(p + SPAN_BUMP)?;
+        if bump > n {
+            rep.flag("span hands out more slots than it has", p);
+            return Ok(0);
+        }
+        let mut free = vec![false; bump as usize];
+        let next_gen = self.read(SB_NEXT_GEN)?;
+        for index in 0..bump {
+            let slot = Slot { span: p, index, class };
+            let w = self.read(slot.rc_offset())?;
+            free[index as usize] = w == 0;
+            if w == 0 {
+                continue;
+            }
+            self.check_rc(w, slot.id(), rep);
+            if rc::published(w) {
+                let entry = match page {
+                    Some(page) => self.read(page + PAGE_ENTRIES + index * 8)?,
+                    None => u64::MAX,
+                };
+                if entry & ((1 << 56) - 1) >= next_gen || entry >> 56 > class {
+                    rep.flag("published slot without a valid record", slot.id());
+                }
+            }
+        }
+        let used = free.iter().filter(|f| !**f).count() as u64;
+        let mut i = self.read(p + SPAN_FREE_HEAD)?;
+        let mut seen = 0;
+        while i != 0 {
+            let index = i - 1;
+            if index >= bump || !free[index as usize] || seen > bump {
+                rep.flag("span free list is wrong", p);
+                break;
+            }
+            free[index as usize] = false;
+            seen += 1;
+            i = self.read(Slot { span: p, index, class }.payload())?;
+        }
+        if seen != bump - used {
+            rep.flag("a free slot is on no free list", p);
+        }
+        if self.read(p + SPAN_USED)? != used {
+            rep.flag("span's count of slots in use is wrong", p);
+        }
+        if self.listed(p, class)? != (used < n) {
+            rep.flag("span with free slots not listed, or full span listed", p);
+        }
+        Ok(used)
+    }
+
+    /// Whether the span at `p` is on its class's list (stops at a cycle).
+    fn listed(&self, p: u64, class: u64) -> Result<bool> {
+        let mut q = self.read(list_head(class))?;
+        for _ in 0..self.capacity()? / SPAN_SIZE + 1 {
+            if q == 0 || q == p {
+                return Ok(q == p);
+            }
+            q = self.read(q + SPAN_NEXT)?;
+        }
+        Ok(false)
+    }
 }
 
 #[cfg(test)]
@@ -344,6 +553,7 @@ mod tests {
             assert!(start + n * class <= SPAN_SIZE - HEADER_SIZE);
             assert!(start + (n + 1) * class > SPAN_SIZE - HEADER_SIZE - 8, "no room for one more");
         }
+        assert_eq!([16, 32, 48, 64].map(|c| layout(c).0), [2726, 1636, 1168, 908], "docs/format.md");
         let (n, _) = layout(64);
         assert!(SPAN_SIZE as f64 / (n * 64) as f64 <= 1.13, "{n} slots");
         assert_eq!(slot_class(0), Some(16));
@@ -368,7 +578,8 @@ mod tests {
         }
         assert_ne!(slots[0].span, slots[n as usize].span, "a full span makes way for a new one");
         assert_eq!(core.read(SB_LIVE_SLOTS).unwrap(), n + 3);
-        assert_eq!(core.read(SB_FREE_SLOT_BYTES).unwrap(), (n - 3) * 48);
+        assert_eq!(core.read(SB_SLOT_BYTES).unwrap(), (n + 3) * 48);
+        assert_eq!(core.read(SB_SPAN_BYTES).unwrap(), 2 * SPAN_SIZE);
     }
 
     #[test]
@@ -424,6 +635,54 @@ mod tests {
         assert!(spans.len() <= SLOT_CLASSES as usize, "empty spans are freed but one per size");
     }
 
+    #[test]
+    fn pages_live_and_die_with_their_spans() {
+        let mem = region();
+        let core = Core::new(&mem.region);
+        let a = take(&core, 32).unwrap();
+        let (n, _) = layout(32);
+        let rest: Vec<Slot> = (0..n).map(|_| take(&core, 32).unwrap()).collect();
+        let b = rest[rest.len() - 1];
+        assert_ne!(a.span, b.span);
+        assert_eq!(core.page_of(a.span).unwrap(), None);
+        let page = core.span_page(a.span, 32).unwrap().unwrap();
+        assert_eq!(core.span_page(a.span, 32).unwrap(), Some(page), "made once");
+        assert_eq!(core.page_of(a.span).unwrap(), Some(page));
+        assert_eq!(core.read(SB_SPAN_BLOCKS).unwrap(), 3);
+        // A page no span names (its maker died before linking it) goes at a rebuild; one whose
+        // span names another block is forgotten.
+        let orphan = core.span_page(b.span, 32).unwrap().unwrap();
+        core.r.store(b.span + SPAN_PAGE, 0).unwrap();
+        core.rebuild_spans(KEY).unwrap();
+        assert!(!used_at(&core, orphan - HEADER_SIZE), "orphan page freed");
+        assert_eq!(core.read(SB_SPAN_BLOCKS).unwrap(), 3);
+        core.r.store(a.span + SPAN_PAGE, b.span - HEADER_SIZE).unwrap();
+        assert!(core.page_of(a.span).is_err());
+        core.rebuild_spans(KEY).unwrap();
+        assert_eq!(core.page_of(a.span).unwrap(), None);
+        assert_eq!(core.read(SB_SPAN_BLOCKS).unwrap(), 2);
+        let page = core.span_page(a.span, 32).unwrap().unwrap();
+        // Emptying a span that is not alone on its list frees it with its page.
+        give(&core, a);
+        for s in rest.into_iter().filter(|s| s.span == a.span) {
+            give(&core, s);
+        }
+        assert!(!used_at(&core, a.span - HEADER_SIZE), "empty span freed");
+        assert!(!used_at(&core, page - HEADER_SIZE), "its page freed");
+        assert_eq!(core.read(SB_SPAN_BLOCKS).unwrap(), 1);
+    }
+
+    /// Whether a used block starts at `off`.
+    fn used_at(core: &Core<'_>, off: u64) -> bool {
+        let mut found = false;
+        core.walk(|b| {
+            found |= b.offset == off && !b.tag.is_free();
+            Ok(())
+        })
+        .unwrap();
+        found
+    }
+
     fn spans(core: &Core<'_>) -> Vec<u64> {
         let mut v = Vec::new();
         core.walk(|b| {
@@ -439,7 +698,8 @@ mod tests {
     /// Everything derived agrees with `live`: counters, per-span counts, free lists, lists.
     fn check_against(core: &Core<'_>, live: &[Slot]) {
         assert_eq!(core.read(SB_LIVE_SLOTS).unwrap(), live.len() as u64);
-        let mut free_bytes = 0;
+        assert_eq!(core.read(SB_SLOT_BYTES).unwrap(), live.iter().map(|s| s.class).sum::<u64>());
+        assert_eq!(core.read(SB_SPAN_BYTES).unwrap(), spans(core).len() as u64 * SPAN_SIZE);
         for p in spans(core) {
             let class = core.read(p + SPAN_CLASS).unwrap();
             let (n, _) = layout(class);
@@ -449,7 +709,7 @@ mod tests {
             let mut on_list = BTreeSet::new();
             let mut i = core.read(p + SPAN_FREE_HEAD).unwrap();
             while i != 0 {
-                let s = Slot { span: p, index: u64::from(i) - 1, class };
+                let s = Slot { span: p, index: i - 1, class };
                 assert!(on_list.insert(s.index), "free list cycle");
                 i = core.read(s.payload()).unwrap();
             }
@@ -465,8 +725,6 @@ mod tests {
                 found
             };
             assert_eq!(listed, (mine.len() as u64) < n, "listed iff it has a free slot");
-            free_bytes += (n - mine.len() as u64) * class;
         }
-        assert_eq!(core.read(SB_FREE_SLOT_BYTES).unwrap(), free_bytes);
     }
 }

@@ -304,7 +304,7 @@ impl MappedManager {
         if !block.same_heap(&self.heap) {
             return Err(Error::WrongManager);
         }
-        block.settle_len();
+        block.settle_len()?;
         roots::set(&self.heap, name, block.header_offset())
     }
 

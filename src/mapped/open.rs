@@ -67,11 +67,24 @@ fn finish(
     created: bool,
 ) -> Result<MappedManager> {
     let (slot, reclaimed) = registry::attach(&file, &region)?;
+    upgrade_if_alone(&file, &region, slot)?;
     let remove_on_drop = temporary.then(|| path.to_owned());
     let backing = FileBacking { file, map, slot, remove_on_drop };
     let heap = Heap::new(region, Box::new(backing), slot + 1)?;
     let recovery = heap.recover_at_open(reclaimed)?;
     Ok(MappedManager::from_parts(heap, path.to_owned(), created, recovery))
+}
+
+/// Makes a store of format version 1 a version 2 store (which may hold spans) when this is the
+/// only process attached: version 2 adds to version 1 only fields that are zero in it.
+/// Processes of a build that knows only version 1 refuse the store from then on; with one
+/// attached, the store stays at version 1 and this process makes no spans in it.
+fn upgrade_if_alone(file: &File, region: &Region, slot: u32) -> Result<()> {
+    if region.load32(SB_VERSION)? == 1 && registry::attached(file, region, slot) == 1 {
+        region.store32(SB_VERSION, FORMAT_VERSION)?;
+        region.store(SB_FINGERPRINT, fingerprint())?;
+    }
+    Ok(())
 }
 
 fn map_file(file: &File, max: u64) -> Result<MmapRaw> {
@@ -102,11 +115,14 @@ pub(crate) fn validate_superblock(file: &File, len: u64) -> Result<(u64, u64)> {
     let u32_at = |o: u64| u32::from_le_bytes(sb[o as usize..o as usize + 4].try_into().unwrap_or_default());
     let u64_at = |o: u64| u64::from_le_bytes(sb[o as usize..o as usize + 8].try_into().unwrap_or_default());
     let version = u32_at(SB_VERSION);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(Error::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
     }
-    if u64_at(SB_FINGERPRINT) != fingerprint() {
-        return Err(Error::LayoutMismatch { found: u64_at(SB_FINGERPRINT), expected: fingerprint() });
+    if u64_at(SB_FINGERPRINT) != fingerprint_of(version) {
+        return Err(Error::LayoutMismatch {
+            found: u64_at(SB_FINGERPRINT),
+            expected: fingerprint_of(version),
+        });
     }
     let (capacity, max) = (u64_at(SB_CAPACITY), u64_at(SB_MAX_SIZE));
     if !(MIN_STORE_SIZE..=MAX_STORE_SIZE).contains(&max) || max % PAGE_SIZE != 0 {

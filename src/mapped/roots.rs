@@ -24,7 +24,7 @@ fn check_name(name: &str) -> Result<&[u8]> {
 fn entries(heap: &Heap) -> Result<Vec<Entry>> {
     let entries = ROOTS.entries(heap)?;
     for e in &entries {
-        if heap.core().block_at(e.target)?.is_free() {
+        if !heap.names_live(e.target) {
             return Err(Error::corrupt("root names a free block", ROOTS.entry(e.index)));
         }
     }
@@ -51,8 +51,7 @@ pub(super) fn check(heap: &Heap, report: &mut CheckReport) -> Result<()> {
         if len == 0 || len > ROOT_NAME_MAX || std::str::from_utf8(&name).is_err() {
             report.problems.push(Problem { what: "root name is malformed", offset: e });
         }
-        let live = heap.core().block_at(block).map(|t| !t.is_free()).unwrap_or(false);
-        if !live || heap.rc(block) == 0 {
+        if !heap.names_live(block) || heap.rc(block) == 0 {
             report.problems.push(Problem { what: "root names no live block", offset: e });
         }
     }
@@ -61,13 +60,13 @@ pub(super) fn check(heap: &Heap, report: &mut CheckReport) -> Result<()> {
 
 pub(super) fn set(heap: &Heap, name: &str, block: u64) -> Result<()> {
     let name = check_name(name)?;
-    let _g = heap.lock()?;
+    let g = heap.lock()?;
     match find(heap, name)? {
         Some((_, old)) if old == block => Ok(()),
         Some((i, old)) => {
             heap.add_hold_locked(block)?;
             ROOTS.set_target(heap, i, block)?;
-            heap.release_hold_locked(old)
+            heap.release_hold_locked(&g, old)
         }
         None => {
             let i = ROOTS.free_entry(heap).ok_or(Error::RootsFull)?;
@@ -89,12 +88,12 @@ pub(super) fn get(heap: &Heap, name: &str) -> Result<Option<Obtained>> {
 
 pub(super) fn remove(heap: &Heap, name: &str) -> Result<bool> {
     let name = check_name(name)?;
-    let _g = heap.lock()?;
+    let g = heap.lock()?;
     let Some((i, block)) = find(heap, name)? else {
         return Ok(false);
     };
     ROOTS.set_target(heap, i, 0)?;
-    heap.release_hold_locked(block)?;
+    heap.release_hold_locked(&g, block)?;
     Ok(true)
 }
 

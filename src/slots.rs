@@ -1,0 +1,192 @@
+//! Slots in the heap engine: blocks of at most [`SLOT_MAX`] bytes that live in spans
+//! (`core/span.rs`) and are named by ids (`SLOT_MARK`) wherever a block is named by its header
+//! offset: in `MemoryBlock`s, handles, roots, hold tables and channel rings.
+//!
+//! What differs from a block: the reference word is in the span's table (same encoding, same
+//! rules), the size is the span's slot size, and the generation and length of a published slot
+//! are in its span's publication page, written under the lock when the slot is first
+//! published (an unpublished slot's length is known only to its owner's `MemoryBlock`s, as a
+//! reissued block's is). Only `MemoryBlock` allocations of the default alignment in a store of
+//! format version 2 get slots; raw allocations (`GlobalAlloc`) keep their headers, since
+//! `dealloc` finds a block from its pointer alone.
+
+use crate::core::header::rc;
+use crate::core::span::{layout, slot_class, Slot};
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::heap::{Guard, Heap};
+use crate::sync::{AtomicU64, Ordering};
+use crate::BlockHandle;
+
+/// Where slot 0 starts in a span of each slot size.
+const STARTS: [u64; SLOT_CLASSES as usize] = [layout(16).1, layout(32).1, layout(48).1, layout(64).1];
+
+/// Bits of a page entry that hold the generation.
+const GEN_MASK: u64 = (1 << 56) - 1;
+
+impl Heap {
+    /// Offset of the reference word of slot `id`, a slot this process holds a reference to
+    /// (its span was checked when the reference was obtained, and a span with a slot in use
+    /// stays); `None` when the span's slot size is not one (a corrupt store).
+    #[inline]
+    pub(crate) fn slot_rc_offset(&self, id: u64) -> Option<u64> {
+        let span = id & !(SPAN_SIZE - 1);
+        let class = self.region.word(span + SPAN_CLASS)?.load(Ordering::Relaxed);
+        let from = (id - SLOT_MARK + HEADER_SIZE).wrapping_sub(span);
+        // One division by a constant per size, which the compiler turns into a multiplication.
+        let index = match class {
+            16 => from.wrapping_sub(STARTS[0]) / 16,
+            32 => from.wrapping_sub(STARTS[1]) / 32,
+            48 => from.wrapping_sub(STARTS[2]) / 48,
+            64 => from.wrapping_sub(STARTS[3]) / 64,
+            _ => return None,
+        };
+        index.checked_mul(8)?.checked_add(span + SPAN_RC)
+    }
+
+    /// The slot size of slot `id` (held, as for [`Heap::slot_rc_offset`]).
+    #[inline]
+    pub(crate) fn slot_size(&self, id: u64) -> Option<u64> {
+        let class = self.region.word((id & !(SPAN_SIZE - 1)) + SPAN_CLASS)?.load(Ordering::Relaxed);
+        (class % GRANULE == 0 && (GRANULE..=SLOT_MAX).contains(&class)).then_some(class)
+    }
+
+    /// The reference word of slot `id`, checked from scratch (for ids read from the store).
+    pub(crate) fn slot_word(&self, id: u64) -> Result<&AtomicU64> {
+        let slot = self.core().slot_at(self.key(), id)?;
+        self.region.u64_at(slot.rc_offset())
+    }
+
+    /// Whether `id` names a slot in use (a root or a hold table may name it).
+    pub(crate) fn slot_in_use(&self, id: u64) -> bool {
+        self.slot_word(id).is_ok_and(|w| w.load(Ordering::Acquire) != 0)
+    }
+
+    /// Takes a slot of `class` bytes under the lock, making a span (and growing the heap for
+    /// it) if no span of that size has a free one. The slot's reference word is set to `word`.
+    fn take_slot_locked(&self, _g: &Guard<'_>, class: u64, word: u64) -> Result<Slot> {
+        loop {
+            if let Some(slot) = self.core().take_slot(class)? {
+                self.region.u64_at(slot.rc_offset())?.store(word, Ordering::Release);
+                return Ok(slot);
+            }
+            if self.core().carve_span(self.key(), class)?.is_none() {
+                self.grow_for(SPAN_SIZE - HEADER_SIZE, SPAN_ALIGN_LOG2)?;
+            }
+        }
+    }
+
+    /// Allocates a slot for `len` bytes under the lock (a block if `len` is above
+    /// [`SLOT_MAX`]): one owner reference of this process. Returns its id.
+    pub(crate) fn allocate_slot_locked(&self, g: &Guard<'_>, len: u64) -> Result<u64> {
+        let Some(class) = slot_class(len) else { return self.allocate_locked(g, len, 4) };
+        self.take_slot_locked(g, class, rc::fresh(u64::from(self.tag()))).map(Slot::id)
+    }
+
+    /// Takes up to `out.len()` slots of `class` bytes for a thread cache, parked (owned by this
+    /// process, count zero), under the lock. Returns how many, each as (id, size).
+    pub(crate) fn carve_parked_slots(
+        &self,
+        g: &Guard<'_>,
+        class: u64,
+        out: &mut [(u64, u64)],
+    ) -> Result<usize> {
+        let parked = rc::parked(u64::from(self.tag()));
+        for (n, entry) in out.iter_mut().enumerate() {
+            match self.take_slot_locked(g, class, parked) {
+                Ok(slot) => *entry = (slot.id(), class),
+                Err(Error::OutOfSpace { .. }) if n > 0 => return Ok(n),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out.len())
+    }
+
+    /// Frees slot `id`, which nobody holds any more (count zero), under the lock.
+    pub(crate) fn free_slot_locked(&self, _g: &Guard<'_>, id: u64) -> Result<()> {
+        let core = self.core();
+        let slot = core.slot_at(self.key(), id)?;
+        self.region.u64_at(slot.rc_offset())?.store(0, Ordering::Release);
+        core.give_slot(slot)
+    }
+
+    /// Publishes slot `id` (held by the caller, `len` bytes long): records a new generation and
+    /// the length in its span's page, then sets the published bit, all under the lock, so the
+    /// page entry of a published slot never changes. Nothing to do if it is published already.
+    /// Fails only when the store has no room left for the span's page.
+    pub(crate) fn publish_slot(&self, id: u64, len: u64) -> Result<()> {
+        let g = self.lock()?;
+        let word = self.slot_word(id)?;
+        if rc::published(word.load(Ordering::Acquire)) {
+            return Ok(());
+        }
+        let slot = self.core().slot_at(self.key(), id)?;
+        let page = loop {
+            if let Some(page) = self.core().span_page(slot.span, slot.class)? {
+                break page;
+            }
+            self.grow_for(PAGE_ENTRIES + layout(slot.class).0 * 8, 4)?;
+        };
+        let (gen, _) = self.reserve_generations(&g, 1)?;
+        let slack = slot.class - len.min(slot.class);
+        self.region.store(page + PAGE_ENTRIES + slot.index * 8, gen | slack << 56)?;
+        word.fetch_or(rc::PUBLISHED, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Changes the length a published slot's page records (a resize in place), under the lock.
+    pub(crate) fn set_slot_len(&self, _g: &Guard<'_>, id: u64, len: u64) -> Result<()> {
+        let core = self.core();
+        let slot = core.slot_at(self.key(), id)?;
+        if let Some(page) = core.page_of(slot.span)? {
+            let entry = page + PAGE_ENTRIES + slot.index * 8;
+            let gen = self.region.load(entry)? & GEN_MASK;
+            self.region.store(entry, gen | (slot.class - len) << 56)?;
+        }
+        Ok(())
+    }
+
+    /// Generation and length of published slot `id`, from its page.
+    pub(crate) fn slot_record(&self, id: u64) -> Result<(u64, u64)> {
+        let core = self.core();
+        let slot = core.slot_at(self.key(), id)?;
+        let page = core.page_of(slot.span)?.ok_or(Error::corrupt("published slot without a page", id))?;
+        let entry = self.region.load(page + PAGE_ENTRIES + slot.index * 8)?;
+        let slack = entry >> 56;
+        if slack > slot.class {
+            return Err(Error::corrupt("slot length out of range", id));
+        }
+        Ok((entry & GEN_MASK, slot.class - slack))
+    }
+
+    /// The length of slot `id` as a dump shows it: its record's if it was published, else its
+    /// size. An error if it is free.
+    pub(crate) fn slot_len_for_dump(&self, id: u64) -> Result<u64> {
+        let slot = self.core().slot_at(self.key(), id)?;
+        let w = self.region.load(slot.rc_offset())?;
+        if w == 0 {
+            return Err(Error::InvalidHandle { what: "the slot is free", offset: id });
+        }
+        match rc::published(w) {
+            true => self.slot_record(id).map(|(_, len)| len),
+            false => Ok(slot.class),
+        }
+    }
+
+    /// Checks a handle that names a slot: a slot of a span, handed out, with that generation.
+    pub(crate) fn validate_slot_handle(&self, h: BlockHandle) -> Result<u64> {
+        let stale = Error::StaleHandle { offset: h.offset, generation: h.generation };
+        let slot = self
+            .core()
+            .slot_at(self.key(), h.offset)
+            .map_err(|_| Error::InvalidHandle { what: "offset names no slot", offset: h.offset })?;
+        let w = self.region.load(slot.rc_offset())?;
+        if !rc::published(w) || rc::count(w) == 0 {
+            return Err(stale);
+        }
+        match self.slot_record(h.offset) {
+            Ok((gen, _)) if gen == h.generation => Ok(h.offset),
+            _ => Err(stale),
+        }
+    }
+}
