@@ -339,22 +339,24 @@ impl Snapshot {
         Ok(())
     }
 
-    /// Used blocks per power-of-two size class.
+    /// Used blocks (and slots in use) per power-of-two size class; spans and their pages are
+    /// containers, not counted.
     pub fn size_classes(&self) -> Result<Vec<SizeClass>> {
+        let (blocks, err) = self.blocks(|_| {});
+        if let Some(e) = err {
+            return Err(e);
+        }
         let mut classes: Vec<SizeClass> = Vec::new();
-        self.heap.core().walk(|b| {
-            if !b.tag.is_free() {
-                let max_size = b.tag.size().next_power_of_two();
-                match classes.iter_mut().find(|c| c.max_size == max_size) {
-                    Some(c) => {
-                        c.blocks += 1;
-                        c.bytes += b.tag.size();
-                    }
-                    None => classes.push(SizeClass { max_size, blocks: 1, bytes: b.tag.size() }),
+        for b in blocks.iter().filter(|b| !b.free && matches!(b.kind, BlockKind::Block | BlockKind::Slot)) {
+            let max_size = b.size.next_power_of_two();
+            match classes.iter_mut().find(|c| c.max_size == max_size) {
+                Some(c) => {
+                    c.blocks += 1;
+                    c.bytes += b.size;
                 }
+                None => classes.push(SizeClass { max_size, blocks: 1, bytes: b.size }),
             }
-            Ok(())
-        })?;
+        }
         classes.sort_by_key(|c| c.max_size);
         Ok(classes)
     }

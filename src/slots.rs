@@ -76,11 +76,16 @@ impl Heap {
         }
     }
 
-    /// Allocates a slot for `len` bytes under the lock (a block if `len` is above
-    /// [`SLOT_MAX`]): one owner reference of this process. Returns its id.
+    /// Allocates a slot for `len` bytes under the lock: one owner reference of this process.
+    /// Returns its id. A block with a header of its own instead if `len` is above
+    /// [`SLOT_MAX`], or if the store has no room left for a span (which needs 64 KiB in one
+    /// piece) but has for the block.
     pub(crate) fn allocate_slot_locked(&self, g: &Guard<'_>, len: u64) -> Result<u64> {
         let Some(class) = slot_class(len) else { return self.allocate_locked(g, len, 4) };
-        self.take_slot_locked(g, class, rc::fresh(u64::from(self.tag()))).map(Slot::id)
+        match self.take_slot_locked(g, class, rc::fresh(u64::from(self.tag()))) {
+            Err(Error::OutOfSpace { .. }) => self.allocate_locked(g, len, 4),
+            other => other.map(Slot::id),
+        }
     }
 
     /// Takes up to `out.len()` slots of `class` bytes for a thread cache, parked (owned by this

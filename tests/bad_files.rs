@@ -1,9 +1,10 @@
-//! The golden store in `fixtures/` must open in every later version, and every corrupted
-//! variant of it (recipes in `fixtures/corrupt.recipe`) must give a typed error or a valid
-//! open, never a panic, a crash, a hang or an out-of-bounds access.
+//! The golden stores in `fixtures/` (one per format version) must open in every later version,
+//! and every corrupted variant of them (recipes in `fixtures/corrupt*.recipe`) must give a
+//! typed error or a valid open, never a panic, a crash, a hang or an out-of-bounds access.
 //!
-//! `MMHEAP_WRITE_FIXTURES=1 cargo test --test bad_files` rewrites the golden store (only when
-//! the format version changes: old goldens stay, new ones are added beside them).
+//! `MMHEAP_WRITE_FIXTURES=1 cargo test --test bad_files` rewrites the golden store of the
+//! current version (only when the format version changes: old goldens stay, new ones are added
+//! beside them).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -11,9 +12,13 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{apply, fixture, recipes, Edit};
+use mmheap::format::{FORMAT_VERSION, SB_VERSION, SLOT_MARK};
 use mmheap::{Error, MappedManager, MemoryManager, Options};
 
+/// The first format's golden store: no spans (its small roots have headers).
 const GOLDEN: &str = "golden-v1.mmheap";
+/// The current format's: its small roots ("alpha", "empty") are slots of spans.
+const GOLDEN_V2: &str = "golden-v2.mmheap";
 
 fn golden_roots() -> Vec<(String, Vec<u8>)> {
     vec![
@@ -44,25 +49,45 @@ fn scratch(from: &Path) -> (tempfile::TempDir, PathBuf) {
 }
 
 #[test]
-fn golden_store_opens_with_its_roots() {
-    let path = fixture(GOLDEN);
+fn golden_stores_open_with_their_roots() {
+    let current = fixture(GOLDEN_V2);
     if std::env::var_os("MMHEAP_WRITE_FIXTURES").is_some() {
-        let _ = std::fs::remove_file(&path);
-        write_golden(&path).unwrap();
+        let _ = std::fs::remove_file(&current);
+        write_golden(&current).unwrap();
     }
-    let (_dir, copy) = scratch(&path);
-    let m = MappedManager::open(&copy).unwrap();
-    assert!(m.check().unwrap().is_sound());
-    let names: Vec<String> = m.roots().unwrap().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, ["alpha", "beta", "empty"]);
-    for (name, bytes) in golden_roots() {
-        assert_eq!(m.root(&name).unwrap().unwrap().as_slice(), &bytes[..], "{name}");
+    for (golden, version) in [(GOLDEN, 1), (GOLDEN_V2, 2)] {
+        assert_eq!(read_u32(&fixture(golden), SB_VERSION), version, "{golden}");
+        let (_dir, copy) = scratch(&fixture(golden));
+        let m = MappedManager::open(&copy).unwrap();
+        assert!(m.check().unwrap().is_sound(), "{golden}");
+        let names: Vec<String> = m.roots().unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["alpha", "beta", "empty"], "{golden}");
+        for (name, bytes) in golden_roots() {
+            assert_eq!(m.root(&name).unwrap().unwrap().as_slice(), &bytes[..], "{golden}: {name}");
+        }
+        let s = m.stats().unwrap();
+        assert_eq!((s.live_blocks, s.attached_processes), (3, 1), "{golden}");
+        // Opened alone, a version 1 store became version 2: small blocks are slots now.
+        assert_eq!(read_u32(&copy, SB_VERSION), FORMAT_VERSION, "{golden} upgraded");
+        let small = m.allocate(24).unwrap();
+        let h = small.handle();
+        assert_eq!(h.offset % 16, SLOT_MARK, "{golden}: a small block is a slot");
+        assert_eq!(m.block_from_handle(h).unwrap().len(), 24);
+        let grown = m.allocate(512 << 10).unwrap();
+        assert!(m.stats().unwrap().capacity > 64 << 10, "{golden} still grows");
+        drop((grown, small));
+        assert!(m.check().unwrap().is_sound(), "{golden}");
+        drop(m);
+        let again = MappedManager::open(&copy).unwrap();
+        assert_eq!(again.root("alpha").unwrap().unwrap().as_slice(), b"the first root");
     }
-    let s = m.stats().unwrap();
-    assert_eq!((s.live_blocks, s.attached_processes), (3, 1));
-    let grown = m.allocate(512 << 10).unwrap();
-    assert!(m.stats().unwrap().capacity > 64 << 10, "golden store still grows");
-    drop(grown);
+}
+
+fn read_u32(path: &Path, at: u64) -> u32 {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 4];
+    std::fs::File::open(path).unwrap().read_exact_at(&mut b, at).unwrap();
+    u32::from_le_bytes(b)
 }
 
 /// Everything a user might do with a store, each step allowed to fail with a typed error.
@@ -91,30 +116,32 @@ fn exercise(path: &Path) -> Result<bool, Error> {
 
 #[test]
 fn corrupt_variants_give_typed_errors_or_valid_opens() {
-    let recipes = recipes();
-    assert!(recipes.len() >= 50, "at least 50 variants, have {}", recipes.len());
-    let (mut sound, mut flagged, mut refused) = (0, 0, 0);
-    for (name, edits) in &recipes {
-        let (_dir, path) = scratch(&fixture(GOLDEN));
-        apply(&path, edits);
-        let start = Instant::now();
-        let outcome = exercise(&path);
-        println!("{name}: {outcome:?}");
-        match outcome {
-            Ok(true) => sound += 1,
-            Ok(false) => flagged += 1,
-            Err(e) => {
-                refused += 1;
-                // Every refusal is one of the typed variants, with a readable message.
-                assert!(!e.to_string().is_empty(), "{name}");
+    for (golden, file, at_least) in [(GOLDEN, "corrupt.recipe", 50), (GOLDEN_V2, "corrupt-v2.recipe", 20)] {
+        let recipes = recipes(file);
+        assert!(recipes.len() >= at_least, "{file}: at least {at_least} variants, have {}", recipes.len());
+        let (mut sound, mut flagged, mut refused) = (0, 0, 0);
+        for (name, edits) in &recipes {
+            let (_dir, path) = scratch(&fixture(golden));
+            apply(&path, edits);
+            let start = Instant::now();
+            let outcome = exercise(&path);
+            println!("{file} {name}: {outcome:?}");
+            match outcome {
+                Ok(true) => sound += 1,
+                Ok(false) => flagged += 1,
+                Err(e) => {
+                    refused += 1;
+                    // Every refusal is one of the typed variants, with a readable message.
+                    assert!(!e.to_string().is_empty(), "{name}");
+                }
             }
+            assert!(start.elapsed() < Duration::from_secs(10), "{name} took too long");
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "{name} took too long");
+        println!(
+            "{file}: {sound} opened sound (or repaired), {flagged} opened with problems reported, {refused} refused"
+        );
+        assert!(refused > 0 && flagged > 0 && sound > 0, "{file}");
     }
-    println!(
-        "{sound} opened sound (or repaired), {flagged} opened with problems reported, {refused} refused"
-    );
-    assert!(refused > 0 && flagged > 0 && sound > 0);
 }
 
 #[test]

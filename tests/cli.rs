@@ -337,9 +337,12 @@ fn map_draws() -> Result<(), Failed> {
 fn corrupt_fixtures() -> Result<(), Failed> {
     let dir = tempfile::tempdir()?;
     let (mut problems, mut unreadable) = (0, 0);
-    for (name, edits) in recipes() {
+    let all = [("golden-v1.mmheap", "corrupt.recipe"), ("golden-v2.mmheap", "corrupt-v2.recipe")];
+    for (golden, name, edits) in
+        all.iter().flat_map(|(golden, file)| recipes(file).into_iter().map(move |(n, e)| (golden, n, e)))
+    {
         let path = dir.path().join(format!("{name}.mmheap"));
-        std::fs::copy(fixture("golden-v1.mmheap"), &path)?;
+        std::fs::copy(fixture(golden), &path)?;
         apply(&path, &edits);
         let p = path.to_str().unwrap();
         let out = mmheap(&["check", p, "--json"]);

@@ -141,6 +141,9 @@ impl Core<'_> {
             if slot.index >= bump {
                 return Err(Error::corrupt("span free list names an unused slot", p));
             }
+            if self.load(slot.rc_offset()) != 0 {
+                return Err(Error::corrupt("span free list names a slot in use", slot.id()));
+            }
             let next = self.load(slot.payload());
             if next > bump {
                 return Err(Error::corrupt("span free list link out of range", slot.id()));
@@ -430,6 +433,9 @@ impl Core<'_> {
         for &page in pages.iter().filter(|p| !named_pages.contains(p)) {
             rep.flag("publication page of no span", page);
         }
+        for class in (1..=SLOT_CLASSES).map(|c| c * GRANULE) {
+            self.check_span_list(class, spans, rep)?;
+        }
         for (field, want, what) in [
             (SB_LIVE_SLOTS, live, "live-slots counter disagrees with the spans"),
             (SB_SLOT_BYTES, slot_bytes, "slot-bytes counter disagrees with the spans"),
@@ -467,7 +473,8 @@ impl Core<'_> {
                     Some(page) => self.read(page + PAGE_ENTRIES + index * 8)?,
                     None => u64::MAX,
                 };
-                if entry & ((1 << 56) - 1) >= next_gen || entry >> 56 > class {
+                let gen = entry & ((1 << 56) - 1);
+                if gen == 0 || gen >= next_gen || entry >> 56 > class {
                     rep.flag("published slot without a valid record", slot.id());
                 }
             }
@@ -497,12 +504,34 @@ impl Core<'_> {
         Ok(used)
     }
 
-    /// Whether the span at `p` is on its class's list (stops at a cycle).
+    /// Checks the list of spans of `class`-byte slots: only spans of that size (of `spans`),
+    /// each once, with back links that match.
+    fn check_span_list(&self, class: u64, spans: &[u64], rep: &mut CheckReport) -> Result<()> {
+        let head = list_head(class);
+        let (mut q, mut prev, mut seen) = (self.read(head)?, 0, Vec::new());
+        while q != 0 {
+            if !spans.contains(&q) || self.read(q + SPAN_CLASS)? != class || seen.contains(&q) {
+                rep.flag("span list names no span of its size, or one twice", head);
+                break;
+            }
+            if self.read(q + SPAN_PREV)? != prev {
+                rep.flag("span list back link is wrong", q);
+            }
+            seen.push(q);
+            (prev, q) = (q, self.read(q + SPAN_NEXT)?);
+        }
+        Ok(())
+    }
+
+    /// Whether the span at `p` is on its class's list (stops at anything but a span).
     fn listed(&self, p: u64, class: u64) -> Result<bool> {
         let mut q = self.read(list_head(class))?;
         for _ in 0..self.capacity()? / SPAN_SIZE + 1 {
             if q == 0 || q == p {
                 return Ok(q == p);
+            }
+            if q % SPAN_SIZE != 0 || self.span_of_class(q, class).is_err() {
+                return Ok(false);
             }
             q = self.read(q + SPAN_NEXT)?;
         }

@@ -154,9 +154,9 @@ pub fn parse_num(s: &str) -> u64 {
     .unwrap_or_else(|_| panic!("bad number {s:?} in recipe"))
 }
 
-/// Reads `fixtures/corrupt.recipe`: `name: edit; edit; ...` per line, `#` comments.
-pub fn recipes() -> Vec<(String, Vec<Edit>)> {
-    let text = std::fs::read_to_string(fixture("corrupt.recipe")).unwrap();
+/// Reads a recipe file in `fixtures/`: `name: edit; edit; ...` per line, `#` comments.
+pub fn recipes(file: &str) -> Vec<(String, Vec<Edit>)> {
+    let text = std::fs::read_to_string(fixture(file)).unwrap();
     let mut out = Vec::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let (name, edits) = line.split_once(':').expect("name: edits");

@@ -413,11 +413,15 @@ fn dump(file: &PathBuf, offset: Option<u64>, limit: Option<usize>, json: bool) -
 }
 
 fn block_line(b: &mmheap::inspect::BlockInfo) -> String {
+    use mmheap::inspect::BlockKind;
     let owner = b.owner.map_or("-".to_owned(), |o| o.to_string());
     // A used block with no reference but an owner is parked in that process's thread cache.
-    let state = match (b.free, b.ref_count, b.owner) {
-        (true, _, _) => "free",
-        (false, 0, Some(_)) => "parked",
+    let state = match (b.kind, b.free, b.ref_count, b.owner) {
+        (BlockKind::Span, ..) => "span",
+        (BlockKind::Page, ..) => "page",
+        (_, true, _, _) => "free",
+        (_, false, 0, Some(_)) => "parked",
+        (BlockKind::Slot, ..) => "slot",
         _ => "used",
     };
     format!(
