@@ -81,6 +81,9 @@ impl Heap {
 
     /// Frees a block the caller holds as its only reference (under the lock).
     pub(crate) fn free_owned_locked(&self, g: &Guard<'_>, off: u64) -> Result<()> {
+        if is_slot(off) {
+            return self.free_slot_locked(g, off); // zeroes the word itself
+        }
         self.rc_word(off)?.store(0, Ordering::Release);
         self.free_unheld_locked(g, off)
     }
