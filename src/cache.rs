@@ -14,6 +14,11 @@
 //! reused"). How much a cache keeps depends on whether other processes share the heap
 //! ([`Budget`]).
 //!
+//! Slots of spans (`core/span.rs`) park the same way on stacks of their own, one per slot
+//! size, after the blocks' classes: a parked slot's reference word is in its span's table, and
+//! a slot request finds a parked slot of a larger size before a refill takes new ones from the
+//! spans (the hole rule among slots).
+//!
 //! A released block too large for a stack is parked the same way on a short *deferred* list,
 //! and freed the next time the thread takes the lock for anything (`Heap::lock`), or with the
 //! rest of the list when the list is full: a thread that allocates and frees large blocks takes
