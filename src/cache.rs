@@ -116,16 +116,19 @@ fn slot_stack(size: u64) -> usize {
     SLOT_BASE + (size / GRANULE) as usize - 1
 }
 
-/// The class a released block of `size` bytes parks in (the largest bound at most `size`).
+/// The stack a released block of `size` bytes parks on (its class: the largest bound at most
+/// `size`), or with `slot` a slot of `size` bytes. Slots are at most 64 bytes: for them, and for
+/// blocks up to [`EXACT_LIMIT`], the stack is picked without a branch on which it is (blocks and
+/// slots come mixed, at random, and a branch would be mispredicted).
 #[inline]
-fn class_for_put(size: u64) -> Option<usize> {
+fn stack_for_put(size: u64, slot: bool) -> Option<usize> {
     if size <= EXACT_LIMIT {
-        return Some((size / GRANULE) as usize);
+        return Some((size / GRANULE) as usize + usize::from(slot) * (SLOT_BASE - 1));
     }
     geometric_class_for_put(size)
 }
 
-/// [`class_for_put`] above [`EXACT_LIMIT`] (out of line: the small path inlines into drops).
+/// [`stack_for_put`] above [`EXACT_LIMIT`] (out of line: the small path inlines into drops).
 #[inline(never)]
 fn geometric_class_for_put(size: u64) -> Option<usize> {
     match geometric(size) {
@@ -394,13 +397,7 @@ impl ThreadCache {
     /// stack has room or can make some. `false`: the caller frees it the usual way.
     #[inline(always)]
     pub(crate) fn put(&self, heap: &Heap, off: u64, size: u64) -> bool {
-        let c = match is_slot(off) {
-            true => slot_stack(size),
-            false => match class_for_put(size) {
-                Some(c) => c,
-                None => return false,
-            },
-        };
+        let Some(c) = stack_for_put(size, is_slot(off)) else { return false };
         let s = self.state();
         if s.bytes + size > self.bytes_max {
             return false;
@@ -795,18 +792,23 @@ mod tests {
             } else {
                 assert_eq!(bound(take), size, "exact below the limit");
             }
-            let put = class_for_put(size).unwrap();
+            let put = stack_for_put(size, false).unwrap();
             assert!(bound(put) <= size, "{size}: a parked block serves its whole class");
             assert!(put == take || put + 1 == take || size < bound(EXACT_CLASSES), "{size}");
         }
         assert_eq!(bound(CLASSES - 1), CLASS_LIMIT);
         assert_eq!(class_for_take(CLASS_LIMIT + GRANULE), None);
+        for size in (1..=SLOT_CLASSES).map(|k| k * GRANULE) {
+            let c = slot_stack(size);
+            assert_eq!(stack_for_put(size, true), Some(c), "a slot parks on its size's stack");
+            assert!((SLOT_BASE..STACKS).contains(&c) && bound(c) == size);
+        }
         // Up to the next class's bound, a released block parks in the last class.
-        assert_eq!(class_for_put(CLASS_LIMIT / 8 * 9 - GRANULE), Some(CLASSES - 1));
-        assert_eq!(class_for_put(CLASS_LIMIT / 8 * 9), None);
+        assert_eq!(stack_for_put(CLASS_LIMIT / 8 * 9 - GRANULE, false), Some(CLASSES - 1));
+        assert_eq!(stack_for_put(CLASS_LIMIT / 8 * 9, false), None);
         // A carved block up to 48 bytes over its bound parks in the class it was carved for.
         for c in EXACT_CLASSES..CLASSES {
-            assert_eq!(class_for_put(bound(c) + MIN_BLOCK - GRANULE), Some(c));
+            assert_eq!(stack_for_put(bound(c) + MIN_BLOCK - GRANULE, false), Some(c));
         }
     }
 

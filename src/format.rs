@@ -237,9 +237,10 @@ pub const SPAN_CHECK_GEN: u64 = u64::MAX;
 pub const SLOT_CLASSES: u64 = 4;
 /// Largest payload a slot holds.
 pub const SLOT_MAX: u64 = SLOT_CLASSES * GRANULE;
-/// Low bits of a slot's id: a slot is named by `payload - HEADER_SIZE + SLOT_MARK`, so its
-/// payload is found as a block's is (the id rounded down to the granule, plus the header
-/// size), and ids of slots and block header offsets never coincide.
+/// Bit 3 of a slot's id: a slot is named by `payload - HEADER_SIZE + SLOT_MARK + size / 16 - 1`,
+/// so its payload is found as a block's is (the id rounded down to the granule, plus the header
+/// size), ids of slots and block header offsets never coincide, and the id says the slot's
+/// size (bits 0..2) without a look at its span.
 pub const SLOT_MARK: u64 = 8;
 /// Publication page field (from the page's payload): `u64` payload offset of its span.
 pub const PAGE_SPAN: u64 = 0;

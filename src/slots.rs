@@ -20,35 +20,30 @@ use crate::BlockHandle;
 
 /// Where slot 0 starts in a span of each slot size.
 const STARTS: [u64; SLOT_CLASSES as usize] = [layout(16).1, layout(32).1, layout(48).1, layout(64).1];
+/// Slot sizes in granules are 1, 2, 3 and 4: 2^SHIFT * (1 or 3).
+const SHIFT: [u32; SLOT_CLASSES as usize] = [0, 1, 0, 2];
+/// The inverse modulo 2^64 of each size's odd factor.
+const MUL: [u64; SLOT_CLASSES as usize] = [1, 1, 0xaaaa_aaaa_aaaa_aaab, 1];
+const _: () = assert!(3u64.wrapping_mul(MUL[2]) == 1);
 
 /// Bits of a page entry that hold the generation.
 const GEN_MASK: u64 = (1 << 56) - 1;
 
 impl Heap {
     /// Offset of the reference word of slot `id`, a slot this process holds a reference to
-    /// (its span was checked when the reference was obtained, and a span with a slot in use
-    /// stays); `None` when the span's slot size is not one (a corrupt store).
+    /// (its span and size were checked when the reference was obtained, and a span with a slot
+    /// in use stays). Computed from the id alone: the span's header is not read (a hot word
+    /// every span has at the same offset, so in the same cache set). `None` only for an id
+    /// that names no place in the store, for which the offset is out of range (wrapped).
     #[inline]
-    pub(crate) fn slot_rc_offset(&self, id: u64) -> Option<u64> {
+    pub(crate) fn slot_rc_offset(&self, id: u64) -> u64 {
         let span = id & !(SPAN_SIZE - 1);
-        let class = self.region.word(span + SPAN_CLASS)?.load(Ordering::Relaxed);
-        let from = (id - SLOT_MARK + HEADER_SIZE).wrapping_sub(span);
-        // One division by a constant per size, which the compiler turns into a multiplication.
-        let index = match class {
-            16 => from.wrapping_sub(STARTS[0]) / 16,
-            32 => from.wrapping_sub(STARTS[1]) / 32,
-            48 => from.wrapping_sub(STARTS[2]) / 48,
-            64 => from.wrapping_sub(STARTS[3]) / 64,
-            _ => return None,
-        };
-        index.checked_mul(8)?.checked_add(span + SPAN_RC)
-    }
-
-    /// The slot size of slot `id` (held, as for [`Heap::slot_rc_offset`]).
-    #[inline]
-    pub(crate) fn slot_size(&self, id: u64) -> Option<u64> {
-        let class = self.region.word((id & !(SPAN_SIZE - 1)) + SPAN_CLASS)?.load(Ordering::Relaxed);
-        (class % GRANULE == 0 && (GRANULE..=SLOT_MAX).contains(&class)).then_some(class)
+        let k = (id & (SLOT_CLASSES - 1)) as usize;
+        // The slot's byte offset among the slots is a multiple of its size, 16 << SHIFT * MUL⁻¹:
+        // dividing exactly by 3 is multiplying by its inverse modulo 2^64. Without a branch on
+        // the size, which a mix of sizes would mispredict on every release.
+        let from = (payload_of(id).wrapping_sub(span).wrapping_sub(STARTS[k]) >> 4) >> SHIFT[k];
+        from.wrapping_mul(MUL[k]).wrapping_mul(8).wrapping_add(span + SPAN_RC)
     }
 
     /// The reference word of slot `id`, checked from scratch (for ids read from the store).

@@ -7,8 +7,8 @@
 //! Layout (`docs/format.md`, "Spans"): a span is a used block of [`SPAN_SIZE`] bytes whose
 //! payload `p` is aligned to [`SPAN_SIZE`] and whose tag has `FLAG_SPAN`. From `p`: a 64-byte
 //! span header, the slots' reference words, then the slots. A slot is named by its *id*,
-//! `payload - HEADER_SIZE + SLOT_MARK`: its payload is found as a block's is, and its span by
-//! rounding the id down to [`SPAN_SIZE`].
+//! `payload - HEADER_SIZE + SLOT_MARK + size / 16 - 1`: its payload is found as a block's is,
+//! its span by rounding the id down to [`SPAN_SIZE`], and its size from the id's low bits.
 //!
 //! What is true of a span (and checked by `Core::check_spans`):
 //! - slots at index `SPAN_BUMP` and above have never been handed out; their reference words are
@@ -51,7 +51,13 @@ pub(crate) fn slot_class(len: u64) -> Option<u64> {
 /// Whether `id` names a slot (else it is a block's header offset).
 #[inline]
 pub(crate) fn is_slot(id: u64) -> bool {
-    id & (GRANULE - 1) == SLOT_MARK
+    id & (GRANULE - 1) & !(SLOT_CLASSES - 1) == SLOT_MARK
+}
+
+/// The slot size an id says (for a slot id).
+#[inline]
+pub(crate) fn id_class(id: u64) -> u64 {
+    ((id & (SLOT_CLASSES - 1)) + 1) * GRANULE
 }
 
 /// Whether `class` is a slot size.
@@ -87,7 +93,7 @@ pub(crate) struct Slot {
 impl Slot {
     /// The slot's id: what names it where a block is named by its header offset.
     pub(crate) fn id(self) -> u64 {
-        self.payload() - HEADER_SIZE + SLOT_MARK
+        self.payload() - HEADER_SIZE + SLOT_MARK + self.class / GRANULE - 1
     }
 
     /// Offset of the slot's payload.
@@ -260,8 +266,11 @@ impl Core<'_> {
         if !valid_class(class) {
             return Err(Error::corrupt("span slot size", p));
         }
+        if id_class(id) != class {
+            return Err(bad());
+        }
         let (_, start) = layout(class);
-        let from = (id - SLOT_MARK + HEADER_SIZE).checked_sub(p + start).ok_or_else(bad)?;
+        let from = payload_of(id).checked_sub(p + start).ok_or_else(bad)?;
         let index = from / class;
         if from % class != 0 || index >= self.load(p + SPAN_BUMP) {
             return Err(bad());
@@ -601,7 +610,8 @@ mod tests {
         assert_eq!(payloads.len(), slots.len());
         for s in &slots {
             assert_eq!(s.payload() % GRANULE, 0);
-            assert!(is_slot(s.id()));
+            assert!(is_slot(s.id()) && id_class(s.id()) == s.class);
+            assert_eq!(payload_of(s.id()), s.payload());
             assert_eq!(core.slot_at(KEY, s.id()).unwrap(), *s);
             assert_eq!(s.id() & !(SPAN_SIZE - 1), s.span);
         }
@@ -618,9 +628,10 @@ mod tests {
         let s = take(&core, 64).unwrap();
         let block = core.alloc(100, 4).unwrap().unwrap().offset;
         for id in [
-            s.id() + 16,                      // a slot never handed out
-            s.id() - 8,                       // the header offset the payload would have as a block
-            s.id() + 8,                       // not a slot id
+            s.id() + 64,                      // a slot never handed out
+            s.payload() - HEADER_SIZE,        // the header offset the payload would have as a block
+            s.id() - 3,                       // the id of a 16-byte slot in its place
+            s.id() + 4,                       // not a slot id
             block + SLOT_MARK,                // in a block that is not a span
             s.span - HEADER_SIZE + SLOT_MARK, // the span's own header
             HEAP_START + SLOT_MARK,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use crate::core::check::CheckReport;
 use crate::core::header::{check_word, rc, Tag, MAX_SLACK};
 use crate::core::region::Region;
-use crate::core::span::is_slot;
+use crate::core::span::{id_class, is_slot};
 use crate::core::tlsf::{block_size, Core};
 use crate::error::{Error, Result};
 use crate::format::*;
@@ -231,10 +231,9 @@ impl Heap {
     /// out of range (the hot paths' form, `Region::word`).
     #[inline]
     pub(crate) fn rc_ref(&self, off: u64) -> Option<&AtomicU64> {
-        if is_slot(off) {
-            return self.region.word(self.slot_rc_offset(off)?);
-        }
-        self.region.word(off + HDR_RC)
+        // A select, not a branch: blocks and slots come mixed, at random.
+        let at = if is_slot(off) { self.slot_rc_offset(off) } else { off + HDR_RC };
+        self.region.word(at)
     }
 
     /// Whether this thread holds this heap's lock (then allocating from it would deadlock).
@@ -288,11 +287,7 @@ impl Heap {
     #[inline]
     unsafe fn park_or_free(&self, off: u64) {
         if is_slot(off) {
-            match self.slot_size(off) {
-                Some(size) => self.park_or_free_sized(off, size, 4),
-                None => self.free_parked_now(off),
-            }
-            return;
+            return self.park_or_free_sized(off, id_class(off), 4);
         }
         // SAFETY: `off + HDR_TAG .. + 8` lies below the checked reference word and shares its
         // alignment (the caller's contract); the limit only grows.
@@ -435,7 +430,7 @@ impl Heap {
             return Err(Error::Shared { count });
         }
         let align_log2 = match is_slot(off) {
-            true if self.slot_size(off).is_some_and(|size| new_len <= size) => {
+            true if new_len <= id_class(off) => {
                 if rc::published(w) {
                     self.set_slot_len(&g, off, new_len)?;
                 }
