@@ -386,7 +386,7 @@ impl ThreadCache {
         // SAFETY: every offset on a stack had its header range-checked before it was pushed
         // (`Heap::park_or_free`'s callers check the reference word, a refill carves and writes
         // the whole header).
-        unsafe { heap.reissue(off, gen) };
+        unsafe { heap.reissue(off, gen, slot) };
         s.bytes = s.bytes.saturating_sub(got);
         s.blocks -= 1;
         self.publish_counts(heap, s);
@@ -396,8 +396,9 @@ impl ThreadCache {
     /// Parks the block at `off` (size `size`, count now zero, owner this process) if its
     /// stack has room or can make some. `false`: the caller frees it the usual way.
     #[inline(always)]
-    pub(crate) fn put(&self, heap: &Heap, off: u64, size: u64) -> bool {
-        let Some(c) = stack_for_put(size, is_slot(off)) else { return false };
+    pub(crate) fn put(&self, heap: &Heap, off: u64, size: u64, slot: bool) -> bool {
+        debug_assert_eq!(slot, is_slot(off));
+        let Some(c) = stack_for_put(size, slot) else { return false };
         let s = self.state();
         if s.bytes + size > self.bytes_max {
             return false;
@@ -741,8 +742,9 @@ impl Heap {
     /// # Safety
     /// The header at `off` was range-checked before (see `Region::word_unchecked`).
     #[inline]
-    pub(crate) unsafe fn reissue(&self, off: u64, gen: u64) {
-        if is_slot(off) {
+    pub(crate) unsafe fn reissue(&self, off: u64, gen: u64, slot: bool) {
+        debug_assert_eq!(slot, is_slot(off));
+        if slot {
             // A slot's generation is given when it is published (`Heap::publish_slot`).
             if let Some(word) = self.rc_ref(off) {
                 word.store(rc::fresh(u64::from(self.tag())), Ordering::Release);

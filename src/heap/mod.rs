@@ -259,10 +259,11 @@ impl Heap {
     /// Frees a block from [`Heap::alloc_raw`].
     #[inline]
     pub(crate) fn free_raw(&self, off: u64) {
-        if let Some(word) = self.rc_ref(off) {
+        // Raw blocks are never slots: the block-only path.
+        if let Some(word) = self.region.word(off + HDR_RC) {
             word.store(rc::parked(u64::from(self.tag)), Ordering::Release);
             // SAFETY: `word` was just range-checked.
-            unsafe { self.park_or_free(off) };
+            unsafe { self.park_or_free_block(off) };
         }
     }
 
@@ -287,21 +288,32 @@ impl Heap {
     #[inline]
     unsafe fn park_or_free(&self, off: u64) {
         if is_slot(off) {
-            return self.park_or_free_sized(off, id_class(off), 4);
+            return self.park_or_free_sized(off, id_class(off), 4, true);
         }
+        // SAFETY: the caller's contract.
+        unsafe { self.park_or_free_block(off) }
+    }
+
+    /// [`Heap::park_or_free`] for a block (not a slot).
+    ///
+    /// # Safety
+    /// As for [`Heap::park_or_free`].
+    #[inline]
+    unsafe fn park_or_free_block(&self, off: u64) {
         // SAFETY: `off + HDR_TAG .. + 8` lies below the checked reference word and shares its
         // alignment (the caller's contract); the limit only grows.
         let t = Tag(unsafe { self.region.word_unchecked(off + HDR_TAG) }.load(Ordering::Relaxed));
-        self.park_or_free_sized(off, t.size(), t.align_log2());
+        self.park_or_free_sized(off, t.size(), t.align_log2(), false);
     }
 
-    /// As [`Heap::park_or_free`], for a block whose size and alignment the caller knows.
+    /// As [`Heap::park_or_free`], for a block or slot (`slot`) whose size and alignment the
+    /// caller knows.
     #[inline]
-    fn park_or_free_sized(&self, off: u64, size: u64, align_log2: u32) {
+    fn park_or_free_sized(&self, off: u64, size: u64, align_log2: u32, slot: bool) {
         if let Some(c) = self.cache() {
             // A default-aligned block parks on a stack if its class has room, else (or if it
             // is aligned: the stacks serve default alignment only) on the deferred list.
-            if align_log2 == 4 && c.put(self, off, size) || c.defer(self, off, size) {
+            if align_log2 == 4 && c.put(self, off, size, slot) || c.defer(self, off, size) {
                 return;
             }
         }

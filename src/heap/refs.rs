@@ -33,7 +33,7 @@ impl Heap {
         // `park_or_free_sized` for a default-aligned block, written out so that the stack
         // push inlines into the caller's drop.
         if let Some(c) = self.cache() {
-            if c.put(self, off, size) || c.defer(self, off, size) {
+            if c.put(self, off, size, is_slot(off)) || c.defer(self, off, size) {
                 return;
             }
         }
