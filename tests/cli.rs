@@ -193,50 +193,31 @@ fn planted_corruption() -> Result<(), Failed> {
         Ok(p)
     };
 
+    // A copy of the store with `value` written at `at` must fail `check` with exit 1 and a
+    // problem reported at one of `offsets` (whose description contains `what`).
+    let planted = |name: &str, at: u64, value: u64, offsets: &[u64], what: &str| -> Result<(), Failed> {
+        let path = variant(&format!("{name}.mmheap"))?;
+        poke(&path, at, value)?;
+        let (c, problems) = problems_at(&path)?;
+        ensure(c == 1, format!("{name}: exit {c}"))?;
+        ensure(
+            problems.iter().any(|(w, o)| offsets.contains(o) && w.contains(what)),
+            format!("{name}: {problems:?}"),
+        )
+    };
     // Overlapping blocks: beta claims more bytes than it has, running into its neighbour.
-    let overlap = variant("overlap.mmheap")?;
-    poke(&overlap, beta + HDR_TAG, beta_size + 64)?;
-    let (c, problems) = problems_at(&overlap)?;
-    ensure(c == 1, format!("overlap: exit {c}"))?;
-    ensure(
-        problems.iter().any(|(_, o)| *o == beta + beta_size + 64 || *o == beta),
-        format!("overlap: {problems:?}"),
-    )?;
-
+    planted("overlap", beta + HDR_TAG, beta_size + 64, &[beta + beta_size + 64, beta], "")?;
     // A broken free structure: a list head pointing into a used block.
-    let broken = variant("broken-list.mmheap")?;
     let head = (0..40 * 16)
         .map(|i| TLSF_HEADS + 8 * i)
         .find(|&h| read_u64(&base, h).unwrap_or(0) != 0)
         .ok_or("a head")?;
-    poke(&broken, head, beta)?;
-    let (c, problems) = problems_at(&broken)?;
-    ensure(c == 1, format!("broken list: exit {c}"))?;
-    ensure(
-        problems.iter().any(|(w, o)| *o == beta && w.contains("free list")),
-        format!("broken list: {problems:?}"),
-    )?;
-
+    planted("broken-list", head, beta, &[beta], "free list")?;
     // A count of zero on a live block.
-    let zero = variant("zero-count.mmheap")?;
-    poke(&zero, beta + HDR_RC, 0)?;
-    let (c, problems) = problems_at(&zero)?;
-    ensure(c == 1, format!("zero count: exit {c}"))?;
-    ensure(
-        problems.iter().any(|(w, o)| *o == beta && w.contains("count zero")),
-        format!("zero count: {problems:?}"),
-    )?;
-
+    planted("zero-count", beta + HDR_RC, 0, &[beta], "count zero")?;
     // A span that miscounts its slots in use (alpha's: the span is its id rounded down).
     let span = alpha & !(SPAN_SIZE - 1);
-    let miscount = variant("span-count.mmheap")?;
-    poke(&miscount, span + SPAN_USED, 7)?;
-    let (c, problems) = problems_at(&miscount)?;
-    ensure(c == 1, format!("span count: exit {c}"))?;
-    ensure(
-        problems.iter().any(|(w, o)| *o == span && w.contains("slots in use")),
-        format!("span count: {problems:?}"),
-    )
+    planted("span-count", span + SPAN_USED, 7, &[span], "slots in use")
 }
 
 fn read_u64(path: &Path, at: u64) -> Result<u64, Failed> {
