@@ -30,7 +30,8 @@ use crate::Offset;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 #[repr(C)]
 pub struct BlockHandle {
-    /// Store offset of the block's header.
+    /// Store offset of the block's header, or for a block of at most 64 bytes (a slot of a
+    /// span, `docs/format.md`) its slot id: an offset whose low four bits are 8 to 11.
     pub offset: u64,
     /// Generation of the allocation.
     pub generation: u64,
@@ -194,7 +195,7 @@ impl MemoryBlock {
         }
     }
 
-    /// Store offset of the block's header.
+    /// Store offset of the block's header (or its slot id).
     pub(crate) fn header_offset(&self) -> u64 {
         self.offset
     }

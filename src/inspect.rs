@@ -127,7 +127,7 @@ pub struct BlockInfo {
 pub struct RootInfo {
     /// The name.
     pub name: String,
-    /// Header offset of its block.
+    /// Header offset of its block (or its slot id).
     pub offset: u64,
     /// Generation of its block.
     pub generation: u64,
