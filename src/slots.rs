@@ -116,11 +116,11 @@ impl Heap {
     /// Fails only when the store has no room left for the span's page.
     pub(crate) fn publish_slot(&self, id: u64, len: u64) -> Result<()> {
         let g = self.lock()?;
-        let word = self.slot_word(id)?;
+        let slot = self.core().slot_at(self.key(), id)?;
+        let word = self.region.u64_at(slot.rc_offset())?;
         if rc::published(word.load(Ordering::Acquire)) {
             return Ok(());
         }
-        let slot = self.core().slot_at(self.key(), id)?;
         let page = loop {
             if let Some(page) = self.core().span_page(slot.span, slot.class)? {
                 break page;
@@ -148,9 +148,14 @@ impl Heap {
 
     /// Generation and length of published slot `id`, from its page.
     pub(crate) fn slot_record(&self, id: u64) -> Result<(u64, u64)> {
-        let core = self.core();
-        let slot = core.slot_at(self.key(), id)?;
-        let page = core.page_of(slot.span)?.ok_or(Error::corrupt("published slot without a page", id))?;
+        self.record_of(self.core().slot_at(self.key(), id)?)
+    }
+
+    /// [`Heap::slot_record`] of a slot located already.
+    fn record_of(&self, slot: Slot) -> Result<(u64, u64)> {
+        let id = slot.id();
+        let page =
+            self.core().page_of(slot.span)?.ok_or(Error::corrupt("published slot without a page", id))?;
         let entry = self.region.load(page + PAGE_ENTRIES + slot.index * 8)?;
         let slack = entry >> 56;
         if slack > slot.class {
@@ -168,7 +173,7 @@ impl Heap {
             return Err(Error::InvalidHandle { what: "the slot is free", offset: id });
         }
         match rc::published(w) {
-            true => self.slot_record(id).map(|(_, len)| len),
+            true => self.record_of(slot).map(|(_, len)| len),
             false => Ok(slot.class),
         }
     }
@@ -184,7 +189,7 @@ impl Heap {
         if !rc::published(w) || rc::count(w) == 0 {
             return Err(stale);
         }
-        match self.slot_record(h.offset) {
+        match self.record_of(slot) {
             Ok((gen, _)) if gen == h.generation => Ok(h.offset),
             _ => Err(stale),
         }
