@@ -1,5 +1,6 @@
 //! The heap engine shared by both managers: the core, under the store lock, over a backing
-//! that knows how to grow and who is alive, plus the reference protocol on block headers.
+//! that knows how to grow and who is alive; allocation (thread caches first), resize and the
+//! whole-heap operations here, the reference protocol in `refs.rs`, slots in `slots.rs`.
 
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
