@@ -383,9 +383,9 @@ impl ThreadCache {
         debug_assert!(slot || heap.core().tag(off).map(|t| t.size()).ok() == Some(got), "take {off:#x}");
         let gen = s.next_gen;
         s.next_gen += 1;
-        // SAFETY: every offset on a stack had its header range-checked before it was pushed
+        // SAFETY: every block on a stack had its header range-checked before it was pushed
         // (`Heap::park_or_free`'s callers check the reference word, a refill carves and writes
-        // the whole header).
+        // the whole header); slots need no earlier check.
         unsafe { heap.reissue(off, gen, slot) };
         s.bytes = s.bytes.saturating_sub(got);
         s.blocks -= 1;
@@ -740,7 +740,8 @@ impl Heap {
     /// the header's line to arrive.
     ///
     /// # Safety
-    /// The header at `off` was range-checked before (see `Region::word_unchecked`).
+    /// For a block (`slot` false), the header at `off` was range-checked before (see
+    /// `Region::word_unchecked`); a slot's reference word is range-checked here.
     #[inline]
     pub(crate) unsafe fn reissue(&self, off: u64, gen: u64, slot: bool) {
         debug_assert_eq!(slot, is_slot(off));

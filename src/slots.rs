@@ -11,15 +11,13 @@
 //! `dealloc` finds a block from its pointer alone.
 
 use crate::core::header::rc;
-use crate::core::span::{layout, slot_class, Slot};
+use crate::core::span::{layout, slot_class, Slot, STARTS};
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::heap::{Guard, Heap};
 use crate::sync::{AtomicU64, Ordering};
 use crate::BlockHandle;
 
-/// Where slot 0 starts in a span of each slot size.
-const STARTS: [u64; SLOT_CLASSES as usize] = [layout(16).1, layout(32).1, layout(48).1, layout(64).1];
 /// Slot sizes in granules are 1, 2, 3 and 4: 2^SHIFT * (1 or 3).
 const SHIFT: [u32; SLOT_CLASSES as usize] = [0, 1, 0, 2];
 /// The inverse modulo 2^64 of each size's odd factor.
@@ -33,8 +31,9 @@ impl Heap {
     /// Offset of the reference word of slot `id`, a slot this process holds a reference to
     /// (its span and size were checked when the reference was obtained, and a span with a slot
     /// in use stays). Computed from the id alone: the span's header is not read (a hot word
-    /// every span has at the same offset, so in the same cache set). `None` only for an id
-    /// that names no place in the store, for which the offset is out of range (wrapped).
+    /// every span has at the same offset, so in the same cache set). For an id that names no
+    /// place in the store the offset is out of range (it wraps), which the caller's range check
+    /// refuses.
     #[inline]
     pub(crate) fn slot_rc_offset(&self, id: u64) -> u64 {
         let span = id & !(SPAN_SIZE - 1);

@@ -42,6 +42,16 @@ pub(crate) const fn layout(class: u64) -> (u64, u64) {
     }
 }
 
+/// Where slot 0 starts (from the span's payload) for each slot size, 16 to 64.
+pub(crate) const STARTS: [u64; SLOT_CLASSES as usize] =
+    [layout(16).1, layout(32).1, layout(48).1, layout(64).1];
+
+/// Where slot 0 starts for `class`-byte slots (a slot size).
+#[inline]
+fn start(class: u64) -> u64 {
+    STARTS[(class / GRANULE - 1) as usize]
+}
+
 /// The slot size for a payload of `len` bytes, if a slot can hold it.
 #[inline]
 pub(crate) fn slot_class(len: u64) -> Option<u64> {
@@ -98,7 +108,7 @@ impl Slot {
 
     /// Offset of the slot's payload.
     pub(crate) fn payload(self) -> u64 {
-        self.span + layout(self.class).1 + self.index * self.class
+        self.span + start(self.class) + self.index * self.class
     }
 
     /// Offset of the slot's reference word.
@@ -114,9 +124,7 @@ impl Core<'_> {
         debug_assert!(valid_class(class));
         let Some(c) = self.alloc(SPAN_SIZE - HEADER_SIZE, SPAN_ALIGN_LOG2)? else { return Ok(None) };
         let p = c.offset + HEADER_SIZE;
-        for f in [HDR_GEN, HDR_RC, HDR_CHECK] {
-            self.store(c.offset + f, 0);
-        }
+        self.zero_words(c.offset + HDR_GEN, (HEADER_SIZE - HDR_GEN) / 8);
         self.store(p + SPAN_CHECK, check_word(key, p, SPAN_CHECK_GEN));
         self.store(p + SPAN_CLASS, class);
         self.store(p + SPAN_BUMP, 0);
@@ -215,9 +223,7 @@ impl Core<'_> {
             return Ok(Some(page));
         }
         let Some(c) = self.alloc(PAGE_ENTRIES + layout(class).0 * 8, 4)? else { return Ok(None) };
-        for f in [HDR_GEN, HDR_RC, HDR_CHECK] {
-            self.store(c.offset + f, 0);
-        }
+        self.zero_words(c.offset + HDR_GEN, (HEADER_SIZE - HDR_GEN) / 8);
         self.store(c.offset + HEADER_SIZE + PAGE_SPAN, p);
         // Until the span names it, a walk sees a page nobody names, which recovery frees.
         self.set_tag(c.offset, self.tag_at(c.offset).with(FLAG_PAGE));
@@ -256,10 +262,7 @@ impl Core<'_> {
             return Err(bad());
         }
         let p = id & !(SPAN_SIZE - 1);
-        let Some(hdr) = p.checked_sub(HEADER_SIZE).filter(|&h| h >= HEAP_START) else { return Err(bad()) };
-        let tag = self.block_at(hdr)?;
-        if tag.is_free() || !tag.is_span() || self.load(p + SPAN_CHECK) != check_word(key, p, SPAN_CHECK_GEN)
-        {
+        if !self.is_span_at(p)? || self.load(p + SPAN_CHECK) != check_word(key, p, SPAN_CHECK_GEN) {
             return Err(bad());
         }
         let class = self.load(p + SPAN_CLASS);
@@ -269,8 +272,7 @@ impl Core<'_> {
         if id_class(id) != class {
             return Err(bad());
         }
-        let (_, start) = layout(class);
-        let from = payload_of(id).checked_sub(p + start).ok_or_else(bad)?;
+        let from = payload_of(id).checked_sub(p + start(class)).ok_or_else(bad)?;
         let index = from / class;
         if from % class != 0 || index >= self.load(p + SPAN_BUMP) {
             return Err(bad());
@@ -289,11 +291,19 @@ impl Core<'_> {
         self.done((0..bump).map(|index| Slot { span: p, index, class }).collect())
     }
 
+    /// Whether `p` is the payload of a span: aligned, after a used block header with `SPAN`.
+    /// An error only when the header there is not a block header at all.
+    fn is_span_at(&self, p: u64) -> Result<bool> {
+        let Some(hdr) = p.checked_sub(HEADER_SIZE).filter(|&h| h >= HEAP_START) else { return Ok(false) };
+        let tag = self.block_at(hdr)?;
+        Ok(p % SPAN_SIZE == 0 && !tag.is_free() && tag.is_span())
+    }
+
     /// Checks that `p` is the payload of a span of `class`-byte slots.
     fn span_of_class(&self, p: u64, class: u64) -> Result<()> {
-        let tag = self.block_at(p.checked_sub(HEADER_SIZE).ok_or(Error::corrupt("span offset", p))?)?;
-        if tag.is_free() || !tag.is_span() || p % SPAN_SIZE != 0 || self.load(p + SPAN_CLASS) != class {
-            return Err(Error::corrupt("span list names no span of its size", p));
+        let bad = || Error::corrupt("span list names no span of its size", p);
+        if !self.is_span_at(p).map_err(|_| bad())? || self.load(p + SPAN_CLASS) != class {
+            return Err(bad());
         }
         Ok(())
     }

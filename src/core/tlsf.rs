@@ -193,7 +193,7 @@ impl<'r> Core<'r> {
 
     /// Zeroes the `n` words from `off` (header words: atomic stores, like every other access).
     #[inline]
-    fn zero_words(&self, off: u64, n: u64) {
+    pub(super) fn zero_words(&self, off: u64, n: u64) {
         for i in 0..n {
             self.store(off + i * 8, 0);
         }
