@@ -11,7 +11,7 @@ use crate::core::header::rc;
 use crate::error::{Error, Result};
 use crate::family::{family_ends, HeapRef};
 use crate::format::{payload_of, GRANULE, PAGE_SIZE};
-use crate::heap::{Heap, Obtained, RefKind};
+use crate::heap::{Heap, Obtained, RefKind, Resizer};
 use crate::segment::{MemorySegment, MemorySegmentMut};
 use crate::sync::{AtomicU64, Ordering};
 use crate::Offset;
@@ -155,7 +155,7 @@ impl MemoryBlock {
     pub(crate) fn allocate(heap: &Arc<Heap>, len: usize, align: usize, zeroed: bool) -> Result<Self> {
         let align_log2 = align_log2(align)?;
         // The payload's range was checked by the allocation (`payload_ptr` relies on it).
-        let (offset, _, cached_size) = heap.allocate(len as u64, align_log2, true)?;
+        let (offset, _, cached_size) = heap.allocate(len as u64, align_log2)?;
         heap.family_begins();
         let len_sole = AtomicU64::new(len as u64 | (cached_size / GRANULE) << SOLE_SHIFT);
         let mut block = MemoryBlock { heap: NonNull::from(&**heap), offset, len_sole, hold: None };
@@ -299,14 +299,8 @@ impl MemoryBlock {
     /// Changes the length; see [`crate::MemoryManager::resize`].
     pub fn resize(&mut self, new_len: usize) -> Result<()> {
         let index = self.hold.as_ref().and_then(|h| h.index);
-        let moved = self.heap().resize(
-            self.offset,
-            self.len() as u64,
-            new_len as u64,
-            self.local_extra(),
-            index,
-            true,
-        )?;
+        let who = Resizer::Block { local_extra: self.local_extra(), hold_index: index };
+        let moved = self.heap().resize(self.offset, self.len() as u64, new_len as u64, who)?;
         let offset = match moved {
             None => self.offset,
             Some(new) => {

@@ -360,8 +360,7 @@ impl ThreadCache {
         let c = match slot {
             true => slot_stack(slot_class(len).unwrap_or(SLOT_MAX)),
             false => {
-                let Some(size) = block_size(len) else { return Ok(None) };
-                let Some(c) = class_for_take(size) else { return Ok(None) };
+                let Some(c) = block_size(len).and_then(class_for_take) else { return Ok(None) };
                 c
             }
         };
@@ -370,7 +369,34 @@ impl ThreadCache {
             0 if slot => (c..STACKS).find(|&a| s.depth[a] > 0).unwrap_or(c),
             _ => c,
         };
-        if s.depth[c] == 0 || s.next_gen == s.gen_end {
+        let Some((off, got)) = self.pop(heap, c, true)? else { return Ok(None) };
+        debug_assert!(slot || heap.core().tag(off).map(|t| t.size()).ok() == Some(got), "take {off:#x}");
+        let s = self.state();
+        let gen = s.next_gen;
+        s.next_gen += 1;
+        // SAFETY: every block on a stack had its header range-checked before it was pushed
+        // (`Heap::park_or_free`'s callers check the reference word, a refill carves and writes
+        // the whole header); slots need no earlier check.
+        unsafe { heap.reissue(off, gen, slot) };
+        Ok(Some((off, got)))
+    }
+
+    /// Pops a parked block of the class `len` needs for raw use (`Heap::alloc_raw`): as
+    /// [`ThreadCache::take`] without writing its header (its reference word stays parked, it
+    /// gets no generation). Only blocks, never slots.
+    #[inline]
+    pub(crate) fn take_raw(&self, heap: &Heap, len: u64) -> Result<Option<u64>> {
+        let Some(c) = block_size(len).and_then(class_for_take) else { return Ok(None) };
+        Ok(self.pop(heap, c, false)?.map(|(off, _)| off))
+    }
+
+    /// Pops the block parked last on stack `c`, refilling the stack under the lock first when
+    /// it is empty (or, with `gens`, when this cache's generations are used up). Returns its
+    /// offset and size; `None` if the refill found no space.
+    #[inline(always)]
+    fn pop(&self, heap: &Heap, c: usize, gens: bool) -> Result<Option<(u64, u64)>> {
+        let s = self.state();
+        if s.depth[c] == 0 || gens && s.next_gen == s.gen_end {
             self.refill(heap, c)?;
         }
         let s = self.state();
@@ -380,13 +406,6 @@ impl ThreadCache {
         let p = s.pop(c);
         let (off, got) = (p.off(), p.size());
         debug_assert_eq!(heap.rc(off) & !rc::PUBLISHED, rc::parked(u64::from(heap.tag())), "take {off:#x}");
-        debug_assert!(slot || heap.core().tag(off).map(|t| t.size()).ok() == Some(got), "take {off:#x}");
-        let gen = s.next_gen;
-        s.next_gen += 1;
-        // SAFETY: every block on a stack had its header range-checked before it was pushed
-        // (`Heap::park_or_free`'s callers check the reference word, a refill carves and writes
-        // the whole header); slots need no earlier check.
-        unsafe { heap.reissue(off, gen, slot) };
         s.bytes = s.bytes.saturating_sub(got);
         s.blocks -= 1;
         self.publish_counts(heap, s);

@@ -8,7 +8,7 @@ use crate::core::region::Region;
 use crate::error::{Error, Result};
 use crate::family::HeapRef;
 use crate::format::{MIN_STORE_SIZE, PAGE_SIZE};
-use crate::heap::{format_region, Backing, Heap};
+use crate::heap::{format_region, Backing, Heap, Resizer};
 use crate::sync::{AtomicU8, Ordering};
 use crate::sys;
 
@@ -271,7 +271,7 @@ unsafe impl GlobalAlloc for DefaultManager {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if let Some((h, off)) = self.owner_of(ptr) {
             if !h.locked_here() {
-                return match h.resize(off, layout.size() as u64, new_size as u64, 0, None, false) {
+                return match h.resize(off, layout.size() as u64, new_size as u64, Resizer::Raw) {
                     Ok(moved) => h
                         .payload(moved.unwrap_or(off), new_size as u64)
                         .map_or(std::ptr::null_mut(), NonNull::as_ptr),

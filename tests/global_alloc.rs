@@ -64,3 +64,78 @@ fn allocator_api2_collections_use_a_manager() {
     assert_eq!(m.stats().unwrap().live_blocks, 0);
     assert!(m.check().unwrap().is_sound());
 }
+
+/// Raw blocks (`GlobalAlloc` on a private manager): allocated, grown and shrunk in place or
+/// moved, released in random order, mixed with `MemoryBlock`s that reuse what they release.
+/// A raw block's reference word stays parked (count 0) while it is in use: contents survive
+/// every `realloc` (which checks no count for raw blocks), the heap checks sound throughout,
+/// and the statistics are exact whichever way a block went.
+#[test]
+fn raw_blocks_reallocate_and_release_in_any_order() {
+    use std::alloc::{GlobalAlloc, Layout};
+    let m = DefaultManager::new().unwrap();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
+    for round in 0..4_000u32 {
+        let tag = round as u8;
+        match next(4) {
+            0 | 1 => {
+                let layout = Layout::from_size_align(1 + next(700) as usize, 1 << next(6)).unwrap();
+                // SAFETY: non-zero size; released below with the same layout.
+                let p = unsafe { m.alloc(layout) };
+                assert!(!p.is_null() && p as usize % layout.align() == 0);
+                // SAFETY: `p` has `layout.size()` bytes that nobody else uses.
+                unsafe { p.write_bytes(tag, layout.size()) };
+                live.push((p, layout, tag));
+            }
+            2 if !live.is_empty() => {
+                let i = next(live.len() as u64) as usize;
+                let (p, layout, tag) = live[i];
+                let new_size = 1 + next(900) as usize;
+                // SAFETY: `p` is live with `layout`; the new size is non-zero.
+                let q = unsafe { m.realloc(p, layout, new_size) };
+                assert!(!q.is_null());
+                let keep = layout.size().min(new_size);
+                // SAFETY: `q` has `new_size` bytes, the first `keep` kept from `p`.
+                let bytes = unsafe { std::slice::from_raw_parts_mut(q, new_size) };
+                assert!(bytes[..keep].iter().all(|&b| b == tag), "content kept by realloc");
+                bytes.fill(tag);
+                live[i] = (q, Layout::from_size_align(new_size, layout.align()).unwrap(), tag);
+            }
+            _ if !live.is_empty() => {
+                let (p, layout, tag) = live.swap_remove(next(live.len() as u64) as usize);
+                // SAFETY: `p` is live with `layout`.
+                assert!(unsafe { std::slice::from_raw_parts(p, layout.size()) }.iter().all(|&b| b == tag));
+                // SAFETY: as above; released once.
+                unsafe { m.dealloc(p, layout) };
+            }
+            _ => {}
+        }
+        if round % 7 == 0 {
+            // A `MemoryBlock` takes what raw releases parked, and parks it again when dropped.
+            let mut b = m.allocate(1 + next(600) as usize).unwrap();
+            b.as_mut_slice().unwrap().fill(tag);
+            assert_eq!(b.ref_count(), 1);
+        }
+        if round % 1000 == 0 {
+            assert!(m.check().unwrap().is_sound(), "round {round}");
+        }
+    }
+    assert_eq!(m.stats().unwrap().live_blocks, live.len() as u64);
+    for (p, layout, _) in live.drain(..) {
+        // SAFETY: live with `layout`, released once.
+        unsafe { m.dealloc(p, layout) };
+    }
+    let parked = m.stats().unwrap();
+    assert_eq!((parked.used_bytes, parked.live_blocks), (0, 0), "parked blocks are no user's");
+    m.trim().unwrap();
+    let trimmed = m.stats().unwrap();
+    assert_eq!((trimmed.used_bytes, trimmed.live_blocks), (0, 0));
+    assert!(m.check().unwrap().is_sound());
+}

@@ -30,8 +30,9 @@
 //! States: a free block has reference word 0. A used block has owner references > 0 (and then
 //! a non-zero owner) or other holds > 0, except when its count is 0 and it has an owner: then
 //! it is *parked* in a thread cache of that owner (`cache.rs`), or its last holder is releasing
-//! it. Either way the owner (or, if it died, recovery) frees or reuses it; nobody else may take
-//! a reference to a block whose count is 0.
+//! it, or (in an in-process heap only) it is a raw allocation in use (`Heap::alloc_raw`). Either
+//! way the owner (or, if it died, recovery) frees or reuses it; nobody else may take a reference
+//! to a block whose count is 0.
 
 use crate::format::{GRANULE, HEADER_SIZE, SPAN_ALIGN_LOG2, SPAN_SIZE};
 

@@ -84,6 +84,17 @@ pub(crate) struct Heap {
     spans: bool,
 }
 
+/// Who resizes a block ([`Heap::resize`]).
+#[derive(Clone, Copy)]
+pub(crate) enum Resizer {
+    /// A `MemoryBlock`: its count must be 1 with `local_extra` of this process's clones of a
+    /// hold added (their hold-table entry is `hold_index`); a moved block may become a slot.
+    Block { local_extra: u64, hold_index: Option<u64> },
+    /// A raw allocator interface: the block carries no count (`Heap::alloc_raw`); a moved one
+    /// is parked like the rest.
+    Raw,
+}
+
 /// Proof of holding the store lock.
 pub(crate) struct Guard<'h> {
     heap: &'h Heap,
@@ -250,21 +261,40 @@ impl Heap {
         (off >= HEAP_START + HEADER_SIZE).then_some(off - HEADER_SIZE)
     }
 
-    /// Allocates a block for raw use (allocator interfaces): no `MemoryBlock`, one owner
-    /// reference that [`Heap::free_raw`] gives back.
+    /// Allocates a block for raw use (the in-process manager's allocator interfaces): no
+    /// `MemoryBlock`, no count. A raw block's reference word stays *parked* (owner this
+    /// process, count 0) from its allocation to its release ([`Heap::free_raw`]): nobody can
+    /// take a reference to a block with count 0, and a raw block is never published, so no
+    /// other reader needs the count, and neither the allocation nor the release touches the
+    /// header, whose line a block released long after its allocation has left the cache.
     #[inline]
     pub(crate) fn alloc_raw(&self, len: u64, align_log2: u32) -> Option<NonNull<u8>> {
-        self.allocate(len, align_log2, false).ok().map(|(_, p, _)| p)
+        if align_log2 == 4 {
+            if let Some(off) = self.cache().and_then(|c| c.take_raw(self, len).ok().flatten()) {
+                return self.payload_at(off, len);
+            }
+        }
+        self.alloc_raw_uncached(len, align_log2)
     }
 
-    /// Frees a block from [`Heap::alloc_raw`].
+    /// [`Heap::alloc_raw`] under the lock: carved with one owner reference, then parked.
+    #[cold]
+    fn alloc_raw_uncached(&self, len: u64, align_log2: u32) -> Option<NonNull<u8>> {
+        let off = self.allocate_uncached(len, align_log2, false).ok()?;
+        // Nobody else knows the block yet: a plain store makes its count 0 (see `alloc_raw`).
+        self.rc_word(off).ok()?.store(rc::parked(u64::from(self.tag)), Ordering::Release);
+        self.payload_at(off, len)
+    }
+
+    /// Frees a block from [`Heap::alloc_raw`]: its reference word is parked already, so only
+    /// its header's tag is read (for its size and alignment) before it is parked or freed.
     #[inline]
     pub(crate) fn free_raw(&self, off: u64) {
-        // Raw blocks are never slots: the block-only path.
-        if let Some(word) = self.region.word(off + HDR_RC) {
-            word.store(rc::parked(u64::from(self.tag)), Ordering::Release);
-            // SAFETY: `word` was just range-checked.
-            unsafe { self.park_or_free_block(off) };
+        // Raw blocks are never slots: the block-only path, after the range check that
+        // `park_or_free` asks for.
+        if self.region.word(off + HDR_RC).is_some() {
+            // SAFETY: the reference word was just range-checked.
+            unsafe { self.park_or_free(off) }
         }
     }
 
@@ -291,16 +321,6 @@ impl Heap {
         if is_slot(off) {
             return self.park_or_free_sized(off, id_class(off), 4, true);
         }
-        // SAFETY: the caller's contract.
-        unsafe { self.park_or_free_block(off) }
-    }
-
-    /// [`Heap::park_or_free`] for a block (not a slot).
-    ///
-    /// # Safety
-    /// As for [`Heap::park_or_free`].
-    #[inline]
-    unsafe fn park_or_free_block(&self, off: u64) {
         // SAFETY: `off + HDR_TAG .. + 8` lies below the checked reference word and shares its
         // alignment (the caller's contract); the limit only grows.
         let t = Tag(unsafe { self.region.word_unchecked(off + HDR_TAG) }.load(Ordering::Relaxed));
@@ -333,13 +353,14 @@ impl Heap {
     // ---- allocation -------------------------------------------------------------------
 
     /// Allocates a block of `len` bytes aligned to `1 << align_log2`, owned by this process
-    /// (one owner reference): from this thread's cache if it can, else under the lock. Returns
+    /// (one owner reference; a slot if it is small enough, `slot_for`): from this thread's
+    /// cache if it can, else under the lock. Returns
     /// its offset, its payload, and its size if it came from the cache (else 0): the size a
     /// sole reference can park it with again without reading its header
     /// ([`Heap::release_sole`]).
     #[inline]
-    pub(crate) fn allocate(&self, len: u64, align_log2: u32, slots: bool) -> Result<(u64, NonNull<u8>, u64)> {
-        let slot = slots && self.slot_for(len, align_log2);
+    pub(crate) fn allocate(&self, len: u64, align_log2: u32) -> Result<(u64, NonNull<u8>, u64)> {
+        let slot = self.slot_for(len, align_log2);
         if align_log2 == 4 {
             if let Some(got) = self.take_cached(len, slot) {
                 return Ok(got);
@@ -424,23 +445,17 @@ impl Heap {
 
     // ---- resize -----------------------------------------------------------------------
 
-    /// Resizes the block at `off` (`old_len` bytes long), held by the caller as its only
-    /// reference (`local_extra` counts the caller's additional local clones). Returns the new offset when it moved,
-    /// in which case the caller holds the new block as its owner.
-    pub(crate) fn resize(
-        &self,
-        off: u64,
-        old_len: u64,
-        new_len: u64,
-        local_extra: u64,
-        hold_index: Option<u64>,
-        slots: bool,
-    ) -> Result<Option<u64>> {
+    /// Resizes the block at `off` (`old_len` bytes long) for `who`, which must hold it as its
+    /// only reference. Returns the new offset when it moved, in which case `who` holds the new
+    /// block as it held the old one.
+    pub(crate) fn resize(&self, off: u64, old_len: u64, new_len: u64, who: Resizer) -> Result<Option<u64>> {
         let g = self.lock()?;
         let w = self.rc(off);
-        let count = rc::count(w) + local_extra;
-        if count != 1 {
-            return Err(Error::Shared { count });
+        if let Resizer::Block { local_extra, .. } = who {
+            let count = rc::count(w) + local_extra;
+            if count != 1 {
+                return Err(Error::Shared { count });
+            }
         }
         let align_log2 = match is_slot(off) {
             true if new_len <= id_class(off) => {
@@ -458,21 +473,27 @@ impl Heap {
                 old.align_log2()
             }
         };
-        let new = match slots && self.slot_for(new_len, align_log2) {
-            true => self.allocate_slot_locked(&g, new_len)?,
-            false => self.allocate_locked(&g, new_len, align_log2)?,
+        let new = match who {
+            Resizer::Block { .. } if self.slot_for(new_len, align_log2) => {
+                self.allocate_slot_locked(&g, new_len)?
+            }
+            _ => self.allocate_locked(&g, new_len, align_log2)?,
         };
         let keep = old_len.min(new_len) as usize;
         let src = self.region.ptr(payload_of(off), keep as u64)?;
         let dst = self.region.ptr(payload_of(new), keep as u64)?;
         // SAFETY: both payloads are inside the region, distinct blocks (so they do not
-        // overlap), and solely ours: the old one has exactly one reference (the caller's) and
+        // overlap), and solely ours: the old one has exactly one holder (the caller) and
         // the new one was just carved under the lock we hold.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_ptr(), keep) };
         pause("resize-copied");
         self.free_owned_locked(&g, off)?;
-        if let (Some(i), Some(slot)) = (hold_index, self.slot()) {
-            self.hold_table().erase(self, &g, slot, i)?;
+        match (who, self.slot()) {
+            (Resizer::Raw, _) => self.rc_word(new)?.store(rc::parked(u64::from(self.tag)), Ordering::Release),
+            (Resizer::Block { hold_index: Some(i), .. }, Some(slot)) => {
+                self.hold_table().erase(self, &g, slot, i)?
+            }
+            _ => {}
         }
         Ok(Some(new))
     }
