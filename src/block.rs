@@ -151,17 +151,25 @@ impl MemoryBlock {
         })
     }
 
-    #[inline]
-    pub(crate) fn allocate(heap: &Arc<Heap>, len: usize, align: usize, zeroed: bool) -> Result<Self> {
+    /// A new block of `len` bytes aligned to `align`. Inlined into the caller's crate so that
+    /// the handle can stay in registers there (`as_mut_slice` reads it without an atomic
+    /// access for the same reason): a handle returned through memory, written as four 8-byte
+    /// words and copied with 16-byte loads, makes the copy wait for every store before it,
+    /// the header's and the payload's cold lines included (`BENCHMARKS.md`).
+    #[inline(always)]
+    pub(crate) fn allocate(heap: &Arc<Heap>, len: usize, align: usize) -> Result<Self> {
         let align_log2 = align_log2(align)?;
         // The payload's range was checked by the allocation (`payload_ptr` relies on it).
         let (offset, _, cached_size) = heap.allocate(len as u64, align_log2)?;
         heap.family_begins();
         let len_sole = AtomicU64::new(len as u64 | (cached_size / GRANULE) << SOLE_SHIFT);
-        let mut block = MemoryBlock { heap: NonNull::from(&**heap), offset, len_sole, hold: None };
-        if zeroed {
-            block.as_mut_slice()?.fill(0);
-        }
+        Ok(MemoryBlock { heap: NonNull::from(&**heap), offset, len_sole, hold: None })
+    }
+
+    /// As [`MemoryBlock::allocate`] (default alignment), the payload zeroed.
+    pub(crate) fn allocate_zeroed(heap: &Arc<Heap>, len: usize) -> Result<Self> {
+        let mut block = Self::allocate(heap, len, 16)?;
+        block.as_mut_slice()?.fill(0);
         Ok(block)
     }
 
@@ -226,16 +234,22 @@ impl MemoryBlock {
     /// been published. Otherwise [`Error::Shared`].
     #[inline]
     pub fn as_mut_slice(&mut self) -> Result<&mut [u8]> {
-        self.ensure_exclusive()?;
+        // A plain read: `&mut self` excludes every other access to the field, and no atomic
+        // access on the hot path lets the compiler keep the handle in registers.
+        let len_sole = *self.len_sole.get_mut();
+        self.ensure_exclusive(len_sole)?;
+        let len = (len_sole & LEN_MASK) as usize;
         // SAFETY: as in `as_slice`; additionally no other reference exists in any process
         // (count 1, never published, so no handle can name it) and `&mut self` excludes this
         // process's other uses.
-        Ok(unsafe { std::slice::from_raw_parts_mut(self.payload_ptr(), self.len()) })
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.payload_ptr(), len) })
     }
 
+    /// Whether this is the only reference to a block never published, given the handle's
+    /// `len_sole` word.
     #[inline]
-    fn ensure_exclusive(&self) -> Result<()> {
-        if self.len_sole.load(Ordering::Relaxed) > LEN_MASK {
+    fn ensure_exclusive(&self, len_sole: u64) -> Result<()> {
+        if len_sole > LEN_MASK {
             // The only reference, never published (the field's invariant).
             debug_assert_eq!(rc::count(self.heap().rc(self.offset)), 1);
             return Ok(());

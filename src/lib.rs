@@ -76,13 +76,13 @@ macro_rules! impl_memory_manager {
         impl MemoryManager for $t {
             #[inline]
             fn allocate(&self, len: usize) -> Result<MemoryBlock> {
-                MemoryBlock::allocate(self.heap(), len, 16, false)
+                MemoryBlock::allocate(self.heap(), len, 16)
             }
             fn allocate_aligned(&self, len: usize, align: usize) -> Result<MemoryBlock> {
-                MemoryBlock::allocate(self.heap(), len, align, false)
+                MemoryBlock::allocate(self.heap(), len, align)
             }
             fn allocate_zeroed(&self, len: usize) -> Result<MemoryBlock> {
-                MemoryBlock::allocate(self.heap(), len, 16, true)
+                MemoryBlock::allocate_zeroed(self.heap(), len)
             }
             fn resize(&self, block: &mut MemoryBlock, new_len: usize) -> Result<()> {
                 if !block.same_heap(self.heap()) {
