@@ -265,8 +265,9 @@ impl Heap {
     /// `MemoryBlock`, no count. A raw block's reference word stays *parked* (owner this
     /// process, count 0) from its allocation to its release ([`Heap::free_raw`]): nobody can
     /// take a reference to a block with count 0, and a raw block is never published, so no
-    /// other reader needs the count, and neither the allocation nor the release touches the
-    /// header, whose line a block released long after its allocation has left the cache.
+    /// other reader needs the count. An allocation from this thread's cache then writes
+    /// nothing into the header and a release stores nothing there (it reads the tag): stores
+    /// to a line long gone from the processor's cache are what a churn waits for.
     #[inline]
     pub(crate) fn alloc_raw(&self, len: u64, align_log2: u32) -> Option<NonNull<u8>> {
         if align_log2 == 4 {
@@ -354,10 +355,9 @@ impl Heap {
 
     /// Allocates a block of `len` bytes aligned to `1 << align_log2`, owned by this process
     /// (one owner reference; a slot if it is small enough, `slot_for`): from this thread's
-    /// cache if it can, else under the lock. Returns
-    /// its offset, its payload, and its size if it came from the cache (else 0): the size a
-    /// sole reference can park it with again without reading its header
-    /// ([`Heap::release_sole`]).
+    /// cache if it can, else under the lock. Returns its offset, its payload, and its size if
+    /// it came from the cache (else 0): the size a sole reference can park it with again
+    /// without reading its header ([`Heap::release_sole`]).
     #[inline]
     pub(crate) fn allocate(&self, len: u64, align_log2: u32) -> Result<(u64, NonNull<u8>, u64)> {
         let slot = self.slot_for(len, align_log2);
