@@ -311,8 +311,8 @@ impl Heap {
         Some((off, self.payload_at(off, len)?, size))
     }
 
-    /// Parks a block whose count has just reached zero in this thread's cache, or frees it.
-    /// Its owner field still names this process.
+    /// Parks a block whose count is zero (it has just reached zero, or it is a raw block being
+    /// released) in this thread's cache, or frees it. Its owner field still names this process.
     ///
     /// # Safety
     /// The block's reference word (`off + HDR_RC`) was range-checked: the tag before it is in
