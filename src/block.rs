@@ -2,6 +2,7 @@
 //! names a block across processes.
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use crate::core::header::rc;
 use crate::error::{Error, Result};
 use crate::family::{family_ends, HeapRef};
 use crate::format::{payload_of, GRANULE, PAGE_SIZE};
-use crate::heap::{Heap, Obtained, RefKind, Resizer};
+use crate::heap::{table, Heap, Obtained, RefKind, Resizer};
 use crate::segment::{MemorySegment, MemorySegmentMut};
 use crate::sync::{AtomicU64, Ordering};
 use crate::Offset;
@@ -63,30 +64,36 @@ pub struct BlockHandle {
 /// # Ok::<(), mmheap::Error>(())
 /// ```
 pub struct MemoryBlock {
-    /// Kept alive: for an owner reference, by the family of this process's owner references to
-    /// the block (counted when the first is made, uncounted when the last goes; `family.rs`);
-    /// for a hold, by the `Hold`'s user reference.
-    heap: NonNull<Heap>,
-    /// The header's offset; the payload follows it (its range was checked when the block was
-    /// obtained, see `payload_ptr`), so the handle carries no pointer of its own: 32 bytes.
-    offset: u64,
-    /// The length in bits 0..48 and, in bits 48..64, the block's size in 16-byte units while
-    /// this handle may release the block without reading its header, else 0. Set iff the block
-    /// came from a thread cache with that size, this is its only reference (an owner one; the
-    /// count is 1) and it was never published; cleared by everything that could make it
-    /// otherwise (`clone`, `handle`, `settle_len` for roots and channels, `resize`,
-    /// `donate_locked`). An atomic so that `&self` methods can clear it; see `Drop`.
-    len_sole: AtomicU64,
-    /// `None`: an owner reference, counted in the header. `Some`: one other hold in the
-    /// header, shared by this process's clones.
-    hold: Option<Arc<Hold>>,
+    /// The heap and the length. With bit 0 set, an *owner* reference, counted in the header:
+    /// the heap's index in the process's heap table (`heap/table.rs`) in bits 48..64 and the
+    /// length in bits 1..48 (blocks are shorter than the largest heap, 2^46 bytes); the heap
+    /// is kept alive by the family of this process's owner references to the block (counted
+    /// when the first is made, uncounted when the last goes; `family.rs`). With bit 0 clear,
+    /// an `Arc<Hold>` made a raw pointer (`hold_meta`): one other hold in the header, shared
+    /// by this process's clones, which keeps the heap alive and carries the length.
+    meta: NonZeroU64,
+    /// The header's offset in bits 0..48 (the payload follows it; its range was checked when
+    /// the block was obtained, see `payload_ptr`) and, in bits 48..64, the block's size in
+    /// 16-byte units while this handle may release the block without reading its header, else
+    /// 0. The size is set iff the block came from a thread cache with that size, this is its
+    /// only reference (an owner one; the count is 1) and it was never published; cleared by
+    /// everything that could make it otherwise (`clone`, `handle`, `settle_len` for roots and
+    /// channels, `resize`). An atomic so that `&self` methods can clear it; see `Drop`.
+    at: AtomicU64,
 }
 
-// A handle is what users keep in their collections and move around: keep it small.
+// A handle is what users keep in their collections and move around: two words, which the
+// compiler keeps in registers and copies as two scalars (`heap/table.rs` says why it matters).
 #[cfg(target_pointer_width = "64")]
-const _: () = assert!(std::mem::size_of::<MemoryBlock>() == 32);
+const _: () = assert!(std::mem::size_of::<MemoryBlock>() == 16);
 
-const LEN_MASK: u64 = (1 << 48) - 1;
+/// `meta`: an owner reference (an `Arc` pointer, aligned, has bit 0 clear).
+const OWNER: u64 = 1;
+const LEN_SHIFT: u32 = 1;
+const LEN_MASK: u64 = (1 << 47) - 1;
+const INDEX_SHIFT: u32 = 48;
+/// `at`: the offset, then the sole-release size.
+const OFFSET_MASK: u64 = (1 << 48) - 1;
 const SOLE_SHIFT: u32 = 48;
 
 /// One other hold on a block, shared by the clones that came from one resolve.
@@ -97,6 +104,8 @@ struct Hold {
     index: Option<u64>,
     /// Cleared when the block was freed by other means (a moving resize).
     armed: bool,
+    /// The length, which only a resize by the hold's only clone changes.
+    len: AtomicU64,
 }
 
 impl Drop for Hold {
@@ -117,6 +126,21 @@ unsafe impl Send for MemoryBlock {}
 // SAFETY: as above; `&MemoryBlock` gives only shared, read-only access to the payload.
 unsafe impl Sync for MemoryBlock {}
 
+/// `meta` for an owner reference to a block of `len` bytes of `heap`.
+#[inline]
+fn owner_meta(heap: &Heap, len: u64) -> NonZeroU64 {
+    // Every length was checked against the heap's size, at most 2^46 bytes, before it gets here.
+    debug_assert!(len <= LEN_MASK && heap.index != 0);
+    NonZeroU64::MIN | u64::from(heap.index) << INDEX_SHIFT | len << LEN_SHIFT
+}
+
+/// `meta` for a hold-kind reference: the hold's `Arc` pointer, which takes over its count.
+fn hold_meta(hold: Arc<Hold>) -> NonZeroU64 {
+    let p = Arc::into_raw(hold) as u64;
+    debug_assert_eq!(p & OWNER, 0, "an `Arc<Hold>` is aligned");
+    NonZeroU64::new(p).expect("an `Arc`'s pointer is not null")
+}
+
 /// Checks an alignment and returns its log2 (at least 4: every block is 16-aligned).
 #[inline]
 pub(crate) fn align_log2(align: usize) -> Result<u32> {
@@ -129,26 +153,25 @@ pub(crate) fn align_log2(align: usize) -> Result<u32> {
 impl MemoryBlock {
     pub(crate) fn from_obtained(heap: &HeapRef, got: Obtained) -> Result<MemoryBlock> {
         heap.payload(got.offset, got.len)?; // the range check `payload_ptr` relies on
-        let hold = match got.kind {
+        let meta = match got.kind {
             RefKind::Owner => {
                 if got.new_family {
                     heap.family_begins();
                 }
-                None
+                owner_meta(heap, got.len)
             }
-            RefKind::Hold => Some(Arc::new(Hold {
-                heap: heap.clone(),
-                offset: got.offset,
-                index: got.hold_index,
-                armed: true,
-            })),
+            RefKind::Hold => {
+                let hold = Arc::new(Hold {
+                    heap: heap.clone(),
+                    offset: got.offset,
+                    index: got.hold_index,
+                    armed: true,
+                    len: AtomicU64::new(got.len),
+                });
+                hold_meta(hold)
+            }
         };
-        Ok(MemoryBlock {
-            heap: NonNull::from(&***heap),
-            offset: got.offset,
-            len_sole: AtomicU64::new(got.len),
-            hold,
-        })
+        Ok(MemoryBlock { meta, at: AtomicU64::new(got.offset) })
     }
 
     /// A new block of `len` bytes aligned to `align`. Inlined into the caller's crate so that
@@ -162,8 +185,8 @@ impl MemoryBlock {
         // The payload's range was checked by the allocation (`payload_ptr` relies on it).
         let (offset, _, cached_size) = heap.allocate(len as u64, align_log2)?;
         heap.family_begins();
-        let len_sole = AtomicU64::new(len as u64 | (cached_size / GRANULE) << SOLE_SHIFT);
-        Ok(MemoryBlock { heap: NonNull::from(&**heap), offset, len_sole, hold: None })
+        let at = AtomicU64::new(offset | (cached_size / GRANULE) << SOLE_SHIFT);
+        Ok(MemoryBlock { meta: owner_meta(heap, len as u64), at })
     }
 
     /// As [`MemoryBlock::allocate`] (default alignment), the payload zeroed.
@@ -175,16 +198,47 @@ impl MemoryBlock {
 
     #[inline]
     fn heap(&self) -> &Heap {
-        // SAFETY: the heap lives in an `Arc` allocation with at least one count that this
-        // block's family or hold holds until this block is gone (see the field).
-        unsafe { self.heap.as_ref() }
+        match self.hold() {
+            // SAFETY: an owner's `meta` names its heap's index, and the heap lives while this
+            // block's family does (see the field).
+            None => unsafe { table::get((self.meta.get() >> INDEX_SHIFT) as u16) },
+            Some(hold) => &hold.heap,
+        }
+    }
+
+    /// The hold this clone shares, for a hold-kind reference.
+    #[inline]
+    fn hold(&self) -> Option<&Hold> {
+        // SAFETY: without the owner bit, `meta` is an `Arc<Hold>` pointer whose count this
+        // block holds (`hold_meta`), so the hold lives as long as `self`.
+        self.hold_ptr().map(|p| unsafe { &*p })
+    }
+
+    /// `meta` as the `Arc<Hold>` pointer it is for a hold-kind reference.
+    #[inline]
+    fn hold_ptr(&self) -> Option<*const Hold> {
+        (self.meta.get() & OWNER == 0).then_some(self.meta.get() as *const Hold)
+    }
+
+    /// Takes this block's count of its hold back as an `Arc`, leaving `self` without one: the
+    /// caller must not let `self` be dropped or cloned after (it forgets or overwrites it).
+    fn take_hold(&mut self) -> Option<Arc<Hold>> {
+        // SAFETY: the pointer came from `Arc::into_raw` and this block owns one count of it,
+        // which the caller passes on to the returned `Arc` by not using `self`'s.
+        self.hold_ptr().map(|p| unsafe { Arc::from_raw(p) })
+    }
+
+    /// The header's offset (or slot id).
+    #[inline]
+    fn off(&self) -> u64 {
+        self.at.load(Ordering::Relaxed) & OFFSET_MASK
     }
 
     /// Completes the header (length, check word) before anyone else can name the block; see
     /// `Heap::settle`.
     pub(crate) fn settle_len(&self) -> Result<()> {
         self.not_sole();
-        self.heap().settle(self.offset, self.len() as u64)
+        self.heap().settle(self.off(), self.len() as u64)
     }
 
     /// The first payload byte.
@@ -192,26 +246,29 @@ impl MemoryBlock {
     fn payload_ptr(&self) -> *mut u8 {
         // SAFETY: the payload's range (`payload_of(offset)`, `len` bytes) was checked when
         // this block was obtained or last resized, and a region's limit only grows.
-        unsafe { self.heap().region.at_unchecked(payload_of(self.offset)) }.as_ptr()
+        unsafe { self.heap().region.at_unchecked(payload_of(self.off())) }.as_ptr()
     }
 
     /// Clears the sole-release size: another reference may exist from now on.
     #[inline]
     fn not_sole(&self) {
-        if self.len_sole.load(Ordering::Relaxed) > LEN_MASK {
-            self.len_sole.fetch_and(LEN_MASK, Ordering::Relaxed);
+        if self.at.load(Ordering::Relaxed) > OFFSET_MASK {
+            self.at.fetch_and(OFFSET_MASK, Ordering::Relaxed);
         }
     }
 
     /// Store offset of the block's header (or its slot id).
     pub(crate) fn header_offset(&self) -> u64 {
-        self.offset
+        self.off()
     }
 
     /// Length in bytes, as requested.
     #[inline]
     pub fn len(&self) -> usize {
-        (self.len_sole.load(Ordering::Relaxed) & LEN_MASK) as usize
+        match self.hold() {
+            None => (self.meta.get() >> LEN_SHIFT & LEN_MASK) as usize,
+            Some(hold) => hold.len.load(Ordering::Relaxed) as usize,
+        }
     }
 
     /// Whether the length is zero.
@@ -236,25 +293,25 @@ impl MemoryBlock {
     pub fn as_mut_slice(&mut self) -> Result<&mut [u8]> {
         // A plain read: `&mut self` excludes every other access to the field, and no atomic
         // access on the hot path lets the compiler keep the handle in registers.
-        let len_sole = *self.len_sole.get_mut();
-        self.ensure_exclusive(len_sole)?;
-        let len = (len_sole & LEN_MASK) as usize;
+        let at = *self.at.get_mut();
+        self.ensure_exclusive(at)?;
         // SAFETY: as in `as_slice`; additionally no other reference exists in any process
         // (count 1, never published, so no handle can name it) and `&mut self` excludes this
         // process's other uses.
-        Ok(unsafe { std::slice::from_raw_parts_mut(self.payload_ptr(), len) })
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.payload_ptr(), self.len()) })
     }
 
     /// Whether this is the only reference to a block never published, given the handle's
-    /// `len_sole` word.
+    /// `at` word.
     #[inline]
-    fn ensure_exclusive(&self, len_sole: u64) -> Result<()> {
-        if len_sole > LEN_MASK {
+    fn ensure_exclusive(&self, at: u64) -> Result<()> {
+        let off = at & OFFSET_MASK;
+        if at > OFFSET_MASK {
             // The only reference, never published (the field's invariant).
-            debug_assert_eq!(rc::count(self.heap().rc(self.offset)), 1);
+            debug_assert_eq!(rc::count(self.heap().rc(off)), 1);
             return Ok(());
         }
-        let w = self.heap().rc(self.offset);
+        let w = self.heap().rc(off);
         let count = rc::count(w) + self.local_extra();
         if count != 1 || rc::published(w) {
             return Err(Error::Shared { count });
@@ -266,20 +323,23 @@ impl MemoryBlock {
     /// (another process's references, a named root), as counted in the block header.
     #[inline]
     pub fn ref_count(&self) -> u64 {
-        rc::count(self.heap().rc(self.offset)) + self.local_extra()
+        rc::count(self.heap().rc(self.off())) + self.local_extra()
     }
 
     /// This process's clones of a hold beyond the one the header counts (0 for owners).
     #[inline]
     fn local_extra(&self) -> u64 {
-        self.hold.as_ref().map_or(0, |h| Arc::strong_count(h) as u64 - 1)
+        let Some(p) = self.hold_ptr() else { return 0 };
+        // SAFETY: as in `take_hold`; the `Arc` is not dropped, so the count stays ours.
+        let hold = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(p) });
+        Arc::strong_count(&hold) as u64 - 1
     }
 
     /// Whether the block has been published (a handle taken, rooted or resolved elsewhere);
     /// published blocks are read-only for everyone.
     #[inline]
     pub fn is_published(&self) -> bool {
-        rc::published(self.heap().rc(self.offset))
+        rc::published(self.heap().rc(self.off()))
     }
 
     /// The handle that names this block, for another process. Publishes the block: from now
@@ -288,57 +348,69 @@ impl MemoryBlock {
         self.not_sole();
         // A slot that cannot be published (no room for its span's page in a full store) gets
         // a handle with generation 0, which resolves to `InvalidHandle`.
-        let _ = self.heap().settle(self.offset, self.len() as u64);
-        self.heap().publish(self.offset);
-        self.heap().handle_of(self.offset)
+        let _ = self.heap().settle(self.off(), self.len() as u64);
+        self.heap().publish(self.off());
+        self.heap().handle_of(self.off())
     }
 
     /// Offset of the first payload byte in the store: position-independent, valid in every
     /// process that maps the store.
     pub fn offset(&self) -> Offset<u8> {
-        Offset::new(payload_of(self.offset))
+        Offset::new(payload_of(self.off()))
     }
 
     /// A read-only view of the whole payload.
     pub fn segment(&self) -> MemorySegment<'_> {
-        MemorySegment::new(self.as_slice(), payload_of(self.offset))
+        MemorySegment::new(self.as_slice(), payload_of(self.off()))
     }
 
     /// A writable view of the whole payload (same rule as [`MemoryBlock::as_mut_slice`]).
     pub fn segment_mut(&mut self) -> Result<MemorySegmentMut<'_>> {
-        let start = payload_of(self.offset);
+        let start = payload_of(self.off());
         Ok(MemorySegmentMut::new(self.as_mut_slice()?, start))
     }
 
     /// Changes the length; see [`crate::MemoryManager::resize`].
     pub fn resize(&mut self, new_len: usize) -> Result<()> {
-        let index = self.hold.as_ref().and_then(|h| h.index);
+        let index = self.hold().and_then(|h| h.index);
         let who = Resizer::Block { local_extra: self.local_extra(), hold_index: index };
-        let moved = self.heap().resize(self.offset, self.len() as u64, new_len as u64, who)?;
+        let moved = self.heap().resize(self.off(), self.len() as u64, new_len as u64, who)?;
         let offset = match moved {
-            None => self.offset,
+            None => self.off(),
             Some(new) => {
-                // The old block is freed already; its hold must not be released again. The
-                // count was checked under the lock, so this is the hold's last clone. We now
-                // own the new block: its family takes over the keep-alive count.
-                if let Some(mut hold) = self.hold.take().and_then(Arc::into_inner) {
-                    hold.armed = false;
+                if let Some(hold) = self.take_hold() {
+                    // We now own the new block, an owner reference whose family takes over
+                    // the keep-alive count.
+                    self.meta = owner_meta(&hold.heap, 0);
                     hold.heap.family_begins();
+                    // The old block is freed already; its hold must not be released again.
+                    // The count was checked under the lock: this is the hold's last clone.
+                    if let Some(mut hold) = Arc::into_inner(hold) {
+                        hold.armed = false;
+                    }
                 }
                 new
             }
         };
         self.heap().payload(offset, new_len as u64)?; // the range check `payload_ptr` relies on
-        self.offset = offset;
-        // The block may have another size now: releases read the header again.
-        *self.len_sole.get_mut() = new_len as u64;
+                                                      // The block may have another size now: releases read the header again.
+        *self.at.get_mut() = offset;
+        match self.hold() {
+            None => self.meta = owner_meta(self.heap(), new_len as u64),
+            Some(hold) => hold.len.store(new_len as u64, Ordering::Relaxed),
+        }
         Ok(())
     }
 
     /// Turns this reference into an other hold of a store structure (a channel slot), under
     /// the lock; the `MemoryBlock` is consumed without releasing anything.
-    pub(crate) fn donate_locked(mut self, g: &crate::heap::Guard<'_>) -> Result<()> {
-        let (kind, last) = match self.hold.take() {
+    pub(crate) fn donate_locked(self, g: &crate::heap::Guard<'_>) -> Result<()> {
+        // Nothing of `self` is released: its reference goes to the store, its hold count (if
+        // any) is taken over here.
+        let mut me = std::mem::ManuallyDrop::new(self);
+        let heap = NonNull::from(me.heap());
+        let off = me.off();
+        let (kind, last) = match me.take_hold() {
             None => (RefKind::Owner, None),
             Some(hold) => {
                 let index = hold.index;
@@ -351,64 +423,78 @@ impl MemoryBlock {
                 }
             }
         };
-        let off = self.offset;
-        self.offset = 0;
-        *self.len_sole.get_mut() &= LEN_MASK;
-        if self.heap().donate_locked(g, off, kind, last)? {
+        // SAFETY: the caller's channel is a user of the heap, so it outlives this call.
+        if unsafe { heap.as_ref() }.donate_locked(g, off, kind, last)? {
             // SAFETY: this was the family's last owner reference, so its ending is ours to
             // count; the caller's channel is a user, so the heap (and `g`) outlive it.
-            unsafe { family_ends(self.heap) };
+            unsafe { family_ends(heap) };
         }
         Ok(())
     }
 
     /// Whether two blocks come from the same manager instance.
     pub(crate) fn same_heap(&self, heap: &Arc<Heap>) -> bool {
-        std::ptr::eq(self.heap.as_ptr(), Arc::as_ptr(heap))
+        std::ptr::eq(self.heap(), Arc::as_ptr(heap))
     }
 }
 
 impl Clone for MemoryBlock {
     #[inline]
     fn clone(&self) -> Self {
-        if self.hold.is_none() {
-            self.not_sole();
-            self.heap().clone_owner(self.offset);
+        match self.hold_ptr() {
+            None => {
+                self.not_sole();
+                self.heap().clone_owner(self.off());
+            }
+            // SAFETY: `p` is the `Arc<Hold>` this block holds a count of (`hold_meta`); the new
+            // block takes the added count.
+            Some(p) => unsafe { Arc::increment_strong_count(p) },
         }
-        MemoryBlock {
-            heap: self.heap,
-            offset: self.offset,
-            len_sole: AtomicU64::new(self.len() as u64),
-            hold: self.hold.clone(),
-        }
+        MemoryBlock { meta: self.meta, at: AtomicU64::new(self.off()) }
     }
 }
 
 impl Drop for MemoryBlock {
-    #[inline]
+    /// Passes the two words on by value: the caller's handle need not have an address, so its
+    /// code can keep it in registers (an outlined drop taking `&mut self` makes every handle
+    /// that might be dropped on an early return or a panic live in memory).
+    #[inline(always)]
     fn drop(&mut self) {
-        let sole = *self.len_sole.get_mut() >> SOLE_SHIFT;
-        if sole != 0 {
-            // The block's only reference, never published, from a thread cache (the field's
-            // invariant): parked again without reading its header.
-            self.heap().release_sole(self.offset, sole * GRANULE);
-            // SAFETY: as below: this was the family's last owner reference.
-            unsafe { family_ends(self.heap) };
-            return;
-        }
-        // Offset 0 marks a reference that was donated to the store (`donate_locked`).
-        if self.hold.is_none() && self.offset != 0 && self.heap().release_owner(self.offset) {
-            // SAFETY: that was this process's last owner reference to the block, so the
-            // family's ending is ours to count, and nothing uses the heap through it after.
-            unsafe { family_ends(self.heap) };
-        }
+        release(self.meta, *self.at.get_mut());
+    }
+}
+
+/// Releases the reference of a dropped `MemoryBlock` with these words.
+#[inline]
+fn release(meta: NonZeroU64, at: u64) {
+    // The dropped block again, to read its words with the methods; never dropped itself.
+    let dropped = std::mem::ManuallyDrop::new(MemoryBlock { meta, at: AtomicU64::new(at) });
+    if let Some(p) = dropped.hold_ptr() {
+        // SAFETY: as in `take_hold`: the dropped block's count of its hold ends here.
+        drop(unsafe { Arc::from_raw(p) });
+        return;
+    }
+    let (off, sole) = (at & OFFSET_MASK, at >> SOLE_SHIFT);
+    let heap = dropped.heap();
+    if sole != 0 {
+        // The block's only reference, never published, from a thread cache (the field's
+        // invariant): parked again without reading its header.
+        heap.release_sole(off, sole * GRANULE);
+        // SAFETY: as below: this was the family's last owner reference.
+        unsafe { family_ends(NonNull::from(heap)) };
+        return;
+    }
+    if heap.release_owner(off) {
+        // SAFETY: that was this process's last owner reference to the block, so the family's
+        // ending is ours to count, and nothing uses the heap through it after.
+        unsafe { family_ends(NonNull::from(heap)) };
     }
 }
 
 impl fmt::Debug for MemoryBlock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryBlock")
-            .field("offset", &self.offset)
+            .field("offset", &self.off())
             .field("len", &self.len())
             .field("ref_count", &self.ref_count())
             .finish()

@@ -215,7 +215,7 @@ impl DefaultManager {
         backing.grow(&region, initial)?;
         format_region(&region, initial, max, 0)?;
         let heap = Heap::new(region, Box::new(backing), 1)?;
-        Ok(DefaultManager { heap: Some(HeapRef::new(heap)) })
+        Ok(DefaultManager { heap: Some(HeapRef::new(heap)?) })
     }
 
     /// The process-wide manager; its heap is made on first use.

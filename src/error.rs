@@ -125,6 +125,10 @@ pub enum Error {
     /// The block belongs to another manager.
     #[error("the block belongs to another manager")]
     WrongManager,
+    /// This process has as many managers (stores opened, in-process managers) alive as it can
+    /// name, 65,535: a manager is alive while it, a clone of it or a block of it is.
+    #[error("too many managers alive in this process")]
+    TooManyManagers,
     /// Options are inconsistent.
     #[error("invalid options: {0}")]
     InvalidOptions(&'static str),

@@ -30,6 +30,7 @@ use std::ops::Deref;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
+use crate::error::Result;
 use crate::heap::Heap;
 use crate::sync::{AtomicU64, AtomicU8, Ordering};
 use crate::sys;
@@ -118,12 +119,13 @@ fn sys_registered() {
 pub(crate) struct HeapRef(Arc<Heap>);
 
 impl HeapRef {
-    /// Wraps a new heap: its first user, and the families' shared count.
-    pub(crate) fn new(heap: Heap) -> HeapRef {
-        let heap = Arc::new(heap);
+    /// Registers a new heap (`heap/table.rs`) and wraps it: its first user, and the
+    /// families' shared count.
+    pub(crate) fn new(heap: Heap) -> Result<HeapRef> {
+        let heap = crate::heap::table::register(heap)?;
         heap.lives.users.store(1, Ordering::Relaxed);
         *heap.lives.keep.lock().unwrap_or_else(|p| p.into_inner()) = Some(heap.clone());
-        HeapRef(heap)
+        Ok(HeapRef(heap))
     }
 }
 

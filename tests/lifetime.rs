@@ -148,3 +148,34 @@ fn threads_beyond_the_caches_count_their_blocks_too() {
     assert_eq!(attached(&watcher), 1);
     assert_eq!(watcher.stats().unwrap().live_blocks, 0);
 }
+
+#[test]
+fn a_resolved_hold_keeps_the_store_attached_and_moves_into_an_owner_reference() {
+    let (_dir, m, watcher) = store();
+    let a = filled(&m, 100, 5);
+    let fence = filled(&m, 100, 6); // so that growing `a` must move it
+    m.set_root("r", &a).unwrap();
+    drop(a); // only the root holds it now: resolving it gives this process an other hold
+    let mut held = m.root("r").unwrap().unwrap();
+    let clone = held.clone();
+    assert_eq!((held.len(), held.ref_count(), clone.ref_count()), (100, 3, 3));
+    assert!(m.remove_root("r").unwrap());
+    assert!(matches!(held.resize(50_000), Err(mmheap::Error::Shared { count: 2 })));
+    drop(clone);
+    drop(m);
+    drop(fence);
+    assert_eq!(attached(&watcher), 2, "the hold keeps the store attached");
+    let before = held.offset();
+    held.resize(50_000).unwrap();
+    assert_ne!(held.offset(), before, "the block moved");
+    assert_eq!((held.len(), held.ref_count()), (50_000, 1));
+    assert!(held.as_slice()[..100].iter().all(|&x| x == 5));
+    let again = held.clone();
+    assert_eq!((again.len(), held.ref_count()), (50_000, 2));
+    drop(again);
+    assert_eq!(attached(&watcher), 2, "the moved block, an owner reference now, keeps it attached");
+    drop(held);
+    assert_eq!(attached(&watcher), 1);
+    assert!(watcher.check().unwrap().is_sound());
+    assert_eq!(watcher.stats().unwrap().live_blocks, 0, "nothing leaked");
+}

@@ -20,6 +20,7 @@ use crate::sync::{fence, AtomicU64, Ordering};
 use crate::BlockHandle;
 
 mod refs;
+pub(crate) mod table;
 
 /// What a manager's memory comes from.
 pub(crate) trait Backing: Send + Sync {
@@ -76,6 +77,9 @@ pub(crate) struct Heap {
     holds: Mutex<HoldTable>,
     /// Unique among the heaps of this process (thread caches are looked up by it).
     pub(crate) id: u64,
+    /// Index in the process's heap table (`table.rs`), by which `MemoryBlock`s name the heap;
+    /// 0 for a heap never registered (which has no blocks: a snapshot being inspected).
+    pub(crate) index: u16,
     /// The per-thread block caches made for this heap.
     pub(crate) caches: crate::cache::Caches,
     /// Its users and families (`family.rs`).
@@ -138,6 +142,7 @@ impl Heap {
             tag,
             holds: Mutex::default(),
             id,
+            index: 0,
             caches: Default::default(),
             lives,
             spans,
@@ -563,6 +568,7 @@ impl Heap {
 
 impl Drop for Heap {
     fn drop(&mut self) {
+        table::unregister(self.index);
         let Ok(g) = self.lock() else { return };
         crate::cache::drain(self, &g);
         self.backing.detach(&self.region);

@@ -246,8 +246,9 @@ impl MappedManager {
         path: PathBuf,
         created: bool,
         opening_recovery: Option<crate::RecoveryReport>,
-    ) -> Self {
-        MappedManager { heap: HeapRef::new(heap), path: Arc::new(path), created, opening_recovery }
+    ) -> Result<Self> {
+        let heap = HeapRef::new(heap)?;
+        Ok(MappedManager { heap, path: Arc::new(path), created, opening_recovery })
     }
 
     /// What the recovery that ran while opening the store did, if one ran (some process had

@@ -72,7 +72,7 @@ fn finish(
     let backing = FileBacking { file, map, slot, remove_on_drop };
     let heap = Heap::new(region, Box::new(backing), slot + 1)?;
     let recovery = heap.recover_at_open(reclaimed)?;
-    Ok(MappedManager::from_parts(heap, path.to_owned(), created, recovery))
+    MappedManager::from_parts(heap, path.to_owned(), created, recovery)
 }
 
 /// Makes a store of format version 1 a version 2 store (which may hold spans) when this is the
