@@ -182,9 +182,9 @@ impl MemoryBlock {
     #[inline(always)]
     pub(crate) fn allocate(heap: &Arc<Heap>, len: usize, align: usize) -> Result<Self> {
         let align_log2 = align_log2(align)?;
-        // The payload's range was checked by the allocation (`payload_ptr` relies on it).
+        // The payload's range was checked by the allocation (`payload_ptr` relies on it), which
+        // counted the new family too.
         let (offset, _, cached_size) = heap.allocate(len as u64, align_log2)?;
-        heap.family_begins();
         let at = AtomicU64::new(offset | (cached_size / GRANULE) << SOLE_SHIFT);
         Ok(MemoryBlock { meta: owner_meta(heap, len as u64), at })
     }
@@ -479,10 +479,8 @@ fn release(meta: NonZeroU64, at: u64) {
     if sole != 0 {
         // The block's only reference, never published, from a thread cache (the field's
         // invariant): parked again without reading its header.
-        heap.release_sole(off, sole * GRANULE);
-        // SAFETY: as below: this was the family's last owner reference.
-        unsafe { family_ends(NonNull::from(heap)) };
-        return;
+        // SAFETY: as below: this was the family's last owner reference (it ends there).
+        return unsafe { heap.release_sole(off, sole * GRANULE) };
     }
     if heap.release_owner(off) {
         // SAFETY: that was this process's last owner reference to the block, so the family's

@@ -332,9 +332,13 @@ impl ThreadCache {
         self.families.store(n.wrapping_add(delta), Ordering::Release);
     }
 
-    /// The heap's users and families.
-    pub(crate) fn lives(&self) -> &Lives {
-        &self.lives
+    /// Counts the end of a family on this thread, then checks whether its heap was orphaned
+    /// (`family.rs`). The heap may be gone after this: the cache is kept alive by this
+    /// thread's claim (`CLAIMS`), not only by the heap.
+    #[inline]
+    pub(crate) fn end_family(&self) {
+        self.count_family(1u64.wrapping_neg());
+        self.lives.after_ending();
     }
 
     /// Publishes the counters to the cell (plain stores: this thread is the only writer).

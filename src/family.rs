@@ -180,10 +180,7 @@ pub(crate) unsafe fn family_ends(heap: NonNull<Heap>) {
     match h.cache_in_use() {
         // The cache is kept alive by this thread's claim (`cache.rs`, `CLAIMS`), not only by
         // the heap, so it outlives the heap if this ending lets the heap go.
-        Some(c) => {
-            c.count_family(1u64.wrapping_neg());
-            c.lives().after_ending();
-        }
+        Some(c) => c.end_family(),
         None => h.lives.clone().end_homeless(),
     }
 }

@@ -305,15 +305,19 @@ impl Heap {
     }
 
     /// A default-aligned block of `len` bytes from this thread's cache, with its payload
-    /// pointer and its size; `None` when the size is not cached or the cache cannot serve it (the caller
-    /// then takes the lock, which also reports any error).
+    /// pointer and its size, its family counted in the cache; `None` when the size is not
+    /// cached or the cache cannot serve it (the caller then takes the lock, which also reports
+    /// any error).
     #[inline]
-    pub(crate) fn take_cached(&self, len: u64, slot: bool) -> Option<(u64, NonNull<u8>, u64)> {
+    fn take_cached(&self, len: u64, slot: bool) -> Option<(u64, NonNull<u8>, u64)> {
         if len >= crate::cache::CLASS_LIMIT {
             return None;
         }
-        let (off, size) = self.cache()?.take(self, len, slot).ok()??;
-        Some((off, self.payload_at(off, len)?, size))
+        let c = self.cache()?;
+        let (off, size) = c.take(self, len, slot).ok()??;
+        let payload = self.payload_at(off, len)?;
+        c.count_family(1);
+        Some((off, payload, size))
     }
 
     /// Parks a block whose count is zero (it has just reached zero, or it is a raw block being
@@ -358,11 +362,12 @@ impl Heap {
 
     // ---- allocation -------------------------------------------------------------------
 
-    /// Allocates a block of `len` bytes aligned to `1 << align_log2`, owned by this process
-    /// (one owner reference; a slot if it is small enough, `slot_for`): from this thread's
-    /// cache if it can, else under the lock. Returns its offset, its payload, and its size if
-    /// it came from the cache (else 0): the size a sole reference can park it with again
-    /// without reading its header ([`Heap::release_sole`]).
+    /// Allocates a block of `len` bytes aligned to `1 << align_log2` for a new `MemoryBlock`,
+    /// owned by this process (one owner reference; a slot if it is small enough, `slot_for`),
+    /// and counts the new family (`family.rs`): from this thread's cache if it can (counted
+    /// there, no second lookup of the cache), else under the lock. Returns its offset, its
+    /// payload, and its size if it came from the cache (else 0): the size a sole reference can
+    /// park it with again without reading its header ([`Heap::release_sole`]).
     #[inline]
     pub(crate) fn allocate(&self, len: u64, align_log2: u32) -> Result<(u64, NonNull<u8>, u64)> {
         let slot = self.slot_for(len, align_log2);
@@ -372,7 +377,9 @@ impl Heap {
             }
         }
         let offset = self.allocate_uncached(len, align_log2, slot)?;
-        Ok((offset, self.payload(offset, len)?, 0))
+        let payload = self.payload(offset, len)?;
+        self.family_begins();
+        Ok((offset, payload, 0))
     }
 
     /// Allocates under the lock (the thread's cache could not serve the request).

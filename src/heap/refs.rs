@@ -3,6 +3,7 @@
 //! out of store structures. ARCHITECTURE.md, "References", gives the rules.
 
 use super::*;
+use crate::family::family_ends;
 
 impl Heap {
     /// Adds an owner reference (cloning an owner-kind `MemoryBlock`).
@@ -18,11 +19,19 @@ impl Heap {
     /// Releases the only reference to a block never published, which came from this thread's
     /// cache with `size` bytes (the caller's `MemoryBlock` knows both): parks it again without
     /// reading its header, whose line a block released long after its allocation has left the
-    /// cache (a miss `release_owner`'s load would wait for; this store does not wait). Ends the
-    /// reference's family, like `release_owner` returning `true`.
+    /// cache (a miss `release_owner`'s load would wait for; this store does not wait). Then
+    /// ends the reference's family (`family.rs`), counted in the cache that parks the block.
+    ///
+    /// # Safety
+    ///
+    /// As for [`crate::family::family_ends`]: the caller's reference was its family's last (a
+    /// sole one is), and the caller does not use the heap after this call.
     #[inline]
-    pub(crate) fn release_sole(&self, off: u64, size: u64) {
-        let Some(word) = self.rc_ref(off) else { return };
+    pub(crate) unsafe fn release_sole(&self, off: u64, size: u64) {
+        let Some(word) = self.rc_ref(off) else {
+            // SAFETY: the caller's contract.
+            return unsafe { family_ends(NonNull::from(self)) };
+        };
         debug_assert_eq!(
             word.load(Ordering::Acquire),
             rc::fresh(u64::from(self.tag)),
@@ -34,10 +43,13 @@ impl Heap {
         // push inlines into the caller's drop.
         if let Some(c) = self.cache() {
             if c.put(self, off, size, is_slot(off)) || c.defer(self, off, size) {
-                return;
+                // Nothing touches the heap after this: the ending may let it go.
+                return c.end_family();
             }
         }
         self.free_parked_now(off);
+        // SAFETY: the caller's contract.
+        unsafe { family_ends(NonNull::from(self)) }
     }
 
     /// Drops an owner reference; the last one clears ownership and frees the block if nobody
