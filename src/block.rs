@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytemuck::{Pod, Zeroable};
 
 use crate::core::header::rc;
+use crate::core::span::is_slot;
 use crate::error::{Error, Result};
 use crate::family::{family_ends, HeapRef};
 use crate::format::{payload_of, GRANULE, PAGE_SIZE};
@@ -241,6 +242,12 @@ impl MemoryBlock {
         self.heap().settle(self.off(), self.len() as u64)
     }
 
+    /// [`MemoryBlock::settle_len`] under the lock, which the caller holds.
+    pub(crate) fn settle_len_locked(&self, g: &crate::heap::Guard<'_>) -> Result<()> {
+        self.not_sole();
+        self.heap().settle_locked(g, self.off(), self.len() as u64)
+    }
+
     /// The first payload byte.
     #[inline]
     fn payload_ptr(&self) -> *mut u8 {
@@ -346,11 +353,18 @@ impl MemoryBlock {
     /// on it is read-only everywhere.
     pub fn handle(&self) -> BlockHandle {
         self.not_sole();
-        // A slot that cannot be published (no room for its span's page in a full store) gets
-        // a handle with generation 0, which resolves to `InvalidHandle`.
-        let _ = self.heap().settle(self.off(), self.len() as u64);
-        self.heap().publish(self.off());
-        self.heap().handle_of(self.off())
+        let (heap, off) = (self.heap(), self.off());
+        if heap.settle_and_publish(off, self.len() as u64).is_err() {
+            // A slot that cannot be published (no room for its span's page in a full store)
+            // is published all the same and gets a handle with generation 0, which resolves
+            // to `InvalidHandle`. A block that could not be given a generation (a corrupt
+            // store) stays unpublished, its old generation naming nothing, and gets the same.
+            if is_slot(off) {
+                heap.publish(off);
+            }
+            return BlockHandle { offset: off, generation: 0 };
+        }
+        heap.handle_of(off)
     }
 
     /// Offset of the first payload byte in the store: position-independent, valid in every

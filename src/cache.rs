@@ -30,10 +30,10 @@
 //! - a parked block has count 0 and a living owner, so resolving a handle to it fails
 //!   (count 0 refuses a reference) and recovery keeps it; when the owner dies, recovery drops
 //!   the owner and frees it with the rest of the dead process's blocks;
-//! - generations come from a range reserved under the lock, so every allocation still gets a
-//!   generation never issued before; a handle resolves only to a published block (a reissued
-//!   one starts unpublished) and re-reads the generation after its compare-and-swap
-//!   (`Heap::acquire_locked`), which catches a block reissued and published again under it;
+//! - a reissued block keeps its old generation until it is published, when it gets one never
+//!   issued before (under the lock, `Heap::settle_locked`); a handle resolves only to a published block (a reissued one starts unpublished) and
+//!   re-reads the generation after its compare-and-swap (`Heap::acquire_locked`), which catches
+//!   a block reissued and published again under it;
 //! - each cache counts its parked blocks and bytes in a cell of a per-process table in the
 //!   store (the slot's `SLOT_CACHES`), written only by the cache's thread, so `stats` of any
 //!   process can leave parked blocks out without a lock.
@@ -70,8 +70,6 @@ const STACKS: usize = CLASSES + SLOT_CLASSES as usize;
 const STACK: usize = 64;
 /// Bytes a refill carves at most (and at least one block).
 const REFILL_BYTES: u64 = 8 << 10;
-/// Generations reserved at once.
-const GEN_BATCH: u64 = 1 << 12;
 /// Blocks the deferred list holds at most,
 const DEFERRED: usize = 16;
 /// each at most this large (larger ones are freed at once),
@@ -219,8 +217,6 @@ struct State {
     /// its first `depth[c]` entries in use (oldest first), each a [`Parked`] block.
     slots: [Parked; SLOTS],
     depth: [u8; STACKS],
-    next_gen: u64,
-    gen_end: u64,
     bytes: u64,
     blocks: u64,
     /// Parked blocks too large for a stack, freed when the thread next takes the lock.
@@ -373,15 +369,12 @@ impl ThreadCache {
             0 if slot => (c..STACKS).find(|&a| s.depth[a] > 0).unwrap_or(c),
             _ => c,
         };
-        let Some((off, got)) = self.pop(heap, c, true)? else { return Ok(None) };
+        let Some((off, got)) = self.pop(heap, c)? else { return Ok(None) };
         debug_assert!(slot || heap.core().tag(off).map(|t| t.size()).ok() == Some(got), "take {off:#x}");
-        let s = self.state();
-        let gen = s.next_gen;
-        s.next_gen += 1;
         // SAFETY: every block on a stack had its header range-checked before it was pushed
         // (`Heap::park_or_free`'s callers check the reference word, a refill carves and writes
         // the whole header); slots need no earlier check.
-        unsafe { heap.reissue(off, gen, slot) };
+        unsafe { heap.reissue(off, slot) };
         Ok(Some((off, got)))
     }
 
@@ -391,16 +384,15 @@ impl ThreadCache {
     #[inline]
     pub(crate) fn take_raw(&self, heap: &Heap, len: u64) -> Result<Option<u64>> {
         let Some(c) = block_size(len).and_then(class_for_take) else { return Ok(None) };
-        Ok(self.pop(heap, c, false)?.map(|(off, _)| off))
+        Ok(self.pop(heap, c)?.map(|(off, _)| off))
     }
 
     /// Pops the block parked last on stack `c`, refilling the stack under the lock first when
-    /// it is empty (or, with `gens`, when this cache's generations are used up). Returns its
-    /// offset and size; `None` if the refill found no space.
+    /// it is empty. Returns its offset and size; `None` if the refill found no space.
     #[inline(always)]
-    fn pop(&self, heap: &Heap, c: usize, gens: bool) -> Result<Option<(u64, u64)>> {
+    fn pop(&self, heap: &Heap, c: usize) -> Result<Option<(u64, u64)>> {
         let s = self.state();
-        if s.depth[c] == 0 || gens && s.next_gen == s.gen_end {
+        if s.depth[c] == 0 {
             self.refill(heap, c)?;
         }
         let s = self.state();
@@ -494,9 +486,6 @@ impl ThreadCache {
         let g = heap.lock()?;
         self.free_one_above(heap, &g, c);
         let s = self.state();
-        if s.next_gen == s.gen_end {
-            (s.next_gen, s.gen_end) = heap.reserve_generations(&g, GEN_BATCH)?;
-        }
         let size = bound(c);
         let want = (REFILL_BYTES / size).clamp(1, u64::from(self.limits[c]) / 2) as usize;
         let mut carved = [(0u64, 0u64); STACK / 2];
@@ -679,8 +668,6 @@ impl Heap {
         let state = State {
             slots: [Parked(0); SLOTS],
             depth: [0; STACKS],
-            next_gen: 0,
-            gen_end: 0,
             bytes: 0,
             blocks: 0,
             deferred: [0; DEFERRED],
@@ -754,33 +741,28 @@ impl Heap {
         Ok((bytes, blocks))
     }
 
-    /// Makes the parked block at `off` a fresh allocation with generation `gen`, owned by this
-    /// process. The reference word is stored last: until then the block has count zero and no
-    /// resolve can take a reference to it. The tag keeps its old slack and the header its old
-    /// check word until the block is about to be named by others (`Heap::settle`): a handle
-    /// resolves only to a published block, and computing the check word (two multiply-xorshift
-    /// rounds) would cost several nanoseconds per allocation. Only stores: nothing waits for
-    /// the header's line to arrive.
+    /// Makes the parked block or slot at `off` a fresh allocation owned by this process: one
+    /// store, of its reference word. Until the block is about to be named by others
+    /// (`Heap::settle`) its header keeps the generation, slack and check word of its previous
+    /// allocation: a handle resolves only to a published block, so the old generation names
+    /// nothing meanwhile, and the publication gives a new one (as a slot's, `Heap::publish_slot_locked`).
+    /// Only a store: nothing waits for the header's line to arrive.
     ///
     /// # Safety
     /// For a block (`slot` false), the header at `off` was range-checked before (see
     /// `Region::word_unchecked`); a slot's reference word is range-checked here.
     #[inline]
-    pub(crate) unsafe fn reissue(&self, off: u64, gen: u64, slot: bool) {
+    pub(crate) unsafe fn reissue(&self, off: u64, slot: bool) {
         debug_assert_eq!(slot, is_slot(off));
+        let fresh = rc::fresh(u64::from(self.tag()));
         if slot {
-            // A slot's generation is given when it is published (`Heap::publish_slot`).
             if let Some(word) = self.rc_ref(off) {
-                word.store(rc::fresh(u64::from(self.tag())), Ordering::Release);
+                word.store(fresh, Ordering::Release);
             }
             return;
         }
-        // SAFETY: the caller checked the header's range; the generation and reference words
-        // lie inside it.
-        let (gen_word, rc_word) =
-            unsafe { (self.region.word_unchecked(off + HDR_GEN), self.region.word_unchecked(off + HDR_RC)) };
-        gen_word.store(gen, Ordering::Relaxed);
-        rc_word.store(rc::fresh(u64::from(self.tag())), Ordering::Release);
+        // SAFETY: the caller checked the header's range; the reference word lies inside it.
+        unsafe { self.region.word_unchecked(off + HDR_RC) }.store(fresh, Ordering::Release);
     }
 }
 

@@ -407,10 +407,13 @@ impl Sender {
         if !block.same_heap(&inner.heap) {
             return Err(SendError::WrongManager(block));
         }
+        let g = inner.heap.lock().map_err(SendError::Store)?;
         // The length goes into the header before the ring names the block: a receiver (or,
         // if we die between the two, recovery) takes it from there.
-        block.settle_len().map_err(SendError::Store)?;
-        let g = inner.heap.lock().map_err(SendError::Store)?;
+        if let Err(e) = block.settle_len_locked(&g) {
+            drop(g); // before the block goes: dropping it may take the lock
+            return Err(SendError::Store(e));
+        }
         let (head, tail) = match (inner.load(RING_HEAD), inner.load(RING_TAIL)) {
             (Ok(h), Ok(t)) => (h, t),
             (Err(e), _) | (_, Err(e)) => return Err(SendError::Store(e)),

@@ -113,8 +113,7 @@ impl Heap {
     /// the length in its span's page, then sets the published bit, all under the lock, so the
     /// page entry of a published slot never changes. Nothing to do if it is published already.
     /// Fails only when the store has no room left for the span's page.
-    pub(crate) fn publish_slot(&self, id: u64, len: u64) -> Result<()> {
-        let g = self.lock()?;
+    pub(crate) fn publish_slot_locked(&self, g: &Guard<'_>, id: u64, len: u64) -> Result<()> {
         let slot = self.core().slot_at(self.key(), id)?;
         let word = self.region.u64_at(slot.rc_offset())?;
         if rc::published(word.load(Ordering::Acquire)) {
@@ -126,7 +125,7 @@ impl Heap {
             }
             self.grow_for(PAGE_ENTRIES + layout(slot.class).0 * 8, 4)?;
         };
-        let (gen, _) = self.reserve_generations(&g, 1)?;
+        let (gen, _) = self.reserve_generations(g, 1)?;
         let slack = slot.class - len.min(slot.class);
         self.region.store(page + PAGE_ENTRIES + slot.index * 8, gen | slack << 56)?;
         word.fetch_or(rc::PUBLISHED, Ordering::AcqRel);

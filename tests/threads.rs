@@ -121,3 +121,47 @@ fn mapped_manager_exited_thread_cache() {
     exited_thread_cache_is_reused(m.clone());
     assert!(m.check().unwrap().is_sound());
 }
+
+/// Two threads taking the first handle of the same block at once (a `MemoryBlock` is `Sync`)
+/// get the same handle, and it resolves: the publication's new generation replaces the old one
+/// only once. Blocks reissued from the cache and fresh ones alike.
+fn racing_first_handles_agree<M: MemoryManager + Sync>(m: &M) {
+    const ROUNDS: usize = 3000;
+    for round in 0..12 {
+        let blocks: Vec<MemoryBlock> = (0..ROUNDS).map(|i| m.allocate(100 + i % 300).unwrap()).collect();
+        let barrier = std::sync::Barrier::new(2);
+        let take = || -> Vec<BlockHandle> {
+            blocks
+                .iter()
+                .map(|b| {
+                    barrier.wait();
+                    b.handle()
+                })
+                .collect()
+        };
+        let (mine, theirs) = thread::scope(|s| {
+            let other = s.spawn(take);
+            (take(), other.join().unwrap())
+        });
+        for (i, b) in blocks.iter().enumerate() {
+            assert_eq!(mine[i], theirs[i], "round {round}, block {i}");
+            let again = m.block_from_handle(mine[i]).unwrap();
+            assert_eq!(again.offset(), b.offset());
+        }
+        drop(blocks); // parked, to be reissued (with their old generations) next round
+    }
+}
+
+#[test]
+fn default_manager_racing_first_handles() {
+    let m = DefaultManager::new().unwrap();
+    racing_first_handles_agree(&m);
+    assert!(m.check().unwrap().is_sound());
+}
+
+#[test]
+fn mapped_manager_racing_first_handles() {
+    let m = MappedManager::temporary(&Options::new().max_size(1 << 30)).unwrap();
+    racing_first_handles_agree(&m);
+    assert!(m.check().unwrap().is_sound());
+}

@@ -153,39 +153,69 @@ impl Heap {
         .map_err(|_| Error::corrupt("too many holds on one block", off))
     }
 
-    /// Completes the header of the held block at `off` before others can name it (a handle, a
-    /// root, a channel): `len` into the tag (as its slack) and the check word of its
-    /// generation. A block reissued from a thread cache keeps the slack and check word of its
-    /// previous allocation until then: only its owner can name it, and the owner's
-    /// `MemoryBlock` knows the length. The slack is set with a compare-and-swap loop on the
-    /// tag, as the core may flip `PREV_FREE`; rewriting the check word of a block that is
-    /// already nameable stores the value it holds.
+    /// Completes the header of the held block at `off` before others can name it (a root, a
+    /// channel; a handle through [`Heap::settle_and_publish`]): `len` into the tag (as its
+    /// slack), a new generation and its check word. A block reissued from a thread cache keeps
+    /// the slack, generation and check word of its previous allocation until then: only its
+    /// owner can name it, the owner's `MemoryBlock` knows the length, and no handle resolves to
+    /// an unpublished block, so the old generation names nothing. A published block was settled
+    /// when it was published: nothing to do, no lock.
     ///
-    /// A slot is published here outright ([`Heap::publish_slot`]), which fails when the store
+    /// A slot is published here outright ([`Heap::publish_slot_locked`]), which fails when the store
     /// has no room for its span's publication page.
     pub(crate) fn settle(&self, off: u64, len: u64) -> Result<()> {
-        if is_slot(off) {
-            return self.publish_slot(off, len);
+        if !is_slot(off) && rc::published(self.rc(off)) {
+            return Ok(());
         }
-        let Ok(word) = self.region.u64_at(off + HDR_TAG) else { return Ok(()) };
+        let g = self.lock()?;
+        self.settle_locked(&g, off, len)
+    }
+
+    /// [`Heap::settle`] under the lock. The generation changes only here, under the lock and
+    /// while the block is unpublished, and every publication happens under the lock too, so
+    /// the generation a handle reads after publishing never changes while the block lives
+    /// (two threads may publish one allocation at once: a `MemoryBlock` is `Sync`).
+    pub(crate) fn settle_locked(&self, g: &Guard<'_>, off: u64, len: u64) -> Result<()> {
+        if is_slot(off) {
+            return self.publish_slot_locked(g, off, len);
+        }
+        if rc::published(self.rc_word(off)?.load(Ordering::Acquire)) {
+            return Ok(());
+        }
+        let word = self.region.u64_at(off + HDR_TAG)?;
         let t = Tag(word.load(Ordering::Relaxed));
-        let Some(slack) = t.size().checked_sub(HEADER_SIZE + len) else { return Ok(()) };
+        let slack = t
+            .size()
+            .checked_sub(HEADER_SIZE + len)
+            .ok_or(Error::corrupt("block shorter than its length", off))?;
         if slack > MAX_SLACK {
             // A block of a cache class above `len`'s size (up to an eighth larger): its slack
             // does not fit the tag, so the excess goes back to the heap, and the shrink
             // writes the slack. Nobody else can name the block yet, and the caller's
             // references all have length `len`.
-            if let Ok(_g) = self.lock() {
-                let _ = self.core().resize_in_place(off, len);
-            }
+            self.core().resize_in_place(off, len)?;
         } else if slack != t.slack() {
+            // An atomic read-modify-write, as every change to a used block's tag is
+            // (`docs/format.md`).
             let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
                 Some(w & !(MAX_SLACK << 48) | slack << 48)
             });
         }
-        if let Ok(gen) = self.region.load(off + HDR_GEN) {
-            let _ = self.region.store(off + HDR_CHECK, check_word(self.key, off, gen));
+        let (gen, _) = self.reserve_generations(g, 1)?;
+        self.region.store(off + HDR_GEN, gen)?;
+        self.region.store(off + HDR_CHECK, check_word(self.key, off, gen))
+    }
+
+    /// Settles and publishes the held block at `off` (taking its handle), both under one hold
+    /// of the lock the first time (see [`Heap::settle_locked`]); a block published already
+    /// needs neither.
+    pub(crate) fn settle_and_publish(&self, off: u64, len: u64) -> Result<()> {
+        if rc::published(self.rc(off)) {
+            return Ok(());
         }
+        let g = self.lock()?;
+        self.settle_locked(&g, off, len)?;
+        self.publish(off);
         Ok(())
     }
 
@@ -216,13 +246,14 @@ impl Heap {
     /// `expect_gen`) now carries another generation.
     ///
     /// A handle resolves only to a published block (taking a handle publishes). Its generation
-    /// is read again after the hold is counted: the block's owner may have parked and reissued
-    /// it (lock-free, generation first, reference word last) since the handle was validated;
-    /// the reference word then synchronises with that reissue, so the new generation is seen
-    /// and the hold given back. A reissued block starts unpublished, so the passing count can
-    /// only be seen on a block its owner has published again (read-only for it anyway), and
-    /// never under the lock. (A handle never joins the owner's references, so giving back
-    /// never ends them.)
+    /// is read again after the hold is counted: the block's owner may have parked, reissued
+    /// and published it again (lock-free: a reissued block starts unpublished, and its
+    /// publication replaces the generation before it sets the published bit, `settle`) since
+    /// the handle was validated; the published bit our compare-and-swap saw then synchronises
+    /// with that publication, so the new generation is seen and the hold given back. The
+    /// passing count can only be seen on a block its owner has published again (read-only for
+    /// it anyway), and never under the lock. (A handle never joins the owner's references, so
+    /// giving back never ends them.)
     pub(crate) fn acquire_locked(
         &self,
         g: &Guard<'_>,
