@@ -177,9 +177,9 @@ impl MemoryBlock {
 
     /// A new block of `len` bytes aligned to `align`. Inlined into the caller's crate so that
     /// the handle can stay in registers there (`as_mut_slice` reads it without an atomic
-    /// access for the same reason): a handle returned through memory, written as four 8-byte
+    /// access for the same reason): a handle that goes through memory, written as 8-byte
     /// words and copied with 16-byte loads, makes the copy wait for every store before it,
-    /// the header's and the payload's cold lines included (`BENCHMARKS.md`).
+    /// the header's and the payload's cold lines included (`heap/table.rs`).
     #[inline(always)]
     pub(crate) fn allocate(heap: &Arc<Heap>, len: usize, align: usize) -> Result<Self> {
         let align_log2 = align_log2(align)?;
@@ -350,7 +350,8 @@ impl MemoryBlock {
     }
 
     /// The handle that names this block, for another process. Publishes the block: from now
-    /// on it is read-only everywhere.
+    /// on it is read-only everywhere. (In a store too full or too damaged to record the
+    /// publication, the handle has generation 0 and resolves to nothing.)
     pub fn handle(&self) -> BlockHandle {
         self.not_sole();
         let (heap, off) = (self.heap(), self.off());
@@ -407,7 +408,7 @@ impl MemoryBlock {
             }
         };
         self.heap().payload(offset, new_len as u64)?; // the range check `payload_ptr` relies on
-                                                      // The block may have another size now: releases read the header again.
+                                                      // The block may have another size now (no sole-release size): releases read the header.
         *self.at.get_mut() = offset;
         match self.hold() {
             None => self.meta = owner_meta(self.heap(), new_len as u64),

@@ -31,9 +31,10 @@
 //!   (count 0 refuses a reference) and recovery keeps it; when the owner dies, recovery drops
 //!   the owner and frees it with the rest of the dead process's blocks;
 //! - a reissued block keeps its old generation until it is published, when it gets one never
-//!   issued before (under the lock, `Heap::settle_locked`); a handle resolves only to a published block (a reissued one starts unpublished) and
-//!   re-reads the generation after its compare-and-swap (`Heap::acquire_locked`), which catches
-//!   a block reissued and published again under it;
+//!   issued before (under the lock, `Heap::settle_locked`); a handle resolves only to a
+//!   published block (a reissued one starts unpublished) and re-reads the generation after its
+//!   compare-and-swap (`Heap::acquire_locked`), which catches a block reissued and published
+//!   again under it;
 //! - each cache counts its parked blocks and bytes in a cell of a per-process table in the
 //!   store (the slot's `SLOT_CACHES`), written only by the cache's thread, so `stats` of any
 //!   process can leave parked blocks out without a lock.
@@ -745,8 +746,9 @@ impl Heap {
     /// store, of its reference word. Until the block is about to be named by others
     /// (`Heap::settle`) its header keeps the generation, slack and check word of its previous
     /// allocation: a handle resolves only to a published block, so the old generation names
-    /// nothing meanwhile, and the publication gives a new one (as a slot's, `Heap::publish_slot_locked`).
-    /// Only a store: nothing waits for the header's line to arrive.
+    /// nothing meanwhile, and the publication gives a new one (as a slot's,
+    /// `Heap::publish_slot_locked`). Only a store: nothing waits for the header's line to
+    /// arrive.
     ///
     /// # Safety
     /// For a block (`slot` false), the header at `off` was range-checked before (see

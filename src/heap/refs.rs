@@ -161,8 +161,8 @@ impl Heap {
     /// an unpublished block, so the old generation names nothing. A published block was settled
     /// when it was published: nothing to do, no lock.
     ///
-    /// A slot is published here outright ([`Heap::publish_slot_locked`]), which fails when the store
-    /// has no room for its span's publication page.
+    /// A slot is published here outright ([`Heap::publish_slot_locked`]), which fails when the
+    /// store has no room for its span's publication page.
     pub(crate) fn settle(&self, off: u64, len: u64) -> Result<()> {
         if !is_slot(off) && rc::published(self.rc(off)) {
             return Ok(());
