@@ -239,7 +239,7 @@ impl MemoryBlock {
     /// `Heap::settle`.
     pub(crate) fn settle_len(&self) -> Result<()> {
         self.not_sole();
-        self.heap().settle(self.off(), self.len() as u64)
+        self.heap().settle(self.off(), self.len() as u64, false)
     }
 
     /// [`MemoryBlock::settle_len`] under the lock, which the caller holds.
@@ -355,7 +355,7 @@ impl MemoryBlock {
     pub fn handle(&self) -> BlockHandle {
         self.not_sole();
         let (heap, off) = (self.heap(), self.off());
-        if heap.settle_and_publish(off, self.len() as u64).is_err() {
+        if heap.settle(off, self.len() as u64, true).is_err() {
             // A slot that cannot be published (no room for its span's page in a full store)
             // is published all the same and gets a handle with generation 0, which resolves
             // to `InvalidHandle`. A block that could not be given a generation (a corrupt

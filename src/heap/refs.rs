@@ -154,8 +154,9 @@ impl Heap {
     }
 
     /// Completes the header of the held block at `off` before others can name it (a root, a
-    /// channel; a handle through [`Heap::settle_and_publish`]): `len` into the tag (as its
-    /// slack), a new generation and its check word. A block reissued from a thread cache keeps
+    /// channel, a handle): `len` into the tag (as its slack), a new generation and its check
+    /// word, and with `publish` (taking a handle) sets the published bit in the same hold of
+    /// the lock (see [`Heap::settle_locked`]). A block reissued from a thread cache keeps
     /// the slack, generation and check word of its previous allocation until then: only its
     /// owner can name it, the owner's `MemoryBlock` knows the length, and no handle resolves to
     /// an unpublished block, so the old generation names nothing. A published block was settled
@@ -163,12 +164,16 @@ impl Heap {
     ///
     /// A slot is published here outright ([`Heap::publish_slot_locked`]), which fails when the
     /// store has no room for its span's publication page.
-    pub(crate) fn settle(&self, off: u64, len: u64) -> Result<()> {
-        if !is_slot(off) && rc::published(self.rc(off)) {
+    pub(crate) fn settle(&self, off: u64, len: u64, publish: bool) -> Result<()> {
+        if rc::published(self.rc(off)) {
             return Ok(());
         }
         let g = self.lock()?;
-        self.settle_locked(&g, off, len)
+        self.settle_locked(&g, off, len)?;
+        if publish {
+            self.publish(off);
+        }
+        Ok(())
     }
 
     /// [`Heap::settle`] under the lock. The generation changes only here, under the lock and
@@ -204,19 +209,6 @@ impl Heap {
         let (gen, _) = self.reserve_generations(g, 1)?;
         self.region.store(off + HDR_GEN, gen)?;
         self.region.store(off + HDR_CHECK, check_word(self.key, off, gen))
-    }
-
-    /// Settles and publishes the held block at `off` (taking its handle), both under one hold
-    /// of the lock the first time (see [`Heap::settle_locked`]); a block published already
-    /// needs neither.
-    pub(crate) fn settle_and_publish(&self, off: u64, len: u64) -> Result<()> {
-        if rc::published(self.rc(off)) {
-            return Ok(());
-        }
-        let g = self.lock()?;
-        self.settle_locked(&g, off, len)?;
-        self.publish(off);
-        Ok(())
     }
 
     /// Marks the block as published: from now on everyone sees it read-only.
