@@ -75,11 +75,14 @@ pub struct MemoryBlock {
     meta: NonZeroU64,
     /// The header's offset in bits 0..48 (the payload follows it; its range was checked when
     /// the block was obtained, see `payload_ptr`) and, in bits 48..64, the block's size in
-    /// 16-byte units while this handle may release the block without reading its header, else
-    /// 0. The size is set iff the block came from a thread cache with that size, this is its
-    /// only reference (an owner one; the count is 1) and it was never published; cleared by
-    /// everything that could make it otherwise (`clone`, `handle`, `settle_len` for roots and
-    /// channels, `resize`). An atomic so that `&self` methods can clear it; see `Drop`.
+    /// 16-byte units while the block is *lent* to this handle, else 0. A block is lent iff it
+    /// came from a thread cache with that size, this is its only reference (an owner one) and
+    /// it was never published; its reference word then still reads *parked* (owner this
+    /// process, count 0, not published): the header counts nothing, and the release parks the
+    /// block again without touching the header. Everything that could make another reference
+    /// first ends the lending (`end_lending`: `clone`, `handle`, `settle_len` for roots and
+    /// channels, `resize`), counting this reference in the header. An atomic so that `&self`
+    /// methods can end it; see `Drop`.
     at: AtomicU64,
 }
 
@@ -93,9 +96,9 @@ const OWNER: u64 = 1;
 const LEN_SHIFT: u32 = 1;
 const LEN_MASK: u64 = (1 << 47) - 1;
 const INDEX_SHIFT: u32 = 48;
-/// `at`: the offset, then the sole-release size.
+/// `at`: the offset, then the size of a lent block.
 const OFFSET_MASK: u64 = (1 << 48) - 1;
-const SOLE_SHIFT: u32 = 48;
+const LENT_SHIFT: u32 = 48;
 
 /// One other hold on a block, shared by the clones that came from one resolve.
 struct Hold {
@@ -186,7 +189,7 @@ impl MemoryBlock {
         // The payload's range was checked by the allocation (`payload_ptr` relies on it), which
         // counted the new family too.
         let (offset, _, cached_size) = heap.allocate(len as u64, align_log2)?;
-        let at = AtomicU64::new(offset | (cached_size / GRANULE) << SOLE_SHIFT);
+        let at = AtomicU64::new(offset | (cached_size / GRANULE) << LENT_SHIFT);
         Ok(MemoryBlock { meta: owner_meta(heap, len as u64), at })
     }
 
@@ -238,13 +241,13 @@ impl MemoryBlock {
     /// Completes the header (length, check word) before anyone else can name the block; see
     /// `Heap::settle`.
     pub(crate) fn settle_len(&self) -> Result<()> {
-        self.not_sole();
+        self.end_lending(0);
         self.heap().settle(self.off(), self.len() as u64, false)
     }
 
     /// [`MemoryBlock::settle_len`] under the lock, which the caller holds.
     pub(crate) fn settle_len_locked(&self, g: &crate::heap::Guard<'_>) -> Result<()> {
-        self.not_sole();
+        self.end_lending(0);
         self.heap().settle_locked(g, self.off(), self.len() as u64)
     }
 
@@ -256,11 +259,27 @@ impl MemoryBlock {
         unsafe { self.heap().region.at_unchecked(payload_of(self.off())) }.as_ptr()
     }
 
-    /// Clears the sole-release size: another reference may exist from now on.
+    /// Ends the lending of a lent block (see `at`): counts this reference in the header, plus
+    /// `extra` new owner references (a clone's), so that other references may exist from now
+    /// on. For a block not lent, only adds the `extra` ones.
     #[inline]
-    fn not_sole(&self) {
-        if self.at.load(Ordering::Relaxed) > OFFSET_MASK {
-            self.at.fetch_and(OFFSET_MASK, Ordering::Relaxed);
+    fn end_lending(&self, extra: u64) {
+        let at = self.at.load(Ordering::Relaxed);
+        let (heap, off) = (self.heap(), at & OFFSET_MASK);
+        if at <= OFFSET_MASK {
+            if extra > 0 {
+                heap.add_owner_refs(off, extra);
+            }
+            return;
+        }
+        // Count first, then clear the size, so the header never counts fewer references than
+        // exist. A thread that clones this same block at once (`&MemoryBlock` is `Sync`) may
+        // do the same; whoever loses the race to clear it takes back the one it added for
+        // this reference (never the last: the winner's are counted before its clearing, which
+        // the loser's acquire sees, and this reference lives while we borrow it).
+        heap.add_owner_refs(off, 1 + extra);
+        if self.at.compare_exchange(at, off, Ordering::Release, Ordering::Acquire).is_err() {
+            heap.drop_counted_owner_ref(off);
         }
     }
 
@@ -314,8 +333,8 @@ impl MemoryBlock {
     fn ensure_exclusive(&self, at: u64) -> Result<()> {
         let off = at & OFFSET_MASK;
         if at > OFFSET_MASK {
-            // The only reference, never published (the field's invariant).
-            debug_assert_eq!(rc::count(self.heap().rc(off)), 1);
+            // Lent: the only reference, never published (the field's invariant).
+            debug_assert_eq!(self.heap().rc(off), rc::parked(u64::from(self.heap().tag())));
             return Ok(());
         }
         let w = self.heap().rc(off);
@@ -327,10 +346,16 @@ impl MemoryBlock {
     }
 
     /// References to this block: every `MemoryBlock` of this process, and every hold elsewhere
-    /// (another process's references, a named root), as counted in the block header.
+    /// (another process's references, a named root), as counted in the block header. (Like
+    /// `Arc::strong_count`, a count read while another thread clones or drops a clone may be
+    /// out of date, by one more or less, as soon as it is read.)
     #[inline]
     pub fn ref_count(&self) -> u64 {
-        rc::count(self.heap().rc(self.off())) + self.local_extra()
+        let at = self.at.load(Ordering::Acquire);
+        if at > OFFSET_MASK {
+            return 1; // lent: the only reference, not counted in the header yet
+        }
+        rc::count(self.heap().rc(at & OFFSET_MASK)) + self.local_extra()
     }
 
     /// This process's clones of a hold beyond the one the header counts (0 for owners).
@@ -353,7 +378,7 @@ impl MemoryBlock {
     /// on it is read-only everywhere. (In a store too full or too damaged to record the
     /// publication, the handle has generation 0 and resolves to nothing.)
     pub fn handle(&self) -> BlockHandle {
-        self.not_sole();
+        self.end_lending(0);
         let (heap, off) = (self.heap(), self.off());
         if heap.settle(off, self.len() as u64, true).is_err() {
             // A slot that cannot be published (no room for its span's page in a full store)
@@ -387,6 +412,8 @@ impl MemoryBlock {
 
     /// Changes the length; see [`crate::MemoryManager::resize`].
     pub fn resize(&mut self, new_len: usize) -> Result<()> {
+        // The heap checks the count in the header, and may move the block.
+        self.end_lending(0);
         let index = self.hold().and_then(|h| h.index);
         let who = Resizer::Block { local_extra: self.local_extra(), hold_index: index };
         let moved = self.heap().resize(self.off(), self.len() as u64, new_len as u64, who)?;
@@ -408,7 +435,6 @@ impl MemoryBlock {
             }
         };
         self.heap().payload(offset, new_len as u64)?; // the range check `payload_ptr` relies on
-                                                      // The block may have another size now (no sole-release size): releases read the header.
         *self.at.get_mut() = offset;
         match self.hold() {
             None => self.meta = owner_meta(self.heap(), new_len as u64),
@@ -457,10 +483,7 @@ impl Clone for MemoryBlock {
     #[inline]
     fn clone(&self) -> Self {
         match self.hold_ptr() {
-            None => {
-                self.not_sole();
-                self.heap().clone_owner(self.off());
-            }
+            None => self.end_lending(1),
             // SAFETY: `p` is the `Arc<Hold>` this block holds a count of (`hold_meta`); the new
             // block takes the added count.
             Some(p) => unsafe { Arc::increment_strong_count(p) },
@@ -489,13 +512,13 @@ fn release(meta: NonZeroU64, at: u64) {
         drop(unsafe { Arc::from_raw(p) });
         return;
     }
-    let (off, sole) = (at & OFFSET_MASK, at >> SOLE_SHIFT);
+    let (off, lent) = (at & OFFSET_MASK, at >> LENT_SHIFT);
     let heap = dropped.heap();
-    if sole != 0 {
-        // The block's only reference, never published, from a thread cache (the field's
-        // invariant): parked again without reading its header.
+    if lent != 0 {
+        // The block's only reference, never published, its header counting nothing (the
+        // field's invariant): parked again without touching the header.
         // SAFETY: as below: this was the family's last owner reference (it ends there).
-        return unsafe { heap.release_sole(off, sole * GRANULE) };
+        return unsafe { heap.release_lent(off, lent * GRANULE) };
     }
     if heap.release_owner(off) {
         // SAFETY: that was this process's last owner reference to the block, so the family's

@@ -30,11 +30,13 @@
 //! - a parked block has count 0 and a living owner, so resolving a handle to it fails
 //!   (count 0 refuses a reference) and recovery keeps it; when the owner dies, recovery drops
 //!   the owner and frees it with the rest of the dead process's blocks;
-//! - a reissued block keeps its old generation until it is published, when it gets one never
-//!   issued before (under the lock, `Heap::settle_locked`); a handle resolves only to a
-//!   published block (a reissued one starts unpublished) and re-reads the generation after its
-//!   compare-and-swap (`Heap::acquire_locked`), which catches a block reissued and published
-//!   again under it;
+//! - a block handed out from a cache is *lent* (`block.rs`, `MemoryBlock`'s `at`): its word
+//!   stays parked, so the same holds for it until its `MemoryBlock` counts itself in the header
+//!   (before any second reference can exist); it keeps its old generation until it is
+//!   published, when it gets one never issued before (under the lock, `Heap::settle_locked`); a
+//!   handle resolves only to a published block (a lent one is not) and re-reads the generation
+//!   after its compare-and-swap (`Heap::acquire_locked`), which catches a block lent and
+//!   published again under it;
 //! - each cache counts its parked blocks and bytes in a cell of a per-process table in the
 //!   store (the slot's `SLOT_CACHES`), written only by the cache's thread, so `stats` of any
 //!   process can leave parked blocks out without a lock.
@@ -258,7 +260,7 @@ impl State {
 
 /// A parked block on a stack: its offset (below 2^48, like every store offset) and its size in
 /// granules above it. The size is known when the block is parked, and keeping it here spares
-/// the allocation that reissues the block a load of its header, whose line has long left the
+/// the allocation that lends the block a load of its header, whose line has long left the
 /// processor's cache by then (and which another process could change: this copy it cannot).
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Parked(u64);
@@ -348,15 +350,16 @@ impl ThreadCache {
         blocks.store(s.blocks + u64::from(s.n_deferred), Ordering::Relaxed);
     }
 
-    /// Pops a parked block of the class `len` needs and makes it a fresh allocation owned by
-    /// this process, refilling the stack under the lock when it is empty. Returns its offset
-    /// and size (the class's bound or a little more: up to an eighth more than `len` needs
-    /// for a block above [`EXACT_LIMIT`]; `Heap::settle` gives the excess back if the block is
-    /// published).
+    /// Pops a parked block of the class `len` needs, refilling the stack under the lock when it
+    /// is empty. Returns its offset and size (the class's bound or a little more: up to an
+    /// eighth more than `len` needs for a block above [`EXACT_LIMIT`]; `Heap::settle` gives the
+    /// excess back if the block is published). Its header is not touched: the block stays
+    /// parked there (owned by this process, count 0, unpublished) while the caller lends it to
+    /// a `MemoryBlock` (`block.rs`, `at`) or uses it raw (`Heap::alloc_raw`).
     ///
     /// With `slot`, a slot of the size `len` needs (`len` is at most `SLOT_MAX`), or of a
     /// larger size parked here, before a refill makes new ones: the hole rule among slots.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take(&self, heap: &Heap, len: u64, slot: bool) -> Result<Option<(u64, u64)>> {
         let c = match slot {
             true => slot_stack(slot_class(len).unwrap_or(SLOT_MAX)),
@@ -370,22 +373,11 @@ impl ThreadCache {
             0 if slot => (c..STACKS).find(|&a| s.depth[a] > 0).unwrap_or(c),
             _ => c,
         };
-        let Some((off, got)) = self.pop(heap, c)? else { return Ok(None) };
-        debug_assert!(slot || heap.core().tag(off).map(|t| t.size()).ok() == Some(got), "take {off:#x}");
-        // SAFETY: every block on a stack had its header range-checked before it was pushed
-        // (`Heap::park_or_free`'s callers check the reference word, a refill carves and writes
-        // the whole header); slots need no earlier check.
-        unsafe { heap.reissue(off, slot) };
-        Ok(Some((off, got)))
-    }
-
-    /// Pops a parked block of the class `len` needs for raw use (`Heap::alloc_raw`): as
-    /// [`ThreadCache::take`] without writing its header (its reference word stays parked, it
-    /// gets no generation). Only blocks, never slots.
-    #[inline]
-    pub(crate) fn take_raw(&self, heap: &Heap, len: u64) -> Result<Option<u64>> {
-        let Some(c) = block_size(len).and_then(class_for_take) else { return Ok(None) };
-        Ok(self.pop(heap, c)?.map(|(off, _)| off))
+        let got = self.pop(heap, c)?;
+        debug_assert!(
+            got.map_or(true, |(off, size)| slot || heap.core().tag(off).map(|t| t.size()).ok() == Some(size))
+        );
+        Ok(got)
     }
 
     /// Pops the block parked last on stack `c`, refilling the stack under the lock first when
@@ -402,7 +394,7 @@ impl ThreadCache {
         }
         let p = s.pop(c);
         let (off, got) = (p.off(), p.size());
-        debug_assert_eq!(heap.rc(off) & !rc::PUBLISHED, rc::parked(u64::from(heap.tag())), "take {off:#x}");
+        debug_assert_eq!(heap.rc(off), rc::parked(u64::from(heap.tag())), "take {off:#x}");
         s.bytes = s.bytes.saturating_sub(got);
         s.blocks -= 1;
         self.publish_counts(heap, s);
@@ -441,7 +433,7 @@ impl ThreadCache {
     fn push(&self, heap: &Heap, c: usize, off: u64, size: u64) {
         let s = self.state();
         debug_assert!(!s.parked(c).iter().any(|p| p.off() == off), "parked twice: {off:#x}");
-        debug_assert_eq!(heap.rc(off) & !rc::PUBLISHED, rc::parked(u64::from(heap.tag())), "put {off:#x}");
+        debug_assert_eq!(heap.rc(off), rc::parked(u64::from(heap.tag())), "put {off:#x}");
         s.push(c, off, size);
         self.publish_counts(heap, s);
     }
@@ -460,7 +452,7 @@ impl ThreadCache {
             return false;
         }
         debug_assert!(!s.deferred[..usize::from(s.n_deferred)].contains(&off), "deferred twice: {off:#x}");
-        debug_assert_eq!(heap.rc(off) & !rc::PUBLISHED, rc::parked(u64::from(heap.tag())), "defer {off:#x}");
+        debug_assert_eq!(heap.rc(off), rc::parked(u64::from(heap.tag())), "defer {off:#x}");
         s.deferred[usize::from(s.n_deferred)] = off;
         s.n_deferred += 1;
         s.deferred_bytes += size;
@@ -532,7 +524,7 @@ impl ThreadCache {
     }
 
     /// Frees a block just taken off a stack and counts it gone. A block the core refuses to
-    /// free (a corrupt store) is counted gone all the same: leaked, never reissued.
+    /// free (a corrupt store) is counted gone all the same: leaked, never lent again.
     fn free_parked(&self, heap: &Heap, g: &Guard<'_>, p: Parked) {
         let _ = heap.free_owned_locked(g, p.off());
         let s = self.state();
@@ -715,7 +707,6 @@ impl Heap {
     /// Bytes and blocks that are no user's: parked in the caches of every attached process, the
     /// cache counter tables and the hold tables, as the registry names them. A heap without a
     /// registry slot (in-process) names its own counter table nowhere but here.
-    /// Cells are read without the lock; a value being changed is off by one block at most.
     pub(crate) fn bookkeeping(&self) -> Result<(u64, u64)> {
         let (mut bytes, mut blocks) = (0u64, 0u64);
         let mut tables = Vec::new();
@@ -731,40 +722,24 @@ impl Heap {
             tables.push(self.caches.table.load(Ordering::Acquire));
         }
         for t in tables.into_iter().filter(|&t| t != 0) {
-            bytes = bytes.wrapping_add(self.core().block_at(t)?.size());
-            blocks = blocks.wrapping_add(1);
-            for i in 0..CELLS {
-                let cell = t + HEADER_SIZE + i * CELL_SIZE;
-                bytes = bytes.wrapping_add(self.region.load(cell)?);
-                blocks = blocks.wrapping_add(self.region.load(cell + 8)?);
-            }
+            let (parked_bytes, parked_blocks) = self.parked_in(t)?;
+            bytes = bytes.wrapping_add(self.core().block_at(t)?.size()).wrapping_add(parked_bytes);
+            blocks = blocks.wrapping_add(1).wrapping_add(parked_blocks);
         }
         Ok((bytes, blocks))
     }
 
-    /// Makes the parked block or slot at `off` a fresh allocation owned by this process: one
-    /// store, of its reference word. Until the block is about to be named by others
-    /// (`Heap::settle`) its header keeps the generation, slack and check word of its previous
-    /// allocation: a handle resolves only to a published block, so the old generation names
-    /// nothing meanwhile, and the publication gives a new one (as a slot's,
-    /// `Heap::publish_slot_locked`). Only a store: nothing waits for the header's line to
-    /// arrive.
-    ///
-    /// # Safety
-    /// For a block (`slot` false), the header at `off` was range-checked before (see
-    /// `Region::word_unchecked`); a slot's reference word is range-checked here.
-    #[inline]
-    pub(crate) unsafe fn reissue(&self, off: u64, slot: bool) {
-        debug_assert_eq!(slot, is_slot(off));
-        let fresh = rc::fresh(u64::from(self.tag()));
-        if slot {
-            if let Some(word) = self.rc_ref(off) {
-                word.store(fresh, Ordering::Release);
-            }
-            return;
+    /// Bytes and blocks that the caches counting in the counter table `table` keep parked, as
+    /// their cells say (read without the lock: a value being changed is off by one block at
+    /// most; read from the store, so only a report, never trusted further).
+    pub(crate) fn parked_in(&self, table: u64) -> Result<(u64, u64)> {
+        let (mut bytes, mut blocks) = (0u64, 0u64);
+        for i in 0..CELLS {
+            let cell = table + HEADER_SIZE + i * CELL_SIZE;
+            bytes = bytes.wrapping_add(self.region.load(cell)?);
+            blocks = blocks.wrapping_add(self.region.load(cell + 8)?);
         }
-        // SAFETY: the caller checked the header's range; the reference word lies inside it.
-        unsafe { self.region.word_unchecked(off + HDR_RC) }.store(fresh, Ordering::Release);
+        Ok((bytes, blocks))
     }
 }
 

@@ -33,14 +33,17 @@ use crate::sync::Ordering;
 pub struct RecoveryReport {
     /// Registry slots of dead processes that were reclaimed.
     pub dead_processes: u64,
-    /// Blocks freed because nobody living held them any more.
+    /// Blocks freed because nobody living held them any more. Among them the blocks a dead
+    /// process held as their only, unpublished reference, lent from its thread caches (their
+    /// reference words read like parked ones: the caches' counters tell how many were parked).
     pub blocks_freed: u64,
     /// Bytes in those blocks and in the cached ones below, headers included.
     pub bytes_freed: u64,
     /// Blocks freed from dead processes' thread caches (parked, nobody's; their counter
     /// tables included).
     pub cached_blocks_freed: u64,
-    /// Owner references of dead processes that were dropped.
+    /// Owner references of dead processes that were dropped (a lent block's reference is not
+    /// counted in its header, so it adds none).
     pub owner_refs_released: u64,
     /// Other holds that were dropped (dead processes' hold-table entries).
     pub holds_released: u64,
@@ -128,15 +131,20 @@ pub(crate) fn recover_locked(heap: &Heap, g: &Guard<'_>, reclaim_own: bool) -> R
         }
     }
     crate::hooks::pause("recovery-midway");
-    for (block, size, cached) in doomed {
+    for &(block, size, _) in &doomed {
         heap.free_owned_locked(g, block)?;
-        if cached {
-            report.cached_blocks_freed += 1;
-        } else {
-            report.blocks_freed += 1;
-        }
         report.bytes_freed += size;
     }
+    // A dead process's parked reference words are its caches' blocks, their counter tables,
+    // and the blocks lent from its caches to its `MemoryBlock`s (held, never shared): the
+    // caches' own counters tell how many are the first.
+    let parked = doomed.iter().filter(|&&(_, _, cached)| cached).count() as u64;
+    let mut in_caches = 0u64;
+    for &t in dead_tables.iter().filter(|&&t| t != 0) {
+        in_caches = in_caches.saturating_add(heap.parked_in(t)?.1).saturating_add(1);
+    }
+    report.cached_blocks_freed = parked.min(in_caches);
+    report.blocks_freed = doomed.len() as u64 - report.cached_blocks_freed;
     crate::channel::forget_endpoints(heap, &dead)?;
     for &i in &dead {
         release_slot(heap, i, Some(i) == heap.slot().map(u64::from))?;

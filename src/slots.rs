@@ -6,7 +6,7 @@
 //! rules), the size is the span's slot size, and the generation and length of a published slot
 //! are in its span's publication page, written under the lock when the slot is first
 //! published (an unpublished slot's length is known only to its owner's `MemoryBlock`s, as a
-//! reissued block's is). Only `MemoryBlock` allocations of the default alignment in a store of
+//! lent block's is). Only `MemoryBlock` allocations of the default alignment in a store of
 //! format version 2 get slots; raw allocations (`GlobalAlloc`) keep their headers, since
 //! `dealloc` finds a block from its pointer alone.
 

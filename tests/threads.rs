@@ -124,7 +124,7 @@ fn mapped_manager_exited_thread_cache() {
 
 /// Two threads taking the first handle of the same block at once (a `MemoryBlock` is `Sync`)
 /// get the same handle, and it resolves: the publication's new generation replaces the old one
-/// only once. Blocks reissued from the cache and fresh ones alike.
+/// only once. Blocks lent from the cache and fresh ones alike.
 fn racing_first_handles_agree<M: MemoryManager + Sync>(m: &M) {
     const ROUNDS: usize = 3000;
     for round in 0..12 {
@@ -148,7 +148,7 @@ fn racing_first_handles_agree<M: MemoryManager + Sync>(m: &M) {
             let again = m.block_from_handle(mine[i]).unwrap();
             assert_eq!(again.offset(), b.offset());
         }
-        drop(blocks); // parked, to be reissued (with their old generations) next round
+        drop(blocks); // parked, to be lent again (with their old generations) next round
     }
 }
 
@@ -164,4 +164,65 @@ fn mapped_manager_racing_first_handles() {
     let m = MappedManager::temporary(&Options::new().max_size(1 << 30)).unwrap();
     racing_first_handles_agree(&m);
     assert!(m.check().unwrap().is_sound());
+}
+
+/// Two threads cloning the same block at once (a `MemoryBlock` is `Sync`) while it is still lent
+/// from the thread cache, its header counting nothing yet: each ends the lending, and the one
+/// that loses the race takes back the reference it counted for the original, so every clone
+/// counts once. When the clones are gone the original is the block's only reference again
+/// (writable), and the block stayed out of the cache meanwhile.
+fn racing_clones_count_once<M: MemoryManager + Sync>(m: &M) {
+    const BLOCKS: usize = 3000;
+    for round in 0..12 {
+        let mut blocks: Vec<MemoryBlock> = (0..BLOCKS).map(|i| m.allocate(100 + i % 300).unwrap()).collect();
+        let barrier = std::sync::Barrier::new(2);
+        let clone_all = || -> Vec<MemoryBlock> {
+            blocks
+                .iter()
+                .map(|b| {
+                    barrier.wait();
+                    b.clone()
+                })
+                .collect()
+        };
+        let (mine, theirs) = thread::scope(|s| {
+            let other = s.spawn(clone_all);
+            (clone_all(), other.join().unwrap())
+        });
+        for (i, b) in blocks.iter().enumerate() {
+            assert_eq!(b.ref_count(), 3, "round {round}, block {i}");
+        }
+        drop(theirs);
+        let fresh: Vec<MemoryBlock> = (0..BLOCKS).map(|i| m.allocate(100 + i % 300).unwrap()).collect();
+        for (i, (b, c)) in blocks.iter().zip(&mine).enumerate() {
+            assert_eq!(b.ref_count(), 2, "round {round}, block {i}");
+            assert!(
+                fresh.iter().all(|f| f.offset() != b.offset()),
+                "round {round}, block {i} handed out while held"
+            );
+            assert_eq!(c.offset(), b.offset());
+        }
+        drop((mine, fresh));
+        for (i, b) in blocks.iter_mut().enumerate() {
+            assert_eq!(b.ref_count(), 1, "round {round}, block {i}");
+            b.as_mut_slice().unwrap().fill(round as u8);
+        }
+        drop(blocks); // parked, to be lent again next round
+    }
+}
+
+#[test]
+fn default_manager_racing_clones() {
+    let m = DefaultManager::new().unwrap();
+    racing_clones_count_once(&m);
+    assert!(m.check().unwrap().is_sound());
+    assert_eq!(m.stats().unwrap().live_blocks, 0);
+}
+
+#[test]
+fn mapped_manager_racing_clones() {
+    let m = MappedManager::temporary(&Options::new().max_size(1 << 30)).unwrap();
+    racing_clones_count_once(&m);
+    assert!(m.check().unwrap().is_sound());
+    assert_eq!(m.stats().unwrap().live_blocks, 0);
 }

@@ -113,8 +113,8 @@ impl Core<'_> {
         let gen = self.read(off + HDR_GEN)?;
         let w = self.read(off + HDR_RC)?;
         self.check_rc(w, off, rep);
-        // The check word guards handles, which name only published blocks; a block reissued
-        // from a thread cache gets its own when it is published.
+        // The check word guards handles, which name only published blocks; a block lent from a
+        // thread cache gets its own when it is published.
         if rc::published(w) && self.read(off + HDR_CHECK)? != check_word(key, off, gen) {
             rep.flag("header check word is wrong", off);
         }

@@ -16,21 +16,22 @@
 //! |         | at most 12 but for a span, whose is `SPAN_ALIGN_LOG2`)            |
 //! | 60..64  | zero                                                             |
 //!
-//! Reference word (`HDR_RC`, changed atomically, see ARCHITECTURE.md "References"; the one
-//! plain store is the release of the sole reference to an unpublished block, which nobody
-//! else can change):
+//! Reference word (`HDR_RC`, changed atomically, see ARCHITECTURE.md "References"; the plain
+//! stores are those that park a block whose count its owner took to 0, which nobody else can
+//! change):
 //!
 //! | bits    | meaning                                                              |
 //! |---------|----------------------------------------------------------------------|
 //! | 0..32   | owner references: `MemoryBlock`s in the owner process                |
 //! | 32..52  | other holds: a hold per resolving process, per named root            |
 //! | 52..63  | owner: slot + 1 of the process whose references are counted in 0..32 |
-//! | 63      | published: a handle was taken or the block was shared; never cleared |
+//! | 63      | published: a handle was taken or the block was shared; cleared at count 0 |
 //!
 //! States: a free block has reference word 0. A used block has owner references > 0 (and then
 //! a non-zero owner) or other holds > 0, except when its count is 0 and it has an owner: then
-//! it is *parked* in a thread cache of that owner (`cache.rs`), or its last holder is releasing
-//! it, or (in an in-process heap only) it is a raw allocation in use (`Heap::alloc_raw`). Either
+//! it is *parked* in a thread cache of that owner (`cache.rs`), or *lent* from there to a
+//! `MemoryBlock` that is its only reference (`block.rs`), or its last holder is releasing it, or
+//! (in an in-process heap only) it is a raw allocation in use (`Heap::alloc_raw`). Either
 //! way the owner (or, if it died, recovery) frees or reuses it; nobody else may take a reference
 //! to a block whose count is 0.
 

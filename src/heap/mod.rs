@@ -276,7 +276,7 @@ impl Heap {
     #[inline]
     pub(crate) fn alloc_raw(&self, len: u64, align_log2: u32) -> Option<NonNull<u8>> {
         if align_log2 == 4 {
-            if let Some(off) = self.cache().and_then(|c| c.take_raw(self, len).ok().flatten()) {
+            if let Some((off, _)) = self.cache().and_then(|c| c.take(self, len, false).ok().flatten()) {
                 return self.payload_at(off, len);
             }
         }
@@ -363,11 +363,13 @@ impl Heap {
     // ---- allocation -------------------------------------------------------------------
 
     /// Allocates a block of `len` bytes aligned to `1 << align_log2` for a new `MemoryBlock`,
-    /// owned by this process (one owner reference; a slot if it is small enough, `slot_for`),
-    /// and counts the new family (`family.rs`): from this thread's cache if it can (counted
-    /// there, no second lookup of the cache), else under the lock. Returns its offset, its
-    /// payload, and its size if it came from the cache (else 0): the size a sole reference can
-    /// park it with again without reading its header ([`Heap::release_sole`]).
+    /// owned by this process (a slot if it is small enough, `slot_for`), and counts the new
+    /// family (`family.rs`): from this thread's cache if it can (counted there, no second
+    /// lookup of the cache), else under the lock. Returns its offset, its payload, and its
+    /// size if it came from the cache, else 0. A block from the cache is *lent*: its reference
+    /// word stays parked (count 0) until the `MemoryBlock` ends the lending, and with the size
+    /// its release parks it again without touching its header ([`Heap::release_lent`]). One
+    /// carved under the lock has one owner reference counted.
     #[inline]
     pub(crate) fn allocate(&self, len: u64, align_log2: u32) -> Result<(u64, NonNull<u8>, u64)> {
         let slot = self.slot_for(len, align_log2);

@@ -6,39 +6,39 @@ use super::*;
 use crate::family::family_ends;
 
 impl Heap {
-    /// Adds an owner reference (cloning an owner-kind `MemoryBlock`).
-    pub(crate) fn clone_owner(&self, off: u64) {
+    /// Adds `n` owner references to a block this process holds one of (cloning an owner-kind
+    /// `MemoryBlock`, or counting a lent one's: `MemoryBlock::end_lending`).
+    #[inline]
+    pub(crate) fn add_owner_refs(&self, off: u64, n: u64) {
         let word = self.rc_ref(off).expect("a held block is in range");
-        let prev = word.fetch_add(1, Ordering::Relaxed);
-        if rc::owner_refs(prev) == rc::OWNER_REFS_MASK {
+        let prev = word.fetch_add(n, Ordering::Relaxed);
+        if rc::owner_refs(prev) > rc::OWNER_REFS_MASK - n {
             // Like Arc: overflowing the count would let the block be freed while in use.
             std::process::abort();
         }
     }
 
-    /// Releases the only reference to a block never published, which came from this thread's
-    /// cache with `size` bytes (the caller's `MemoryBlock` knows both): parks it again without
-    /// reading its header, whose line a block released long after its allocation has left the
-    /// cache (a miss `release_owner`'s load would wait for; this store does not wait). Then
+    /// Takes back one owner reference that [`Heap::add_owner_refs`] added while more are
+    /// counted (a lost race to end a lending): never the last, so nothing is released.
+    pub(crate) fn drop_counted_owner_ref(&self, off: u64) {
+        let word = self.rc_ref(off).expect("a held block is in range");
+        let prev = word.fetch_sub(1, Ordering::Relaxed);
+        debug_assert!(rc::owner_refs(prev) > 1, "took back the last owner reference of {off:#x}");
+    }
+
+    /// Releases the reference of a block lent from this thread's cache with `size` bytes
+    /// (`MemoryBlock`'s `at`; the caller's handle knows both): its only reference, never
+    /// published, its reference word still parked, so it parks again without touching its
+    /// header, whose line a block released long after its allocation has left the cache. Then
     /// ends the reference's family (`family.rs`), counted in the cache that parks the block.
     ///
     /// # Safety
     ///
     /// As for [`crate::family::family_ends`]: the caller's reference was its family's last (a
-    /// sole one is), and the caller does not use the heap after this call.
+    /// lent one is), and the caller does not use the heap after this call.
     #[inline]
-    pub(crate) unsafe fn release_sole(&self, off: u64, size: u64) {
-        let Some(word) = self.rc_ref(off) else {
-            // SAFETY: the caller's contract.
-            return unsafe { family_ends(NonNull::from(self)) };
-        };
-        debug_assert_eq!(
-            word.load(Ordering::Acquire),
-            rc::fresh(u64::from(self.tag)),
-            "sole release {off:#x}"
-        );
-        // As in `release_owner`'s plain store: nobody else can name the block or change the word.
-        word.store(rc::parked(u64::from(self.tag)), Ordering::Release);
+    pub(crate) unsafe fn release_lent(&self, off: u64, size: u64) {
+        debug_assert_eq!(self.rc(off), rc::parked(u64::from(self.tag)), "lent release {off:#x}");
         // `park_or_free_sized` for a default-aligned block, written out so that the stack
         // push inlines into the caller's drop.
         if let Some(c) = self.cache() {
@@ -76,7 +76,10 @@ impl Heap {
         }
         fence(Ordering::Acquire);
         if rc::count(prev) == 1 {
-            // Nobody else holds it: it stays ours, parked (or freed).
+            // Nobody else holds it: it stays ours, parked (or freed). Nobody can change a word
+            // whose count is 0, so a plain store clears the published bit: a block is parked
+            // unpublished, and lent so (see `MemoryBlock`'s `at`).
+            word.store(rc::parked(u64::from(self.tag)), Ordering::Relaxed);
             // SAFETY: `word` was range-checked above.
             unsafe { self.park_or_free(off) };
             return true;
@@ -156,7 +159,7 @@ impl Heap {
     /// Completes the header of the held block at `off` before others can name it (a root, a
     /// channel, a handle): `len` into the tag (as its slack), a new generation and its check
     /// word, and with `publish` (taking a handle) sets the published bit in the same hold of
-    /// the lock (see [`Heap::settle_locked`]). A block reissued from a thread cache keeps
+    /// the lock (see [`Heap::settle_locked`]). A block lent from a thread cache keeps
     /// the slack, generation and check word of its previous allocation until then: only its
     /// owner can name it, the owner's `MemoryBlock` knows the length, and no handle resolves to
     /// an unpublished block, so the old generation names nothing. A published block was settled
@@ -234,12 +237,12 @@ impl Heap {
 
     /// Adds a reference to the used block at `off` for this process (under the lock): an
     /// owner reference if this process owns it and this is not a handle (`expect_gen` is
-    /// `None`), else an other hold. `None` if the block is being freed or parked, or (with
+    /// `None`), else an other hold. `None` if the block is being freed, parked or lent, or (with
     /// `expect_gen`) now carries another generation.
     ///
     /// A handle resolves only to a published block (taking a handle publishes). Its generation
-    /// is read again after the hold is counted: the block's owner may have parked, reissued
-    /// and published it again (lock-free: a reissued block starts unpublished, and its
+    /// is read again after the hold is counted: the block's owner may have parked, lent
+    /// and published it again (lock-free: a lent block starts unpublished, and its
     /// publication replaces the generation before it sets the published bit, `settle`) since
     /// the handle was validated; the published bit our compare-and-swap saw then synchronises
     /// with that publication, so the new generation is seen and the hold given back. The
