@@ -41,7 +41,9 @@
 //!   store (the slot's `SLOT_CACHES`), written only by the cache's thread, so `stats` of any
 //!   process can leave parked blocks out without a lock.
 //!
-//! The stacks themselves are in process memory: nothing a peer writes can steer them.
+//! The stacks themselves are in process memory: nothing a peer writes can steer them. (The
+//! cell's byte count, the cache's only one, bounds the stacks' budget: a peer writing it could
+//! make the cache keep fewer or more blocks within its fixed stacks, nothing else.)
 
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -192,7 +194,8 @@ const _: () = assert!(SLOTS * 8 <= 64 << 10);
 /// claimed it, or by the heap's drop (when no thread can reach the heap any more).
 pub(crate) struct ThreadCache {
     state: UnsafeCell<State>,
-    /// Store offset of this cache's counter cell: `u64` parked bytes, then `u64` parked blocks.
+    /// Store offset of this cache's counter cell: `u64` parked bytes, then `u64` parked blocks,
+    /// stacks and deferred list together ([`ThreadCache::count`]).
     cell: u64,
     /// Bytes the cache keeps parked at most, and blocks per stack (its heap's [`Budget`]).
     bytes_max: u64,
@@ -220,8 +223,6 @@ struct State {
     /// its first `depth[c]` entries in use (oldest first), each a [`Parked`] block.
     slots: [Parked; SLOTS],
     depth: [u8; STACKS],
-    bytes: u64,
-    blocks: u64,
     /// Parked blocks too large for a stack, freed when the thread next takes the lock.
     deferred: [u64; DEFERRED],
     n_deferred: u8,
@@ -253,8 +254,11 @@ impl State {
     fn push(&mut self, c: usize, off: u64, size: u64) {
         self.slots[usize::from(STARTS[c]) + usize::from(self.depth[c])] = Parked::new(off, size);
         self.depth[c] += 1;
-        self.bytes += size;
-        self.blocks += 1;
+    }
+
+    /// Whether the stacks keep no block.
+    fn stacks_empty(&self) -> bool {
+        self.depth.iter().all(|&d| d == 0)
     }
 }
 
@@ -340,14 +344,25 @@ impl ThreadCache {
         self.lives.after_ending();
     }
 
-    /// Publishes the counters to the cell (plain stores: this thread is the only writer).
+    /// The cell's counters: bytes and blocks parked on the stacks and the deferred list. They
+    /// are the cache's only count of its parked bytes, written by its thread alone (plain
+    /// stores) and read by `stats` in any process: one store each per parked or lent block.
+    /// The bytes on the stacks (the cell's less the deferred list's) bound the stacks'
+    /// budget; a peer that wrote the cell against the protocol could only make the cache
+    /// keep fewer or more blocks within its fixed stacks.
     #[inline]
-    fn publish_counts(&self, heap: &Heap, s: &State) {
+    fn counters<'h>(&self, heap: &'h Heap) -> (&'h AtomicU64, &'h AtomicU64) {
         // SAFETY: `claim_cache` range-checked both words of the cell when it made the cache.
-        let (bytes, blocks) =
-            unsafe { (heap.region.word_unchecked(self.cell), heap.region.word_unchecked(self.cell + 8)) };
-        bytes.store(s.bytes + s.deferred_bytes, Ordering::Relaxed);
-        blocks.store(s.blocks + u64::from(s.n_deferred), Ordering::Relaxed);
+        unsafe { (heap.region.word_unchecked(self.cell), heap.region.word_unchecked(self.cell + 8)) }
+    }
+
+    /// Adds `bytes` and `blocks` (wrapping: a negative change is a `wrapping_neg`) to the
+    /// cell's counters.
+    #[inline]
+    fn count(&self, heap: &Heap, bytes: u64, blocks: u64) {
+        let (b, n) = self.counters(heap);
+        b.store(b.load(Ordering::Relaxed).wrapping_add(bytes), Ordering::Relaxed);
+        n.store(n.load(Ordering::Relaxed).wrapping_add(blocks), Ordering::Relaxed);
     }
 
     /// Pops a parked block of the class `len` needs, refilling the stack under the lock when it
@@ -395,9 +410,7 @@ impl ThreadCache {
         let p = s.pop(c);
         let (off, got) = (p.off(), p.size());
         debug_assert_eq!(heap.rc(off), rc::parked(u64::from(heap.tag())), "take {off:#x}");
-        s.bytes = s.bytes.saturating_sub(got);
-        s.blocks -= 1;
-        self.publish_counts(heap, s);
+        self.count(heap, got.wrapping_neg(), 1u64.wrapping_neg());
         Ok(Some((off, got)))
     }
 
@@ -408,7 +421,8 @@ impl ThreadCache {
         debug_assert_eq!(slot, is_slot(off));
         let Some(c) = stack_for_put(size, slot) else { return false };
         let s = self.state();
-        if s.bytes + size > self.bytes_max {
+        let stacked = self.counters(heap).0.load(Ordering::Relaxed).wrapping_sub(s.deferred_bytes);
+        if stacked.wrapping_add(size) > self.bytes_max {
             return false;
         }
         if s.depth[c] >= self.limits[c] {
@@ -435,7 +449,7 @@ impl ThreadCache {
         debug_assert!(!s.parked(c).iter().any(|p| p.off() == off), "parked twice: {off:#x}");
         debug_assert_eq!(heap.rc(off), rc::parked(u64::from(heap.tag())), "put {off:#x}");
         s.push(c, off, size);
-        self.publish_counts(heap, s);
+        self.count(heap, size, 1);
     }
 
     /// Parks the block at `off` (`size` bytes, count now zero, owner this process, too large
@@ -456,7 +470,7 @@ impl ThreadCache {
         s.deferred[usize::from(s.n_deferred)] = off;
         s.n_deferred += 1;
         s.deferred_bytes += size;
-        self.publish_counts(heap, s);
+        self.count(heap, size, 1);
         true
     }
 
@@ -470,15 +484,14 @@ impl ThreadCache {
         for &off in &s.deferred[..usize::from(s.n_deferred)] {
             let _ = heap.free_owned_locked(g, off);
         }
+        self.count(heap, s.deferred_bytes.wrapping_neg(), u64::from(s.n_deferred).wrapping_neg());
         (s.n_deferred, s.deferred_bytes) = (0, 0);
-        self.publish_counts(heap, s);
     }
 
     /// Carves up to [`REFILL_BYTES`] of blocks for stack `c` and reserves generations.
     fn refill(&self, heap: &Heap, c: usize) -> Result<()> {
         let g = heap.lock()?;
         self.free_one_above(heap, &g, c);
-        let s = self.state();
         let size = bound(c);
         let want = (REFILL_BYTES / size).clamp(1, u64::from(self.limits[c]) / 2) as usize;
         let mut carved = [(0u64, 0u64); STACK / 2];
@@ -499,13 +512,12 @@ impl ThreadCache {
         // a minimal block); it serves this class all the same, and returns to the stack of its
         // own size when it is released.
         for &(off, got) in carved[..n].iter().rev() {
-            if s.depth[c] < self.limits[c] {
-                s.push(c, off, got);
+            if self.state().depth[c] < self.limits[c] {
+                self.push(heap, c, off, got);
             } else {
                 heap.free_owned_locked(&g, off)?;
             }
         }
-        self.publish_counts(heap, s);
         Ok(())
     }
 
@@ -527,9 +539,7 @@ impl ThreadCache {
     /// free (a corrupt store) is counted gone all the same: leaked, never lent again.
     fn free_parked(&self, heap: &Heap, g: &Guard<'_>, p: Parked) {
         let _ = heap.free_owned_locked(g, p.off());
-        let s = self.state();
-        s.bytes -= p.size().min(s.bytes);
-        s.blocks -= 1;
+        self.count(heap, p.size().wrapping_neg(), 1u64.wrapping_neg());
     }
 
     /// Frees the older half of stack `c` (under the lock).
@@ -544,7 +554,6 @@ impl ThreadCache {
         let d = usize::from(s.depth[c]);
         s.stack(c).copy_within(half..d, 0);
         s.depth[c] -= half as u8;
-        self.publish_counts(heap, s);
         Ok(())
     }
 
@@ -553,7 +562,7 @@ impl ThreadCache {
     /// gone (it freed every cache's blocks) or the cache keeps nothing.
     fn give_back_on_exit(&self) {
         let s = self.state();
-        if s.blocks == 0 && s.n_deferred == 0 {
+        if s.stacks_empty() && s.n_deferred == 0 {
             return;
         }
         // The strong count keeps the heap (and its drop, which drains every cache) away while
@@ -572,7 +581,7 @@ impl ThreadCache {
     fn drain(&self, heap: &Heap, g: &Guard<'_>) -> bool {
         self.free_deferred(heap, g);
         let s = self.state();
-        let had = s.blocks > 0;
+        let had = !s.stacks_empty();
         for c in 0..STACKS {
             for p in s.parked(c) {
                 // An error means a corrupt store; the block stays for recovery.
@@ -580,8 +589,9 @@ impl ThreadCache {
             }
             s.depth[c] = 0;
         }
-        (s.bytes, s.blocks) = (0, 0);
-        self.publish_counts(heap, s);
+        let (bytes, blocks) = self.counters(heap);
+        bytes.store(0, Ordering::Relaxed);
+        blocks.store(0, Ordering::Relaxed);
         had
     }
 }
@@ -661,8 +671,6 @@ impl Heap {
         let state = State {
             slots: [Parked(0); SLOTS],
             depth: [0; STACKS],
-            bytes: 0,
-            blocks: 0,
             deferred: [0; DEFERRED],
             n_deferred: 0,
             deferred_bytes: 0,
