@@ -122,6 +122,51 @@ fn mapped_manager_exited_thread_cache() {
     assert!(m.check().unwrap().is_sound());
 }
 
+/// Runs `f` on every block in two threads at once, the two meeting before each block, and
+/// returns what each thread got. They meet by spinning on a counter, not at a `Barrier`: a
+/// thread woken from a barrier starts microseconds after the other, far more than the races
+/// these tests look for last. Even so the thread that arrives last leaves first (the other
+/// sees its arrival a cache-line transfer later), so each then waits a little, the two
+/// waits varying independently from block to block, for every lag between them to occur.
+/// One race runs at a time: on two cores, two pairs of spinning threads would mostly take
+/// turns on them instead of running at once.
+fn in_two_threads_at_once<T: Send>(
+    blocks: &[MemoryBlock],
+    f: impl Fn(&MemoryBlock) -> T + Sync,
+) -> (Vec<T>, Vec<T>) {
+    static ONE_RACE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_RACE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let arrived = std::sync::atomic::AtomicUsize::new(0);
+    let meet = |i: usize| {
+        arrived.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut spins = 0u32;
+        while arrived.load(std::sync::atomic::Ordering::SeqCst) < 2 * (i + 1) {
+            spins += 1;
+            match spins < 1000 {
+                true => std::hint::spin_loop(),
+                false => thread::yield_now(), // the other thread is not running
+            }
+        }
+    };
+    let run = |me: usize| -> Vec<T> {
+        blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                meet(i);
+                for _ in 0..(i >> (4 * me)) % 16 {
+                    std::hint::spin_loop();
+                }
+                f(b)
+            })
+            .collect()
+    };
+    thread::scope(|s| {
+        let other = s.spawn(|| run(1));
+        (run(0), other.join().unwrap())
+    })
+}
+
 /// Two threads taking the first handle of the same block at once (a `MemoryBlock` is `Sync`)
 /// get the same handle, and it resolves: the publication's new generation replaces the old one
 /// only once. Blocks lent from the cache and fresh ones alike.
@@ -129,20 +174,7 @@ fn racing_first_handles_agree<M: MemoryManager + Sync>(m: &M) {
     const ROUNDS: usize = 3000;
     for round in 0..12 {
         let blocks: Vec<MemoryBlock> = (0..ROUNDS).map(|i| m.allocate(100 + i % 300).unwrap()).collect();
-        let barrier = std::sync::Barrier::new(2);
-        let take = || -> Vec<BlockHandle> {
-            blocks
-                .iter()
-                .map(|b| {
-                    barrier.wait();
-                    b.handle()
-                })
-                .collect()
-        };
-        let (mine, theirs) = thread::scope(|s| {
-            let other = s.spawn(take);
-            (take(), other.join().unwrap())
-        });
+        let (mine, theirs): (Vec<BlockHandle>, _) = in_two_threads_at_once(&blocks, MemoryBlock::handle);
         for (i, b) in blocks.iter().enumerate() {
             assert_eq!(mine[i], theirs[i], "round {round}, block {i}");
             let again = m.block_from_handle(mine[i]).unwrap();
@@ -175,31 +207,16 @@ fn racing_clones_count_once<M: MemoryManager + Sync>(m: &M) {
     const BLOCKS: usize = 3000;
     for round in 0..12 {
         let mut blocks: Vec<MemoryBlock> = (0..BLOCKS).map(|i| m.allocate(100 + i % 300).unwrap()).collect();
-        let barrier = std::sync::Barrier::new(2);
-        let clone_all = || -> Vec<MemoryBlock> {
-            blocks
-                .iter()
-                .map(|b| {
-                    barrier.wait();
-                    b.clone()
-                })
-                .collect()
-        };
-        let (mine, theirs) = thread::scope(|s| {
-            let other = s.spawn(clone_all);
-            (clone_all(), other.join().unwrap())
-        });
+        let (mine, theirs) = in_two_threads_at_once(&blocks, MemoryBlock::clone);
         for (i, b) in blocks.iter().enumerate() {
             assert_eq!(b.ref_count(), 3, "round {round}, block {i}");
         }
         drop(theirs);
         let fresh: Vec<MemoryBlock> = (0..BLOCKS).map(|i| m.allocate(100 + i % 300).unwrap()).collect();
+        let handed_out: std::collections::HashSet<_> = fresh.iter().map(MemoryBlock::offset).collect();
         for (i, (b, c)) in blocks.iter().zip(&mine).enumerate() {
             assert_eq!(b.ref_count(), 2, "round {round}, block {i}");
-            assert!(
-                fresh.iter().all(|f| f.offset() != b.offset()),
-                "round {round}, block {i} handed out while held"
-            );
+            assert!(!handed_out.contains(&b.offset()), "round {round}, block {i} handed out while held");
             assert_eq!(c.offset(), b.offset());
         }
         drop((mine, fresh));
