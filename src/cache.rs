@@ -390,7 +390,8 @@ impl ThreadCache {
         };
         let got = self.pop(heap, c)?;
         debug_assert!(
-            got.map_or(true, |(off, size)| slot || heap.core().tag(off).map(|t| t.size()).ok() == Some(size))
+            got.map_or(true, |(off, size)| slot || heap.core().tag(off).map(|t| t.size()).ok() == Some(size)),
+            "take {got:x?}"
         );
         Ok(got)
     }

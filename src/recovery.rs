@@ -137,11 +137,13 @@ pub(crate) fn recover_locked(heap: &Heap, g: &Guard<'_>, reclaim_own: bool) -> R
     }
     // A dead process's parked reference words are its caches' blocks, their counter tables,
     // and the blocks lent from its caches to its `MemoryBlock`s (held, never shared): the
-    // caches' own counters tell how many are the first.
+    // caches' own counters tell how many are the first. Only a report: a table out of range
+    // (a corrupt store) counts nothing rather than stop the recovery.
     let parked = doomed.iter().filter(|&&(_, _, cached)| cached).count() as u64;
     let mut in_caches = 0u64;
     for &t in dead_tables.iter().filter(|&&t| t != 0) {
-        in_caches = in_caches.saturating_add(heap.parked_in(t)?.1).saturating_add(1);
+        let blocks = heap.parked_in(t).map_or(0, |(_, blocks)| blocks);
+        in_caches = in_caches.saturating_add(blocks).saturating_add(1);
     }
     report.cached_blocks_freed = parked.min(in_caches);
     report.blocks_freed = doomed.len() as u64 - report.cached_blocks_freed;
