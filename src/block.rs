@@ -188,7 +188,7 @@ impl MemoryBlock {
         let align_log2 = align_log2(align)?;
         // The payload's range was checked by the allocation (`payload_ptr` relies on it), which
         // counted the new family too.
-        let (offset, _, cached_size) = heap.allocate(len as u64, align_log2)?;
+        let (offset, cached_size) = heap.allocate(len as u64, align_log2)?;
         let at = AtomicU64::new(offset | (cached_size / GRANULE) << LENT_SHIFT);
         Ok(MemoryBlock { meta: owner_meta(heap, len as u64), at })
     }

@@ -304,20 +304,20 @@ impl Heap {
         }
     }
 
-    /// A default-aligned block of `len` bytes from this thread's cache, with its payload
-    /// pointer and its size, its family counted in the cache; `None` when the size is not
+    /// A default-aligned block of `len` bytes from this thread's cache, its payload's range
+    /// checked, and its size, its family counted in the cache; `None` when the size is not
     /// cached or the cache cannot serve it (the caller then takes the lock, which also reports
     /// any error).
     #[inline]
-    fn take_cached(&self, len: u64, slot: bool) -> Option<(u64, NonNull<u8>, u64)> {
+    fn take_cached(&self, len: u64, slot: bool) -> Option<(u64, u64)> {
         if len >= crate::cache::CLASS_LIMIT {
             return None;
         }
         let c = self.cache()?;
         let (off, size) = c.take(self, len, slot).ok()??;
-        let payload = self.payload_at(off, len)?;
+        self.payload_at(off, len)?;
         c.count_family(1);
-        Some((off, payload, size))
+        Some((off, size))
     }
 
     /// Parks a block whose count is zero (it has just reached zero, or it is a raw block being
@@ -365,13 +365,13 @@ impl Heap {
     /// Allocates a block of `len` bytes aligned to `1 << align_log2` for a new `MemoryBlock`,
     /// owned by this process (a slot if it is small enough, `slot_for`), and counts the new
     /// family (`family.rs`): from this thread's cache if it can (counted there, no second
-    /// lookup of the cache), else under the lock. Returns its offset, its payload, and its
-    /// size if it came from the cache, else 0. A block from the cache is *lent*: its reference
-    /// word stays parked (count 0) until the `MemoryBlock` ends the lending, and with the size
-    /// its release parks it again without touching its header ([`Heap::release_lent`]). One
-    /// carved under the lock has one owner reference counted.
+    /// lookup of the cache), else under the lock, its payload's range checked. Returns its
+    /// offset, and its size if it came from the cache, else 0. A block from the cache is
+    /// *lent*: its reference word stays parked (count 0) until the `MemoryBlock` ends the
+    /// lending, and with the size its release parks it again without touching its header
+    /// ([`Heap::release_lent`]). One carved under the lock has one owner reference counted.
     #[inline]
-    pub(crate) fn allocate(&self, len: u64, align_log2: u32) -> Result<(u64, NonNull<u8>, u64)> {
+    pub(crate) fn allocate(&self, len: u64, align_log2: u32) -> Result<(u64, u64)> {
         let slot = self.slot_for(len, align_log2);
         if align_log2 == 4 {
             if let Some(got) = self.take_cached(len, slot) {
@@ -379,9 +379,9 @@ impl Heap {
             }
         }
         let offset = self.allocate_uncached(len, align_log2, slot)?;
-        let payload = self.payload(offset, len)?;
+        self.payload(offset, len)?;
         self.family_begins();
-        Ok((offset, payload, 0))
+        Ok((offset, 0))
     }
 
     /// Allocates under the lock (the thread's cache could not serve the request).
