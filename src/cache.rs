@@ -48,7 +48,6 @@
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::core::header::rc;
 use crate::core::span::{is_slot, slot_class};
 use crate::core::tlsf::block_size;
 use crate::error::Result;
@@ -388,12 +387,7 @@ impl ThreadCache {
             0 if slot => (c..STACKS).find(|&a| s.depth[a] > 0).unwrap_or(c),
             _ => c,
         };
-        let got = self.pop(heap, c)?;
-        debug_assert!(
-            got.map_or(true, |(off, size)| slot || heap.core().tag(off).map(|t| t.size()).ok() == Some(size)),
-            "take {got:x?}"
-        );
-        Ok(got)
+        self.pop(heap, c)
     }
 
     /// Pops the block parked last on stack `c`, refilling the stack under the lock first when
@@ -410,7 +404,6 @@ impl ThreadCache {
         }
         let p = s.pop(c);
         let (off, got) = (p.off(), p.size());
-        debug_assert_eq!(heap.rc(off), rc::parked(u64::from(heap.tag())), "take {off:#x}");
         self.count(heap, got.wrapping_neg(), 1u64.wrapping_neg());
         Ok(Some((off, got)))
     }
@@ -448,7 +441,6 @@ impl ThreadCache {
     fn push(&self, heap: &Heap, c: usize, off: u64, size: u64) {
         let s = self.state();
         debug_assert!(!s.parked(c).iter().any(|p| p.off() == off), "parked twice: {off:#x}");
-        debug_assert_eq!(heap.rc(off), rc::parked(u64::from(heap.tag())), "put {off:#x}");
         s.push(c, off, size);
         self.count(heap, size, 1);
     }
@@ -467,7 +459,6 @@ impl ThreadCache {
             return false;
         }
         debug_assert!(!s.deferred[..usize::from(s.n_deferred)].contains(&off), "deferred twice: {off:#x}");
-        debug_assert_eq!(heap.rc(off), rc::parked(u64::from(heap.tag())), "defer {off:#x}");
         s.deferred[usize::from(s.n_deferred)] = off;
         s.n_deferred += 1;
         s.deferred_bytes += size;
@@ -666,7 +657,7 @@ impl Heap {
             table = self.make_cell_table().ok()?;
             self.caches.table.store(table, Ordering::Release);
         }
-        let cell = table + HEADER_SIZE + all.len() as u64 * CELL_SIZE;
+        let cell = cells_of(table) + all.len() as u64 * CELL_SIZE;
         self.region.word(cell)?;
         self.region.word(cell + 8)?;
         let state = State {
@@ -702,15 +693,32 @@ impl Heap {
         self.caches.all.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Allocates the zeroed counter table and names it in our registry slot.
+    /// Allocates the zeroed counter table and names it in our registry slot. Default
+    /// alignment, the cells aligned inside it ([`cells_of`]): a table allocated with the
+    /// cells' alignment leaves a free sliver before it at the start of a fresh heap.
     fn make_cell_table(&self) -> Result<u64> {
         let g = self.lock()?;
-        let table = self.allocate_locked(&g, CELLS * CELL_SIZE, 6)?;
-        self.region.zero(table + HEADER_SIZE, CELLS * CELL_SIZE)?;
+        let len = CELLS * CELL_SIZE + CELL_SIZE - GRANULE;
+        let table = self.allocate_locked(&g, len, 4)?;
+        self.region.zero(table + HEADER_SIZE, len)?;
         if let Some(slot) = self.slot() {
             self.region.store(slot_offset(u64::from(slot)) + SLOT_CACHES, table)?;
         }
         Ok(table)
+    }
+
+    /// Makes this process's counter table now if it has none: at attach (or when an in-process
+    /// heap is made), so that in a fresh heap it sits at the bottom, before any block, rather
+    /// than wherever the heap's used part ends when the first thread cache is made, where it
+    /// would split the free space around it for as long as the process is attached. A store
+    /// too full for it is no error: the first cache makes it later, if it can.
+    pub(crate) fn prepare_caches(&self) {
+        let _all = self.caches();
+        if self.caches.table.load(Ordering::Acquire) == 0 {
+            if let Ok(table) = self.make_cell_table() {
+                self.caches.table.store(table, Ordering::Release);
+            }
+        }
     }
 
     /// Bytes and blocks that are no user's: parked in the caches of every attached process, the
@@ -744,12 +752,18 @@ impl Heap {
     pub(crate) fn parked_in(&self, table: u64) -> Result<(u64, u64)> {
         let (mut bytes, mut blocks) = (0u64, 0u64);
         for i in 0..CELLS {
-            let cell = table + HEADER_SIZE + i * CELL_SIZE;
+            let cell = cells_of(table) + i * CELL_SIZE;
             bytes = bytes.wrapping_add(self.region.load(cell)?);
             blocks = blocks.wrapping_add(self.region.load(cell + 8)?);
         }
         Ok((bytes, blocks))
     }
+}
+
+/// The first cell of the counter table whose header is at `table`: the first 64-byte
+/// boundary in its payload (`docs/format.md`, "Cache counter table").
+fn cells_of(table: u64) -> u64 {
+    (table + HEADER_SIZE).next_multiple_of(CELL_SIZE)
 }
 
 /// Frees every cache's parked blocks and the counter table: the heap is being dropped (no

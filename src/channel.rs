@@ -24,6 +24,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -129,16 +130,24 @@ struct Inner {
     ring: u64,
     capacity: u64,
     name: String,
-    /// Live `Sender`s and `Receiver`s of this channel in this process. One mutex covers both
-    /// counts and the updates of this process's endpoint bits, so a last drop and a new end
-    /// cannot interleave and leave the bit wrong.
-    ends: Mutex<Ends>,
 }
 
+/// Live `Sender`s and `Receiver`s of one channel in this process, over every `Channel` value
+/// that names it: the endpoint bits in the ring are per process (per registry slot), so the
+/// counts behind them must be too.
 #[derive(Default)]
 struct Ends {
     senders: usize,
     receivers: usize,
+}
+
+/// The end counts of every channel this process has ends of, by (heap id, ring). One mutex
+/// covers the counts and the updates of the endpoint bits, so a last drop and a new end (of
+/// any `Channel` value, on any thread) cannot interleave and leave a bit wrong.
+static ENDS: Mutex<Option<HashMap<(u64, u64), Ends>>> = Mutex::new(None);
+
+fn ends() -> MutexGuard<'static, Option<HashMap<(u64, u64), Ends>>> {
+    ENDS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The sending end. Cloning it adds another sender in this process.
@@ -162,17 +171,6 @@ pub(crate) fn ring_contents(heap: &Heap, ring: u64) -> Result<Vec<u64>> {
         return Err(Error::corrupt("channel ring is malformed", ring));
     }
     (head..tail).map(|i| heap.region.load(p + RING_SLOTS + 8 * (i % cap))).collect()
-}
-
-/// Every hold the channels have: one per directory entry on its ring, one per queued message.
-pub(crate) fn holds(heap: &Heap, out: &mut dyn FnMut(u64)) -> Result<()> {
-    for ring in CHANNELS.entries(heap)?.into_iter().map(|e| e.target) {
-        out(ring);
-        for msg in ring_contents(heap, ring)? {
-            out(msg);
-        }
-    }
-    Ok(())
 }
 
 /// Clears the endpoint bits of dead processes in every ring (recovery, under the lock).
@@ -227,7 +225,7 @@ pub(crate) fn open(heap: &HeapRef, name: &str, capacity: usize) -> Result<Channe
     let capacity =
         ring_contents(heap, ring).map(|_| heap.region.load(ring + HEADER_SIZE + RING_CAPACITY))??;
     drop(g);
-    let inner = Inner { heap: heap.clone(), ring, capacity, name: name.to_owned(), ends: Mutex::default() };
+    let inner = Inner { heap: heap.clone(), ring, capacity, name: name.to_owned() };
     Ok(Channel { inner: Arc::new(inner) })
 }
 
@@ -244,14 +242,12 @@ fn make(heap: &Heap, g: &Guard<'_>, name: &[u8], capacity: u64) -> Result<u64> {
 }
 
 impl Inner {
-    fn ends(&self) -> MutexGuard<'_, Ends> {
-        self.ends.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Counts one more (`+1`) or one fewer (`-1`) local end of a kind, updating this
-    /// process's bit in the ring when the count leaves or reaches zero.
+    /// Counts one more (`+1`) or one fewer (`-1`) end of a kind of this channel in this
+    /// process, updating the process's bit in the ring when the count leaves or reaches zero.
     fn count_end(&self, field: u64, delta: isize) -> Result<()> {
-        let mut ends = self.ends();
+        let mut all = ends();
+        let key = (self.heap.id, self.ring);
+        let ends = all.get_or_insert_with(HashMap::new).entry(key).or_default();
         let count = if field == RING_SENDERS { &mut ends.senders } else { &mut ends.receivers };
         let before = *count;
         let after = before.checked_add_signed(delta).expect("end counts stay balanced");
@@ -259,6 +255,9 @@ impl Inner {
             self.set_endpoint(field, after > 0)?;
         }
         *count = after;
+        if ends.senders == 0 && ends.receivers == 0 {
+            all.as_mut().map(|m| m.remove(&key));
+        }
         Ok(())
     }
 
@@ -514,8 +513,14 @@ impl Receiver {
         if !inner.heap.names_live(off) {
             return Err(Error::corrupt("channel slot names no live block", slot).into());
         }
-        inner.heap.region.store(slot, 0)?;
+        // The head moves first: the ring's holds are its slots from head to tail, so once it
+        // has moved the slot is no longer the ring's (a death from here on leaves the block
+        // with one hold too many, which recovery's recount takes back, and the message lost
+        // with the receiver). Clearing the slot first left, for a death in between, a zero
+        // among the queued messages.
         inner.heap.region.store(inner.field(RING_HEAD), head + 1)?;
+        pause("recv-between");
+        inner.heap.region.store(slot, 0)?;
         pause("recv-taken");
         let got = inner.heap.take_hold_locked(&g, off)?;
         drop(g);
@@ -574,16 +579,28 @@ impl Receiver {
     }
 }
 
+impl Inner {
+    /// Counts a clone of an end: not the first of its kind, so the bit is set already.
+    fn count_clone(&self, field: u64) {
+        let mut all = ends();
+        let ends = all.get_or_insert_with(HashMap::new).entry((self.heap.id, self.ring)).or_default();
+        match field == RING_SENDERS {
+            true => ends.senders += 1,
+            false => ends.receivers += 1,
+        }
+    }
+}
+
 impl Clone for Sender {
     fn clone(&self) -> Self {
-        self.inner.ends().senders += 1; // not the first: the bit is set already
+        self.inner.count_clone(RING_SENDERS);
         Sender { inner: self.inner.clone() }
     }
 }
 
 impl Clone for Receiver {
     fn clone(&self) -> Self {
-        self.inner.ends().receivers += 1;
+        self.inner.count_clone(RING_RECEIVERS);
         Receiver { inner: self.inner.clone() }
     }
 }

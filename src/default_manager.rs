@@ -202,7 +202,7 @@ impl DefaultManager {
 
     /// A new, private heap that may grow to `max_size` bytes.
     pub fn with_max_size(max_size: u64) -> Result<Self> {
-        let max = max_size.next_multiple_of(PAGE_SIZE);
+        let max = max_size.checked_next_multiple_of(PAGE_SIZE).unwrap_or(u64::MAX);
         if !(MIN_STORE_SIZE..=1 << 46).contains(&max) {
             return Err(Error::InvalidOptions("max_size out of range"));
         }
@@ -214,8 +214,9 @@ impl DefaultManager {
         let region = unsafe { Region::new(base, 0, max) };
         backing.grow(&region, initial)?;
         format_region(&region, initial, max, 0)?;
-        let heap = Heap::new(region, Box::new(backing), 1)?;
-        Ok(DefaultManager { heap: Some(HeapRef::new(heap)?) })
+        let heap = HeapRef::new(Heap::new(region, Box::new(backing), 1)?)?;
+        heap.prepare_caches();
+        Ok(DefaultManager { heap: Some(heap) })
     }
 
     /// The process-wide manager; its heap is made on first use.

@@ -42,6 +42,16 @@ pub(crate) fn valid_name(name: &[u8]) -> bool {
 }
 
 impl Directory {
+    /// Number of entries.
+    pub(crate) fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether this is the roots directory (else the channels).
+    pub(crate) fn is_roots(&self) -> bool {
+        self.base == ROOTS_OFFSET
+    }
+
     /// Store offset of entry `i`.
     pub(crate) fn entry(&self, i: u64) -> u64 {
         self.base + i * ROOT_SIZE
@@ -66,6 +76,15 @@ impl Directory {
             out.push(Entry { index, name, target });
         }
         Ok(out)
+    }
+
+    /// The name of entry `i` as far as it can be read (damaged bytes replaced), for reports.
+    pub(crate) fn name_lossy(&self, heap: &Heap, i: u64) -> Result<String> {
+        let e = self.entry(i);
+        let len = u64::from(heap.region.load32(e + ROOT_NAME_LEN)?).min(ROOT_NAME_MAX);
+        let mut name = vec![0; len as usize];
+        heap.region.read_bytes(e + ROOT_NAME, &mut name)?;
+        Ok(String::from_utf8_lossy(&name).into_owned())
     }
 
     /// The entry named `name`.

@@ -60,14 +60,18 @@ pub enum Error {
         /// Store offset of the bad bytes.
         offset: u64,
     },
-    /// No free block is large enough and the store is at its maximum size. The heap is
-    /// unchanged.
-    #[error("out of space: {requested} bytes requested, store at its maximum of {max_size} bytes")]
+    /// No free block is large enough for the request and the heap cannot grow enough: it is
+    /// at its maximum size (or the request could not fit even then), or the disk refused the
+    /// space (`disk_full`: no space left, quota exceeded, or the file size limit reached).
+    /// The heap is unchanged and stays usable.
+    #[error("out of space: {requested} bytes requested; {}", space_cause(*disk_full, *max_size))]
     OutOfSpace {
         /// Bytes asked for.
         requested: u64,
         /// The store's maximum size.
         max_size: u64,
+        /// Whether the disk (not the store's maximum size) ran out.
+        disk_full: bool,
     },
     /// The alignment is not a power of two, or exceeds the page size.
     #[error("alignment {0} is not a power of two no larger than the page size")]
@@ -129,6 +133,13 @@ pub enum Error {
     /// name, 65,535: a manager is alive while it, a clone of it or a block of it is.
     #[error("too many managers alive in this process")]
     TooManyManagers,
+    /// The operation needs the store to itself (salvage), and other processes are attached
+    /// and alive.
+    #[error("{processes} other process(es) are attached to the store; salvage needs it to itself")]
+    StoreInUse {
+        /// Living processes attached besides the caller.
+        processes: u64,
+    },
     /// Options are inconsistent.
     #[error("invalid options: {0}")]
     InvalidOptions(&'static str),
@@ -141,6 +152,26 @@ impl Error {
 
     pub(crate) fn corrupt(what: &'static str, offset: u64) -> Self {
         Error::Corrupt { what, offset }
+    }
+
+    /// A request the heap cannot hold within its maximum size.
+    pub(crate) fn out_of_space(requested: u64, max_size: u64) -> Self {
+        Error::OutOfSpace { requested, max_size, disk_full: false }
+    }
+
+    /// A failed preallocation of the store file: out of space if the disk is full, else I/O.
+    pub(crate) fn growth(op: &'static str, e: io::Error, requested: u64, max_size: u64) -> Self {
+        match crate::sys::is_out_of_space(&e) {
+            true => Error::OutOfSpace { requested, max_size, disk_full: true },
+            false => Error::io(op, e),
+        }
+    }
+}
+
+fn space_cause(disk_full: bool, max_size: u64) -> String {
+    match disk_full {
+        true => "the disk is full (no space, quota or file size limit)".to_owned(),
+        false => format!("no free block is large enough within the maximum of {max_size} bytes"),
     }
 }
 

@@ -61,6 +61,18 @@ pub const SB_SLOT_BYTES: u64 = 136;
 pub const SB_SPAN_BLOCKS: u64 = 144;
 /// `u64` bytes of spans and publication pages (counted in [`SB_USED_BYTES`]).
 pub const SB_SPAN_BYTES: u64 = 152;
+/// `u64` while the heap grows: the capacity it grows from (the old end sentinel, a zero tag,
+/// lies inside the heap until the new free block is written), else 0.
+pub const SB_GROW_FROM: u64 = 160;
+/// `u64` bytes in quarantined ranges (damage that salvage fenced off; counted in
+/// [`SB_USED_BYTES`]).
+pub const SB_QUARANTINE_BYTES: u64 = 168;
+/// `u64` quarantined ranges (counted in [`SB_LIVE_BLOCKS`]).
+pub const SB_QUARANTINE_BLOCKS: u64 = 176;
+/// `u64` dead processes whose leftovers recoveries have reclaimed, over the store's life.
+pub const SB_RECOVERED_PROCESSES: u64 = 184;
+/// `u64` blocks recoveries have freed for dead processes, over the store's life.
+pub const SB_RECOVERED_BLOCKS: u64 = 192;
 /// Size of the superblock area that is read as fields; the rest up to [`TLSF_OFFSET`] is zero.
 pub const SUPERBLOCK_SIZE: u64 = 512;
 

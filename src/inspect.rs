@@ -393,9 +393,15 @@ impl Snapshot {
         }
     }
 
-    /// What a recovery would do now, computed on the copy (the store is not touched).
+    /// What a recovery would do now, computed on the copy (the store is not touched). An
+    /// error if the store is damaged: a recovery would refuse it too.
     pub fn recover_dry_run(&mut self) -> Result<RecoveryReport> {
-        self.heap.recover()
+        self.heap.recover_as_found(false)
+    }
+
+    /// What a salvage would do now, computed on the copy (the store is not touched).
+    pub fn salvage_dry_run(&mut self) -> Result<crate::SalvageReport> {
+        self.heap.salvage()
     }
 
     /// The handle of the used block at `offset`, as a user would name it.

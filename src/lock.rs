@@ -9,8 +9,9 @@
 //! | `owner \| CONTENDED`     | held, and someone may be asleep on the futex             |
 //!
 //! `owner` is the holder's registry slot + 1 (1 for the in-process manager), never 0 and below
-//! `CONTENDED`. A waiter spins briefly, then sleeps on the futex with a timeout; after each
-//! timeout it asks the backing whether the owner is dead (its liveness lock is gone) and if so
+//! `CONTENDED`. A waiter spins briefly, then sleeps on the futex with a timeout (growing from
+//! 0.25 ms to 2 ms); before its first sleep, and after each one across which the word did not
+//! change, it asks the backing whether the owner is dead (its liveness lock is gone) and if so
 //! takes the lock over with a compare-and-swap and reports it, so the new holder repairs what
 //! the dead one left half done.
 
@@ -25,16 +26,26 @@ pub(crate) const CONTENDED: u32 = 1 << 31;
 /// critical sections are short, and a futex sleep and wake cost microseconds.
 const SPINS: u32 = 60;
 const SPINS_BEFORE_YIELD: u32 = 40;
-/// How long a waiter sleeps before it checks whether the holder is still alive.
-const LIVENESS_PERIOD: Duration = Duration::from_millis(10);
+/// How long a waiter sleeps, one nap after another, before it asks again whether the holder
+/// is alive: short at first, so that a holder that died is taken over soon (a waiter also asks
+/// once before its first nap), never longer than the last, which bounds the takeover time
+/// (`BENCHMARKS.md`, "Lock takeover").
+const NAPS: [Duration; 4] = [
+    Duration::from_micros(250),
+    Duration::from_micros(500),
+    Duration::from_millis(1),
+    Duration::from_millis(2),
+];
 
 /// How the lock was obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Acquired {
     /// From a live holder or free.
     Normally,
-    /// From a holder that died holding it; the protected state may be half-changed.
-    TakenOver,
+    /// From a holder that died holding it; the protected state may be half-changed. The
+    /// word as it was (the dead holder's tag), for a caller that must give it back as it found
+    /// it ([`restore`]).
+    TakenOver(u32),
 }
 
 /// Acquires the lock for `tag`. `owner_dead(t)` tells whether the holder tagged `t` is dead.
@@ -59,6 +70,11 @@ pub(crate) fn acquire(
             std::thread::yield_now();
         }
     }
+    // Whether the holder seen last is suspect: before the first nap, and after a nap across
+    // which the word did not change (a hand-over changes it). Asking the kernel costs a system
+    // call, so it is not asked otherwise.
+    let mut suspect = true;
+    let mut naps = 0;
     loop {
         let cur = word.load(Ordering::Relaxed);
         if cur == 0 {
@@ -73,19 +89,28 @@ pub(crate) fn acquire(
         {
             continue;
         }
-        sys::futex_wait(word, cur | CONTENDED, LIVENESS_PERIOD, shared);
-        // Only a word unchanged across a whole sleep makes the holder suspect (a hand-over
-        // changes it); asking the kernel costs a system call, so it is not asked otherwise.
-        let now = word.load(Ordering::Relaxed);
-        let owner = now & !CONTENDED;
-        if now == cur | CONTENDED
+        let held = cur | CONTENDED;
+        let owner = cur & !CONTENDED;
+        if suspect
             && owner != tag
             && owner_dead(owner)
-            && word.compare_exchange(now, tag | CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            && word.compare_exchange(held, tag | CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok()
         {
-            return Acquired::TakenOver;
+            return Acquired::TakenOver(held);
         }
+        sys::futex_wait(word, held, NAPS[naps.min(NAPS.len() - 1)], shared);
+        naps += 1;
+        suspect = word.load(Ordering::Relaxed) == held;
     }
+}
+
+/// Gives a lock taken over from a dead holder back to that holder, as the word was (`word`
+/// from [`Acquired::TakenOver`]), and wakes every sleeper: the repair the taker owed failed,
+/// so the next taker finds the dead holder and tries again rather than proceed on a store
+/// left half-changed.
+pub(crate) fn restore(word: &AtomicU32, was: u32, shared: bool) {
+    word.store(was, Ordering::Release);
+    sys::futex_wake(word, i32::MAX, shared);
 }
 
 /// Releases the lock and wakes one sleeper if any may be waiting.
@@ -127,7 +152,7 @@ mod tests {
     #[test]
     fn a_dead_holder_is_taken_over() {
         let word = AtomicU32::new(7);
-        assert_eq!(acquire(&word, 3, false, |t| t == 7), Acquired::TakenOver);
+        assert_eq!(acquire(&word, 3, false, |t| t == 7), Acquired::TakenOver(7 | CONTENDED));
         assert_eq!(word.load(Ordering::Relaxed) & !CONTENDED, 3);
         release(&word, false);
         assert_eq!(word.load(Ordering::Relaxed), 0);

@@ -20,7 +20,9 @@ pub struct Stats {
     /// free slots), blocks parked in thread caches and bookkeeping. What the heap consumes;
     /// its capacity less this is free space.
     pub heap_bytes: u64,
-    /// Size of the largest free block: an allocation up to about this size needs no growth.
+    /// Size of the largest free block, header included: an allocation of up to this size less
+    /// 32 bytes (the header) succeeds without growth (parked blocks aside), and no larger one
+    /// does once the store is at its maximum size.
     pub largest_free: u64,
     /// Number of blocks users hold (as for `used_bytes`).
     pub live_blocks: u64,
@@ -28,8 +30,14 @@ pub struct Stats {
     pub attached_processes: u64,
     /// How many times the heap has grown.
     pub growths: u64,
-    /// How many recoveries have run on the store (each after some process died).
+    /// How many recoveries have run on the store, over its life (each after some process
+    /// died, or asked for), whichever process ran them.
     pub recoveries: u64,
+    /// Dead processes whose leftovers those recoveries reclaimed.
+    pub recovered_processes: u64,
+    /// Bytes in quarantined ranges: damage that `MappedManager::salvage` fenced off. Neither
+    /// used nor free: never handed out.
+    pub quarantined_bytes: u64,
 }
 
 /// Allocates reference-counted blocks. Implemented by [`crate::DefaultManager`] (process

@@ -11,7 +11,7 @@
 //! `dealloc` finds a block from its pointer alone.
 
 use crate::core::header::rc;
-use crate::core::span::{layout, slot_class, Slot, STARTS};
+use crate::core::span::{layout, slot_class, Slot, PAGE_GEN_MASK, STARTS};
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::heap::{Guard, Heap};
@@ -23,9 +23,6 @@ const SHIFT: [u32; SLOT_CLASSES as usize] = [0, 1, 0, 2];
 /// The inverse modulo 2^64 of each size's odd factor.
 const MUL: [u64; SLOT_CLASSES as usize] = [1, 1, 0xaaaa_aaaa_aaaa_aaab, 1];
 const _: () = assert!(3u64.wrapping_mul(MUL[2]) == 1);
-
-/// Bits of a page entry that hold the generation.
-const GEN_MASK: u64 = (1 << 56) - 1;
 
 impl Heap {
     /// Offset of the reference word of slot `id`, a slot this process holds a reference to
@@ -64,9 +61,9 @@ impl Heap {
                 self.region.u64_at(slot.rc_offset())?.store(word, Ordering::Release);
                 return Ok(slot);
             }
-            if self.core().carve_span(self.key(), class)?.is_none() {
-                self.grow_for(SPAN_SIZE - HEADER_SIZE, SPAN_ALIGN_LOG2)?;
-            }
+            self.with_room(SPAN_SIZE - HEADER_SIZE, SPAN_ALIGN_LOG2, |core, exact| {
+                core.carve_span(self.key(), class, exact)
+            })?;
         }
     }
 
@@ -119,12 +116,8 @@ impl Heap {
         if rc::published(word.load(Ordering::Acquire)) {
             return Ok(());
         }
-        let page = loop {
-            if let Some(page) = self.core().span_page(slot.span, slot.class)? {
-                break page;
-            }
-            self.grow_for(PAGE_ENTRIES + layout(slot.class).0 * 8, 4)?;
-        };
+        let need = PAGE_ENTRIES + layout(slot.class).0 * 8;
+        let page = self.with_room(need, 4, |core, exact| core.span_page(slot.span, slot.class, exact))?;
         let (gen, _) = self.reserve_generations(g, 1)?;
         let slack = slot.class - len.min(slot.class);
         self.region.store(page + PAGE_ENTRIES + slot.index * 8, gen | slack << 56)?;
@@ -138,7 +131,7 @@ impl Heap {
         let slot = core.slot_at(self.key(), id)?;
         if let Some(page) = core.page_of(slot.span)? {
             let entry = page + PAGE_ENTRIES + slot.index * 8;
-            let gen = self.region.load(entry)? & GEN_MASK;
+            let gen = self.region.load(entry)? & PAGE_GEN_MASK;
             self.region.store(entry, gen | (slot.class - len) << 56)?;
         }
         Ok(())
@@ -159,7 +152,7 @@ impl Heap {
         if slack > slot.class {
             return Err(Error::corrupt("slot length out of range", id));
         }
-        Ok((entry & GEN_MASK, slot.class - slack))
+        Ok((entry & PAGE_GEN_MASK, slot.class - slack))
     }
 
     /// The length of slot `id` as a dump shows it: its record's if it was published, else its

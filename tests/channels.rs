@@ -23,6 +23,7 @@ fn main() {
             Trial::test("messages_cross_processes_without_copy", cross_process),
             Trial::test("a_sleeping_receiver_wakes_on_send", wakes),
             Trial::test("dead_ends_disconnect", dead_ends_disconnect),
+            Trial::test("channel_values_of_one_name_share_their_ends", values_share_ends),
             Trial::test("kill_matrix_over_send_and_receive", kill_matrix),
             Trial::test("killed_inside_send_or_receive", killed_inside),
         ]
@@ -76,7 +77,7 @@ fn child(role: &str, store: &Path) -> Res {
             let mut b = m.allocate(64)?;
             stamp(&mut b, first, 0)?;
             tx.send(b)?; // send-slotted / send-counted pause here
-            let _ = rx.recv()?; // recv-taken pauses here
+            let _ = rx.recv()?; // recv-between / recv-taken pause here
             Err("no pause point reached".into())
         }
         _ => Err(format!("unknown role {role}").into()),
@@ -240,6 +241,39 @@ fn dead_ends_disconnect() -> Result<(), Failed> {
     ensure(m.check()?.is_sound(), "sound")
 }
 
+/// Two `Channel` values for one name in one process (and on several threads) behave as one:
+/// dropping the only sender of one does not disconnect a receiver while the other's lives.
+fn values_share_ends() -> Result<(), Failed> {
+    let (_d, _p, m) = store()?;
+    let (a, b) = (m.channel("x", 4)?, m.channel("x", 4)?);
+    let tx_b = b.sender()?;
+    let rx = b.receiver()?;
+    drop(a.sender()?);
+    ensure(matches!(rx.try_recv(), Err(RecvError::Empty)), "a sender of the other value is alive")?;
+    ensure(!rx.is_disconnected()? && !tx_b.is_disconnected()?, "nobody is disconnected")?;
+    // The same from other threads, each with a value of its own, ends made and dropped at once.
+    thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let c = m.channel("x", 4).expect("channel");
+                for _ in 0..200 {
+                    drop((c.sender().expect("sender"), c.receiver().expect("receiver").clone()));
+                }
+            });
+        }
+    });
+    ensure(!rx.is_disconnected()? && !tx_b.is_disconnected()?, "still connected after the threads")?;
+    tx_b.send(block(&m, b"still here")?)?;
+    ensure(rx.recv()?.as_slice() == b"still here", "delivered")?;
+    drop(tx_b);
+    ensure(matches!(rx.try_recv(), Err(RecvError::Disconnected)), "the last sender is gone")?;
+    let rx2 = a.receiver()?;
+    drop(rx);
+    ensure(!a.sender()?.is_disconnected()?, "a receiver of the other value is alive")?;
+    drop(rx2);
+    Ok(())
+}
+
 /// A sender and a receiver run concurrently; one of them is killed at a random moment.
 /// Every message whose send returned is received exactly once (by the child or, after, by
 /// the parent), except at most one per killed receiver (the one in its hands); nothing leaks.
@@ -314,9 +348,9 @@ fn kill_matrix() -> Result<(), Failed> {
 fn killed_inside() -> Result<(), Failed> {
     let (_d, path, m) = store()?;
     let baseline = m.stats()?;
-    let rounds = env_u64("MMHEAP_CHANNEL_LOCK_KILLS", 30);
+    let rounds = env_u64("MMHEAP_CHANNEL_LOCK_KILLS", 40);
     for k in 0..rounds {
-        let point = ["send-slotted", "send-counted", "recv-taken"][k as usize % 3];
+        let point = ["send-slotted", "send-counted", "recv-between", "recv-taken"][k as usize % 4];
         let mut kid =
             spawn("stuck", &path, &[("MMHEAP_TEST_PAUSE", point.into()), ("MMHEAP_FIRST", k.to_string())]);
         let line = lines_of(&mut kid)?.recv_timeout(Duration::from_secs(30))?;

@@ -37,6 +37,11 @@ pub struct CheckReport {
     /// Registry slots of processes that died and have not been recovered yet (their blocks
     /// are not problems, but leaks until `recover` runs).
     pub dead_processes: u64,
+    /// Quarantined ranges: damage that salvage fenced off (not problems: never handed out,
+    /// never freed; not counted in `blocks` or `used_blocks`).
+    pub quarantined_blocks: u64,
+    /// Bytes in them.
+    pub quarantined_bytes: u64,
     /// The inconsistencies, in address order of discovery.
     pub problems: Vec<Problem>,
 }
@@ -81,6 +86,9 @@ impl Core<'_> {
                 rep.used_bytes += t.size();
                 if t.is_span() {
                     spans.push(off + HEADER_SIZE);
+                } else if t.is_quarantine() {
+                    rep.quarantined_blocks += 1;
+                    rep.quarantined_bytes += t.size();
                 } else if t.is_page() {
                     pages.push(off);
                 } else {
@@ -102,9 +110,20 @@ impl Core<'_> {
         if self.read(SB_LIVE_BLOCKS)? != rep.used_blocks {
             rep.flag("live-blocks counter disagrees with the blocks", SB_LIVE_BLOCKS);
         }
-        // Users see slots as blocks, and spans and their pages not at all (as `stats` does).
-        rep.used_blocks = (rep.used_blocks + totals.slots).saturating_sub(totals.span_blocks);
-        rep.used_bytes = (rep.used_bytes + totals.slot_bytes).saturating_sub(totals.span_bytes);
+        if self.read(SB_QUARANTINE_BLOCKS)? != rep.quarantined_blocks
+            || self.read(SB_QUARANTINE_BYTES)? != rep.quarantined_bytes
+        {
+            rep.flag("quarantine counters disagree with the blocks", SB_QUARANTINE_BYTES);
+        }
+        if self.read(SB_GROW_FROM)? != 0 {
+            rep.flag("growth left unfinished", SB_GROW_FROM);
+        }
+        // Users see slots as blocks, and spans, their pages and quarantined ranges not at all
+        // (as `stats` does).
+        rep.used_blocks =
+            (rep.used_blocks + totals.slots).saturating_sub(totals.span_blocks + rep.quarantined_blocks);
+        rep.used_bytes =
+            (rep.used_bytes + totals.slot_bytes).saturating_sub(totals.span_bytes + rep.quarantined_bytes);
         rep.blocks = rep.used_blocks + rep.free_blocks;
         Ok(rep)
     }

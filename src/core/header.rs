@@ -14,7 +14,9 @@
 //! | 48..56  | slack: payload capacity minus the requested length (used blocks) |
 //! | 56..60  | log2(alignment) - 4 the block was allocated with (used blocks;   |
 //! |         | at most 12 but for a span, whose is `SPAN_ALIGN_LOG2`)            |
-//! | 60..64  | zero                                                             |
+//! | 60      | `QUARANTINE`: set iff the block is a damaged range that salvage   |
+//! |         | fenced off (used, never handed out or freed; see `recovery/`)     |
+//! | 61..64  | zero                                                             |
 //!
 //! Reference word (`HDR_RC`, changed atomically, see ARCHITECTURE.md "References"; the plain
 //! stores are those that park a block whose count its owner took to 0, which nobody else can
@@ -41,8 +43,9 @@ pub(crate) const FLAG_FREE: u64 = 1;
 pub(crate) const FLAG_PREV_FREE: u64 = 2;
 pub(crate) const FLAG_SPAN: u64 = 4;
 pub(crate) const FLAG_PAGE: u64 = 8;
+pub(crate) const FLAG_QUARANTINE: u64 = 1 << 60;
 const SIZE_MASK: u64 = 0x0000_ffff_ffff_fff0;
-const RESERVED_MASK: u64 = 0xf000_0000_0000_0000;
+const RESERVED_MASK: u64 = 0xe000_0000_0000_0000;
 pub(crate) const MAX_SLACK: u64 = 0xff;
 
 /// Decoded tag.
@@ -60,6 +63,24 @@ impl Tag {
 
     pub(crate) fn free(size: u64) -> Tag {
         Tag(size | FLAG_FREE)
+    }
+
+    /// A quarantined range of `size` bytes: a used block that nothing names, never handed
+    /// out, never freed.
+    pub(crate) fn quarantine(size: u64) -> Tag {
+        debug_assert!(size % GRANULE == 0 && size & !SIZE_MASK == 0);
+        Tag(size | FLAG_QUARANTINE)
+    }
+
+    /// Whether this is a quarantined range.
+    pub(crate) fn is_quarantine(self) -> bool {
+        self.0 & FLAG_QUARANTINE != 0
+    }
+
+    /// Whether this is a used block that users hold: not free, not a span, a page or a
+    /// quarantined range.
+    pub(crate) fn is_plain_used(self) -> bool {
+        self.0 & (FLAG_FREE | FLAG_SPAN | FLAG_PAGE | FLAG_QUARANTINE) == 0
     }
 
     #[inline]
@@ -116,10 +137,15 @@ impl Tag {
 
     /// Whether the bits that must be zero are zero and the fields are in range.
     pub(crate) fn well_formed(self) -> bool {
-        let structure = self.0 & (FLAG_SPAN | FLAG_PAGE);
+        let structure = self.0 & (FLAG_SPAN | FLAG_PAGE | FLAG_QUARANTINE);
+        let span_shaped = self.align_log2() == SPAN_ALIGN_LOG2 && self.size() >= SPAN_SIZE;
         let shaped = match structure {
-            0 | FLAG_PAGE => self.align_log2() <= 12,
-            FLAG_SPAN => self.align_log2() == SPAN_ALIGN_LOG2 && self.size() >= SPAN_SIZE,
+            // A block carved for a span whose `SPAN` flag is not set yet (the flag is the
+            // commit of making a span) has the span's alignment.
+            0 => self.align_log2() <= 12 || span_shaped,
+            FLAG_PAGE => self.align_log2() <= 12,
+            FLAG_SPAN => span_shaped,
+            FLAG_QUARANTINE => !self.is_free() && self.0 >> 48 & 0xfff == 0,
             _ => false,
         };
         self.0 & RESERVED_MASK == 0
@@ -196,11 +222,16 @@ mod tests {
         assert!(!Tag(1 << 62).well_formed());
         let span = Tag::used(SPAN_SIZE, 0, SPAN_ALIGN_LOG2).with(FLAG_SPAN);
         assert!(span.is_span() && !span.is_page() && span.well_formed());
-        assert!(!Tag::used(SPAN_SIZE, 0, SPAN_ALIGN_LOG2).well_formed(), "alignment 2^16 only for spans");
         assert!(!Tag::used(4096, 0, 12).with(FLAG_SPAN).well_formed(), "a span has the span's shape");
         assert!(!span.with(FLAG_PAGE).well_formed());
         assert!(Tag::used(4096, 0, 4).with(FLAG_PAGE).well_formed());
         assert!(!Tag(Tag::free(128).0 | FLAG_SPAN).well_formed());
+        assert!(Tag::used(SPAN_SIZE, 0, SPAN_ALIGN_LOG2).well_formed(), "a span being made");
+        let q = Tag::quarantine(4096);
+        assert!(q.is_quarantine() && q.well_formed() && !q.is_free() && !q.is_plain_used());
+        assert!(!Tag(q.0 | crate::core::header::FLAG_FREE).well_formed());
+        assert!(!Tag(q.0 | FLAG_SPAN).well_formed() && !Tag(q.0 | 1 << 48).well_formed());
+        assert!(!Tag(1 << 61).well_formed());
     }
 
     #[test]

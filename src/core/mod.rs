@@ -6,6 +6,7 @@
 pub(crate) mod check;
 pub(crate) mod header;
 pub(crate) mod region;
+pub(crate) mod scan;
 pub(crate) mod span;
 pub(crate) mod tlsf;
 

@@ -120,9 +120,13 @@ impl Slot {
 impl Core<'_> {
     /// Carves a span of `class`-byte slots and puts it on its class's list; returns its payload
     /// offset, or `None` when no free block is large enough (the heap is then unchanged).
-    pub(crate) fn carve_span(&self, key: u64, class: u64) -> Result<Option<u64>> {
+    /// With `exact`, every free block that can hold the span is a candidate
+    /// ([`Core::alloc_fit`]).
+    pub(crate) fn carve_span(&self, key: u64, class: u64, exact: bool) -> Result<Option<u64>> {
         debug_assert!(valid_class(class));
-        let Some(c) = self.alloc(SPAN_SIZE - HEADER_SIZE, SPAN_ALIGN_LOG2)? else { return Ok(None) };
+        let Some(c) = self.alloc_either(SPAN_SIZE - HEADER_SIZE, SPAN_ALIGN_LOG2, exact)? else {
+            return Ok(None);
+        };
         let p = c.offset + HEADER_SIZE;
         self.zero_words(c.offset + HDR_GEN, (HEADER_SIZE - HDR_GEN) / 8);
         self.store(p + SPAN_CHECK, check_word(key, p, SPAN_CHECK_GEN));
@@ -218,11 +222,13 @@ impl Core<'_> {
     /// yet; `None` when no free block is large enough for it (the caller grows the heap and
     /// asks again). Entries are written when a slot is published and read only for published
     /// slots, so a new page's are left as they are.
-    pub(crate) fn span_page(&self, p: u64, class: u64) -> Result<Option<u64>> {
+    pub(crate) fn span_page(&self, p: u64, class: u64, exact: bool) -> Result<Option<u64>> {
         if let Some(page) = self.page_of(p)? {
             return Ok(Some(page));
         }
-        let Some(c) = self.alloc(PAGE_ENTRIES + layout(class).0 * 8, 4)? else { return Ok(None) };
+        let Some(c) = self.alloc_either(PAGE_ENTRIES + layout(class).0 * 8, 4, exact)? else {
+            return Ok(None);
+        };
         self.zero_words(c.offset + HDR_GEN, (HEADER_SIZE - HDR_GEN) / 8);
         self.store(c.offset + HEADER_SIZE + PAGE_SPAN, p);
         // Until the span names it, a walk sees a page nobody names, which recovery frees.
@@ -340,56 +346,97 @@ impl Core<'_> {
         self.store(SB_SLOT_BYTES, used);
     }
 
+    /// Checks the span whose payload is at `p` (a used block with `SPAN` that a scan found)
+    /// for recovery, reading only: its header (slot size, check word) and its page pointer,
+    /// which is 0 or names a page block the scan found (`is_page`) that names the span back.
+    /// Its count of slots handed out is clamped to its number of slots.
+    pub(crate) fn scan_span(
+        &self,
+        key: u64,
+        p: u64,
+        is_page: impl Fn(u64) -> bool,
+    ) -> Result<std::result::Result<ScannedSpan, SpanDamage>> {
+        let class = self.load(p + SPAN_CLASS);
+        if !valid_class(class) || self.load(p + SPAN_CHECK) != check_word(key, p, SPAN_CHECK_GEN) {
+            return self.done(Err(SpanDamage::Header));
+        }
+        let bump = self.load(p + SPAN_BUMP).min(layout(class).0);
+        let page = self.load(p + SPAN_PAGE);
+        let names_back = || {
+            let fits = self.tag_at(page).size() - HEADER_SIZE >= PAGE_ENTRIES + layout(class).0 * 8;
+            fits && self.load(page + HEADER_SIZE + PAGE_SPAN) == p
+        };
+        if page != 0 && !(is_page(page) && names_back()) {
+            return self.done(Err(SpanDamage::Page(ScannedSpan { p, class, bump, page: 0 })));
+        }
+        self.done(Ok(ScannedSpan { p, class, bump, page }))
+    }
+
+    /// The published slots in use of `span` whose page record is not valid: no page, a
+    /// generation never issued (0, or not below `next_gen`), or a length longer than the slot.
+    pub(crate) fn bad_records(&self, span: &ScannedSpan, next_gen: u64) -> Result<Vec<Slot>> {
+        let mut bad = Vec::new();
+        for index in 0..span.bump {
+            let slot = Slot { span: span.p, index, class: span.class };
+            if !rc::published(self.load(slot.rc_offset())) {
+                continue;
+            }
+            let entry = match span.page {
+                0 => 0,
+                page => self.load(page + HEADER_SIZE + PAGE_ENTRIES + index * 8),
+            };
+            let gen = entry & PAGE_GEN_MASK;
+            if gen == 0 || gen >= next_gen || entry >> 56 > span.class {
+                bad.push(slot);
+            }
+        }
+        self.done(bad)
+    }
+
+    /// The highest generation among the valid records (below `next_gen`) of `span`'s
+    /// published slots, 0 if none.
+    pub(crate) fn top_record(&self, span: &ScannedSpan, next_gen: u64) -> Result<u64> {
+        let mut top = 0;
+        if span.page != 0 {
+            for index in 0..span.bump {
+                let slot = Slot { span: span.p, index, class: span.class };
+                if rc::published(self.load(slot.rc_offset())) {
+                    let gen = self.load(span.page + HEADER_SIZE + PAGE_ENTRIES + index * 8) & PAGE_GEN_MASK;
+                    if gen < next_gen {
+                        top = top.max(gen);
+                    }
+                }
+            }
+        }
+        self.done(top)
+    }
+
     /// Derives every span's free list and count, the class lists and the slot counters again
-    /// from the slots' reference words (recovery, after a process died holding the lock, and
-    /// after recovery freed slots). A span with a broken header is left as it is and
-    /// reported: nothing in it is handed out again.
-    pub(crate) fn rebuild_spans(&self, key: u64) -> Result<()> {
+    /// from the slots' reference words, for `spans` (checked by [`Core::scan_span`]: every
+    /// span of the heap, their counts and page pointers as recovery decided), after freeing
+    /// `orphans`, pages no span names (their maker died before linking them). Recovery runs it
+    /// after [`Core::rebuild_from`], so the frees find consistent free lists.
+    pub(crate) fn rebuild_spans_from(&self, spans: &[ScannedSpan], orphans: &[u64]) -> Result<()> {
+        for &page in orphans {
+            self.free(page)?;
+        }
         for c in 1..=SLOT_CLASSES {
             self.store(list_head(c * GRANULE), 0);
         }
-        let (mut live, mut slot_bytes) = (0u64, 0u64);
-        let (mut spans, mut pages) = (Vec::new(), Vec::new());
-        let mut span_bytes = 0;
-        self.walk(|b| {
-            if !b.tag.is_free() && b.tag.is_span() {
-                spans.push(b.offset + HEADER_SIZE);
-                span_bytes += b.tag.size();
-            } else if !b.tag.is_free() && b.tag.is_page() {
-                pages.push((b.offset, b.tag.size()));
-            }
-            Ok(())
-        })?;
-        let mut blocks = spans.len() as u64;
-        for &p in &spans {
-            match self.page_of(p) {
-                Ok(Some(_)) => blocks += 1,
-                Ok(None) => {}
-                Err(_) => self.store(p + SPAN_PAGE, 0),
-            }
-        }
-        for (page, size) in pages {
-            let span = self.load(page + HEADER_SIZE + PAGE_SPAN);
-            if spans.contains(&span) && self.load(span + SPAN_PAGE) == page {
-                span_bytes += size;
-            } else {
-                // A page no span names: made by a process that died before linking it.
-                self.free(page)?;
-            }
-        }
-        self.store(SB_SPAN_BLOCKS, blocks);
-        self.store(SB_SPAN_BYTES, span_bytes);
-        for p in spans {
-            let class = self.load(p + SPAN_CLASS);
-            if !valid_class(class) || self.load(p + SPAN_CHECK) != check_word(key, p, SPAN_CHECK_GEN) {
-                return Err(Error::corrupt("span header", p));
-            }
+        let (mut live, mut slot_bytes, mut blocks, mut span_bytes) = (0u64, 0u64, 0u64, 0u64);
+        for span in spans {
+            let (p, class) = (span.p, span.class);
             let (n, _) = layout(class);
-            let bump = self.load(p + SPAN_BUMP).min(n);
-            self.store(p + SPAN_BUMP, bump);
-            let mut head = 0u64;
-            let mut used = 0u64;
-            for index in (0..bump).rev() {
+            self.store(p + SPAN_BUMP, span.bump);
+            self.store(p + SPAN_PAGE, span.page);
+            blocks += 1;
+            span_bytes += self.tag_at(p - HEADER_SIZE).size();
+            if span.page != 0 {
+                blocks += 1;
+                span_bytes += self.tag_at(span.page).size();
+            }
+            let (mut head, mut used) = (0u64, 0u64);
+            for index in (0..span.bump).rev() {
                 let slot = Slot { span: p, index, class };
                 if self.load(slot.rc_offset()) == 0 {
                     self.store(slot.payload(), head);
@@ -406,11 +453,83 @@ impl Core<'_> {
             live += used;
             slot_bytes += used * class;
         }
+        self.store(SB_SPAN_BLOCKS, blocks);
+        self.store(SB_SPAN_BYTES, span_bytes);
         self.store(SB_LIVE_SLOTS, live);
         self.store(SB_SLOT_BYTES, slot_bytes);
         self.done(())
     }
+
+    /// For tests: scans every span and rebuilds them, as recovery does, treating a page
+    /// pointer that names no page of the span's own as none (salvage's repair) and freeing
+    /// pages no span names.
+    #[cfg(test)]
+    pub(crate) fn rebuild_spans(&self, key: u64) -> Result<()> {
+        let mut blocks = Vec::new();
+        self.walk(|b| {
+            blocks.push(b);
+            Ok(())
+        })?;
+        let is_page =
+            |hdr: u64| blocks.iter().any(|b| b.offset == hdr && !b.tag.is_free() && b.tag.is_page());
+        let mut spans = Vec::new();
+        for b in blocks.iter().filter(|b| !b.tag.is_free() && b.tag.is_span()) {
+            match self.scan_span(key, b.offset + HEADER_SIZE, is_page)? {
+                Ok(span) | Err(SpanDamage::Page(span)) => spans.push(span),
+                Err(SpanDamage::Header) => return Err(Error::corrupt("span header", b.offset)),
+            }
+        }
+        let named: Vec<u64> = spans.iter().map(|s| s.page).collect();
+        let orphans: Vec<u64> = blocks
+            .iter()
+            .filter(|b| is_page(b.offset) && !named.contains(&b.offset))
+            .map(|b| b.offset)
+            .collect();
+        self.rebuild_spans_from(&spans, &orphans)
+    }
 }
+
+/// A span as recovery found it ([`Core::scan_span`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ScannedSpan {
+    /// Payload offset.
+    pub(crate) p: u64,
+    /// Slot size.
+    pub(crate) class: u64,
+    /// Slots handed out at least once, at most the span's number of slots.
+    pub(crate) bump: u64,
+    /// Header offset of its publication page, 0 = none.
+    pub(crate) page: u64,
+}
+
+impl ScannedSpan {
+    /// The slot `id` names in this span, if it names one that was handed out (in use or
+    /// not): the id's size bits agree with the span's slot size, its payload is a slot's.
+    pub(crate) fn slot(&self, id: u64) -> Option<Slot> {
+        if !is_slot(id) || id & !(SPAN_SIZE - 1) != self.p || id_class(id) != self.class {
+            return None;
+        }
+        let from = payload_of(id).checked_sub(self.p + start(self.class))?;
+        let index = from / self.class;
+        (from % self.class == 0 && index < self.bump).then_some(Slot {
+            span: self.p,
+            index,
+            class: self.class,
+        })
+    }
+}
+
+/// What is wrong with a span recovery found ([`Core::scan_span`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SpanDamage {
+    /// Its slot size or check word: where its slots lie is unknown.
+    Header,
+    /// Its page pointer names no page of its own; the span is as given, without a page.
+    Page(ScannedSpan),
+}
+
+/// The generation bits of a publication page entry (the slot size minus the length is above).
+pub(crate) const PAGE_GEN_MASK: u64 = (1 << 56) - 1;
 
 impl Core<'_> {
     /// Checks every span (payload offsets `spans`) against what is true of a span (module
@@ -492,7 +611,7 @@ impl Core<'_> {
                     Some(page) => self.read(page + PAGE_ENTRIES + index * 8)?,
                     None => u64::MAX,
                 };
-                let gen = entry & ((1 << 56) - 1);
+                let gen = entry & PAGE_GEN_MASK;
                 if gen == 0 || gen >= next_gen || entry >> 56 > class {
                     rep.flag("published slot without a valid record", slot.id());
                 }
@@ -580,7 +699,7 @@ mod tests {
     /// Takes a slot and marks it in use, as the heap does.
     fn take(core: &Core<'_>, class: u64) -> Option<Slot> {
         let s = core.take_slot(class).unwrap().or_else(|| {
-            core.carve_span(KEY, class).unwrap()?;
+            core.carve_span(KEY, class, false).unwrap()?;
             core.take_slot(class).unwrap()
         })?;
         core.r.store(s.rc_offset(), 1).unwrap();
@@ -695,13 +814,13 @@ mod tests {
         let b = rest[rest.len() - 1];
         assert_ne!(a.span, b.span);
         assert_eq!(core.page_of(a.span).unwrap(), None);
-        let page = core.span_page(a.span, 32).unwrap().unwrap();
-        assert_eq!(core.span_page(a.span, 32).unwrap(), Some(page), "made once");
+        let page = core.span_page(a.span, 32, false).unwrap().unwrap();
+        assert_eq!(core.span_page(a.span, 32, false).unwrap(), Some(page), "made once");
         assert_eq!(core.page_of(a.span).unwrap(), Some(page));
         assert_eq!(core.read(SB_SPAN_BLOCKS).unwrap(), 3);
         // A page no span names (its maker died before linking it) goes at a rebuild; one whose
         // span names another block is forgotten.
-        let orphan = core.span_page(b.span, 32).unwrap().unwrap();
+        let orphan = core.span_page(b.span, 32, false).unwrap().unwrap();
         core.r.store(b.span + SPAN_PAGE, 0).unwrap();
         core.rebuild_spans(KEY).unwrap();
         assert!(!used_at(&core, orphan - HEADER_SIZE), "orphan page freed");
@@ -711,7 +830,7 @@ mod tests {
         core.rebuild_spans(KEY).unwrap();
         assert_eq!(core.page_of(a.span).unwrap(), None);
         assert_eq!(core.read(SB_SPAN_BLOCKS).unwrap(), 2);
-        let page = core.span_page(a.span, 32).unwrap().unwrap();
+        let page = core.span_page(a.span, 32, false).unwrap().unwrap();
         // Emptying a span that is not alone on its list frees it with its page.
         give(&core, a);
         for s in rest.into_iter().filter(|s| s.span == a.span) {

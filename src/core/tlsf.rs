@@ -27,6 +27,23 @@ pub(crate) fn block_size(len: u64) -> Option<u64> {
     (size < 1 << (FL_COUNT + 7)).then_some(size)
 }
 
+/// The block size a request of `len` bytes aligned to `1 << align_log2` needs, and the size
+/// of free block that surely holds it wherever the block lies (the alignment gap included).
+fn request_sizes(len: u64, align_log2: u32) -> Option<(u64, u64)> {
+    let need = block_size(len)?;
+    let search = match align_log2 <= 4 {
+        true => need,
+        false => need.checked_add((1 << align_log2) + MIN_BLOCK)?,
+    };
+    Some((need, search))
+}
+
+/// Bytes of heap (free block, header included) that surely hold a request of `len` bytes
+/// aligned to `1 << align_log2`, wherever the free block lies; `None` when none can.
+pub(crate) fn room_for(len: u64, align_log2: u32) -> Option<u64> {
+    request_sizes(len, align_log2).map(|(_, search)| search)
+}
+
 /// The list a free block of `size` bytes lives on.
 pub(crate) fn mapping(size: u64) -> (u64, u64) {
     if size < SMALL_LIMIT {
@@ -206,7 +223,7 @@ impl<'r> Core<'r> {
     }
 
     #[inline]
-    fn sentinel(&self) -> Result<u64> {
+    pub(super) fn sentinel(&self) -> Result<u64> {
         match self.end {
             0 => Err(Error::corrupt("capacity out of range", SB_CAPACITY)),
             end => Ok(end),
@@ -398,22 +415,70 @@ impl<'r> Core<'r> {
     /// Carves a used block for `len` payload bytes whose payload is aligned to
     /// `1 << align_log2`. `Ok(None)` when no free block is large enough; the heap is then
     /// unchanged. The new block's tag is written; the rest of its header is the caller's.
+    ///
+    /// Good fit in constant time: only lists whose every block is large enough are searched,
+    /// so a block of the right size on the list of `len`'s own size is missed (TLSF rounds
+    /// the request up to the next list); [`Core::alloc_fit`] finds it.
     pub(crate) fn alloc(&self, len: u64, align_log2: u32) -> Result<Option<Carved>> {
-        let Some(need) = block_size(len) else {
+        let Some((need, search)) = request_sizes(len, align_log2) else {
             return Ok(None);
-        };
-        let align = 1u64 << align_log2;
-        let search = if align <= GRANULE {
-            need
-        } else {
-            match need.checked_add(align + MIN_BLOCK) {
-                Some(s) => s,
-                None => return Ok(None),
-            }
         };
         let Some(found) = self.find(search)? else {
             return Ok(None);
         };
+        self.carve(found, need, len, align_log2)
+    }
+
+    /// As [`Core::alloc`], but exact: every free block that can hold the request is a
+    /// candidate, including those on the lists `alloc` skips. It walks those lists, so it is
+    /// for when the heap cannot grow: then `Ok(None)` means that no free block can hold the
+    /// request (with default alignment: none is `len + HEADER_SIZE` bytes, rounded to the
+    /// granule, or larger).
+    pub(crate) fn alloc_fit(&self, len: u64, align_log2: u32) -> Result<Option<Carved>> {
+        let Some((need, search)) = request_sizes(len, align_log2) else {
+            return Ok(None);
+        };
+        let (f, s) = mapping(need);
+        let (lf, ls) = mapping_search(search).unwrap_or((FL_COUNT - 1, SL_COUNT - 1));
+        let mut budget = self.capacity()? / MIN_BLOCK;
+        for list in f * SL_COUNT + s..=(lf * SL_COUNT + ls).min(FL_COUNT * SL_COUNT - 1) {
+            let mut cur = self.load(TLSF_HEADS + list * 8);
+            while cur != 0 {
+                let size = self.free_at(cur)?.size();
+                if size >= aligned_gap(cur + HEADER_SIZE, 1 << align_log2) + need {
+                    return self.carve(cur, need, len, align_log2);
+                }
+                budget = budget.checked_sub(1).ok_or(Error::corrupt("free list cycle", cur))?;
+                cur = self.load(cur + FREE_NEXT);
+            }
+        }
+        self.done(None)
+    }
+
+    /// [`Core::alloc_fit`] if `exact`, else [`Core::alloc`].
+    pub(crate) fn alloc_either(&self, len: u64, align_log2: u32, exact: bool) -> Result<Option<Carved>> {
+        match exact {
+            true => self.alloc_fit(len, align_log2),
+            false => self.alloc(len, align_log2),
+        }
+    }
+
+    /// Size of the free block that ends at the sentinel, 0 if the last block is used: growth
+    /// adds to it.
+    pub(crate) fn tail_free(&self) -> Result<u64> {
+        let end = self.sentinel()?;
+        if !self.tag_at(end).prev_free() {
+            return self.done(0);
+        }
+        let p = self.prev_free_block(end)?;
+        let size = self.tag_at(p).size();
+        self.done(size)
+    }
+
+    /// Carves the request (`need` bytes of block, from [`request_sizes`]) out of the free
+    /// block `found`, which can hold it.
+    fn carve(&self, found: u64, need: u64, len: u64, align_log2: u32) -> Result<Option<Carved>> {
+        let align = 1u64 << align_log2;
         let mut size = self.tag_at(found).size();
         self.remove(found, size)?;
         let gap = aligned_gap(found + HEADER_SIZE, align);
@@ -452,6 +517,9 @@ impl<'r> Core<'r> {
         let t = self.block_at(off)?;
         if t.is_free() {
             return Err(Error::corrupt("double free", off));
+        }
+        if t.is_quarantine() {
+            return Err(Error::corrupt("freeing a quarantined range", off));
         }
         let freed = t.size();
         self.zero_words(off + HDR_GEN, (HEADER_SIZE - HDR_GEN) / 8);
@@ -541,6 +609,10 @@ impl<'r> Core<'r> {
         if new_cap > self.mem.limit() || new_end <= old_end {
             return Err(Error::corrupt("growth target out of range", SB_CAPACITY));
         }
+        // The journal: from the capacity's store to the new free block's, the old sentinel (a
+        // zero tag) lies inside the heap; a scan after a crash in between reads it as free
+        // space up to the end because this names it, and refuses a zero tag anywhere else.
+        self.store(SB_GROW_FROM, old_end + SENTINEL_SIZE);
         self.set_tag(new_end, Tag(FLAG_PREV_FREE));
         let mut start = old_end;
         if self.tag_at(old_end).prev_free() {
@@ -550,6 +622,7 @@ impl<'r> Core<'r> {
         }
         self.set_capacity(new_cap);
         self.write_free(start, new_end - start)?;
+        self.store(SB_GROW_FROM, 0);
         self.done(())
     }
 
@@ -591,25 +664,14 @@ impl<'r> Core<'r> {
         self.done(())
     }
 
-    /// Rebuilds the free lists, bitmaps, flags, footers and accounting from the block headers
-    /// alone, merging free neighbours. Used after a process died holding the lock. Tolerates
-    /// the one state growth passes through that a plain walk refuses: the old end sentinel
-    /// (a zero tag) inside the heap after the capacity was raised, whose space becomes free.
-    pub(crate) fn rebuild(&self) -> Result<()> {
+    /// Rebuilds the free lists, bitmaps, flags, footers and accounting from `blocks` (a
+    /// [`Core::scan`] of the heap, or salvage's tiling of it), merging free neighbours. Used
+    /// after a process died holding the lock. Quarantined ranges stay used blocks, counted
+    /// apart too.
+    pub(crate) fn rebuild_from(&self, blocks: &[BlockInfo]) -> Result<()> {
         let end = self.sentinel()?;
-        let mut blocks = Vec::new();
-        let mut off = HEAP_START;
-        while off < end {
-            if self.tag_at(off).is_sentinel() && end - off >= MIN_BLOCK {
-                blocks.push(BlockInfo { offset: off, tag: Tag::free(end - off) });
-                break;
-            }
-            let tag = self.block_at(off)?;
-            blocks.push(BlockInfo { offset: off, tag });
-            off += tag.size();
-        }
         self.r.zero(TLSF_OFFSET, TLSF_END - TLSF_OFFSET)?;
-        let (mut used, mut live) = (0u64, 0u64);
+        let (mut used, mut live, mut q_bytes, mut q_blocks) = (0u64, 0u64, 0u64, 0u64);
         let mut run: Option<(u64, u64)> = None;
         let mut prev_free = false;
         for b in blocks {
@@ -624,6 +686,11 @@ impl<'r> Core<'r> {
                 self.write_free(start, size)?;
                 prev_free = true;
             }
+            if b.tag.is_quarantine() {
+                self.write_quarantine(b.offset, b.tag.size());
+                q_bytes += b.tag.size();
+                q_blocks += 1;
+            }
             self.set_prev_free(b.offset, prev_free);
             prev_free = false;
             used += b.tag.size();
@@ -636,7 +703,26 @@ impl<'r> Core<'r> {
         self.set_tag(end, Tag(0).with_prev_free(prev_free));
         self.store(SB_USED_BYTES, used);
         self.store(SB_LIVE_BLOCKS, live);
+        self.store(SB_QUARANTINE_BYTES, q_bytes);
+        self.store(SB_QUARANTINE_BLOCKS, q_blocks);
+        self.store(SB_GROW_FROM, 0);
         self.done(())
+    }
+
+    /// [`Core::scan`], then [`Core::rebuild_from`] (tests: recovery plans in between).
+    #[cfg(test)]
+    pub(crate) fn rebuild(&self) -> Result<()> {
+        let blocks = self.scan()?;
+        self.rebuild_from(&blocks)
+    }
+
+    /// Makes `[off, off + size)` a quarantined range: its header says so (the rest of its
+    /// header words zeroed, so nothing can name it), its bytes stay as they are. Its
+    /// `PREV_FREE` flag is the caller's.
+    pub(crate) fn write_quarantine(&self, off: u64, size: u64) {
+        let keep = self.tag_at(off).0 & FLAG_PREV_FREE;
+        self.set_tag(off, Tag(Tag::quarantine(size).0 | keep));
+        self.zero_words(off + HDR_GEN, (HEADER_SIZE - HDR_GEN) / 8);
     }
 }
 

@@ -9,7 +9,7 @@ use crate::core::check::CheckReport;
 use crate::core::header::{check_word, rc, Tag, MAX_SLACK};
 use crate::core::region::Region;
 use crate::core::span::{id_class, is_slot};
-use crate::core::tlsf::{block_size, Core};
+use crate::core::tlsf::Core;
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::holds::HoldTable;
@@ -86,6 +86,11 @@ pub(crate) struct Heap {
     pub(crate) lives: Arc<crate::family::Lives>,
     /// Whether small blocks are allocated as slots of spans (a store of format version 2).
     spans: bool,
+    /// Reports of recoveries this process ran on taking the lock over from a dead holder,
+    /// summed, until `recover` hands them to its caller.
+    recovered: Mutex<crate::RecoveryReport>,
+    /// Set when the heap was given up as found (`abandon`): dropping it writes nothing.
+    abandoned: bool,
 }
 
 /// Who resizes a block ([`Heap::resize`]).
@@ -102,6 +107,9 @@ pub(crate) enum Resizer {
 /// Proof of holding the store lock.
 pub(crate) struct Guard<'h> {
     heap: &'h Heap,
+    /// The word to give the lock back as, instead of releasing it (`lock::restore`): set when
+    /// the repair owed to a dead holder failed.
+    give_back: std::cell::Cell<Option<u32>>,
 }
 
 thread_local! {
@@ -114,7 +122,13 @@ impl<'h> Guard<'h> {
     /// Records that this thread has just taken `heap`'s lock.
     fn new(heap: &'h Heap) -> Guard<'h> {
         LOCKED.with(|l| l.set(heap));
-        Guard { heap }
+        Guard { heap, give_back: std::cell::Cell::new(None) }
+    }
+
+    /// Makes the guard give the lock back as the word `was` when it goes (the dead holder's
+    /// tag, as it was before this process took the lock over), instead of releasing it.
+    pub(crate) fn restore_on_drop(&self, was: u32) {
+        self.give_back.set(Some(was));
     }
 }
 
@@ -122,7 +136,10 @@ impl Drop for Guard<'_> {
     fn drop(&mut self) {
         LOCKED.with(|l| l.set(std::ptr::null()));
         if let Ok(word) = self.heap.region.u32_at(SB_LOCK) {
-            lock::release(word, self.heap.backing.shared());
+            match self.give_back.get() {
+                Some(was) => lock::restore(word, was, self.heap.backing.shared()),
+                None => lock::release(word, self.heap.backing.shared()),
+            }
         }
     }
 }
@@ -146,6 +163,8 @@ impl Heap {
             caches: Default::default(),
             lives,
             spans,
+            recovered: Mutex::default(),
+            abandoned: false,
         })
     }
 
@@ -187,17 +206,20 @@ impl Heap {
     }
 
     /// Takes the store lock, repairs the heap if its last holder died, and makes any growth by
-    /// another process reachable.
+    /// another process reachable. A repair that finds the store damaged leaves it as it was,
+    /// gives the lock back to the dead holder (so that the next taker finds it and tries again
+    /// rather than proceed on a half-changed store) and is this call's error. A repair's report
+    /// is kept for [`Heap::take_recovered`].
     pub(crate) fn lock(&self) -> Result<Guard<'_>> {
-        let word = self.region.u32_at(SB_LOCK)?;
-        let how = lock::acquire(word, self.tag, self.backing.shared(), |t| self.backing.owner_dead(t));
-        let guard = Guard::new(self);
-        let cap = self.region.load(SB_CAPACITY)?;
-        if cap > self.region.limit() {
-            self.backing.refresh(&self.region, cap)?;
-        }
-        if how == Acquired::TakenOver {
-            crate::recovery::recover_locked(self, &guard, false)?;
+        let (guard, was) = self.lock_as_is()?;
+        if let Some(was) = was {
+            match crate::recovery::recover_locked(self, &guard, false) {
+                Ok(report) => self.note_recovered(&report),
+                Err(e) => {
+                    guard.restore_on_drop(was);
+                    return Err(e);
+                }
+            }
         }
         // What this thread deferred goes back now, before whatever the lock was taken for.
         if let Some(c) = self.cache_in_use() {
@@ -206,12 +228,71 @@ impl Heap {
         Ok(guard)
     }
 
+    /// Takes the store lock without repairing anything, and makes any growth by another
+    /// process reachable. With the lock word it was taken from if its holder had died (the
+    /// caller owes a recovery, and gives the word back if that fails).
+    pub(crate) fn lock_as_is(&self) -> Result<(Guard<'_>, Option<u32>)> {
+        let word = self.region.u32_at(SB_LOCK)?;
+        let before = word.load(Ordering::Relaxed);
+        let how = lock::acquire(word, self.tag, self.backing.shared(), |t| self.backing.owner_dead(t));
+        let guard = Guard::new(self);
+        let was = match how {
+            // The word as this process first saw it if the dead holder is the same (the
+            // waiters' `CONTENDED` bit aside): a failed repair then leaves it as it was.
+            Acquired::TakenOver(was) if (before ^ was) & !lock::CONTENDED == 0 => Some(before),
+            Acquired::TakenOver(was) => Some(was),
+            Acquired::Normally => None,
+        };
+        if let Some(was) = was {
+            guard.restore_on_drop(was); // until the caller's repair succeeds
+        }
+        let cap = self.region.load(SB_CAPACITY)?;
+        if cap > self.region.limit() {
+            self.backing.refresh(&self.region, cap)?;
+        }
+        guard.give_back.set(None);
+        Ok((guard, was))
+    }
+
     /// Called right after attaching, before anything else: recovers what dead processes left,
-    /// if anything. A lock word naming our fresh slot can only be left over from an earlier
-    /// holder of the slot that died (or from corruption), so it is taken over as such.
-    /// `reclaimed_slot` says our slot was taken from a dead process. Constant time on a store
-    /// that was shut down cleanly: a scan of the registry, no heap walk.
+    /// if anything. `reclaimed_slot` says our slot was taken from a dead process. Constant time
+    /// on a store that was shut down cleanly: a scan of the registry, no heap walk. On an
+    /// error (a damaged store) nothing was written and the lock is as it was.
     pub(crate) fn recover_at_open(&self, reclaimed_slot: bool) -> Result<Option<crate::RecoveryReport>> {
+        let held = self.region.load32(SB_LOCK)? & !lock::CONTENDED;
+        if held != self.tag && !crate::recovery::needed(self, reclaimed_slot)? {
+            return Ok(None);
+        }
+        self.recover_as_found(reclaimed_slot).map(Some)
+    }
+
+    /// Recovers under the lock taken as it is found (no repair on the way in). On an error (a
+    /// damaged store) nothing was written and the lock word is given back as it was.
+    /// `reclaimed_slot` says our slot was taken from a dead process.
+    pub(crate) fn recover_as_found(&self, reclaimed_slot: bool) -> Result<crate::RecoveryReport> {
+        let (guard, was, own) = self.lock_as_found()?;
+        let done = crate::recovery::recover_locked(self, &guard, reclaimed_slot || own);
+        if let (Err(_), Some(was)) = (&done, was) {
+            guard.restore_on_drop(was);
+        }
+        done
+    }
+
+    /// Runs salvage under the lock taken as it is found: see `MappedManager::salvage`.
+    pub(crate) fn salvage(&self) -> Result<crate::SalvageReport> {
+        let (guard, was, _) = self.lock_as_found()?;
+        let done = crate::recovery::salvage_locked(self, &guard);
+        if let (Err(_), Some(was)) = (&done, was) {
+            guard.restore_on_drop(was);
+        }
+        done
+    }
+
+    /// [`Heap::lock_as_is`], and whether the word named this process's own fresh tag: a
+    /// lock word naming our fresh slot can only be left over from an earlier holder of the
+    /// slot that died (or from corruption), so it is taken over as such, and our slot's
+    /// leftovers recovered as a dead process's.
+    fn lock_as_found(&self) -> Result<(Guard<'_>, Option<u32>, bool)> {
         let word = self.region.u32_at(SB_LOCK)?;
         let cur = word.load(Ordering::Acquire);
         if cur & !lock::CONTENDED == self.tag
@@ -219,20 +300,54 @@ impl Heap {
                 .compare_exchange(cur, self.tag | lock::CONTENDED, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
         {
-            let g = Guard::new(self);
-            crate::recovery::recover_locked(self, &g, true).map(Some)
-        } else if crate::recovery::needed(self, reclaimed_slot)? {
-            let g = self.lock()?;
-            crate::recovery::recover_locked(self, &g, reclaimed_slot).map(Some)
-        } else {
-            Ok(None)
+            return Ok((Guard::new(self), Some(cur), true));
         }
+        let (guard, was) = self.lock_as_is()?;
+        Ok((guard, was, false))
     }
 
-    /// Runs recovery now (under the lock), whether or not anyone is known to have died.
+    /// Runs recovery now (under the lock), whether or not anyone is known to have died. The
+    /// report adds every recovery this process ran since it was last asked (when a thread
+    /// took the lock over from a dead holder).
     pub(crate) fn recover(&self) -> Result<crate::RecoveryReport> {
         let g = self.lock()?;
-        crate::recovery::recover_locked(self, &g, false)
+        let mut report = crate::recovery::recover_locked(self, &g, false)?;
+        report.add(&self.take_recovered());
+        Ok(report)
+    }
+
+    /// Keeps the report of a recovery that no caller asked for (a takeover), for
+    /// [`Heap::take_recovered`].
+    fn note_recovered(&self, report: &crate::RecoveryReport) {
+        self.recovered.lock().unwrap_or_else(|p| p.into_inner()).add(report);
+    }
+
+    /// The sum of the recoveries this process ran on takeovers since it was last asked.
+    pub(crate) fn take_recovered(&self) -> crate::RecoveryReport {
+        std::mem::take(&mut *self.recovered.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Gives up the store as it was found, after a recovery at open refused it: this
+    /// process's registry slot gets `slot_bytes` back (what it held before this process
+    /// claimed it), and dropping the heap then writes nothing.
+    pub(crate) fn abandon(&mut self, slot_bytes: &[u8]) {
+        if let Some(slot) = self.slot() {
+            let _ = self.region.write_bytes(slot_offset(u64::from(slot)), slot_bytes);
+        }
+        self.abandoned = true;
+    }
+
+    /// Makes a store of format version 1 a version 2 store (which may hold spans) when this is
+    /// the only process attached: version 2 adds to version 1 only fields that are zero in it.
+    /// Processes of a build that knows only version 1 refuse the store from then on; with one
+    /// attached, the store stays at version 1 and this process makes no spans in it.
+    pub(crate) fn upgrade_if_alone(&mut self) -> Result<()> {
+        if self.region.load32(SB_VERSION)? == 1 && self.backing.attached(&self.region) == 1 {
+            self.region.store32(SB_VERSION, FORMAT_VERSION)?;
+            self.region.store(SB_FINGERPRINT, fingerprint())?;
+            self.spans = true;
+        }
+        Ok(())
     }
 
     /// The reference word of the block or slot `off` this process holds (for ids read from
@@ -399,16 +514,19 @@ impl Heap {
     }
 
     pub(crate) fn allocate_locked(&self, g: &Guard<'_>, len: u64, align_log2: u32) -> Result<u64> {
-        let carved = loop {
-            if let Some(c) = self.core().alloc(len, align_log2)? {
-                break c;
-            }
-            self.grow_for(len, align_log2)?;
-        };
+        let carved = self.carve_locked(len, align_log2)?;
         let off = carved.offset;
         pause("alloc-carved");
-        self.stamp(g, off, rc::fresh(u64::from(self.tag)))?;
+        self.stamp_or_undo(g, off, rc::fresh(u64::from(self.tag)))?;
         Ok(off)
+    }
+
+    /// [`Heap::stamp`], and if it fails (no generation left: a damaged store), the block
+    /// just carved is freed again, so the heap is as it was.
+    fn stamp_or_undo(&self, g: &Guard<'_>, off: u64, word: u64) -> Result<()> {
+        self.stamp(g, off, word).inspect_err(|_| {
+            let _ = self.core().free(off);
+        })
     }
 
     /// Writes a new generation, the check word and the reference word `word` into the header
@@ -433,7 +551,7 @@ impl Heap {
     /// parked: owned by this process, count zero. Returns its offset and size.
     pub(crate) fn carve_parked(&self, g: &Guard<'_>, len: u64) -> Result<Option<(u64, u64)>> {
         let Some(c) = self.core().alloc(len, 4)? else { return Ok(None) };
-        self.stamp(g, c.offset, rc::parked(u64::from(self.tag)))?;
+        self.stamp_or_undo(g, c.offset, rc::parked(u64::from(self.tag)))?;
         Ok(Some((c.offset, c.size)))
     }
 
@@ -441,18 +559,60 @@ impl Heap {
         self.region.load(SB_MAX_SIZE)
     }
 
-    /// Grows the store towards room for a block of `len` bytes (doubling, up to the maximum),
-    /// or fails with the heap unchanged when it is at its maximum already.
+    /// Carves a block of `len` bytes aligned to `1 << align_log2` (under the lock): see
+    /// [`Heap::with_room`].
+    fn carve_locked(&self, len: u64, align_log2: u32) -> Result<crate::core::tlsf::Carved> {
+        self.with_room(len, align_log2, |core, exact| core.alloc_either(len, align_log2, exact))
+    }
+
+    /// Runs `carve` (which makes something of `len` bytes aligned to `1 << align_log2` in the
+    /// core, `None` when no free block can hold it) until it succeeds, under the lock: a good
+    /// fit in constant time if there is one (`exact` false); else the store grows and `carve`
+    /// runs again; once the store cannot grow, an exact search (`exact` true: every free
+    /// block that can hold it), so that `OutOfSpace` means that no free block can.
+    pub(crate) fn with_room<T>(
+        &self,
+        len: u64,
+        align_log2: u32,
+        mut carve: impl FnMut(&Core<'_>, bool) -> Result<Option<T>>,
+    ) -> Result<T> {
+        loop {
+            if let Some(t) = carve(&self.core(), false)? {
+                return Ok(t);
+            }
+            match self.grow_for(len, align_log2) {
+                Ok(()) => continue,
+                Err(e @ Error::OutOfSpace { .. }) => return carve(&self.core(), true)?.ok_or(e),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Grows the store towards room for a block of `len` bytes (doubling, up to the maximum).
+    /// Fails with the heap unchanged when it is at its maximum already, and, before growing at
+    /// all, when even the maximum could not hold the request: the new space joins a free block
+    /// at the end of the heap, so room for it is that block plus what the store may still
+    /// grow by.
     pub(crate) fn grow_for(&self, len: u64, align_log2: u32) -> Result<()> {
         let max = self.max_size()?;
-        let cap = self.core().capacity()?;
-        let out = Error::OutOfSpace { requested: len, max_size: max };
-        let need = block_size(len).ok_or(out)? + (1 << align_log2) + MIN_BLOCK;
-        if cap >= max {
-            return Err(Error::OutOfSpace { requested: len, max_size: max });
+        let core = self.core();
+        let cap = core.capacity()?;
+        let out = Error::out_of_space(len, max);
+        let room =
+            crate::core::tlsf::room_for(len, align_log2).ok_or_else(|| Error::out_of_space(len, max))?;
+        let tail = core.tail_free()?;
+        if cap >= max || tail.saturating_add(max - cap) < room {
+            return Err(out);
         }
-        let new_cap = cap.saturating_add(need.max(cap)).next_multiple_of(PAGE_SIZE).min(max);
-        self.backing.grow(&self.region, new_cap)?;
+        // Doubling, or what the request needs beyond the free tail if that is more.
+        let step = (room - tail.min(room)).max(cap);
+        let new_cap = cap.saturating_add(step).checked_next_multiple_of(PAGE_SIZE).unwrap_or(max).min(max);
+        self.backing.grow(&self.region, new_cap).map_err(|e| match e {
+            Error::OutOfSpace { disk_full, .. } => {
+                Error::OutOfSpace { requested: len, max_size: max, disk_full }
+            }
+            e => e,
+        })?;
         self.core().extend(new_cap)?;
         self.region.store(SB_GROWTHS, self.region.load(SB_GROWTHS)?.wrapping_add(1))
     }
@@ -538,30 +698,34 @@ impl Heap {
         let _g = self.lock()?;
         let capacity = self.core().capacity()?;
         let (used_bytes, live_blocks) = self.user_totals()?;
+        let quarantined_bytes = self.region.load(SB_QUARANTINE_BYTES)?;
         Ok(Stats {
             capacity,
             max_size: self.max_size()?,
             used_bytes,
             heap_bytes: self.region.load(SB_USED_BYTES)?,
-            free_bytes: (capacity - HEAP_START - SENTINEL_SIZE).saturating_sub(used_bytes),
+            free_bytes: (capacity - HEAP_START - SENTINEL_SIZE)
+                .saturating_sub(used_bytes + quarantined_bytes),
             largest_free: self.core().largest_free()?,
             live_blocks,
             attached_processes: self.backing.attached(&self.region),
             growths: self.region.load(SB_GROWTHS)?,
             recoveries: self.region.load(SB_RECOVERIES)?,
+            recovered_processes: self.region.load(SB_RECOVERED_PROCESSES)?,
+            quarantined_bytes,
         })
     }
 
-    /// Bytes and blocks users hold: bookkeeping and parked blocks are no user's; spans and
-    /// their pages are used blocks to the core but no user's, and their slots in use are
-    /// blocks of their slot size.
+    /// Bytes and blocks users hold: bookkeeping and parked blocks are no user's; spans, their
+    /// pages and quarantined ranges are used blocks to the core but no user's, and slots in
+    /// use are blocks of their slot size.
     pub(crate) fn user_totals(&self) -> Result<(u64, u64)> {
         let (book_bytes, book_blocks) = self.bookkeeping()?;
         let r = &self.region;
         let used_bytes = (r.load(SB_USED_BYTES)? + r.load(SB_SLOT_BYTES)?)
-            .saturating_sub(book_bytes + r.load(SB_SPAN_BYTES)?);
+            .saturating_sub(book_bytes + r.load(SB_SPAN_BYTES)? + r.load(SB_QUARANTINE_BYTES)?);
         let live_blocks = (r.load(SB_LIVE_BLOCKS)? + r.load(SB_LIVE_SLOTS)?)
-            .saturating_sub(book_blocks + r.load(SB_SPAN_BLOCKS)?);
+            .saturating_sub(book_blocks + r.load(SB_SPAN_BLOCKS)? + r.load(SB_QUARANTINE_BLOCKS)?);
         Ok((used_bytes, live_blocks))
     }
 
@@ -578,6 +742,9 @@ impl Heap {
 impl Drop for Heap {
     fn drop(&mut self) {
         table::unregister(self.index);
+        if self.abandoned {
+            return;
+        }
         let Ok(g) = self.lock() else { return };
         crate::cache::drain(self, &g);
         self.backing.detach(&self.region);

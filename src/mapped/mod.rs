@@ -72,13 +72,17 @@ impl Options {
 
     /// Checked, page-rounded (initial, max) sizes.
     fn sizes(&self) -> Result<(u64, u64)> {
-        let initial = self.initial_size.max(MIN_STORE_SIZE).next_multiple_of(PAGE_SIZE);
-        let max = self.max_size.next_multiple_of(PAGE_SIZE);
-        if max < initial {
-            return Err(Error::InvalidOptions("max_size is below initial_size"));
+        // Sizes near `u64::MAX` do not round up to a page: they are above every limit anyway.
+        let round = |n: u64| n.checked_next_multiple_of(PAGE_SIZE).unwrap_or(u64::MAX);
+        let (initial, max) = (round(self.initial_size.max(MIN_STORE_SIZE)), round(self.max_size));
+        if initial > MAX_STORE_SIZE {
+            return Err(Error::InvalidOptions("initial_size is above MAX_STORE_SIZE"));
         }
         if max > MAX_STORE_SIZE {
             return Err(Error::InvalidOptions("max_size is above MAX_STORE_SIZE"));
+        }
+        if max < initial {
+            return Err(Error::InvalidOptions("max_size is below initial_size"));
         }
         Ok((initial, max))
     }
@@ -132,8 +136,11 @@ struct FileBacking {
 
 impl Backing for FileBacking {
     fn grow(&self, region: &Region, new_cap: u64) -> Result<()> {
-        // Preallocating makes a full disk an error here rather than a SIGBUS on first touch.
-        fs2::FileExt::allocate(&self.file, new_cap).map_err(|e| Error::io("grow the store file", e))?;
+        // Preallocating makes a full disk an error here rather than a SIGBUS on first touch
+        // (`Error::OutOfSpace` with `disk_full`; the caller fills in what was requested).
+        crate::sys::preallocate(&self.file, new_cap).map_err(|e| {
+            Error::growth("grow the store file", e, 0, region.load(crate::format::SB_MAX_SIZE).unwrap_or(0))
+        })?;
         self.refresh(region, new_cap)
     }
 
@@ -287,9 +294,51 @@ impl MappedManager {
     /// never shared, and the references they held on shared blocks; repairs any operation a
     /// dead lock holder left half done. It runs by itself when a waiter finds the lock's
     /// holder dead and when a store is opened after a process died; calling it is always
-    /// safe (it is idempotent) and reports what it did.
+    /// safe (it is idempotent). The report sums this recovery and every other this process
+    /// ran since it was last asked (those run when one of its threads took the lock over
+    /// from a dead holder; the one run at open is [`MappedManager::opening_recovery`]).
+    ///
+    /// Recovery repairs what a crash leaves; it never makes damage worse. On a store that is
+    /// damaged (a block header that does not parse, a check word that does not match, a root
+    /// that names no block, ...) it stops with [`Error::Corrupt`] naming the first damage
+    /// found, and the store is as it was: nothing was freed, merged or overwritten.
+    /// [`MappedManager::salvage`] then fences the damage off, if asked.
     pub fn recover(&self) -> Result<crate::RecoveryReport> {
         self.heap.recover()
+    }
+
+    /// Recovers the store at `path` without keeping it open (`mmheap recover`): attaches,
+    /// runs the recovery [`MappedManager::recover`] describes, and detaches. If the store is
+    /// damaged, or anything else fails, it is left exactly as it was, byte for byte.
+    ///
+    /// ```
+    /// use mmheap::{MappedManager, Options};
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("s.mmheap");
+    /// drop(MappedManager::create(&path, &Options::new())?);
+    /// let report = MappedManager::recover_file(&path)?;
+    /// assert_eq!(report.dead_processes, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recover_file(path: impl AsRef<Path>) -> Result<crate::RecoveryReport> {
+        open::repair(path.as_ref(), |heap, reclaimed| heap.recover_as_found(reclaimed))
+    }
+
+    /// Salvages the damaged store at `path`: what recovery refuses to touch, fenced off.
+    /// Every block that a named root, a channel (its ring, its queued messages) or a living
+    /// process's hold names, and whose own header checks out, keeps its offset and its bytes.
+    /// A range whose headers cannot be parsed is *quarantined*: it becomes one used block that
+    /// nothing names, never handed out and never freed, its bytes as they were (but for its
+    /// first 32, its new header); `check` counts it and `mmheap stat` shows it. References to
+    /// what was lost are dropped, damaged root and channel names replaced
+    /// (`salvaged-<offset>`), damaged generations renewed; the report lists all of it. Then it
+    /// recovers as [`MappedManager::recover`] does, and the store is sound.
+    ///
+    /// Salvage needs the store to itself: [`Error::StoreInUse`] if another process that is
+    /// alive is attached (their blocks could lie in a damaged range). If it fails, the store is
+    /// as it was. On a store that is not damaged it does what recovery does.
+    pub fn salvage(path: impl AsRef<Path>) -> Result<crate::SalvageReport> {
+        open::repair(path.as_ref(), |heap, _| heap.salvage())
     }
 
     /// The channel `name`, made with room for `capacity` messages if it does not exist yet

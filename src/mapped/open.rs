@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -29,7 +29,8 @@ pub(super) fn create(path: &Path, options: &Options, temporary: bool) -> Result<
         .permissions(perms)
         .tempfile_in(dir)
         .map_err(|e| Error::io("create a temporary store file", e))?;
-    fs2::FileExt::allocate(tmp.as_file(), initial).map_err(|e| Error::io("size the store file", e))?;
+    crate::sys::preallocate(tmp.as_file(), initial)
+        .map_err(|e| Error::growth("size the store file", e, initial, max))?;
     let map = map_file(tmp.as_file(), max)?;
     let region = region_of(&map, initial, max);
     let flags = if temporary { SB_FLAG_TEMPORARY } else { 0 };
@@ -43,6 +44,17 @@ pub(super) fn create(path: &Path, options: &Options, temporary: bool) -> Result<
 
 /// Opens and validates an existing store.
 pub(super) fn open(path: &Path, _options: Option<&Options>) -> Result<MappedManager> {
+    let (file, map, region) = map_existing(path)?;
+    let capacity = region.limit();
+    let sentinel = Tag(region.load(capacity - SENTINEL_SIZE)?);
+    if !sentinel.is_sentinel() {
+        return Err(Error::corrupt("end sentinel is missing", capacity - SENTINEL_SIZE));
+    }
+    finish(file, map, region, path, false, false)
+}
+
+/// Opens the store file at `path` for writing, validates its superblock and maps it.
+fn map_existing(path: &Path) -> Result<(File, MmapRaw, Region)> {
     let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| match e.kind() {
         ErrorKind::NotFound => Error::NotFound(path.to_owned()),
         _ => Error::io("open the store file", e),
@@ -51,13 +63,13 @@ pub(super) fn open(path: &Path, _options: Option<&Options>) -> Result<MappedMana
     let (capacity, max) = validate_superblock(&file, len)?;
     let map = map_file(&file, max)?;
     let region = region_of(&map, capacity, max);
-    let sentinel = Tag(region.load(capacity - SENTINEL_SIZE)?);
-    if !sentinel.is_sentinel() {
-        return Err(Error::corrupt("end sentinel is missing", capacity - SENTINEL_SIZE));
-    }
-    finish(file, map, region, path, false, false)
+    Ok((file, map, region))
 }
 
+/// Attaches to a validated store and recovers what dead processes left. A recovery that finds
+/// the store damaged leaves it as it was (this process's registry slot included) and is the
+/// error. Then a store of version 1 is upgraded if this process is alone, and the process's
+/// bookkeeping is made before anything else (so it sits low in a fresh heap).
 fn finish(
     file: File,
     map: MmapRaw,
@@ -66,25 +78,50 @@ fn finish(
     temporary: bool,
     created: bool,
 ) -> Result<MappedManager> {
-    let (slot, reclaimed) = registry::attach(&file, &region)?;
-    upgrade_if_alone(&file, &region, slot)?;
-    let remove_on_drop = temporary.then(|| path.to_owned());
-    let backing = FileBacking { file, map, slot, remove_on_drop };
-    let heap = Heap::new(region, Box::new(backing), slot + 1)?;
-    let recovery = heap.recover_at_open(reclaimed)?;
-    MappedManager::from_parts(heap, path.to_owned(), created, recovery)
+    let (mut heap, reclaimed, slot_bytes) = attach(file, map, region, temporary.then(|| path.to_owned()))?;
+    let recovery = match heap.recover_at_open(reclaimed) {
+        Ok(r) => r,
+        Err(e) => {
+            heap.abandon(&slot_bytes);
+            return Err(e);
+        }
+    };
+    heap.upgrade_if_alone()?;
+    let m = MappedManager::from_parts(heap, path.to_owned(), created, recovery)?;
+    m.heap.prepare_caches();
+    Ok(m)
 }
 
-/// Makes a store of format version 1 a version 2 store (which may hold spans) when this is the
-/// only process attached: version 2 adds to version 1 only fields that are zero in it.
-/// Processes of a build that knows only version 1 refuse the store from then on; with one
-/// attached, the store stays at version 1 and this process makes no spans in it.
-fn upgrade_if_alone(file: &File, region: &Region, slot: u32) -> Result<()> {
-    if region.load32(SB_VERSION)? == 1 && registry::attached(file, region, slot) == 1 {
-        region.store32(SB_VERSION, FORMAT_VERSION)?;
-        region.store(SB_FINGERPRINT, fingerprint())?;
+/// Claims a registry slot and wraps the mapping in a heap. Returns the heap, whether the slot
+/// was taken from a dead process, and the slot's bytes from before this process claimed it.
+fn attach(
+    file: File,
+    map: MmapRaw,
+    region: Region,
+    remove_on_drop: Option<PathBuf>,
+) -> Result<(Heap, bool, Vec<u8>)> {
+    let mut registry = vec![0; (SLOT_COUNT * SLOT_SIZE) as usize];
+    region.read_bytes(REGISTRY_OFFSET, &mut registry)?;
+    let (slot, reclaimed) = registry::attach(&file, &region)?;
+    let at = (u64::from(slot) * SLOT_SIZE) as usize;
+    let slot_bytes = registry[at..at + SLOT_SIZE as usize].to_vec();
+    let backing = FileBacking { file, map, slot, remove_on_drop };
+    let heap = Heap::new(region, Box::new(backing), slot + 1)?;
+    Ok((heap, reclaimed, slot_bytes))
+}
+
+/// Opens the store at `path` for a repair (`MappedManager::recover_file`, `salvage`): attaches
+/// without recovering, runs `repair` on the heap, and detaches. If `repair` fails, the store is
+/// left as it was found (the registry slot given back, the lock as it was), byte for byte. The
+/// end sentinel is not required: salvage rewrites it.
+pub(super) fn repair<T>(path: &Path, repair: impl FnOnce(&Heap, bool) -> Result<T>) -> Result<T> {
+    let (file, map, region) = map_existing(path)?;
+    let (mut heap, reclaimed, slot_bytes) = attach(file, map, region, None)?;
+    let done = repair(&heap, reclaimed);
+    if done.is_err() {
+        heap.abandon(&slot_bytes);
     }
-    Ok(())
+    done
 }
 
 fn map_file(file: &File, max: u64) -> Result<MmapRaw> {

@@ -31,7 +31,7 @@ pub(crate) fn attach(file: &File, region: &Region) -> Result<(u32, bool)> {
                 .map_err(|e| Error::io("unlock a registry slot", e))?;
             continue;
         }
-        claim(region, i)?;
+        claim(region, i, false)?;
         return Ok((i as u32, false));
     }
     // Every slot is taken: take one whose process is dead. Holding its liveness lock makes it
@@ -39,17 +39,25 @@ pub(crate) fn attach(file: &File, region: &Region) -> Result<(u32, bool)> {
     // what the dead process left.
     for i in 0..SLOT_COUNT {
         if sys::try_lock_byte(file, LIVENESS_LOCK_BASE + i).map_err(lock_err)? {
-            claim(region, i)?;
+            claim(region, i, true)?;
             return Ok((i as u32, true));
         }
     }
     Err(Error::RegistryFull)
 }
 
-fn claim(region: &Region, i: u64) -> Result<()> {
+fn claim(region: &Region, i: u64, reclaimed: bool) -> Result<()> {
     region.store32(slot_offset(i) + SLOT_PID, std::process::id())?;
     region.store(slot_offset(i) + SLOT_START_TIME, sys::process_start_time())?;
-    region.store(slot_offset(i) + SLOT_NONCE, random_u64())
+    region.store(slot_offset(i) + SLOT_NONCE, random_u64())?;
+    if !reclaimed {
+        // A free slot names no tables (whatever a damaged store says): this process has none
+        // yet. A slot taken from a dead process keeps its tables for the recovery that
+        // reclaims them.
+        region.store(slot_offset(i) + SLOT_HOLDS, 0)?;
+        region.store(slot_offset(i) + SLOT_CACHES, 0)?;
+    }
+    Ok(())
 }
 
 /// Marks the slot free (under the store lock). The liveness lock goes when the file closes.

@@ -41,6 +41,37 @@ pub(crate) unsafe fn commit(base: NonNull<u8>, len: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes sure the first `len` bytes of `file` are allocated on disk, so that touching them
+/// through a mapping can never fault for lack of space: `posix_fallocate` (which never shrinks
+/// the file). A full disk, an exhausted quota or a file size limit is `ErrorKind::StorageFull`
+/// (`ENOSPC`, `EDQUOT`) or `ErrorKind::FileTooLarge` (`EFBIG`); the caller maps both to
+/// `Error::OutOfSpace`.
+///
+/// The one place the store file is preallocated. `fs2::FileExt::allocate` would do, but fs2
+/// 0.4 reads `errno` after `posix_fallocate`, which returns its error instead of setting
+/// `errno`, so a full disk came back as "Success (os error 0)".
+pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    loop {
+        // SAFETY: the descriptor is open for the call's duration; the call takes integers only.
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+        match rc {
+            0 => return Ok(()),
+            libc::EINTR => continue,
+            // A file system without fallocate (some network ones): extend the file instead;
+            // a later write through the mapping may then still find the disk full.
+            libc::EOPNOTSUPP if file.metadata()?.len() < len as u64 => return file.set_len(len as u64),
+            libc::EOPNOTSUPP => return Ok(()),
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// Whether an error from [`preallocate`] means the disk (or quota, or size limit) is full.
+pub(crate) fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG))
+}
+
 /// Unmaps a reservation.
 ///
 /// # Safety

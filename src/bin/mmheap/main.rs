@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mmheap::inspect::Snapshot;
-use mmheap::{Error, MappedManager, Options, RecoveryReport};
+use mmheap::{Error, MappedManager, Options, RecoveryReport, SalvageReport};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -48,12 +48,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Reclaim what dead processes left (locks, blocks, references, slots).
+    /// Reclaim what dead processes left (locks, blocks, references, slots). A damaged store is
+    /// refused and left as it was (exit 2); `--salvage` fences the damage off instead. Exit 0:
+    /// done and the store is sound; 1: done but the closing check found problems.
     Recover {
         file: PathBuf,
         /// Say what would be done, on a copy, without touching the store.
         #[arg(long)]
         dry_run: bool,
+        /// Salvage a damaged store: quarantine what cannot be parsed, keep every block that
+        /// roots and channels name whose header checks out, drop references to what is lost.
+        /// Needs the store to itself.
+        #[arg(long)]
+        salvage: bool,
     },
     /// List blocks (offset, size, length, state, references, owner), or show one block.
     Dump {
@@ -164,7 +171,7 @@ fn run(cmd: Command) -> Result<ExitCode, Error> {
         }
         Command::Stat { file, json } => stat(&file, json)?,
         Command::Check { file, json } => return check(&file, json),
-        Command::Recover { file, dry_run } => recover(&file, dry_run)?,
+        Command::Recover { file, dry_run, salvage } => return recover(&file, dry_run, salvage),
         Command::Dump { file, offset, limit, json } => dump(&file, offset, limit, json)?,
         Command::Roots { file } => {
             let snap = snapshot(&file)?;
@@ -334,25 +341,57 @@ fn describe(r: &RecoveryReport) -> String {
     )
 }
 
-fn recover(file: &PathBuf, dry_run: bool) -> Result<(), Error> {
+fn describe_salvage(r: &SalvageReport) -> Vec<String> {
+    let mut lines = vec![format!("recovery: {}", describe(&r.recovery))];
+    for &(offset, size) in &r.quarantined {
+        lines.push(format!("quarantined {} at {offset:#x}", human(size)));
+    }
+    for d in &r.dropped {
+        lines.push(format!("dropped {} {:?}: it named {:#x}, which is lost", d.kind, d.name, d.target));
+    }
+    for name in &r.renamed {
+        lines.push(format!("renamed a damaged name to {name:?}"));
+    }
+    if r.renewed > 0 {
+        lines.push(format!("{} damaged generation(s) renewed (their old handles are stale)", r.renewed));
+    }
+    if !r.found_damage() {
+        lines.push("no damage found".to_owned());
+    }
+    lines
+}
+
+fn recover(file: &PathBuf, dry_run: bool, salvage: bool) -> Result<ExitCode, Error> {
     if dry_run {
         let mut snap = snapshot(file)?;
-        println!("would reclaim: {}", describe(&snap.recover_dry_run()?));
-        return Ok(());
+        match salvage {
+            true => describe_salvage(&snap.salvage_dry_run()?).iter().for_each(|l| println!("would do: {l}")),
+            false => println!("would reclaim: {}", describe(&snap.recover_dry_run()?)),
+        }
+        return Ok(ExitCode::SUCCESS);
     }
-    let m = MappedManager::open(file)?;
-    let mut total = m.opening_recovery().unwrap_or_default();
-    let again = m.recover()?;
-    total.dead_processes += again.dead_processes;
-    total.blocks_freed += again.blocks_freed;
-    total.cached_blocks_freed += again.cached_blocks_freed;
-    total.bytes_freed += again.bytes_freed;
-    total.owner_refs_released += again.owner_refs_released;
-    total.holds_released += again.holds_released;
-    println!("reclaimed: {}", describe(&total));
-    let report = m.check()?;
+    if salvage {
+        describe_salvage(&MappedManager::salvage(file)?).iter().for_each(|l| println!("{l}"));
+    } else {
+        match MappedManager::recover_file(file) {
+            Ok(r) => println!("reclaimed: {}", describe(&r)),
+            Err(e @ Error::Corrupt { .. }) => {
+                eprintln!("mmheap: {e}");
+                eprintln!(
+                    "mmheap: the store is damaged, not only interrupted; it was left as it was. \
+                     `mmheap recover --salvage` fences the damage off (see `mmheap check`)."
+                );
+                return Ok(ExitCode::from(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let report = MappedManager::open(file)?.check()?;
+    for p in &report.problems {
+        println!("problem at {:#x}: {}", p.offset, p.what);
+    }
     println!("check: {} problem(s)", report.problems.len());
-    Ok(())
+    Ok(if report.is_sound() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn dump(file: &PathBuf, offset: Option<u64>, limit: Option<usize>, json: bool) -> Result<(), Error> {

@@ -1,0 +1,219 @@
+//! Recovery after a process died: reclaim what it held, repair what it left half done; and
+//! salvage of a damaged store, on request.
+//!
+//! Recovery runs under the store lock and is a pure function of what the living hold, so it is
+//! idempotent: dying in the middle of it and running it again gives the same result. It runs
+//! in two steps: a plan (`plan.rs`) that reads the whole store and decides everything without
+//! writing, and its application (`apply.rs`). What a crash can leave is repaired; damage (a
+//! header that does not parse, a check word that does not match, a reference to nothing) stops
+//! the plan with a typed error and nothing written: recovery never frees, merges or overwrites
+//! what it cannot prove free. Salvage ([`Mode::Salvage`]) is the same plan fencing damage off
+//! instead (quarantined ranges, dropped references), for a user who asks for it.
+//!
+//! 1. **Who is dead**: every slot that is not free and whose liveness lock nobody holds (and,
+//!    when a process has just claimed a slot a dead process left, that slot too).
+//! 2. **Plan**: the tiling, the spans, the references (roots, channels, hold tables of the
+//!    living), all checked.
+//! 3. **Apply**: repair the derived state, recount every block's holds from the references,
+//!    free what nobody living holds, release the dead slots.
+
+mod apply;
+mod plan;
+
+use crate::core::header::rc;
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::heap::{Guard, Heap};
+use crate::holds;
+
+pub(crate) use plan::Mode;
+use plan::{Holder, Plan};
+
+/// What a recovery did (or, summed, several: `recoveries` says how many).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// How many recoveries this report sums (0: none ran).
+    pub recoveries: u64,
+    /// Registry slots of dead processes that were reclaimed.
+    pub dead_processes: u64,
+    /// Blocks freed because nobody living held them any more. Among them the blocks a dead
+    /// process held as their only, unpublished reference, lent from its thread caches (their
+    /// reference words read like parked ones: the caches' counters tell how many were parked).
+    pub blocks_freed: u64,
+    /// Bytes in those blocks and in the cached ones below, headers included.
+    pub bytes_freed: u64,
+    /// Blocks freed from dead processes' thread caches (parked, nobody's; their counter
+    /// tables included).
+    pub cached_blocks_freed: u64,
+    /// Owner references of dead processes that were dropped (a lent block's reference is not
+    /// counted in its header, so it adds none).
+    pub owner_refs_released: u64,
+    /// Other holds that were dropped (dead processes' hold-table entries).
+    pub holds_released: u64,
+}
+
+impl RecoveryReport {
+    /// Adds what `other` did to this report.
+    pub fn add(&mut self, other: &RecoveryReport) {
+        self.recoveries += other.recoveries;
+        self.dead_processes += other.dead_processes;
+        self.blocks_freed += other.blocks_freed;
+        self.bytes_freed += other.bytes_freed;
+        self.cached_blocks_freed += other.cached_blocks_freed;
+        self.owner_refs_released += other.owner_refs_released;
+        self.holds_released += other.holds_released;
+    }
+}
+
+/// A reference that salvage dropped because it named nothing it could keep.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DroppedReference {
+    /// What held it: `"root"`, `"channel"` (a channel's hold on its ring), `"message"` (a
+    /// queued message) or `"hold"` (a living process's hold-table entry).
+    pub kind: &'static str,
+    /// The root's or channel's name, as far as it could be read (empty for a hold).
+    pub name: String,
+    /// The header offset (or slot id) it named.
+    pub target: u64,
+}
+
+/// What a salvage did ([`crate::MappedManager::salvage`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SalvageReport {
+    /// The recovery it ran (dead processes reclaimed, blocks freed).
+    pub recovery: RecoveryReport,
+    /// Every quarantined range of the store, as (offset, bytes): damage fenced off as a used
+    /// block that nothing names, never handed out and never freed. Its bytes are as they were
+    /// (but for the first 32, which now say it is quarantined).
+    pub quarantined: Vec<(u64, u64)>,
+    /// References dropped because what they named was damaged or gone.
+    pub dropped: Vec<DroppedReference>,
+    /// Roots and channels whose names were damaged, under the names they have now
+    /// (`salvaged-<offset of their block>`).
+    pub renamed: Vec<String>,
+    /// Published blocks and slots whose generation, check word or length record was damaged
+    /// and that were given new ones (their old handles are stale; roots keep naming them).
+    pub renewed: u64,
+}
+
+impl SalvageReport {
+    /// Whether salvage found nothing but what a crash leaves (then it did what recovery does).
+    pub fn found_damage(&self) -> bool {
+        !self.quarantined.is_empty()
+            || !self.dropped.is_empty()
+            || !self.renamed.is_empty()
+            || self.renewed > 0
+    }
+}
+
+/// Slots whose process is gone: not free, and nobody holds the liveness lock. `me` is
+/// counted dead too when `reclaim_own` (we just took over a slot a dead process left).
+pub(crate) fn dead_slots(heap: &Heap, reclaim_own: bool) -> Result<Vec<u64>> {
+    let me = heap.slot().map(u64::from);
+    let mut dead = Vec::new();
+    for i in 0..SLOT_COUNT {
+        if heap.region.load32(slot_offset(i) + SLOT_STATE)? == SLOT_FREE {
+            continue;
+        }
+        let gone = if Some(i) == me { reclaim_own } else { heap.slot_dead(i as u32) };
+        if gone {
+            dead.push(i);
+        }
+    }
+    Ok(dead)
+}
+
+/// Whether a process that has just attached must run recovery before it does anything else.
+pub(crate) fn needed(heap: &Heap, reclaimed_slot: bool) -> Result<bool> {
+    Ok(reclaimed_slot || !dead_slots(heap, false)?.is_empty())
+}
+
+/// Runs recovery; the caller holds the store lock. Damage stops it before anything is
+/// written, with the error naming it.
+pub(crate) fn recover_locked(heap: &Heap, g: &Guard<'_>, reclaim_own: bool) -> Result<RecoveryReport> {
+    let dead = dead_slots(heap, reclaim_own)?;
+    let plan = Plan::make(heap, dead, Mode::Recover)?;
+    plan.apply(heap, g)
+}
+
+/// Runs salvage; the caller holds the store lock and has no other living process beside it.
+pub(crate) fn salvage_locked(heap: &Heap, g: &Guard<'_>) -> Result<SalvageReport> {
+    let dead = dead_slots(heap, false)?;
+    let me = heap.slot().map(u64::from);
+    let mut others = 0;
+    for i in (0..SLOT_COUNT).filter(|i| Some(*i) != me && !dead.contains(i)) {
+        others += u64::from(heap.region.load32(slot_offset(i) + SLOT_STATE)? != SLOT_FREE);
+    }
+    if others > 0 {
+        return Err(Error::StoreInUse { processes: others });
+    }
+    let plan = Plan::make(heap, dead, Mode::Salvage)?;
+    let names = names_of(heap, &plan)?;
+    let recovery = plan.apply(heap, g)?;
+    let mut quarantined = Vec::new();
+    heap.core().walk(|b| {
+        if b.tag.is_quarantine() {
+            quarantined.push((b.offset, b.tag.size()));
+        }
+        Ok(())
+    })?;
+    Ok(SalvageReport {
+        recovery,
+        quarantined,
+        dropped: plan
+            .dropped
+            .iter()
+            .map(|r| {
+                let (kind, name) =
+                    names.iter().find(|(h, ..)| *h == r.holder).map_or(("hold", ""), |(_, k, n)| (*k, n));
+                DroppedReference { kind, name: name.to_owned(), target: r.target }
+            })
+            .collect(),
+        renamed: plan.renamed.iter().map(|(_, n)| n.clone()).collect(),
+        renewed: (plan.renew_blocks.len() + plan.renew_slots.len()) as u64,
+    })
+}
+
+/// The kind and name of every holder that salvage drops (read before the names change).
+fn names_of(heap: &Heap, plan: &Plan) -> Result<Vec<(Holder, &'static str, String)>> {
+    let mut out = Vec::new();
+    for r in &plan.dropped {
+        let (kind, dir, i) = match r.holder {
+            Holder::Root(i) => ("root", &crate::directory::ROOTS, i),
+            Holder::Channel(i) => ("channel", &crate::directory::CHANNELS, i),
+            Holder::Message { index, .. } => ("message", &crate::directory::CHANNELS, index),
+            Holder::Table { .. } => continue,
+        };
+        out.push((r.holder, kind, dir.name_lossy(heap, i)?));
+    }
+    Ok(out)
+}
+
+/// Problems a check finds in the hold tables of the living: entries naming no live block.
+pub(crate) fn check_holds(heap: &Heap) -> Result<Vec<crate::Problem>> {
+    let dead = dead_slots(heap, false)?;
+    let mut out = Vec::new();
+    for i in (0..SLOT_COUNT).filter(|i| !dead.contains(i)) {
+        if heap.region.load32(slot_offset(i) + SLOT_STATE)? == SLOT_FREE {
+            continue;
+        }
+        let table = heap.region.load(slot_offset(i) + SLOT_HOLDS)?;
+        let entries = match holds::entries(heap, table) {
+            Ok(e) => e,
+            Err(Error::Corrupt { what, offset }) => {
+                out.push(crate::Problem { what, offset });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for block in entries {
+            if !heap.names_live(block) || rc::other(heap.rc(block)) == 0 {
+                out.push(crate::Problem { what: "hold table names no held block", offset: table });
+            }
+        }
+    }
+    Ok(out)
+}

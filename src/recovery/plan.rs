@@ -1,0 +1,457 @@
+//! Recovery's plan: everything a recovery (or a salvage) will change, worked out from the store
+//! without writing a byte of it. A recovery that cannot plan stops there, with the store as it
+//! was; applying a plan (`apply.rs`) touches only what the plan validated.
+//!
+//! What a crash can leave (ARCHITECTURE.md, "Crash safety") is derived state out of step: free
+//! lists, flags, footers, counters, span lists, holds counted in headers, a page no span names,
+//! growth between two stores. Recovery repairs that. Anything else, a header that does not
+//! parse, a block whose check word is wrong, a root naming no block, is *damage*: in
+//! [`Mode::Recover`] the plan refuses it, naming what and where; in [`Mode::Salvage`] it is
+//! fenced off or dropped, and reported, so that everything the store's references name and
+//! whose own headers check out keeps its offset and its bytes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::core::header::{check_word, rc, Tag};
+use crate::core::span::{is_slot, ScannedSpan, Slot, SpanDamage, PAGE_GEN_MASK};
+use crate::core::tlsf::{BlockInfo, Core};
+use crate::directory::{valid_name, Directory, CHANNELS, ROOTS};
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::heap::Heap;
+
+/// What the plan does with damage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Refuse it: the plan is an error naming the first damage found.
+    Recover,
+    /// Fence it off and report it (`MappedManager::salvage`).
+    Salvage,
+}
+
+/// Where the store holds a reference to a block (one of its other holds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// Named root `index`.
+    Root(u64),
+    /// Channel directory entry `index`: its hold on its ring.
+    Channel(u64),
+    /// The message at position `pos` (`head <= pos < tail`) of channel `index`'s ring.
+    Message { index: u64, pos: u64 },
+    /// The hold-table entry at store offset `entry` of a living process.
+    Table { entry: u64 },
+}
+
+/// One reference: who holds it and what it names (a header offset or a slot id).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reference {
+    pub(crate) holder: Holder,
+    pub(crate) target: u64,
+}
+
+/// A channel's ring as the plan read it.
+#[derive(Clone, Debug)]
+pub(crate) struct Ring {
+    pub(crate) index: u64,
+    pub(crate) ring: u64,
+    pub(crate) head: u64,
+    pub(crate) tail: u64,
+}
+
+/// Everything a recovery will do.
+pub(crate) struct Plan {
+    pub(crate) mode: Mode,
+    /// Registry slots of dead processes.
+    pub(crate) dead: Vec<u64>,
+    /// The heap's tiling (quarantined ranges included, as blocks with quarantine tags).
+    pub(crate) blocks: Vec<BlockInfo>,
+    /// Every span kept, as checked (their counts clamped, page pointers as decided).
+    pub(crate) spans: Vec<ScannedSpan>,
+    /// Pages no kept span names: freed.
+    pub(crate) orphans: Vec<u64>,
+    /// The references kept.
+    pub(crate) references: Vec<Reference>,
+    /// The rings of the channels kept.
+    pub(crate) rings: Vec<Ring>,
+    /// Unpublished blocks whose generation was never issued (it names nothing): zeroed.
+    pub(crate) stale_generations: Vec<u64>,
+    /// Salvage: published blocks whose generation or check word is wrong, given new ones.
+    pub(crate) renew_blocks: Vec<u64>,
+    /// Salvage: published slots whose page record is wrong, given new ones.
+    pub(crate) renew_slots: Vec<Slot>,
+    /// Salvage: references that name nothing valid, dropped.
+    pub(crate) dropped: Vec<Reference>,
+    /// Salvage: roots and channels whose name is damaged, renamed `salvaged-<offset>`.
+    pub(crate) renamed: Vec<(Holder, String)>,
+    /// The store's next generation after the recovery: above every one issued.
+    pub(crate) next_gen: u64,
+    /// Generations below this are issued ones (the store's next generation, unless that was
+    /// damaged).
+    gen_limit: u64,
+}
+
+/// The plan's view of the tiling: used blocks by header offset, and the spans.
+struct Index {
+    used: BTreeMap<u64, Tag>,
+    spans: HashMap<u64, ScannedSpan>,
+}
+
+impl Index {
+    /// Whether `target` (read from the store) names a used block users hold, or a slot in
+    /// use, as the scan found them.
+    fn holds(&self, core: &Core<'_>, target: u64) -> Result<bool> {
+        if is_slot(target) {
+            let Some(slot) = self.spans.get(&(target & !(SPAN_SIZE - 1))).and_then(|s| s.slot(target)) else {
+                return Ok(false);
+            };
+            return Ok(core.read(slot.rc_offset())? != 0);
+        }
+        Ok(self.used.get(&target).is_some_and(|t| t.is_plain_used()))
+    }
+}
+
+impl Plan {
+    /// Plans a recovery (or a salvage) of `heap` for the processes in `dead`. Reads only. In
+    /// [`Mode::Recover`] an error means damage (nothing was, or will be, written).
+    pub(crate) fn make(heap: &Heap, dead: Vec<u64>, mode: Mode) -> Result<Plan> {
+        let core = heap.core();
+        let next_gen = heap.region.load(SB_NEXT_GEN)?;
+        let mut plan = Plan {
+            mode,
+            dead,
+            blocks: Vec::new(),
+            spans: Vec::new(),
+            orphans: Vec::new(),
+            references: Vec::new(),
+            rings: Vec::new(),
+            stale_generations: Vec::new(),
+            renew_blocks: Vec::new(),
+            renew_slots: Vec::new(),
+            dropped: Vec::new(),
+            renamed: Vec::new(),
+            next_gen,
+            gen_limit: next_gen,
+        };
+        // Generations must fit a slot's page record: a counter beyond that was damaged.
+        // Salvage takes the highest generation it finds sealed or recorded instead (handles
+        // to blocks freed before the damage could then name new blocks again: salvage is for
+        // a store that is damaged).
+        if next_gen == 0 || next_gen > PAGE_GEN_MASK {
+            plan.damage("generation counter out of range", SB_NEXT_GEN)?;
+            plan.next_gen = 1;
+            plan.gen_limit = PAGE_GEN_MASK;
+        }
+        let candidates = plan.read_references(heap)?;
+        plan.blocks = match mode {
+            Mode::Recover => core.scan()?,
+            Mode::Salvage => core.scan_salvage(&anchors(heap, &candidates)?)?,
+        };
+        let index = plan.check_blocks(heap)?;
+        plan.keep_references(&core, &index, candidates)?;
+        Ok(plan)
+    }
+
+    /// Damage found at `offset`: an error in [`Mode::Recover`], else `Ok` (the caller records
+    /// the repair).
+    fn damage(&self, what: &'static str, offset: u64) -> Result<()> {
+        match self.mode {
+            Mode::Recover => Err(Error::corrupt(what, offset)),
+            Mode::Salvage => Ok(()),
+        }
+    }
+
+    /// The references the store holds: named roots, the channels (their rings and queued
+    /// messages) and the hold tables of the living. What cannot even be read (a malformed
+    /// ring, a hold table that is no block) is damage.
+    fn read_references(&mut self, heap: &Heap) -> Result<Vec<Reference>> {
+        let mut out = Vec::new();
+        for (dir, what) in [(&ROOTS, "root name is malformed"), (&CHANNELS, "channel name is malformed")] {
+            for index in 0..dir.count() {
+                let target = heap.region.load(dir.entry(index) + ROOT_BLOCK)?;
+                if target == 0 {
+                    continue;
+                }
+                let holder = if dir.is_roots() { Holder::Root(index) } else { Holder::Channel(index) };
+                if !name_ok(heap, dir, index)? {
+                    self.damage(what, dir.entry(index))?;
+                    self.renamed.push((holder, format!("salvaged-{target:#x}")));
+                }
+                out.push(Reference { holder, target });
+                if !dir.is_roots() {
+                    self.read_ring(heap, index, target, &mut out)?;
+                }
+            }
+        }
+        for i in (0..SLOT_COUNT).filter(|i| !self.dead.contains(i)) {
+            if heap.region.load32(slot_offset(i) + SLOT_STATE)? == SLOT_FREE {
+                continue;
+            }
+            let table = heap.region.load(slot_offset(i) + SLOT_HOLDS)?;
+            if table == 0 {
+                continue;
+            }
+            // Salvage runs with no other process alive (`MappedManager::salvage`), and its own
+            // process holds nothing: a table of the living is recovery's alone.
+            match table_entries(heap, table) {
+                Ok(entries) => {
+                    for e in entries {
+                        out.push(Reference {
+                            holder: Holder::Table { entry: e },
+                            target: heap.region.load(e)?,
+                        });
+                    }
+                }
+                Err(_) => self.damage("hold table is not an owned block", slot_offset(i) + SLOT_HOLDS)?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the ring of channel `index` and adds its queued messages to `out`; a ring whose
+    /// shape is wrong is damage (salvage drops the channel, and the ring's block keeps only
+    /// what the entry's hold gave it).
+    fn read_ring(&mut self, heap: &Heap, index: u64, ring: u64, out: &mut Vec<Reference>) -> Result<()> {
+        match ring_shape(heap, ring) {
+            Ok((head, tail, cap)) => {
+                for pos in head..tail {
+                    let target = heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * (pos % cap))?;
+                    out.push(Reference { holder: Holder::Message { index, pos }, target });
+                }
+                self.rings.push(Ring { index, ring, head, tail });
+                Ok(())
+            }
+            Err(_) => {
+                self.damage("channel ring is malformed", CHANNELS.entry(index))?;
+                // Its entry is dropped below: the ring does not pass as a held block.
+                self.rings.push(Ring { index, ring: 0, head: 0, tail: 0 });
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks every block of the tiling and every span; decides what happens to pages, to
+    /// generations and check words, and to spans that are damaged. Returns the index the
+    /// references are checked against.
+    fn check_blocks(&mut self, heap: &Heap) -> Result<Index> {
+        let core = heap.core();
+        let key = heap.key();
+        let mut used = BTreeMap::new();
+        let mut top_gen = 0;
+        for b in self.blocks.iter().filter(|b| !b.tag.is_free()) {
+            used.insert(b.offset, b.tag);
+            if !b.tag.is_plain_used() {
+                continue;
+            }
+            let (gen, w) = (core.read(b.offset + HDR_GEN)?, core.read(b.offset + HDR_RC)?);
+            if !rc::published(w) {
+                if gen >= self.gen_limit {
+                    self.stale_generations.push(b.offset);
+                }
+                continue;
+            }
+            // A check word that matches its generation seals both (it is a keyed hash): then
+            // a generation not below the store's next one says the next one is what is wrong.
+            let sealed = gen != 0 && core.read(b.offset + HDR_CHECK)? == check_word(key, b.offset, gen);
+            if !sealed {
+                self.damage("header check word is wrong", b.offset)?;
+                self.renew_blocks.push(b.offset);
+                continue;
+            }
+            if gen >= self.gen_limit {
+                self.damage("generation from the future", b.offset)?;
+            }
+            top_gen = top_gen.max(gen);
+        }
+        let mut spans = HashMap::new();
+        let is_page = |hdr: u64| used.get(&hdr).is_some_and(|t: &Tag| t.is_page());
+        let mut fenced = Vec::new();
+        for (&hdr, _) in used.iter().filter(|(_, t)| t.is_span()) {
+            let p = hdr + HEADER_SIZE;
+            let span = match core.scan_span(key, p, is_page)? {
+                Ok(span) => span,
+                Err(SpanDamage::Page(span)) => {
+                    self.damage("span names no page of its own", p)?;
+                    span
+                }
+                Err(SpanDamage::Header) => {
+                    self.damage("span header is wrong", p)?;
+                    fenced.push(hdr);
+                    continue;
+                }
+            };
+            for slot in core.bad_records(&span, self.gen_limit)? {
+                self.damage("published slot without a valid record", slot.id())?;
+                self.renew_slots.push(slot);
+            }
+            top_gen = top_gen.max(core.top_record(&span, self.gen_limit)?);
+            spans.insert(p, span);
+        }
+        // A span whose header is damaged is fenced off whole: where its slots lie is unknown.
+        for hdr in fenced {
+            let tag = Tag::quarantine(used[&hdr].size());
+            used.insert(hdr, tag);
+            if let Some(b) = self.blocks.iter_mut().find(|b| b.offset == hdr) {
+                b.tag = tag;
+            }
+        }
+        let named: Vec<u64> = spans.values().map(|s| s.page).collect();
+        self.orphans =
+            used.iter().filter(|(o, t)| t.is_page() && !named.contains(o)).map(|(o, _)| *o).collect();
+        let mut kept: Vec<ScannedSpan> = spans.values().copied().collect();
+        kept.sort_by_key(|s| s.p);
+        self.spans = kept;
+        if self.mode == Mode::Salvage {
+            self.next_gen = self.next_gen.max(top_gen.saturating_add(1));
+        }
+        Ok(Index { used, spans })
+    }
+
+    /// Keeps the references that name a block users hold (or a slot in use) as the scan found
+    /// it; the others are damage (salvage drops them, with every message of a ring it drops).
+    fn keep_references(&mut self, core: &Core<'_>, index: &Index, candidates: Vec<Reference>) -> Result<()> {
+        let bad_rings: Vec<u64> = self.rings.iter().filter(|r| r.ring == 0).map(|r| r.index).collect();
+        for r in candidates {
+            let channel_gone = match r.holder {
+                Holder::Channel(i) | Holder::Message { index: i, .. } => bad_rings.contains(&i),
+                _ => false,
+            };
+            if !channel_gone && index.holds(core, r.target)? {
+                self.references.push(r);
+                continue;
+            }
+            let what = match r.holder {
+                Holder::Root(_) => "root names no live block",
+                Holder::Channel(_) | Holder::Message { .. } => "channel holds no live block",
+                Holder::Table { .. } => "hold table names no held block",
+            };
+            if !channel_gone {
+                self.damage(what, r.target)?;
+            }
+            self.dropped.push(r);
+        }
+        // A channel whose ring is dropped goes whole.
+        let gone: Vec<u64> = self
+            .dropped
+            .iter()
+            .filter_map(|r| match r.holder {
+                Holder::Channel(i) => Some(i),
+                _ => None,
+            })
+            .collect();
+        let (kept, lost): (Vec<Reference>, Vec<Reference>) =
+            self.references.drain(..).partition(|r| match r.holder {
+                Holder::Message { index, .. } => !gone.contains(&index),
+                _ => true,
+            });
+        self.references = kept;
+        self.dropped.extend(lost);
+        self.rings.retain(|r| r.ring != 0 && !gone.contains(&r.index));
+        self.renamed.retain(|(h, _)| !matches!(h, Holder::Channel(i) if gone.contains(i)));
+        Ok(())
+    }
+
+    /// Other holds per block or slot: one per kept reference.
+    pub(crate) fn holds(&self) -> HashMap<u64, u64> {
+        let mut holds = HashMap::new();
+        for r in &self.references {
+            *holds.entry(r.target).or_default() += 1;
+        }
+        holds
+    }
+}
+
+/// Whether entry `index` of `dir` has a well-formed name: 1 to 48 bytes of UTF-8, no NUL.
+fn name_ok(heap: &Heap, dir: &Directory, index: u64) -> Result<bool> {
+    let e = dir.entry(index);
+    let len = u64::from(heap.region.load32(e + ROOT_NAME_LEN)?);
+    let mut name = vec![0; len.min(ROOT_NAME_MAX) as usize];
+    heap.region.read_bytes(e + ROOT_NAME, &mut name)?;
+    Ok(len <= ROOT_NAME_MAX && valid_name(&name) && std::str::from_utf8(&name).is_ok())
+}
+
+/// The (head, tail, capacity) of the ring block at `ring`, its shape checked against its
+/// header (which must parse as a used block that holds the slots).
+fn ring_shape(heap: &Heap, ring: u64) -> Result<(u64, u64, u64)> {
+    let t = heap.core().block_at(ring)?;
+    let p = ring + HEADER_SIZE;
+    let cap = heap.region.load(p + RING_CAPACITY)?;
+    let (head, tail) = (heap.region.load(p + RING_HEAD)?, heap.region.load(p + RING_TAIL)?);
+    let fits = cap.checked_mul(8).and_then(|b| b.checked_add(RING_SLOTS)).is_some_and(|b| b <= t.len());
+    if !t.is_plain_used() || cap == 0 || !fits || head > tail || tail - head > cap {
+        return Err(Error::corrupt("channel ring is malformed", ring));
+    }
+    Ok((head, tail, cap))
+}
+
+/// Store offsets of the used entries of the hold table at `table`, which must parse as a used
+/// block with an owner.
+fn table_entries(heap: &Heap, table: u64) -> Result<Vec<u64>> {
+    let t = heap.core().block_at(table)?;
+    if !t.is_plain_used() || rc::owner(heap.region.load(table + HDR_RC)?) == 0 {
+        return Err(Error::corrupt("hold table is not an owned block", table));
+    }
+    let mut out = Vec::new();
+    for i in 0..t.len() / 8 {
+        let e = table + HEADER_SIZE + 8 * i;
+        if heap.region.load(e)? != 0 {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+/// Salvage's anchors: the header offsets of the blocks that references name (for a slot, its
+/// span's and its span's page), each whose own header checks out without the tiling: it parses
+/// as a block users hold (a span or a page, for a slot) that fits in the heap, and a published
+/// block's check word matches. Sorted, without duplicates.
+fn anchors(heap: &Heap, references: &[Reference]) -> Result<Vec<u64>> {
+    let core = heap.core();
+    let (key, next_gen) = (heap.key(), heap.region.load(SB_NEXT_GEN)?);
+    let mut out = Vec::new();
+    for r in references {
+        match is_slot(r.target) {
+            true => out.extend(span_anchor(&core, key, r.target)?),
+            false => out.extend(block_anchor(&core, key, next_gen, r.target)?),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The header offset of the block `target` names, if its header checks out on its own.
+fn block_anchor(core: &Core<'_>, key: u64, next_gen: u64, target: u64) -> Result<Option<u64>> {
+    let Ok(t) = core.block_at(target) else { return Ok(None) };
+    if !t.is_plain_used() {
+        return Ok(None);
+    }
+    let (gen, w) = (core.read(target + HDR_GEN)?, core.read(target + HDR_RC)?);
+    let sealed = gen != 0 && gen < next_gen && core.read(target + HDR_CHECK)? == check_word(key, target, gen);
+    Ok((!rc::published(w) || sealed).then_some(target))
+}
+
+/// The header offsets of the span of the slot `id` and of its page, if the span's header
+/// checks out and the slot was handed out and is in use (the page, if it checks out too).
+fn span_anchor(core: &Core<'_>, key: u64, id: u64) -> Result<Vec<u64>> {
+    let p = id & !(SPAN_SIZE - 1);
+    let Some(hdr) = p.checked_sub(HEADER_SIZE).filter(|&h| h >= HEAP_START) else { return Ok(Vec::new()) };
+    match core.block_at(hdr) {
+        Ok(t) if t.is_span() && !t.is_free() => {}
+        _ => return Ok(Vec::new()),
+    }
+    // The page pointer is not followed here (`|_| false`), only below, checked.
+    let span = match core.scan_span(key, p, |_| false)? {
+        Ok(span) | Err(SpanDamage::Page(span)) => span,
+        Err(SpanDamage::Header) => return Ok(Vec::new()),
+    };
+    let in_use = span.slot(id).map(|s| core.read(s.rc_offset())).transpose()?.is_some_and(|w| w != 0);
+    if !in_use {
+        return Ok(Vec::new());
+    }
+    // The span's page holds the slot's record: an anchor too, if it checks out as the span's.
+    let page = core.read(p + SPAN_PAGE)?;
+    let page_ok = page != 0
+        && core.block_at(page).is_ok_and(|t| t.is_page() && !t.is_free())
+        && core.read(page + HEADER_SIZE + PAGE_SPAN)? == p;
+    Ok(if page_ok { vec![hdr, page] } else { vec![hdr] })
+}
