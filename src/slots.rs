@@ -55,13 +55,13 @@ impl Heap {
 
     /// Takes a slot of `class` bytes under the lock, making a span (and growing the heap for
     /// it) if no span of that size has a free one. The slot's reference word is set to `word`.
-    fn take_slot_locked(&self, _g: &Guard<'_>, class: u64, word: u64) -> Result<Slot> {
+    fn take_slot_locked(&self, g: &Guard<'_>, class: u64, word: u64) -> Result<Slot> {
         loop {
             if let Some(slot) = self.core().take_slot(class)? {
                 self.region.u64_at(slot.rc_offset())?.store(word, Ordering::Release);
                 return Ok(slot);
             }
-            self.with_room(SPAN_SIZE - HEADER_SIZE, SPAN_ALIGN_LOG2, |core, exact| {
+            self.with_room(g, SPAN_SIZE - HEADER_SIZE, SPAN_ALIGN_LOG2, |core, exact| {
                 core.carve_span(self.key(), class, exact)
             })?;
         }
@@ -117,7 +117,7 @@ impl Heap {
             return Ok(());
         }
         let need = PAGE_ENTRIES + layout(slot.class).0 * 8;
-        let page = self.with_room(need, 4, |core, exact| core.span_page(slot.span, slot.class, exact))?;
+        let page = self.with_room(g, need, 4, |core, exact| core.span_page(slot.span, slot.class, exact))?;
         let (gen, _) = self.reserve_generations(g, 1)?;
         let slack = slot.class - len.min(slot.class);
         self.region.store(page + PAGE_ENTRIES + slot.index * 8, gen | slack << 56)?;

@@ -22,6 +22,7 @@ fn main() {
         vec![
             Trial::test("kill_matrix", kill_matrix),
             Trial::test("lock_holder_killed_at_pause_points", lock_holder_killed),
+            Trial::test("a_takeover_that_finds_damage_changes_nothing", takeover_finds_damage),
             Trial::test("killed_during_recovery", killed_during_recovery),
             Trial::test("create_race", create_race),
             Trial::test("pid_reuse_is_judged_dead", pid_reuse),
@@ -277,10 +278,47 @@ fn lock_holder_killed() -> Result<(), Failed> {
         slowest = slowest.max(t.elapsed());
         ensure(t.elapsed() < Duration::from_secs(30), "takeover hung")?;
         drop(probe);
+        // Whichever call took the lock over, its recovery's report reaches `recover`.
+        let report = scene.m.recover()?;
+        ensure(report.dead_processes == 1, format!("lock kill {k}: the takeover's report: {report:?}"))?;
+        let s = scene.m.stats()?;
+        ensure(s.recovered_processes == k + 1, format!("lock kill {k}: stats count it: {s:?}"))?;
         scene.assert_clean(Vec::new(), &format!("lock kill {k} at {point}"))?;
     }
     println!("lock holder killed {kills} times inside the lock; longest takeover {slowest:?}");
     Ok(())
+}
+
+/// A lock holder dies; the store is damaged meanwhile. The next caller takes the lock over,
+/// its recovery refuses the damage, and the file is byte for byte as it was (the lock given
+/// back to the dead holder, so the next caller tries again). Once the damage is gone, the next
+/// caller recovers.
+fn takeover_finds_damage() -> Result<(), Failed> {
+    use std::os::unix::fs::FileExt;
+    let scene = Scene::new()?;
+    let mut kid = spawn("pause", &scene.path, &[scene.env(), ("MMHEAP_TEST_PAUSE", "alloc-carved".into())]);
+    expect_line(&lines_of(&mut kid)?, "paused alloc-carved")?;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&scene.path)?;
+    let header = scene.own[3].0.offset().get() - mmheap::format::HEADER_SIZE;
+    let mut tag = [0u8; 8];
+    file.read_exact_at(&mut tag, header)?;
+    let mut bad = tag;
+    bad[1] ^= 0x40; // a bit of the size
+    file.write_all_at(&bad, header)?;
+    let before = std::fs::read(&scene.path)?;
+    kill(kid)?;
+    for _ in 0..2 {
+        match scene.m.allocate(200_000) {
+            Err(Error::Corrupt { .. }) => {}
+            other => return Err(format!("a damaged store after a takeover: {other:?}").into()),
+        }
+        ensure(std::fs::read(&scene.path)? == before, "the refused takeover changed the file")?;
+    }
+    file.write_all_at(&tag, header)?;
+    let b = scene.m.allocate(200_000)?;
+    drop(b);
+    ensure(scene.m.recover()?.dead_processes == 1, "the repaired store recovers the dead holder")?;
+    scene.assert_clean(Vec::new(), "takeover after damage")
 }
 
 fn killed_during_recovery() -> Result<(), Failed> {

@@ -72,6 +72,15 @@ impl Tag {
         Tag(size | FLAG_QUARANTINE)
     }
 
+    /// Whether this can be the tag of a block users hold: used, none of the structure flags,
+    /// no reserved bit, at least a minimal block (a cheap test for the release path, which
+    /// reads the tag of a block it holds; the full one is [`Tag::well_formed`]).
+    #[inline]
+    pub(crate) fn holdable(self) -> bool {
+        self.0 & (FLAG_FREE | FLAG_SPAN | FLAG_PAGE | FLAG_QUARANTINE | RESERVED_MASK) == 0
+            && self.size() >= crate::format::MIN_BLOCK
+    }
+
     /// Whether this is a quarantined range.
     pub(crate) fn is_quarantine(self) -> bool {
         self.0 & FLAG_QUARANTINE != 0

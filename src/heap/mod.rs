@@ -449,6 +449,11 @@ impl Heap {
         // SAFETY: `off + HDR_TAG .. + 8` lies below the checked reference word and shares its
         // alignment (the caller's contract); the limit only grows.
         let t = Tag(unsafe { self.region.word_unchecked(off + HDR_TAG) }.load(Ordering::Relaxed));
+        if !t.holdable() {
+            // The header was damaged while we held the block (a store is never trusted): its
+            // size cannot be believed, so the block is leaked rather than parked or freed.
+            return;
+        }
         self.park_or_free_sized(off, t.size(), t.align_log2(), false);
     }
 
@@ -502,19 +507,14 @@ impl Heap {
     /// Allocates under the lock (the thread's cache could not serve the request).
     fn allocate_uncached(&self, len: u64, align_log2: u32, slot: bool) -> Result<u64> {
         let g = self.lock()?;
-        let carve = |g: &Guard<'_>| match slot {
-            true => self.allocate_slot_locked(g, len),
-            false => self.allocate_locked(g, len, align_log2),
-        };
-        match carve(&g) {
-            // The store is full: what this thread keeps parked goes back first.
-            Err(Error::OutOfSpace { .. }) if self.give_back_cache(&g) => carve(&g),
-            other => other,
+        match slot {
+            true => self.allocate_slot_locked(&g, len),
+            false => self.allocate_locked(&g, len, align_log2),
         }
     }
 
     pub(crate) fn allocate_locked(&self, g: &Guard<'_>, len: u64, align_log2: u32) -> Result<u64> {
-        let carved = self.carve_locked(len, align_log2)?;
+        let carved = self.carve_locked(g, len, align_log2)?;
         let off = carved.offset;
         pause("alloc-carved");
         self.stamp_or_undo(g, off, rc::fresh(u64::from(self.tag)))?;
@@ -561,28 +561,40 @@ impl Heap {
 
     /// Carves a block of `len` bytes aligned to `1 << align_log2` (under the lock): see
     /// [`Heap::with_room`].
-    fn carve_locked(&self, len: u64, align_log2: u32) -> Result<crate::core::tlsf::Carved> {
-        self.with_room(len, align_log2, |core, exact| core.alloc_either(len, align_log2, exact))
+    fn carve_locked(&self, g: &Guard<'_>, len: u64, align_log2: u32) -> Result<crate::core::tlsf::Carved> {
+        self.with_room(g, len, align_log2, |core, exact| core.alloc_either(len, align_log2, exact))
     }
 
     /// Runs `carve` (which makes something of `len` bytes aligned to `1 << align_log2` in the
     /// core, `None` when no free block can hold it) until it succeeds, under the lock: a good
     /// fit in constant time if there is one (`exact` false); else the store grows and `carve`
     /// runs again; once the store cannot grow, an exact search (`exact` true: every free
-    /// block that can hold it), so that `OutOfSpace` means that no free block can.
+    /// block that can hold it); and before giving up, what this thread keeps parked goes back
+    /// to the heap and the search runs once more. So `OutOfSpace` means that no free block can
+    /// hold the request (other threads' and processes' caches aside: `MemoryManager::trim`).
     pub(crate) fn with_room<T>(
         &self,
+        g: &Guard<'_>,
         len: u64,
         align_log2: u32,
         mut carve: impl FnMut(&Core<'_>, bool) -> Result<Option<T>>,
     ) -> Result<T> {
+        let mut drained = false;
         loop {
             if let Some(t) = carve(&self.core(), false)? {
                 return Ok(t);
             }
             match self.grow_for(len, align_log2) {
                 Ok(()) => continue,
-                Err(e @ Error::OutOfSpace { .. }) => return carve(&self.core(), true)?.ok_or(e),
+                Err(e @ Error::OutOfSpace { .. }) => {
+                    if let Some(t) = carve(&self.core(), true)? {
+                        return Ok(t);
+                    }
+                    if drained || !self.give_back_cache(g) {
+                        return Err(e);
+                    }
+                    drained = true;
+                }
                 Err(e) => return Err(e),
             }
         }

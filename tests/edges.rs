@@ -1,0 +1,287 @@
+//! The edges users meet first: sizes near `u64::MAX`, a full disk, a full store, a request no
+//! store could hold, bookkeeping that must not split the heap, and blocks whose headers were
+//! damaged while they were held.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use libtest_mimic::{Failed, Trial};
+use mmheap::format::HEADER_SIZE;
+use mmheap::{DefaultManager, Error, MappedManager, MemoryManager, Options};
+
+fn main() {
+    child_or_tests(child, || {
+        vec![
+            Trial::test("sizes_near_u64_max_are_typed_errors", huge_sizes),
+            Trial::test("a_full_disk_is_out_of_space_and_the_store_stays_usable", full_disk),
+            Trial::test("a_hopeless_request_is_refused_before_any_growth", hopeless_request),
+            Trial::test("out_of_space_means_no_free_block_is_large_enough", exact_fit),
+            Trial::test("the_largest_allocation_of_a_fresh_store_is_its_whole_heap", largest_of_fresh_store),
+            Trial::test("a_full_store_takes_back_what_the_thread_parked_first", parked_make_way),
+            Trial::test("bookkeeping_does_not_split_the_heap", bookkeeping_low),
+            Trial::test("releasing_blocks_whose_headers_were_damaged_does_not_panic", damaged_release),
+        ]
+    });
+}
+
+/// A child that creates a store under a file size limit of `MMHEAP_FSIZE` bytes (the kernel's
+/// answer to growing past it is `EFBIG`, as a full disk's is `ENOSPC`) and fills it.
+fn child(role: &str, store: &Path) -> Res {
+    match role {
+        "limited" => {
+            let limit = env_u64("MMHEAP_FSIZE", 8 << 20);
+            // SAFETY: plain system calls on this process's own limits and signal disposition,
+            // made before any other thread exists.
+            unsafe {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let rl = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &rl) != 0 {
+                    return Err("setrlimit".into());
+                }
+            }
+            let m = MappedManager::create(store, &Options::new().initial_size(1 << 20).max_size(1 << 30))?;
+            let mut blocks = Vec::new();
+            let err = loop {
+                match m.allocate(256 << 10) {
+                    Ok(mut b) => {
+                        b.as_mut_slice()?.fill(7);
+                        blocks.push(b);
+                    }
+                    Err(e) => break e,
+                }
+            };
+            println!("{err}");
+            if !matches!(err, Error::OutOfSpace { disk_full: true, .. }) {
+                return Err(format!("not a full disk: {err:?}").into());
+            }
+            if !m.check()?.is_sound() {
+                return Err("unsound after a full disk".into());
+            }
+            // Still usable: what is freed is used again, and the data is intact.
+            drop(blocks.split_off(blocks.len() / 2));
+            let again = m.allocate(256 << 10)?;
+            if blocks.iter().any(|b| b.as_slice().iter().any(|&x| x != 7)) || again.len() != 256 << 10 {
+                return Err("data changed".into());
+            }
+            println!("usable: {} blocks kept, capacity {}", blocks.len(), m.stats()?.capacity);
+            Ok(())
+        }
+        _ => Err(format!("unknown role {role}").into()),
+    }
+}
+
+fn huge_sizes() -> Result<(), Failed> {
+    for max in [u64::MAX, u64::MAX - 1, u64::MAX - 4095, 1 << 63] {
+        let err = DefaultManager::with_max_size(max).map(drop).expect_err("too large");
+        ensure(matches!(err, Error::InvalidOptions(_)), format!("DefaultManager {max:#x}: {err}"))?;
+    }
+    let dir = tempfile::tempdir()?;
+    for (i, opts) in [
+        Options::new().max_size(u64::MAX),
+        Options::new().initial_size(u64::MAX),
+        Options::new().initial_size(u64::MAX - 1).max_size(u64::MAX),
+        Options::new().max_size(u64::MAX - 4095),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let path = dir.path().join(format!("{i}.mmheap"));
+        let err = MappedManager::create(&path, opts).map(drop).expect_err("too large");
+        ensure(matches!(err, Error::InvalidOptions(_)), format!("options {i}: {err}"))?;
+        ensure(!path.exists(), "nothing created")?;
+    }
+    // Requests near the top of the address space are out of space, never an overflow.
+    let m = MappedManager::temporary(&Options::new().max_size(16 << 20))?;
+    let d = DefaultManager::new()?;
+    for len in [usize::MAX, usize::MAX - 15, usize::MAX / 2, 1 << 47] {
+        ensure(matches!(m.allocate(len), Err(Error::OutOfSpace { .. })), format!("store {len:#x}"))?;
+        ensure(matches!(d.allocate(len), Err(Error::OutOfSpace { .. })), format!("in-process {len:#x}"))?;
+        let mut b = m.allocate(10)?;
+        ensure(matches!(m.resize(&mut b, len), Err(Error::OutOfSpace { .. })), "resize")?;
+    }
+    ensure(m.check()?.is_sound(), "sound")
+}
+
+fn full_disk() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("limited.mmheap");
+    let kid = spawn("limited", &path, &[("MMHEAP_FSIZE", (8u64 << 20).to_string())]);
+    let out = kid.take().wait_with_output()?;
+    let text = String::from_utf8(out.stdout)?;
+    print!("{text}");
+    ensure(out.status.success(), format!("the child: {}", out.status))?;
+    ensure(text.contains("disk is full"), "the error says the disk is full")?;
+    let m = MappedManager::open(&path)?;
+    ensure(m.check()?.is_sound(), "sound when reopened")
+}
+
+fn hopeless_request() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("s.mmheap");
+    let m = MappedManager::create(&path, &Options::new().initial_size(1 << 20).max_size(64 << 20))?;
+    let before = (m.stats()?.capacity, std::fs::metadata(&path)?.len());
+    let err = m.allocate(100 << 20).map(drop).expect_err("more than the maximum");
+    ensure(matches!(err, Error::OutOfSpace { disk_full: false, .. }), format!("{err}"))?;
+    let after = (m.stats()?.capacity, std::fs::metadata(&path)?.len());
+    ensure(before == after, format!("no growth for a hopeless request: {before:?} -> {after:?}"))?;
+    // One that fits only once grown does grow.
+    let b = m.allocate(40 << 20)?;
+    ensure(m.stats()?.capacity > before.0, "grew for one that fits")?;
+    drop(b);
+    ensure(m.check()?.is_sound(), "sound")
+}
+
+/// In a full store, a freed block of exactly the size asked for is found, whatever list
+/// rounding would skip it; `largest_free` is what can be allocated.
+fn exact_fit() -> Result<(), Failed> {
+    for m in [
+        Box::new(MappedManager::temporary(&Options::new().initial_size(8 << 20).max_size(8 << 20))?)
+            as Box<dyn Subject>,
+        Box::new(DefaultManager::with_max_size(8 << 20)?),
+    ] {
+        let mut big = Vec::new();
+        while let Ok(b) = m.mm().allocate(1 << 20) {
+            big.push(b);
+        }
+        let mut small = Vec::new();
+        while let Ok(b) = m.mm().allocate(2000) {
+            small.push(b);
+        }
+        m.mm().trim()?;
+        ensure(big.len() >= 4, format!("{} 1 MiB blocks", big.len()))?;
+        drop(big.swap_remove(1));
+        m.mm().trim()?;
+        let s = m.mm().stats()?;
+        ensure(s.largest_free == (1 << 20) + HEADER_SIZE, format!("largest free {}", s.largest_free))?;
+        let again = m.mm().allocate(1 << 20).map_err(|e| format!("a freed 1 MiB hole refuses 1 MiB: {e}"))?;
+        ensure(again.len() == 1 << 20, "the whole hole")?;
+        drop(again);
+        m.mm().trim()?;
+        ensure(matches!(m.mm().allocate((1 << 20) + 1), Err(Error::OutOfSpace { .. })), "but no more")?;
+        ensure(m.sound()?, "sound")?;
+    }
+    Ok(())
+}
+
+/// Both managers, through the same calls.
+trait Subject {
+    fn mm(&self) -> &dyn MemoryManager;
+    fn sound(&self) -> mmheap::Result<bool>;
+}
+
+impl Subject for MappedManager {
+    fn mm(&self) -> &dyn MemoryManager {
+        self
+    }
+    fn sound(&self) -> mmheap::Result<bool> {
+        Ok(self.check()?.is_sound())
+    }
+}
+
+impl Subject for DefaultManager {
+    fn mm(&self) -> &dyn MemoryManager {
+        self
+    }
+    fn sound(&self) -> mmheap::Result<bool> {
+        Ok(self.check()?.is_sound())
+    }
+}
+
+fn largest_of_fresh_store() -> Result<(), Failed> {
+    let max = 64u64 << 20;
+    let m = MappedManager::temporary(&Options::new().initial_size(1 << 20).max_size(max))?;
+    // The heap spans the store less the metadata area and the end sentinel; this process's
+    // counter table is the one block in it.
+    let used = m.check()?.used_bytes;
+    let largest = (max - mmheap::format::HEAP_START - 32 - used - HEADER_SIZE) as usize;
+    ensure(matches!(m.allocate(largest + 16), Err(Error::OutOfSpace { .. })), "one granule more fails")?;
+    let b = m.allocate(largest).map_err(|e| format!("the whole heap ({largest} bytes): {e}"))?;
+    ensure(m.stats()?.capacity == max, "grown to the maximum")?;
+    drop(b);
+    ensure(m.check()?.is_sound(), "sound")
+}
+
+/// A full store whose free space is in holes this thread's parked blocks sit in: what the
+/// thread keeps parked goes back before `OutOfSpace`, for an allocation and for a resize that
+/// moves.
+fn parked_make_way() -> Result<(), Failed> {
+    for resize in [false, true] {
+        let m = MappedManager::temporary(&Options::new().initial_size(2 << 20).max_size(2 << 20))?;
+        let mut keep = Vec::new();
+        while let Ok(b) = m.allocate(64 << 10) {
+            keep.push(b);
+        }
+        for i in [9, 6, 3] {
+            drop(keep.remove(i));
+        }
+        // Fill the holes with blocks of many sizes, then release them: each size class keeps
+        // up to 32 KiB parked, scattered over the holes.
+        let mut small = Vec::new();
+        let mut len = 700;
+        while let Ok(b) = m.allocate(len) {
+            small.push(b);
+            len = if len > 4000 { 700 } else { len + 97 };
+        }
+        drop(small);
+        let want = (64 << 10) - 64;
+        let what = if resize { "a moving resize" } else { "an allocation" };
+        let done = match resize {
+            true => m.allocate(100).and_then(|mut b| m.resize(&mut b, want)),
+            false => m.allocate(want).map(drop),
+        };
+        done.map_err(|e| format!("{what} in a store whose holes hold parked blocks: {e}"))?;
+        ensure(m.check()?.is_sound(), "sound")?;
+    }
+    Ok(())
+}
+
+fn bookkeeping_low() -> Result<(), Failed> {
+    let m = MappedManager::temporary(&Options::new())?;
+    let blocks: Vec<_> = (0..3).map(|_| m.allocate(300 << 10)).collect::<Result<_, _>>()?;
+    let [a, b, c] = <[_; 3]>::try_from(blocks).map_err(|_| "three")?;
+    drop(a);
+    drop(c);
+    drop(b);
+    m.trim()?;
+    let r = m.check()?;
+    ensure(
+        r.free_blocks == 1,
+        format!("one free block, not {}: the process's tables split the heap", r.free_blocks),
+    )?;
+    let d = DefaultManager::new()?;
+    let blocks: Vec<_> = (0..3).map(|_| d.allocate(300 << 10)).collect::<Result<_, _>>()?;
+    drop(blocks);
+    d.trim()?;
+    ensure(d.check()?.free_blocks == 1, "in process too")
+}
+
+/// A peer against the protocol (or a flipped bit) changes the headers of blocks this process
+/// holds: releasing them leaks or refuses, never panics.
+fn damaged_release() -> Result<(), Failed> {
+    use std::os::unix::fs::FileExt;
+    let m = MappedManager::temporary(&Options::new())?;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(m.path())?;
+    for garbage in [0u64, u64::MAX, 1, 0x8000_0000_0000_0001, 0x0010_0000_0000_0000] {
+        let mut held = Vec::new();
+        for len in [8, 64, 100, 1000, 5000, 200_000] {
+            let lent = m.allocate(len)?; // from the thread's cache, or carved
+            let cloned = m.allocate(len)?;
+            let shared = cloned.clone();
+            let published = m.allocate(len)?;
+            let _ = published.handle();
+            held.extend([lent, cloned, shared, published]);
+        }
+        for (i, b) in held.iter().enumerate() {
+            // A block's reference word and tag (for a slot, the bytes before its payload: its
+            // neighbour's, or its span's reference words).
+            let at = b.offset().get() - if i % 2 == 0 { 16 } else { 32 };
+            file.write_all_at(&garbage.to_le_bytes(), at)?;
+        }
+        drop(held);
+        let _ = m.check();
+        let _ = m.trim();
+    }
+    Ok(())
+}
