@@ -59,6 +59,10 @@ pub struct StoreInfo {
     pub growths: u64,
     /// Recoveries run so far.
     pub recoveries: u64,
+    /// Dead processes those recoveries reclaimed.
+    pub recovered_processes: u64,
+    /// Bytes in quarantined ranges (damage salvage fenced off).
+    pub quarantined_bytes: u64,
     /// Registry slot of the process holding the store lock when the snapshot was taken.
     pub lock_holder: Option<u32>,
     /// Whether the last shutdown was clean: no dead process left anything behind.
@@ -94,6 +98,8 @@ pub enum BlockKind {
     Page,
     /// A slot in use inside a span: a small block without a header of its own.
     Slot,
+    /// A quarantined range: damage that salvage fenced off (never handed out or freed).
+    Quarantined,
 }
 
 /// One block of the heap, or one slot of a span.
@@ -232,7 +238,10 @@ impl Snapshot {
         let capacity = self.load(SB_CAPACITY);
         // Bookkeeping and blocks parked in thread caches are no user's: free, as in `stats`.
         let (used_bytes, live_blocks) = self.heap.user_totals().unwrap_or((0, 0));
-        let free_bytes = capacity.saturating_sub(HEAP_START + SENTINEL_SIZE).saturating_sub(used_bytes);
+        let free_bytes = capacity
+            .saturating_sub(HEAP_START + SENTINEL_SIZE)
+            .saturating_sub(used_bytes)
+            .saturating_sub(self.load(SB_QUARANTINE_BYTES));
         let largest_free = self.heap.core().largest_free().unwrap_or(0);
         let dead = self.processes().iter().any(|p| !p.alive);
         StoreInfo {
@@ -246,6 +255,8 @@ impl Snapshot {
             live_blocks,
             growths: self.load(SB_GROWTHS),
             recoveries: self.load(SB_RECOVERIES),
+            recovered_processes: self.load(SB_RECOVERED_PROCESSES),
+            quarantined_bytes: self.load(SB_QUARANTINE_BYTES),
             lock_holder: self.lock_holder,
             clean: !dead && self.lock_holder.map_or(true, |s| !self.heap.slot_dead(s)),
         }
@@ -290,6 +301,7 @@ impl Snapshot {
                 t if t.is_free() => BlockKind::Block,
                 t if t.is_span() => BlockKind::Span,
                 t if t.is_page() => BlockKind::Page,
+                t if t.is_quarantine() => BlockKind::Quarantined,
                 _ => BlockKind::Block,
             };
             let w =

@@ -247,7 +247,10 @@ fn stat(file: &PathBuf, json: bool) -> Result<(), Error> {
         None => println!("lock        free"),
         Some(s) => println!("lock        held by slot {s}"),
     }
-    println!("recoveries  {}", info.recoveries);
+    println!("recoveries  {} ({} dead process(es) reclaimed)", info.recoveries, info.recovered_processes);
+    if info.quarantined_bytes > 0 {
+        println!("quarantine  {} of damage fenced off by salvage (never handed out)", human(info.quarantined_bytes));
+    }
     match &classes {
         Ok(classes) => {
             println!("live blocks per size class:");
@@ -458,6 +461,7 @@ fn block_line(b: &mmheap::inspect::BlockInfo) -> String {
     let state = match (b.kind, b.free, b.ref_count, b.owner) {
         (BlockKind::Span, ..) => "span",
         (BlockKind::Page, ..) => "page",
+        (BlockKind::Quarantined, ..) => "quarantined",
         (_, true, _, _) => "free",
         (_, false, 0, Some(_)) => "parked",
         (BlockKind::Slot, ..) => "slot",
