@@ -36,7 +36,8 @@ fn main() -> Res {
         _ => {}
     }
     let rounds = env("MMHEAP_TAKEOVERS", 200);
-    let busy: Vec<Child> = (0..env("MMHEAP_BUSY", 0)).map(|_| spawn("busy", Path::new("")).unwrap()).collect();
+    let busy: Vec<Child> =
+        (0..env("MMHEAP_BUSY", 0)).map(|_| spawn("busy", Path::new("")).unwrap()).collect();
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("takeover.mmheap");
     let m = MappedManager::create(&path, &Options::new().initial_size(8 << 20).max_size(1 << 30))?;

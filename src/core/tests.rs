@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::header::{check_word, rc};
+use super::header::{check_word, rc, Tag};
 use super::region::TestRegion;
 use super::tlsf::{Carved, Core};
 use crate::format::*;
@@ -293,4 +293,87 @@ fn random_run(seed: u64, ops: usize) {
     }
     h.check();
     assert_eq!(h.core().check(KEY).unwrap().blocks, 1);
+}
+
+/// A freed block of exactly the size asked for sits on the request's own list, which the good
+/// fit skips (it rounds up to the next list); the exact search finds it.
+#[test]
+fn exact_fit_finds_what_the_good_fit_skips() {
+    let mut h = Harness::new(64 * 1024, 64 * 1024);
+    // 1,104 bytes of block: inside the list [1088, 1152), not at its start.
+    let a = h.alloc(1072, 4, 1).unwrap();
+    let _fence = h.alloc(100, 4, 2).unwrap();
+    while h.alloc(2000, 4, 3).is_some() {}
+    while h.alloc(100, 4, 4).is_some() {}
+    h.free(a.offset);
+    assert!(h.core().alloc(1072, 4).unwrap().is_none(), "the good fit rounds up past it");
+    assert!(h.core().alloc_fit(1088, 4).unwrap().is_none(), "nothing larger is there");
+    let c = h.core().alloc_fit(1072, 4).unwrap().expect("the exact search finds it");
+    assert_eq!(c.offset, a.offset);
+}
+
+/// Growth interrupted between publishing the capacity and writing the new free block leaves
+/// the old sentinel (a zero tag) in the heap: the scan reads it as free space only where
+/// `SB_GROW_FROM` says growth left it.
+#[test]
+fn scan_reads_a_zero_tag_as_free_only_where_growth_left_it() {
+    let mut h = Harness::new(64 * 1024, 128 * 1024);
+    let a = h.alloc(20_000, 4, 1).unwrap();
+    let old_cap = 64 * 1024;
+    h.mem.grow(128 * 1024);
+    let r = &h.mem.region;
+    // What `Core::extend` has done when it is interrupted: the journal, the new sentinel,
+    // the capacity; not yet the free block over the old sentinel.
+    r.store(SB_GROW_FROM, old_cap).unwrap();
+    r.store(128 * 1024 - SENTINEL_SIZE, 2).unwrap();
+    r.store(SB_CAPACITY, 128 * 1024).unwrap();
+    let blocks = h.core().scan().unwrap();
+    let last = blocks.last().unwrap();
+    assert!(last.tag.is_free() && last.offset + last.tag.size() == 128 * 1024 - SENTINEL_SIZE);
+    // Without the journal, or elsewhere, a zero tag is damage.
+    r.store(SB_GROW_FROM, 0).unwrap();
+    assert!(is_corrupt(h.core().scan()));
+    r.store(SB_GROW_FROM, old_cap + 4096).unwrap();
+    assert!(is_corrupt(h.core().scan()));
+    r.store(SB_GROW_FROM, old_cap).unwrap();
+    h.core().rebuild().unwrap();
+    assert_eq!(h.core().read(SB_GROW_FROM).unwrap(), 0, "the rebuild ends the journal");
+    h.check();
+    h.verify(a.offset);
+}
+
+/// Salvage's scan keeps anchors where they are and fences off what does not parse, up to
+/// where parsing resumes; nothing is written.
+#[test]
+fn salvage_scan_quarantines_around_anchors() {
+    let mut h = Harness::new(64 * 1024, 64 * 1024);
+    let offs: Vec<u64> = (0..8).map(|i| h.alloc(200 + i * 50, 4, i as u8).unwrap().offset).collect();
+    let r = &h.mem.region;
+    let tag = r.load(offs[2]).unwrap();
+    r.store(offs[2], tag | 1 << 62).unwrap(); // a reserved bit: does not parse
+    assert!(is_corrupt(h.core().scan()), "recovery refuses it");
+    let before: Vec<u8> = {
+        let mut b = vec![0u8; 64 * 1024];
+        r.read_bytes(0, &mut b).unwrap();
+        b
+    };
+    let anchors = [offs[1], offs[5]];
+    let blocks = h.core().scan_salvage(&anchors).unwrap();
+    let at = |o: u64| blocks.iter().find(|b| b.offset == o).map(|b| b.tag);
+    assert!(at(offs[1]).is_some_and(|t| !t.is_quarantine()) && at(offs[5]).is_some());
+    let q = at(offs[2]).expect("the damaged block starts a quarantine");
+    assert!(q.is_quarantine());
+    assert_eq!(offs[2] + q.size(), offs[3], "parsing resumes at the next good header");
+    let tiled: u64 = blocks.iter().map(|b| b.tag.size()).sum();
+    assert_eq!(HEAP_START + tiled, 64 * 1024 - SENTINEL_SIZE, "the tiling covers the heap");
+    let mut after = vec![0u8; 64 * 1024];
+    r.read_bytes(0, &mut after).unwrap();
+    assert!(before == after, "the scan wrote nothing");
+    // A block that would swallow an anchor is not believed.
+    r.store(offs[2], tag).unwrap();
+    let big = Tag::used(offs[4] + 64 - offs[3], 0, 4);
+    r.store(offs[3], big.0).unwrap();
+    let blocks = h.core().scan_salvage(&[offs[4]]).unwrap();
+    let t = blocks.iter().find(|b| b.offset == offs[3]).unwrap().tag;
+    assert!(t.is_quarantine() && offs[3] + t.size() == offs[4], "fenced off up to the anchor");
 }

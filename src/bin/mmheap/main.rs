@@ -249,7 +249,10 @@ fn stat(file: &PathBuf, json: bool) -> Result<(), Error> {
     }
     println!("recoveries  {} ({} dead process(es) reclaimed)", info.recoveries, info.recovered_processes);
     if info.quarantined_bytes > 0 {
-        println!("quarantine  {} of damage fenced off by salvage (never handed out)", human(info.quarantined_bytes));
+        println!(
+            "quarantine  {} of damage fenced off by salvage (never handed out)",
+            human(info.quarantined_bytes)
+        );
     }
     match &classes {
         Ok(classes) => {
