@@ -61,9 +61,15 @@ pub enum Error {
         offset: u64,
     },
     /// No free block is large enough for the request and the heap cannot grow enough: it is
-    /// at its maximum size (or the request could not fit even then), or the disk refused the
-    /// space (`disk_full`: no space left, quota exceeded, or the file size limit reached).
-    /// The heap is unchanged and stays usable.
+    /// at its maximum size (or the request could not fit even then, which is refused before
+    /// any growth), or the disk refused the space (`disk_full`: no space left, quota exceeded,
+    /// or the file size limit reached). The heap is unchanged and stays usable.
+    ///
+    /// Before answering this, the heap takes back every block the calling thread keeps parked
+    /// for reuse and searches every free block, so a request of `Stats::largest_free` less
+    /// the 32-byte header succeeds. Other threads' caches (and, in a store, other processes')
+    /// may still keep space parked: up to 3 MiB per thread in a store, 17 MiB in process,
+    /// until they release more, exit, or call [`crate::MemoryManager::trim`].
     #[error("out of space: {requested} bytes requested; {}", space_cause(*disk_full, *max_size))]
     OutOfSpace {
         /// Bytes asked for.

@@ -174,7 +174,11 @@ impl Plan {
                 let holder = if dir.is_roots() { Holder::Root(index) } else { Holder::Channel(index) };
                 if !name_ok(heap, dir, index)? {
                     self.damage(what, dir.entry(index))?;
-                    self.renamed.push((holder, format!("salvaged-{target:#x}")));
+                    let mut name = format!("salvaged-{target:#x}");
+                    if self.renamed.iter().any(|(_, n)| *n == name) {
+                        name = format!("{name}-{index}");
+                    }
+                    self.renamed.push((holder, name));
                 }
                 out.push(Reference { holder, target });
                 if !dir.is_roots() {
