@@ -9,7 +9,6 @@ use std::sync::Arc;
 use bytemuck::{Pod, Zeroable};
 
 use crate::core::header::rc;
-use crate::core::span::is_slot;
 use crate::error::{Error, Result};
 use crate::family::{family_ends, HeapRef};
 use crate::format::{payload_of, GRANULE, PAGE_SIZE};
@@ -241,13 +240,13 @@ impl MemoryBlock {
     /// Completes the header (length, check word) before anyone else can name the block; see
     /// `Heap::settle`.
     pub(crate) fn settle_len(&self) -> Result<()> {
-        self.end_lending(0);
+        self.end_lending(0)?;
         self.heap().settle(self.off(), self.len() as u64, false)
     }
 
     /// [`MemoryBlock::settle_len`] under the lock, which the caller holds.
     pub(crate) fn settle_len_locked(&self, g: &crate::heap::Guard<'_>) -> Result<()> {
-        self.end_lending(0);
+        self.end_lending(0)?;
         self.heap().settle_locked(g, self.off(), self.len() as u64)
     }
 
@@ -261,26 +260,28 @@ impl MemoryBlock {
 
     /// Ends the lending of a lent block (see `at`): counts this reference in the header, plus
     /// `extra` new owner references (a clone's), so that other references may exist from now
-    /// on. For a block not lent, only adds the `extra` ones.
+    /// on. For a block not lent, only adds the `extra` ones. An error, nothing counted, if the
+    /// header's count would overflow (a damaged store: `Heap::add_owner_refs`).
     #[inline]
-    fn end_lending(&self, extra: u64) {
+    fn end_lending(&self, extra: u64) -> Result<()> {
         let at = self.at.load(Ordering::Relaxed);
         let (heap, off) = (self.heap(), at & OFFSET_MASK);
         if at <= OFFSET_MASK {
             if extra > 0 {
-                heap.add_owner_refs(off, extra);
+                heap.add_owner_refs(off, extra)?;
             }
-            return;
+            return Ok(());
         }
         // Count first, then clear the size, so the header never counts fewer references than
         // exist. A thread that clones this same block at once (`&MemoryBlock` is `Sync`) may
         // do the same; whoever loses the race to clear it takes back the one it added for
         // this reference (never the last: the winner's are counted before its clearing, which
         // the loser's acquire sees, and this reference lives while we borrow it).
-        heap.add_owner_refs(off, 1 + extra);
+        heap.add_owner_refs(off, 1 + extra)?;
         if self.at.compare_exchange(at, off, Ordering::Release, Ordering::Acquire).is_err() {
             heap.drop_counted_owner_ref(off);
         }
+        Ok(())
     }
 
     /// Store offset of the block's header (or its slot id).
@@ -376,19 +377,22 @@ impl MemoryBlock {
 
     /// The handle that names this block, for another process. Publishes the block: from now
     /// on it is read-only everywhere. (In a store too full or too damaged to record the
-    /// publication, the handle has generation 0 and resolves to nothing.)
+    /// publication, the handle has generation 0 and resolves to nothing, and the block stays
+    /// unpublished.)
     pub fn handle(&self) -> BlockHandle {
-        self.end_lending(0);
-        let (heap, off) = (self.heap(), self.off());
+        let off = self.off();
+        let failed = BlockHandle { offset: off, generation: 0 };
+        if self.end_lending(0).is_err() {
+            return failed;
+        }
+        let heap = self.heap();
         if heap.settle(off, self.len() as u64, true).is_err() {
-            // A slot that cannot be published (no room for its span's page in a full store)
-            // is published all the same and gets a handle with generation 0, which resolves
-            // to `InvalidHandle`. A block that could not be given a generation (a corrupt
-            // store) stays unpublished, its old generation naming nothing, and gets the same.
-            if is_slot(off) {
-                heap.publish(off);
-            }
-            return BlockHandle { offset: off, generation: 0 };
+            // A slot whose publication could not be recorded (no room for its span's page in a
+            // full store), or a block that could not be given a generation (a damaged store):
+            // it stays unpublished, its old generation naming nothing, and nothing can name it
+            // with this handle. (Publishing it without a record would leave a store that
+            // `check`, and recovery after a crash, must call damaged.)
+            return failed;
         }
         heap.handle_of(off)
     }
@@ -413,7 +417,7 @@ impl MemoryBlock {
     /// Changes the length; see [`crate::MemoryManager::resize`].
     pub fn resize(&mut self, new_len: usize) -> Result<()> {
         // The heap checks the count in the header, and may move the block.
-        self.end_lending(0);
+        self.end_lending(0)?;
         let index = self.hold().and_then(|h| h.index);
         let who = Resizer::Block { local_extra: self.local_extra(), hold_index: index };
         let moved = self.heap().resize(self.off(), self.len() as u64, new_len as u64, who)?;
@@ -480,16 +484,30 @@ impl MemoryBlock {
 }
 
 impl Clone for MemoryBlock {
+    /// Adds a reference. Aborts the process, as `Arc` does, if the block's count would
+    /// overflow: 2^32 references in this process, or a count that a damaged store changed (a
+    /// clone cannot fail, and a wrapped count would free the block while it is in use).
     #[inline]
     fn clone(&self) -> Self {
         match self.hold_ptr() {
-            None => self.end_lending(1),
+            None => {
+                if let Err(e) = self.end_lending(1) {
+                    overflow(e)
+                }
+            }
             // SAFETY: `p` is the `Arc<Hold>` this block holds a count of (`hold_meta`); the new
             // block takes the added count.
             Some(p) => unsafe { Arc::increment_strong_count(p) },
         }
         MemoryBlock { meta: self.meta, at: AtomicU64::new(self.off()) }
     }
+}
+
+/// A clone whose count would overflow: says why, and aborts.
+#[cold]
+fn overflow(e: Error) -> ! {
+    eprintln!("mmheap: cannot clone a block: {e} (a damaged store, or 2^32 clones); aborting");
+    std::process::abort()
 }
 
 impl Drop for MemoryBlock {

@@ -492,7 +492,8 @@ impl ThreadCache {
             n = heap.carve_parked_slots(&g, size, &mut carved[..want])?;
         }
         while n < want && c < SLOT_BASE {
-            if n > 0 && heap.region.load(SB_CAPACITY)? - heap.region.load(SB_USED_BYTES)? < 2 * REFILL_BYTES {
+            let room = heap.region.load(SB_CAPACITY)?.saturating_sub(heap.region.load(SB_USED_BYTES)?);
+            if n > 0 && room < 2 * REFILL_BYTES {
                 break; // leave the last free space of the store to whoever needs it
             }
             let Some(block) = heap.carve_parked(&g, size - HEADER_SIZE)? else { break };
@@ -654,7 +655,7 @@ impl Heap {
         }
         let mut table = self.caches.table.load(Ordering::Acquire);
         if table == 0 {
-            table = self.make_cell_table().ok()?;
+            table = self.make_cell_table(true).ok()?;
             self.caches.table.store(table, Ordering::Release);
         }
         let cell = cells_of(table) + all.len() as u64 * CELL_SIZE;
@@ -696,10 +697,13 @@ impl Heap {
     /// Allocates the zeroed counter table and names it in our registry slot. Default
     /// alignment, the cells aligned inside it ([`cells_of`]): a table allocated with the
     /// cells' alignment leaves a free sliver before it at the start of a fresh heap.
-    fn make_cell_table(&self) -> Result<u64> {
+    fn make_cell_table(&self, grow: bool) -> Result<u64> {
         let g = self.lock()?;
         let len = CELLS * CELL_SIZE + CELL_SIZE - GRANULE;
-        let table = self.allocate_locked(&g, len, 4)?;
+        let table = match grow {
+            true => self.allocate_locked(&g, len, 4)?,
+            false => self.allocate_without_growth(&g, len)?,
+        };
         self.region.zero(table + HEADER_SIZE, len)?;
         if let Some(slot) = self.slot() {
             self.region.store(slot_offset(u64::from(slot)) + SLOT_CACHES, table)?;
@@ -711,11 +715,12 @@ impl Heap {
     /// heap is made), so that in a fresh heap it sits at the bottom, before any block, rather
     /// than wherever the heap's used part ends when the first thread cache is made, where it
     /// would split the free space around it for as long as the process is attached. A store
-    /// too full for it is no error: the first cache makes it later, if it can.
+    /// with no room for it is no error, and does not grow for it (a store made at its minimum
+    /// size stays so): the first cache makes it later, growing the store if it must.
     pub(crate) fn prepare_caches(&self) {
         let _all = self.caches();
         if self.caches.table.load(Ordering::Acquire) == 0 {
-            if let Ok(table) = self.make_cell_table() {
+            if let Ok(table) = self.make_cell_table(false) {
                 self.caches.table.store(table, Ordering::Release);
             }
         }
@@ -727,10 +732,16 @@ impl Heap {
     pub(crate) fn bookkeeping(&self) -> Result<(u64, u64)> {
         let (mut bytes, mut blocks) = (0u64, 0u64);
         let mut tables = Vec::new();
+        // Only a report: a table that is no used block (a damaged registry) counts nothing, and
+        // a free slot names none (whatever a damaged one says).
+        let table_size =
+            |t: u64| self.core().block_at(t).ok().filter(|t| t.is_plain_used()).map(|t| t.size());
         for i in 0..SLOT_COUNT {
-            let holds = self.region.load(slot_offset(i) + SLOT_HOLDS)?;
-            if holds != 0 {
-                bytes = bytes.wrapping_add(self.core().block_at(holds)?.size());
+            if self.region.load32(slot_offset(i) + SLOT_STATE)? == SLOT_FREE {
+                continue;
+            }
+            if let Some(size) = table_size(self.region.load(slot_offset(i) + SLOT_HOLDS)?) {
+                bytes = bytes.wrapping_add(size);
                 blocks = blocks.wrapping_add(1);
             }
             tables.push(self.region.load(slot_offset(i) + SLOT_CACHES)?);
@@ -738,9 +749,12 @@ impl Heap {
         if self.slot().is_none() {
             tables.push(self.caches.table.load(Ordering::Acquire));
         }
-        for t in tables.into_iter().filter(|&t| t != 0) {
-            let (parked_bytes, parked_blocks) = self.parked_in(t)?;
-            bytes = bytes.wrapping_add(self.core().block_at(t)?.size()).wrapping_add(parked_bytes);
+        for t in tables {
+            let Some(size) = table_size(t).filter(|&s| s >= HEADER_SIZE + CELLS * CELL_SIZE) else {
+                continue;
+            };
+            let (parked_bytes, parked_blocks) = self.parked_in(t).unwrap_or((0, 0));
+            bytes = bytes.wrapping_add(size).wrapping_add(parked_bytes);
             blocks = blocks.wrapping_add(1).wrapping_add(parked_blocks);
         }
         Ok((bytes, blocks))

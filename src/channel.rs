@@ -424,7 +424,7 @@ impl Sender {
         let slot = inner.field(RING_SLOTS) + 8 * (tail % inner.capacity);
         let queued = inner.heap.region.store(slot, off).and_then(|()| {
             pause("send-slotted");
-            inner.heap.region.store(inner.field(RING_TAIL), tail + 1)
+            inner.heap.region.store(inner.field(RING_TAIL), tail.wrapping_add(1))
         });
         if let Err(e) = queued {
             // Give the lock back before the block goes: dropping it takes the lock.
@@ -518,7 +518,7 @@ impl Receiver {
         // with one hold too many, which recovery's recount takes back, and the message lost
         // with the receiver). Clearing the slot first left, for a death in between, a zero
         // among the queued messages.
-        inner.heap.region.store(inner.field(RING_HEAD), head + 1)?;
+        inner.heap.region.store(inner.field(RING_HEAD), head.wrapping_add(1))?;
         pause("recv-between");
         inner.heap.region.store(slot, 0)?;
         pause("recv-taken");

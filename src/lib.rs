@@ -68,7 +68,7 @@ pub use crate::format::ROOT_NAME_MAX;
 pub use crate::manager::{MemoryManager, Stats};
 pub use crate::mapped::{MappedManager, Options, MAX_STORE_SIZE};
 pub use crate::offset::Offset;
-pub use crate::recovery::{DroppedReference, RecoveryReport, SalvageReport};
+pub use crate::recovery::{NamedReference, RecoveryReport, SalvageReport};
 pub use crate::segment::{MemorySegment, MemorySegmentMut};
 
 macro_rules! impl_memory_manager {

@@ -22,6 +22,9 @@ fn main() {
             Trial::test("a_full_store_takes_back_what_the_thread_parked_first", parked_make_way),
             Trial::test("bookkeeping_does_not_split_the_heap", bookkeeping_low),
             Trial::test("releasing_blocks_whose_headers_were_damaged_does_not_panic", damaged_release),
+            Trial::test("using_blocks_whose_headers_were_damaged_gives_errors", damaged_use),
+            Trial::test("a_handle_a_full_store_cannot_record_publishes_nothing", full_store_handle),
+            Trial::test("a_store_made_at_its_minimum_size_stays_there", minimum_store),
         ]
     });
 }
@@ -32,14 +35,23 @@ fn child(role: &str, store: &Path) -> Res {
     match role {
         "limited" => {
             let limit = env_u64("MMHEAP_FSIZE", 8 << 20);
-            // SAFETY: plain system calls on this process's own limits and signal disposition,
-            // made before any other thread exists.
+            // SIGXFSZ is left as it is (it kills the process): the library must not provoke it.
+            // SAFETY: a plain system call on this process's own limits, with a valid struct.
             unsafe {
-                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
                 let rl = libc::rlimit { rlim_cur: limit, rlim_max: limit };
                 if libc::setrlimit(libc::RLIMIT_FSIZE, &rl) != 0 {
                     return Err("setrlimit".into());
                 }
+            }
+            // A store whose initial size is past the limit is not made, and leaves nothing.
+            let dir = store.parent().ok_or("dir")?;
+            let too_big =
+                MappedManager::create(dir.join("big.mmheap"), &Options::new().initial_size(limit * 2));
+            if !matches!(too_big, Err(Error::OutOfSpace { disk_full: true, .. })) {
+                return Err(format!("creating past the limit: {too_big:?}").into());
+            }
+            if std::fs::read_dir(dir)?.count() != 0 {
+                return Err("a file was left behind".into());
             }
             let m = MappedManager::create(store, &Options::new().initial_size(1 << 20).max_size(1 << 30))?;
             let mut blocks = Vec::new();
@@ -283,5 +295,76 @@ fn damaged_release() -> Result<(), Failed> {
         let _ = m.check();
         let _ = m.trim();
     }
+    Ok(())
+}
+
+/// Blocks this process holds whose reference words a damaged store changed (overflowing
+/// counts, zero counts): rooting, sending, publishing and resizing them are errors or leave
+/// them as they are; nothing panics. (A clone whose count would overflow aborts, as `Arc`'s
+/// does: it cannot fail.) A span whose count of slots in use is out of range is refused too.
+fn damaged_use() -> Result<(), Failed> {
+    use std::os::unix::fs::FileExt;
+    let m = MappedManager::temporary(&Options::new())?;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(m.path())?;
+    let tx = m.channel("q", 64)?.sender()?;
+    for garbage in [u64::MAX, 0, 0xffff_ffff, 0x7ff0_0000_ffff_ffff] {
+        for len in [100, 1000, 5000] {
+            let (mut a, b, c, d) = (m.allocate(len)?, m.allocate(len)?, m.allocate(len)?, m.allocate(len)?);
+            for x in [&a, &b, &c, &d] {
+                file.write_all_at(&garbage.to_le_bytes(), x.offset().get() - 16)?;
+            }
+            let _ = m.set_root("r", &b);
+            let _ = tx.try_send(c);
+            let _ = d.handle();
+            let _ = m.resize(&mut a, len * 3);
+            drop((a, b, d));
+        }
+    }
+    // A span's count of slots in use at its maximum: taking a slot from it is refused.
+    let probe = m.allocate(40)?;
+    let span = probe.offset().get() & !0xffff;
+    file.write_all_at(&u64::MAX.to_le_bytes(), span + mmheap::format::SPAN_USED)?;
+    drop(probe);
+    m.trim()?;
+    for _ in 0..5000 {
+        let _ = m.allocate(40);
+    }
+    let _ = m.check();
+    Ok(())
+}
+
+/// In a store with no room for a span's publication page, a small block's handle cannot be
+/// recorded: it has generation 0, the block stays unpublished (and writable), and the store
+/// stays sound, so a crash now leaves nothing recovery would call damage.
+fn full_store_handle() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("s.mmheap");
+    let m = MappedManager::create(&path, &Options::new().initial_size(256 << 10).max_size(256 << 10))?;
+    let mut small = m.allocate(40)?;
+    let mut fill = Vec::new();
+    while let Ok(b) = m.allocate(1000) {
+        fill.push(b);
+    }
+    while let Ok(b) = m.allocate(100) {
+        fill.push(b);
+    }
+    let h = small.handle();
+    ensure(h.generation == 0, format!("no record, no generation: {h:?}"))?;
+    ensure(!small.is_published() && small.as_mut_slice().is_ok(), "unpublished, writable")?;
+    ensure(m.check()?.is_sound(), "sound")?;
+    std::mem::forget(fill); // as a crash would leave them
+    std::mem::forget(small);
+    std::mem::forget(m);
+    MappedManager::recover_file(&path).map_err(|e| format!("recovery after it: {e}"))?;
+    ensure(MappedManager::open(&path)?.check()?.is_sound(), "sound after recovery")
+}
+
+fn minimum_store() -> Result<(), Failed> {
+    let m = MappedManager::temporary(&Options::new().initial_size(0))?;
+    let s = m.stats()?;
+    ensure(s.capacity == mmheap::format::MIN_STORE_SIZE, format!("made at its minimum: {s:?}"))?;
+    let b = m.allocate(100)?;
+    ensure(m.check()?.is_sound(), "usable")?;
+    drop(b);
     Ok(())
 }

@@ -30,6 +30,12 @@ fn main() {
             Trial::test("random_flips_are_refused_unchanged_or_repaired_and_never_lose_a_root", random_flips),
             Trial::test("corrupt_fixtures_are_refused_unchanged_or_recovered_soundly", fixtures),
             Trial::test("salvage_needs_the_store_to_itself", salvage_needs_the_store),
+            Trial::test("a_damaged_page_header_is_given_back_to_its_span", damaged_page),
+            Trial::test("a_root_whose_reference_word_was_zeroed_is_refused_then_renewed", zeroed_root_word),
+            Trial::test("a_flipped_quarantine_bit_is_refused_then_cleared", quarantine_bit),
+            Trial::test("a_free_block_whose_header_was_hit_is_free_again", free_header_hit),
+            Trial::test("a_shrunken_root_is_reported_beside_its_quarantine", shrunken_root),
+            Trial::test("garbage_in_a_free_registry_slot_harms_nothing", free_slot_garbage),
         ]
     });
 }
@@ -447,4 +453,171 @@ fn salvage_needs_the_store() -> Result<(), Failed> {
     let report = MappedManager::salvage(&path)?;
     ensure(!report.found_damage(), "nothing to salvage in a sound store")?;
     Ok(())
+}
+
+/// A store with two small roots (slots of one span, published: the span has a page), a larger
+/// one, and a channel holding a small message (a slot too) and a larger one.
+struct Small {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    page: u64,
+    big: u64,
+}
+
+fn small_store() -> Result<Small, Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("s.mmheap");
+    let m = MappedManager::create(&path, &Options::new().initial_size(256 << 10).max_size(256 << 10))?;
+    for (name, text) in [("a", &b"the first small root"[..]), ("b", b"another")] {
+        let mut x = m.allocate(text.len())?;
+        x.as_mut_slice()?.copy_from_slice(text);
+        m.set_root(name, &x)?;
+    }
+    let mut big = m.allocate(3000)?;
+    big.as_mut_slice()?.fill(9);
+    m.set_root("big", &big)?;
+    let tx = m.channel("q", 4)?.sender()?;
+    for len in [30, 3000] {
+        let mut b = m.allocate(len)?;
+        b.as_mut_slice()?.fill(len as u8);
+        tx.send(b)?;
+    }
+    let big = big.offset().get() - HEADER_SIZE;
+    drop((tx, m));
+    let snap = Snapshot::take(&path)?;
+    let (blocks, _) = snap.blocks(|_| {});
+    let page = blocks.iter().find(|b| b.kind == BlockKind::Page).ok_or("a page")?.offset;
+    Ok(Small { _dir: dir, path, page, big })
+}
+
+/// After recovery or salvage: sound, every root and message reads back.
+fn small_intact(path: &Path) -> Result<(), Failed> {
+    let m = MappedManager::open(path)?;
+    ensure(m.check()?.is_sound(), format!("unsound: {:?}", m.check()?.problems))?;
+    for (name, text) in [("a", &b"the first small root"[..]), ("b", b"another")] {
+        let b = m.root(name)?.ok_or(format!("root {name}"))?;
+        ensure(b.as_slice() == text, format!("root {name}"))?;
+    }
+    ensure(m.root("big")?.ok_or("big")?.as_slice() == [9u8; 3000], "big")?;
+    let rx = m.channel("q", 4)?.receiver()?;
+    for len in [30, 3000] {
+        let b = rx.try_recv().map_err(|e| format!("message of {len}: {e}"))?;
+        ensure(b.as_slice().iter().all(|&x| x == len as u8), "message bytes")?;
+    }
+    ensure(m.check()?.is_sound(), "sound after reading everything")
+}
+
+fn poke(path: &Path, at: u64, bytes: &[u8]) -> Result<Vec<u8>, Failed> {
+    let mut all = std::fs::read(path)?;
+    all[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
+    std::fs::write(path, &all)?;
+    Ok(all)
+}
+
+/// Refused untouched, then salvaged; returns the salvage's report.
+fn refuse_then_salvage(path: &Path) -> Result<mmheap::SalvageReport, Failed> {
+    let before = std::fs::read(path)?;
+    let e = MappedManager::recover_file(path).map(|_| ()).expect_err("damage is refused");
+    ensure(matches!(e, Error::Corrupt { .. }), format!("{e}"))?;
+    ensure(std::fs::read(path)? == before, "refused untouched")?;
+    Ok(MappedManager::salvage(path)?)
+}
+
+/// The page of the span that holds the small roots' and message's records loses its header
+/// (zeroed, a flag flipped), its pointer back to the span, or a granule of its size: salvage
+/// gives the page back to its span, records intact, and nothing is lost.
+fn damaged_page() -> Result<(), Failed> {
+    type Damage = fn(u64) -> Vec<u8>;
+    let variants: [(&str, u64, Damage); 5] = [
+        ("tag zeroed", 0, |_| vec![0; 8]),
+        ("PAGE flag off", 0, |t| (t & !8).to_le_bytes().to_vec()),
+        ("FREE flag on", 0, |t| (t | 1).to_le_bytes().to_vec()),
+        ("size 16 short", 0, |t| (t - 16).to_le_bytes().to_vec()),
+        ("span pointer flipped", HEADER_SIZE, |w| (w ^ 1 << 12).to_le_bytes().to_vec()),
+    ];
+    for (what, at, damage) in variants {
+        let s = small_store()?;
+        let word = u64::from_le_bytes(std::fs::read(&s.path)?[(s.page + at) as usize..][..8].try_into()?);
+        poke(&s.path, s.page + at, &damage(word))?;
+        let report = refuse_then_salvage(&s.path).map_err(|e| format!("{what}: {e:?}"))?;
+        ensure(report.dropped.is_empty(), format!("{what}: nothing dropped: {report:?}"))?;
+        small_intact(&s.path).map_err(|e| format!("{what}: {e:?}"))?;
+    }
+    Ok(())
+}
+
+/// A rooted block's reference and check words zeroed: it reads as an unpublished block that a
+/// root names, which no crash leaves. Recovery refuses; salvage publishes it again with a new
+/// generation, and reading the root keeps the store sound.
+fn zeroed_root_word() -> Result<(), Failed> {
+    let s = small_store()?;
+    poke(&s.path, s.big + HDR_RC, &[0; 16])?;
+    let report = refuse_then_salvage(&s.path)?;
+    ensure(report.renewed == 1 && report.dropped.is_empty(), format!("{report:?}"))?;
+    small_intact(&s.path)?;
+    ensure(MappedManager::recover_file(&s.path).is_ok(), "and recovers cleanly after")
+}
+
+/// Bit 60 (the quarantine flag) set in a used block's tag: a quarantined range must have no
+/// header words, so recovery refuses it and salvage clears the bit.
+fn quarantine_bit() -> Result<(), Failed> {
+    let s = small_store()?;
+    let tag = u64::from_le_bytes(std::fs::read(&s.path)?[s.big as usize..][..8].try_into()?);
+    poke(&s.path, s.big, &(tag | 1 << 60).to_le_bytes())?;
+    let report = refuse_then_salvage(&s.path)?;
+    ensure(report.quarantined.is_empty() && report.dropped.is_empty(), format!("{report:?}"))?;
+    small_intact(&s.path).map_err(|e| {
+        format!("{e:?}; {report:?}; roots {:?}", MappedManager::open(&s.path).and_then(|m| m.roots()))
+    })?;
+    ensure(MappedManager::open(&s.path)?.stats()?.quarantined_bytes == 0, "no quarantine left")
+}
+
+/// The size in a free block's header hit: salvage finds the block's footer and makes the range
+/// free again instead of fencing off free space for good.
+fn free_header_hit() -> Result<(), Failed> {
+    let s = small_store()?;
+    let snap = Snapshot::take(&s.path)?;
+    let (blocks, _) = snap.blocks(|_| {});
+    let last = blocks.iter().rev().find(|b| b.kind == BlockKind::Block).ok_or("last")?;
+    ensure(last.free, "the store ends with free space")?;
+    let tag = u64::from_le_bytes(std::fs::read(&s.path)?[last.offset as usize..][..8].try_into()?);
+    poke(&s.path, last.offset, &(tag ^ 1 << 20).to_le_bytes())?;
+    let report = refuse_then_salvage(&s.path)?;
+    ensure(report.quarantined.is_empty(), format!("free space fenced off: {report:?}"))?;
+    small_intact(&s.path)?;
+    let m = MappedManager::open(&s.path)?;
+    ensure(m.stats()?.largest_free >= last.size, "the free space is free")
+}
+
+/// A root's own size shrunk: its tail is quarantined and the report says which root may have
+/// lost it.
+fn shrunken_root() -> Result<(), Failed> {
+    let s = small_store()?;
+    let tag = u64::from_le_bytes(std::fs::read(&s.path)?[s.big as usize..][..8].try_into()?);
+    poke(&s.path, s.big, &(tag - 1024).to_le_bytes())?;
+    let report = refuse_then_salvage(&s.path)?;
+    ensure(report.bordering.iter().any(|b| b.name == "big"), format!("{report:?}"))?;
+    let m = MappedManager::open(&s.path)?;
+    ensure(m.check()?.is_sound(), "sound")?;
+    ensure(m.root("big")?.ok_or("big")?.as_slice().iter().all(|&x| x == 9), "what is left of it reads back")
+}
+
+/// Table fields in a registry slot that is free name nothing: stats and check work, and a
+/// recovery clears them.
+fn free_slot_garbage() -> Result<(), Failed> {
+    let s = small_store()?;
+    let slot = REGISTRY_OFFSET + 5 * SLOT_SIZE;
+    poke(&s.path, slot + SLOT_HOLDS, &0x0011_2233_4455_6677u64.to_le_bytes())?;
+    poke(&s.path, slot + SLOT_CACHES, &0x8000u64.to_le_bytes())?;
+    {
+        let m = MappedManager::open(&s.path)?;
+        let st = m.stats()?;
+        ensure(st.live_blocks == 6, format!("stats still count the roots, messages and ring: {st:?}"))?;
+        ensure(m.check()?.is_sound(), "sound")?;
+        m.recover()?;
+    }
+    let bytes = std::fs::read(&s.path)?;
+    let field = |at: u64| u64::from_le_bytes(bytes[at as usize..][..8].try_into().unwrap());
+    ensure(field(slot + SLOT_HOLDS) == 0 && field(slot + SLOT_CACHES) == 0, "cleared by recovery")?;
+    small_intact(&s.path)
 }

@@ -69,18 +69,40 @@ impl Core<'_> {
             let target = anchors.get(anchors.partition_point(|&a| a <= off)).copied().unwrap_or(end);
             let mut from = off;
             // A range shorter than a block cannot stand alone: it takes in the blocks before
-            // it (never an anchor) until it can.
+            // it until it can; an anchor before it was cut short by a damaged size, and is
+            // given back what it lost.
             while target - from < MIN_BLOCK {
                 match blocks.pop() {
                     Some(b) if anchors.binary_search(&b.offset).is_err() => from = b.offset,
-                    _ => return Err(Error::corrupt("damage between two anchors", off)),
+                    Some(b) => {
+                        blocks.push(BlockInfo { offset: b.offset, tag: lengthened(b.tag, target - from) });
+                        from = target;
+                        break;
+                    }
+                    None => return Err(Error::corrupt("damage before the first block", off)),
                 }
             }
+            if from == target {
+                off = target;
+                continue;
+            }
             let resume = self.resync(from, target, anchors);
-            blocks.push(BlockInfo { offset: from, tag: Tag::quarantine(resume - from) });
+            blocks.push(BlockInfo { offset: from, tag: self.fenced(from, resume, end) });
             off = resume;
         }
         self.done(blocks)
+    }
+
+    /// The tag for the damaged range `[from, to)`: a quarantine, unless the range was a free
+    /// block whose header alone was hit (its footer, its last word, holds its size, and the
+    /// block after it says its predecessor is free), which holds no data and is free again.
+    fn fenced(&self, from: u64, to: u64, end: u64) -> Tag {
+        let size = to - from;
+        let successor = if to == end { self.tag_at(end) } else { self.tag_at(to) };
+        if self.load(to - 8) == size && successor.prev_free() {
+            return Tag::free(size);
+        }
+        Tag::quarantine(size)
     }
 
     /// The header at `off` if it parses as a block that ends by `end` and swallows no anchor.
@@ -120,4 +142,14 @@ impl Core<'_> {
 fn swallows(anchors: &[u64], from: u64, to: u64) -> bool {
     let i = anchors.partition_point(|&a| a <= from);
     anchors.get(i).is_some_and(|&a| a < to)
+}
+
+/// `tag` with its block `by` bytes longer, its length unchanged (the extra bytes are slack)
+/// when the slack field can say so.
+fn lengthened(tag: Tag, by: u64) -> Tag {
+    let longer = Tag(tag.0 + by);
+    if tag.is_free() || tag.slack() + by > crate::core::header::MAX_SLACK {
+        return longer;
+    }
+    Tag(longer.0 + (by << 48))
 }

@@ -153,6 +153,9 @@ impl Core<'_> {
         self.span_of_class(p, class)?;
         let (n, _) = layout(class);
         let (bump, used) = (self.load(p + SPAN_BUMP), self.load(p + SPAN_USED));
+        if used >= n || bump > n {
+            return Err(Error::corrupt("span's counts are out of range", p));
+        }
         let head = self.load(p + SPAN_FREE_HEAD);
         let index = if head != 0 {
             let slot = Slot { span: p, index: head - 1, class };
@@ -188,7 +191,7 @@ impl Core<'_> {
         let p = slot.span;
         let (n, _) = layout(slot.class);
         let used = self.load(p + SPAN_USED);
-        if used == 0 || slot.index >= self.load(p + SPAN_BUMP) {
+        if used == 0 || used > n || slot.index >= self.load(p + SPAN_BUMP) {
             return Err(Error::corrupt("freeing a slot not in use", slot.id()));
         }
         self.store(slot.payload(), self.load(p + SPAN_FREE_HEAD));

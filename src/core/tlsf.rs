@@ -430,14 +430,17 @@ impl<'r> Core<'r> {
     }
 
     /// As [`Core::alloc`], but exact: every free block that can hold the request is a
-    /// candidate, including those on the lists `alloc` skips. It walks those lists, so it is
-    /// for when the heap cannot grow: then `Ok(None)` means that no free block can hold the
+    /// candidate, including those on the lists `alloc` skips. It walks those lists when the
+    /// good fit finds nothing, so it is for when the heap cannot grow: then `Ok(None)` means that no free block can hold the
     /// request (with default alignment: none is `len + HEADER_SIZE` bytes, rounded to the
     /// granule, or larger).
     pub(crate) fn alloc_fit(&self, len: u64, align_log2: u32) -> Result<Option<Carved>> {
         let Some((need, search)) = request_sizes(len, align_log2) else {
             return Ok(None);
         };
+        if let Some(found) = self.find(search)? {
+            return self.carve(found, need, len, align_log2);
+        }
         let (f, s) = mapping(need);
         let (lf, ls) = mapping_search(search).unwrap_or((FL_COUNT - 1, SL_COUNT - 1));
         let mut budget = self.capacity()? / MIN_BLOCK;
@@ -714,6 +717,18 @@ impl<'r> Core<'r> {
     pub(crate) fn rebuild(&self) -> Result<()> {
         let blocks = self.scan()?;
         self.rebuild_from(&blocks)
+    }
+
+    /// Salvage's repair of the tag of the used block at `off` (a page given back its flag, a
+    /// block given back the length a damaged size took, a quarantine bit a flip set): `tag`,
+    /// the `PREV_FREE` flag kept. A page's header words are zeroed, as a page's are.
+    pub(crate) fn retag(&self, off: u64, tag: Tag) -> Result<()> {
+        let keep = self.tag_at(off).0 & FLAG_PREV_FREE;
+        self.set_tag(off, Tag(tag.0 | keep));
+        if tag.is_page() {
+            self.zero_words(off + HDR_GEN, (HEADER_SIZE - HDR_GEN) / 8);
+        }
+        self.done(())
     }
 
     /// Makes `[off, off + size)` a quarantined range: its header says so (the rest of its

@@ -378,7 +378,7 @@ impl Heap {
     #[inline]
     pub(crate) fn block_of(&self, p: *const u8) -> Option<u64> {
         let off = self.region.offset_of(p)?;
-        (off >= HEAP_START + HEADER_SIZE).then_some(off - HEADER_SIZE)
+        off.checked_sub(HEADER_SIZE).filter(|&h| h >= HEAP_START)
     }
 
     /// Allocates a block for raw use (the in-process manager's allocator interfaces): no
@@ -519,6 +519,15 @@ impl Heap {
         pause("alloc-carved");
         self.stamp_or_undo(g, off, rc::fresh(u64::from(self.tag)))?;
         Ok(off)
+    }
+
+    /// As [`Heap::allocate_locked`] with default alignment, from the free space there is:
+    /// `OutOfSpace` rather than growth.
+    pub(crate) fn allocate_without_growth(&self, g: &Guard<'_>, len: u64) -> Result<u64> {
+        let max = self.max_size()?;
+        let c = self.core().alloc_fit(len, 4)?.ok_or_else(|| Error::out_of_space(len, max))?;
+        self.stamp_or_undo(g, c.offset, rc::fresh(u64::from(self.tag)))?;
+        Ok(c.offset)
     }
 
     /// [`Heap::stamp`], and if it fails (no generation left: a damaged store), the block
@@ -717,7 +726,7 @@ impl Heap {
             used_bytes,
             heap_bytes: self.region.load(SB_USED_BYTES)?,
             free_bytes: (capacity - HEAP_START - SENTINEL_SIZE)
-                .saturating_sub(used_bytes + quarantined_bytes),
+                .saturating_sub(used_bytes.saturating_add(quarantined_bytes)),
             largest_free: self.core().largest_free()?,
             live_blocks,
             attached_processes: self.backing.attached(&self.region),
@@ -734,10 +743,19 @@ impl Heap {
     pub(crate) fn user_totals(&self) -> Result<(u64, u64)> {
         let (book_bytes, book_blocks) = self.bookkeeping()?;
         let r = &self.region;
-        let used_bytes = (r.load(SB_USED_BYTES)? + r.load(SB_SLOT_BYTES)?)
-            .saturating_sub(book_bytes + r.load(SB_SPAN_BYTES)? + r.load(SB_QUARANTINE_BYTES)?);
-        let live_blocks = (r.load(SB_LIVE_BLOCKS)? + r.load(SB_LIVE_SLOTS)?)
-            .saturating_sub(book_blocks + r.load(SB_SPAN_BLOCKS)? + r.load(SB_QUARANTINE_BLOCKS)?);
+        // Counters read from the store: saturating, so damaged ones give wrong figures, never
+        // an overflow.
+        let sum = |a: u64, b: u64, c: u64| a.saturating_add(b).saturating_add(c);
+        let used_bytes = r.load(SB_USED_BYTES)?.saturating_add(r.load(SB_SLOT_BYTES)?).saturating_sub(sum(
+            book_bytes,
+            r.load(SB_SPAN_BYTES)?,
+            r.load(SB_QUARANTINE_BYTES)?,
+        ));
+        let live_blocks = r.load(SB_LIVE_BLOCKS)?.saturating_add(r.load(SB_LIVE_SLOTS)?).saturating_sub(sum(
+            book_blocks,
+            r.load(SB_SPAN_BLOCKS)?,
+            r.load(SB_QUARANTINE_BLOCKS)?,
+        ));
         Ok((used_bytes, live_blocks))
     }
 

@@ -7,15 +7,18 @@ use crate::family::family_ends;
 
 impl Heap {
     /// Adds `n` owner references to a block this process holds one of (cloning an owner-kind
-    /// `MemoryBlock`, or counting a lent one's: `MemoryBlock::end_lending`).
+    /// `MemoryBlock`, or counting a lent one's: `MemoryBlock::end_lending`). An error, with
+    /// the word as it was, if the count would overflow: 2^32 references, or a word a damaged
+    /// store changed (overflowing would let the block be freed while in use).
     #[inline]
-    pub(crate) fn add_owner_refs(&self, off: u64, n: u64) {
+    pub(crate) fn add_owner_refs(&self, off: u64, n: u64) -> Result<()> {
         let word = self.rc_ref(off).expect("a held block is in range");
         let prev = word.fetch_add(n, Ordering::Relaxed);
         if rc::owner_refs(prev) > rc::OWNER_REFS_MASK - n {
-            // Like Arc: overflowing the count would let the block be freed while in use.
-            std::process::abort();
+            word.fetch_sub(n, Ordering::Relaxed);
+            return Err(Error::corrupt("reference count out of range", off));
         }
+        Ok(())
     }
 
     /// Takes back one owner reference that [`Heap::add_owner_refs`] added while more are
@@ -158,7 +161,7 @@ impl Heap {
     pub(crate) fn add_hold_locked(&self, off: u64) -> Result<()> {
         let word = self.rc_word(off)?;
         word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
-            (rc::other(w) < rc::OTHER_MAX).then_some((w + rc::OTHER_ONE) | rc::PUBLISHED)
+            (rc::other(w) < rc::OTHER_MAX).then(|| (w + rc::OTHER_ONE) | rc::PUBLISHED)
         })
         .map(drop)
         .map_err(|_| Error::corrupt("too many holds on one block", off))
@@ -377,6 +380,10 @@ impl Heap {
                 loop {
                     if rc::other(w) == rc::OTHER_MAX {
                         return Err(Error::corrupt("too many holds on one block", off));
+                    }
+                    if rc::owner_refs(w) == 0 {
+                        // We hold an owner reference: the word was damaged.
+                        return Err(Error::corrupt("owner reference missing from the header", off));
                     }
                     let mut new = ((w - 1) + rc::OTHER_ONE) | rc::PUBLISHED;
                     if rc::owner_refs(new) == 0 {

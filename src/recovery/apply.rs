@@ -33,6 +33,12 @@ impl Plan {
     /// Applies the plan: repair, recount, free, release the dead slots. Returns what it did.
     pub(crate) fn apply(&self, heap: &Heap, g: &Guard<'_>) -> Result<RecoveryReport> {
         let core = heap.core();
+        for &(off, tag) in &self.retags {
+            core.retag(off, tag)?;
+        }
+        for &(page, span) in &self.page_spans {
+            heap.region.store(page + HEADER_SIZE + PAGE_SPAN, span)?;
+        }
         core.rebuild_from(&self.blocks)?;
         heap.region.store(SB_NEXT_GEN, self.next_gen)?;
         for &b in &self.stale_generations {
@@ -46,6 +52,15 @@ impl Plan {
         let me = heap.slot().map(u64::from);
         for &i in &self.dead {
             release_slot(heap, i, Some(i) == me)?;
+        }
+        // A free slot names no tables: fields a damaged registry left there go (they name
+        // nothing anyone holds; left, every reader would have to doubt them).
+        for i in (0..SLOT_COUNT).filter(|i| !self.dead.contains(i) && Some(*i) != me) {
+            let s = slot_offset(i);
+            if heap.region.load32(s + SLOT_STATE)? == SLOT_FREE {
+                heap.region.store(s + SLOT_HOLDS, 0)?;
+                heap.region.store(s + SLOT_CACHES, 0)?;
+            }
         }
         let r = &heap.region;
         r.store(SB_RECOVERIES, r.load(SB_RECOVERIES)?.wrapping_add(1))?;
@@ -106,9 +121,13 @@ impl Plan {
             heap.region.store(b + HDR_GEN, gen)?;
             heap.region.store(b + HDR_CHECK, crate::core::header::check_word(heap.key(), b, gen))?;
         }
+        let mut unrecorded = Vec::new();
         for slot in &self.renew_slots {
+            // The plan found room for every page it needs (`Plan::room_for_pages`); should the
+            // heap disagree, the slot stays unpublished, nothing naming it with a record.
             let Some(page) = heap.core().span_page(slot.span, slot.class, true)? else {
                 heap.region.u64_at(slot.rc_offset())?.fetch_and(!rc::PUBLISHED, Ordering::AcqRel);
+                unrecorded.push(slot.rc_offset());
                 continue;
             };
             let entry = page + PAGE_ENTRIES + slot.index * 8;
@@ -117,6 +136,9 @@ impl Plan {
             let slack = if slack <= slot.class { slack } else { 0 };
             heap.region.store(entry, gen | slack << 56)?;
         }
+        for &word in self.publish.iter().filter(|w| !unrecorded.contains(w)) {
+            heap.region.u64_at(word)?.fetch_or(rc::PUBLISHED, Ordering::AcqRel);
+        }
         Ok(())
     }
 
@@ -124,8 +146,13 @@ impl Plan {
     /// owners' references, and frees what nobody living holds.
     fn recount_and_free(&self, heap: &Heap, g: &Guard<'_>) -> Result<RecoveryReport> {
         let holds = self.holds();
-        let mut report =
-            RecoveryReport { dead_processes: self.dead.len() as u64, ..RecoveryReport::default() };
+        // Slots in a state other than attached (a damaged registry) are released too, but were
+        // no process.
+        let mut attached = 0;
+        for &i in &self.dead {
+            attached += u64::from(heap.region.load32(slot_offset(i) + SLOT_STATE)? == SLOT_ATTACHED);
+        }
+        let mut report = RecoveryReport { dead_processes: attached, ..RecoveryReport::default() };
         let dead_tables: Vec<u64> = self
             .dead
             .iter()
@@ -196,7 +223,10 @@ fn recount(
             Err(now) => w = now,
         }
     };
-    report.owner_refs_released += rc::owner_refs(w) - rc::owner_refs(new);
+    // Only a report: a word whose owner names no slot was damaged, and its count means nothing.
+    if (1..=SLOT_COUNT).contains(&rc::owner(w)) {
+        report.owner_refs_released += rc::owner_refs(w) - rc::owner_refs(new);
+    }
     report.holds_released += rc::other(w).saturating_sub(rc::other(new));
     (rc::count(new) == 0 && rc::owner(new) == 0).then_some(rc::count(w) == 0 && rc::owner(w) != 0)
 }

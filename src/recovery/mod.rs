@@ -66,10 +66,10 @@ impl RecoveryReport {
     }
 }
 
-/// A reference that salvage dropped because it named nothing it could keep.
+/// A reference the store holds, as a salvage report names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct DroppedReference {
+pub struct NamedReference {
     /// What held it: `"root"`, `"channel"` (a channel's hold on its ring), `"message"` (a
     /// queued message) or `"hold"` (a living process's hold-table entry).
     pub kind: &'static str,
@@ -85,12 +85,17 @@ pub struct DroppedReference {
 pub struct SalvageReport {
     /// The recovery it ran (dead processes reclaimed, blocks freed).
     pub recovery: RecoveryReport,
-    /// Every quarantined range of the store, as (offset, bytes): damage fenced off as a used
+    /// The ranges this salvage quarantined, as (offset, bytes): damage fenced off as a used
     /// block that nothing names, never handed out and never freed. Its bytes are as they were
-    /// (but for the first 32, which now say it is quarantined).
+    /// (but for the first 32, which now say it is quarantined). `Stats::quarantined_bytes`
+    /// counts every quarantined range of the store, those of earlier salvages too.
     pub quarantined: Vec<(u64, u64)>,
     /// References dropped because what they named was damaged or gone.
-    pub dropped: Vec<DroppedReference>,
+    pub dropped: Vec<NamedReference>,
+    /// References kept whose block ends right where a range this salvage quarantined begins:
+    /// if what was damaged was that block's own size field, its last bytes are in the
+    /// quarantine and its length reads shorter than it was.
+    pub bordering: Vec<NamedReference>,
     /// Roots and channels whose names were damaged, under the names they have now
     /// (`salvaged-<offset of their block>`).
     pub renamed: Vec<String>,
@@ -151,45 +156,43 @@ pub(crate) fn salvage_locked(heap: &Heap, g: &Guard<'_>) -> Result<SalvageReport
         return Err(Error::StoreInUse { processes: others });
     }
     let plan = Plan::make(heap, dead, Mode::Salvage)?;
-    let names = names_of(heap, &plan)?;
-    let recovery = plan.apply(heap, g)?;
+    let core = heap.core();
     let mut quarantined = Vec::new();
-    heap.core().walk(|b| {
-        if b.tag.is_quarantine() {
+    for b in plan.blocks.iter().filter(|b| b.tag.is_quarantine()) {
+        if !core.tag(b.offset)?.is_quarantine() {
             quarantined.push((b.offset, b.tag.size()));
         }
-        Ok(())
-    })?;
+    }
+    let ends_at_quarantine = |r: &plan::Reference| {
+        let end = plan.blocks.iter().find(|b| b.offset == r.target).map(|b| b.offset + b.tag.size());
+        end.is_some_and(|e| quarantined.iter().any(|&(q, _)| q == e))
+    };
+    let mut bordering = Vec::new();
+    for r in plan.references.iter().filter(|r| ends_at_quarantine(r)) {
+        bordering.push(named(heap, r)?);
+    }
+    let dropped = plan.dropped.iter().map(|r| named(heap, r)).collect::<Result<_>>()?;
+    let recovery = plan.apply(heap, g)?;
     Ok(SalvageReport {
         recovery,
         quarantined,
-        dropped: plan
-            .dropped
-            .iter()
-            .map(|r| {
-                let (kind, name) =
-                    names.iter().find(|(h, ..)| *h == r.holder).map_or(("hold", ""), |(_, k, n)| (*k, n));
-                DroppedReference { kind, name: name.to_owned(), target: r.target }
-            })
-            .collect(),
+        dropped,
+        bordering,
         renamed: plan.renamed.iter().map(|(_, n)| n.clone()).collect(),
         renewed: (plan.renew_blocks.len() + plan.renew_slots.len()) as u64,
     })
 }
 
-/// The kind and name of every holder that salvage drops (read before the names change).
-fn names_of(heap: &Heap, plan: &Plan) -> Result<Vec<(Holder, &'static str, String)>> {
-    let mut out = Vec::new();
-    for r in &plan.dropped {
-        let (kind, dir, i) = match r.holder {
-            Holder::Root(i) => ("root", &crate::directory::ROOTS, i),
-            Holder::Channel(i) => ("channel", &crate::directory::CHANNELS, i),
-            Holder::Message { index, .. } => ("message", &crate::directory::CHANNELS, index),
-            Holder::Table { .. } => continue,
-        };
-        out.push((r.holder, kind, dir.name_lossy(heap, i)?));
-    }
-    Ok(out)
+/// A reference as a report names it: its kind and its root's or channel's name as far as it
+/// can be read (before salvage renames anything).
+fn named(heap: &Heap, r: &plan::Reference) -> Result<NamedReference> {
+    let (kind, name) = match r.holder {
+        Holder::Root(i) => ("root", crate::directory::ROOTS.name_lossy(heap, i)?),
+        Holder::Channel(i) => ("channel", crate::directory::CHANNELS.name_lossy(heap, i)?),
+        Holder::Message { index, .. } => ("message", crate::directory::CHANNELS.name_lossy(heap, index)?),
+        Holder::Table { .. } => ("hold", String::new()),
+    };
+    Ok(NamedReference { kind, name, target: r.target })
 }
 
 /// Problems a check finds in the hold tables of the living: entries naming no live block.

@@ -12,8 +12,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::core::header::{check_word, rc, Tag};
-use crate::core::span::{is_slot, ScannedSpan, Slot, SpanDamage, PAGE_GEN_MASK};
+use crate::core::header::{check_word, rc, Tag, FLAG_PAGE, FLAG_QUARANTINE};
+use crate::core::span::{is_slot, layout, ScannedSpan, Slot, SpanDamage, PAGE_GEN_MASK};
 use crate::core::tlsf::{BlockInfo, Core};
 use crate::directory::{valid_name, Directory, CHANNELS, ROOTS};
 use crate::error::{Error, Result};
@@ -88,6 +88,14 @@ pub(crate) struct Plan {
     /// Generations below this are issued ones (the store's next generation, unless that was
     /// damaged).
     gen_limit: u64,
+    /// Salvage: pages given back to their spans, (page header, span payload): the page's
+    /// pointer to its span is written again.
+    pub(crate) page_spans: Vec<(u64, u64)>,
+    /// Salvage: used blocks whose tag it repairs, with their new tags.
+    pub(crate) retags: Vec<(u64, Tag)>,
+    /// Salvage: reference words of blocks and slots that references name but that are not
+    /// published: published (after their records are renewed).
+    pub(crate) publish: Vec<u64>,
 }
 
 /// The plan's view of the tiling: used blocks by header offset, and the spans.
@@ -131,6 +139,9 @@ impl Plan {
             renamed: Vec::new(),
             next_gen,
             gen_limit: next_gen,
+            page_spans: Vec::new(),
+            retags: Vec::new(),
+            publish: Vec::new(),
         };
         // Generations must fit a slot's page record: a counter beyond that was damaged.
         // Salvage takes the highest generation it finds sealed or recorded instead (handles
@@ -148,6 +159,16 @@ impl Plan {
         };
         let index = plan.check_blocks(heap)?;
         plan.keep_references(&core, &index, candidates)?;
+        if mode == Mode::Salvage {
+            plan.room_for_pages(&index);
+            // Tags the tolerant scan or the checks changed (quarantined ranges have theirs
+            // written by the rebuild).
+            for b in plan.blocks.iter().filter(|b| !b.tag.is_free() && !b.tag.is_quarantine()) {
+                if core.tag(b.offset)?.with_prev_free(false) != b.tag.with_prev_free(false) {
+                    plan.retags.push((b.offset, b.tag));
+                }
+            }
+        }
         Ok(plan)
     }
 
@@ -238,66 +259,19 @@ impl Plan {
     /// references are checked against.
     fn check_blocks(&mut self, heap: &Heap) -> Result<Index> {
         let core = heap.core();
-        let key = heap.key();
-        let mut used = BTreeMap::new();
         let mut top_gen = 0;
-        for b in self.blocks.iter().filter(|b| !b.tag.is_free()) {
-            used.insert(b.offset, b.tag);
-            if !b.tag.is_plain_used() {
-                continue;
+        for i in 0..self.blocks.len() {
+            let b = self.blocks[i];
+            if b.tag.is_quarantine() {
+                self.check_quarantine(&core, i)?;
             }
-            let (gen, w) = (core.read(b.offset + HDR_GEN)?, core.read(b.offset + HDR_RC)?);
-            if !rc::published(w) {
-                if gen >= self.gen_limit {
-                    self.stale_generations.push(b.offset);
-                }
-                continue;
-            }
-            // A check word that matches its generation seals both (it is a keyed hash): then
-            // a generation not below the store's next one says the next one is what is wrong.
-            let sealed = gen != 0 && core.read(b.offset + HDR_CHECK)? == check_word(key, b.offset, gen);
-            if !sealed {
-                self.damage("header check word is wrong", b.offset)?;
-                self.renew_blocks.push(b.offset);
-                continue;
-            }
-            if gen >= self.gen_limit {
-                self.damage("generation from the future", b.offset)?;
-            }
-            top_gen = top_gen.max(gen);
-        }
-        let mut spans = HashMap::new();
-        let is_page = |hdr: u64| used.get(&hdr).is_some_and(|t: &Tag| t.is_page());
-        let mut fenced = Vec::new();
-        for (&hdr, _) in used.iter().filter(|(_, t)| t.is_span()) {
-            let p = hdr + HEADER_SIZE;
-            let span = match core.scan_span(key, p, is_page)? {
-                Ok(span) => span,
-                Err(SpanDamage::Page(span)) => {
-                    self.damage("span names no page of its own", p)?;
-                    span
-                }
-                Err(SpanDamage::Header) => {
-                    self.damage("span header is wrong", p)?;
-                    fenced.push(hdr);
-                    continue;
-                }
-            };
-            for slot in core.bad_records(&span, self.gen_limit)? {
-                self.damage("published slot without a valid record", slot.id())?;
-                self.renew_slots.push(slot);
-            }
-            top_gen = top_gen.max(core.top_record(&span, self.gen_limit)?);
-            spans.insert(p, span);
-        }
-        // A span whose header is damaged is fenced off whole: where its slots lie is unknown.
-        for hdr in fenced {
-            let tag = Tag::quarantine(used[&hdr].size());
-            used.insert(hdr, tag);
-            if let Some(b) = self.blocks.iter_mut().find(|b| b.offset == hdr) {
-                b.tag = tag;
+            if self.blocks[i].tag.is_plain_used() {
+                top_gen = top_gen.max(self.check_block(&core, heap.key(), b.offset)?);
             }
         }
+        let mut used: BTreeMap<u64, Tag> =
+            self.blocks.iter().filter(|b| !b.tag.is_free()).map(|b| (b.offset, b.tag)).collect();
+        let spans = self.check_spans(&core, heap.key(), &mut used, &mut top_gen)?;
         let named: Vec<u64> = spans.values().map(|s| s.page).collect();
         self.orphans =
             used.iter().filter(|(o, t)| t.is_page() && !named.contains(o)).map(|(o, _)| *o).collect();
@@ -310,6 +284,133 @@ impl Plan {
         Ok(Index { used, spans })
     }
 
+    /// A used block's generation and check word. Returns its generation if a check word
+    /// seals it (for salvage's next generation), else 0.
+    fn check_block(&mut self, core: &Core<'_>, key: u64, off: u64) -> Result<u64> {
+        let (gen, w) = (core.read(off + HDR_GEN)?, core.read(off + HDR_RC)?);
+        if !rc::published(w) {
+            if gen >= self.gen_limit {
+                self.stale_generations.push(off);
+            }
+            return Ok(0);
+        }
+        // A check word that matches its generation seals both (it is a keyed hash): then a
+        // generation not below the store's next one says the next one is what is wrong.
+        let sealed = gen != 0 && core.read(off + HDR_CHECK)? == check_word(key, off, gen);
+        if !sealed {
+            self.damage("header check word is wrong", off)?;
+            self.renew_blocks.push(off);
+            return Ok(0);
+        }
+        if gen >= self.gen_limit {
+            self.damage("generation from the future", off)?;
+        }
+        Ok(gen)
+    }
+
+    /// A quarantined range in the store has generation, reference and check words 0 (salvage
+    /// wrote them so): one that has others is a block whose quarantine bit a flip set. Salvage
+    /// clears the bit if the block then parses as a block users hold.
+    fn check_quarantine(&mut self, core: &Core<'_>, i: usize) -> Result<()> {
+        let b = self.blocks[i];
+        let stored = core.tag(b.offset)?;
+        if !stored.is_quarantine() {
+            return Ok(()); // fenced off by this salvage's scan
+        }
+        let words = [HDR_GEN, HDR_RC, HDR_CHECK].map(|w| core.read(b.offset + w));
+        if words.iter().all(|w| matches!(w, Ok(0))) {
+            return Ok(());
+        }
+        self.damage("quarantined range with a block's header", b.offset)?;
+        let plain = Tag(stored.0 & !FLAG_QUARANTINE).with_prev_free(false);
+        if plain.well_formed() && plain.is_plain_used() && plain.size() == b.tag.size() {
+            self.blocks[i].tag = plain;
+        }
+        Ok(())
+    }
+
+    /// Checks every span (`used` holds the tiling's used blocks): its header, its page, its
+    /// published slots' records. Salvage fences off a span whose header is damaged (where its
+    /// slots lie is unknown), gives a span back a page that only its page's header lost, or
+    /// renews the records a damaged page held.
+    fn check_spans(
+        &mut self,
+        core: &Core<'_>,
+        key: u64,
+        used: &mut BTreeMap<u64, Tag>,
+        top_gen: &mut u64,
+    ) -> Result<HashMap<u64, ScannedSpan>> {
+        let mut spans = HashMap::new();
+        let hdrs: Vec<u64> = used.iter().filter(|(_, t)| t.is_span()).map(|(o, _)| *o).collect();
+        for hdr in hdrs {
+            let p = hdr + HEADER_SIZE;
+            let is_page = |page: u64| used.get(&page).is_some_and(|t: &Tag| t.is_page());
+            let span = match core.scan_span(key, p, is_page)? {
+                Ok(span) => span,
+                Err(SpanDamage::Page(mut span)) => {
+                    self.damage("span names no page of its own", p)?;
+                    span.page = self.restore_page(core, p, span.class, used)?;
+                    span
+                }
+                Err(SpanDamage::Header) => {
+                    self.damage("span header is wrong", p)?;
+                    self.retag(hdr, Tag::quarantine(used[&hdr].size()), used);
+                    continue;
+                }
+            };
+            for slot in core.bad_records(&span, self.gen_limit)? {
+                self.damage("published slot without a valid record", slot.id())?;
+                self.renew_slots.push(slot);
+            }
+            *top_gen = (*top_gen).max(core.top_record(&span, self.gen_limit)?);
+            spans.insert(p, span);
+        }
+        Ok(spans)
+    }
+
+    /// Salvage: the page of the span at `p`, if its pointer names a block of the tiling that
+    /// can be it, whose header alone was damaged: big enough, holding no one's data (a
+    /// quarantined range, a free block, a page, or a used block with no reference word), and
+    /// naming the span back, or a page naming no span of its own. It becomes the span's page
+    /// again, its records intact. Returns its header offset, 0 if there is none.
+    fn restore_page(
+        &mut self,
+        core: &Core<'_>,
+        p: u64,
+        class: u64,
+        used: &mut BTreeMap<u64, Tag>,
+    ) -> Result<u64> {
+        let page = core.read(p + SPAN_PAGE)?;
+        let Some(b) = self.blocks.iter().find(|b| b.offset == page).copied() else { return Ok(0) };
+        let fits = b.tag.size() >= HEADER_SIZE + PAGE_ENTRIES + layout(class).0 * 8;
+        let names = core.read(page + HEADER_SIZE + PAGE_SPAN)? == p;
+        let nobodys = b.tag.is_quarantine()
+            || b.tag.is_free()
+            || b.tag.is_page()
+            || b.tag.is_plain_used() && core.read(page + HDR_RC)? == 0;
+        if !fits || !nobodys || !(names || b.tag.is_page()) {
+            return Ok(0);
+        }
+        // Not another span's page.
+        for (&hdr, _) in used.iter().filter(|(o, t)| t.is_span() && **o != p - HEADER_SIZE) {
+            if core.read(hdr + HEADER_SIZE + SPAN_PAGE)? == page {
+                return Ok(0);
+            }
+        }
+        self.page_spans.push((page, p));
+        self.retag(page, Tag::used(b.tag.size(), 0, 4).with(FLAG_PAGE), used);
+        Ok(page)
+    }
+
+    /// Salvage: the block at `off` gets tag `tag` (in the tiling, in `used`, and in the store
+    /// when the plan is applied).
+    fn retag(&mut self, off: u64, tag: Tag, used: &mut BTreeMap<u64, Tag>) {
+        used.insert(off, tag);
+        if let Some(b) = self.blocks.iter_mut().find(|b| b.offset == off) {
+            b.tag = tag;
+        }
+    }
+
     /// Keeps the references that name a block users hold (or a slot in use) as the scan found
     /// it; the others are damage (salvage drops them, with every message of a ring it drops).
     fn keep_references(&mut self, core: &Core<'_>, index: &Index, candidates: Vec<Reference>) -> Result<()> {
@@ -320,6 +421,7 @@ impl Plan {
                 _ => false,
             };
             if !channel_gone && index.holds(core, r.target)? {
+                self.check_published(core, index, r)?;
                 self.references.push(r);
                 continue;
             }
@@ -352,6 +454,72 @@ impl Plan {
         self.rings.retain(|r| r.ring != 0 && !gone.contains(&r.index));
         self.renamed.retain(|(h, _)| !matches!(h, Holder::Channel(i) if gone.contains(i)));
         Ok(())
+    }
+
+    /// A root, a channel's ring and a hold name only published blocks (setting a root,
+    /// making a channel and resolving a handle publish them first); a queued message's block
+    /// is published by its send's last step, so it may not be yet. An unpublished one is
+    /// damage (its reference word was hit): salvage publishes it with a new generation.
+    fn check_published(&mut self, core: &Core<'_>, index: &Index, r: Reference) -> Result<()> {
+        if matches!(r.holder, Holder::Message { .. }) {
+            return Ok(());
+        }
+        let slot = index.spans.get(&(r.target & !(SPAN_SIZE - 1))).and_then(|s| s.slot(r.target));
+        let word = match (is_slot(r.target), slot) {
+            (true, Some(slot)) => slot.rc_offset(),
+            (true, None) => return Ok(()), // not held: dropped by the caller
+            (false, _) => r.target + HDR_RC,
+        };
+        if rc::published(core.read(word)?) || self.publish.contains(&word) {
+            return Ok(());
+        }
+        self.damage("a root, channel or hold names an unpublished block", r.target)?;
+        self.publish.push(word);
+        match slot {
+            Some(slot) if !self.renew_slots.contains(&slot) => self.renew_slots.push(slot),
+            None if !self.renew_blocks.contains(&r.target) => self.renew_blocks.push(r.target),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Salvage: a renewed record needs its span's page; a span left without one gets a new
+    /// page from the free space. Where the free space has no room for it, the references to
+    /// that span's slots are dropped (reported; the slots are freed) rather than leave a slot
+    /// published without a record.
+    fn room_for_pages(&mut self, index: &Index) {
+        let mut runs: Vec<u64> = Vec::new();
+        let mut run = 0;
+        for b in &self.blocks {
+            if b.tag.is_free() {
+                run += b.tag.size();
+            } else if run > 0 {
+                runs.push(std::mem::take(&mut run));
+            }
+        }
+        runs.push(run);
+        let mut pageless: Vec<u64> = self
+            .renew_slots
+            .iter()
+            .map(|s| s.span)
+            .filter(|p| index.spans.get(p).is_some_and(|s| s.page == 0))
+            .collect();
+        pageless.dedup();
+        for p in pageless {
+            let class = index.spans[&p].class;
+            let need = crate::core::tlsf::block_size(PAGE_ENTRIES + layout(class).0 * 8).unwrap_or(u64::MAX);
+            if let Some(r) = runs.iter_mut().find(|r| **r >= need) {
+                *r -= need;
+                continue;
+            }
+            let lost: Vec<Slot> = self.renew_slots.iter().copied().filter(|s| s.span == p).collect();
+            self.renew_slots.retain(|s| s.span != p);
+            self.publish.retain(|w| !lost.iter().any(|s| s.rc_offset() == *w));
+            let (gone, kept): (Vec<Reference>, Vec<Reference>) =
+                self.references.drain(..).partition(|r| lost.iter().any(|s| s.id() == r.target));
+            self.references = kept;
+            self.dropped.extend(gone);
+        }
     }
 
     /// Other holds per block or slot: one per kept reference.

@@ -51,6 +51,11 @@ pub(crate) unsafe fn commit(base: NonNull<u8>, len: usize) -> io::Result<()> {
 /// 0.4 reads `errno` after `posix_fallocate`, which returns its error instead of setting
 /// `errno`, so a full disk came back as "Success (os error 0)".
 pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    if len > file_size_limit() {
+        // Past the process's file size limit the kernel would send SIGXFSZ, which kills the
+        // process unless it ignores the signal: answer as the call would, without asking.
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    }
     let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
     loop {
         // SAFETY: the descriptor is open for the call's duration; the call takes integers only.
@@ -65,6 +70,18 @@ pub(crate) fn preallocate(file: &File, len: u64) -> io::Result<()> {
             e => return Err(io::Error::from_raw_os_error(e)),
         }
     }
+}
+
+/// The process's file size limit (`RLIMIT_FSIZE`, `ulimit -f`) in bytes; `u64::MAX` if none.
+fn file_size_limit() -> u64 {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the one struct we pass, which outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut rl) } != 0 || rl.rlim_cur == libc::RLIM_INFINITY {
+        return u64::MAX;
+    }
+    #[allow(clippy::unnecessary_cast)] // `rlim_t` is `u64` on Linux, not on every Unix
+    let limit = rl.rlim_cur as u64;
+    limit
 }
 
 /// Whether an error from [`preallocate`] means the disk (or quota, or size limit) is full.

@@ -355,6 +355,12 @@ fn describe_salvage(r: &SalvageReport) -> Vec<String> {
     for d in &r.dropped {
         lines.push(format!("dropped {} {:?}: it named {:#x}, which is lost", d.kind, d.name, d.target));
     }
+    for b in &r.bordering {
+        lines.push(format!(
+            "kept {} {:?} ({:#x}): a quarantined range starts where it ends; if its size was what was hit, its last bytes are there",
+            b.kind, b.name, b.target
+        ));
+    }
     for name in &r.renamed {
         lines.push(format!("renamed a damaged name to {name:?}"));
     }
