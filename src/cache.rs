@@ -711,10 +711,11 @@ impl Heap {
         Ok(table)
     }
 
-    /// Makes this process's counter table now if it has none: at attach (or when an in-process
-    /// heap is made), so that in a fresh heap it sits at the bottom, before any block, rather
-    /// than wherever the heap's used part ends when the first thread cache is made, where it
-    /// would split the free space around it for as long as the process is attached. A store
+    /// Makes this process's counter table now if it has none: when a store is created (or an
+    /// in-process heap made), so that in the fresh heap it sits at the bottom, before any
+    /// block, rather than wherever the heap's used part ends when the first thread cache is
+    /// made, where it would split the free space around it for as long as the process is
+    /// attached. A store
     /// with no room for it is no error, and does not grow for it (a store made at its minimum
     /// size stays so): the first cache makes it later, growing the store if it must.
     pub(crate) fn prepare_caches(&self) {

@@ -75,14 +75,14 @@ impl Heap {
             return true;
         }
         let prev = word.fetch_sub(1, Ordering::Release);
+        if rc::owner_refs(prev) > 1 {
+            return false;
+        }
         if rc::owner_refs(prev) == 0 || rc::owner(prev) != u64::from(self.tag) {
             // We held an owner reference, so the word was damaged (a store is never trusted):
             // give the unit back and leak the block rather than free what others may hold, and
             // keep the family (and so the heap) alive rather than risk ending it early.
             word.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        if rc::owner_refs(prev) > 1 {
             return false;
         }
         fence(Ordering::Acquire);

@@ -68,8 +68,8 @@ fn map_existing(path: &Path) -> Result<(File, MmapRaw, Region)> {
 
 /// Attaches to a validated store and recovers what dead processes left. A recovery that finds
 /// the store damaged leaves it as it was (this process's registry slot included) and is the
-/// error. Then a store of version 1 is upgraded if this process is alone, and the process's
-/// bookkeeping is made before anything else (so it sits low in a fresh heap).
+/// error. Then a store of version 1 is upgraded if this process is alone, and a new store's
+/// creator makes its bookkeeping before anything else (so it sits low in the fresh heap).
 fn finish(
     file: File,
     map: MmapRaw,
@@ -88,7 +88,12 @@ fn finish(
     };
     heap.upgrade_if_alone()?;
     let m = MappedManager::from_parts(heap, path.to_owned(), created, recovery)?;
-    m.heap.prepare_caches();
+    if created {
+        // The creator's bookkeeping goes below every block (`prepare_caches`). A process that
+        // opens an existing store makes its table when it first needs it: opening stays a
+        // scan of the registry, with nothing allocated or zeroed.
+        m.heap.prepare_caches();
+    }
     Ok(m)
 }
 
