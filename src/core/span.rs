@@ -48,7 +48,7 @@ pub(crate) const STARTS: [u64; SLOT_CLASSES as usize] =
 
 /// Where slot 0 starts for `class`-byte slots (a slot size).
 #[inline]
-fn start(class: u64) -> u64 {
+pub(super) fn start(class: u64) -> u64 {
     STARTS[(class / GRANULE - 1) as usize]
 }
 
@@ -71,12 +71,12 @@ pub(crate) fn id_class(id: u64) -> u64 {
 }
 
 /// Whether `class` is a slot size.
-fn valid_class(class: u64) -> bool {
+pub(super) fn valid_class(class: u64) -> bool {
     class % GRANULE == 0 && (GRANULE..=SLOT_MAX).contains(&class)
 }
 
 /// Where the list of spans of `class`-byte slots with a free slot starts.
-fn list_head(class: u64) -> u64 {
+pub(super) fn list_head(class: u64) -> u64 {
     SB_SPAN_LISTS + (class / GRANULE - 1) * 8
 }
 
@@ -317,7 +317,7 @@ impl Core<'_> {
         Ok(())
     }
 
-    fn link_span(&self, p: u64, class: u64) {
+    pub(super) fn link_span(&self, p: u64, class: u64) {
         let head = list_head(class);
         let first = self.load(head);
         self.store(p + SPAN_PREV, 0);
@@ -348,187 +348,6 @@ impl Core<'_> {
         self.store(SB_LIVE_SLOTS, live);
         self.store(SB_SLOT_BYTES, used);
     }
-
-    /// Checks the span whose payload is at `p` (a used block with `SPAN` that a scan found)
-    /// for recovery, reading only: its header (slot size, check word) and its page pointer,
-    /// which is 0 or names a page block the scan found (`is_page`) that names the span back.
-    /// Its count of slots handed out is clamped to its number of slots.
-    pub(crate) fn scan_span(
-        &self,
-        key: u64,
-        p: u64,
-        is_page: impl Fn(u64) -> bool,
-    ) -> Result<std::result::Result<ScannedSpan, SpanDamage>> {
-        let class = self.load(p + SPAN_CLASS);
-        if !valid_class(class) || self.load(p + SPAN_CHECK) != check_word(key, p, SPAN_CHECK_GEN) {
-            return self.done(Err(SpanDamage::Header));
-        }
-        let bump = self.load(p + SPAN_BUMP).min(layout(class).0);
-        let page = self.load(p + SPAN_PAGE);
-        let names_back = || {
-            let fits = self.tag_at(page).size() - HEADER_SIZE >= PAGE_ENTRIES + layout(class).0 * 8;
-            fits && self.load(page + HEADER_SIZE + PAGE_SPAN) == p
-        };
-        if page != 0 && !(is_page(page) && names_back()) {
-            return self.done(Err(SpanDamage::Page(ScannedSpan { p, class, bump, page: 0 })));
-        }
-        self.done(Ok(ScannedSpan { p, class, bump, page }))
-    }
-
-    /// The published slots in use of `span` whose page record is not valid: no page, a
-    /// generation never issued (0, or not below `next_gen`), or a length longer than the slot.
-    pub(crate) fn bad_records(&self, span: &ScannedSpan, next_gen: u64) -> Result<Vec<Slot>> {
-        let mut bad = Vec::new();
-        for index in 0..span.bump {
-            let slot = Slot { span: span.p, index, class: span.class };
-            if !rc::published(self.load(slot.rc_offset())) {
-                continue;
-            }
-            let entry = match span.page {
-                0 => 0,
-                page => self.load(page + HEADER_SIZE + PAGE_ENTRIES + index * 8),
-            };
-            let gen = entry & PAGE_GEN_MASK;
-            if gen == 0 || gen >= next_gen || entry >> 56 > span.class {
-                bad.push(slot);
-            }
-        }
-        self.done(bad)
-    }
-
-    /// The highest generation among the valid records (below `next_gen`) of `span`'s
-    /// published slots, 0 if none.
-    pub(crate) fn top_record(&self, span: &ScannedSpan, next_gen: u64) -> Result<u64> {
-        let mut top = 0;
-        if span.page != 0 {
-            for index in 0..span.bump {
-                let slot = Slot { span: span.p, index, class: span.class };
-                if rc::published(self.load(slot.rc_offset())) {
-                    let gen = self.load(span.page + HEADER_SIZE + PAGE_ENTRIES + index * 8) & PAGE_GEN_MASK;
-                    if gen < next_gen {
-                        top = top.max(gen);
-                    }
-                }
-            }
-        }
-        self.done(top)
-    }
-
-    /// Derives every span's free list and count, the class lists and the slot counters again
-    /// from the slots' reference words, for `spans` (checked by [`Core::scan_span`]: every
-    /// span of the heap, their counts and page pointers as recovery decided), after freeing
-    /// `orphans`, pages no span names (their maker died before linking them). Recovery runs it
-    /// after [`Core::rebuild_from`], so the frees find consistent free lists.
-    pub(crate) fn rebuild_spans_from(&self, spans: &[ScannedSpan], orphans: &[u64]) -> Result<()> {
-        for &page in orphans {
-            self.free(page)?;
-        }
-        for c in 1..=SLOT_CLASSES {
-            self.store(list_head(c * GRANULE), 0);
-        }
-        let (mut live, mut slot_bytes, mut blocks, mut span_bytes) = (0u64, 0u64, 0u64, 0u64);
-        for span in spans {
-            let (p, class) = (span.p, span.class);
-            let (n, _) = layout(class);
-            self.store(p + SPAN_BUMP, span.bump);
-            self.store(p + SPAN_PAGE, span.page);
-            blocks += 1;
-            span_bytes += self.tag_at(p - HEADER_SIZE).size();
-            if span.page != 0 {
-                blocks += 1;
-                span_bytes += self.tag_at(span.page).size();
-            }
-            let (mut head, mut used) = (0u64, 0u64);
-            for index in (0..span.bump).rev() {
-                let slot = Slot { span: p, index, class };
-                if self.load(slot.rc_offset()) == 0 {
-                    self.store(slot.payload(), head);
-                    head = index + 1;
-                } else {
-                    used += 1;
-                }
-            }
-            self.store(p + SPAN_FREE_HEAD, head);
-            self.store(p + SPAN_USED, used);
-            if used < n {
-                self.link_span(p, class);
-            }
-            live += used;
-            slot_bytes += used * class;
-        }
-        self.store(SB_SPAN_BLOCKS, blocks);
-        self.store(SB_SPAN_BYTES, span_bytes);
-        self.store(SB_LIVE_SLOTS, live);
-        self.store(SB_SLOT_BYTES, slot_bytes);
-        self.done(())
-    }
-
-    /// For tests: scans every span and rebuilds them, as recovery does, treating a page
-    /// pointer that names no page of the span's own as none (salvage's repair) and freeing
-    /// pages no span names.
-    #[cfg(test)]
-    pub(crate) fn rebuild_spans(&self, key: u64) -> Result<()> {
-        let mut blocks = Vec::new();
-        self.walk(|b| {
-            blocks.push(b);
-            Ok(())
-        })?;
-        let is_page =
-            |hdr: u64| blocks.iter().any(|b| b.offset == hdr && !b.tag.is_free() && b.tag.is_page());
-        let mut spans = Vec::new();
-        for b in blocks.iter().filter(|b| !b.tag.is_free() && b.tag.is_span()) {
-            match self.scan_span(key, b.offset + HEADER_SIZE, is_page)? {
-                Ok(span) | Err(SpanDamage::Page(span)) => spans.push(span),
-                Err(SpanDamage::Header) => return Err(Error::corrupt("span header", b.offset)),
-            }
-        }
-        let named: Vec<u64> = spans.iter().map(|s| s.page).collect();
-        let orphans: Vec<u64> = blocks
-            .iter()
-            .filter(|b| is_page(b.offset) && !named.contains(&b.offset))
-            .map(|b| b.offset)
-            .collect();
-        self.rebuild_spans_from(&spans, &orphans)
-    }
-}
-
-/// A span as recovery found it ([`Core::scan_span`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ScannedSpan {
-    /// Payload offset.
-    pub(crate) p: u64,
-    /// Slot size.
-    pub(crate) class: u64,
-    /// Slots handed out at least once, at most the span's number of slots.
-    pub(crate) bump: u64,
-    /// Header offset of its publication page, 0 = none.
-    pub(crate) page: u64,
-}
-
-impl ScannedSpan {
-    /// The slot `id` names in this span, if it names one that was handed out (in use or
-    /// not): the id's size bits agree with the span's slot size, its payload is a slot's.
-    pub(crate) fn slot(&self, id: u64) -> Option<Slot> {
-        if !is_slot(id) || id & !(SPAN_SIZE - 1) != self.p || id_class(id) != self.class {
-            return None;
-        }
-        let from = payload_of(id).checked_sub(self.p + start(self.class))?;
-        let index = from / self.class;
-        (from % self.class == 0 && index < self.bump).then_some(Slot {
-            span: self.p,
-            index,
-            class: self.class,
-        })
-    }
-}
-
-/// What is wrong with a span recovery found ([`Core::scan_span`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SpanDamage {
-    /// Its slot size or check word: where its slots lie is unknown.
-    Header,
-    /// Its page pointer names no page of its own; the span is as given, without a page.
-    Page(ScannedSpan),
 }
 
 /// The generation bits of a publication page entry (the slot size minus the length is above).

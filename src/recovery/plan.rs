@@ -13,7 +13,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::core::header::{check_word, rc, Tag, FLAG_PAGE, FLAG_QUARANTINE};
-use crate::core::span::{is_slot, layout, ScannedSpan, Slot, SpanDamage, PAGE_GEN_MASK};
+use crate::core::scan::{ScannedSpan, SpanDamage};
+use crate::core::span::{is_slot, layout, Slot, PAGE_GEN_MASK};
 use crate::core::tlsf::{BlockInfo, Core};
 use crate::directory::{valid_name, Directory, CHANNELS, ROOTS};
 use crate::error::{Error, Result};
