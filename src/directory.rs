@@ -84,7 +84,7 @@ impl Directory {
         let len = u64::from(heap.region.load32(e + ROOT_NAME_LEN)?).min(ROOT_NAME_MAX);
         let mut name = vec![0; len as usize];
         heap.region.read_bytes(e + ROOT_NAME, &mut name)?;
-        Ok(String::from_utf8_lossy(&name).into_owned())
+        Ok(String::from_utf8_lossy(&name).trim_end_matches('\0').to_owned())
     }
 
     /// The entry named `name`.

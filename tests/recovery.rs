@@ -36,6 +36,10 @@ fn main() {
             Trial::test("a_free_block_whose_header_was_hit_is_free_again", free_header_hit),
             Trial::test("a_shrunken_root_is_reported_beside_its_quarantine", shrunken_root),
             Trial::test("garbage_in_a_free_registry_slot_harms_nothing", free_slot_garbage),
+            Trial::test("a_queued_small_message_left_unpublished_is_renewed", unpublished_message),
+            Trial::test("a_size_cut_short_by_less_than_a_block_is_given_back", size_cut_short),
+            Trial::test("a_damaged_store_key_is_restored_from_the_check_words", damaged_key),
+            Trial::test("a_damaged_ring_tail_is_refused_then_repaired", damaged_tail),
         ]
     });
 }
@@ -553,7 +557,8 @@ fn zeroed_root_word() -> Result<(), Failed> {
     let s = small_store()?;
     poke(&s.path, s.big + HDR_RC, &[0; 16])?;
     let report = refuse_then_salvage(&s.path)?;
-    ensure(report.renewed == 1 && report.dropped.is_empty(), format!("{report:?}"))?;
+    ensure(report.renewed.len() == 1 && report.renewed[0].name == "big", format!("{report:?}"))?;
+    ensure(report.dropped.is_empty(), format!("{report:?}"))?;
     small_intact(&s.path)?;
     ensure(MappedManager::recover_file(&s.path).is_ok(), "and recovers cleanly after")
 }
@@ -619,5 +624,97 @@ fn free_slot_garbage() -> Result<(), Failed> {
     let bytes = std::fs::read(&s.path)?;
     let field = |at: u64| u64::from_le_bytes(bytes[at as usize..][..8].try_into().unwrap());
     ensure(field(slot + SLOT_HOLDS) == 0 && field(slot + SLOT_CACHES) == 0, "cleared by recovery")?;
+    small_intact(&s.path)
+}
+
+/// The ring's first queued message (a 30-byte slot): its reference word has its published bit
+/// cleared, and its span's page pointer is garbage. A send publishes a slot before queueing
+/// it, so this is damage: salvage renews the slot's record and the message is received.
+fn unpublished_message() -> Result<(), Failed> {
+    let s = small_store()?;
+    let snap = Snapshot::take(&s.path)?;
+    let (blocks, _) = snap.blocks(|_| {});
+    // The slot that holds 30 bytes of 30s (the roots' slots hold text).
+    let msg = blocks
+        .iter()
+        .filter(|b| b.kind == BlockKind::Slot)
+        .find(|b| snap.payload(b.offset).is_ok_and(|p| p.len() == 30 && p.iter().all(|&x| x == 30)))
+        .ok_or("the message's slot")?
+        .offset;
+    let p = msg & !(SPAN_SIZE - 1);
+    let class = (msg % GRANULE - SLOT_MARK + 1) * GRANULE;
+    let start = (SPAN_RC + 8 * span_slots(class)).next_multiple_of(GRANULE);
+    let word = p + SPAN_RC + 8 * ((payload_of(msg) - p - start) / class);
+    let w = u64::from_le_bytes(std::fs::read(&s.path)?[word as usize..][..8].try_into()?);
+    poke(&s.path, word, &(w & !(1 << 63)).to_le_bytes())?;
+    poke(&s.path, p + SPAN_PAGE, &0x1021_6300_0000_9100u64.to_le_bytes())?;
+    let report = refuse_then_salvage(&s.path)?;
+    ensure(report.dropped.is_empty(), format!("{report:?}"))?;
+    ensure(report.renewed.iter().any(|r| r.kind == "message" && r.target == msg), format!("{report:?}"))?;
+    let m = MappedManager::open(&s.path)?;
+    let rx = m.channel("q", 4)?.receiver()?;
+    let first = rx.try_recv().map_err(|e| format!("the renewed message: {e}"))?;
+    ensure(first.as_slice().starts_with(&[30; 30]), "its bytes")?;
+    ensure(rx.try_recv()?.as_slice() == [184u8; 3000], "the second message")?;
+    ensure(m.check()?.is_sound(), "sound")
+}
+
+/// A root's size field cut by 16, 32 or 48 bytes: what is left before the next block cannot
+/// be a block, so the size was what was hit: salvage gives it back, and says so.
+fn size_cut_short() -> Result<(), Failed> {
+    for cut in [16u64, 32, 48] {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("s.mmheap");
+        let first = {
+            let m = MappedManager::create(&path, &Options::new())?;
+            let (mut a, mut b) = (m.allocate(512)?, m.allocate(512)?);
+            a.as_mut_slice()?.fill(1);
+            b.as_mut_slice()?.fill(2);
+            m.set_root("a", &a)?;
+            m.set_root("b", &b)?;
+            a.offset().get() - HEADER_SIZE
+        };
+        let tag = u64::from_le_bytes(std::fs::read(&path)?[first as usize..][..8].try_into()?);
+        poke(&path, first, &(tag - cut).to_le_bytes())?;
+        let report = refuse_then_salvage(&path)?;
+        ensure(report.resized.iter().any(|r| r.name == "a"), format!("cut {cut}: {report:?}"))?;
+        let m = MappedManager::open(&path)?;
+        ensure(m.root("a")?.ok_or("a")?.as_slice() == [1u8; 512], format!("cut {cut}: a whole again"))?;
+        ensure(m.root("b")?.ok_or("b")?.as_slice() == [2u8; 512], "b")?;
+        ensure(m.check()?.is_sound(), "sound")?;
+    }
+    Ok(())
+}
+
+/// The superblock's key damaged: every check word disagrees with it and agrees on another
+/// key; salvage writes that one back, and nothing is quarantined, dropped or renewed.
+fn damaged_key() -> Result<(), Failed> {
+    for flip in [1u64, 1 << 40, u64::MAX] {
+        let s = small_store()?;
+        let key = u64::from_le_bytes(std::fs::read(&s.path)?[SB_KEY as usize..][..8].try_into()?);
+        poke(&s.path, SB_KEY, &(key ^ flip).to_le_bytes())?;
+        let report = refuse_then_salvage(&s.path)?;
+        ensure(report.key_restored, format!("{report:?}"))?;
+        ensure(
+            report.quarantined.is_empty() && report.dropped.is_empty() && report.renewed.is_empty(),
+            format!("nothing else: {report:?}"),
+        )?;
+        let now = u64::from_le_bytes(std::fs::read(&s.path)?[SB_KEY as usize..][..8].try_into()?);
+        ensure(now == key, "the key is back")?;
+        small_intact(&s.path)?;
+    }
+    Ok(())
+}
+
+/// The ring's `tail` zeroed while two messages are queued: the ring then holds messages
+/// outside its queue, which no crash leaves. Recovery refuses; salvage moves `tail` back over
+/// them, and both are received.
+fn damaged_tail() -> Result<(), Failed> {
+    let s = small_store()?;
+    let bytes = std::fs::read(&s.path)?;
+    let ring = u64::from_le_bytes(bytes[CHANNELS_OFFSET as usize..][..8].try_into()?);
+    poke(&s.path, ring + HEADER_SIZE + RING_TAIL, &0u64.to_le_bytes())?;
+    let report = refuse_then_salvage(&s.path)?;
+    ensure(report.dropped.is_empty(), format!("{report:?}"))?;
     small_intact(&s.path)
 }

@@ -71,8 +71,8 @@ impl Core<'_> {
             let target = anchors.get(anchors.partition_point(|&a| a <= off)).copied().unwrap_or(end);
             let mut from = off;
             // A range shorter than a block cannot stand alone: it takes in the blocks before
-            // it until it can; an anchor before it was cut short by a damaged size, and is
-            // given back what it lost.
+            // it until it can; an anchor before it was cut short by a damaged size field, and
+            // is given back what it lost.
             while target - from < MIN_BLOCK {
                 match blocks.pop() {
                     Some(b) if anchors.binary_search(&b.offset).is_err() => from = b.offset,
@@ -146,14 +146,10 @@ fn swallows(anchors: &[u64], from: u64, to: u64) -> bool {
     anchors.get(i).is_some_and(|&a| a < to)
 }
 
-/// `tag` with its block `by` bytes longer, its length unchanged (the extra bytes are slack)
-/// when the slack field can say so.
+/// `tag` with its block `by` bytes longer: the size field was what was cut short, so the
+/// length it gives grows back too (the slack, a field of its own, was not hit).
 fn lengthened(tag: Tag, by: u64) -> Tag {
-    let longer = Tag(tag.0 + by);
-    if tag.is_free() || tag.slack() + by > crate::core::header::MAX_SLACK {
-        return longer;
-    }
-    Tag(longer.0 + (by << 48))
+    Tag(tag.0 + by)
 }
 
 /// Spans, as recovery reads and rebuilds them.

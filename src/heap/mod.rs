@@ -71,7 +71,9 @@ pub(crate) struct Obtained {
 pub(crate) struct Heap {
     pub(crate) region: Region,
     backing: Box<dyn Backing>,
-    key: u64,
+    /// The store's key (`SB_KEY`), read once; salvage sets it again when it finds the
+    /// superblock's was damaged.
+    key: AtomicU64,
     /// This process's lock and owner tag: registry slot + 1 (1 in-process).
     tag: u32,
     /// This process's hold table (stores shared between processes only). Taken only while the
@@ -157,7 +159,7 @@ impl Heap {
         Ok(Heap {
             region,
             backing,
-            key,
+            key: AtomicU64::new(key),
             tag,
             holds: Mutex::default(),
             id,
@@ -182,8 +184,16 @@ impl Heap {
     }
 
     /// The store's key (check words).
+    #[inline]
     pub(crate) fn key(&self) -> u64 {
-        self.key
+        self.key.load(Ordering::Relaxed)
+    }
+
+    /// Salvage: the store's key is `key` from now on (`SB_KEY` is rewritten with it).
+    pub(crate) fn set_key(&self, key: u64) -> Result<()> {
+        self.region.store(SB_KEY, key)?;
+        self.key.store(key, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Whether an allocation of `len` bytes aligned to `1 << align_log2` for a `MemoryBlock`
@@ -449,7 +459,7 @@ impl Heap {
     fn stamp(&self, g: &Guard<'_>, off: u64, word: u64) -> Result<()> {
         let (gen, _) = self.reserve_generations(g, 1)?;
         self.region.store(off + HDR_GEN, gen)?;
-        self.region.store(off + HDR_CHECK, check_word(self.key, off, gen))?;
+        self.region.store(off + HDR_CHECK, check_word(self.key(), off, gen))?;
         self.rc_word(off)?.store(word, Ordering::Release);
         Ok(())
     }
@@ -667,7 +677,7 @@ impl Heap {
 
     pub(crate) fn check(&self) -> Result<CheckReport> {
         let _g = self.lock()?;
-        self.core().check(self.key)
+        self.core().check(self.key())
     }
 
     pub(crate) fn flush(&self) -> Result<()> {

@@ -222,7 +222,7 @@ impl Heap {
         }
         let (gen, _) = self.reserve_generations(g, 1)?;
         self.region.store(off + HDR_GEN, gen)?;
-        self.region.store(off + HDR_CHECK, check_word(self.key, off, gen))
+        self.region.store(off + HDR_CHECK, check_word(self.key(), off, gen))
     }
 
     /// Marks the block as published: from now on everyone sees it read-only.
@@ -431,7 +431,7 @@ impl Heap {
         if !fits || t.is_free() || self.region.load(off + HDR_GEN)? != h.generation {
             return Err(stale);
         }
-        if self.region.load(off + HDR_CHECK)? != check_word(self.key, off, h.generation) {
+        if self.region.load(off + HDR_CHECK)? != check_word(self.key(), off, h.generation) {
             return Err(stale);
         }
         Ok(off)

@@ -33,6 +33,9 @@ impl Plan {
     /// Applies the plan: repair, recount, free, release the dead slots. Returns what it did.
     pub(crate) fn apply(&self, heap: &Heap, g: &Guard<'_>) -> Result<RecoveryReport> {
         let core = heap.core();
+        if let Some(key) = self.new_key {
+            heap.set_key(key)?;
+        }
         for &(off, tag) in &self.retags {
             core.retag(off, tag)?;
         }
@@ -70,8 +73,10 @@ impl Plan {
         Ok(report)
     }
 
-    /// Salvage's repairs of references: drops those that name nothing valid (compacting the
-    /// rings that lose messages) and renames entries whose names are damaged.
+    /// Repairs of references: clears the ring slot a receiver that died took its message
+    /// from; for salvage, drops the references that name nothing valid (compacting the rings
+    /// that lose messages, moving a `tail` that was damaged) and renames entries whose names
+    /// are damaged.
     fn fix_references(&self, heap: &Heap) -> Result<()> {
         for r in &self.dropped {
             match r.holder {
@@ -85,11 +90,17 @@ impl Plan {
             let lost = |pos: u64| {
                 self.dropped.iter().any(|r| r.holder == Holder::Message { index: ring.index, pos })
             };
-            if !(ring.head..ring.tail).any(lost) {
-                continue;
-            }
             let p = ring.ring + HEADER_SIZE;
             let cap = heap.region.load(p + RING_CAPACITY)?;
+            if ring.tail - ring.head < cap && ring.head > 0 {
+                // The slot a receiver that died took its message from, if it had not cleared
+                // it yet (`Plan::read_ring` allows it only just before `head`).
+                heap.region.store(p + RING_SLOTS + 8 * ((ring.head - 1) % cap), 0)?;
+            }
+            let stored_tail = heap.region.load(p + RING_TAIL)?;
+            if !(ring.head..ring.tail).any(lost) && stored_tail == ring.tail {
+                continue;
+            }
             let slot = |pos: u64| p + RING_SLOTS + 8 * (pos % cap);
             let mut kept = Vec::new();
             for pos in (ring.head..ring.tail).filter(|&pos| !lost(pos)) {
@@ -97,6 +108,10 @@ impl Plan {
             }
             for (i, &msg) in kept.iter().enumerate() {
                 heap.region.store(slot(ring.head + i as u64), msg)?;
+            }
+            // The slots the queue no longer covers are cleared, as a receive clears its own.
+            for pos in ring.head + kept.len() as u64..ring.tail.max(stored_tail) {
+                heap.region.store(slot(pos), 0)?;
             }
             heap.region.store(p + RING_TAIL, ring.head + kept.len() as u64)?;
         }

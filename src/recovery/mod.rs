@@ -99,9 +99,17 @@ pub struct SalvageReport {
     /// Roots and channels whose names were damaged, under the names they have now
     /// (`salvaged-<offset of their block>`).
     pub renamed: Vec<String>,
-    /// Published blocks and slots whose generation, check word or length record was damaged
-    /// and that were given new ones (their old handles are stale; roots keep naming them).
-    pub renewed: u64,
+    /// References whose blocks had their generation, check word, publication or length record
+    /// damaged and were given new ones: their old handles are stale (roots and channels keep
+    /// naming them), and a small block whose length record was lost now reads as long as its
+    /// slot (16, 32, 48 or 64 bytes).
+    pub renewed: Vec<NamedReference>,
+    /// References whose blocks' size field had been cut short (by less than a minimal block,
+    /// so nothing else fits where the rest was) and was given back.
+    pub resized: Vec<NamedReference>,
+    /// Whether the store's key (in the superblock) was damaged and was given back from the
+    /// blocks' check words, which all seal it.
+    pub key_restored: bool,
 }
 
 impl SalvageReport {
@@ -110,7 +118,9 @@ impl SalvageReport {
         !self.quarantined.is_empty()
             || !self.dropped.is_empty()
             || !self.renamed.is_empty()
-            || self.renewed > 0
+            || !self.renewed.is_empty()
+            || !self.resized.is_empty()
+            || self.key_restored
     }
 }
 
@@ -172,15 +182,23 @@ pub(crate) fn salvage_locked(heap: &Heap, g: &Guard<'_>) -> Result<SalvageReport
         bordering.push(named(heap, r)?);
     }
     let dropped = plan.dropped.iter().map(|r| named(heap, r)).collect::<Result<_>>()?;
+    let renewed_ids: Vec<u64> =
+        plan.renew_blocks.iter().copied().chain(plan.renew_slots.iter().map(|s| s.id())).collect();
+    let mut renewed = Vec::new();
+    let mut resized = Vec::new();
+    for r in &plan.references {
+        if renewed_ids.contains(&r.target) {
+            renewed.push(named(heap, r)?);
+        }
+        if plan.resized.contains(&r.target) {
+            resized.push(named(heap, r)?);
+        }
+    }
+    let gone = |h: &Holder| plan.dropped.iter().any(|r| r.holder == *h);
+    let renamed = plan.renamed.iter().filter(|(h, _)| !gone(h)).map(|(_, n)| n.clone()).collect();
+    let key_restored = plan.new_key.is_some();
     let recovery = plan.apply(heap, g)?;
-    Ok(SalvageReport {
-        recovery,
-        quarantined,
-        dropped,
-        bordering,
-        renamed: plan.renamed.iter().map(|(_, n)| n.clone()).collect(),
-        renewed: (plan.renew_blocks.len() + plan.renew_slots.len()) as u64,
-    })
+    Ok(SalvageReport { recovery, quarantined, dropped, bordering, renamed, renewed, resized, key_restored })
 }
 
 /// A reference as a report names it: its kind and its root's or channel's name as far as it

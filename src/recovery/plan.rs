@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::core::header::{check_word, rc, Tag, FLAG_PAGE, FLAG_QUARANTINE};
+use crate::core::header::{check_word, key_of, rc, Tag, FLAG_PAGE, FLAG_QUARANTINE};
 use crate::core::scan::{ScannedSpan, SpanDamage};
 use crate::core::span::{is_slot, layout, Slot, PAGE_GEN_MASK};
 use crate::core::tlsf::{BlockInfo, Core};
@@ -97,6 +97,14 @@ pub(crate) struct Plan {
     /// Salvage: reference words of blocks and slots that references name but that are not
     /// published: published (after their records are renewed).
     pub(crate) publish: Vec<u64>,
+    /// The store's key the plan checks against: the superblock's, or the one salvage found
+    /// the check words agree on.
+    key: u64,
+    /// Salvage: the key the superblock gets again, if its own was damaged.
+    pub(crate) new_key: Option<u64>,
+    /// Salvage: referenced blocks whose size salvage gave back (a size cut short by less than
+    /// a minimal block).
+    pub(crate) resized: Vec<u64>,
 }
 
 /// The plan's view of the tiling: used blocks by header offset, and the spans.
@@ -143,6 +151,9 @@ impl Plan {
             page_spans: Vec::new(),
             retags: Vec::new(),
             publish: Vec::new(),
+            key: heap.key(),
+            new_key: None,
+            resized: Vec::new(),
         };
         // Generations must fit a slot's page record: a counter beyond that was damaged.
         // Salvage takes the highest generation it finds sealed or recorded instead (handles
@@ -154,9 +165,17 @@ impl Plan {
             plan.gen_limit = PAGE_GEN_MASK;
         }
         let candidates = plan.read_references(heap)?;
+        if mode == Mode::Salvage {
+            plan.check_key(&core, &candidates)?;
+        }
         plan.blocks = match mode {
             Mode::Recover => core.scan()?,
-            Mode::Salvage => core.scan_salvage(&anchors(heap, &candidates)?)?,
+            Mode::Salvage => {
+                let anchors = anchors(&core, plan.key, next_gen, &candidates)?;
+                let blocks = core.scan_salvage(&anchors)?;
+                plan.note_resized(&core, &blocks, &candidates)?;
+                blocks
+            }
         };
         let index = plan.check_blocks(heap)?;
         plan.keep_references(&core, &index, candidates)?;
@@ -238,10 +257,25 @@ impl Plan {
     /// what the entry's hold gave it).
     fn read_ring(&mut self, heap: &Heap, index: u64, ring: u64, out: &mut Vec<Reference>) -> Result<()> {
         match ring_shape(heap, ring) {
-            Ok((head, tail, cap)) => {
+            Ok((head, mut tail, cap)) => {
+                let slot = |pos: u64| heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * (pos % cap));
+                // Outside the queue a slot is 0 (a receive clears the slot it took, a ring is
+                // made zeroed), but for the two a crash can leave: the one a send wrote before
+                // moving `tail`, the one a receive took before clearing it. Others mean `head`
+                // or `tail` was damaged: salvage moves `tail` over the run of messages after it.
+                let (from, to) = (tail.saturating_add(1), head.saturating_add(cap - 1));
+                let mut stray = false;
+                for pos in from..to.max(from) {
+                    stray |= slot(pos)? != 0;
+                }
+                if stray {
+                    self.damage("channel ring holds messages outside its queue", ring)?;
+                    while tail - head < cap && tail < u64::MAX && slot(tail)? != 0 {
+                        tail += 1;
+                    }
+                }
                 for pos in head..tail {
-                    let target = heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * (pos % cap))?;
-                    out.push(Reference { holder: Holder::Message { index, pos }, target });
+                    out.push(Reference { holder: Holder::Message { index, pos }, target: slot(pos)? });
                 }
                 self.rings.push(Ring { index, ring, head, tail });
                 Ok(())
@@ -267,12 +301,12 @@ impl Plan {
                 self.check_quarantine(&core, i)?;
             }
             if self.blocks[i].tag.is_plain_used() {
-                top_gen = top_gen.max(self.check_block(&core, heap.key(), b.offset)?);
+                top_gen = top_gen.max(self.check_block(&core, self.key, b.offset)?);
             }
         }
         let mut used: BTreeMap<u64, Tag> =
             self.blocks.iter().filter(|b| !b.tag.is_free()).map(|b| (b.offset, b.tag)).collect();
-        let spans = self.check_spans(&core, heap.key(), &mut used, &mut top_gen)?;
+        let spans = self.check_spans(&core, self.key, &mut used, &mut top_gen)?;
         let named: Vec<u64> = spans.values().map(|s| s.page).collect();
         self.orphans =
             used.iter().filter(|(o, t)| t.is_page() && !named.contains(o)).map(|(o, _)| *o).collect();
@@ -412,6 +446,61 @@ impl Plan {
         }
     }
 
+    /// Salvage: the store's key, which every check word seals. If no check word of what the
+    /// references name agrees with the superblock's key and at least two agree on another,
+    /// the superblock's was damaged: salvage checks against theirs and writes it back. (Else
+    /// every published header would read as damaged, and every span be fenced off.)
+    fn check_key(&mut self, core: &Core<'_>, references: &[Reference]) -> Result<()> {
+        let mut votes: HashMap<u64, u64> = HashMap::new();
+        for r in references {
+            let vote = match is_slot(r.target) {
+                true => {
+                    let p = r.target & !(SPAN_SIZE - 1);
+                    match p.checked_sub(HEADER_SIZE).map(|h| core.block_at(h)) {
+                        Some(Ok(t)) if t.is_span() && !t.is_free() => {
+                            Some(key_of(core.read(p + SPAN_CHECK)?, p, SPAN_CHECK_GEN))
+                        }
+                        _ => None,
+                    }
+                }
+                false => match core.block_at(r.target) {
+                    Ok(t) if t.is_plain_used() && rc::published(core.read(r.target + HDR_RC)?) => {
+                        let gen = core.read(r.target + HDR_GEN)?;
+                        Some(key_of(core.read(r.target + HDR_CHECK)?, r.target, gen))
+                    }
+                    _ => None,
+                },
+            };
+            if let Some(k) = vote {
+                *votes.entry(k).or_default() += 1;
+            }
+        }
+        let best = votes.iter().max_by_key(|(_, &n)| n).map(|(&k, &n)| (k, n));
+        if let Some((k, _)) = best.filter(|&(k, n)| k != self.key && n >= 2 && !votes.contains_key(&self.key))
+        {
+            self.damage("store key does not match its check words", SB_KEY)?;
+            self.key = k;
+            self.new_key = Some(k);
+        }
+        Ok(())
+    }
+
+    /// Salvage: the referenced blocks whose size its scan gave back (their tags in `blocks`
+    /// are longer than in the store).
+    fn note_resized(
+        &mut self,
+        core: &Core<'_>,
+        blocks: &[BlockInfo],
+        references: &[Reference],
+    ) -> Result<()> {
+        for b in blocks.iter().filter(|b| b.tag.is_plain_used()) {
+            if core.tag(b.offset)?.size() != b.tag.size() && references.iter().any(|r| r.target == b.offset) {
+                self.resized.push(b.offset);
+            }
+        }
+        Ok(())
+    }
+
     /// Keeps the references that name a block users hold (or a slot in use) as the scan found
     /// it; the others are damage (salvage drops them, with every message of a ring it drops).
     fn keep_references(&mut self, core: &Core<'_>, index: &Index, candidates: Vec<Reference>) -> Result<()> {
@@ -459,10 +548,13 @@ impl Plan {
 
     /// A root, a channel's ring and a hold name only published blocks (setting a root,
     /// making a channel and resolving a handle publish them first); a queued message's block
-    /// is published by its send's last step, so it may not be yet. An unpublished one is
-    /// damage (its reference word was hit): salvage publishes it with a new generation.
+    /// is published by its send's last step, so it may not be yet (a slot, though, is). An
+    /// unpublished one is damage (its reference word was hit): salvage publishes it with a
+    /// new generation.
     fn check_published(&mut self, core: &Core<'_>, index: &Index, r: Reference) -> Result<()> {
-        if matches!(r.holder, Holder::Message { .. }) {
+        // A send settles a slot's record, which publishes it, before the ring names it; only
+        // a block may be queued unpublished.
+        if matches!(r.holder, Holder::Message { .. }) && !is_slot(r.target) {
             return Ok(());
         }
         let slot = index.spans.get(&(r.target & !(SPAN_SIZE - 1))).and_then(|s| s.slot(r.target));
@@ -577,14 +669,12 @@ fn table_entries(heap: &Heap, table: u64) -> Result<Vec<u64>> {
 /// span's and its span's page), each whose own header checks out without the tiling: it parses
 /// as a block users hold (a span or a page, for a slot) that fits in the heap, and a published
 /// block's check word matches. Sorted, without duplicates.
-fn anchors(heap: &Heap, references: &[Reference]) -> Result<Vec<u64>> {
-    let core = heap.core();
-    let (key, next_gen) = (heap.key(), heap.region.load(SB_NEXT_GEN)?);
+fn anchors(core: &Core<'_>, key: u64, next_gen: u64, references: &[Reference]) -> Result<Vec<u64>> {
     let mut out = Vec::new();
     for r in references {
         match is_slot(r.target) {
-            true => out.extend(span_anchor(&core, key, r.target)?),
-            false => out.extend(block_anchor(&core, key, next_gen, r.target)?),
+            true => out.extend(span_anchor(core, key, r.target)?),
+            false => out.extend(block_anchor(core, key, next_gen, r.target)?),
         }
     }
     out.sort_unstable();

@@ -364,8 +364,20 @@ fn describe_salvage(r: &SalvageReport) -> Vec<String> {
     for name in &r.renamed {
         lines.push(format!("renamed a damaged name to {name:?}"));
     }
-    if r.renewed > 0 {
-        lines.push(format!("{} damaged generation(s) renewed (their old handles are stale)", r.renewed));
+    for n in &r.renewed {
+        lines.push(format!(
+            "renewed {} {:?} ({:#x}): its generation or record was damaged; its old handles are stale",
+            n.kind, n.name, n.target
+        ));
+    }
+    for n in &r.resized {
+        lines.push(format!(
+            "gave {} {:?} ({:#x}) back the size a damaged header cut short",
+            n.kind, n.name, n.target
+        ));
+    }
+    if r.key_restored {
+        lines.push("the store's key was damaged: restored from the blocks' check words".to_owned());
     }
     if !r.found_damage() {
         lines.push("no damage found".to_owned());
