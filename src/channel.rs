@@ -24,7 +24,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -144,9 +144,9 @@ struct Ends {
 /// The end counts of every channel this process has ends of, by (heap id, ring). One mutex
 /// covers the counts and the updates of the endpoint bits, so a last drop and a new end (of
 /// any `Channel` value, on any thread) cannot interleave and leave a bit wrong.
-static ENDS: Mutex<Option<HashMap<(u64, u64), Ends>>> = Mutex::new(None);
+static ENDS: Mutex<BTreeMap<(u64, u64), Ends>> = Mutex::new(BTreeMap::new());
 
-fn ends() -> MutexGuard<'static, Option<HashMap<(u64, u64), Ends>>> {
+fn ends() -> MutexGuard<'static, BTreeMap<(u64, u64), Ends>> {
     ENDS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -162,6 +162,13 @@ pub struct Receiver {
 
 /// The messages a ring holds (header offsets, oldest first), with its shape checked.
 pub(crate) fn ring_contents(heap: &Heap, ring: u64) -> Result<Vec<u64>> {
+    let (head, tail, cap) = ring_shape(heap, ring)?;
+    (head..tail).map(|i| heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * (i % cap))).collect()
+}
+
+/// The (head, tail, capacity) of the ring block at `ring`, checked against its header (a used
+/// block that holds the slots) and each other.
+pub(crate) fn ring_shape(heap: &Heap, ring: u64) -> Result<(u64, u64, u64)> {
     let t = heap.core().block_at(ring)?;
     let p = ring + HEADER_SIZE;
     let cap = heap.region.load(p + RING_CAPACITY)?;
@@ -170,7 +177,7 @@ pub(crate) fn ring_contents(heap: &Heap, ring: u64) -> Result<Vec<u64>> {
     if t.is_free() || cap == 0 || !fits || head > tail || tail - head > cap {
         return Err(Error::corrupt("channel ring is malformed", ring));
     }
-    (head..tail).map(|i| heap.region.load(p + RING_SLOTS + 8 * (i % cap))).collect()
+    Ok((head, tail, cap))
 }
 
 /// Clears the endpoint bits of dead processes in every ring (recovery, under the lock).
@@ -247,7 +254,7 @@ impl Inner {
     fn count_end(&self, field: u64, delta: isize) -> Result<()> {
         let mut all = ends();
         let key = (self.heap.id, self.ring);
-        let ends = all.get_or_insert_with(HashMap::new).entry(key).or_default();
+        let ends = all.entry(key).or_default();
         let count = if field == RING_SENDERS { &mut ends.senders } else { &mut ends.receivers };
         let before = *count;
         let after = before.checked_add_signed(delta).expect("end counts stay balanced");
@@ -256,7 +263,7 @@ impl Inner {
         }
         *count = after;
         if ends.senders == 0 && ends.receivers == 0 {
-            all.as_mut().map(|m| m.remove(&key));
+            all.remove(&key);
         }
         Ok(())
     }
@@ -579,28 +586,17 @@ impl Receiver {
     }
 }
 
-impl Inner {
-    /// Counts a clone of an end: not the first of its kind, so the bit is set already.
-    fn count_clone(&self, field: u64) {
-        let mut all = ends();
-        let ends = all.get_or_insert_with(HashMap::new).entry((self.heap.id, self.ring)).or_default();
-        match field == RING_SENDERS {
-            true => ends.senders += 1,
-            false => ends.receivers += 1,
-        }
-    }
-}
-
 impl Clone for Sender {
     fn clone(&self) -> Self {
-        self.inner.count_clone(RING_SENDERS);
+        // Not the first sender here: the count leaves no zero, so no bit changes (no error).
+        let _ = self.inner.count_end(RING_SENDERS, 1);
         Sender { inner: self.inner.clone() }
     }
 }
 
 impl Clone for Receiver {
     fn clone(&self) -> Self {
-        self.inner.count_clone(RING_RECEIVERS);
+        let _ = self.inner.count_end(RING_RECEIVERS, 1);
         Receiver { inner: self.inner.clone() }
     }
 }

@@ -78,12 +78,25 @@ impl Directory {
         Ok(out)
     }
 
+    /// The name bytes of entry `i`, as many as its length says (at most the longest name),
+    /// and that length.
+    fn raw_name(&self, heap: &Heap, i: u64) -> Result<(Vec<u8>, u64)> {
+        let e = self.entry(i);
+        let len = u64::from(heap.region.load32(e + ROOT_NAME_LEN)?);
+        let mut name = vec![0; len.min(ROOT_NAME_MAX) as usize];
+        heap.region.read_bytes(e + ROOT_NAME, &mut name)?;
+        Ok((name, len))
+    }
+
+    /// Whether entry `i` has a well-formed name: 1 to 48 bytes of UTF-8, no NUL.
+    pub(crate) fn name_ok(&self, heap: &Heap, i: u64) -> Result<bool> {
+        let (name, len) = self.raw_name(heap, i)?;
+        Ok(len <= ROOT_NAME_MAX && valid_name(&name) && std::str::from_utf8(&name).is_ok())
+    }
+
     /// The name of entry `i` as far as it can be read (damaged bytes replaced), for reports.
     pub(crate) fn name_lossy(&self, heap: &Heap, i: u64) -> Result<String> {
-        let e = self.entry(i);
-        let len = u64::from(heap.region.load32(e + ROOT_NAME_LEN)?).min(ROOT_NAME_MAX);
-        let mut name = vec![0; len as usize];
-        heap.region.read_bytes(e + ROOT_NAME, &mut name)?;
+        let (name, _) = self.raw_name(heap, i)?;
         Ok(String::from_utf8_lossy(&name).trim_end_matches('\0').to_owned())
     }
 

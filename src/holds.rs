@@ -81,6 +81,12 @@ impl HoldTable {
 
 /// The entries of a table block at `block` (0 = none): the header offsets it records.
 pub(crate) fn entries(heap: &Heap, block: u64) -> Result<Vec<u64>> {
+    entry_offsets(heap, block)?.into_iter().map(|e| heap.region.load(e)).collect()
+}
+
+/// Where the used entries of the table block at `block` (0 = none) lie in the store; the
+/// table must be a used block with an owner.
+pub(crate) fn entry_offsets(heap: &Heap, block: u64) -> Result<Vec<u64>> {
     if block == 0 {
         return Ok(Vec::new());
     }
@@ -90,8 +96,11 @@ pub(crate) fn entries(heap: &Heap, block: u64) -> Result<Vec<u64>> {
     {
         return Err(crate::Error::corrupt("hold table is not an owned block", block));
     }
-    (0..t.len() / 8)
-        .map(|i| heap.region.load(block + HEADER_SIZE + 8 * i))
-        .filter(|v| !matches!(v, Ok(0)))
-        .collect()
+    let mut out = Vec::new();
+    for e in (0..t.len() / 8).map(|i| block + HEADER_SIZE + 8 * i) {
+        if heap.region.load(e)? != 0 {
+            out.push(e);
+        }
+    }
+    Ok(out)
 }

@@ -68,8 +68,7 @@ impl Tag {
     /// A quarantined range of `size` bytes: a used block that nothing names, never handed
     /// out, never freed.
     pub(crate) fn quarantine(size: u64) -> Tag {
-        debug_assert!(size % GRANULE == 0 && size & !SIZE_MASK == 0);
-        Tag(size | FLAG_QUARANTINE)
+        Tag(size & SIZE_MASK | FLAG_QUARANTINE)
     }
 
     /// Whether this can be the tag of a block users hold: used, none of the structure flags,
@@ -77,8 +76,7 @@ impl Tag {
     /// reads the tag of a block it holds; the full one is [`Tag::well_formed`]).
     #[inline]
     pub(crate) fn holdable(self) -> bool {
-        self.0 & (FLAG_FREE | FLAG_SPAN | FLAG_PAGE | FLAG_QUARANTINE | RESERVED_MASK) == 0
-            && self.size() >= crate::format::MIN_BLOCK
+        self.is_plain_used() && self.0 & RESERVED_MASK == 0 && self.size() >= crate::format::MIN_BLOCK
     }
 
     /// Whether this is a quarantined range.
@@ -88,6 +86,7 @@ impl Tag {
 
     /// Whether this is a used block that users hold: not free, not a span, a page or a
     /// quarantined range.
+    #[inline]
     pub(crate) fn is_plain_used(self) -> bool {
         self.0 & (FLAG_FREE | FLAG_SPAN | FLAG_PAGE | FLAG_QUARANTINE) == 0
     }

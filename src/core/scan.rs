@@ -27,11 +27,10 @@ impl Core<'_> {
     /// written.
     pub(crate) fn scan(&self) -> Result<Vec<BlockInfo>> {
         let end = self.sentinel()?;
-        let grow_from = self.load(SB_GROW_FROM);
         let mut blocks = Vec::new();
         let mut off = HEAP_START;
         while off < end {
-            if off + SENTINEL_SIZE == grow_from && self.tag_at(off).is_sentinel() && end - off >= MIN_BLOCK {
+            if self.growth_left_at(off, end) {
                 blocks.push(BlockInfo { offset: off, tag: Tag::free(end - off) });
                 off = end;
                 break;
@@ -54,12 +53,11 @@ impl Core<'_> {
     /// Returns the tiling, quarantined ranges as blocks with [`Tag::quarantine`] tags.
     pub(crate) fn scan_salvage(&self, anchors: &[u64]) -> Result<Vec<BlockInfo>> {
         let end = self.sentinel()?;
-        let grow_from = self.load(SB_GROW_FROM);
         let mut blocks: Vec<BlockInfo> = Vec::new();
         let mut off = HEAP_START;
         while off < end {
             let beyond = anchors.partition_point(|&a| a <= off) == anchors.len();
-            if beyond && off + SENTINEL_SIZE == grow_from && self.tag_at(off).is_sentinel() {
+            if beyond && self.growth_left_at(off, end) {
                 blocks.push(BlockInfo { offset: off, tag: Tag::free(end - off) });
                 break;
             }
@@ -89,19 +87,27 @@ impl Core<'_> {
                 continue;
             }
             let resume = self.resync(from, target, anchors);
-            blocks.push(BlockInfo { offset: from, tag: self.fenced(from, resume, end) });
+            blocks.push(BlockInfo { offset: from, tag: self.fenced(from, resume) });
             off = resume;
         }
         self.done(blocks)
     }
 
+    /// Whether growth was interrupted with the old end sentinel (a zero tag) at `off`, which
+    /// [`SB_GROW_FROM`] then names: the space from there to the end is free.
+    fn growth_left_at(&self, off: u64, end: u64) -> bool {
+        off + SENTINEL_SIZE == self.load(SB_GROW_FROM)
+            && self.tag_at(off).is_sentinel()
+            && end - off >= MIN_BLOCK
+    }
+
     /// The tag for the damaged range `[from, to)`: a quarantine, unless the range was a free
     /// block whose header alone was hit (its footer, its last word, holds its size, and the
-    /// block after it says its predecessor is free), which holds no data and is free again.
-    fn fenced(&self, from: u64, to: u64, end: u64) -> Tag {
+    /// block after it, or the sentinel, says its predecessor is free), which holds no data and
+    /// is free again.
+    fn fenced(&self, from: u64, to: u64) -> Tag {
         let size = to - from;
-        let successor = if to == end { self.tag_at(end) } else { self.tag_at(to) };
-        if self.load(to - 8) == size && successor.prev_free() {
+        if self.load(to - 8) == size && self.tag_at(to).prev_free() {
             return Tag::free(size);
         }
         Tag::quarantine(size)

@@ -690,7 +690,7 @@ impl<'r> Core<'r> {
                 prev_free = true;
             }
             if b.tag.is_quarantine() {
-                self.write_quarantine(b.offset, b.tag.size());
+                self.rewrite_tag(b.offset, b.tag);
                 q_bytes += b.tag.size();
                 q_blocks += 1;
             }
@@ -720,24 +720,21 @@ impl<'r> Core<'r> {
     }
 
     /// Salvage's repair of the tag of the used block at `off` (a page given back its flag, a
-    /// block given back the length a damaged size took, a quarantine bit a flip set): `tag`,
-    /// the `PREV_FREE` flag kept. A page's header words are zeroed, as a page's are.
+    /// block given back the length a damaged size took, a quarantine bit a flip set).
     pub(crate) fn retag(&self, off: u64, tag: Tag) -> Result<()> {
-        let keep = self.tag_at(off).0 & FLAG_PREV_FREE;
-        self.set_tag(off, Tag(tag.0 | keep));
-        if tag.is_page() {
-            self.zero_words(off + HDR_GEN, (HEADER_SIZE - HDR_GEN) / 8);
-        }
+        self.rewrite_tag(off, tag);
         self.done(())
     }
 
-    /// Makes `[off, off + size)` a quarantined range: its header says so (the rest of its
-    /// header words zeroed, so nothing can name it), its bytes stay as they are. Its
-    /// `PREV_FREE` flag is the caller's.
-    pub(crate) fn write_quarantine(&self, off: u64, size: u64) {
+    /// Writes `tag` at `off`, keeping the `PREV_FREE` flag there. A page's and a quarantined
+    /// range's other header words are zeroed, as they always are (nothing names either by
+    /// them); a quarantined range's bytes after its header stay as they are.
+    fn rewrite_tag(&self, off: u64, tag: Tag) {
         let keep = self.tag_at(off).0 & FLAG_PREV_FREE;
-        self.set_tag(off, Tag(Tag::quarantine(size).0 | keep));
-        self.zero_words(off + HDR_GEN, (HEADER_SIZE - HDR_GEN) / 8);
+        self.set_tag(off, Tag(tag.0 | keep));
+        if tag.is_page() || tag.is_quarantine() {
+            self.zero_words(off + HDR_GEN, (HEADER_SIZE - HDR_GEN) / 8);
+        }
     }
 }
 

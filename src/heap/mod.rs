@@ -224,14 +224,10 @@ impl Heap {
     /// is kept for [`Heap::take_recovered`].
     pub(crate) fn lock(&self) -> Result<Guard<'_>> {
         let (guard, was) = self.lock_as_is()?;
-        if let Some(was) = was {
-            match crate::recovery::recover_locked(self, &guard, false) {
-                Ok(report) => self.note_recovered(&report),
-                Err(e) => {
-                    guard.restore_on_drop(was);
-                    return Err(e);
-                }
-            }
+        if was.is_some() {
+            let report =
+                recovering::or_give_back(&guard, was, crate::recovery::recover_locked(self, &guard, false))?;
+            self.note_recovered(&report);
         }
         // What this thread deferred goes back now, before whatever the lock was taken for.
         if let Some(c) = self.cache_in_use() {
@@ -535,8 +531,7 @@ impl Heap {
         let core = self.core();
         let cap = core.capacity()?;
         let out = Error::out_of_space(len, max);
-        let room =
-            crate::core::tlsf::room_for(len, align_log2).ok_or_else(|| Error::out_of_space(len, max))?;
+        let Some(room) = crate::core::tlsf::room_for(len, align_log2) else { return Err(out) };
         let tail = core.tail_free()?;
         if cap >= max || tail.saturating_add(max - cap) < room {
             return Err(out);

@@ -21,21 +21,13 @@ impl Heap {
     /// `reclaimed_slot` says our slot was taken from a dead process.
     pub(crate) fn recover_as_found(&self, reclaimed_slot: bool) -> Result<crate::RecoveryReport> {
         let (guard, was, own) = self.lock_as_found()?;
-        let done = crate::recovery::recover_locked(self, &guard, reclaimed_slot || own);
-        if let (Err(_), Some(was)) = (&done, was) {
-            guard.restore_on_drop(was);
-        }
-        done
+        or_give_back(&guard, was, crate::recovery::recover_locked(self, &guard, reclaimed_slot || own))
     }
 
     /// Runs salvage under the lock taken as it is found: see `MappedManager::salvage`.
     pub(crate) fn salvage(&self) -> Result<crate::SalvageReport> {
         let (guard, was, _) = self.lock_as_found()?;
-        let done = crate::recovery::salvage_locked(self, &guard);
-        if let (Err(_), Some(was)) = (&done, was) {
-            guard.restore_on_drop(was);
-        }
-        done
+        or_give_back(&guard, was, crate::recovery::salvage_locked(self, &guard))
     }
 
     /// [`Heap::lock_as_is`], and whether the word named this process's own fresh tag: a
@@ -99,4 +91,14 @@ impl Heap {
         }
         Ok(())
     }
+}
+
+/// `done`, the repair owed to a dead lock holder, run under `guard`: if it failed, the lock
+/// goes back to the dead holder as the word `was` was (`Guard::restore_on_drop`), so that the
+/// next taker tries again rather than proceed on a half-changed store.
+pub(super) fn or_give_back<T>(guard: &Guard<'_>, was: Option<u32>, done: Result<T>) -> Result<T> {
+    if let (Err(_), Some(was)) = (&done, was) {
+        guard.restore_on_drop(was);
+    }
+    done
 }

@@ -16,7 +16,7 @@ use crate::core::header::{check_word, key_of, rc, Tag, FLAG_PAGE, FLAG_QUARANTIN
 use crate::core::scan::{ScannedSpan, SpanDamage};
 use crate::core::span::{is_slot, layout, Slot, PAGE_GEN_MASK};
 use crate::core::tlsf::{BlockInfo, Core};
-use crate::directory::{valid_name, Directory, CHANNELS, ROOTS};
+use crate::directory::{CHANNELS, ROOTS};
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::heap::Heap;
@@ -114,13 +114,16 @@ struct Index {
 }
 
 impl Index {
+    /// The slot `id` names in a span the scan kept, if it names one that was handed out.
+    fn slot(&self, id: u64) -> Option<Slot> {
+        self.spans.get(&(id & !(SPAN_SIZE - 1))).and_then(|s| s.slot(id))
+    }
+
     /// Whether `target` (read from the store) names a used block users hold, or a slot in
     /// use, as the scan found them.
     fn holds(&self, core: &Core<'_>, target: u64) -> Result<bool> {
         if is_slot(target) {
-            let Some(slot) = self.spans.get(&(target & !(SPAN_SIZE - 1))).and_then(|s| s.slot(target)) else {
-                return Ok(false);
-            };
+            let Some(slot) = self.slot(target) else { return Ok(false) };
             return Ok(core.read(slot.rc_offset())? != 0);
         }
         Ok(self.used.get(&target).is_some_and(|t| t.is_plain_used()))
@@ -213,7 +216,7 @@ impl Plan {
                     continue;
                 }
                 let holder = if dir.is_roots() { Holder::Root(index) } else { Holder::Channel(index) };
-                if !name_ok(heap, dir, index)? {
+                if !dir.name_ok(heap, index)? {
                     self.damage(what, dir.entry(index))?;
                     let mut name = format!("salvaged-{target:#x}");
                     if self.renamed.iter().any(|(_, n)| *n == name) {
@@ -232,12 +235,9 @@ impl Plan {
                 continue;
             }
             let table = heap.region.load(slot_offset(i) + SLOT_HOLDS)?;
-            if table == 0 {
-                continue;
-            }
             // Salvage runs with no other process alive (`MappedManager::salvage`), and its own
             // process holds nothing: a table of the living is recovery's alone.
-            match table_entries(heap, table) {
+            match crate::holds::entry_offsets(heap, table) {
                 Ok(entries) => {
                     for e in entries {
                         out.push(Reference {
@@ -256,7 +256,7 @@ impl Plan {
     /// shape is wrong is damage (salvage drops the channel, and the ring's block keeps only
     /// what the entry's hold gave it).
     fn read_ring(&mut self, heap: &Heap, index: u64, ring: u64, out: &mut Vec<Reference>) -> Result<()> {
-        match ring_shape(heap, ring) {
+        match crate::channel::ring_shape(heap, ring) {
             Ok((head, mut tail, cap)) => {
                 let slot = |pos: u64| heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * (pos % cap));
                 // Outside the queue a slot is 0 (a receive clears the slot it took, a ring is
@@ -557,7 +557,7 @@ impl Plan {
         if matches!(r.holder, Holder::Message { .. }) && !is_slot(r.target) {
             return Ok(());
         }
-        let slot = index.spans.get(&(r.target & !(SPAN_SIZE - 1))).and_then(|s| s.slot(r.target));
+        let slot = index.slot(r.target);
         let word = match (is_slot(r.target), slot) {
             (true, Some(slot)) => slot.rc_offset(),
             (true, None) => return Ok(()), // not held: dropped by the caller
@@ -623,46 +623,6 @@ impl Plan {
         }
         holds
     }
-}
-
-/// Whether entry `index` of `dir` has a well-formed name: 1 to 48 bytes of UTF-8, no NUL.
-fn name_ok(heap: &Heap, dir: &Directory, index: u64) -> Result<bool> {
-    let e = dir.entry(index);
-    let len = u64::from(heap.region.load32(e + ROOT_NAME_LEN)?);
-    let mut name = vec![0; len.min(ROOT_NAME_MAX) as usize];
-    heap.region.read_bytes(e + ROOT_NAME, &mut name)?;
-    Ok(len <= ROOT_NAME_MAX && valid_name(&name) && std::str::from_utf8(&name).is_ok())
-}
-
-/// The (head, tail, capacity) of the ring block at `ring`, its shape checked against its
-/// header (which must parse as a used block that holds the slots).
-fn ring_shape(heap: &Heap, ring: u64) -> Result<(u64, u64, u64)> {
-    let t = heap.core().block_at(ring)?;
-    let p = ring + HEADER_SIZE;
-    let cap = heap.region.load(p + RING_CAPACITY)?;
-    let (head, tail) = (heap.region.load(p + RING_HEAD)?, heap.region.load(p + RING_TAIL)?);
-    let fits = cap.checked_mul(8).and_then(|b| b.checked_add(RING_SLOTS)).is_some_and(|b| b <= t.len());
-    if !t.is_plain_used() || cap == 0 || !fits || head > tail || tail - head > cap {
-        return Err(Error::corrupt("channel ring is malformed", ring));
-    }
-    Ok((head, tail, cap))
-}
-
-/// Store offsets of the used entries of the hold table at `table`, which must parse as a used
-/// block with an owner.
-fn table_entries(heap: &Heap, table: u64) -> Result<Vec<u64>> {
-    let t = heap.core().block_at(table)?;
-    if !t.is_plain_used() || rc::owner(heap.region.load(table + HDR_RC)?) == 0 {
-        return Err(Error::corrupt("hold table is not an owned block", table));
-    }
-    let mut out = Vec::new();
-    for i in 0..t.len() / 8 {
-        let e = table + HEADER_SIZE + 8 * i;
-        if heap.region.load(e)? != 0 {
-            out.push(e);
-        }
-    }
-    Ok(out)
 }
 
 /// Salvage's anchors: the header offsets of the blocks that references name (for a slot, its
