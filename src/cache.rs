@@ -208,6 +208,8 @@ pub(crate) struct ThreadCache {
     families: AtomicU64,
     /// The heap's users and families; outlives the heap while this cache lives.
     lives: Arc<Lives>,
+    /// The thread's slabs of small raw blocks (in-process heaps: `slab.rs`).
+    pub(crate) slabs: crate::slab::Local,
 }
 
 // SAFETY: `state` is reached only by the one thread that claimed the cache (the claim is an
@@ -554,14 +556,17 @@ impl ThreadCache {
     /// that an exited thread holds no space back from the others. Nothing to do if the heap is
     /// gone (it freed every cache's blocks) or the cache keeps nothing.
     fn give_back_on_exit(&self) {
-        let s = self.state();
-        if s.stacks_empty() && s.n_deferred == 0 {
-            return;
-        }
         // The strong count keeps the heap (and its drop, which drains every cache) away while
         // this runs; if it is the last, the heap is dropped here, after.
         let Some(heap) = self.lives.heap() else { return };
         if self.gone.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        if let Some(slabs) = &heap.slabs {
+            self.slabs.tidy(&heap, slabs);
+        }
+        let s = self.state();
+        if s.stacks_empty() && s.n_deferred == 0 {
             return;
         }
         if let Ok(g) = heap.lock() {
@@ -678,6 +683,7 @@ impl Heap {
             gone: AtomicU8::new(0),
             families: AtomicU64::new(0),
             lives: self.lives.clone(),
+            slabs: Default::default(),
         });
         all.push(c.clone());
         Some(c)
@@ -688,6 +694,19 @@ impl Heap {
     pub(crate) fn families_alive(&self) -> u64 {
         let caches = self.caches();
         caches.iter().fold(self.lives.homeless(), |n, c| n.wrapping_add(c.families.load(Ordering::Acquire)))
+    }
+
+    /// In a child just forked (`fork.rs`): releases the caches claimed by threads other than
+    /// this one, which did not come along; the child's threads claim them, blocks and slabs.
+    pub(crate) fn caches_after_fork(&self, all: &[Arc<ThreadCache>]) {
+        let mine = |c: &Arc<ThreadCache>| {
+            CLAIMS
+                .try_with(|cl| cl.try_borrow().is_ok_and(|cl| cl.0.iter().any(|(_, m)| Arc::ptr_eq(m, c))))
+                .unwrap_or(false)
+        };
+        for c in all.iter().filter(|c| !mine(c)) {
+            c.claimed.store(0, Ordering::Release);
+        }
     }
 
     pub(crate) fn caches(&self) -> MutexGuard<'_, Vec<Arc<ThreadCache>>> {

@@ -8,7 +8,7 @@ use crate::core::region::Region;
 use crate::error::{Error, Result};
 use crate::family::HeapRef;
 use crate::format::{MIN_STORE_SIZE, PAGE_SIZE};
-use crate::heap::{format_region, Backing, Heap, Resizer};
+use crate::heap::{format_region, Backing, Heap};
 use crate::sync::{AtomicU8, Ordering};
 use crate::sys;
 
@@ -185,14 +185,20 @@ impl DefaultManager {
         (!h.locked_here()).then_some(h)
     }
 
-    /// The heap that handed out `p`, with the block's header offset.
+    /// The heap that handed out `p`, if this manager's heap did.
     #[inline]
-    fn owner_of(&self, p: *const u8) -> Option<(&HeapRef, u64)> {
+    fn owner_of(&self, p: *const u8) -> Option<&HeapRef> {
         let h = match &self.heap {
             Some(h) => h,
             None => GLOBAL_HEAP.get()?,
         };
-        Some((h, h.block_of(p)?))
+        h.owns(p).then_some(h)
+    }
+
+    /// Bytes usable at `p`, a block this manager's raw interfaces handed out (`None`: not
+    /// one of this manager's).
+    pub fn usable_size(&self, p: *const u8) -> Option<usize> {
+        self.owner_of(p)?.usable_raw(p).map(|n| n as usize)
     }
 
     /// A new, private heap with the default reservation.
@@ -214,8 +220,9 @@ impl DefaultManager {
         let region = unsafe { Region::new(base, 0, max) };
         backing.grow(&region, initial)?;
         format_region(&region, initial, max, 0)?;
-        let heap = HeapRef::new(Heap::new(region, Box::new(backing), 1)?)?;
+        let heap = HeapRef::new(Heap::new(region, Box::new(backing), 1)?.with_slabs())?;
         heap.prepare_caches();
+        crate::fork::register();
         Ok(DefaultManager { heap: Some(heap) })
     }
 
@@ -262,7 +269,7 @@ unsafe impl GlobalAlloc for DefaultManager {
         match self.owner_of(ptr) {
             // Freeing under our own lock would deadlock; nothing of ours is freed there, but
             // if it were, leaking is the safe answer.
-            Some((h, off)) if !h.locked_here() => h.free_raw(off),
+            Some(h) if !h.locked_here() => h.free_raw(ptr),
             Some(_) => {}
             // SAFETY: not ours, so it came from `System.alloc` with this layout.
             None => unsafe { System.dealloc(ptr, layout) },
@@ -270,14 +277,11 @@ unsafe impl GlobalAlloc for DefaultManager {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if let Some((h, off)) = self.owner_of(ptr) {
-            if !h.locked_here() {
-                return match h.resize(off, layout.size() as u64, new_size as u64, Resizer::Raw) {
-                    Ok(moved) => h
-                        .payload(moved.unwrap_or(off), new_size as u64)
-                        .map_or(std::ptr::null_mut(), NonNull::as_ptr),
-                    Err(_) => std::ptr::null_mut(),
-                };
+        if let Some(h) = self.owner_of(ptr) {
+            if !h.locked_here() && layout.align() <= 16 {
+                return h
+                    .realloc_raw(ptr, layout.size() as u64, new_size as u64)
+                    .map_or(std::ptr::null_mut(), NonNull::as_ptr);
             }
         }
         // SAFETY: the caller's contract; `alloc` and `dealloc` route by address.
@@ -312,8 +316,8 @@ unsafe impl allocator_api2::alloc::Allocator for DefaultManager {
     #[inline]
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         if layout.size() != 0 {
-            if let Some((h, off)) = self.owner_of(ptr.as_ptr()) {
-                h.free_raw(off);
+            if let Some(h) = self.owner_of(ptr.as_ptr()) {
+                h.free_raw(ptr.as_ptr());
             }
         }
     }

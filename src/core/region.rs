@@ -50,6 +50,11 @@ impl Region {
     }
 
     /// Bytes of address space reserved.
+    /// The address of offset 0.
+    pub(crate) fn base_addr(&self) -> usize {
+        self.base.as_ptr() as usize
+    }
+
     pub(crate) fn reserved(&self) -> u64 {
         self.reserved
     }

@@ -20,6 +20,7 @@ use crate::manager::Stats;
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::BlockHandle;
 
+mod raw;
 mod recovering;
 mod refs;
 pub(crate) mod table;
@@ -95,6 +96,8 @@ pub(crate) struct Heap {
     recovered: Mutex<crate::RecoveryReport>,
     /// Set when the heap was given up as found (`abandon`): dropping it writes nothing.
     abandoned: bool,
+    /// Small raw blocks (in-process heaps only: `slab.rs`).
+    pub(crate) slabs: Option<crate::slab::Slabs>,
 }
 
 /// Who resizes a block ([`Heap::resize`]).
@@ -169,7 +172,15 @@ impl Heap {
             spans,
             recovered: Mutex::default(),
             abandoned: false,
+            slabs: None,
         })
+    }
+
+    /// Serves small raw allocations from slabs (an in-process heap, before it is shared with
+    /// any thread).
+    pub(crate) fn with_slabs(mut self) -> Heap {
+        self.slabs = Some(crate::slab::Slabs::new(&self.region));
+        self
     }
 
     /// Whether other processes can attach to the heap (a store).
@@ -284,51 +295,6 @@ impl Heap {
     #[inline]
     pub(crate) fn locked_here(&self) -> bool {
         LOCKED.with(|l| std::ptr::eq(l.get(), self))
-    }
-
-    /// The header offset of the block whose payload starts at `p`, if `p` is in this heap.
-    #[inline]
-    pub(crate) fn block_of(&self, p: *const u8) -> Option<u64> {
-        let off = self.region.offset_of(p)?;
-        off.checked_sub(HEADER_SIZE).filter(|&h| h >= HEAP_START)
-    }
-
-    /// Allocates a block for raw use (the in-process manager's allocator interfaces): no
-    /// `MemoryBlock`, no count. A raw block's reference word stays *parked* (owner this
-    /// process, count 0) from its allocation to its release ([`Heap::free_raw`]): nobody can
-    /// take a reference to a block with count 0, and a raw block is never published, so no
-    /// other reader needs the count. An allocation from this thread's cache then writes
-    /// nothing into the header and a release stores nothing there (it reads the tag): stores
-    /// to a line long gone from the processor's cache are what a churn waits for.
-    #[inline]
-    pub(crate) fn alloc_raw(&self, len: u64, align_log2: u32) -> Option<NonNull<u8>> {
-        if align_log2 == 4 {
-            if let Some((off, _)) = self.cache().and_then(|c| c.take(self, len, false).ok().flatten()) {
-                return self.payload_at(off, len);
-            }
-        }
-        self.alloc_raw_uncached(len, align_log2)
-    }
-
-    /// [`Heap::alloc_raw`] under the lock: carved with one owner reference, then parked.
-    #[cold]
-    fn alloc_raw_uncached(&self, len: u64, align_log2: u32) -> Option<NonNull<u8>> {
-        let off = self.allocate_uncached(len, align_log2, false).ok()?;
-        // Nobody else knows the block yet: a plain store makes its count 0 (see `alloc_raw`).
-        self.rc_word(off).ok()?.store(rc::parked(u64::from(self.tag)), Ordering::Release);
-        self.payload_at(off, len)
-    }
-
-    /// Frees a block from [`Heap::alloc_raw`]: its reference word is parked already, so only
-    /// its header's tag is read (for its size and alignment) before it is parked or freed.
-    #[inline]
-    pub(crate) fn free_raw(&self, off: u64) {
-        // Raw blocks are never slots: the block-only path, after the range check that
-        // `park_or_free` asks for.
-        if self.region.word(off + HDR_RC).is_some() {
-            // SAFETY: the reference word was just range-checked.
-            unsafe { self.park_or_free(off) }
-        }
     }
 
     /// A default-aligned block of `len` bytes from this thread's cache, its payload's range
@@ -621,6 +587,9 @@ impl Heap {
     /// Frees what this thread keeps parked (`MemoryManager::trim`): taking the lock frees its
     /// deferred list, then its stacks go.
     pub(crate) fn trim(&self) -> Result<()> {
+        if let (Some(slabs), Some(c)) = (&self.slabs, self.cache_in_use()) {
+            c.slabs.tidy(self, slabs);
+        }
         let g = self.lock()?;
         self.give_back_cache(&g);
         Ok(())
@@ -667,7 +636,12 @@ impl Heap {
             r.load(SB_SPAN_BLOCKS)?,
             r.load(SB_QUARANTINE_BLOCKS)?,
         ));
-        Ok((used_bytes, live_blocks))
+        // An in-process heap's slabs are core blocks to the core, their blocks the users'.
+        let t = self.slabs.as_ref().map(|s| s.totals()).unwrap_or_default();
+        Ok((
+            used_bytes.saturating_sub(t.core_bytes) + t.live_bytes,
+            live_blocks.saturating_sub(t.core_blocks) + t.live_blocks,
+        ))
     }
 
     pub(crate) fn check(&self) -> Result<CheckReport> {

@@ -87,6 +87,22 @@ pub(crate) unsafe fn get<'h>(index: u16) -> &'h Heap {
     unsafe { &*p }
 }
 
+/// The registered heaps, with the table's mutex held: no heap can be registered, and none can
+/// leave the table (a heap's drop unregisters it first, so every heap listed stays valid while
+/// the guard lives). For `fork.rs`.
+pub(crate) fn all_held() -> (std::sync::MutexGuard<'static, impl Sized>, Vec<&'static Heap>) {
+    let guard = free();
+    let heaps = (1..guard.next.min(ENTRIES))
+        .filter_map(|i| {
+            let p = HEAPS[i].load(Ordering::Acquire);
+            // SAFETY: a registered heap stays alive until it is unregistered, which waits for
+            // the mutex we hold; the caller drops the references before the guard.
+            (!p.is_null()).then(|| unsafe { &*p })
+        })
+        .collect();
+    (guard, heaps)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

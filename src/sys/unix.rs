@@ -41,6 +41,20 @@ pub(crate) unsafe fn commit(base: NonNull<u8>, len: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Gives the pages of `[addr, addr + len)` back to the system (`MADV_DONTNEED`): the range
+/// stays mapped and reads as zeros when touched again. `addr` is rounded up and the end down
+/// to pages; a failure (nothing to give) is ignored, as the memory is simply kept.
+pub(crate) fn purge(addr: usize, len: usize) {
+    let page = 4096;
+    let (start, end) = (addr.next_multiple_of(page), (addr + len) / page * page);
+    if end > start {
+        // SAFETY: callers pass free memory inside a private anonymous reservation of ours that
+        // nobody reads until it is handed out again; DONTNEED only replaces its pages by zero
+        // pages.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
+}
+
 /// Makes sure the first `len` bytes of `file` are allocated on disk, so that touching them
 /// through a mapping can never fault for lack of space: `posix_fallocate` (which never shrinks
 /// the file). A full disk, an exhausted quota or a file size limit is `ErrorKind::StorageFull`

@@ -1,0 +1,740 @@
+//! Slabs: the in-process manager's small raw blocks, without headers, freed from any thread
+//! without the heap lock.
+//!
+//! A raw allocation (`GlobalAlloc`, `allocator_api2`, the drop-in `malloc`) of at most
+//! [`SLAB_MAX`] bytes with at most 16-byte alignment is a block of a *slab*: a used block of
+//! the core (64 KiB for classes up to 1 KiB, 512 KiB above), aligned to 64 KiB, that holds a
+//! 128-byte head and then blocks of one size class, with no per-block header. A byte per
+//! 64 KiB of the heap (the *slab map*) says whether a pointer is in a slab and where it starts,
+//! so `free` finds the block's slab from the pointer alone. Slabs exist only in process memory:
+//! a store never has one.
+//!
+//! Each slab belongs to one thread's [`Local`] (its *owner*: a thread cache's, `cache.rs`).
+//! The owner allocates from the slab's `free` list and puts what it frees on `local_free`,
+//! with plain loads and stores. Any other thread pushes what it frees onto the slab's
+//! `thread_free` list with one compare-and-swap, and the owner takes that whole list when its
+//! other lists are empty (as mimalloc and snmalloc do): a block freed by another thread never
+//! takes a lock, and the owner allocates it again.
+//!
+//! A slab with no block left is taken off its class's queue (it is *full*): the owner sets
+//! the state bits of `thread_free` to [`NOTIFY`] in the same compare-and-swap that finds the
+//! list empty. The next remote free then moves the state to [`NOTIFYING`], pushes its block on
+//! the owner's `delayed` list instead, and sets the state back to [`NORMAL`]; the owner frees
+//! the delayed blocks as its own at its next slow allocation, which puts the slab back on its
+//! queue. So a full slab is found again without the owner ever walking the full ones, and
+//! because a delayed block still counts as used, the slab cannot be retired (or its owner
+//! change) while a remote free is telling its owner about it; retiring also waits out
+//! `NOTIFYING`, the only moment a freer touches a slab after its block is pushed.
+//!
+//! A slab whose blocks are all free again is *retired* when it is not the first of its queue:
+//! it goes to the heap's pool of empty slabs, which another thread takes before carving a new
+//! one. Slabs that stay in the pool for [`PURGE_DELAY`] have their memory given back to the
+//! system (`madvise(MADV_DONTNEED)`), and beyond a few the pool gives them back to the core,
+//! where they merge with free neighbours into space for anything.
+
+use std::cell::UnsafeCell;
+use std::ptr::NonNull;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::core::region::Region;
+use crate::format::{HEADER_SIZE, SPAN_SIZE};
+use crate::heap::Heap;
+use crate::sync::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+
+/// Largest raw allocation served by a slab.
+pub(crate) const SLAB_MAX: u64 = 8 << 10;
+/// Size classes: one per 16 bytes up to 256, then eight per power of two.
+pub(crate) const CLASSES: usize = 16 + 5 * 8;
+/// Bytes of a slab before its first block.
+const HEAD: u64 = 128;
+/// The slab map's unit, and the alignment of every slab.
+const CHUNK_LOG2: u32 = 16;
+const CHUNK: u64 = 1 << CHUNK_LOG2;
+const _: () = assert!(CHUNK == SPAN_SIZE);
+/// Classes above this many bytes live in large slabs.
+const SMALL_SLAB_MAX: u64 = 1024;
+const LARGE_SLAB: u64 = 8 * CHUNK;
+/// How long an empty slab waits in the pool before its memory goes back to the system.
+pub(crate) const PURGE_DELAY: Duration = Duration::from_millis(10);
+/// Empty slabs the pool keeps (per slab size); more go back to the core.
+const POOL_KEEP: usize = 16;
+/// Bytes of fresh blocks a slab links into its free list at a time (so a slab's memory is
+/// touched as it is used, not all at its carving).
+const EXTEND_BYTES: u64 = 4096;
+
+/// States of a slab's `thread_free` word (its low bits; blocks are 16-byte aligned).
+const NORMAL: usize = 0;
+/// The owner took the slab off its queue (full) and asks the next remote free to tell it.
+const NOTIFY: usize = 1;
+/// A remote free is pushing its block on the owner's `delayed` list; others wait.
+const NOTIFYING: usize = 2;
+const STATE: usize = 3;
+
+/// The block size of class `c`.
+pub(crate) const fn class_size(c: usize) -> u64 {
+    if c < 16 {
+        return (c as u64 + 1) * 16;
+    }
+    let (g, sub) = ((c - 16) / 8, (c - 16) % 8);
+    (256 << g) + (sub as u64 + 1) * (32 << g)
+}
+
+/// The class of a request of `len` bytes (`len <= SLAB_MAX`).
+#[inline]
+pub(crate) fn class_of(len: u64) -> usize {
+    if len <= 256 {
+        return (len.max(1) as usize).div_ceil(16) - 1;
+    }
+    let l = 63 - (len - 1).leading_zeros();
+    16 + (l as usize - 8) * 8 + ((len - 1) >> (l - 3)) as usize % 8
+}
+
+/// Bytes of the slab that holds blocks of class `c` (its core block's payload, less the next
+/// block's header, which lies in its last 32 bytes).
+const fn slab_bytes(c: usize) -> u64 {
+    if class_size(c) <= SMALL_SLAB_MAX {
+        CHUNK
+    } else {
+        LARGE_SLAB
+    }
+}
+
+/// A slab's head, at the start of its payload. Every field is an atomic so that a `&Slab` can
+/// be shared; the owner's fields are touched with relaxed loads and stores by the owner alone.
+#[repr(C, align(64))]
+struct Slab {
+    /// Owner: blocks ready to hand out (a list through each block's first word).
+    free: AtomicUsize,
+    /// Owner: blocks the owner freed, handed out again once `free` is empty.
+    local_free: AtomicUsize,
+    /// Owner: blocks handed out and not back on `free` or `local_free` (remote and delayed
+    /// frees count until the owner takes them).
+    used: AtomicU32,
+    /// Owner: blocks from index `bump` on were never handed out.
+    bump: AtomicU32,
+    capacity: AtomicU32,
+    class: AtomicU32,
+    /// Owner: 1 while the slab is on its class's queue.
+    listed: AtomicU32,
+    /// Owner: the queue's links (addresses of slabs, 0 at the ends).
+    next: AtomicUsize,
+    prev: AtomicUsize,
+    /// The owning `Local`, 0 while the slab is in the pool. Set by the owner; read by a remote
+    /// free in state `NOTIFYING`, when it cannot change.
+    owner: AtomicUsize,
+    /// On its own line: blocks freed by other threads, with the state in the low bits.
+    thread_free: Line,
+}
+
+#[repr(C, align(64))]
+struct Line(AtomicUsize);
+
+const _: () = assert!(std::mem::size_of::<Slab>() as u64 == HEAD);
+
+/// A block's link on a free list: its first word.
+///
+/// # Safety
+/// `b` is a free block of a slab (at least 16 bytes, 16-byte aligned) that nobody else touches.
+unsafe fn next_of(b: usize) -> usize {
+    // SAFETY: the caller's precondition.
+    unsafe { (b as *const usize).read() }
+}
+
+/// # Safety
+/// As [`next_of`].
+unsafe fn set_next(b: usize, next: usize) {
+    // SAFETY: the caller's precondition.
+    unsafe { (b as *mut usize).write(next) }
+}
+
+impl Slab {
+    fn get(a: &AtomicUsize) -> usize {
+        a.load(Ordering::Relaxed)
+    }
+    fn set(a: &AtomicUsize, v: usize) {
+        a.store(v, Ordering::Relaxed)
+    }
+    fn addr(&self) -> usize {
+        self as *const Slab as usize
+    }
+    fn size(&self) -> usize {
+        class_size(self.class.load(Ordering::Relaxed) as usize) as usize
+    }
+
+    /// Prepares a fresh (or pooled) slab of class `c` for `owner`.
+    fn init(&self, c: usize, bytes: u64, owner: &Local) {
+        let capacity = (bytes - HEADER_SIZE - HEAD) / class_size(c);
+        Slab::set(&self.free, 0);
+        Slab::set(&self.local_free, 0);
+        self.used.store(0, Ordering::Relaxed);
+        self.bump.store(0, Ordering::Relaxed);
+        self.capacity.store(capacity as u32, Ordering::Relaxed);
+        self.class.store(c as u32, Ordering::Relaxed);
+        self.listed.store(0, Ordering::Relaxed);
+        Slab::set(&self.next, 0);
+        Slab::set(&self.prev, 0);
+        self.thread_free.0.store(NORMAL, Ordering::Relaxed);
+        self.owner.store(owner as *const Local as usize, Ordering::Release);
+    }
+
+    /// Owner: refills `free` from `local_free`, then from `thread_free`, then from the blocks
+    /// never handed out. Returns whether `free` has a block.
+    fn refill(&self) -> bool {
+        let local = Slab::get(&self.local_free);
+        if local != 0 {
+            Slab::set(&self.free, local);
+            Slab::set(&self.local_free, 0);
+            return true;
+        }
+        self.collect() || self.extend()
+    }
+
+    /// Owner, slab on its queue (state `NORMAL`): takes the blocks other threads freed.
+    fn collect(&self) -> bool {
+        if self.thread_free.0.load(Ordering::Relaxed) & !STATE == 0 {
+            return false;
+        }
+        let head = self.thread_free.0.swap(NORMAL, Ordering::Acquire) & !STATE;
+        let (mut tail, mut n) = (head, 1u32);
+        // SAFETY: the blocks on `thread_free` are free blocks of this slab, pushed by their
+        // freers (release) and taken whole here (acquire): nobody else touches them now.
+        while let next @ 1.. = unsafe { next_of(tail) } {
+            tail = next;
+            n += 1;
+        }
+        // SAFETY: as above; `tail` ends the list taken.
+        unsafe { set_next(tail, Slab::get(&self.free)) };
+        Slab::set(&self.free, head);
+        self.used.store(self.used.load(Ordering::Relaxed).wrapping_sub(n), Ordering::Relaxed);
+        true
+    }
+
+    /// Owner: links up to [`EXTEND_BYTES`] of never-used blocks into `free`.
+    fn extend(&self) -> bool {
+        let (bump, cap) = (self.bump.load(Ordering::Relaxed), self.capacity.load(Ordering::Relaxed));
+        if bump >= cap {
+            return false;
+        }
+        let size = self.size();
+        let n = (EXTEND_BYTES as usize / size).clamp(1, (cap - bump) as usize);
+        let first = self.addr() + HEAD as usize + bump as usize * size;
+        for i in 0..n {
+            let b = first + i * size;
+            let next = if i + 1 < n { b + size } else { Slab::get(&self.free) };
+            // SAFETY: `b` is a block of this slab never handed out: nobody else knows it.
+            unsafe { set_next(b, next) };
+        }
+        Slab::set(&self.free, first);
+        self.bump.store(bump + n as u32, Ordering::Relaxed);
+        true
+    }
+
+    /// Owner: asks to be told of the next remote free, if none came since the last collect.
+    /// `false` (and nothing changed) if blocks are waiting on `thread_free`.
+    fn ask_notify(&self) -> bool {
+        self.thread_free.0.compare_exchange(NORMAL, NOTIFY, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// Owner: back to `NORMAL` (the slab goes back on its queue), waiting out a remote free
+    /// that is telling us about it.
+    fn stop_notify(&self) {
+        loop {
+            let w = self.thread_free.0.load(Ordering::Acquire);
+            match w & STATE {
+                NOTIFY => {
+                    if self
+                        .thread_free
+                        .0
+                        .compare_exchange(w, w & !STATE, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        return;
+                    }
+                }
+                NOTIFYING => std::hint::spin_loop(),
+                _ => return,
+            }
+        }
+    }
+
+    /// Any thread but the owner: frees block `b` of this slab.
+    fn free_remote(&self, b: usize) {
+        let tf = &self.thread_free.0;
+        let mut w = tf.load(Ordering::Relaxed);
+        loop {
+            match w & STATE {
+                NOTIFY => match tf.compare_exchange_weak(
+                    w,
+                    w ^ NOTIFY ^ NOTIFYING,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        let owner = self.owner.load(Ordering::Acquire);
+                        // SAFETY: in `NOTIFYING` the slab cannot be retired or change owner
+                        // (`stop_notify`, `Local::retire`), and `Local`s live as long as their
+                        // heap, which the caller's block keeps alive.
+                        unsafe { &*(owner as *const Local) }.push_delayed(b);
+                        tf.fetch_and(!STATE, Ordering::Release);
+                        return;
+                    }
+                    Err(now) => w = now,
+                },
+                NOTIFYING => {
+                    std::hint::spin_loop();
+                    w = tf.load(Ordering::Relaxed);
+                }
+                _ => {
+                    // SAFETY: `b` is a block being freed: its caller gave it up.
+                    unsafe { set_next(b, w & !STATE) };
+                    match tf.compare_exchange_weak(w, b | (w & STATE), Ordering::Release, Ordering::Relaxed) {
+                        Ok(_) => return,
+                        Err(now) => w = now,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One thread's slabs for one heap: a queue per class of slabs that may have free blocks
+/// (the first is the one allocated from), and the blocks remote frees delayed for it.
+pub(crate) struct Local {
+    /// First slab of each class's queue (address, 0 if none): touched by the owning thread
+    /// only (the one that claimed the thread cache this lives in, or whoever holds the
+    /// overflow mutex).
+    queues: UnsafeCell<[usize; CLASSES]>,
+    /// Blocks of full slabs freed by other threads, pushed with a compare-and-swap and taken
+    /// whole by the owner.
+    delayed: AtomicUsize,
+}
+
+// SAFETY: `queues` is reached only by the one thread that owns the `Local` (see the field);
+// `delayed` is atomic.
+unsafe impl Sync for Local {}
+// SAFETY: as above; nothing in it is tied to a thread.
+unsafe impl Send for Local {}
+
+impl Default for Local {
+    fn default() -> Self {
+        Local { queues: UnsafeCell::new([0; CLASSES]), delayed: AtomicUsize::new(0) }
+    }
+}
+
+impl Local {
+    #[allow(clippy::mut_from_ref)]
+    fn queues(&self) -> &mut [usize; CLASSES] {
+        // SAFETY: only the owning thread calls this and keeps no reference across calls.
+        unsafe { &mut *self.queues.get() }
+    }
+
+    fn push_delayed(&self, b: usize) {
+        let mut head = self.delayed.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: `b` is a block being freed: nobody else touches it.
+            unsafe { set_next(b, head) };
+            match self.delayed.compare_exchange_weak(head, b, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    /// Owner: allocates a block of class `c`, the fast path.
+    #[inline]
+    pub(crate) fn alloc(&self, heap: &Heap, slabs: &Slabs, c: usize) -> Option<NonNull<u8>> {
+        let first = self.queues()[c];
+        if first != 0 {
+            // SAFETY: slabs on our queues are live slabs we own.
+            let s = unsafe { &*(first as *const Slab) };
+            let b = Slab::get(&s.free);
+            if b != 0 {
+                // SAFETY: `b` is on our slab's free list: a free block only we touch.
+                Slab::set(&s.free, unsafe { next_of(b) });
+                s.used.store(s.used.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+                return NonNull::new(b as *mut u8);
+            }
+        }
+        self.alloc_slow(heap, slabs, c)
+    }
+
+    #[cold]
+    fn alloc_slow(&self, heap: &Heap, slabs: &Slabs, c: usize) -> Option<NonNull<u8>> {
+        self.take_delayed(heap, slabs);
+        loop {
+            let first = self.queues()[c];
+            if first == 0 {
+                let s = slabs.fresh(heap, self, c)?;
+                self.enqueue(s);
+                continue;
+            }
+            // SAFETY: as in `alloc`.
+            let s = unsafe { &*(first as *const Slab) };
+            if s.refill() {
+                return self.alloc(heap, slabs, c);
+            }
+            // Full: off the queue, unless a remote free came in the meantime.
+            self.dequeue(s);
+            if !s.ask_notify() {
+                self.enqueue_front(s);
+            }
+        }
+    }
+
+    /// Owner: frees the delayed blocks as our own.
+    fn take_delayed(&self, heap: &Heap, slabs: &Slabs) {
+        if self.delayed.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut b = self.delayed.swap(0, Ordering::Acquire);
+        while b != 0 {
+            // SAFETY: delayed blocks are free blocks pushed for us (release, taken acquire).
+            let next = unsafe { next_of(b) };
+            if let Some(s) = slabs.slab_of_addr(b) {
+                self.free_local(heap, slabs, s, b);
+            }
+            b = next;
+        }
+    }
+
+    /// Owner: frees block `b` of our slab `s`.
+    #[inline]
+    fn free_local(&self, heap: &Heap, slabs: &Slabs, s: &Slab, b: usize) {
+        // SAFETY: `b` is a block of our slab being freed: only we touch it now.
+        unsafe { set_next(b, Slab::get(&s.local_free)) };
+        Slab::set(&s.local_free, b);
+        let used = s.used.load(Ordering::Relaxed).wrapping_sub(1);
+        s.used.store(used, Ordering::Relaxed);
+        if used == 0 || s.listed.load(Ordering::Relaxed) == 0 {
+            self.free_local_slow(heap, slabs, s);
+        }
+    }
+
+    #[cold]
+    fn free_local_slow(&self, heap: &Heap, slabs: &Slabs, s: &Slab) {
+        if s.listed.load(Ordering::Relaxed) == 0 {
+            s.stop_notify();
+            self.enqueue(s);
+        }
+        let c = s.class.load(Ordering::Relaxed) as usize;
+        if s.used.load(Ordering::Relaxed) == 0 && self.queues()[c] != s.addr() {
+            self.dequeue(s);
+            slabs.retire(heap, s);
+        }
+    }
+
+    /// Puts `s` on its queue, second (after the one being allocated from), or first if alone.
+    fn enqueue(&self, s: &Slab) {
+        let c = s.class.load(Ordering::Relaxed) as usize;
+        let first = self.queues()[c];
+        if first == 0 {
+            return self.enqueue_front(s);
+        }
+        // SAFETY: slabs on our queues are live slabs we own.
+        let f = unsafe { &*(first as *const Slab) };
+        let after = Slab::get(&f.next);
+        Slab::set(&s.prev, first);
+        Slab::set(&s.next, after);
+        if after != 0 {
+            // SAFETY: as above.
+            Slab::set(&unsafe { &*(after as *const Slab) }.prev, s.addr());
+        }
+        Slab::set(&f.next, s.addr());
+        s.listed.store(1, Ordering::Relaxed);
+    }
+
+    fn enqueue_front(&self, s: &Slab) {
+        let c = s.class.load(Ordering::Relaxed) as usize;
+        let first = self.queues()[c];
+        Slab::set(&s.prev, 0);
+        Slab::set(&s.next, first);
+        if first != 0 {
+            // SAFETY: slabs on our queues are live slabs we own.
+            Slab::set(&unsafe { &*(first as *const Slab) }.prev, s.addr());
+        }
+        self.queues()[c] = s.addr();
+        s.listed.store(1, Ordering::Relaxed);
+    }
+
+    fn dequeue(&self, s: &Slab) {
+        let (prev, next) = (Slab::get(&s.prev), Slab::get(&s.next));
+        if prev != 0 {
+            // SAFETY: slabs on our queues are live slabs we own.
+            Slab::set(&unsafe { &*(prev as *const Slab) }.next, next);
+        } else {
+            self.queues()[s.class.load(Ordering::Relaxed) as usize] = next;
+        }
+        if next != 0 {
+            // SAFETY: as above.
+            Slab::set(&unsafe { &*(next as *const Slab) }.prev, prev);
+        }
+        s.listed.store(0, Ordering::Relaxed);
+    }
+
+    /// Owner, when its thread exits or trims: takes delayed and remote frees and retires every
+    /// slab with no block in use, the first of each queue included.
+    pub(crate) fn tidy(&self, heap: &Heap, slabs: &Slabs) {
+        self.take_delayed(heap, slabs);
+        for c in 0..CLASSES {
+            let mut at = self.queues()[c];
+            while at != 0 {
+                // SAFETY: slabs on our queues are live slabs we own.
+                let s = unsafe { &*(at as *const Slab) };
+                at = Slab::get(&s.next);
+                s.collect();
+                if s.used.load(Ordering::Relaxed) == 0 {
+                    self.dequeue(s);
+                    slabs.retire(heap, s);
+                }
+            }
+        }
+    }
+}
+
+/// An empty slab in the pool.
+#[derive(Clone, Copy)]
+struct Pooled {
+    addr: usize,
+    since: Option<Instant>,
+    purged: bool,
+}
+
+/// Empty slabs of one size, oldest first. A fixed array: the pool is used from inside the
+/// allocator, which must not allocate.
+pub(crate) struct Pool {
+    slabs: [Pooled; POOL_KEEP + 1],
+    n: usize,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool { slabs: [Pooled { addr: 0, since: None, purged: false }; POOL_KEEP + 1], n: 0 }
+    }
+}
+
+impl Pool {
+    fn pop(&mut self) -> Option<usize> {
+        self.n = self.n.checked_sub(1)?;
+        Some(self.slabs[self.n].addr)
+    }
+
+    /// Adds a slab; returns the oldest if the pool holds more than it keeps.
+    fn push(&mut self, addr: usize, now: Instant) -> Option<usize> {
+        self.slabs[self.n] = Pooled { addr, since: Some(now), purged: false };
+        self.n += 1;
+        if self.n <= POOL_KEEP {
+            return None;
+        }
+        let oldest = self.slabs[0].addr;
+        self.slabs.copy_within(1..self.n, 0);
+        self.n -= 1;
+        Some(oldest)
+    }
+}
+
+/// The heap's side: the slab map, the pool of empty slabs, and the `Local` of threads that
+/// have no thread cache.
+pub(crate) struct Slabs {
+    base: usize,
+    /// Per 64 KiB of the heap: 0 if no slab starts at or covers it, else 1 + how many units
+    /// before it its slab starts.
+    map: Box<[AtomicU8]>,
+    /// Empty slabs, small ones and large ones, oldest first.
+    pool: [Mutex<Pool>; 2],
+    /// One past the highest unit a slab was ever carved at (bounds [`Slabs::totals`]).
+    high: AtomicUsize,
+    /// For threads without a thread cache (all taken), under its mutex.
+    pub(crate) overflow: Mutex<Local>,
+}
+
+impl Slabs {
+    /// Slabs over `region` (the reservation's whole length is mapped).
+    pub(crate) fn new(region: &Region) -> Slabs {
+        let units = (region.reserved() >> CHUNK_LOG2) as usize + 1;
+        Slabs {
+            base: region.base_addr(),
+            map: (0..units).map(|_| AtomicU8::new(0)).collect(),
+            pool: [Mutex::default(), Mutex::default()],
+            high: AtomicUsize::new(0),
+            overflow: Mutex::default(),
+        }
+    }
+
+    /// The slab holding the block at heap offset `off`, if any.
+    #[inline]
+    fn slab_at(&self, off: u64) -> Option<&Slab> {
+        let unit = (off >> CHUNK_LOG2) as usize;
+        let back = self.map.get(unit)?.load(Ordering::Acquire);
+        if back == 0 {
+            return None;
+        }
+        let start = (unit - usize::from(back - 1)) << CHUNK_LOG2;
+        // SAFETY: the map names only live slabs, whose heads are initialised before the map
+        // is set (release, read acquire above) and which stay mapped while the heap lives.
+        Some(unsafe { &*((self.base + start) as *const Slab) })
+    }
+
+    fn slab_of_addr(&self, b: usize) -> Option<&Slab> {
+        self.slab_at(b.checked_sub(self.base)? as u64)
+    }
+
+    /// Whether `off` is in a slab, with its block's usable size.
+    #[inline]
+    pub(crate) fn usable(&self, off: u64) -> Option<u64> {
+        self.slab_at(off).map(|s| s.size() as u64)
+    }
+
+    /// Frees the slab block at heap offset `off` (its address `p`), `me` being the calling
+    /// thread's `Local` if it has one. `false` if `off` is not in a slab.
+    #[inline]
+    pub(crate) fn free(&self, heap: &Heap, off: u64, p: usize, me: Option<&Local>) -> bool {
+        let Some(s) = self.slab_at(off) else { return false };
+        match me {
+            Some(l) if s.owner.load(Ordering::Relaxed) == l as *const Local as usize => {
+                l.free_local(heap, self, s, p)
+            }
+            _ => s.free_remote(p),
+        }
+        true
+    }
+
+    /// A slab for class `c` owned by `owner`: from the pool, else carved from the core.
+    fn fresh(&self, heap: &Heap, owner: &Local, c: usize) -> Option<&Slab> {
+        let bytes = slab_bytes(c);
+        let large = usize::from(bytes == LARGE_SLAB);
+        let pooled = lock(&self.pool[large]).pop();
+        let addr = match pooled {
+            Some(a) => a,
+            None => {
+                let off = heap.carve_slab(bytes - HEADER_SIZE)?;
+                self.base + off as usize
+            }
+        };
+        // SAFETY: `addr` is the payload of a slab-sized core block we carved (or that the pool
+        // kept), 64 KiB aligned, that nobody else uses.
+        let s = unsafe { &*(addr as *const Slab) };
+        s.init(c, bytes, owner);
+        self.mark(addr - self.base, bytes);
+        Some(s)
+    }
+
+    fn mark(&self, off: usize, bytes: u64) {
+        let first = off >> CHUNK_LOG2;
+        self.high.fetch_max(first + (bytes >> CHUNK_LOG2) as usize, Ordering::Release);
+        for i in 0..(bytes >> CHUNK_LOG2) as usize {
+            self.map[first + i].store(i as u8 + 1, Ordering::Release);
+        }
+    }
+
+    /// Puts the empty slab `s` (off every queue, no block in use) in the pool; purges what
+    /// waited there long enough, and gives the core what the pool does not keep.
+    fn retire(&self, heap: &Heap, s: &Slab) {
+        while s.thread_free.0.load(Ordering::Acquire) & STATE == NOTIFYING {
+            std::hint::spin_loop();
+        }
+        s.owner.store(0, Ordering::Relaxed);
+        let bytes = slab_bytes(s.class.load(Ordering::Relaxed) as usize);
+        let now = Instant::now();
+        let give = {
+            let mut pool = lock(&self.pool[usize::from(bytes == LARGE_SLAB)]);
+            let give = pool.push(s.addr(), now);
+            purge_old(&mut pool, now, bytes);
+            give
+        };
+        if let Some(a) = give {
+            self.give_back(heap, a, bytes);
+        }
+    }
+
+    /// Returns an empty slab to the core (under the heap's lock).
+    #[cold]
+    fn give_back(&self, heap: &Heap, addr: usize, bytes: u64) {
+        let first = (addr - self.base) >> CHUNK_LOG2;
+        for i in 0..(bytes >> CHUNK_LOG2) as usize {
+            self.map[first + i].store(0, Ordering::Release);
+        }
+        heap.free_slab((addr - self.base) as u64);
+    }
+
+    /// What the slabs hold, read without stopping their owners (exact when they are quiet):
+    /// the core bytes and blocks of every slab carved and not given back, and the bytes and
+    /// blocks handed out from them. A block freed by another thread counts until its slab's
+    /// owner takes it back (its next allocation that finds its slab empty, or its exit).
+    pub(crate) fn totals(&self) -> SlabTotals {
+        let mut t = SlabTotals::default();
+        let high = self.high.load(Ordering::Acquire).min(self.map.len());
+        for (unit, m) in self.map[..high].iter().enumerate() {
+            if m.load(Ordering::Acquire) != 1 {
+                continue;
+            }
+            // SAFETY: a unit marked 1 starts a live slab (as in `slab_at`).
+            let s = unsafe { &*((self.base + (unit << CHUNK_LOG2)) as *const Slab) };
+            let large = self.map.get(unit + 1).is_some_and(|n| n.load(Ordering::Relaxed) == 2);
+            let used = u64::from(s.used.load(Ordering::Relaxed).min(s.capacity.load(Ordering::Relaxed)));
+            t.core_bytes += if large { LARGE_SLAB } else { CHUNK };
+            t.core_blocks += 1;
+            t.live_blocks += used;
+            t.live_bytes += used * s.size() as u64;
+        }
+        t
+    }
+
+    /// Takes every pool mutex (fork: held across it, see `fork.rs`).
+    pub(crate) fn lock_all(&self) -> [std::sync::MutexGuard<'_, Pool>; 2] {
+        [lock(&self.pool[0]), lock(&self.pool[1])]
+    }
+}
+
+/// Gives the memory of slabs that waited [`PURGE_DELAY`] in `pool` back to the system.
+fn purge_old(pool: &mut Pool, now: Instant, bytes: u64) {
+    let n = pool.n;
+    for p in pool.slabs[..n].iter_mut() {
+        let old = p.since.is_some_and(|t| now.duration_since(t) >= PURGE_DELAY);
+        if old && !p.purged {
+            // The last page holds the next core block's header: kept.
+            crate::sys::purge(p.addr, (bytes - crate::format::PAGE_SIZE) as usize);
+            p.purged = true;
+        }
+    }
+}
+
+/// [`Slabs::totals`].
+#[derive(Default, Clone, Copy, Debug)]
+pub(crate) struct SlabTotals {
+    pub(crate) core_bytes: u64,
+    pub(crate) core_blocks: u64,
+    pub(crate) live_bytes: u64,
+    pub(crate) live_blocks: u64,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_are_ordered_and_cover_every_size() {
+        for c in 1..CLASSES {
+            assert!(class_size(c) > class_size(c - 1));
+            assert_eq!(class_size(c) % 16, 0);
+        }
+        assert_eq!(class_size(CLASSES - 1), SLAB_MAX);
+        for len in 1..=SLAB_MAX {
+            let c = class_of(len);
+            assert!(class_size(c) >= len, "{len} -> {c}");
+            assert!(c == 0 || class_size(c - 1) < len, "{len} -> {c} is not the smallest");
+        }
+    }
+
+    #[test]
+    fn slabs_hold_enough_blocks() {
+        for c in 0..CLASSES {
+            let n = (slab_bytes(c) - HEADER_SIZE - HEAD) / class_size(c);
+            assert!(n >= 7, "class {c}: {n} blocks");
+        }
+    }
+}
