@@ -317,6 +317,8 @@ thread_local! {
     /// The cache used last: (heap id, cache). Checked before anything else.
     static LAST: Cell<(u64, *const ThreadCache)> = const { Cell::new((0, std::ptr::null())) };
     static CLAIMS: RefCell<Claims> = const { RefCell::new(Claims(Vec::new())) };
+    /// Set while this thread claims a cache (`Heap::cache_slow`).
+    static CLAIMING: Cell<bool> = const { Cell::new(false) };
 }
 
 impl ThreadCache {
@@ -629,6 +631,19 @@ impl Heap {
 
     #[cold]
     fn cache_slow(&self) -> Option<&ThreadCache> {
+        // Claiming allocates (the claim list, the cache), and the first use of `CLAIMS`
+        // registers its destructor, which allocates inside the C library: when this crate is
+        // `malloc` (the drop-in library) those allocations come back here. They are served
+        // without a cache (`None`) rather than claim again, which would recurse.
+        if CLAIMING.replace(true) {
+            return None;
+        }
+        let p = self.claim_for_thread();
+        CLAIMING.set(false);
+        p
+    }
+
+    fn claim_for_thread(&self) -> Option<&ThreadCache> {
         let found = CLAIMS.try_with(|claims| {
             let mut claims = claims.try_borrow_mut().ok()?;
             if let Some((_, c)) = claims.0.iter().find(|(id, _)| *id == self.id) {

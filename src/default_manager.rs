@@ -1,6 +1,6 @@
 //! `DefaultManager`: the same heap over this process's own memory.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 
@@ -241,6 +241,36 @@ impl DefaultManager {
     }
 }
 
+/// Where allocations the heap cannot serve go (see the `GlobalAlloc` impl): the system
+/// allocator, or, when this crate *is* the system allocator (the drop-in `malloc` library,
+/// feature `libc-fallback`), glibc's own functions under their internal names, which calling
+/// `malloc` would not reach.
+#[cfg(not(feature = "libc-fallback"))]
+use std::alloc::System as Fallback;
+
+#[cfg(feature = "libc-fallback")]
+struct Fallback;
+
+#[cfg(feature = "libc-fallback")]
+extern "C" {
+    fn __libc_memalign(align: usize, size: usize) -> *mut libc::c_void;
+    fn __libc_free(p: *mut libc::c_void);
+}
+
+// SAFETY: glibc's allocator behind its internal names: `__libc_memalign` returns null or
+// `size` bytes aligned to `align` (a power of two), released by `__libc_free`.
+#[cfg(feature = "libc-fallback")]
+unsafe impl GlobalAlloc for Fallback {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: plain C calls with a valid alignment (a `Layout`'s is a power of two).
+        unsafe { __libc_memalign(layout.align().max(16), layout.size()).cast() }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        // SAFETY: `ptr` came from `alloc` above.
+        unsafe { __libc_free(ptr.cast()) }
+    }
+}
+
 /// `align` as a log2 the heap serves (16..=4096), or `None`.
 #[inline]
 fn servable(layout: Layout) -> Option<u32> {
@@ -260,7 +290,7 @@ unsafe impl GlobalAlloc for DefaultManager {
                 h.alloc_raw(layout.size() as u64, a).map_or(std::ptr::null_mut(), NonNull::as_ptr)
             }
             // SAFETY: the caller's layout contract is passed on unchanged.
-            _ => unsafe { System.alloc(layout) },
+            _ => unsafe { Fallback.alloc(layout) },
         }
     }
 
@@ -271,8 +301,8 @@ unsafe impl GlobalAlloc for DefaultManager {
             // if it were, leaking is the safe answer.
             Some(h) if !h.locked_here() => h.free_raw(ptr),
             Some(_) => {}
-            // SAFETY: not ours, so it came from `System.alloc` with this layout.
-            None => unsafe { System.dealloc(ptr, layout) },
+            // SAFETY: not ours, so it came from `Fallback.alloc` with this layout.
+            None => unsafe { Fallback.dealloc(ptr, layout) },
         }
     }
 
