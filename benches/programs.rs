@@ -184,7 +184,10 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-const WORKLOADS: [(&str, fn(f64) -> u64); 6] = [
+/// A workload: runs at `scale` and returns its checksum.
+type Workload = fn(f64) -> u64;
+
+const WORKLOADS: [(&str, Workload); 6] = [
     ("json", json::run),
     ("maps", maps::run),
     ("regex", regexes::run),
