@@ -3,7 +3,7 @@
 //! `MMHEAP_BENCH_ALLOC` = `glibc` | `mimalloc` | `mmheap`, so every allocator runs exactly the
 //! same machine code around its calls.
 //!
-//!     MMHEAP_BENCH_ALLOC=mmheap target/release/deps/programs-* <workload> [scale]
+//!     MMHEAP_BENCH_ALLOC=mmheap cargo bench --bench programs -- <workload> [scale]
 //!     scripts/bench-programs                 # every workload, every allocator, interleaved
 //!
 //! Workloads: `json`, `maps`, `regex`, `channels`, `rayon`, `strings` (see each module). A
@@ -203,13 +203,18 @@ fn usage() -> ! {
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; the workload is the first other argument.
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    if args.is_empty() {
+        // A plain `cargo bench` runs every bench: this one needs a workload and an allocator.
+        eprintln!("programs: nothing to run without a workload; scripts/bench-programs runs them all");
+        return;
+    }
     let allocator = NAMES[choice() as usize];
     if allocator == "invalid" {
         eprintln!("MMHEAP_BENCH_ALLOC must be glibc, mimalloc or mmheap");
         usage();
     }
-    // `cargo bench` passes `--bench`; the workload is the first other argument.
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let Some(&(name, run)) = args.first().and_then(|w| WORKLOADS.iter().find(|(n, _)| n == w)) else {
         usage()
     };
