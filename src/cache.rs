@@ -222,7 +222,10 @@ unsafe impl Send for ThreadCache {}
 struct State {
     /// The stacks, one after the other: stack `c` is `slots[STARTS[c]..STARTS[c + 1]]`,
     /// its first `depth[c]` entries in use (oldest first), each a [`Parked`] block.
-    slots: [Parked; SLOTS],
+    /// Boxed on its own: made on the stack (as a field of the cache being built) it took up to
+    /// 64 KiB of it, several times over in a debug build, and overflowed the small stack of a
+    /// thread at its first allocation.
+    slots: Box<[Parked; SLOTS]>,
     depth: [u8; STACKS],
     /// Parked blocks too large for a stack, freed when the thread next takes the lock.
     deferred: [u64; DEFERRED],
@@ -682,7 +685,7 @@ impl Heap {
         self.region.word(cell)?;
         self.region.word(cell + 8)?;
         let state = State {
-            slots: [Parked(0); SLOTS],
+            slots: vec![Parked(0); SLOTS].into_boxed_slice().try_into().ok()?,
             depth: [0; STACKS],
             deferred: [0; DEFERRED],
             n_deferred: 0,

@@ -220,7 +220,7 @@ impl DefaultManager {
         let region = unsafe { Region::new(base, 0, max) };
         backing.grow(&region, initial)?;
         format_region(&region, initial, max, 0)?;
-        let heap = HeapRef::new(Heap::new(region, Box::new(backing), 1)?.with_slabs())?;
+        let heap = HeapRef::new(Heap::new(region, Box::new(backing), 1)?.in_process())?;
         heap.prepare_caches();
         crate::fork::register();
         Ok(DefaultManager { heap: Some(heap) })

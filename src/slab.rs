@@ -57,8 +57,10 @@ const SMALL_SLAB_MAX: u64 = 1024;
 const LARGE_SLAB: u64 = 8 * CHUNK;
 /// How long an empty slab waits in the pool before its memory goes back to the system.
 pub(crate) const PURGE_DELAY: Duration = Duration::from_millis(10);
-/// Empty slabs the pool keeps (per slab size); more go back to the core.
+/// Empty slabs the pool keeps (per slab size: 1 MiB of small ones, 2 MiB of large ones); more
+/// go back to the core.
 const POOL_KEEP: usize = 16;
+const POOL_KEEP_LARGE: usize = 4;
 /// Bytes of fresh blocks a slab links into its free list at a time (so a slab's memory is
 /// touched as it is used, not all at its carving).
 const EXTEND_BYTES: u64 = 4096;
@@ -519,11 +521,11 @@ impl Pool {
         Some(self.slabs[self.n].addr)
     }
 
-    /// Adds a slab; returns the oldest if the pool holds more than it keeps.
-    fn push(&mut self, addr: usize, now: Instant) -> Option<usize> {
+    /// Adds a slab; returns the oldest if the pool holds more than `keep`.
+    fn push(&mut self, addr: usize, now: Instant, keep: usize) -> Option<usize> {
         self.slabs[self.n] = Pooled { addr, since: Some(now), purged: false };
         self.n += 1;
-        if self.n <= POOL_KEEP {
+        if self.n <= keep {
             return None;
         }
         let oldest = self.slabs[0].addr;
@@ -638,7 +640,8 @@ impl Slabs {
         let now = Instant::now();
         let give = {
             let mut pool = lock(&self.pool[usize::from(bytes == LARGE_SLAB)]);
-            let give = pool.push(s.addr(), now);
+            let keep = if bytes == LARGE_SLAB { POOL_KEEP_LARGE } else { POOL_KEEP };
+            let give = pool.push(s.addr(), now, keep);
             purge_old(&mut pool, now, bytes);
             give
         };

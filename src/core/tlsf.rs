@@ -269,7 +269,7 @@ impl<'r> Core<'r> {
 
     /// A free block on a list: as [`Core::block_at`], and it must be free.
     #[inline]
-    fn free_at(&self, off: u64) -> Result<Tag> {
+    pub(crate) fn free_at(&self, off: u64) -> Result<Tag> {
         let t = self.block_at(off)?;
         if !t.is_free() {
             return Err(Error::corrupt("free list points at a used block", off));
@@ -517,6 +517,12 @@ impl<'r> Core<'r> {
     /// The store of the merged block's tag is the commit point: before it a heap walk sees
     /// the old blocks, after it one free block; swallowed headers are erased only after it.
     pub(crate) fn free(&self, off: u64) -> Result<u64> {
+        self.free_merging(off).map(|(freed, _, _)| freed)
+    }
+
+    /// As [`Core::free`]; returns the freed block's size, and the offset and size of the free
+    /// block it became part of.
+    pub(crate) fn free_merging(&self, off: u64) -> Result<(u64, u64, u64)> {
         let t = self.block_at(off)?;
         if t.is_free() {
             return Err(Error::corrupt("double free", off));
@@ -551,7 +557,7 @@ impl<'r> Core<'r> {
             self.erase_header(off);
         }
         self.set_prev_free(start + size, true);
-        self.done(freed)
+        self.done((freed, start, size))
     }
 
     /// The free block before `off`, found through its footer and checked.

@@ -20,6 +20,7 @@ use crate::manager::Stats;
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::BlockHandle;
 
+mod purge;
 mod raw;
 mod recovering;
 mod refs;
@@ -98,6 +99,8 @@ pub(crate) struct Heap {
     abandoned: bool,
     /// Small raw blocks (in-process heaps only: `slab.rs`).
     pub(crate) slabs: Option<crate::slab::Slabs>,
+    /// Free space waiting to go back to the system (in-process heaps only: `purge.rs`).
+    purges: Option<purge::Purges>,
 }
 
 /// Who resizes a block ([`Heap::resize`]).
@@ -173,13 +176,15 @@ impl Heap {
             recovered: Mutex::default(),
             abandoned: false,
             slabs: None,
+            purges: None,
         })
     }
 
-    /// Serves small raw allocations from slabs (an in-process heap, before it is shared with
-    /// any thread).
-    pub(crate) fn with_slabs(mut self) -> Heap {
+    /// An in-process heap (before it is shared with any thread): small raw allocations come
+    /// from slabs, and free space goes back to the system.
+    pub(crate) fn in_process(mut self) -> Heap {
         self.slabs = Some(crate::slab::Slabs::new(&self.region));
+        self.purges = Some(Default::default());
         self
     }
 
@@ -244,6 +249,7 @@ impl Heap {
         if let Some(c) = self.cache_in_use() {
             c.free_deferred(self, &guard);
         }
+        self.purge_waiting();
         Ok(guard)
     }
 
@@ -592,6 +598,7 @@ impl Heap {
         }
         let g = self.lock()?;
         self.give_back_cache(&g);
+        self.purge_all(&g);
         Ok(())
     }
 

@@ -37,12 +37,16 @@ impl Heap {
     }
 
     /// A slab block for a thread without a cache of its own (all taken, or this allocation is
-    /// made while its cache is being made): from the shared `Local`, under its mutex.
+    /// made while its cache is being made): from the shared `Local`, under its mutex; when
+    /// that is taken (by another thread, or by this one further up: an allocation made while
+    /// it serves one), a core block under the heap's lock.
     #[cold]
     fn alloc_overflow(&self, len: u64) -> Option<NonNull<u8>> {
         let slabs = self.slabs.as_ref()?;
-        let local = slabs.overflow.try_lock().ok()?;
-        local.alloc(self, slabs, class_of(len))
+        match slabs.overflow.try_lock() {
+            Ok(local) => local.alloc(self, slabs, class_of(len)),
+            Err(_) => self.alloc_raw_uncached(len, 4),
+        }
     }
 
     /// [`Heap::alloc_raw`] under the lock: carved with one owner reference, then parked.

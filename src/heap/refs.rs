@@ -118,7 +118,11 @@ impl Heap {
     fn free_unheld_locked(&self, g: &Guard<'_>, off: u64) -> Result<()> {
         match is_slot(off) {
             true => self.free_slot_locked(g, off),
-            false => self.core().free(off).map(drop),
+            false => {
+                let (freed, start, size) = self.core().free_merging(off)?;
+                self.note_free(off, freed, start, size);
+                Ok(())
+            }
         }
     }
 
