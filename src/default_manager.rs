@@ -175,14 +175,13 @@ impl DefaultManager {
         }
     }
 
-    /// The heap to serve a raw allocation from, if it may be used from this thread now.
+    /// The heap to serve a raw allocation from, if it is made.
     #[inline]
     fn raw_heap(&self) -> Option<&HeapRef> {
-        let h = match &self.heap {
-            Some(h) => h,
-            None => global_heap_if_ready()?,
-        };
-        (!h.locked_here()).then_some(h)
+        match &self.heap {
+            Some(h) => Some(h),
+            None => global_heap_if_ready(),
+        }
     }
 
     /// The heap that handed out `p`, if this manager's heap did.
@@ -285,22 +284,26 @@ fn servable(layout: Layout) -> Option<u32> {
 unsafe impl GlobalAlloc for DefaultManager {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        match (self.raw_heap(), servable(layout)) {
-            (Some(h), Some(a)) => {
-                h.alloc_raw(layout.size() as u64, a).map_or(std::ptr::null_mut(), NonNull::as_ptr)
+        if let (Some(h), Some(a)) = (self.raw_heap(), servable(layout)) {
+            match h.alloc_raw(layout.size() as u64, a) {
+                Some(p) => return p.as_ptr(),
+                // Out of memory, unless the heap could not be used from here (this thread
+                // holds its lock: `Error::Reentrant`); then the fallback serves it.
+                None if !h.locked_here() => return std::ptr::null_mut(),
+                None => {}
             }
-            // SAFETY: the caller's layout contract is passed on unchanged.
-            _ => unsafe { Fallback.alloc(layout) },
         }
+        // SAFETY: the caller's layout contract is passed on unchanged.
+        unsafe { Fallback.alloc(layout) }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match self.owner_of(ptr) {
-            // Freeing under our own lock would deadlock; nothing of ours is freed there, but
-            // if it were, leaking is the safe answer.
-            Some(h) if !h.locked_here() => h.free_raw(ptr),
-            Some(_) => {}
+            // A release that would need the lock this thread holds leaks the block instead
+            // (`Error::Reentrant`): nothing of ours is freed there, but if it were, leaking is
+            // the safe answer.
+            Some(h) => h.free_raw(ptr),
             // SAFETY: not ours, so it came from `Fallback.alloc` with this layout.
             None => unsafe { Fallback.dealloc(ptr, layout) },
         }
@@ -308,10 +311,12 @@ unsafe impl GlobalAlloc for DefaultManager {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if let Some(h) = self.owner_of(ptr) {
-            if !h.locked_here() && layout.align() <= 16 {
-                return h
-                    .realloc_raw(ptr, layout.size() as u64, new_size as u64)
-                    .map_or(std::ptr::null_mut(), NonNull::as_ptr);
+            if layout.align() <= 16 {
+                match h.realloc_raw(ptr, layout.size() as u64, new_size as u64) {
+                    Some(p) => return p.as_ptr(),
+                    None if !h.locked_here() => return std::ptr::null_mut(),
+                    None => {} // `Error::Reentrant`: as below, through the fallback
+                }
             }
         }
         // SAFETY: the caller's contract; `alloc` and `dealloc` route by address.

@@ -149,6 +149,11 @@ pub enum Error {
     /// Options are inconsistent.
     #[error("invalid options: {0}")]
     InvalidOptions(&'static str),
+    /// The calling thread already holds the heap's lock: an allocation made from inside the
+    /// allocator itself (as the global allocator, or the drop-in `malloc`), which is then
+    /// served elsewhere rather than wait for ever on its own lock.
+    #[error("this thread already holds the heap's lock")]
+    Reentrant,
 }
 
 impl Error {

@@ -138,6 +138,7 @@ const _: () = assert!(std::mem::size_of::<Slab>() as u64 == HEAD);
 ///
 /// # Safety
 /// `b` is a free block of a slab (at least 16 bytes, 16-byte aligned) that nobody else touches.
+#[inline]
 unsafe fn next_of(b: usize) -> usize {
     // SAFETY: the caller's precondition.
     unsafe { (b as *const usize).read() }
@@ -145,21 +146,26 @@ unsafe fn next_of(b: usize) -> usize {
 
 /// # Safety
 /// As [`next_of`].
+#[inline]
 unsafe fn set_next(b: usize, next: usize) {
     // SAFETY: the caller's precondition.
     unsafe { (b as *mut usize).write(next) }
 }
 
 impl Slab {
+    #[inline]
     fn get(a: &AtomicUsize) -> usize {
         a.load(Ordering::Relaxed)
     }
+    #[inline]
     fn set(a: &AtomicUsize, v: usize) {
         a.store(v, Ordering::Relaxed)
     }
+    #[inline]
     fn addr(&self) -> usize {
         self as *const Slab as usize
     }
+    #[inline]
     fn size(&self) -> usize {
         class_size(self.class.load(Ordering::Relaxed) as usize) as usize
     }
@@ -261,6 +267,7 @@ impl Slab {
     }
 
     /// Any thread but the owner: frees block `b` of this slab.
+    #[inline]
     fn free_remote(&self, b: usize) {
         let tf = &self.thread_free.0;
         let mut w = tf.load(Ordering::Relaxed);
@@ -326,6 +333,7 @@ impl Default for Local {
 
 impl Local {
     #[allow(clippy::mut_from_ref)]
+    #[inline]
     fn queues(&self) -> &mut [usize; CLASSES] {
         // SAFETY: only the owning thread calls this and keeps no reference across calls.
         unsafe { &mut *self.queues.get() }

@@ -257,6 +257,9 @@ impl Heap {
     /// process reachable. With the lock word it was taken from if its holder had died (the
     /// caller owes a recovery, and gives the word back if that fails).
     pub(crate) fn lock_as_is(&self) -> Result<(Guard<'_>, Option<u32>)> {
+        if self.locked_here() {
+            return Err(Error::Reentrant);
+        }
         let word = self.region.u32_at(SB_LOCK)?;
         let before = word.load(Ordering::Relaxed);
         let how = lock::acquire(word, self.tag, self.backing.shared(), |t| self.backing.owner_dead(t));
