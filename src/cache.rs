@@ -546,9 +546,17 @@ impl ThreadCache {
     fn spill(&self, heap: &Heap, c: usize) -> Result<()> {
         let g = heap.lock()?;
         let half = usize::from(self.state().depth[c]) / 2;
+        let mut checked = None;
         for i in 0..half {
             let p = self.state().stack(c)[i];
-            self.free_parked(heap, &g, p);
+            match is_slot(p.off()) {
+                // A corrupt store's slot stays for recovery, as in `free_parked`.
+                true => {
+                    let _ = heap.free_slot_in_locked(&g, p.off(), &mut checked);
+                    self.count(heap, p.size().wrapping_neg(), 1u64.wrapping_neg());
+                }
+                false => self.free_parked(heap, &g, p),
+            }
         }
         let s = self.state();
         let d = usize::from(s.depth[c]);

@@ -99,11 +99,33 @@ impl Heap {
     }
 
     /// Frees slot `id`, which nobody holds any more (count zero), under the lock.
-    pub(crate) fn free_slot_locked(&self, _g: &Guard<'_>, id: u64) -> Result<()> {
+    pub(crate) fn free_slot_locked(&self, g: &Guard<'_>, id: u64) -> Result<()> {
+        self.free_slot_in_locked(g, id, &mut None)
+    }
+
+    /// As [`Heap::free_slot_locked`], for slots freed one after another under one hold of the
+    /// lock (a cache's spill): `checked` is the span whose header the previous call checked,
+    /// which need not be checked again while the lock is held, unless that call freed it.
+    /// Its check word (a keyed hash) and tag were read for every slot, a fifth of a spill.
+    pub(crate) fn free_slot_in_locked(
+        &self,
+        _g: &Guard<'_>,
+        id: u64,
+        checked: &mut Option<u64>,
+    ) -> Result<()> {
         let core = self.core();
-        let slot = core.slot_at(self.key(), id)?;
+        let p = id & !(SPAN_SIZE - 1);
+        let slot = match *checked {
+            Some(c) if c == p => core.slot_in(p, id),
+            _ => core.slot_at(self.key(), id),
+        };
+        *checked = None;
+        let slot = slot?;
         self.region.u64_at(slot.rc_offset())?.store(0, Ordering::Release);
-        core.give_slot(slot)
+        if !core.give_slot(slot)? {
+            *checked = Some(p);
+        }
+        Ok(())
     }
 
     /// Publishes slot `id` (held by the caller, `len` bytes long): records a new generation and

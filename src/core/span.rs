@@ -187,7 +187,8 @@ impl Core<'_> {
 
     /// Gives back a slot whose reference word the caller has just set to 0. A span left with
     /// no slot in use is freed, unless it is the only one of its class with free slots.
-    pub(crate) fn give_slot(&self, slot: Slot) -> Result<()> {
+    /// Returns whether the span was freed.
+    pub(crate) fn give_slot(&self, slot: Slot) -> Result<bool> {
         let p = slot.span;
         let (n, _) = layout(slot.class);
         let used = self.load(p + SPAN_USED);
@@ -202,10 +203,11 @@ impl Core<'_> {
             self.link_span(p, slot.class);
         }
         let alone = self.load(p + SPAN_PREV) == 0 && self.load(p + SPAN_NEXT) == 0;
-        if used == 1 && !alone {
+        let emptied = used == 1 && !alone;
+        if emptied {
             self.free_span(p, slot.class)?;
         }
-        self.done(())
+        self.done(emptied)
     }
 
     /// Frees an empty span (on its class's list) and its publication page.
@@ -272,6 +274,17 @@ impl Core<'_> {
         }
         let p = id & !(SPAN_SIZE - 1);
         if !self.is_span_at(p)? || self.load(p + SPAN_CHECK) != check_word(key, p, SPAN_CHECK_GEN) {
+            return Err(bad());
+        }
+        self.slot_in(p, id)
+    }
+
+    /// As [`Core::slot_at`] for an id of the span at `p`, whose header the caller checked
+    /// under the lock it still holds (so it is still a span: only a give that empties it frees
+    /// it). The slot's own fields are checked.
+    pub(crate) fn slot_in(&self, p: u64, id: u64) -> Result<Slot> {
+        let bad = || Error::corrupt("not a slot", id);
+        if !is_slot(id) || id & !(SPAN_SIZE - 1) != p {
             return Err(bad());
         }
         let class = self.load(p + SPAN_CLASS);
