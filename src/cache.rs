@@ -311,6 +311,7 @@ impl Drop for Claims {
         let _ = LAST.try_with(|l| l.set((0, std::ptr::null())));
         for (_, c) in self.0.drain(..) {
             c.give_back_on_exit();
+            c.slabs.orphaned.store(true, Ordering::Relaxed);
             c.claimed.store(0, Ordering::Release);
         }
     }
@@ -679,6 +680,7 @@ impl Heap {
             .iter()
             .find(|c| c.claimed.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok())
         {
+            c.slabs.orphaned.store(false, Ordering::Relaxed);
             return Some(c.clone());
         }
         if all.len() as u64 == CELLS {
@@ -731,7 +733,23 @@ impl Heap {
                 .unwrap_or(false)
         };
         for c in all.iter().filter(|c| !mine(c)) {
+            c.slabs.orphaned.store(true, Ordering::Relaxed);
             c.claimed.store(0, Ordering::Release);
+        }
+    }
+
+    /// Tidies the slabs of every cache no thread has claimed (`slab.rs`: remote frees into
+    /// them are taken, empty slabs retired), claiming each for the while. Skipped when the
+    /// caches' mutex is busy: this runs from inside a release, which may come from code that
+    /// holds it (a claim growing its list).
+    pub(crate) fn tidy_orphans(&self) {
+        let Some(slabs) = &self.slabs else { return };
+        let Ok(all) = self.caches.all.try_lock() else { return };
+        for c in all.iter() {
+            if c.claimed.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                c.slabs.tidy(self, slabs);
+                c.claimed.store(0, Ordering::Release);
+            }
         }
     }
 

@@ -287,9 +287,11 @@ unsafe impl GlobalAlloc for DefaultManager {
         if let (Some(h), Some(a)) = (self.raw_heap(), servable(layout)) {
             match h.alloc_raw(layout.size() as u64, a) {
                 Some(p) => return p.as_ptr(),
-                // Out of memory, unless the heap could not be used from here (this thread
-                // holds its lock: `Error::Reentrant`); then the fallback serves it.
-                None if !h.locked_here() => return std::ptr::null_mut(),
+                // A private heap is out of memory, unless it could not be used from here (this
+                // thread holds its lock: `Error::Reentrant`); then the fallback serves it. The
+                // process-wide heap falls back too when its reservation (64 GiB) is full, as
+                // the system allocator would still serve.
+                None if self.heap.is_some() && !h.locked_here() => return std::ptr::null_mut(),
                 None => {}
             }
         }

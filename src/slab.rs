@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use crate::core::region::Region;
 use crate::format::{HEADER_SIZE, SPAN_SIZE};
 use crate::heap::Heap;
-use crate::sync::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 /// Largest raw allocation served by a slab.
 pub(crate) const SLAB_MAX: u64 = 8 << 10;
@@ -61,6 +61,8 @@ pub(crate) const PURGE_DELAY: Duration = Duration::from_millis(10);
 /// go back to the core.
 const POOL_KEEP: usize = 16;
 const POOL_KEEP_LARGE: usize = 4;
+/// Remote frees into orphaned slabs between two sweeps of the orphans.
+const ORPHAN_SWEEP: usize = 4096;
 /// Bytes of fresh blocks a slab links into its free list at a time (so a slab's memory is
 /// touched as it is used, not all at its carving).
 const EXTEND_BYTES: u64 = 4096;
@@ -331,6 +333,9 @@ pub(crate) struct Local {
     /// Blocks of full slabs freed by other threads, pushed with a compare-and-swap and taken
     /// whole by the owner.
     delayed: AtomicUsize,
+    /// Set while no thread owns this `Local` (its thread exited; cleared when a thread claims
+    /// its cache): remote frees into its slabs then count towards a sweep.
+    pub(crate) orphaned: AtomicBool,
 }
 
 // SAFETY: `queues` is reached only by the one thread that owns the `Local` (see the field);
@@ -341,7 +346,11 @@ unsafe impl Send for Local {}
 
 impl Default for Local {
     fn default() -> Self {
-        Local { queues: UnsafeCell::new([0; CLASSES]), delayed: AtomicUsize::new(0) }
+        Local {
+            queues: UnsafeCell::new([0; CLASSES]),
+            delayed: AtomicUsize::new(0),
+            orphaned: AtomicBool::new(false),
+        }
     }
 }
 
@@ -398,9 +407,12 @@ impl Local {
             if s.refill() {
                 return self.alloc(heap, slabs, c);
             }
-            // Full: off the queue, unless a remote free came in the meantime.
+            // Full: off the queue, unless a remote free came in the meantime. A slab goes back
+            // on a queue only in state `NORMAL` (as `free_local_slow` puts it back): were it
+            // left asking to be told, nothing would collect it and this loop would not end.
             self.dequeue(s);
             if !s.ask_notify() {
+                s.stop_notify();
                 self.enqueue_front(s);
             }
         }
@@ -566,6 +578,8 @@ pub(crate) struct Slabs {
     map: Box<[AtomicU8]>,
     /// Empty slabs, small ones and large ones, oldest first.
     pool: [Mutex<Pool>; 2],
+    /// Remote frees into orphaned `Local`s' slabs (`count_orphan_free`).
+    orphan_frees: AtomicUsize,
     /// One past the highest unit a slab was ever carved at (bounds [`Slabs::totals`]).
     high: AtomicUsize,
     /// For threads without a thread cache (all taken), under its mutex.
@@ -580,6 +594,7 @@ impl Slabs {
             base: region.base_addr(),
             map: (0..units).map(|_| AtomicU8::new(0)).collect(),
             pool: [Mutex::default(), Mutex::default()],
+            orphan_frees: AtomicUsize::new(0),
             high: AtomicUsize::new(0),
             overflow: Mutex::default(),
         }
@@ -614,13 +629,29 @@ impl Slabs {
     #[inline]
     pub(crate) fn free(&self, heap: &Heap, off: u64, p: usize, me: Option<&Local>) -> bool {
         let Some(s) = self.slab_at(off) else { return false };
+        let owner = s.owner.load(Ordering::Relaxed);
         match me {
-            Some(l) if s.owner.load(Ordering::Relaxed) == l as *const Local as usize => {
-                l.free_local(heap, self, s, p)
+            Some(l) if owner == l as *const Local as usize => l.free_local(heap, self, s, p),
+            _ => {
+                s.free_remote(p);
+                self.count_orphan_free(heap, owner);
             }
-            _ => s.free_remote(p),
         }
         true
+    }
+
+    /// After a remote free: if the slab's owner is orphaned (its thread exited and nobody has
+    /// claimed its cache since), counts it, and every [`ORPHAN_SWEEP`] such frees tidies the
+    /// orphaned `Local`s, so that what a program frees of an exited thread's blocks is reused
+    /// and given back rather than stranded until a new thread claims the cache.
+    #[inline]
+    fn count_orphan_free(&self, heap: &Heap, owner: usize) {
+        // SAFETY: `Local`s live as long as their heap (as in `free_remote`), which the freed
+        // block kept alive; a pooled slab's owner is 0.
+        let orphaned = owner != 0 && unsafe { &*(owner as *const Local) }.orphaned.load(Ordering::Relaxed);
+        if orphaned && self.orphan_frees.fetch_add(1, Ordering::Relaxed) % ORPHAN_SWEEP == ORPHAN_SWEEP - 1 {
+            heap.tidy_orphans();
+        }
     }
 
     /// A slab for class `c` owned by `owner`: from the pool, else carved from the core.

@@ -1,11 +1,14 @@
 //! Memory given back: an in-process heap returns what a program frees to the system (large
 //! blocks at once, slabs and smaller runs after a short delay, everything on `trim`), and
-//! reuses it afterwards. One test in its own binary, so that no other test's allocations move
-//! the resident size it reads.
+//! reuses it afterwards. In a binary of its own, so that no other test's allocations move the
+//! resident size it reads.
 
 use std::alloc::{GlobalAlloc, Layout};
 
 use mmheap::{DefaultManager, MemoryManager};
+
+/// The tests here run one at a time: one reads the resident size the other would move.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// This process's resident bytes (`/proc/self/statm`).
 fn resident() -> u64 {
@@ -15,6 +18,7 @@ fn resident() -> u64 {
 
 #[test]
 fn freed_memory_goes_back_to_the_system() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     const MIB: u64 = 1 << 20;
     let m = DefaultManager::new().unwrap();
     let big = Layout::from_size_align(2 << 20, 16).unwrap();
@@ -50,4 +54,42 @@ fn freed_memory_goes_back_to_the_system() {
     }
     assert!(m.check().unwrap().is_sound());
     assert_eq!(m.stats().unwrap().live_blocks, 0);
+}
+
+/// A block grown in place over its free neighbour keeps its bytes when the neighbour's place
+/// had been noted for purging: the purge must see that the neighbour is no longer a free block
+/// (its header, left in the grown payload, once read as one, and the pages of the live block
+/// were given back: zeros where the program had written).
+#[test]
+fn a_block_grown_over_a_noted_neighbour_keeps_its_bytes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let m = DefaultManager::new().unwrap();
+    let l = |n: usize| Layout::from_size_align(n, 16).unwrap();
+    for round in 0..20 {
+        // SAFETY: non-zero sizes; each block is written within its size and freed once.
+        unsafe {
+            let a = m.alloc(l(200 << 10));
+            let b = m.alloc(l(600 << 10));
+            let fence = m.alloc(l(300 << 10)); // keeps `b` from merging with the free tail
+            assert!(!a.is_null() && !b.is_null() && !fence.is_null());
+            m.dealloc(b, l(600 << 10)); // a free block of 600 KiB: noted for a later purge
+            let grown = m.realloc(a, l(200 << 10), 700 << 10);
+            assert_eq!(grown, a, "grown in place over `b`");
+            // The program writes its block but for the 32 bytes where `b`'s header was (a
+            // program writes what it needs, when it needs it).
+            let hole = b as usize - 32 - a as usize;
+            let bytes = std::slice::from_raw_parts_mut(a, 700 << 10);
+            bytes[..hole].fill(0xa5);
+            bytes[hole + 32..].fill(0xa5);
+            std::thread::sleep(std::time::Duration::from_millis(15));
+            // Another free under the lock purges what is due.
+            let other = m.alloc(l(300 << 10));
+            m.dealloc(other, l(300 << 10));
+            let kept = bytes[..hole].iter().chain(&bytes[hole + 32..]).all(|&x| x == 0xa5);
+            assert!(kept, "round {round}: a live block was purged");
+            m.dealloc(a, l(700 << 10));
+            m.dealloc(fence, l(300 << 10));
+        }
+    }
+    assert!(m.check().unwrap().is_sound());
 }

@@ -5,7 +5,9 @@
  * heap (LD_PRELOAD it, or link it), and the functions below.
  *
  * Errors: functions returning pointers return NULL, those returning int return -1; the
- * calling thread's last error message is mmheap_last_error().
+ * calling thread's last error message is mmheap_last_error(). Every call that can fail clears
+ * it first. A NULL manager or block argument is such an error (block_len returns 0,
+ * block_handle a zero handle), never a crash.
  */
 #ifndef MMHEAP_H
 #define MMHEAP_H

@@ -40,6 +40,27 @@ thread_local! {
     static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
 }
 
+/// Forgets the calling thread's last error: every call that can fail starts with it, so that
+/// a null from `mmheap_root` with no error set means "absent", whatever failed before.
+fn clear_error() {
+    let _ = LAST_ERROR.try_with(|l| *l.borrow_mut() = None);
+}
+
+/// `p` as a reference, or the error recorded (a null manager or block is an error, not a
+/// crash: `m = mmheap_store_open(p); mmheap_alloc_with(m, n);` without a check is common).
+///
+/// # Safety
+/// `p` is null or points to a live `T`.
+unsafe fn arg<'a, T>(p: *const T, what: &str) -> Option<&'a T> {
+    clear_error();
+    // SAFETY: the caller's contract.
+    let r = unsafe { p.as_ref() };
+    if r.is_none() {
+        fail::<()>(format!("null {what}"));
+    }
+    r
+}
+
 fn fail<T>(e: impl std::fmt::Display) -> *mut T {
     let msg = CString::new(e.to_string().replace('\0', " ")).unwrap_or_default();
     let _ = LAST_ERROR.try_with(|l| *l.borrow_mut() = Some(msg));
@@ -118,6 +139,7 @@ pub extern "C" fn mmheap_default() -> *mut Manager {
 /// `path` is a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn mmheap_store_create(path: *const c_char, max_size: u64) -> *mut Manager {
+    clear_error();
     // SAFETY: the caller's contract.
     let Some(path) = (unsafe { text(path) }) else { return ptr::null_mut() };
     let mut options = Options::new();
@@ -133,6 +155,7 @@ pub unsafe extern "C" fn mmheap_store_create(path: *const c_char, max_size: u64)
 /// `path` is a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn mmheap_store_open(path: *const c_char) -> *mut Manager {
+    clear_error();
     // SAFETY: the caller's contract.
     let Some(path) = (unsafe { text(path) }) else { return ptr::null_mut() };
     boxed(MappedManager::open(path).map(Manager::Store))
@@ -159,7 +182,7 @@ pub unsafe extern "C" fn mmheap_manager_release(m: *mut Manager) {
 #[no_mangle]
 pub unsafe extern "C" fn mmheap_alloc_with(m: *const Manager, len: usize) -> *mut Block {
     // SAFETY: the caller's contract.
-    let m = unsafe { &*m };
+    let Some(m) = (unsafe { arg(m, "manager") }) else { return ptr::null_mut() };
     boxed(m.as_dyn().allocate(len).map(Block))
 }
 
@@ -182,7 +205,8 @@ pub unsafe extern "C" fn mmheap_free_with(b: *mut Block) {
 #[no_mangle]
 pub unsafe extern "C" fn mmheap_block_clone(b: *const Block) -> *mut Block {
     // SAFETY: the caller's contract.
-    Box::into_raw(Box::new(Block(unsafe { &*b }.0.clone())))
+    let Some(b) = (unsafe { arg(b, "block") }) else { return ptr::null_mut() };
+    Box::into_raw(Box::new(Block(b.0.clone())))
 }
 
 /// The block's bytes, read-only.
@@ -192,7 +216,8 @@ pub unsafe extern "C" fn mmheap_block_clone(b: *const Block) -> *mut Block {
 #[no_mangle]
 pub unsafe extern "C" fn mmheap_block_data(b: *const Block) -> *const c_void {
     // SAFETY: the caller's contract.
-    unsafe { &*b }.0.as_slice().as_ptr().cast()
+    let Some(b) = (unsafe { arg(b, "block") }) else { return ptr::null() };
+    b.0.as_slice().as_ptr().cast()
 }
 
 /// The block's bytes for writing, or null when the block may be seen by others (it was
@@ -202,8 +227,10 @@ pub unsafe extern "C" fn mmheap_block_data(b: *const Block) -> *const c_void {
 /// `b` is a live block reference, used by one thread at a time.
 #[no_mangle]
 pub unsafe extern "C" fn mmheap_block_data_mut(b: *mut Block) -> *mut c_void {
+    clear_error();
     // SAFETY: the caller's contract.
-    match unsafe { &mut *b }.0.as_mut_slice() {
+    let Some(b) = (unsafe { b.as_mut() }) else { return fail("null block") };
+    match b.0.as_mut_slice() {
         Ok(s) => s.as_mut_ptr().cast(),
         Err(e) => fail(e),
     }
@@ -216,7 +243,7 @@ pub unsafe extern "C" fn mmheap_block_data_mut(b: *mut Block) -> *mut c_void {
 #[no_mangle]
 pub unsafe extern "C" fn mmheap_block_len(b: *const Block) -> usize {
     // SAFETY: the caller's contract.
-    unsafe { &*b }.0.len()
+    unsafe { arg(b, "block") }.map_or(0, |b| b.0.len())
 }
 
 /// A handle naming the block, for another process (publishes it: read-only from now on).
@@ -226,7 +253,8 @@ pub unsafe extern "C" fn mmheap_block_len(b: *const Block) -> usize {
 #[no_mangle]
 pub unsafe extern "C" fn mmheap_block_handle(b: *const Block) -> Handle {
     // SAFETY: the caller's contract.
-    let h = unsafe { &*b }.0.handle();
+    let Some(b) = (unsafe { arg(b, "block") }) else { return Handle { offset: 0, generation: 0 } };
+    let h = b.0.handle();
     Handle { offset: h.offset, generation: h.generation }
 }
 
@@ -237,7 +265,7 @@ pub unsafe extern "C" fn mmheap_block_handle(b: *const Block) -> Handle {
 #[no_mangle]
 pub unsafe extern "C" fn mmheap_resolve(m: *const Manager, h: Handle) -> *mut Block {
     // SAFETY: the caller's contract.
-    let m = unsafe { &*m };
+    let Some(m) = (unsafe { arg(m, "manager") }) else { return ptr::null_mut() };
     let handle = BlockHandle { offset: h.offset, generation: h.generation };
     boxed(m.as_dyn().block_from_handle(handle).map(Block))
 }
@@ -249,7 +277,7 @@ pub unsafe extern "C" fn mmheap_resolve(m: *const Manager, h: Handle) -> *mut Bl
 #[no_mangle]
 pub unsafe extern "C" fn mmheap_set_root(m: *const Manager, name: *const c_char, b: *const Block) -> i32 {
     // SAFETY: the caller's contract.
-    let (m, b) = unsafe { (&*m, &*b) };
+    let (Some(m), Some(b)) = (unsafe { (arg(m, "manager"), arg(b, "block")) }) else { return -1 };
     // SAFETY: the caller's contract.
     let Some(name) = (unsafe { text(name) }) else { return -1 };
     let Manager::Store(s) = m else {
@@ -273,7 +301,7 @@ pub unsafe extern "C" fn mmheap_set_root(m: *const Manager, name: *const c_char,
 #[no_mangle]
 pub unsafe extern "C" fn mmheap_root(m: *const Manager, name: *const c_char) -> *mut Block {
     // SAFETY: the caller's contract.
-    let m = unsafe { &*m };
+    let Some(m) = (unsafe { arg(m, "manager") }) else { return ptr::null_mut() };
     // SAFETY: the caller's contract.
     let Some(name) = (unsafe { text(name) }) else { return ptr::null_mut() };
     let Manager::Store(s) = m else { return fail("roots live in stores: this is the in-process manager") };

@@ -156,11 +156,14 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, n: 
 /// As C11's `aligned_alloc`.
 #[no_mangle]
 pub unsafe extern "C" fn aligned_alloc(align: usize, n: usize) -> *mut c_void {
-    if !align.is_power_of_two() {
-        set_errno(libc::EINVAL);
-        return ptr::null_mut();
+    // As glibc's: an alignment that is not a power of two is rounded up to one.
+    match align.max(1).checked_next_power_of_two() {
+        Some(a) => alloc_aligned(n, a),
+        None => {
+            set_errno(libc::EINVAL);
+            ptr::null_mut()
+        }
     }
-    alloc_aligned(n, align)
 }
 
 /// # Safety

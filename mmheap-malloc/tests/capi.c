@@ -104,6 +104,20 @@ int main(int argc, char **argv) {
     CHECK(mmheap_resolve(o, forged) == NULL);
     mmheap_manager_release(o);
 
+    /* NULL arguments are errors, not crashes; every call clears the last error. */
+    CHECK(mmheap_alloc_with(NULL, 8) == NULL && strstr(mmheap_last_error(), "null manager"));
+    CHECK(mmheap_block_len(NULL) == 0 && mmheap_block_data(NULL) == NULL && mmheap_block_data_mut(NULL) == NULL);
+    CHECK(mmheap_block_clone(NULL) == NULL && mmheap_block_handle(NULL).offset == 0);
+    CHECK(mmheap_resolve(NULL, h) == NULL && mmheap_root(NULL, "x") == NULL);
+    mmheap_manager *o2 = mmheap_store_open(argv[1]);
+    CHECK(o2 && mmheap_set_root(o2, "x", NULL) == -1 && mmheap_last_error());
+    CHECK(mmheap_root(o2, "absent") == NULL && mmheap_last_error() == NULL);
+    mmheap_manager_release(o2);
+    /* memalign rounds an alignment that is not a power of two up, as glibc's does. */
+    void *m24 = memalign(24, 7);
+    CHECK(m24 && (uintptr_t)m24 % 32 == 0);
+    free(m24);
+
     /* The in-process manager through the same calls; legacy calls. */
     mmheap_manager *d = mmheap_default();
     mmheap_block *x = mmheap_alloc_with(d, 5000);

@@ -607,8 +607,32 @@ impl<'r> Core<'r> {
         let tag = Tag::used(kept, kept - HEADER_SIZE - new_len, t.align_log2());
         self.set_tag(off, tag.with_prev_free(t.prev_free()));
         self.set_prev_free(off + size, split);
+        // After the commit, as `free` does: a swallowed neighbour's header left in the grown
+        // payload read as a free block to anyone who had noted its offset (the in-process
+        // heap's purge did, and gave the pages of a live block back to the system).
+        // Only what lies inside the grown block: a split's new free block may start inside the
+        // swallowed header.
+        if take_next && off + need > next {
+            let words = if split { (off + need - next).min(HEADER_SIZE) / 8 } else { HEADER_SIZE / 8 };
+            self.zero_words(next, words);
+        }
         self.account(kept as i64 - old as i64, 0);
         self.done(true)
+    }
+
+    /// Whether `off` is a free block on its free list (not merely a free-looking header: one
+    /// left in a payload is on no list), for the in-process heap's purge of noted blocks.
+    pub(crate) fn is_listed_free(&self, off: u64) -> Result<Option<u64>> {
+        let Ok(t) = self.free_at(off) else { return Ok(None) };
+        let prev = self.load(off + FREE_PREV);
+        let linked = match prev {
+            0 => {
+                let (f, s) = mapping(t.size());
+                f < FL_COUNT && self.load(head_at(f, s)) == off
+            }
+            p => self.free_at(p).is_ok() && self.load(p + FREE_NEXT) == off,
+        };
+        self.done(linked.then_some(t.size()))
     }
 
     /// Adds `[old_cap, new_cap)` to the heap (the region must already reach `new_cap`).

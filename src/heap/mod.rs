@@ -599,6 +599,7 @@ impl Heap {
         if let (Some(slabs), Some(c)) = (&self.slabs, self.cache_in_use()) {
             c.slabs.tidy(self, slabs);
         }
+        self.tidy_orphans();
         let g = self.lock()?;
         self.give_back_cache(&g);
         self.purge_all(&g);

@@ -6,9 +6,9 @@
 //! links and the page with its footer, which the core reads. The delay is what keeps a program
 //! that allocates and frees large blocks in a loop from paying a system call and the page
 //! faults after it on every round (mimalloc's `purge_delay` has the same purpose). A freed
-//! block of [`PURGE_EAGER`] bytes or more is given back at once, as glibc unmaps its large
-//! chunks, unless the same place was given back eagerly less than [`PURGE_DELAY`] ago (then it
-//! is noted): so a program that drops large blocks gets their memory back without waiting for
+//! block of [`PURGE_EAGER`] bytes or more (or of [`EAGER_PART`] bytes that leaves a free run of
+//! [`EAGER_RUN`]) is given back at once, as glibc unmaps its large chunks, unless the same place
+//! was given back eagerly less than [`PURGE_DELAY`] ago (then it is noted): so a program that drops large blocks gets their memory back without waiting for
 //! a later free, and one that cycles a large buffer pays the faults at most once per delay. Notes are looked at on the next large
 //! free and whenever the lock is taken while some are waiting; `trim` gives everything noted
 //! back at once.
@@ -26,10 +26,15 @@ use crate::sync::{AtomicUsize, Ordering};
 
 /// Free blocks smaller than this are never purged.
 pub(crate) const PURGE_MIN: u64 = 256 << 10;
-/// A freed block this large is purged at once (unless its place was, just now).
+/// A freed block this large is purged at once (unless its place was, just now)...
 const PURGE_EAGER: u64 = 1 << 20;
+/// ... and so is one this large that leaves a free run of [`EAGER_RUN`] bytes: a program
+/// that frees many large blocks gets their memory back as glibc's unmapping would give it,
+/// not only at its next call after the delay (a program that frees and then waits makes none).
+const EAGER_PART: u64 = 64 << 10;
+const EAGER_RUN: u64 = 2 << 20;
 /// Places purged eagerly that are remembered.
-const RECENT: usize = 8;
+const RECENT: usize = 32;
 /// Notes kept; a note that does not fit purges the oldest at once.
 const NOTES: usize = 32;
 
@@ -101,8 +106,9 @@ impl Heap {
         }
         let now = Instant::now();
         let mut notes = p.notes.lock().unwrap_or_else(|e| e.into_inner());
-        if freed >= PURGE_EAGER && notes.eager_ok(off, now) {
-            self.purge_range(off, freed);
+        let big = freed >= PURGE_EAGER || freed >= EAGER_PART && size >= EAGER_RUN;
+        if big && notes.eager_ok(off, now) {
+            self.purge_within(off, freed, start, size);
         } else if let Some(s) = notes.note(start, now) {
             self.purge_free(s);
         }
@@ -137,18 +143,28 @@ impl Heap {
         p.waiting.store(0, Ordering::Relaxed);
     }
 
-    /// Gives back the pages of the free block at `start`, if it is still one (under the lock).
+    /// Gives back the pages of the free block at `start`, if it is still one, on its free list
+    /// (under the lock): a note can outlive its block, and only the lists tell a free block
+    /// from bytes that look like one.
     fn purge_free(&self, start: u64) {
-        if let Ok(t) = self.core().free_at(start) {
-            self.purge_range(start, t.size());
+        if let Ok(Some(size)) = self.core().is_listed_free(start) {
+            self.purge_range(start, size);
         }
     }
 
-    /// Gives back the pages of the free range `[start, start + size)` but those with its
+    /// Gives back the pages of the free block `[start, start + size)` but those with its
     /// header, free links and footer (under the lock).
     fn purge_range(&self, start: u64, size: u64) {
-        let from = (start + FREE_PREV + 8).next_multiple_of(PAGE_SIZE);
-        let to = (start + size - 8) / PAGE_SIZE * PAGE_SIZE;
+        self.purge_within(start, size, start, size);
+    }
+
+    /// Gives back the pages that `[off, off + len)` touches inside the free block `[start,
+    /// start + size)` that contains it, but those with the block's header, free links and
+    /// footer: whole pages, so that freeing many blocks one after another leaves none of
+    /// theirs behind (only the free block's own first and last are kept).
+    fn purge_within(&self, off: u64, len: u64, start: u64, size: u64) {
+        let from = (off / PAGE_SIZE * PAGE_SIZE).max((start + FREE_PREV + 8).next_multiple_of(PAGE_SIZE));
+        let to = (off + len).next_multiple_of(PAGE_SIZE).min((start + size - 8) / PAGE_SIZE * PAGE_SIZE);
         if to > from {
             crate::sys::purge(self.region.base_addr() + from as usize, (to - from) as usize);
         }
