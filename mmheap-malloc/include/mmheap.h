@@ -2,7 +2,8 @@
  *
  * libmmheap_malloc.so exports malloc, free, calloc, realloc, reallocarray, posix_memalign,
  * aligned_alloc, memalign, valloc, pvalloc and malloc_usable_size over mmheap's in-process
- * heap (LD_PRELOAD it, or link it), and the functions below.
+ * heap (LD_PRELOAD it, or link it), and the functions below. The heap reserves 64 GiB of
+ * address space; beyond it, and for alignments above 4096, glibc's allocator serves.
  *
  * Errors: functions returning pointers return NULL, those returning int return -1; the
  * calling thread's last error message is mmheap_last_error(). Every call that can fail clears
