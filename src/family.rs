@@ -178,7 +178,7 @@ pub(crate) unsafe fn family_ends(heap: NonNull<Heap>) {
     // SAFETY: the caller's family is still counted, so the heap is alive.
     let h = unsafe { heap.as_ref() };
     match h.cache_in_use() {
-        // The cache is kept alive by this thread's claim (`cache.rs`, `CLAIMS`), not only by
+        // The cache is kept alive by this thread's claim (`cache/claims.rs`, `CLAIMS`), not only by
         // the heap, so it outlives the heap if this ending lets the heap go.
         Some(c) => c.end_family(),
         None => h.lives.clone().end_homeless(),

@@ -9,7 +9,7 @@
 //! so `free` finds the block's slab from the pointer alone. Slabs exist only in process memory:
 //! a store never has one.
 //!
-//! Each slab belongs to one thread's [`Local`] (its *owner*: a thread cache's, `cache.rs`).
+//! Each slab belongs to one thread's [`Local`] (its *owner*: a thread cache's, `cache/`).
 //! The owner allocates from the slab's `free` list and puts what it frees on `local_free`,
 //! with plain loads and stores. Any other thread pushes what it frees onto the slab's
 //! `thread_free` list with one compare-and-swap, and the owner takes that whole list when its

@@ -31,7 +31,7 @@
 //!
 //! States: a free block has reference word 0. A used block has owner references > 0 (and then
 //! a non-zero owner) or other holds > 0, except when its count is 0 and it has an owner: then
-//! it is *parked* in a thread cache of that owner (`cache.rs`), or *lent* from there to a
+//! it is *parked* in a thread cache of that owner (`cache/`), or *lent* from there to a
 //! `MemoryBlock` that is its only reference (`block.rs`), or its last holder is releasing it, or
 //! (in an in-process heap only) it is a raw allocation in use (`Heap::alloc_raw`). Either
 //! way the owner (or, if it died, recovery) frees or reuses it; nobody else may take a reference
@@ -201,7 +201,7 @@ pub(crate) mod rc {
     pub(crate) fn fresh(owner: u64) -> u64 {
         owner << OWNER_SHIFT | 1
     }
-    /// A parked block's word: owned by `owner` (slot + 1), no reference (see `cache.rs`).
+    /// A parked block's word: owned by `owner` (slot + 1), no reference (see `cache/`).
     #[inline]
     pub(crate) fn parked(owner: u64) -> u64 {
         owner << OWNER_SHIFT
