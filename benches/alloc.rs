@@ -4,11 +4,12 @@
 //!
 //!     cargo bench --bench alloc            # MMHEAP_ALLOC_OPS scales the churn workloads
 //!
-//! `MMHEAP_ALLOC_ONLY=small,mixed,fill,clone,reopen,two` runs only the named workloads.
+//! `MMHEAP_ALLOC_ONLY=small,mixed,fill,resize,clone,reopen,two` runs only the named workloads.
 //!
 //! Workloads: small churn (16..=512 B, live set capped at 10,000), mixed churn (log-uniform
 //! 16 B..64 KiB, live set capped at 2,000), fill (1,000,000 blocks of 64 B, then free them:
-//! time per allocate and per free, heap bytes per payload byte), reopen (a cleanly closed store
+//! time per allocate and per free, heap bytes per payload byte), resize (1,000 blocks grown
+//! 16 B at a time to 4 KiB and back, against glibc's `realloc`), reopen (a cleanly closed store
 //! holding 1,000,000 blocks: open and find a root), `MemoryBlock` clone + drop, and two
 //! processes churning one store at once (aggregate throughput against one process alone).
 //! This binary is its own child for the last one (`MMHEAP_ALLOC_ROLE`).
@@ -162,6 +163,9 @@ fn main() -> Res {
     if want("fill") {
         fill(&store)?;
     }
+    if want("resize") {
+        resize(&store)?;
+    }
     if want("clone") {
         clone_drop(&store)?;
     }
@@ -171,6 +175,51 @@ fn main() -> Res {
     if want("two") {
         two_processes(ops)?;
     }
+    Ok(())
+}
+
+/// Resize: 1,000 live blocks, each grown 16 B at a time from 16 B to 4 KiB and shrunk back
+/// (a growing buffer, a string built up), against glibc's `realloc` of the same sizes; the
+/// share of resizes that kept their place.
+fn resize(store: &MappedManager) -> Res {
+    const LIVE: usize = 1_000;
+    let steps: Vec<usize> = (1..=256).map(|i| i * 16).chain((1..256).rev().map(|i| i * 16)).collect();
+    let mut blocks: Vec<MemoryBlock> = (0..LIVE).map(|_| store.allocate(16)).collect::<Result<_, _>>()?;
+    let (mut moved, mut n) = (0u64, 0u64);
+    let t = Instant::now();
+    for &len in &steps {
+        for b in &mut blocks {
+            let before = b.offset();
+            store.resize(b, len)?;
+            moved += u64::from(b.offset() != before);
+            n += 1;
+        }
+    }
+    let mm = t.elapsed().as_nanos() as f64 / n as f64;
+    drop(blocks);
+    let l = Layout::from_size_align(16, 16)?;
+    // SAFETY: non-zero sizes; each pointer is reallocated with its current layout and freed
+    // once below.
+    let mut ptrs: Vec<(*mut u8, usize)> = (0..LIVE).map(|_| (unsafe { SYSTEM.alloc(l) }, 16)).collect();
+    let (mut g_moved, t) = (0u64, Instant::now());
+    for &len in &steps {
+        for (p, cur) in &mut ptrs {
+            // SAFETY: `p` is live with `cur` bytes, alignment 16; `len` is not zero.
+            let q = unsafe { SYSTEM.realloc(*p, Layout::from_size_align_unchecked(*cur, 16), len) };
+            g_moved += u64::from(q != *p);
+            (*p, *cur) = (q, len);
+        }
+    }
+    let glibc = t.elapsed().as_nanos() as f64 / n as f64;
+    // SAFETY: as above.
+    ptrs.into_iter()
+        .for_each(|(p, cur)| unsafe { SYSTEM.dealloc(p, Layout::from_size_align_unchecked(cur, 16)) });
+    println!(
+        "resize       MappedManager {mm:.1} ns ({:.2}x glibc), {:.1}% in place | glibc realloc {glibc:.1} ns, {:.1}% in place",
+        mm / glibc,
+        100.0 * (n - moved) as f64 / n as f64,
+        100.0 * (n - g_moved) as f64 / n as f64
+    );
     Ok(())
 }
 
