@@ -6,7 +6,8 @@
 //! overflow and pool mutexes, and its lock word, in the order those paths nest them), and give
 //! them back after it in the parent and in the child. In the child the thread caches that
 //! other threads had claimed are released (those threads do not exist there), so the child's
-//! threads claim them with their blocks and slabs.
+//! threads claim them with their blocks and slabs, and a slab that a remote free on another
+//! thread was in the middle of notifying (`slab.rs`, `NOTIFYING`) is put back to `NORMAL`.
 //!
 //! A store (`MappedManager`) opened before the fork is not the child's to use: the child shares
 //! the parent's registry slot and liveness lock (ARCHITECTURE.md, "Known limits"); it opens the
@@ -75,6 +76,9 @@ fn release(in_child: bool) {
         if in_child {
             if let Some(caches) = &h.caches {
                 h.heap.caches_after_fork(caches);
+            }
+            if let Some(slabs) = &h.heap.slabs {
+                slabs.after_fork_in_child();
             }
         }
         drop(h.pools.take());

@@ -736,6 +736,23 @@ impl Slabs {
         t
     }
 
+    /// In a child just forked (`fork.rs`): a remote free that was telling a slab's owner about
+    /// it (`NOTIFYING`) ran on a thread that did not come along, and would leave the slab
+    /// waited on for ever; it goes back to `NORMAL` (its block, if it was not pushed yet, is
+    /// lost to the child: one block).
+    pub(crate) fn after_fork_in_child(&self) {
+        let high = self.high.load(Ordering::Acquire).min(self.map.len());
+        for (unit, m) in self.map[..high].iter().enumerate() {
+            if m.load(Ordering::Relaxed) == 1 {
+                // SAFETY: a unit marked 1 starts a live slab (as in `slab_at`).
+                let s = unsafe { &*((self.base + (unit << CHUNK_LOG2)) as *const Slab) };
+                if s.thread_free.0.load(Ordering::Relaxed) & STATE == NOTIFYING {
+                    s.thread_free.0.fetch_and(!STATE, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
     /// Takes every pool mutex (fork: held across it, see `fork.rs`).
     pub(crate) fn lock_all(&self) -> [std::sync::MutexGuard<'_, Pool>; 2] {
         [lock(&self.pool[0]), lock(&self.pool[1])]
