@@ -184,14 +184,19 @@ impl DefaultManager {
         }
     }
 
+    /// The heap that may have handed out a raw block (the process-wide one only once made).
+    #[inline]
+    fn made_heap(&self) -> Option<&HeapRef> {
+        match &self.heap {
+            Some(h) => Some(h),
+            None => GLOBAL_HEAP.get(),
+        }
+    }
+
     /// The heap that handed out `p`, if this manager's heap did.
     #[inline]
     fn owner_of(&self, p: *const u8) -> Option<&HeapRef> {
-        let h = match &self.heap {
-            Some(h) => h,
-            None => GLOBAL_HEAP.get()?,
-        };
-        h.owns(p).then_some(h)
+        self.made_heap().filter(|h| h.owns(p))
     }
 
     /// Bytes usable at `p`, a block this manager's raw interfaces handed out (`None`: not
@@ -301,13 +306,12 @@ unsafe impl GlobalAlloc for DefaultManager {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        match self.owner_of(ptr) {
-            // A release that would need the lock this thread holds leaks the block instead
-            // (`Error::Reentrant`): nothing of ours is freed there, but if it were, leaking is
-            // the safe answer.
-            Some(h) => h.free_raw(ptr),
+        // A release that would need the lock this thread holds leaks the block instead
+        // (`Error::Reentrant`): nothing of ours is freed there, but if it were, leaking is the
+        // safe answer.
+        if !self.made_heap().is_some_and(|h| h.free_raw(ptr)) {
             // SAFETY: not ours, so it came from `Fallback.alloc` with this layout.
-            None => unsafe { Fallback.dealloc(ptr, layout) },
+            unsafe { Fallback.dealloc(ptr, layout) }
         }
     }
 
@@ -353,7 +357,7 @@ unsafe impl allocator_api2::alloc::Allocator for DefaultManager {
     #[inline]
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         if layout.size() != 0 {
-            if let Some(h) = self.owner_of(ptr.as_ptr()) {
+            if let Some(h) = self.made_heap() {
                 h.free_raw(ptr.as_ptr());
             }
         }

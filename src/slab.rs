@@ -624,13 +624,14 @@ impl Slabs {
         self.slab_at(off).map(|s| s.size() as u64)
     }
 
-    /// Frees the slab block at heap offset `off` (its address `p`), `me` being the calling
-    /// thread's `Local` if it has one. `false` if `off` is not in a slab.
+    /// Frees the slab block at heap offset `off` (its address `p`): as the owner's own if the
+    /// calling thread's cache holds the slab's `Local`, else as a remote free. `false` if
+    /// `off` is not in a slab.
     #[inline]
-    pub(crate) fn free(&self, heap: &Heap, off: u64, p: usize, me: Option<&Local>) -> bool {
+    pub(crate) fn free(&self, heap: &Heap, off: u64, p: usize) -> bool {
         let Some(s) = self.slab_at(off) else { return false };
         let owner = s.owner.load(Ordering::Relaxed);
-        match me {
+        match heap.cache().map(|c| &c.slabs) {
             Some(l) if owner == l as *const Local as usize => l.free_local(heap, self, s, p),
             _ => {
                 s.free_remote(p);

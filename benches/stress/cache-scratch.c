@@ -19,15 +19,7 @@ static void *scratch(void *arg) {
     struct worker *w = arg;
     free(w->first);
     for (long i = 0; i < w->iterations; i++) {
-        volatile char *p = xmalloc(OBJECT);
-        for (int b = 0; b < OBJECT; b++)
-            p[b] = (char)i;
-        for (int r = 0; r < WRITES; r++)
-            for (int b = 0; b < OBJECT; b++)
-                p[b] = (char)(p[b] + r + b);
-        for (int b = 0; b < OBJECT; b++)
-            w->sum += (unsigned char)p[b];
-        free((void *)p);
+        w->sum += write_object(i, OBJECT, WRITES);
     }
     return NULL;
 }

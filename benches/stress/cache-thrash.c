@@ -16,15 +16,7 @@ struct worker {
 static void *thrash(void *arg) {
     struct worker *w = arg;
     for (long i = 0; i < w->iterations; i++) {
-        volatile char *p = xmalloc(OBJECT);
-        for (int b = 0; b < OBJECT; b++)
-            p[b] = (char)i;
-        for (int r = 0; r < WRITES; r++)
-            for (int b = 0; b < OBJECT; b++)
-                p[b] = (char)(p[b] + r + b);
-        for (int b = 0; b < OBJECT; b++)
-            w->sum += (unsigned char)p[b];
-        free((void *)p);
+        w->sum += write_object(i, OBJECT, WRITES);
     }
     return NULL;
 }

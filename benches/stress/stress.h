@@ -128,4 +128,20 @@ static inline void report(const char *name, const struct args *a, double seconds
            a->iterations, seconds, (unsigned long long)checksum);
 }
 
+/* The false-sharing programs' work on one object: allocate `size` bytes, fill them, write
+ * each byte `writes` times more, sum them, free the object. */
+static inline uint64_t write_object(long i, int size, int writes) {
+    volatile char *p = xmalloc(size);
+    uint64_t sum = 0;
+    for (int b = 0; b < size; b++)
+        p[b] = (char)i;
+    for (int r = 0; r < writes; r++)
+        for (int b = 0; b < size; b++)
+            p[b] = (char)(p[b] + r + b);
+    for (int b = 0; b < size; b++)
+        sum += (unsigned char)p[b];
+    free((void *)p);
+    return sum;
+}
+
 #endif

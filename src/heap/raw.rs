@@ -81,17 +81,15 @@ impl Heap {
         off.checked_sub(HEADER_SIZE).filter(|&h| h >= HEAP_START)
     }
 
-    /// Frees a block from [`Heap::alloc_raw`] at `p` (which this heap owns). A slab block goes
-    /// back to its slab; a core block's header is only read (its tag, for size and alignment)
-    /// before it is parked or freed.
+    /// Frees a block from [`Heap::alloc_raw`] at `p`; `false` (nothing done) if `p` is not in
+    /// this heap, so that callers route by address with the one range check. A slab block
+    /// goes back to its slab; a core block's header is only read (its tag, for size and
+    /// alignment) before it is parked or freed.
     #[inline]
-    pub(crate) fn free_raw(&self, p: *mut u8) {
-        let Some(off) = self.region.offset_of(p) else { return };
-        if let Some(slabs) = &self.slabs {
-            let me = self.cache().map(|c| &c.slabs);
-            if slabs.free(self, off, p as usize, me) {
-                return;
-            }
+    pub(crate) fn free_raw(&self, p: *mut u8) -> bool {
+        let Some(off) = self.region.offset_of(p) else { return false };
+        if self.slabs.as_ref().is_some_and(|slabs| slabs.free(self, off, p as usize)) {
+            return true;
         }
         // Raw core blocks are never slots: the block-only path, after the range check that
         // `park_or_free` asks for.
@@ -99,6 +97,7 @@ impl Heap {
             // SAFETY: the reference word was just range-checked.
             unsafe { self.park_or_free(h) }
         }
+        true
     }
 
     /// Bytes usable at `p`, a block from [`Heap::alloc_raw`].
