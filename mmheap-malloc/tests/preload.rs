@@ -6,12 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The library cargo built beside this test (`target/<profile>/libmmheap_malloc.so`).
+/// The library cargo built for this test. `cargo test` leaves it beside the test binary
+/// (`target/<profile>/deps/`) and copies it up to `target/<profile>/` only on `cargo build`.
 fn library() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let so = exe.parent().unwrap().parent().unwrap().join("libmmheap_malloc.so");
-    assert!(so.exists(), "{} not built", so.display());
-    so
+    let deps = exe.parent().unwrap();
+    let candidates = [deps.join("libmmheap_malloc.so"), deps.parent().unwrap().join("libmmheap_malloc.so")];
+    let found = candidates.iter().find(|so| so.exists());
+    found.unwrap_or_else(|| panic!("libmmheap_malloc.so not built: looked at {candidates:?}")).clone()
 }
 
 fn run(program: &str, args: &[&str], dir: &Path, preload: bool) -> Output {
