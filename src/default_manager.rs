@@ -147,6 +147,9 @@ fn make_global_heap() -> Option<&'static HeapRef> {
     match DefaultManager::with_max_size(DEFAULT_RESERVE) {
         Ok(DefaultManager { heap: Some(h) }) => {
             let _ = GLOBAL_HEAP.set(h);
+            if let Some(slabs) = GLOBAL_HEAP.get().and_then(|h| h.slabs.as_ref()) {
+                crate::slab::fast::publish(slabs);
+            }
             GLOBAL_STATE.store(2, Ordering::Release);
             GLOBAL_HEAP.get()
         }
@@ -289,30 +292,22 @@ fn servable(layout: Layout) -> Option<u32> {
 unsafe impl GlobalAlloc for DefaultManager {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if let (Some(h), Some(a)) = (self.raw_heap(), servable(layout)) {
-            match h.alloc_raw(layout.size() as u64, a) {
-                Some(p) => return p.as_ptr(),
-                // A private heap is out of memory, unless it could not be used from here (this
-                // thread holds its lock: `Error::Reentrant`); then the fallback serves it. The
-                // process-wide heap falls back too when its reservation (64 GiB) is full, as
-                // the system allocator would still serve.
-                None if self.heap.is_some() && !h.locked_here() => return std::ptr::null_mut(),
-                None => {}
+        if self.heap.is_none() && layout.align() <= 16 {
+            if let Some(p) = crate::slab::fast::alloc(layout.size()) {
+                return p.as_ptr();
             }
         }
-        // SAFETY: the caller's layout contract is passed on unchanged.
-        unsafe { Fallback.alloc(layout) }
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.alloc_general(layout) }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // A release that would need the lock this thread holds leaks the block instead
-        // (`Error::Reentrant`): nothing of ours is freed there, but if it were, leaking is the
-        // safe answer.
-        if !self.made_heap().is_some_and(|h| h.free_raw(ptr)) {
-            // SAFETY: not ours, so it came from `Fallback.alloc` with this layout.
-            unsafe { Fallback.dealloc(ptr, layout) }
+        if self.heap.is_none() && crate::slab::fast::free(ptr) {
+            return;
         }
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.dealloc_general(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -333,6 +328,44 @@ unsafe impl GlobalAlloc for DefaultManager {
                 self.dealloc(ptr, layout);
             }
             new
+        }
+    }
+}
+
+impl DefaultManager {
+    /// [`GlobalAlloc::alloc`] beyond the process-wide heap's fast path (`slab/fast.rs`).
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::alloc`].
+    #[inline(never)]
+    unsafe fn alloc_general(&self, layout: Layout) -> *mut u8 {
+        if let (Some(h), Some(a)) = (self.raw_heap(), servable(layout)) {
+            match h.alloc_raw(layout.size() as u64, a) {
+                Some(p) => return p.as_ptr(),
+                // A private heap is out of memory, unless it could not be used from here (this
+                // thread holds its lock: `Error::Reentrant`); then the fallback serves it. The
+                // process-wide heap falls back too when its reservation (64 GiB) is full, as
+                // the system allocator would still serve.
+                None if self.heap.is_some() && !h.locked_here() => return std::ptr::null_mut(),
+                None => {}
+            }
+        }
+        // SAFETY: the caller's layout contract is passed on unchanged.
+        unsafe { Fallback.alloc(layout) }
+    }
+
+    /// [`GlobalAlloc::dealloc`] beyond the process-wide heap's fast path.
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::dealloc`].
+    #[inline(never)]
+    unsafe fn dealloc_general(&self, ptr: *mut u8, layout: Layout) {
+        // A release that would need the lock this thread holds leaks the block instead
+        // (`Error::Reentrant`): nothing of ours is freed there, but if it were, leaking is the
+        // safe answer.
+        if !self.made_heap().is_some_and(|h| h.free_raw(ptr)) {
+            // SAFETY: not ours, so it came from `Fallback.alloc` with this layout.
+            unsafe { Fallback.dealloc(ptr, layout) }
         }
     }
 }

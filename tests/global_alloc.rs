@@ -139,3 +139,47 @@ fn raw_blocks_reallocate_and_release_in_any_order() {
     assert_eq!((trimmed.used_bytes, trimmed.live_blocks), (0, 0));
     assert!(m.check().unwrap().is_sound());
 }
+
+/// The fast paths (`slab/fast.rs`) know a thread's slabs only while it holds its cache. A
+/// thread's last allocations and releases, made by destructors that run after it gave its cache
+/// back (a `pthread_key_create` destructor runs after every Rust thread-local's), go the general
+/// way, while new threads claim the caches exited ones left and use their slabs. Blocks keep
+/// their bytes throughout.
+#[test]
+fn threads_allocate_after_giving_their_cache_back_while_others_take_it() {
+    /// What each thread hands its key's destructor: blocks it allocated.
+    type Late = Vec<Vec<u64>>;
+    extern "C" fn late(p: *mut libc::c_void) {
+        // SAFETY: the value set below: a `Box<Late>` turned into a raw pointer, once.
+        let kept = unsafe { Box::from_raw(p.cast::<Late>()) };
+        for (i, v) in kept.iter().enumerate() {
+            assert!(v.iter().all(|&x| x == i as u64), "a block changed under its owner");
+        }
+        for round in 0..20u64 {
+            let again: Vec<Box<[u64; 4]>> = (0..500u64).map(|i| Box::new([i + round; 4])).collect();
+            assert!(again.iter().enumerate().all(|(i, b)| b.iter().all(|&x| x == i as u64 + round)));
+        }
+    }
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is writable; `late` is a valid destructor for the values set below.
+    assert_eq!(unsafe { libc::pthread_key_create(&mut key, Some(late)) }, 0);
+    for _ in 0..8 {
+        let handed: Vec<Vec<Vec<u64>>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..6u64)
+                .map(|t| {
+                    s.spawn(move || {
+                        let kept: Late = (0..300).map(|i| vec![i as u64; 1 + (i % 9) as usize]).collect();
+                        // SAFETY: a live key; the value is a leaked box its destructor takes.
+                        unsafe { libc::pthread_setspecific(key, Box::into_raw(Box::new(kept)).cast()) };
+                        (0..200).map(|i| vec![t * 1000 + i; 3]).collect()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        for (t, vs) in handed.iter().enumerate() {
+            assert!(vs.iter().enumerate().all(|(i, v)| v.iter().all(|&x| x == t as u64 * 1000 + i as u64)));
+        }
+    }
+    assert!(DefaultManager::global().check().unwrap().is_sound());
+}

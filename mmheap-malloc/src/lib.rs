@@ -33,6 +33,8 @@ static HEAP: DefaultManager = DefaultManager::GLOBAL;
 
 /// Every block's alignment when none is asked for (`max_align_t`).
 const MIN_ALIGN: usize = 16;
+/// Sizes `malloc` passes straight to the heap, with no layout checks (they cannot fail).
+const SMALL: usize = 8 << 10;
 
 extern "C" {
     fn __libc_realloc(p: *mut c_void, n: usize) -> *mut c_void;
@@ -61,6 +63,13 @@ fn alloc_aligned(n: usize, align: usize) -> *mut c_void {
 /// As C's `malloc`.
 #[no_mangle]
 pub unsafe extern "C" fn malloc(n: usize) -> *mut c_void {
+    if n <= SMALL {
+        // SAFETY: 1..=SMALL bytes at 16 is a valid layout, and not zero-sized.
+        let p = unsafe { HEAP.alloc(Layout::from_size_align_unchecked(n.max(1), MIN_ALIGN)) };
+        if !p.is_null() {
+            return p.cast();
+        }
+    }
     alloc_aligned(n, MIN_ALIGN)
 }
 

@@ -13,6 +13,7 @@ struct Claims(Vec<(u64, Arc<ThreadCache>)>);
 impl Drop for Claims {
     fn drop(&mut self) {
         let _ = LAST.try_with(|l| l.set((0, std::ptr::null())));
+        crate::slab::fast::set_mine(None);
         for (_, c) in self.0.drain(..) {
             c.give_back_on_exit();
             c.slabs.orphaned.store(true, Ordering::Relaxed);
@@ -91,7 +92,11 @@ impl Heap {
         let p = found.ok().flatten()?;
         let _ = LAST.try_with(|l| l.set((self.id, p)));
         // SAFETY: as in `cache`: claimed by this thread, kept alive by `self.caches`.
-        Some(unsafe { &*p })
+        let c = unsafe { &*p };
+        if self.slabs.as_ref().is_some_and(crate::slab::fast::is_global) {
+            crate::slab::fast::set_mine(Some(&c.slabs));
+        }
+        Some(c)
     }
 
     /// Claims a cache an exited thread left, or makes a new one.

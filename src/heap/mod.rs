@@ -183,7 +183,7 @@ impl Heap {
     /// An in-process heap (before it is shared with any thread): small raw allocations come
     /// from slabs, and free space goes back to the system.
     pub(crate) fn in_process(mut self) -> Heap {
-        self.slabs = Some(crate::slab::Slabs::new(&self.region));
+        self.slabs = crate::slab::Slabs::new(&self.region).ok();
         self.purges = Some(Default::default());
         self
     }

@@ -3,11 +3,11 @@
 //!
 //! A raw allocation (`GlobalAlloc`, `allocator_api2`, the drop-in `malloc`) of at most
 //! [`SLAB_MAX`] bytes with at most 16-byte alignment is a block of a *slab*: a used block of
-//! the core (64 KiB for classes up to 1 KiB, 512 KiB above), aligned to 64 KiB, that holds a
-//! 128-byte head and then blocks of one size class, with no per-block header. A byte per
-//! 64 KiB of the heap (the *slab map*) says whether a pointer is in a slab and where it starts,
-//! so `free` finds the block's slab from the pointer alone. Slabs exist only in process memory:
-//! a store never has one.
+//! the core (64 KiB for classes up to 1 KiB, 512 KiB above), aligned to 64 KiB, that holds
+//! blocks of one size class, with no per-block header. A byte per 64 KiB of the heap (the *slab
+//! map*) says whether a pointer is in a slab and where it starts, so `free` finds the block's
+//! slab from the pointer alone; the slab's 128-byte head is kept out of line, in a table beside
+//! the map (`table.rs` says why). Slabs exist only in process memory: a store never has one.
 //!
 //! Each slab belongs to one thread's [`Local`] (its *owner*: a thread cache's, `cache/`).
 //! The owner allocates from the slab's `free` list and puts what it frees on `local_free`,
@@ -40,13 +40,17 @@ use std::time::{Duration, Instant};
 use crate::core::region::Region;
 use crate::format::{HEADER_SIZE, SPAN_SIZE};
 use crate::heap::Heap;
-use crate::sync::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 /// Largest raw allocation served by a slab.
 pub(crate) const SLAB_MAX: u64 = 8 << 10;
 /// Size classes: one per 16 bytes up to 256, then eight per power of two.
 pub(crate) const CLASSES: usize = 16 + 5 * 8;
-/// Bytes of a slab before its first block.
+pub(crate) mod fast;
+mod table;
+use table::Table;
+
+/// Bytes of a slab's head (in the table).
 const HEAD: u64 = 128;
 /// The slab map's unit, and the alignment of every slab.
 const CHUNK_LOG2: u32 = 16;
@@ -74,8 +78,9 @@ const NOTIFY: usize = 1;
 /// A remote free is pushing its block on the owner's `delayed` list; others wait.
 const NOTIFYING: usize = 2;
 const STATE: usize = 3;
-/// The rest of the word: the first block's offset in its slab (a multiple of 16, 0 for none)
-/// in bits 4..48, and how many blocks the list holds from bit 48 (a slab has fewer than 2^16).
+/// The rest of the word: the first block's offset in its slab plus 16 (a multiple of 16; 0 for
+/// none) in bits 4..48, and how many blocks the list holds from bit 48 (a slab has fewer than
+/// 2^16).
 const FIRST: usize = (1 << 48) - 16;
 const COUNT_SHIFT: u32 = 48;
 
@@ -108,8 +113,9 @@ const fn slab_bytes(c: usize) -> u64 {
     }
 }
 
-/// A slab's head, at the start of its payload. Every field is an atomic so that a `&Slab` can
-/// be shared; the owner's fields are touched with relaxed loads and stores by the owner alone.
+/// A slab's head, in the table (`table.rs`). Every field is an atomic so that a `&Slab` can be
+/// shared (and so that the table's zeros are a valid head); the owner's fields are touched with
+/// relaxed loads and stores by the owner alone.
 #[repr(C, align(64))]
 struct Slab {
     /// Owner: blocks ready to hand out (a list through each block's first word).
@@ -131,13 +137,19 @@ struct Slab {
     /// The owning `Local`, 0 while the slab is in the pool. Set by the owner; read by a remote
     /// free in state `NOTIFYING`, when it cannot change.
     owner: AtomicUsize,
-    /// On its own line: blocks freed by other threads: the state (low bits), the first
-    /// block's offset in the slab, and their count ([`FIRST`], [`COUNT_SHIFT`]).
-    thread_free: Line,
+    /// On its own line, with what remote frees read.
+    remote: Remote,
 }
 
 #[repr(C, align(64))]
-struct Line(AtomicUsize);
+struct Remote {
+    /// Blocks freed by other threads: the state (low bits), the first block's offset in the
+    /// slab plus 16, and their count ([`FIRST`], [`COUNT_SHIFT`]).
+    thread_free: AtomicUsize,
+    /// Address of the slab's memory (its core block's payload); set before the slab map names
+    /// the slab and unchanged while it does.
+    mem: AtomicUsize,
+}
 
 const _: () = assert!(std::mem::size_of::<Slab>() as u64 == HEAD);
 
@@ -172,14 +184,30 @@ impl Slab {
     fn addr(&self) -> usize {
         self as *const Slab as usize
     }
+    /// Address of the slab's memory, where its first block is.
+    #[inline]
+    fn mem(&self) -> usize {
+        Slab::get(&self.remote.mem)
+    }
+    /// Block `b`'s link in `thread_free`: its offset in the slab plus 16, never 0.
+    #[inline]
+    fn link_of(&self, b: usize) -> usize {
+        b - self.mem() + 16
+    }
+    /// The block a non-zero `thread_free` link names.
+    #[inline]
+    fn at_link(&self, link: usize) -> usize {
+        self.mem() + link - 16
+    }
     #[inline]
     fn size(&self) -> usize {
         class_size(self.class.load(Ordering::Relaxed) as usize) as usize
     }
 
-    /// Prepares a fresh (or pooled) slab of class `c` for `owner`.
-    fn init(&self, c: usize, bytes: u64, owner: &Local) {
-        let capacity = (bytes - HEADER_SIZE - HEAD) / class_size(c);
+    /// Prepares the head of a fresh (or pooled) slab of class `c` at address `mem` for `owner`.
+    fn init(&self, c: usize, mem: usize, bytes: u64, owner: &Local) {
+        let capacity = (bytes - HEADER_SIZE) / class_size(c);
+        Slab::set(&self.remote.mem, mem);
         Slab::set(&self.free, 0);
         Slab::set(&self.local_free, 0);
         self.used.store(0, Ordering::Relaxed);
@@ -189,7 +217,7 @@ impl Slab {
         self.listed.store(0, Ordering::Relaxed);
         Slab::set(&self.next, 0);
         Slab::set(&self.prev, 0);
-        self.thread_free.0.store(NORMAL, Ordering::Relaxed);
+        self.remote.thread_free.store(NORMAL, Ordering::Relaxed);
         self.owner.store(owner as *const Local as usize, Ordering::Release);
     }
 
@@ -210,11 +238,11 @@ impl Slab {
     /// threads: walking it waited for each line in turn, 97% of a slow allocation when one
     /// thread frees what another allocates), unless `free` has blocks to append it to.
     fn collect(&self) -> bool {
-        if self.thread_free.0.load(Ordering::Relaxed) & FIRST == 0 {
+        if self.remote.thread_free.load(Ordering::Relaxed) & FIRST == 0 {
             return false;
         }
-        let w = self.thread_free.0.swap(NORMAL, Ordering::Acquire);
-        let head = self.addr() + (w & FIRST);
+        let w = self.remote.thread_free.swap(NORMAL, Ordering::Acquire);
+        let head = self.at_link(w & FIRST);
         let free = Slab::get(&self.free);
         if free != 0 {
             let mut tail = head;
@@ -240,7 +268,7 @@ impl Slab {
         }
         let size = self.size();
         let n = (EXTEND_BYTES as usize / size).clamp(1, (cap - bump) as usize);
-        let first = self.addr() + HEAD as usize + bump as usize * size;
+        let first = self.mem() + bump as usize * size;
         for i in 0..n {
             let b = first + i * size;
             let next = if i + 1 < n { b + size } else { Slab::get(&self.free) };
@@ -255,19 +283,19 @@ impl Slab {
     /// Owner: asks to be told of the next remote free, if none came since the last collect.
     /// `false` (and nothing changed) if blocks are waiting on `thread_free`.
     fn ask_notify(&self) -> bool {
-        self.thread_free.0.compare_exchange(NORMAL, NOTIFY, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        self.remote.thread_free.compare_exchange(NORMAL, NOTIFY, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     /// Owner: back to `NORMAL` (the slab goes back on its queue), waiting out a remote free
     /// that is telling us about it.
     fn stop_notify(&self) {
         loop {
-            let w = self.thread_free.0.load(Ordering::Acquire);
+            let w = self.remote.thread_free.load(Ordering::Acquire);
             match w & STATE {
                 NOTIFY => {
                     if self
+                        .remote
                         .thread_free
-                        .0
                         .compare_exchange(w, w & !STATE, Ordering::AcqRel, Ordering::Relaxed)
                         .is_ok()
                     {
@@ -283,7 +311,7 @@ impl Slab {
     /// Any thread but the owner: frees block `b` of this slab.
     #[inline]
     fn free_remote(&self, b: usize) {
-        let tf = &self.thread_free.0;
+        let tf = &self.remote.thread_free;
         let mut w = tf.load(Ordering::Relaxed);
         loop {
             match w & STATE {
@@ -309,10 +337,10 @@ impl Slab {
                     w = tf.load(Ordering::Relaxed);
                 }
                 _ => {
-                    let next = if w & FIRST == 0 { 0 } else { self.addr() + (w & FIRST) };
+                    let next = if w & FIRST == 0 { 0 } else { self.at_link(w & FIRST) };
                     // SAFETY: `b` is a block being freed: its caller gave it up.
                     unsafe { set_next(b, next) };
-                    let pushed = (((w >> COUNT_SHIFT) + 1) << COUNT_SHIFT) | (b - self.addr()) | (w & STATE);
+                    let pushed = (((w >> COUNT_SHIFT) + 1) << COUNT_SHIFT) | self.link_of(b) | (w & STATE);
                     match tf.compare_exchange_weak(w, pushed, Ordering::Release, Ordering::Relaxed) {
                         Ok(_) => return,
                         Err(now) => w = now,
@@ -374,22 +402,30 @@ impl Local {
         }
     }
 
-    /// Owner: allocates a block of class `c`, the fast path.
+    /// Owner: allocates a block of class `c`.
     #[inline]
     pub(crate) fn alloc(&self, heap: &Heap, slabs: &Slabs, c: usize) -> Option<NonNull<u8>> {
+        self.alloc_ready(c).or_else(|| self.alloc_slow(heap, slabs, c))
+    }
+
+    /// Owner: a block of class `c` from the free list of the first slab of its queue, if it
+    /// has one (the fast path).
+    #[inline(always)]
+    fn alloc_ready(&self, c: usize) -> Option<NonNull<u8>> {
         let first = self.queues()[c];
-        if first != 0 {
-            // SAFETY: slabs on our queues are live slabs we own.
-            let s = unsafe { &*(first as *const Slab) };
-            let b = Slab::get(&s.free);
-            if b != 0 {
-                // SAFETY: `b` is on our slab's free list: a free block only we touch.
-                Slab::set(&s.free, unsafe { next_of(b) });
-                s.used.store(s.used.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-                return NonNull::new(b as *mut u8);
-            }
+        if first == 0 {
+            return None;
         }
-        self.alloc_slow(heap, slabs, c)
+        // SAFETY: slabs on our queues are live slabs we own.
+        let s = unsafe { &*(first as *const Slab) };
+        let b = Slab::get(&s.free);
+        if b == 0 {
+            return None;
+        }
+        // SAFETY: `b` is on our slab's free list: a free block only we touch.
+        Slab::set(&s.free, unsafe { next_of(b) });
+        s.used.store(s.used.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        NonNull::new(b as *mut u8)
     }
 
     #[cold]
@@ -437,14 +473,30 @@ impl Local {
     /// Owner: frees block `b` of our slab `s`.
     #[inline]
     fn free_local(&self, heap: &Heap, slabs: &Slabs, s: &Slab, b: usize) {
+        if !self.free_quiet(s, b) {
+            self.push_local(s, b);
+            self.free_local_slow(heap, slabs, s);
+        }
+    }
+
+    /// Owner: frees block `b` of our slab `s` if that needs nothing but the push (the slab
+    /// keeps a block in use and stays on its queue); `false` (nothing done) otherwise.
+    #[inline(always)]
+    fn free_quiet(&self, s: &Slab, b: usize) -> bool {
+        if s.used.load(Ordering::Relaxed) <= 1 || s.listed.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        self.push_local(s, b);
+        true
+    }
+
+    /// Owner: puts block `b` of our slab `s` on its `local_free` list.
+    #[inline(always)]
+    fn push_local(&self, s: &Slab, b: usize) {
         // SAFETY: `b` is a block of our slab being freed: only we touch it now.
         unsafe { set_next(b, Slab::get(&s.local_free)) };
         Slab::set(&s.local_free, b);
-        let used = s.used.load(Ordering::Relaxed).wrapping_sub(1);
-        s.used.store(used, Ordering::Relaxed);
-        if used == 0 || s.listed.load(Ordering::Relaxed) == 0 {
-            self.free_local_slow(heap, slabs, s);
-        }
+        s.used.store(s.used.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
     }
 
     #[cold]
@@ -572,10 +624,11 @@ impl Pool {
 /// The heap's side: the slab map, the pool of empty slabs, and the `Local` of threads that
 /// have no thread cache.
 pub(crate) struct Slabs {
+    /// The heap's reservation: its address and length.
     base: usize,
-    /// Per 64 KiB of the heap: 0 if no slab starts at or covers it, else 1 + how many units
-    /// before it its slab starts.
-    map: Box<[AtomicU8]>,
+    len: usize,
+    /// The slab map and the heads.
+    table: Table,
     /// Empty slabs, small ones and large ones, oldest first.
     pool: [Mutex<Pool>; 2],
     /// Remote frees into orphaned `Local`s' slabs (`count_orphan_free`).
@@ -587,31 +640,31 @@ pub(crate) struct Slabs {
 }
 
 impl Slabs {
-    /// Slabs over `region` (the reservation's whole length is mapped).
-    pub(crate) fn new(region: &Region) -> Slabs {
-        let units = (region.reserved() >> CHUNK_LOG2) as usize + 1;
-        Slabs {
+    /// Slabs over `region` (the reservation's whole length is mapped). Fails only when the
+    /// table cannot be mapped.
+    pub(crate) fn new(region: &Region) -> std::io::Result<Slabs> {
+        Ok(Slabs {
             base: region.base_addr(),
-            map: (0..units).map(|_| AtomicU8::new(0)).collect(),
+            len: usize::try_from(region.reserved()).map_err(std::io::Error::other)?,
+            table: Table::new(region.reserved())?,
             pool: [Mutex::default(), Mutex::default()],
             orphan_frees: AtomicUsize::new(0),
             high: AtomicUsize::new(0),
             overflow: Mutex::default(),
-        }
+        })
     }
 
     /// The slab holding the block at heap offset `off`, if any.
     #[inline]
     fn slab_at(&self, off: u64) -> Option<&Slab> {
         let unit = (off >> CHUNK_LOG2) as usize;
-        let back = self.map.get(unit)?.load(Ordering::Acquire);
+        let back = self.table.map(unit)?.load(Ordering::Acquire);
         if back == 0 {
             return None;
         }
-        let start = (unit - usize::from(back - 1)) << CHUNK_LOG2;
-        // SAFETY: the map names only live slabs, whose heads are initialised before the map
-        // is set (release, read acquire above) and which stay mapped while the heap lives.
-        Some(unsafe { &*((self.base + start) as *const Slab) })
+        // The map names only live slabs, whose heads are initialised before the map is set
+        // (release, read acquire above).
+        Some(self.table.head(unit - usize::from(back - 1)))
     }
 
     fn slab_of_addr(&self, b: usize) -> Option<&Slab> {
@@ -667,26 +720,33 @@ impl Slabs {
                 self.base + off as usize
             }
         };
-        // SAFETY: `addr` is the payload of a slab-sized core block we carved (or that the pool
-        // kept), 64 KiB aligned, that nobody else uses.
-        let s = unsafe { &*(addr as *const Slab) };
-        s.init(c, bytes, owner);
+        // `addr` is the payload of a slab-sized core block we carved (or that the pool kept),
+        // 64 KiB aligned, that nobody else uses: so is the head of its unit.
+        let s = self.table.head((addr - self.base) >> CHUNK_LOG2);
+        s.init(c, addr, bytes, owner);
         self.mark(addr - self.base, bytes);
         Some(s)
     }
 
-    fn mark(&self, off: usize, bytes: u64) {
+    /// Sets the map bytes of the slab at heap offset `off` (`bytes` long; 0 when `clear`).
+    fn mark_units(&self, off: usize, bytes: u64, clear: bool) {
         let first = off >> CHUNK_LOG2;
-        self.high.fetch_max(first + (bytes >> CHUNK_LOG2) as usize, Ordering::Release);
         for i in 0..(bytes >> CHUNK_LOG2) as usize {
-            self.map[first + i].store(i as u8 + 1, Ordering::Release);
+            if let Some(m) = self.table.map(first + i) {
+                m.store(if clear { 0 } else { i as u8 + 1 }, Ordering::Release);
+            }
         }
+    }
+
+    fn mark(&self, off: usize, bytes: u64) {
+        self.high.fetch_max((off >> CHUNK_LOG2) + (bytes >> CHUNK_LOG2) as usize, Ordering::Release);
+        self.mark_units(off, bytes, false);
     }
 
     /// Puts the empty slab `s` (off every queue, no block in use) in the pool; purges what
     /// waited there long enough, and gives the core what the pool does not keep.
     fn retire(&self, heap: &Heap, s: &Slab) {
-        while s.thread_free.0.load(Ordering::Acquire) & STATE == NOTIFYING {
+        while s.remote.thread_free.load(Ordering::Acquire) & STATE == NOTIFYING {
             std::hint::spin_loop();
         }
         s.owner.store(0, Ordering::Relaxed);
@@ -695,7 +755,7 @@ impl Slabs {
         let give = {
             let mut pool = lock(&self.pool[usize::from(bytes == LARGE_SLAB)]);
             let keep = if bytes == LARGE_SLAB { POOL_KEEP_LARGE } else { POOL_KEEP };
-            let give = pool.push(s.addr(), now, keep);
+            let give = pool.push(s.mem(), now, keep);
             purge_old(&mut pool, now, bytes);
             give
         };
@@ -707,10 +767,7 @@ impl Slabs {
     /// Returns an empty slab to the core (under the heap's lock).
     #[cold]
     fn give_back(&self, heap: &Heap, addr: usize, bytes: u64) {
-        let first = (addr - self.base) >> CHUNK_LOG2;
-        for i in 0..(bytes >> CHUNK_LOG2) as usize {
-            self.map[first + i].store(0, Ordering::Release);
-        }
+        self.mark_units(addr - self.base, bytes, true);
         heap.free_slab((addr - self.base) as u64);
     }
 
@@ -720,14 +777,9 @@ impl Slabs {
     /// owner takes it back (its next allocation that finds its slab empty, or its exit).
     pub(crate) fn totals(&self) -> SlabTotals {
         let mut t = SlabTotals::default();
-        let high = self.high.load(Ordering::Acquire).min(self.map.len());
-        for (unit, m) in self.map[..high].iter().enumerate() {
-            if m.load(Ordering::Acquire) != 1 {
-                continue;
-            }
-            // SAFETY: a unit marked 1 starts a live slab (as in `slab_at`).
-            let s = unsafe { &*((self.base + (unit << CHUNK_LOG2)) as *const Slab) };
-            let large = self.map.get(unit + 1).is_some_and(|n| n.load(Ordering::Relaxed) == 2);
+        for unit in self.starts() {
+            let s = self.table.head(unit);
+            let large = self.table.map(unit + 1).is_some_and(|n| n.load(Ordering::Relaxed) == 2);
             let used = u64::from(s.used.load(Ordering::Relaxed).min(s.capacity.load(Ordering::Relaxed)));
             t.core_bytes += if large { LARGE_SLAB } else { CHUNK };
             t.core_blocks += 1;
@@ -742,16 +794,17 @@ impl Slabs {
     /// waited on for ever; it goes back to `NORMAL` (its block, if it was not pushed yet, is
     /// lost to the child: one block).
     pub(crate) fn after_fork_in_child(&self) {
-        let high = self.high.load(Ordering::Acquire).min(self.map.len());
-        for (unit, m) in self.map[..high].iter().enumerate() {
-            if m.load(Ordering::Relaxed) == 1 {
-                // SAFETY: a unit marked 1 starts a live slab (as in `slab_at`).
-                let s = unsafe { &*((self.base + (unit << CHUNK_LOG2)) as *const Slab) };
-                if s.thread_free.0.load(Ordering::Relaxed) & STATE == NOTIFYING {
-                    s.thread_free.0.fetch_and(!STATE, Ordering::Relaxed);
-                }
+        for s in self.starts().map(|unit| self.table.head(unit)) {
+            if s.remote.thread_free.load(Ordering::Relaxed) & STATE == NOTIFYING {
+                s.remote.thread_free.fetch_and(!STATE, Ordering::Relaxed);
             }
         }
+    }
+
+    /// The units where a live slab starts (marked 1 in the map).
+    fn starts(&self) -> impl Iterator<Item = usize> + '_ {
+        let high = self.high.load(Ordering::Acquire).min(self.table.units());
+        (0..high).filter(|&u| self.table.map(u).is_some_and(|m| m.load(Ordering::Acquire) == 1))
     }
 
     /// Takes every pool mutex (fork: held across it, see `fork.rs`).
@@ -807,7 +860,7 @@ mod tests {
     #[test]
     fn slabs_hold_enough_blocks() {
         for c in 0..CLASSES {
-            let n = (slab_bytes(c) - HEADER_SIZE - HEAD) / class_size(c);
+            let n = (slab_bytes(c) - HEADER_SIZE) / class_size(c);
             assert!(n >= 7, "class {c}: {n} blocks");
         }
     }
