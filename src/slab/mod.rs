@@ -479,11 +479,16 @@ impl Local {
         }
     }
 
-    /// Owner: frees block `b` of our slab `s` if that needs nothing but the push (the slab
-    /// keeps a block in use and stays on its queue); `false` (nothing done) otherwise.
+    /// Owner: frees block `b` of our slab `s` if that needs nothing but the push (the slab is
+    /// on its queue and keeps a block in use, or is the first of its queue, which is never
+    /// retired); `false` (nothing done) otherwise.
     #[inline(always)]
     fn free_quiet(&self, s: &Slab, b: usize) -> bool {
-        if s.used.load(Ordering::Relaxed) <= 1 || s.listed.load(Ordering::Relaxed) == 0 {
+        let used = s.used.load(Ordering::Relaxed);
+        if s.listed.load(Ordering::Relaxed) == 0 || used == 0 {
+            return false;
+        }
+        if used == 1 && self.queues()[s.class.load(Ordering::Relaxed) as usize % CLASSES] != s.addr() {
             return false;
         }
         self.push_local(s, b);
