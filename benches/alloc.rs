@@ -304,17 +304,54 @@ fn reopen() -> Res {
             tx.send(m.allocate(64)?).map_err(|e| e.to_string())?;
         }
     }
-    let mut times = Vec::new();
+    let boost = boost_reopen(dir.path())?;
+    let (mut times, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..5 {
         let t = Instant::now();
         let m = MappedManager::open(&path)?;
         let root = m.root("index")?.ok_or("root")?;
         times.push(t.elapsed());
         drop((root, m));
+        if let Some((exe, file)) = &boost {
+            let out = std::process::Command::new(exe).arg("open").arg(file).output()?;
+            let ns: u64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+            theirs.push(Duration::from_nanos(ns));
+        }
     }
     times.sort();
-    println!("reopen       1,000,000 live blocks: open + find root {:?} (median of 5)", times[2]);
+    theirs.sort();
+    match theirs.get(2) {
+        Some(b) => println!(
+            "reopen       1,000,000 live blocks: open + find root {:?} | Boost.Interprocess managed_mapped_file open + find {b:?} ({:.2}x Boost's time; medians of 5, alternating)",
+            times[2],
+            times[2].as_secs_f64() / b.as_secs_f64()
+        ),
+        None => println!(
+            "reopen       1,000,000 live blocks: open + find root {:?} (median of 5; no Boost.Interprocess to compare: apt-get install libboost-dev)",
+            times[2]
+        ),
+    }
     Ok(())
+}
+
+/// Builds benches/boost/reopen.cpp and makes its file of 1,000,000 live blocks in `dir`; `None`
+/// when no C++ compiler or no Boost headers are there.
+fn boost_reopen(dir: &std::path::Path) -> Res<Option<(std::path::PathBuf, std::path::PathBuf)>> {
+    let exe = dir.join("boost-reopen");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/boost/reopen.cpp");
+    let built = std::process::Command::new("c++")
+        .args(["-O2", "-std=c++17", "-o"])
+        .arg(&exe)
+        .arg(src)
+        .arg("-lpthread")
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !built.is_ok_and(|s| s.success()) {
+        return Ok(None);
+    }
+    let file = dir.join("reopen.boost");
+    let made = std::process::Command::new(&exe).arg("create").arg(&file).arg("1000000").status()?;
+    Ok(made.success().then_some((exe, file)))
 }
 
 /// Two processes churning one store at once, against one alone.

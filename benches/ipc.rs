@@ -9,7 +9,14 @@
 //!   touches the same two bytes and drops it. With the socket the child writes a prefilled
 //!   1 MiB buffer and the parent reads it whole (the payload is copied twice in the kernel).
 //!
-//!     cargo bench --bench ipc                   # MMHEAP_IPC_ROUNDS, MMHEAP_IPC_MESSAGES adjust
+//! - handover: a producer process allocates blocks of 64 B to 4 KiB, writes their first and last
+//!   byte and sends them; the consumer (the parent) reads the two bytes and drops each block, so
+//!   every block is freed by the process that did not allocate it: the store's normal case in
+//!   IPC. Against one process doing both, through a channel to itself (same work, no second
+//!   process) and without a channel (allocate, write, read, drop, in the same batches).
+//!
+//!   cargo bench --bench ipc                   # MMHEAP_IPC_ROUNDS, MMHEAP_IPC_MESSAGES adjust
+//!   MMHEAP_IPC_ONLY=handover cargo bench --bench ipc
 //!
 //! This binary is its own child: `MMHEAP_IPC_ROLE` selects the child's part.
 
@@ -39,6 +46,13 @@ fn main() -> Res {
     let dir = tempfile::tempdir()?;
     let trials = env("MMHEAP_IPC_TRIALS", 3);
     println!("IPC between two processes: {trials} alternating trials of {rounds} round trips of 64 B and {messages} messages of 1 MiB; medians");
+    let only = std::env::var("MMHEAP_IPC_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "handover" {
+        handover(dir.path(), trials, env("MMHEAP_IPC_HANDOVERS", 400_000))?;
+    }
+    if only == "handover" {
+        return Ok(());
+    }
     let (mut lat, mut tp) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
     for _ in 0..trials {
         lat.0.push(mmheap_latency(dir.path(), rounds)?.as_nanos() as f64);
@@ -119,6 +133,14 @@ fn child(role: &str, at: &Path) -> Res {
                 s[0] = i as u8;
                 s[MIB - 1] = i as u8;
                 tx.send(b)?;
+            }
+            Ok(())
+        }
+        "mm-produce" => {
+            let store = MappedManager::open(at)?;
+            let tx = store.channel("handover", HANDOVER_CAPACITY)?.sender()?;
+            for i in 0..env("MMHEAP_IPC_HANDOVERS", 1_000) {
+                tx.send(produce(&store, i)?)?;
             }
             Ok(())
         }
@@ -224,4 +246,100 @@ fn uds_throughput(dir: &Path, messages: usize) -> Res<f64> {
     let rate = (messages - 1) as f64 / t.elapsed().as_secs_f64();
     kid.wait()?;
     Ok(rate)
+}
+
+/// The handover's channel capacity, and the batch of the one-process runs (half of it).
+const HANDOVER_CAPACITY: usize = 64;
+
+/// The size of the handover's `i`th block: 64 B..=4 KiB, spread evenly (the same sequence in
+/// every run and process).
+fn handover_size(i: usize) -> usize {
+    let x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+    64 + (x % (4096 - 64 + 1)) as usize
+}
+
+/// The handover's `i`th block, allocated and written (first and last byte).
+fn produce(store: &MappedManager, i: usize) -> Res<mmheap::MemoryBlock> {
+    let len = handover_size(i);
+    let mut b = store.allocate(len)?;
+    let s = b.as_mut_slice()?;
+    s[0] = i as u8;
+    s[len - 1] = i as u8;
+    Ok(b)
+}
+
+/// Reads what `produce` wrote into block `i` and drops (frees) it.
+fn consume(b: mmheap::MemoryBlock, i: usize) -> Res {
+    let s = b.as_slice();
+    if s.len() != handover_size(i) || s[0] != i as u8 || s[s.len() - 1] != i as u8 {
+        return Err(format!("handover block {i} is not what was sent").into());
+    }
+    Ok(())
+}
+
+/// Blocks per second from a producer process to a consumer process, and in one process doing
+/// both (through a channel to itself, and without one); medians of `trials` alternating runs.
+fn handover(dir: &Path, trials: usize, n: usize) -> Res {
+    let (mut two, mut chan, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+    for t in 0..trials {
+        let path = dir.join(format!("handover-{t}.mmheap"));
+        let store = MappedManager::create(&path, &Options::new().initial_size(64 << 20).max_size(1 << 30))?;
+        two.push(handover_two(&store, &path, n)?);
+        chan.push(handover_one(&store, n, true)?);
+        plain.push(handover_one(&store, n, false)?);
+        drop(store);
+        std::fs::remove_file(&path)?;
+    }
+    let mid = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (two, chan, plain) = (mid(two), mid(chan), mid(plain));
+    println!(
+        "handover of 64 B-4 KiB blocks, blocks per second: producer and consumer processes {two:>9.0} | one process through a channel {chan:>9.0} ({:.2}x) | one process, no channel {plain:>9.0} ({:.2}x)",
+        two / chan,
+        two / plain
+    );
+    Ok(())
+}
+
+fn handover_two(store: &MappedManager, path: &Path, n: usize) -> Res<f64> {
+    let rx = store.channel("handover", HANDOVER_CAPACITY)?.receiver()?;
+    let mut kid = spawn("mm-produce", path, &[("MMHEAP_IPC_HANDOVERS", n.to_string())])?;
+    consume(rx.recv()?, 0)?; // start timing once the producer is up
+    let t = Instant::now();
+    for i in 1..n {
+        consume(rx.recv()?, i)?;
+    }
+    let rate = (n - 1) as f64 / t.elapsed().as_secs_f64();
+    if !kid.wait()?.success() {
+        return Err("the producer failed".into());
+    }
+    Ok(rate)
+}
+
+fn handover_one(store: &MappedManager, n: usize, through_channel: bool) -> Res<f64> {
+    let ch = store.channel("handover-self", HANDOVER_CAPACITY)?;
+    let (tx, rx) = (ch.sender()?, ch.receiver()?);
+    let batch = HANDOVER_CAPACITY / 2;
+    let mut held = std::collections::VecDeque::with_capacity(batch);
+    let t = Instant::now();
+    for start in (0..n).step_by(batch) {
+        let end = (start + batch).min(n);
+        for i in start..end {
+            let b = produce(store, i)?;
+            match through_channel {
+                true => tx.send(b)?,
+                false => held.push_back(b),
+            }
+        }
+        for i in start..end {
+            let b = match through_channel {
+                true => rx.recv()?,
+                false => held.pop_front().ok_or("nothing held")?,
+            };
+            consume(b, i)?;
+        }
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
 }

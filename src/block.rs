@@ -9,9 +9,10 @@ use std::sync::Arc;
 use bytemuck::{Pod, Zeroable};
 
 use crate::core::header::rc;
+use crate::core::span::is_slot;
 use crate::error::{Error, Result};
 use crate::family::{family_ends, HeapRef};
-use crate::format::{payload_of, GRANULE, PAGE_SIZE};
+use crate::format::{payload_of, GRANULE, HEADER_SIZE, PAGE_SIZE};
 use crate::heap::{table, Heap, Obtained, RefKind, Resizer};
 use crate::segment::{MemorySegment, MemorySegmentMut};
 use crate::sync::{AtomicU64, Ordering};
@@ -416,6 +417,9 @@ impl MemoryBlock {
 
     /// Changes the length; see [`crate::MemoryManager::resize`].
     pub fn resize(&mut self, new_len: usize) -> Result<()> {
+        if self.resize_within(new_len as u64) {
+            return Ok(());
+        }
         // The heap checks the count in the header, and may move the block.
         self.end_lending(0)?;
         let index = self.hold().and_then(|h| h.index);
@@ -445,6 +449,31 @@ impl MemoryBlock {
             Some(hold) => hold.len.store(new_len as u64, Ordering::Relaxed),
         }
         Ok(())
+    }
+
+    /// Resizes without the heap's lock when nothing in the store has to change: this handle is
+    /// the block's only reference, an owner one, never published (lent to it, or counted once
+    /// in the header), and `new_len` fits the block's payload without leaving more than half
+    /// of it unused (a larger shrink gives the tail back, under the lock). Only the length this
+    /// handle keeps changes. `false`: nothing done.
+    fn resize_within(&mut self, new_len: u64) -> bool {
+        if self.hold().is_some() || new_len == 0 {
+            return false;
+        }
+        let at = *self.at.get_mut();
+        let off = at & OFFSET_MASK;
+        let capacity = match at >> LENT_SHIFT {
+            // The lending's size is the block's (a slot's is its payload's).
+            0 => self.heap().sole_capacity(off),
+            lent => (lent * GRANULE).checked_sub(if is_slot(off) { 0 } else { HEADER_SIZE }),
+        };
+        let fits = capacity.is_some_and(|c| new_len <= c && (new_len >= c / 2 || c <= 64));
+        // The range check `payload_ptr` relies on, for the new length.
+        if !fits || self.heap().payload_at(off, new_len).is_none() {
+            return false;
+        }
+        self.meta = owner_meta(self.heap(), new_len);
+        true
     }
 
     /// Turns this reference into an other hold of a store structure (a channel slot), under

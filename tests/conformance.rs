@@ -301,6 +301,40 @@ fn resize_keeps_content_in_place_or_moving<M: Subject>() {
     assert!(m.sound());
 }
 
+/// A block grown step by step (a buffer appended to) gets room to grow into, so that it
+/// rarely moves; shrinking by less than half stays in place; the length it has when it is
+/// published is the one another reference sees.
+fn resize_by_steps_rarely_moves_and_publishes_its_length<M: Subject>() {
+    let m = M::make(64 << 20);
+    let mut a = m.allocate(1000).unwrap();
+    a.as_mut_slice().unwrap().iter_mut().enumerate().for_each(|(i, x)| *x = i as u8);
+    let mut moves = 0;
+    for len in (1016..=4000).step_by(16) {
+        let before = a.offset();
+        m.resize(&mut a, len).unwrap();
+        moves += usize::from(a.offset() != before);
+        assert_eq!(a.len(), len);
+        let s = a.as_mut_slice().unwrap();
+        s[len - 1] = 7;
+    }
+    assert!(moves <= 8, "{moves} moves in 188 steps of 16 bytes");
+    assert!(a.as_slice()[..1000].iter().enumerate().all(|(i, x)| *x == i as u8));
+    let before = a.offset();
+    m.resize(&mut a, 3000).unwrap();
+    assert_eq!(a.offset(), before, "a shrink by less than half stays in place");
+    let b = m.block_from_handle(a.handle()).unwrap();
+    assert_eq!(b.len(), 3000, "the published length is the last one");
+    assert_eq!(b.as_slice()[..1000], a.as_slice()[..1000]);
+    drop(b);
+    // Published, then grown (in place or moved): others see exactly the new length.
+    for len in [3100, 3500, 9000] {
+        m.resize(&mut a, len).unwrap();
+        let c = m.block_from_handle(a.handle()).unwrap();
+        assert_eq!(c.len(), len, "a published block's length after a resize");
+    }
+    assert!(m.sound());
+}
+
 fn resize_of_a_shared_block_is_an_error<M: Subject>() {
     let m = M::make(64 << 20);
     let mut a = m.allocate(100).unwrap();
@@ -483,6 +517,7 @@ suite!(
     reference_count_lifecycle,
     resize_keeps_content_in_place_or_moving,
     resize_of_a_shared_block_is_an_error,
+    resize_by_steps_rarely_moves_and_publishes_its_length,
     zero_length_rule,
     out_of_space_leaves_the_heap_unchanged,
     parked_blocks_make_way_when_the_store_is_full,

@@ -548,6 +548,12 @@ impl Heap {
             true => 4,
             false => {
                 let old = self.core().block_at(off)?;
+                // A published block's tag slack is its published length: it gets no room.
+                let room = old.size().saturating_sub(HEADER_SIZE);
+                let roomy = new_len > room && !rc::published(w);
+                if roomy && self.core().resize_in_place(off, with_room(new_len))? {
+                    return Ok(None);
+                }
                 if self.core().resize_in_place(off, new_len)? {
                     return Ok(None);
                 }
@@ -558,7 +564,10 @@ impl Heap {
             Resizer::Block { .. } if self.slot_for(new_len, align_log2) => {
                 self.allocate_slot_locked(&g, new_len)?
             }
-            _ => self.allocate_locked(&g, new_len, align_log2)?,
+            _ => match self.allocate_locked(&g, with_room(new_len), align_log2) {
+                Ok(new) => new,
+                Err(_) => self.allocate_locked(&g, new_len, align_log2)?,
+            },
         };
         let keep = old_len.min(new_len) as usize;
         let src = self.region.ptr(payload_of(off), keep as u64)?;
@@ -700,4 +709,13 @@ pub(crate) fn random_u64() -> u64 {
     );
     h.write_u32(std::process::id());
     h.finish()
+}
+
+/// What a resize that grows a block asks the core for: a quarter more than `len` (at least 64
+/// bytes more), so that a block grown step by step (a buffer appended to) grows again within
+/// its own payload, without the lock (`MemoryBlock::resize_within`), as often as not. The
+/// room is the block's until it is published, when `settle_locked` gives back what the tag's
+/// slack cannot hold.
+fn with_room(len: u64) -> u64 {
+    len.saturating_add((len / 4).max(64)).checked_next_multiple_of(GRANULE).unwrap_or(len)
 }

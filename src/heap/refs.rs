@@ -229,6 +229,23 @@ impl Heap {
         self.region.store(off + HDR_CHECK, check_word(self.key(), off, gen))
     }
 
+    /// The payload capacity of the block (or slot) at `off` if the caller's is its only
+    /// reference, an owner one of this process, and it was never published: nobody else can
+    /// then change its header, so a resize within that capacity changes nothing in the store
+    /// (the slack in the tag is settled if the block is ever published, `settle_locked`).
+    /// `None` otherwise, or if the header is not one a holder could have.
+    pub(crate) fn sole_capacity(&self, off: u64) -> Option<u64> {
+        let w = self.rc_ref(off)?.load(Ordering::Acquire);
+        if rc::count(w) != 1 || rc::published(w) || rc::owner(w) != u64::from(self.tag) {
+            return None;
+        }
+        if is_slot(off) {
+            return Some(id_class(off));
+        }
+        let t = self.core().block_at(off).ok().filter(|t| t.holdable())?;
+        t.size().checked_sub(HEADER_SIZE)
+    }
+
     /// Marks the block as published: from now on everyone sees it read-only.
     pub(crate) fn publish(&self, off: u64) {
         if let Ok(word) = self.rc_word(off) {
