@@ -7,7 +7,7 @@
 //! them back after it in the parent and in the child. In the child the thread caches that
 //! other threads had claimed are released (those threads do not exist there), so the child's
 //! threads claim them with their blocks and slabs, and a slab that a remote free on another
-//! thread was in the middle of notifying (`slab.rs`, `NOTIFYING`) is put back to `NORMAL`.
+//! thread was in the middle of notifying (`slab/`, `NOTIFYING`) is put back to `NORMAL`.
 //!
 //! A store (`MappedManager`) opened before the fork is not the child's to use: the child shares
 //! the parent's registry slot and liveness lock (ARCHITECTURE.md, "Known limits"); it opens the

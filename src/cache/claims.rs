@@ -1,6 +1,6 @@
 //! Which thread uses which cache: claiming one (or making it) on a thread's first use of a
 //! heap, finding it again through a thread-local, giving it back when the thread exits, and
-//! what `fork` and exited threads leave (`fork.rs`, `slab.rs`).
+//! what `fork` and exited threads leave (`fork.rs`, `slab/`).
 
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::sync::{Arc, MutexGuard};
@@ -164,7 +164,7 @@ impl Heap {
         }
     }
 
-    /// Tidies the slabs of every cache no thread has claimed (`slab.rs`: remote frees into
+    /// Tidies the slabs of every cache no thread has claimed (`slab/`: remote frees into
     /// them are taken, empty slabs retired), claiming each for the while. Skipped when the
     /// caches' mutex is busy: this runs from inside a release, which may come from code that
     /// holds it (a claim growing its list).

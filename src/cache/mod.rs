@@ -210,7 +210,7 @@ pub(crate) struct ThreadCache {
     families: AtomicU64,
     /// The heap's users and families; outlives the heap while this cache lives.
     lives: Arc<Lives>,
-    /// The thread's slabs of small raw blocks (in-process heaps: `slab.rs`).
+    /// The thread's slabs of small raw blocks (in-process heaps: `slab/`).
     pub(crate) slabs: crate::slab::Local,
 }
 

@@ -97,7 +97,7 @@ pub(crate) struct Heap {
     recovered: Mutex<crate::RecoveryReport>,
     /// Set when the heap was given up as found (`abandon`): dropping it writes nothing.
     abandoned: bool,
-    /// Small raw blocks (in-process heaps only: `slab.rs`).
+    /// Small raw blocks (in-process heaps only: `slab/`).
     pub(crate) slabs: Option<crate::slab::Slabs>,
     /// Free space waiting to go back to the system (in-process heaps only: `purge.rs`).
     purges: Option<purge::Purges>,

@@ -1,7 +1,7 @@
 //! Raw allocation: blocks without a `MemoryBlock` and without a count, for the in-process
 //! manager's allocator interfaces (`GlobalAlloc`, `allocator_api2`, the drop-in `malloc`).
 //!
-//! Small ones are blocks of slabs (`slab.rs`): no header, freed from any thread without the
+//! Small ones are blocks of slabs (`slab/`): no header, freed from any thread without the
 //! lock. Larger ones are blocks of the core whose reference word stays *parked* (owner this
 //! process, count 0) from their allocation to their release: nobody can take a reference to a
 //! block with count 0, and a raw block is never published, so no other reader needs the count.
