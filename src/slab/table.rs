@@ -15,7 +15,7 @@ use std::io;
 use std::ptr::NonNull;
 
 use super::{Slab, CHUNK_LOG2, HEAD};
-use crate::sync::AtomicU8;
+use crate::sync::{AtomicU8, Ordering};
 
 pub(super) struct Table {
     base: NonNull<u8>,
@@ -71,6 +71,47 @@ impl Table {
         // SAFETY: in bounds (above) of the mapping, after the heads; `AtomicU8` has no
         // alignment requirement and zero is a valid value; shared through `&` only.
         Some(unsafe { &*self.base.as_ptr().add(self.units * HEAD as usize + unit).cast::<AtomicU8>() })
+    }
+}
+
+/// Where a table's heads and map lie, for lookups through copies kept in statics (`fast.rs`:
+/// one dependent load fewer than through the `Slabs`).
+#[derive(Clone, Copy)]
+pub(super) struct Raw {
+    pub(super) heads: usize,
+    pub(super) map: usize,
+    pub(super) units: usize,
+}
+
+impl Table {
+    pub(super) fn raw(&self) -> Raw {
+        let heads = self.base.as_ptr() as usize;
+        Raw { heads, map: heads + self.units * HEAD as usize, units: self.units }
+    }
+}
+
+impl Raw {
+    /// The slab holding heap offset `off`, as `Slabs::slab_at`.
+    ///
+    /// # Safety
+    /// `self` is the [`Table::raw`] of a table that outlives `'a`.
+    #[inline(always)]
+    pub(super) unsafe fn slab_at<'a>(self, off: usize) -> Option<&'a Slab> {
+        let unit = off >> CHUNK_LOG2;
+        if unit >= self.units {
+            return None;
+        }
+        // SAFETY: a map byte of a live table (`unit < units`, the caller's contract); zero is
+        // a valid `AtomicU8`, shared through `&` only.
+        let back = unsafe { &*((self.map + unit) as *const AtomicU8) }.load(Ordering::Acquire);
+        if back == 0 {
+            return None;
+        }
+        let start = unit.checked_sub(usize::from(back - 1))?;
+        // SAFETY: `start <= unit < units`: a head of the live table, 128-byte aligned; zeros
+        // are a valid `Slab`, shared through `&` only. The map names only live slabs, whose
+        // heads were initialised before the map byte was set (release, read acquire above).
+        Some(unsafe { &*((self.heads + start * HEAD as usize) as *const Slab) })
     }
 }
 
