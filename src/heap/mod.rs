@@ -564,9 +564,10 @@ impl Heap {
             Resizer::Block { .. } if self.slot_for(new_len, align_log2) => {
                 self.allocate_slot_locked(&g, new_len)?
             }
-            _ => match self.allocate_locked(&g, with_room(new_len), align_log2) {
-                Ok(new) => new,
-                Err(_) => self.allocate_locked(&g, new_len, align_log2)?,
+            // Room only from free space there is: never a growth of the heap for it.
+            _ => match (align_log2 == 4).then(|| self.allocate_without_growth(&g, with_room(new_len))) {
+                Some(Ok(new)) => new,
+                _ => self.allocate_locked(&g, new_len, align_log2)?,
             },
         };
         let keep = old_len.min(new_len) as usize;

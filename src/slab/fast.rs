@@ -51,9 +51,10 @@ mod word {
 /// reached with the initial-exec model (the thread pointer plus an offset the dynamic linker
 /// writes into the GOT), one load. Stable Rust's `thread_local!` in a shared library uses the
 /// general-dynamic model, a call to `__tls_get_addr` per access: a fifth of a `malloc`'s and
-/// a `free`'s time through the drop-in library. A library with such a word cannot be loaded
-/// with `dlopen` once the program runs (the static TLS block is laid out at start), which the
-/// drop-in library never is: the feature is its, not the crate's default.
+/// a `free`'s time through the drop-in library. A library with such a word is meant to be
+/// loaded at program start (the static TLS block is laid out then): `dlopen` later works only
+/// while glibc's spare static TLS space has room, and is not supported. The drop-in library is
+/// preloaded or linked; the feature is its, not the crate's default.
 #[cfg(all(feature = "initial-exec-tls", target_arch = "x86_64", target_os = "linux"))]
 mod word {
     core::arch::global_asm!(

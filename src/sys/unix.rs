@@ -291,3 +291,27 @@ pub(crate) fn heavy_barrier() -> bool {
     #[cfg(not(target_os = "linux"))]
     false
 }
+
+/// Arms `hook` to run when the calling thread exits, after its thread-locals' destructors:
+/// through a pthread key's destructor, which, unlike a thread-local's, also runs for a thread
+/// that arms it from inside another key's destructor (glibc runs key destructors again while
+/// keys are set, up to `PTHREAD_DESTRUCTOR_ITERATIONS` rounds; a thread-local destructor
+/// registered at that point never runs). Every arming runs `hook` once. `false` if no key
+/// could be made.
+pub(crate) fn at_thread_exit(hook: extern "C" fn()) -> bool {
+    static KEY: std::sync::OnceLock<Option<libc::pthread_key_t>> = std::sync::OnceLock::new();
+    extern "C" fn run(hook: *mut libc::c_void) {
+        // SAFETY: the value was set below from an `extern "C" fn()`, and function pointers
+        // round-trip through data pointers on the platforms libc supports.
+        let hook: extern "C" fn() =
+            unsafe { std::mem::transmute::<*mut libc::c_void, extern "C" fn()>(hook) };
+        hook();
+    }
+    let key = KEY.get_or_init(|| {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: `key` is writable; `run` is a valid destructor for the values set below.
+        (unsafe { libc::pthread_key_create(&mut key, Some(run)) } == 0).then_some(key)
+    });
+    // SAFETY: a key made above; the value is a function pointer, which `run` takes back.
+    key.is_some_and(|key| unsafe { libc::pthread_setspecific(key, hook as *mut libc::c_void) } == 0)
+}
