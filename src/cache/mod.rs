@@ -558,6 +558,10 @@ impl ThreadCache {
         }
         if let Some(slabs) = &heap.slabs {
             self.slabs.tidy(&heap, slabs);
+            // What this thread freed of exited threads' blocks since the last sweep would
+            // otherwise wait for the next 4,096 such frees, which may never come (the last
+            // consumers of a program exit after freeing what the producers made).
+            heap.tidy_orphans();
         }
         let s = self.state();
         if s.stacks_empty() && s.n_deferred == 0 {
