@@ -114,6 +114,7 @@ fn create_stat_check_roots_dump() -> Result<(), Failed> {
     ensure(code(&check) == 0, "check exit 0")?;
     let check = json(&check)?;
     ensure(check["sound"] == true && check["used_blocks"] == 2, format!("{check}"))?;
+    ensure(check["view"] == "locked", format!("copied under the lock: {check}"))?;
     ensure(check["problems"].as_array().is_some_and(Vec::is_empty), "no problems")?;
 
     let roots = String::from_utf8(mmheap(&["roots", p]).stdout)?;
@@ -287,6 +288,12 @@ fn read_only_does_not_disturb() -> Result<(), Failed> {
     let stat = json(&mmheap(&["stat", p, "--json"]))?;
     ensure(stat["processes"].as_array().map(Vec::len) == Some(1), "only the writer is registered")?;
     ensure(!stat["store"]["lock_holder"].is_null(), "the lock was held throughout")?;
+    ensure(
+        stat["store"]["view"] == "unsettled",
+        format!("a copy without the lock: {}", stat["store"]["view"]),
+    )?;
+    let check = json(&mmheap(&["check", p, "--json"]))?;
+    ensure(check["view"] == "unsettled" && check["sound"] == true, format!("{check}"))?;
     drop(pauser);
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! of the store, take its lock or write to it. Only `create` and `recover` write.
 //! The `--json` shapes are documented in `docs/cli.md`.
 
+mod check;
 mod dump;
 mod map;
 mod output;
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use mmheap::inspect::Snapshot;
+use mmheap::inspect::{Snapshot, View};
 use mmheap::{Error, MappedManager, Options, RecoveryReport, SalvageReport};
 use serde_json::json;
 
@@ -139,7 +140,20 @@ fn snapshot(file: &Path) -> Result<Snapshot, Error> {
         bar.set_position(done);
     });
     bar.finish_and_clear();
-    snap
+    let snap = snap?;
+    if snap.view() == View::Unsettled {
+        eprintln!("mmheap: note: {}", unsettled(&snap));
+    }
+    Ok(snap)
+}
+
+/// Why a copy may mix moments.
+fn unsettled(snap: &Snapshot) -> String {
+    let why = match snap.info().lock_holder {
+        Some(slot) => format!("the living process in slot {slot} held the store lock for the whole wait"),
+        None => "the store file is not writable here, so its lock could not be taken".to_owned(),
+    };
+    format!("{why}: the copy was taken without it while processes were alive, and may mix moments")
 }
 
 /// What stops a command: the store's error, or the tool's own (a refused output, sizes).
@@ -190,7 +204,7 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             println!("created {} ({} now, up to {})", file.display(), human(s.capacity), human(s.max_size));
         }
         Command::Stat { file, json } => stat(&file, json)?,
-        Command::Check { file, json } => return Ok(check(&file, json)?),
+        Command::Check { file, json } => return Ok(check::run(&file, json)?),
         Command::Recover { file, dry_run, salvage } => return Ok(recover(&file, dry_run, salvage)?),
         Command::Dump { file, offset: Some(off), limit, json } => {
             return Ok(dump::one(&file, off, limit, json)?)
@@ -267,9 +281,11 @@ fn stat(file: &Path, json: bool) -> Result<(), Error> {
     } else {
         println!("shutdown    NOT clean: {dead} dead process(es) left state behind (run `mmheap recover`)");
     }
-    match info.lock_holder {
-        None => println!("lock        free"),
-        Some(s) => println!("lock        held by slot {s}"),
+    match (info.lock_holder, info.view) {
+        (None, View::Locked) => println!("lock        free (taken for the copy, and given back)"),
+        (None, _) => println!("lock        free"),
+        (Some(s), View::DeadHolder) => println!("lock        held by slot {s}, which is dead"),
+        (Some(s), _) => println!("lock        held by slot {s}"),
     }
     println!("recoveries  {} ({} dead process(es) reclaimed)", info.recoveries, info.recovered_processes);
     if info.quarantined_bytes > 0 {
@@ -302,61 +318,6 @@ fn stat(file: &Path, json: bool) -> Result<(), Error> {
         Err(e) => println!("roots: unavailable ({e})"),
     }
     Ok(())
-}
-
-fn check(file: &Path, json: bool) -> Result<ExitCode, Error> {
-    let snap = match snapshot(file) {
-        Ok(s) => s,
-        Err(e) => {
-            if json {
-                println!("{}", json!({ "readable": false, "error": e.to_string() }));
-            } else {
-                eprintln!("mmheap: {} cannot be read as a store: {e}", file.display());
-            }
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let bar = progress(0, "checking");
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    let report = snap.check()?;
-    bar.finish_and_clear();
-    if json {
-        let problems: Vec<_> =
-            report.problems.iter().map(|p| json!({"what": p.what, "offset": p.offset})).collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "readable": true,
-                "sound": report.is_sound(),
-                "blocks": report.blocks,
-                "used_blocks": report.used_blocks,
-                "free_blocks": report.free_blocks,
-                "used_bytes": report.used_bytes,
-                "free_bytes": report.free_bytes,
-                "dead_processes": report.dead_processes,
-                "problems": problems,
-            }))
-            .expect("json")
-        );
-    } else {
-        for p in &report.problems {
-            println!("problem at {:#x}: {}", p.offset, p.what);
-        }
-        println!(
-            "{}: {} blocks ({} used, {} free), {} problem(s){}",
-            file.display(),
-            report.blocks,
-            report.used_blocks,
-            report.free_blocks,
-            report.problems.len(),
-            if report.dead_processes > 0 {
-                format!("; {} dead process(es) awaiting recovery", report.dead_processes)
-            } else {
-                String::new()
-            }
-        );
-    }
-    Ok(if report.is_sound() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn describe(r: &RecoveryReport) -> String {

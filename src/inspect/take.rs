@@ -1,0 +1,292 @@
+//! Taking a snapshot's copy so that it shows the store at one moment, even while other
+//! processes write it.
+//!
+//! Everything the heap's structure is made of (tags, free lists, counters, roots, hold tables,
+//! spans) changes only under the store lock; what changes without it (reference words,
+//! parked blocks, cache counters) changes one word at a time, and a check under the lock
+//! already reads those words while their owners move them. So a copy taken *while the store
+//! lock is held for it*, each word read whole (an atomic load through a mapping, not a
+//! `read` that may tear a word), is what a check under the lock would see: it can show no
+//! problem that a check in a writing process would not.
+//!
+//! The copier holds the lock without registering as a process of the store: it takes the
+//! liveness lock (a record lock, which writes nothing) of a *free* registry slot and uses
+//! that slot's tag. Waiters judge it alive by that record lock, as any holder; if the copier
+//! dies holding the store lock, the kernel drops its record lock and the next waiter takes
+//! the store lock over and runs recovery, which finds the slot free and nothing to reclaim
+//! (the case of a process killed while attaching). The store lock word is the one word the
+//! copier writes, and it puts it back as it found it (free).
+//!
+//! When the lock cannot be had, the copy says why ([`View`]): a dead holder that nobody took
+//! over while the copy was made (nothing under the lock changed), no living process at all
+//! (nothing changed), or neither: then the copy may mix moments, and a caller that finds
+//! problems in it must confirm them.
+
+use std::cell::Cell;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::path::Path;
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use memmap2::{MmapOptions, MmapRaw};
+use serde::Serialize;
+
+use crate::core::region::Region;
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::sync::{AtomicU64, Ordering};
+use crate::sys;
+
+/// How long a copier waits for the store lock before it copies without it. Critical
+/// sections last microseconds; a writer's own full check of a large heap holds the lock
+/// for the whole walk.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// How far a snapshot can be trusted to show the store at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum View {
+    /// Copied under the store lock, taken for the copy and given back: what a check under
+    /// the lock would see.
+    Locked,
+    /// The lock was held, before and after the copy, by a process that is dead: nothing that
+    /// needs the lock changed meanwhile (what a recovery would start from).
+    DeadHolder,
+    /// No process was alive in the store before or after the copy: nothing changed.
+    Quiet,
+    /// Processes were alive and the lock could not be had (a living holder kept it for the
+    /// whole wait, or the file is not writable by us): parts of the copy may be from different
+    /// moments, so a problem found in it may be a change in progress.
+    Unsettled,
+}
+
+/// A private copy of the store's first `capacity` bytes, and what it shows.
+pub(super) struct Copy {
+    pub(super) file: File,
+    pub(super) words: Vec<u64>,
+    pub(super) capacity: u64,
+    pub(super) view: View,
+    /// The store lock's holder (registry slot) while the copy was made, if not us.
+    pub(super) lock_holder: Option<u32>,
+}
+
+/// Copies the store at `path` as the module's comment says, calling `progress(done, total)`.
+pub(super) fn copy(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Copy> {
+    let (file, writable) = open(path)?;
+    let len = file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
+    // Junk, or a store this version cannot read, is refused before any lock is touched.
+    crate::mapped::validate_superblock(&file, len)?;
+    if !writable {
+        return copy_unlocked(file, None, &mut progress);
+    }
+    let lock = StoreLock::new(&file)?;
+    match lock.take(Instant::now() + LOCK_WAIT)? {
+        Taken::Ours => {
+            let copy = copy_locked(&file, &mut progress);
+            drop(lock);
+            let (words, capacity) = copy?;
+            Ok(Copy { file, words, capacity, view: View::Locked, lock_holder: None })
+        }
+        Taken::Dead(word) => {
+            let dup = file.try_clone().map_err(|e| Error::io("dup the store file", e))?;
+            let mut copy = copy_unlocked(dup, Some(word), &mut progress)?;
+            if copy.view == View::Unsettled && lock.word()? == word {
+                copy.view = View::DeadHolder;
+            }
+            Ok(copy)
+        }
+        Taken::Live(word) => {
+            let dup = file.try_clone().map_err(|e| Error::io("dup the store file", e))?;
+            copy_unlocked(dup, Some(word), &mut progress)
+        }
+    }
+}
+
+/// Opens the store for reading and, if allowed, writing (the lock word).
+fn open(path: &Path) -> Result<(File, bool)> {
+    let not_found = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::NotFound(path.to_owned()),
+        _ => Error::io("open the store file", e),
+    };
+    match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => Ok((f, true)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(not_found(e)),
+        Err(_) => File::open(path).map(|f| (f, false)).map_err(not_found),
+    }
+}
+
+/// The registry slot named by a lock word's tag.
+fn holder(word: u32) -> Option<u32> {
+    let tag = word & !crate::lock::CONTENDED;
+    (tag != 0).then(|| tag.wrapping_sub(1))
+}
+
+/// Whether any process holds the liveness lock of a registry slot (other than ours).
+fn anyone_alive(file: &File) -> bool {
+    (0..SLOT_COUNT).any(|i| sys::byte_locked(file, LIVENESS_LOCK_BASE + i).unwrap_or(true))
+}
+
+/// Copies without the lock: settled if nobody was alive before and after, else unsettled.
+fn copy_unlocked(file: File, word: Option<u32>, progress: &mut impl FnMut(u64, u64)) -> Result<Copy> {
+    let quiet_before = !anyone_alive(&file);
+    let (words, capacity) = read_copy(&file, progress)?;
+    let quiet = quiet_before && !anyone_alive(&file);
+    let view = if quiet { View::Quiet } else { View::Unsettled };
+    Ok(Copy { file, words, capacity, view, lock_holder: word.and_then(holder) })
+}
+
+/// The store's bytes read with plain reads (a word another process is changing may tear).
+fn read_copy(file: &File, progress: &mut impl FnMut(u64, u64)) -> Result<(Vec<u64>, u64)> {
+    let len = file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
+    let (capacity, _) = crate::mapped::validate_superblock(file, len)?;
+    let mut words = vec![0u64; (capacity / 8) as usize];
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+    let mut reader = file;
+    for (i, chunk) in bytes.chunks_mut(CHUNK as usize).enumerate() {
+        reader.read_exact(chunk).map_err(|e| Error::io("read the store file", e))?;
+        progress((i as u64 * CHUNK + chunk.len() as u64).min(capacity), capacity);
+    }
+    Ok((words, capacity))
+}
+
+/// Bytes copied between two progress reports.
+const CHUNK: u64 = 8 << 20;
+
+/// The store's bytes read word by word through a mapping, under the lock (so the capacity,
+/// which only grows under the lock, stays what the superblock says).
+fn copy_locked(file: &File, progress: &mut impl FnMut(u64, u64)) -> Result<(Vec<u64>, u64)> {
+    let len = file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
+    let (capacity, _) = crate::mapped::validate_superblock(file, len)?;
+    let whole = Mapping::new(file, capacity)?;
+    let mut words = Vec::with_capacity((capacity / 8) as usize);
+    for start in (0..capacity).step_by(CHUNK as usize) {
+        let len = CHUNK.min(capacity - start);
+        let at = whole.region.ptr(start, len)?;
+        // SAFETY: `ptr` checked that `len` bytes at `start` lie in the mapping, which outlives
+        // this loop; `start` and `len` are multiples of 8 and the mapping is page-aligned, so
+        // these are `len / 8` aligned words, which every process only touches atomically.
+        let chunk = unsafe { std::slice::from_raw_parts(at.as_ptr().cast::<AtomicU64>(), len as usize / 8) };
+        words.extend(chunk.iter().map(|w| w.load(Ordering::Relaxed)));
+        progress(start + len, capacity);
+    }
+    Ok((words, capacity))
+}
+
+/// A shared, writable mapping of a store's first bytes, as a [`Region`].
+struct Mapping {
+    region: Region,
+    // Dropped after `region`, which points into it.
+    _map: MmapRaw,
+}
+
+impl Mapping {
+    fn new(file: &File, len: u64) -> Result<Mapping> {
+        let map = MmapOptions::new()
+            .len(len as usize)
+            .map_raw(file)
+            .map_err(|e| Error::io("map the store file", e))?;
+        let base = NonNull::new(map.as_mut_ptr()).ok_or(Error::corrupt("mapped at address zero", 0))?;
+        // SAFETY: the mapping is `len` bytes, readable and writable (the file is open for
+        // both and at least `len` long: the superblock was validated against its length, and
+        // a store never shrinks), page-aligned, and lives in `_map` as long as the region.
+        // Only atomic words are read and written through the region.
+        let region = unsafe { Region::new(base, len, len) };
+        Ok(Mapping { region, _map: map })
+    }
+}
+
+/// How the store lock was found.
+enum Taken {
+    /// We hold it (until the [`StoreLock`] drops).
+    Ours,
+    /// Held by a dead process, whose word this is.
+    Dead(u32),
+    /// Held by a living process for the whole wait, or we have no tag to take it with.
+    Live(u32),
+}
+
+/// The store lock, taken for a copy under a free registry slot's tag.
+struct StoreLock<'f> {
+    file: &'f File,
+    meta: Mapping,
+    /// Our tag (free slot + 1), whose liveness lock we hold.
+    tag: Option<u32>,
+    /// Whether we hold the store lock (and must give it back).
+    held: Cell<bool>,
+}
+
+impl<'f> StoreLock<'f> {
+    fn new(file: &'f File) -> Result<StoreLock<'f>> {
+        let meta = Mapping::new(file, HEAP_START)?;
+        let word = meta.region.load32(SB_LOCK)?;
+        let tag = claim_free_slot(file, &meta.region, holder(word))?;
+        Ok(StoreLock { file, meta, tag, held: Cell::new(false) })
+    }
+
+    fn word(&self) -> Result<u32> {
+        self.meta.region.load32(SB_LOCK)
+    }
+
+    /// Takes the lock when it is free, within `deadline`; or says who holds it.
+    fn take(&self, deadline: Instant) -> Result<Taken> {
+        let word = self.meta.region.u32_at(SB_LOCK)?;
+        let mut nap = Duration::from_micros(20);
+        loop {
+            let cur = word.load(Ordering::Acquire);
+            match (cur, self.tag) {
+                (0, Some(tag)) => {
+                    if word.compare_exchange(0, tag, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                        self.held.set(true);
+                        return Ok(Taken::Ours);
+                    }
+                    continue;
+                }
+                (0, None) => return Ok(Taken::Live(0)),
+                _ if crate::mapped::owner_dead(self.file, cur & !crate::lock::CONTENDED) => {
+                    return Ok(Taken::Dead(cur))
+                }
+                _ if Instant::now() >= deadline || self.tag.is_none() => return Ok(Taken::Live(cur)),
+                _ => {}
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(1));
+        }
+    }
+}
+
+impl Drop for StoreLock<'_> {
+    fn drop(&mut self) {
+        let Some(tag) = self.tag else { return };
+        if self.held.get() {
+            if let Ok(word) = self.meta.region.u32_at(SB_LOCK) {
+                // As the heap releases it: wake a sleeper if one may be waiting.
+                crate::lock::release(word, true);
+            }
+        }
+        let _ = sys::unlock_byte(self.file, LIVENESS_LOCK_BASE + u64::from(tag - 1));
+    }
+}
+
+/// Takes the liveness lock of a free registry slot that the lock word does not name (`busy`:
+/// a process may have died holding the store lock while it attached or left), highest first
+/// (attaching processes take the lowest), and returns its tag; `None` if there is none.
+fn claim_free_slot(file: &File, registry: &Region, busy: Option<u32>) -> Result<Option<u32>> {
+    let free = |i: u64| registry.load32(slot_offset(i) + SLOT_STATE).is_ok_and(|s| s == SLOT_FREE);
+    for i in (0..SLOT_COUNT).rev().filter(|&i| busy != Some(i as u32)) {
+        if !free(i)
+            || !sys::try_lock_byte(file, LIVENESS_LOCK_BASE + i)
+                .map_err(|e| Error::io("lock a registry slot", e))?
+        {
+            continue;
+        }
+        // An attacher takes the liveness lock before it marks the slot: with ours held, the
+        // slot stays free; but one may have attached and left between our two looks.
+        if free(i) {
+            return Ok(Some(i as u32 + 1));
+        }
+        sys::unlock_byte(file, LIVENESS_LOCK_BASE + i).map_err(|e| Error::io("unlock a registry slot", e))?;
+    }
+    Ok(None)
+}
