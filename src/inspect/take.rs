@@ -79,29 +79,20 @@ pub(super) fn copy(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Co
     // Junk, or a store this version cannot read, is refused before any lock is touched.
     crate::mapped::validate_superblock(&file, len)?;
     if !writable {
-        return copy_unlocked(file, None, &mut progress);
+        return copy_unlocked(file, &mut progress);
     }
     let lock = StoreLock::new(&file)?;
-    match lock.take(Instant::now() + LOCK_WAIT)? {
-        Taken::Ours => {
-            let copy = copy_locked(&file, &mut progress);
-            drop(lock);
-            let (words, capacity) = copy?;
-            Ok(Copy { file, words, capacity, view: View::Locked, lock_holder: None })
-        }
-        Taken::Dead(word) => {
-            let dup = file.try_clone().map_err(|e| Error::io("dup the store file", e))?;
-            let mut copy = copy_unlocked(dup, Some(word), &mut progress)?;
-            if copy.view == View::Unsettled && lock.word()? == word {
-                copy.view = View::DeadHolder;
-            }
-            Ok(copy)
-        }
-        Taken::Live(word) => {
-            let dup = file.try_clone().map_err(|e| Error::io("dup the store file", e))?;
-            copy_unlocked(dup, Some(word), &mut progress)
-        }
-    }
+    let taken = lock.take(Instant::now() + LOCK_WAIT)?;
+    let quiet_before = !anyone_alive(&file);
+    let (words, capacity) = copy_mapped(&file, &mut progress)?;
+    let quiet = quiet_before && !anyone_alive(&file);
+    let (view, lock_holder) = match taken {
+        Taken::Ours => (View::Locked, None),
+        Taken::Dead(w) if lock.word()? == w => (View::DeadHolder, holder(w)),
+        Taken::Dead(w) | Taken::Live(w) => (if quiet { View::Quiet } else { View::Unsettled }, holder(w)),
+    };
+    drop(lock);
+    Ok(Copy { file, words, capacity, view, lock_holder })
 }
 
 /// Opens the store for reading and, if allowed, writing (the lock word).
@@ -128,13 +119,14 @@ fn anyone_alive(file: &File) -> bool {
     (0..SLOT_COUNT).any(|i| sys::byte_locked(file, LIVENESS_LOCK_BASE + i).unwrap_or(true))
 }
 
-/// Copies without the lock: settled if nobody was alive before and after, else unsettled.
-fn copy_unlocked(file: File, word: Option<u32>, progress: &mut impl FnMut(u64, u64)) -> Result<Copy> {
+/// Copies a store we may not write (so cannot lock): settled if nobody was alive before and
+/// after, else unsettled.
+fn copy_unlocked(file: File, progress: &mut impl FnMut(u64, u64)) -> Result<Copy> {
     let quiet_before = !anyone_alive(&file);
     let (words, capacity) = read_copy(&file, progress)?;
     let quiet = quiet_before && !anyone_alive(&file);
     let view = if quiet { View::Quiet } else { View::Unsettled };
-    Ok(Copy { file, words, capacity, view, lock_holder: word.and_then(holder) })
+    Ok(Copy { file, words, capacity, view, lock_holder: None })
 }
 
 /// The store's bytes read with plain reads (a word another process is changing may tear).
@@ -154,24 +146,68 @@ fn read_copy(file: &File, progress: &mut impl FnMut(u64, u64)) -> Result<(Vec<u6
 /// Bytes copied between two progress reports.
 const CHUNK: u64 = 8 << 20;
 
-/// The store's bytes read word by word through a mapping, under the lock (so the capacity,
-/// which only grows under the lock, stays what the superblock says).
-fn copy_locked(file: &File, progress: &mut impl FnMut(u64, u64)) -> Result<(Vec<u64>, u64)> {
+/// The store's bytes read word by word through a mapping; the capacity, which grows only
+/// under the lock, is read anew (the lock may have been taken since the first look).
+///
+/// Only what is used is copied: the metadata before the heap, every used block whole, and of
+/// each free block what the core reads (its header, free-list links and footer), found by a
+/// walk of the heap's tiling. The rest of the copy stays zero, pages the allocator hands out
+/// lazily, so a large store that is mostly free costs little time and memory. A heap that
+/// cannot be walked is copied whole, for the check to say where it breaks.
+fn copy_mapped(file: &File, progress: &mut impl FnMut(u64, u64)) -> Result<(Vec<u64>, u64)> {
     let len = file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
     let (capacity, _) = crate::mapped::validate_superblock(file, len)?;
     let whole = Mapping::new(file, capacity)?;
-    let mut words = Vec::with_capacity((capacity / 8) as usize);
-    for start in (0..capacity).step_by(CHUNK as usize) {
-        let len = CHUNK.min(capacity - start);
-        let at = whole.region.ptr(start, len)?;
-        // SAFETY: `ptr` checked that `len` bytes at `start` lie in the mapping, which outlives
-        // this loop; `start` and `len` are multiples of 8 and the mapping is page-aligned, so
-        // these are `len / 8` aligned words, which every process only touches atomically.
-        let chunk = unsafe { std::slice::from_raw_parts(at.as_ptr().cast::<AtomicU64>(), len as usize / 8) };
-        words.extend(chunk.iter().map(|w| w.load(Ordering::Relaxed)));
-        progress(start + len, capacity);
+    let mut words = vec![0u64; (capacity / 8) as usize];
+    let ranges = used_ranges(&whole.region, capacity).unwrap_or_else(|_| vec![(0, capacity)]);
+    for (start, end) in ranges {
+        for at in (start..end).step_by(CHUNK as usize) {
+            let len = CHUNK.min(end - at);
+            copy_words(&whole.region, at, len, &mut words)?;
+            progress(at + len, capacity);
+        }
     }
     Ok((words, capacity))
+}
+
+/// Copies the `len` bytes at `at` (multiples of 8) from `region` into the same place of `out`.
+fn copy_words(region: &Region, at: u64, len: u64, out: &mut [u64]) -> Result<()> {
+    let src = region.ptr(at, len)?;
+    // SAFETY: `ptr` checked that `len` bytes at `at` lie in the region, which outlives this
+    // call; `at` and `len` are multiples of 8 and the region 8-aligned, so these are `len / 8`
+    // aligned words, which every process only touches atomically.
+    let words = unsafe { std::slice::from_raw_parts(src.as_ptr().cast::<AtomicU64>(), len as usize / 8) };
+    let first = (at / 8) as usize;
+    let dst =
+        out.get_mut(first..first + words.len()).ok_or_else(|| Error::corrupt("copy out of range", at))?;
+    for (d, w) in dst.iter_mut().zip(words) {
+        *d = w.load(Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// The byte ranges `[start, end)` of the store that a snapshot reads (see [`copy_mapped`]),
+/// in order, neighbours merged.
+fn used_ranges(region: &Region, capacity: u64) -> Result<Vec<(u64, u64)>> {
+    let mut ranges: Vec<(u64, u64)> = vec![(0, HEAP_START)];
+    let mut add = |start: u64, end: u64| match ranges.last_mut() {
+        Some(last) if last.1 >= start => last.1 = last.1.max(end),
+        _ => ranges.push((start, end)),
+    };
+    crate::core::tlsf::Core::new(region).walk(|b| {
+        let (off, size) = (b.offset, b.tag.size());
+        match b.tag.is_free() {
+            // Header and free-list links, then the footer.
+            true => {
+                add(off, off + MIN_BLOCK.min(size));
+                add(off + size - GRANULE, off + size);
+            }
+            false => add(off, off + size),
+        }
+        Ok(())
+    })?;
+    add(capacity - SENTINEL_SIZE, capacity);
+    Ok(ranges)
 }
 
 /// A shared, writable mapping of a store's first bytes, as a [`Region`].
