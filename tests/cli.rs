@@ -294,8 +294,12 @@ fn read_only_does_not_disturb() -> Result<(), Failed> {
     )?;
     let check = json(&mmheap(&["check", p, "--json"]))?;
     ensure(check["view"] == "unsettled" && check["sound"] == true, format!("{check}"))?;
+    // Killed inside the lock: the copy is of the store as recovery will find it.
     drop(pauser);
-    Ok(())
+    let stat = json(&mmheap(&["stat", p, "--json"]))?;
+    ensure(stat["store"]["view"] == "dead_holder", format!("a dead holder: {}", stat["store"]["view"]))?;
+    ensure(!stat["store"]["lock_holder"].is_null() && stat["store"]["clean"] == false, format!("{stat}"))?;
+    ensure(std::fs::read(&path)? == before, "read-only commands wrote to the store")
 }
 
 fn map_draws() -> Result<(), Failed> {

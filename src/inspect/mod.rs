@@ -210,7 +210,7 @@ impl Snapshot {
 
     /// As [`Snapshot::take`], calling `progress(bytes_read, total)` as the copy proceeds.
     pub fn take_with_progress(path: impl AsRef<Path>, progress: impl FnMut(u64, u64)) -> Result<Snapshot> {
-        let take::Copy { file, mut words, capacity, view, lock_holder } =
+        let take::StoreCopy { file, mut words, capacity, view, lock_holder } =
             take::copy(path.as_ref(), progress)?;
         let base = NonNull::new(words.as_mut_ptr().cast::<u8>()).expect("vec pointer");
         // SAFETY: the Vec owns `capacity` bytes aligned to 8 and moves into the backing, which

@@ -63,7 +63,7 @@ pub enum View {
 }
 
 /// A private copy of the store's first `capacity` bytes, and what it shows.
-pub(super) struct Copy {
+pub(super) struct StoreCopy {
     pub(super) file: File,
     pub(super) words: Vec<u64>,
     pub(super) capacity: u64,
@@ -73,7 +73,7 @@ pub(super) struct Copy {
 }
 
 /// Copies the store at `path` as the module's comment says, calling `progress(done, total)`.
-pub(super) fn copy(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Copy> {
+pub(super) fn copy(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<StoreCopy> {
     let (file, writable) = open(path)?;
     let len = file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
     // Junk, or a store this version cannot read, is refused before any lock is touched.
@@ -83,7 +83,9 @@ pub(super) fn copy(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Co
     }
     let lock = StoreLock::new(&file)?;
     let taken = lock.take(Instant::now() + LOCK_WAIT)?;
-    let quiet_before = !anyone_alive(&file);
+    // Whether nothing could change the store meanwhile: asked only when the lock is not ours.
+    let settled_by_lock = matches!(taken, Taken::Ours);
+    let quiet_before = !settled_by_lock && !anyone_alive(&file);
     let (words, capacity) = copy_mapped(&file, &mut progress)?;
     let quiet = quiet_before && !anyone_alive(&file);
     let (view, lock_holder) = match taken {
@@ -92,7 +94,7 @@ pub(super) fn copy(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<Co
         Taken::Dead(w) | Taken::Live(w) => (if quiet { View::Quiet } else { View::Unsettled }, holder(w)),
     };
     drop(lock);
-    Ok(Copy { file, words, capacity, view, lock_holder })
+    Ok(StoreCopy { file, words, capacity, view, lock_holder })
 }
 
 /// Opens the store for reading and, if allowed, writing (the lock word).
@@ -121,12 +123,12 @@ fn anyone_alive(file: &File) -> bool {
 
 /// Copies a store we may not write (so cannot lock): settled if nobody was alive before and
 /// after, else unsettled.
-fn copy_unlocked(file: File, progress: &mut impl FnMut(u64, u64)) -> Result<Copy> {
+fn copy_unlocked(file: File, progress: &mut impl FnMut(u64, u64)) -> Result<StoreCopy> {
     let quiet_before = !anyone_alive(&file);
     let (words, capacity) = read_copy(&file, progress)?;
     let quiet = quiet_before && !anyone_alive(&file);
     let view = if quiet { View::Quiet } else { View::Unsettled };
-    Ok(Copy { file, words, capacity, view, lock_holder: None })
+    Ok(StoreCopy { file, words, capacity, view, lock_holder: None })
 }
 
 /// The store's bytes read with plain reads (a word another process is changing may tear).
