@@ -168,6 +168,16 @@ pub struct Snapshot {
     view: View,
 }
 
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("capacity", &self.load(SB_CAPACITY))
+            .field("view", &self.view)
+            .field("lock_holder", &self.lock_holder)
+            .finish_non_exhaustive()
+    }
+}
+
 struct SnapshotBacking {
     file: File,
     _copy: Vec<u64>,
