@@ -4,7 +4,7 @@
 //! at one moment even while other processes write it: under the store lock, which it takes for
 //! the copy without registering as a process of the store (`take.rs` says how, and what a
 //! copier that dies holding it leaves). It writes nothing else: the lock word is put back.
-//! When the lock cannot be had within a short wait, the copy is taken without it and says so
+//! When one living holder keeps the lock for 2 s, the copy is taken without it and says so
 //! ([`View`]). Liveness of the registered processes is asked of the kernel (their record locks)
 //! on the real file.
 //!

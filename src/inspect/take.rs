@@ -15,7 +15,8 @@
 //! dies holding the store lock, the kernel drops its record lock and the next waiter takes
 //! the store lock over and runs recovery, which finds the slot free and nothing to reclaim
 //! (the case of a process killed while attaching). The store lock word is the one word the
-//! copier writes, and it puts it back as it found it (free).
+//! copier writes: it gives it back free, and while it waits for a living holder it sets the
+//! waiters bit, as every waiter does.
 //!
 //! When the lock cannot be had, the copy says why ([`View`]): a dead holder that nobody took
 //! over while the copy was made (nothing under the lock changed), no living process at all
@@ -35,13 +36,16 @@ use serde::Serialize;
 use crate::core::region::Region;
 use crate::error::{Error, Result};
 use crate::format::*;
+use crate::lock::CONTENDED;
 use crate::sync::{AtomicU64, Ordering};
 use crate::sys;
 
-/// How long a copier waits for the store lock before it copies without it. Critical
-/// sections last microseconds; a writer's own full check of a large heap holds the lock
-/// for the whole walk.
-const LOCK_WAIT: Duration = Duration::from_secs(2);
+/// How long one holder may keep the store lock before a copier copies without it. Critical
+/// sections last microseconds (unless the holder is descheduled on a busy machine); a
+/// writer's own full check of a large heap holds the lock for the whole walk.
+const LOCK_STUCK: Duration = Duration::from_secs(2);
+/// How long a copier waits for the store lock in all, however often it changes hands.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// How far a snapshot can be trusted to show the store at one moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -56,8 +60,8 @@ pub enum View {
     DeadHolder,
     /// No process was alive in the store before or after the copy: nothing changed.
     Quiet,
-    /// Processes were alive and the lock could not be had (a living holder kept it for the
-    /// whole wait, or the file is not writable by us): parts of the copy may be from different
+    /// Processes were alive and the lock could not be had (a living holder kept it for 2 s,
+    /// 30 s passed, or the file is not writable by us): parts of the copy may be from different
     /// moments, so a problem found in it may be a change in progress.
     Unsettled,
 }
@@ -82,7 +86,7 @@ pub(super) fn copy(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<St
         return copy_unlocked(file, &mut progress);
     }
     let lock = StoreLock::new(&file)?;
-    let taken = lock.take(Instant::now() + LOCK_WAIT)?;
+    let taken = lock.take()?;
     // Whether nothing could change the store meanwhile: asked only when the lock is not ours.
     let settled_by_lock = matches!(taken, Taken::Ours);
     let quiet_before = !settled_by_lock && !anyone_alive(&file);
@@ -112,7 +116,7 @@ fn open(path: &Path) -> Result<(File, bool)> {
 
 /// The registry slot named by a lock word's tag.
 fn holder(word: u32) -> Option<u32> {
-    let tag = word & !crate::lock::CONTENDED;
+    let tag = word & !CONTENDED;
     (tag != 0).then(|| tag.wrapping_sub(1))
 }
 
@@ -241,7 +245,8 @@ enum Taken {
     Ours,
     /// Held by a dead process, whose word this is.
     Dead(u32),
-    /// Held by a living process for the whole wait, or we have no tag to take it with.
+    /// Held by a living process too long (see [`StoreLock::take`]), or we have no tag to take
+    /// it with.
     Live(u32),
 }
 
@@ -267,29 +272,39 @@ impl<'f> StoreLock<'f> {
         self.meta.region.load32(SB_LOCK)
     }
 
-    /// Takes the lock when it is free, within `deadline`; or says who holds it.
-    fn take(&self, deadline: Instant) -> Result<Taken> {
+    /// Takes the lock as any waiter does (the futex, woken by the holder's release), or says
+    /// who holds it: a dead holder at once (taking over is recovery's business, not ours), a
+    /// living one when the word has not changed for [`LOCK_STUCK`] (a paused holder, a long
+    /// operation), or when [`LOCK_WAIT`] has passed in all.
+    fn take(&self) -> Result<Taken> {
         let word = self.meta.region.u32_at(SB_LOCK)?;
-        let mut nap = Duration::from_micros(20);
+        let Some(tag) = self.tag else { return Ok(Taken::Live(word.load(Ordering::Acquire))) };
+        let started = Instant::now();
+        let (mut seen, mut since) = (u32::MAX, started);
         loop {
             let cur = word.load(Ordering::Acquire);
-            match (cur, self.tag) {
-                (0, Some(tag)) => {
-                    if word.compare_exchange(0, tag, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                        self.held.set(true);
-                        return Ok(Taken::Ours);
-                    }
-                    continue;
+            if cur == 0 {
+                // Others may sleep on the word: keep the bit, so that our release wakes one.
+                if word.compare_exchange(0, tag | CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    self.held.set(true);
+                    return Ok(Taken::Ours);
                 }
-                (0, None) => return Ok(Taken::Live(0)),
-                _ if crate::mapped::owner_dead(self.file, cur & !crate::lock::CONTENDED) => {
-                    return Ok(Taken::Dead(cur))
-                }
-                _ if Instant::now() >= deadline || self.tag.is_none() => return Ok(Taken::Live(cur)),
-                _ => {}
+                continue;
             }
-            std::thread::sleep(nap);
-            nap = (nap * 2).min(Duration::from_millis(1));
+            if cur != seen {
+                (seen, since) = (cur, Instant::now());
+            }
+            if crate::mapped::owner_dead(self.file, cur & !CONTENDED) {
+                return Ok(Taken::Dead(cur));
+            }
+            if since.elapsed() >= LOCK_STUCK || started.elapsed() >= LOCK_WAIT {
+                return Ok(Taken::Live(cur));
+            }
+            if cur & CONTENDED != 0
+                || word.compare_exchange(cur, cur | CONTENDED, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            {
+                sys::futex_wait(word, cur | CONTENDED, Duration::from_millis(2), true);
+            }
         }
     }
 }

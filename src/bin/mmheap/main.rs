@@ -133,24 +133,37 @@ fn progress(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// A copy of the store. One taken without the lock while processes were alive (unsettled)
+/// whose heap does not walk is likely torn by a change in progress: it is taken again, up to
+/// three times in all, and a note says that the copy may mix moments.
 fn snapshot(file: &Path) -> Result<Snapshot, Error> {
-    let bar = progress(0, "reading");
-    let snap = Snapshot::take_with_progress(file, |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    });
-    bar.finish_and_clear();
-    let snap = snap?;
+    let mut snap = take(file)?;
+    for _ in 1..3 {
+        if snap.view() != View::Unsettled || snap.blocks(|_| {}).1.is_none() {
+            break;
+        }
+        snap = take(file)?;
+    }
     if snap.view() == View::Unsettled {
         eprintln!("mmheap: note: {}", unsettled(&snap));
     }
     Ok(snap)
 }
 
+fn take(file: &Path) -> Result<Snapshot, Error> {
+    let bar = progress(0, "reading");
+    let snap = Snapshot::take_with_progress(file, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    snap
+}
+
 /// Why a copy may mix moments.
 fn unsettled(snap: &Snapshot) -> String {
     let why = match snap.info().lock_holder {
-        Some(slot) => format!("the living process in slot {slot} held the store lock for the whole wait"),
+        Some(slot) => format!("the living process in slot {slot} kept the store lock for 2 s"),
         None => "the store file is not writable here, so its lock could not be taken".to_owned(),
     };
     format!("{why}: the copy was taken without it while processes were alive, and may mix moments")
