@@ -26,6 +26,10 @@ fn main() {
         vec![
             Trial::test("read_only_commands_tell_the_truth_on_a_store_being_written", live_store_truth),
             Trial::test("an_inspector_killed_holding_the_store_lock_leaves_it_free", killed_inspector),
+            Trial::test(
+                "an_inspector_stopped_from_the_terminal_gives_the_lock_back_first",
+                stopped_inspector,
+            ),
         ]
     });
 }
@@ -273,4 +277,43 @@ fn killed_inspector() -> Result<(), Failed> {
     ensure(lock_word(&path)? == 0, "the lock is free")?;
     let o = mmheap(&["check", p]);
     ensure(o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// `mmheap check` told to stop (`SIGTSTP`, Ctrl-Z) while it holds the store lock for a copy
+/// stops only after it has given the lock back: writers are not stopped with it.
+fn stopped_inspector() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("big.mmheap");
+    let m = MappedManager::create(&path, &Options::new().initial_size(1 << 30).max_size(2 << 30))?;
+    let _big = (0..600).map(|_| m.allocate(1 << 20)).collect::<Result<Vec<_>, _>>()?;
+    let p = path.to_str().unwrap();
+    for _ in 0..10 {
+        let mut tool = Command::new(env!("CARGO_BIN_EXE_mmheap"))
+            .args(["check", p])
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        let pid = tool.id() as libc::pid_t;
+        while lock_word(&path)? == 0 && tool.try_wait()?.is_none() {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        // SAFETY: `pid` is our child, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGTSTP) };
+        let held_at_stop = lock_word(&path)? != 0;
+        let since = Instant::now();
+        while lock_word(&path)? != 0 && since.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let freed = lock_word(&path)? == 0;
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        let status = tool.wait()?;
+        ensure(freed, "the stopped tool kept the store lock")?;
+        ensure(status.success(), format!("check: {status}"))?;
+        if held_at_stop {
+            // Also a writer can use the store meanwhile: it did, since the lock went free.
+            drop(m.allocate(100)?);
+            return Ok(());
+        }
+    }
+    Err("never caught the tool holding the lock".into())
 }

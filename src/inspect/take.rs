@@ -85,12 +85,19 @@ pub(super) fn copy(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<St
     if !writable {
         return copy_unlocked(file, &mut progress);
     }
+    // Held back until the lock is given back (below, or when an error drops it first).
+    let _no_stop = sys::hold_stop_signals();
     let lock = StoreLock::new(&file)?;
     let taken = lock.take()?;
     // Whether nothing could change the store meanwhile: asked only when the lock is not ours.
     let settled_by_lock = matches!(taken, Taken::Ours);
     let quiet_before = !settled_by_lock && !anyone_alive(&file);
-    let (words, capacity) = copy_mapped(&file, &mut progress)?;
+    // No progress is reported under the lock: drawing it may block on a terminal.
+    let copied = match settled_by_lock {
+        true => copy_mapped(&file, &mut |_, _| {}),
+        false => copy_mapped(&file, &mut progress),
+    };
+    let (words, capacity) = copied?;
     let quiet = quiet_before && !anyone_alive(&file);
     let (view, lock_holder) = match taken {
         Taken::Ours => (View::Locked, None),
