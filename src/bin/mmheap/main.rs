@@ -1,8 +1,11 @@
 //! `mmheap`: look inside a store file, check it, recover it, draw it.
 //!
 //! Read-only commands (`stat`, `check`, `dump`, `roots`, `map`, `recover --dry-run`) work on a
-//! private copy of the store (`mmheap::inspect::Snapshot`): they never register as a process
-//! of the store, take its lock or write to it. Only `create` and `recover` write.
+//! private copy of the store (`mmheap::inspect::Snapshot`), taken under the store's lock so
+//! that it shows one moment of a store in use: they never register as a process of the store
+//! or write to it, but for the lock word they take and give back. Only `create` and `recover`
+//! write a store; `map` writes its picture, never over an input, a store or (without
+//! `--force`) an existing file.
 //! The `--json` shapes are documented in `docs/cli.md`.
 
 mod check;
