@@ -616,11 +616,27 @@ impl Drop for Receiver {
     }
 }
 
+impl Inner {
+    /// `what { name, capacity }`: the channel an end or value belongs to.
+    fn debug(&self, what: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(what).field("name", &self.name).field("capacity", &self.capacity).finish()
+    }
+}
+
 impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Channel")
-            .field("name", &self.inner.name)
-            .field("capacity", &self.inner.capacity)
-            .finish()
+        self.inner.debug("Channel", f)
+    }
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.debug("Sender", f)
+    }
+}
+
+impl fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.debug("Receiver", f)
     }
 }

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use common::*;
 use libtest_mimic::{Failed, Trial};
-use mmheap::format::{HDR_RC, HDR_TAG, SPAN_SIZE, SPAN_USED, TLSF_HEADS};
+use mmheap::format::{HDR_RC, HDR_TAG, SB_LOCK, SPAN_SIZE, SPAN_USED, TLSF_HEADS};
 use mmheap::{MappedManager, MemoryBlock, MemoryManager, Options};
 use serde_json::Value;
 
@@ -114,6 +114,7 @@ fn create_stat_check_roots_dump() -> Result<(), Failed> {
     ensure(code(&check) == 0, "check exit 0")?;
     let check = json(&check)?;
     ensure(check["sound"] == true && check["used_blocks"] == 2, format!("{check}"))?;
+    ensure(check["view"] == "locked", format!("copied under the lock: {check}"))?;
     ensure(check["problems"].as_array().is_some_and(Vec::is_empty), "no problems")?;
 
     let roots = String::from_utf8(mmheap(&["roots", p]).stdout)?;
@@ -283,12 +284,32 @@ fn read_only_does_not_disturb() -> Result<(), Failed> {
             format!("{args:?} exit {}: {}", code(&out), String::from_utf8_lossy(&out.stderr)),
         )?;
     }
-    ensure(std::fs::read(&path)? == before, "read-only commands wrote to the store")?;
+    unchanged_but_the_waiters_bit(&before, &std::fs::read(&path)?)?;
     let stat = json(&mmheap(&["stat", p, "--json"]))?;
     ensure(stat["processes"].as_array().map(Vec::len) == Some(1), "only the writer is registered")?;
     ensure(!stat["store"]["lock_holder"].is_null(), "the lock was held throughout")?;
+    ensure(
+        stat["store"]["view"] == "unsettled",
+        format!("a copy without the lock: {}", stat["store"]["view"]),
+    )?;
+    let check = json(&mmheap(&["check", p, "--json"]))?;
+    ensure(check["view"] == "unsettled" && check["sound"] == true, format!("{check}"))?;
+    // Killed inside the lock: the copy is of the store as recovery will find it.
     drop(pauser);
-    Ok(())
+    let stat = json(&mmheap(&["stat", p, "--json"]))?;
+    ensure(stat["store"]["view"] == "dead_holder", format!("a dead holder: {}", stat["store"]["view"]))?;
+    ensure(!stat["store"]["lock_holder"].is_null() && stat["store"]["clean"] == false, format!("{stat}"))?;
+    unchanged_but_the_waiters_bit(&before, &std::fs::read(&path)?)
+}
+
+/// The store is byte for byte as `before`, but for the lock word's waiters bit (bit 31), which
+/// a reader that waited for a living holder sets, as every waiter does.
+fn unchanged_but_the_waiters_bit(before: &[u8], after: &[u8]) -> Result<(), Failed> {
+    let lock = SB_LOCK as usize..SB_LOCK as usize + 4;
+    let word = |b: &[u8]| u32::from_le_bytes(b[lock.clone()].try_into().unwrap()) & 0x7fff_ffff;
+    ensure(before.len() == after.len() && word(before) == word(after), "the lock word's holder changed")?;
+    let outside = |b: &[u8]| [&b[..lock.start], &b[lock.end..]].concat();
+    ensure(outside(before) == outside(after), "read-only commands wrote to the store")
 }
 
 fn map_draws() -> Result<(), Failed> {

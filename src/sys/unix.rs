@@ -315,3 +315,39 @@ pub(crate) fn at_thread_exit(hook: extern "C" fn()) -> bool {
     // SAFETY: a key made above; the value is a function pointer, which `run` takes back.
     key.is_some_and(|key| unsafe { libc::pthread_setspecific(key, hook as *mut libc::c_void) } == 0)
 }
+
+/// The terminal's stop signals (`SIGTSTP`, `SIGTTIN`, `SIGTTOU`) held back on the calling
+/// thread while this lives; one that arrives meanwhile takes effect when it drops. A reader
+/// that holds the store lock for a copy would, stopped from the keyboard, stop every writer
+/// of the store with it.
+pub(crate) struct StopSignalsHeld {
+    old: libc::sigset_t,
+    /// Not `Send`: the mask is the thread's that made the guard.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+/// Holds back the stop signals (see [`StopSignalsHeld`]).
+pub(crate) fn hold_stop_signals() -> StopSignalsHeld {
+    // SAFETY: all-zero is a valid `sigset_t` to initialise; the calls get valid pointers to
+    // sets on this stack and change only this thread's signal mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        StopSignalsHeld { old, _thread: std::marker::PhantomData }
+    }
+}
+
+impl Drop for StopSignalsHeld {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask `hold_stop_signals` saved, on the thread that saved it (the
+        // guard is not `Send`).
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
+        }
+    }
+}

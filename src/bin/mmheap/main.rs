@@ -1,19 +1,26 @@
 //! `mmheap`: look inside a store file, check it, recover it, draw it.
 //!
 //! Read-only commands (`stat`, `check`, `dump`, `roots`, `map`, `recover --dry-run`) work on a
-//! private copy of the store (`mmheap::inspect::Snapshot`): they never register as a process
-//! of the store, take its lock or write to it. Only `create` and `recover` write.
+//! private copy of the store (`mmheap::inspect::Snapshot`), taken under the store's lock so
+//! that it shows one moment of a store in use: they never register as a process of the store
+//! or write to it, but for the lock word they take and give back. Only `create` and `recover`
+//! write a store; `map` writes its picture, never over an input, a store or (without
+//! `--force`) an existing file.
 //! The `--json` shapes are documented in `docs/cli.md`.
 
+mod check;
+mod dump;
 mod map;
+mod output;
+mod sizes;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use mmheap::inspect::Snapshot;
+use mmheap::inspect::{Snapshot, View};
 use mmheap::{Error, MappedManager, Options, RecoveryReport, SalvageReport};
 use serde_json::json;
 
@@ -29,11 +36,11 @@ enum Command {
     /// Create a new store (fails if FILE exists).
     Create {
         file: PathBuf,
-        /// Initial size, e.g. 1M, 64M (default 1 MiB).
-        #[arg(long, value_parser = parse_size)]
+        /// Initial size, e.g. 1M, 64MiB, 2gb (default 1 MiB; at least 36 KiB; whole pages).
+        #[arg(long, value_parser = sizes::parse_size)]
         size: Option<u64>,
-        /// Maximum size the store may grow to, e.g. 1G (default 64 GiB).
-        #[arg(long, value_parser = parse_size)]
+        /// Maximum size the store may grow to, e.g. 1G (default 64 GiB; at most 16 TiB).
+        #[arg(long, value_parser = sizes::parse_size)]
         max_size: Option<u64>,
     },
     /// Figures, size classes, attached processes, roots, and whether shutdown was clean.
@@ -66,7 +73,7 @@ enum Command {
     Dump {
         file: PathBuf,
         /// Show the block whose header is at this offset (decimal or 0x hex), with a hex dump.
-        #[arg(long, value_parser = parse_size)]
+        #[arg(long, value_parser = parse_offset)]
         offset: Option<u64>,
         /// At most this many blocks listed (default 1000), or payload bytes dumped (default 256).
         #[arg(long)]
@@ -79,31 +86,26 @@ enum Command {
     /// Draw the heap as an SVG picture: address on the axes, colour by state and size class.
     Map {
         file: PathBuf,
-        /// Where to write the SVG.
+        /// Where to write the SVG (a new file; never the store itself).
         #[arg(short, long)]
         output: PathBuf,
+        /// Replace OUTPUT if it exists (never a store).
+        #[arg(long)]
+        force: bool,
         /// Cells per row.
         #[arg(long, default_value_t = 256)]
         columns: u64,
     },
 }
 
-/// Parses `4096`, `0x1000`, `64K`, `1M`, `2G`, `1T` (binary multiples; a trailing `iB`/`B` is
-/// allowed).
-fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim().trim_end_matches("iB").trim_end_matches('B');
-    if let Some(h) = t.strip_prefix("0x") {
-        return u64::from_str_radix(h, 16).map_err(|e| e.to_string());
+/// Parses an offset: decimal, or hex with `0x`.
+fn parse_offset(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    match t.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => t.parse().ok(),
     }
-    let (digits, shift) = match t.chars().last() {
-        Some('K' | 'k') => (&t[..t.len() - 1], 10),
-        Some('M' | 'm') => (&t[..t.len() - 1], 20),
-        Some('G' | 'g') => (&t[..t.len() - 1], 30),
-        Some('T' | 't') => (&t[..t.len() - 1], 40),
-        _ => (t, 0),
-    };
-    let n: u64 = digits.parse().map_err(|_| format!("not a size: {s:?}"))?;
-    n.checked_mul(1 << shift).ok_or_else(|| format!("size too large: {s:?}"))
+    .ok_or_else(|| format!("{s:?} is not an offset (decimal, or hex with 0x)"))
 }
 
 fn human(bytes: u64) -> String {
@@ -134,7 +136,24 @@ fn progress(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
-fn snapshot(file: &PathBuf) -> Result<Snapshot, Error> {
+/// A copy of the store. One taken without the lock while processes were alive (unsettled)
+/// whose heap does not walk is likely torn by a change in progress: it is taken again, up to
+/// three times in all, and a note says that the copy may mix moments.
+fn snapshot(file: &Path) -> Result<Snapshot, Error> {
+    let mut snap = take(file)?;
+    for _ in 1..3 {
+        if snap.view() != View::Unsettled || snap.blocks(|_| {}).1.is_none() {
+            break;
+        }
+        snap = take(file)?;
+    }
+    if snap.view() == View::Unsettled {
+        eprintln!("mmheap: note: {}", unsettled(&snap));
+    }
+    Ok(snap)
+}
+
+fn take(file: &Path) -> Result<Snapshot, Error> {
     let bar = progress(0, "reading");
     let snap = Snapshot::take_with_progress(file, |done, total| {
         bar.set_length(total);
@@ -144,7 +163,37 @@ fn snapshot(file: &PathBuf) -> Result<Snapshot, Error> {
     snap
 }
 
+/// Why a copy may mix moments.
+fn unsettled(snap: &Snapshot) -> String {
+    let why = match snap.info().lock_holder {
+        Some(slot) => format!("the living process in slot {slot} kept the store lock for 2 s"),
+        None => "the store file is not writable here, so its lock could not be taken".to_owned(),
+    };
+    format!("{why}: the copy was taken without it while processes were alive, and may mix moments")
+}
+
+/// What stops a command: the store's error, or the tool's own (a refused output, sizes).
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Store(#[from] Error),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Dies of `SIGPIPE` when standard output is a pipe whose reader has gone (`mmheap dump | head`),
+/// quietly, as other Unix tools do: Rust ignores the signal, and `println!` would then panic.
+fn die_on_broken_pipe() {
+    // SAFETY: `signal` with `SIG_DFL` installs no handler of ours; it runs before any thread
+    // is started, and nothing in the tool relies on SIGPIPE being ignored (it writes only to
+    // its standard streams, files and the store's mapping; no socket).
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    die_on_broken_pipe();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,
@@ -155,24 +204,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cmd: Command) -> Result<ExitCode, Error> {
+/// `Options::new()`'s initial size.
+const DEFAULT_INITIAL_SIZE: u64 = 1 << 20;
+
+fn run(cmd: Command) -> Result<ExitCode, CliError> {
     match cmd {
         Command::Create { file, size, max_size } => {
-            let mut opts = Options::new();
-            if let Some(s) = size {
-                opts = opts.initial_size(s);
-            }
-            if let Some(m) = max_size {
-                opts = opts.max_size(m);
-            }
+            let default_max = Options::new().get_max_size();
+            let sizes = sizes::store_sizes(size, max_size, DEFAULT_INITIAL_SIZE, default_max)
+                .map_err(CliError::Refused)?;
+            sizes.notes.iter().for_each(|n| eprintln!("mmheap: note: {n}"));
+            let opts = Options::new().initial_size(sizes.initial).max_size(sizes.max);
             let m = MappedManager::create(&file, &opts)?;
             let s = mmheap::MemoryManager::stats(&m)?;
             println!("created {} ({} now, up to {})", file.display(), human(s.capacity), human(s.max_size));
         }
         Command::Stat { file, json } => stat(&file, json)?,
-        Command::Check { file, json } => return check(&file, json),
-        Command::Recover { file, dry_run, salvage } => return recover(&file, dry_run, salvage),
-        Command::Dump { file, offset, limit, json } => dump(&file, offset, limit, json)?,
+        Command::Check { file, json } => return Ok(check::run(&file, json)?),
+        Command::Recover { file, dry_run, salvage } => return Ok(recover(&file, dry_run, salvage)?),
+        Command::Dump { file, offset: Some(off), limit, json } => {
+            return Ok(dump::one(&file, off, limit, json)?)
+        }
+        Command::Dump { file, offset: None, limit, json } => dump::list(&file, limit, json)?,
         Command::Roots { file } => {
             let snap = snapshot(&file)?;
             for r in snap.roots()? {
@@ -182,14 +235,15 @@ fn run(cmd: Command) -> Result<ExitCode, Error> {
                 );
             }
         }
-        Command::Map { file, output, columns } => {
+        Command::Map { file, output, force, columns } => {
+            output::may_write(&output, &[&file], force).map_err(CliError::Refused)?;
             let snap = snapshot(&file)?;
             let info = snap.info();
             let bar = progress(info.capacity, "walking");
             let (blocks, err) = snap.blocks(|off| bar.set_position(off));
             bar.finish_and_clear();
             let svg = map::render(&file.display().to_string(), &info, &blocks, columns.clamp(16, 4096));
-            std::fs::write(&output, svg).map_err(|e| Error::Io { op: "write the picture", source: e })?;
+            output::write_new(&output, &[&file], force, svg.as_bytes()).map_err(CliError::Refused)?;
             println!("wrote {} ({} blocks)", output.display(), blocks.len());
             if let Some(e) = err {
                 eprintln!("mmheap: the heap could not be walked past a point: {e}");
@@ -200,7 +254,7 @@ fn run(cmd: Command) -> Result<ExitCode, Error> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn stat(file: &PathBuf, json: bool) -> Result<(), Error> {
+fn stat(file: &Path, json: bool) -> Result<(), Error> {
     let snap = snapshot(file)?;
     let info = snap.info();
     let classes = snap.size_classes();
@@ -243,9 +297,11 @@ fn stat(file: &PathBuf, json: bool) -> Result<(), Error> {
     } else {
         println!("shutdown    NOT clean: {dead} dead process(es) left state behind (run `mmheap recover`)");
     }
-    match info.lock_holder {
-        None => println!("lock        free"),
-        Some(s) => println!("lock        held by slot {s}"),
+    match (info.lock_holder, info.view) {
+        (None, View::Locked) => println!("lock        free (taken for the copy, and given back)"),
+        (None, _) => println!("lock        free"),
+        (Some(s), View::DeadHolder) => println!("lock        held by slot {s}, which is dead"),
+        (Some(s), _) => println!("lock        held by slot {s}"),
     }
     println!("recoveries  {} ({} dead process(es) reclaimed)", info.recoveries, info.recovered_processes);
     if info.quarantined_bytes > 0 {
@@ -278,61 +334,6 @@ fn stat(file: &PathBuf, json: bool) -> Result<(), Error> {
         Err(e) => println!("roots: unavailable ({e})"),
     }
     Ok(())
-}
-
-fn check(file: &PathBuf, json: bool) -> Result<ExitCode, Error> {
-    let snap = match snapshot(file) {
-        Ok(s) => s,
-        Err(e) => {
-            if json {
-                println!("{}", json!({ "readable": false, "error": e.to_string() }));
-            } else {
-                eprintln!("mmheap: {} cannot be read as a store: {e}", file.display());
-            }
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let bar = progress(0, "checking");
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    let report = snap.check()?;
-    bar.finish_and_clear();
-    if json {
-        let problems: Vec<_> =
-            report.problems.iter().map(|p| json!({"what": p.what, "offset": p.offset})).collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "readable": true,
-                "sound": report.is_sound(),
-                "blocks": report.blocks,
-                "used_blocks": report.used_blocks,
-                "free_blocks": report.free_blocks,
-                "used_bytes": report.used_bytes,
-                "free_bytes": report.free_bytes,
-                "dead_processes": report.dead_processes,
-                "problems": problems,
-            }))
-            .expect("json")
-        );
-    } else {
-        for p in &report.problems {
-            println!("problem at {:#x}: {}", p.offset, p.what);
-        }
-        println!(
-            "{}: {} blocks ({} used, {} free), {} problem(s){}",
-            file.display(),
-            report.blocks,
-            report.used_blocks,
-            report.free_blocks,
-            report.problems.len(),
-            if report.dead_processes > 0 {
-                format!("; {} dead process(es) awaiting recovery", report.dead_processes)
-            } else {
-                String::new()
-            }
-        );
-    }
-    Ok(if report.is_sound() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn describe(r: &RecoveryReport) -> String {
@@ -385,7 +386,7 @@ fn describe_salvage(r: &SalvageReport) -> Vec<String> {
     lines
 }
 
-fn recover(file: &PathBuf, dry_run: bool, salvage: bool) -> Result<ExitCode, Error> {
+fn recover(file: &Path, dry_run: bool, salvage: bool) -> Result<ExitCode, Error> {
     if dry_run {
         let mut snap = snapshot(file)?;
         match salvage {
@@ -418,103 +419,16 @@ fn recover(file: &PathBuf, dry_run: bool, salvage: bool) -> Result<ExitCode, Err
     Ok(if report.is_sound() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn dump(file: &PathBuf, offset: Option<u64>, limit: Option<usize>, json: bool) -> Result<(), Error> {
-    let snap = snapshot(file)?;
-    let (blocks, err) = snap.blocks(|_| {});
-    if let Some(off) = offset {
-        let block = blocks.iter().find(|b| b.offset == off);
-        let payload = snap.payload(off);
-        let shown = limit.unwrap_or(256);
-        if json {
-            let bytes = payload.as_ref().ok();
-            let hex: Option<String> =
-                bytes.map(|b| b.iter().take(shown).map(|x| format!("{x:02x}")).collect());
-            let v = json!({
-                "block": block,
-                "payload": bytes.map(|b| json!({"len": b.len(), "shown": b.len().min(shown), "hex": hex})),
-                "error": payload.as_ref().err().map(|e| e.to_string()),
-            });
-            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
-            return Ok(());
-        }
-        match block {
-            Some(b) => println!("{}", block_line(b)),
-            None => println!("no block starts at {off:#x}"),
-        }
-        let bytes = payload?;
-        for (i, row) in bytes.chunks(16).take(shown.div_ceil(16)).enumerate() {
-            let hex: Vec<String> = row.iter().map(|x| format!("{x:02x}")).collect();
-            let text: String = row
-                .iter()
-                .map(|&x| if x.is_ascii_graphic() || x == b' ' { x as char } else { '.' })
-                .collect();
-            println!("{:08x}  {:<47}  {text}", i * 16, hex.join(" "));
-        }
-        return Ok(());
-    }
-    let shown = &blocks[..blocks.len().min(limit.unwrap_or(1000))];
-    if json {
-        let v =
-            json!({ "blocks": shown, "total": blocks.len(), "error": err.as_ref().map(|e| e.to_string()) });
-        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
-        return Ok(());
-    }
-    println!(
-        "{:>14} {:>10} {:>10} {:>6} {:>5} {:>5} {:>4} {:>10}",
-        "offset", "size", "len", "state", "refs", "owner", "pub", "generation"
-    );
-    for b in shown {
-        println!("{}", block_line(b));
-    }
-    if shown.len() < blocks.len() {
-        println!("... {} more (use --limit)", blocks.len() - shown.len());
-    }
-    if let Some(e) = err {
-        println!("walk stopped: {e}");
-    }
-    Ok(())
-}
-
-fn block_line(b: &mmheap::inspect::BlockInfo) -> String {
-    use mmheap::inspect::BlockKind;
-    let owner = b.owner.map_or("-".to_owned(), |o| o.to_string());
-    // A used block with no reference but an owner is parked in that process's thread cache.
-    let state = match (b.kind, b.free, b.ref_count, b.owner) {
-        (BlockKind::Span, ..) => "span",
-        (BlockKind::Page, ..) => "page",
-        (BlockKind::Quarantined, ..) => "quarantined",
-        (_, true, _, _) => "free",
-        (_, false, 0, Some(_)) => "parked",
-        (BlockKind::Slot, ..) => "slot",
-        _ => "used",
-    };
-    format!(
-        "{:>#14x} {:>10} {:>10} {:>6} {:>5} {:>5} {:>4} {:>10}",
-        b.offset,
-        b.size,
-        b.len,
-        state,
-        b.ref_count,
-        owner,
-        if b.published { "yes" } else { "no" },
-        b.generation
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn sizes_parse_with_binary_suffixes_and_hex() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("0x8000"), Ok(0x8000));
-        assert_eq!(parse_size("64K"), Ok(64 << 10));
-        assert_eq!(parse_size("1M"), Ok(1 << 20));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert_eq!(parse_size("1T"), Ok(1 << 40));
-        assert!(parse_size("12Q").is_err());
-        assert!(parse_size("99999999999T").is_err());
+    fn offsets_parse_in_decimal_and_hex() {
+        assert_eq!(parse_offset("4096"), Ok(4096));
+        assert_eq!(parse_offset("0x8000"), Ok(0x8000));
+        assert_eq!(parse_offset("0X8a00"), Ok(0x8a00));
+        assert!(parse_offset("64K").is_err());
     }
 
     #[test]

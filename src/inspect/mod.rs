@@ -1,11 +1,12 @@
 //! Read-only inspection of a store: what the `mmheap` command-line tool is built on.
 //!
-//! A [`Snapshot`] is a private in-memory copy of a store file. Taking it reads the file with
-//! plain reads: it does not map the store, register in its process registry or take its lock,
-//! so it never blocks or disturbs the processes using the store. Liveness of their slots is
-//! asked of the kernel (their record locks) on the real file. A store that is being written
-//! while the copy is taken may be caught mid-operation; the snapshot then shows what a
-//! recovery would see.
+//! A [`Snapshot`] is a private in-memory copy of a store file, taken so that it shows the store
+//! at one moment even while other processes write it: under the store lock, which it takes for
+//! the copy without registering as a process of the store (`take.rs` says how, and what a
+//! copier that dies holding it leaves). It writes nothing else: the lock word is put back.
+//! When one living holder keeps the lock for 2 s, the copy is taken without it and says so
+//! ([`View`]). Liveness of the registered processes is asked of the kernel (their record locks)
+//! on the real file.
 //!
 //! ```
 //! use mmheap::inspect::Snapshot;
@@ -18,11 +19,13 @@
 //! assert_eq!(snap.info().live_blocks, 1);
 //! assert_eq!(snap.processes().iter().filter(|p| p.alive).count(), 1);
 //! assert!(snap.check()?.is_sound());
+//! assert_eq!(snap.view(), mmheap::inspect::View::Locked);
 //! # Ok::<(), mmheap::Error>(())
 //! ```
 
+mod take;
+
 use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 use std::ptr::NonNull;
 
@@ -34,6 +37,8 @@ use crate::error::{Error, Result};
 use crate::format::*;
 use crate::heap::{Backing, Heap};
 use crate::{BlockHandle, CheckReport, RecoveryReport};
+
+pub use take::View;
 
 /// The store as a whole.
 #[derive(Clone, Debug, Serialize)]
@@ -63,8 +68,11 @@ pub struct StoreInfo {
     pub recovered_processes: u64,
     /// Bytes in quarantined ranges (damage salvage fenced off).
     pub quarantined_bytes: u64,
-    /// Registry slot of the process holding the store lock when the snapshot was taken.
+    /// Registry slot of the process holding the store lock when the snapshot was taken
+    /// (`None` when the snapshot took it for its copy).
     pub lock_holder: Option<u32>,
+    /// How far the copy shows the store at one moment.
+    pub view: View,
     /// Whether the last shutdown was clean: no dead process left anything behind.
     pub clean: bool,
 }
@@ -157,6 +165,17 @@ pub struct SizeClass {
 pub struct Snapshot {
     heap: Heap,
     lock_holder: Option<u32>,
+    view: View,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("capacity", &self.load(SB_CAPACITY))
+            .field("view", &self.view)
+            .field("lock_holder", &self.lock_holder)
+            .finish_non_exhaustive()
+    }
 }
 
 struct SnapshotBacking {
@@ -193,40 +212,29 @@ impl Backing for SnapshotBacking {
 const SNAPSHOT_TAG: u32 = 0x7fff_ffff;
 
 impl Snapshot {
-    /// Copies the store at `path` into memory and validates it as `MappedManager::open` would.
+    /// Copies the store at `path` into memory, under its lock when it can be had within a
+    /// short wait ([`Snapshot::view`] says), and validates it as `MappedManager::open` would.
     pub fn take(path: impl AsRef<Path>) -> Result<Snapshot> {
         Self::take_with_progress(path, |_, _| {})
     }
 
     /// As [`Snapshot::take`], calling `progress(bytes_read, total)` as the copy proceeds.
-    pub fn take_with_progress(
-        path: impl AsRef<Path>,
-        mut progress: impl FnMut(u64, u64),
-    ) -> Result<Snapshot> {
-        let path = path.as_ref();
-        let file = File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound(path.to_owned()),
-            _ => Error::io("open the store file", e),
-        })?;
-        let len = file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
-        let (capacity, max) = crate::mapped::validate_superblock(&file, len)?;
-        let mut copy = vec![0u64; (capacity / 8) as usize];
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut copy);
-        let mut reader = &file;
-        for (i, chunk) in bytes.chunks_mut(8 << 20).enumerate() {
-            reader.read_exact(chunk).map_err(|e| Error::io("read the store file", e))?;
-            progress((i as u64 * (8 << 20) + chunk.len() as u64).min(capacity), capacity);
-        }
-        let base = NonNull::new(copy.as_mut_ptr().cast::<u8>()).expect("vec pointer");
+    pub fn take_with_progress(path: impl AsRef<Path>, progress: impl FnMut(u64, u64)) -> Result<Snapshot> {
+        let take::StoreCopy { file, mut words, capacity, view, lock_holder } =
+            take::copy(path.as_ref(), progress)?;
+        let base = NonNull::new(words.as_mut_ptr().cast::<u8>()).expect("vec pointer");
         // SAFETY: the Vec owns `capacity` bytes aligned to 8 and moves into the backing, which
         // the Heap drops after the region; nothing else refers to it.
         let region = unsafe { Region::new(base, capacity, capacity) };
-        let word = region.u32_at(SB_LOCK)?;
-        let held = word.swap(0, crate::sync::Ordering::Relaxed) & !crate::lock::CONTENDED;
-        let lock_holder = (held != 0).then(|| held.wrapping_sub(1));
-        let _ = max;
-        let heap = Heap::new(region, Box::new(SnapshotBacking { file, _copy: copy }), SNAPSHOT_TAG)?;
-        Ok(Snapshot { heap, lock_holder })
+        // The copy's lock word (ours, or a holder's) must not hold up the checks run on it.
+        region.u32_at(SB_LOCK)?.store(0, crate::sync::Ordering::Relaxed);
+        let heap = Heap::new(region, Box::new(SnapshotBacking { file, _copy: words }), SNAPSHOT_TAG)?;
+        Ok(Snapshot { heap, lock_holder, view })
+    }
+
+    /// How far the copy shows the store at one moment (see [`View`]).
+    pub fn view(&self) -> View {
+        self.view
     }
 
     fn load(&self, off: u64) -> u64 {
@@ -258,6 +266,7 @@ impl Snapshot {
             recovered_processes: self.load(SB_RECOVERED_PROCESSES),
             quarantined_bytes: self.load(SB_QUARANTINE_BYTES),
             lock_holder: self.lock_holder,
+            view: self.view,
             clean: !dead && self.lock_holder.map_or(true, |s| !self.heap.slot_dead(s)),
         }
     }

@@ -1,0 +1,219 @@
+//! The `mmheap` tool's output: quiet on a broken pipe, never over a store or an input or an
+//! existing file, exact `dump --offset` answers, and one size parser with named limits.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use mmheap::{MappedManager, MemoryBlock, MemoryManager, Options};
+
+fn mmheap(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mmheap")).args(args).output().expect("run mmheap")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A store at `dir/s.mmheap` with `n` live blocks, held by the returned manager and blocks.
+fn busy_store(dir: &Path, n: usize) -> (PathBuf, MappedManager, Vec<MemoryBlock>) {
+    let path = dir.join("s.mmheap");
+    let m = MappedManager::create(&path, &Options::new().max_size(1 << 30)).unwrap();
+    let blocks: Vec<MemoryBlock> = (0..n).map(|i| m.allocate(16 + (i % 40) * 24).unwrap()).collect();
+    let mut named = m.allocate(100).unwrap();
+    for (i, b) in named.as_mut_slice().unwrap().iter_mut().enumerate() {
+        *b = b'a' + (i % 26) as u8;
+    }
+    m.set_root("letters", &named).unwrap();
+    (path, m, blocks)
+}
+
+/// Runs `mmheap args` with standard output a pipe whose reader goes away after `keep` lines.
+fn through_closed_pipe(args: &[&str], keep: usize) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mmheap"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mmheap");
+    let out = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(out).lines();
+    for _ in 0..keep {
+        lines.next().expect("a line").expect("read a line");
+    }
+    drop(lines); // the reader goes, as `head -1` does
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (child.wait().unwrap(), err)
+}
+
+#[test]
+fn a_closed_pipe_ends_the_tool_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _m, _blocks) = busy_store(dir.path(), 4000);
+    let p = path.to_str().unwrap();
+    // `dump` writes far more than a pipe holds, so it must meet the closed pipe.
+    for (args, keep) in
+        [(&["dump", p, "--limit", "100000"][..], 1), (&["stat", p], 0), (&["dump", p, "--json"], 0)]
+    {
+        let (status, err) = through_closed_pipe(args, keep);
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+        assert_ne!(status.code(), Some(101), "{args:?}: {err}");
+        assert!(status.success() || status.signal() == Some(libc::SIGPIPE), "{args:?}: {status}, {err}");
+    }
+}
+
+#[test]
+fn map_never_writes_over_an_input_a_store_or_an_existing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _m, _blocks) = busy_store(dir.path(), 10);
+    let p = path.to_str().unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let link = dir.path().join("hard-link.mmheap");
+    std::fs::hard_link(&path, &link).unwrap();
+    let sym = dir.path().join("sym.svg");
+    std::os::unix::fs::symlink(&path, &sym).unwrap();
+    let other_path = dir.path().join("sub/../s.mmheap");
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    for out in [path.clone(), link, sym, other_path] {
+        for force in [false, true] {
+            let mut args = vec!["map", p, "-o", out.to_str().unwrap()];
+            args.extend(force.then_some("--force"));
+            let o = mmheap(&args);
+            assert_eq!(code(&o), 2, "{args:?}");
+            assert!(stderr(&o).contains("refusing to write over an input"), "{args:?}: {}", stderr(&o));
+        }
+    }
+    assert!(std::fs::read(&path).unwrap() == before, "the store was written");
+
+    // Another store: refused even with --force.
+    let other = dir.path().join("other.mmheap");
+    drop(MappedManager::create(&other, &Options::new()).unwrap());
+    let other_before = std::fs::read(&other).unwrap();
+    let o = mmheap(&["map", p, "-o", other.to_str().unwrap(), "--force"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("is an mmheap store"), "{}", stderr(&o));
+    assert!(std::fs::read(&other).unwrap() == other_before);
+
+    // An existing file: refused without --force, replaced (by rename) with it.
+    let svg = dir.path().join("heap.svg");
+    std::fs::write(&svg, b"keep me").unwrap();
+    let o = mmheap(&["map", p, "-o", svg.to_str().unwrap()]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("exists") && stderr(&o).contains("--force"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&svg).unwrap(), b"keep me");
+    let o = mmheap(&["map", p, "-o", svg.to_str().unwrap(), "--force"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+
+    // A new file, and no temporary file left behind.
+    let fresh = dir.path().join("fresh.svg");
+    assert_eq!(code(&mmheap(&["map", p, "-o", fresh.to_str().unwrap()])), 0);
+    assert!(std::fs::read_to_string(&fresh).unwrap().starts_with("<svg"));
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
+#[test]
+fn dump_offset_says_when_no_block_starts_there_and_limit_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, m, _blocks) = busy_store(dir.path(), 10);
+    let p = path.to_str().unwrap();
+    let letters = m.root("letters").unwrap().unwrap();
+    let at = letters.handle().offset;
+    drop(letters);
+
+    let o = mmheap(&["dump", p, "--offset", &format!("{:#x}", at + 8)]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("no block starts at {:#x}", at + 8)), "{}", stderr(&o));
+    let o = mmheap(&["dump", p, "--offset", &(at + 8).to_string(), "--json"]);
+    assert_eq!(code(&o), 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["block"].is_null() && v["payload"].is_null(), "{v}");
+
+    let o = mmheap(&["dump", p, "--offset", &format!("{at:#x}"), "--limit", "40"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let bytes: usize = text
+        .lines()
+        .filter(|l| l.len() > 10 && l[..8].chars().all(|c| c.is_ascii_hexdigit()) && &l[8..10] == "  ")
+        .map(|l| l[10..57].split_whitespace().count())
+        .sum();
+    assert_eq!(bytes, 40, "{text}");
+    assert!(text.contains("abcdefghijklmn") && text.contains("60 more byte(s) of 100"), "{text}");
+    let o = mmheap(&["dump", p, "--offset", &at.to_string(), "--limit", "40", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["payload"]["shown"], 40);
+    assert_eq!(v["payload"]["hex"].as_str().map(str::len), Some(80));
+}
+
+#[test]
+fn one_size_parser_with_named_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    for (i, size) in ["1mb", "1MB", "1MiB", "1m", "1024kb", "1024KiB", "1048576"].into_iter().enumerate() {
+        let p = path(&format!("ok{i}.mmheap"));
+        let o = mmheap(&["create", &p, "--size", size, "--max-size", "1gb"]);
+        assert_eq!(code(&o), 0, "{size}: {}", stderr(&o));
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 1 << 20, "{size}");
+    }
+    let refused = |args: &[&str], words: &[&str]| {
+        let o = mmheap(args);
+        assert_eq!(code(&o), 2, "{args:?}");
+        for w in words {
+            assert!(stderr(&o).contains(w), "{args:?}: {w:?} not in {}", stderr(&o));
+        }
+        assert!(!Path::new(args[1]).exists(), "{args:?} made a file");
+    };
+    refused(&["create", &path("a"), "--size", "0"], &["--size 0 bytes", "at least 36.0 KiB"]);
+    refused(&["create", &path("b"), "--size", "16T"], &["16.0 TiB", "default maximum size, 64.0 GiB"]);
+    refused(&["create", &path("c"), "--max-size", "64T"], &["64.0 TiB", "largest store size, 16.0 TiB"]);
+    refused(
+        &["create", &path("d"), "--size", "2G", "--max-size", "1G"],
+        &["--size 2.0 GiB", "--max-size 1.0 GiB"],
+    );
+    refused(&["create", &path("e"), "--size", "12Q"], &["\"12Q\"", "unknown unit"]);
+    let o = mmheap(&["create", &path("f"), "--size", "100000", "--max-size", "1g"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("100000 bytes rounded up to 100.0 KiB (102400 bytes)"), "{}", stderr(&o));
+    assert_eq!(std::fs::metadata(path("f")).unwrap().len(), 102_400);
+}
+
+/// Runs `mmheap args` to its end; its exit code and peak resident memory in KiB.
+#[allow(clippy::zombie_processes)] // reaped by `wait4`, which also gives its peak memory
+fn measured(args: &[&str]) -> (i32, i64) {
+    let child = Command::new(env!("CARGO_BIN_EXE_mmheap")).args(args).stdout(Stdio::null()).spawn().unwrap();
+    let mut status = 0;
+    // SAFETY: all-zero is a valid `rusage` (plain integers and timevals).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our child's, not waited for yet (`Child` never waits on its own);
+    // `status` and `usage` are valid for writes.
+    let waited = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(waited, child.id() as libc::pid_t);
+    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+    (code, usage.ru_maxrss)
+}
+
+#[test]
+fn a_large_mostly_free_store_is_read_only_where_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("large.mmheap");
+    let m = MappedManager::create(&path, &Options::new().initial_size(1 << 30).max_size(2 << 30)).unwrap();
+    let _blocks: Vec<MemoryBlock> = (0..1000).map(|i| m.allocate(16 + (i % 50) * 80).unwrap()).collect();
+    let p = path.to_str().unwrap();
+    for cmd in ["stat", "check", "dump", "roots"] {
+        let (code, rss_kib) = measured(&[cmd, p]);
+        assert_eq!(code, 0, "{cmd}");
+        // The store's capacity is 1 GiB; its used part, well under 1 MiB.
+        assert!(rss_kib < 50 << 10, "{cmd}: peak RSS {} MiB", rss_kib >> 10);
+    }
+}
