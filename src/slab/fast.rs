@@ -8,8 +8,8 @@
 //! Here the process-wide heap's [`Slabs`] are published once in a static when the heap is made
 //! (it lives as long as the process), and the thread's [`Local`] for it in a thread-local when
 //! the thread claims its cache, cleared when the claim ends. Anything the fast paths do not
-//! handle (no cache yet, an empty slab, another thread's slab, a release that empties a slab
-//! or finds it off its queue) they leave to the general paths, untouched.
+//! handle (no cache yet, an empty slab, another thread's slab, a release that would retire a
+//! slab or finds it off its queue) they leave to the general paths, untouched.
 
 use std::ptr::NonNull;
 
@@ -50,8 +50,8 @@ mod word {
 /// As above, with feature `initial-exec-tls` on x86-64 Linux: a word of the static TLS block,
 /// reached with the initial-exec model (the thread pointer plus an offset the dynamic linker
 /// writes into the GOT), one load. Stable Rust's `thread_local!` in a shared library uses the
-/// general-dynamic model, a call to `__tls_get_addr` per access: a fifth of a `malloc`'s and
-/// a `free`'s time through the drop-in library. A library with such a word is meant to be
+/// general-dynamic model, a call to `__tls_get_addr` per access (glibc-simple through the
+/// drop-in library: 0.33 s with it, 0.27 s with this word, mimalloc 0.24 s). A library with such a word is meant to be
 /// loaded at program start (the static TLS block is laid out then): `dlopen` later works only
 /// while glibc's spare static TLS space has room, and is not supported. The drop-in library is
 /// preloaded or linked; the feature is its, not the crate's default.
