@@ -1,7 +1,7 @@
 //! Receives what the `producer` example sends. It waits (asleep, costing nothing) for a
 //! producer to appear, and again when one goes away.
 //!
-//!     cargo run --example consumer -- [STORE] [COUNT]      # default ipc.mmheap, forever
+//!     cargo run --example consumer -- [STORE] [COUNT]      # default $TMPDIR/mmheap-example-ipc.mmheap, forever
 
 use std::time::Duration;
 
@@ -9,7 +9,13 @@ use mmheap::{MappedManager, Options, RecvError};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let path = args.next().unwrap_or_else(|| "ipc.mmheap".into());
+    // By default in the temporary directory (the same for every process), never in the
+    // directory it runs in.
+    let path = args
+        .next()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("mmheap-example-ipc.mmheap"));
+    println!("store: {}", path.display());
     let count: u64 = args.next().map(|c| c.parse()).transpose()?.unwrap_or(u64::MAX);
     let store = MappedManager::open_or_create(&path, &Options::new())?;
     let rx = store.channel("messages", 64)?.receiver()?;

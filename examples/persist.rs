@@ -1,8 +1,8 @@
 //! A small persistent record: a list of notes with a run counter, kept under a named root.
 //! Run it several times; every run finds what the earlier ones wrote.
 //!
-//!     cargo run --example persist -- [STORE] ["note text"]
-//!     cargo run --example persist -- notes.mmheap "buy milk"
+//!     cargo run --example persist -- [STORE] ["note text"]   # default $TMPDIR/mmheap-example-notes.mmheap
+//!     cargo run --example persist -- /tmp/notes.mmheap "buy milk"
 
 use mmheap::{MappedManager, MemoryBlock, MemoryManager, Options};
 
@@ -47,7 +47,12 @@ impl Notes {
 
 fn main() -> Res {
     let mut args = std::env::args().skip(1);
-    let path = args.next().unwrap_or_else(|| "notes.mmheap".into());
+    // By default in the temporary directory (the same for every process), never in the
+    // directory it runs in.
+    let path = args
+        .next()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("mmheap-example-notes.mmheap"));
     let note = args.next();
     let store = MappedManager::open_or_create(&path, &Options::new())?;
     let mut notes = match store.root("notes")? {
@@ -63,7 +68,7 @@ fn main() -> Res {
     let block = notes.write(&store)?;
     store.set_root("notes", &block)?;
     store.flush()?;
-    println!("{path}: run {} with {} notes", notes.runs, notes.notes.len());
+    println!("{}: run {} with {} notes", path.display(), notes.runs, notes.notes.len());
     for (i, n) in notes.notes.iter().enumerate() {
         println!("  {}. {n}", i + 1);
     }

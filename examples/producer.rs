@@ -2,7 +2,7 @@
 //! one first, in two terminals; stop and restart either at will: queued messages wait in the
 //! store.
 //!
-//!     cargo run --example producer -- [STORE] [COUNT]      # default ipc.mmheap, 20
+//!     cargo run --example producer -- [STORE] [COUNT]      # default $TMPDIR/mmheap-example-ipc.mmheap, 20
 
 use std::time::Duration;
 
@@ -10,7 +10,13 @@ use mmheap::{MappedManager, MemoryManager, Options};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let path = args.next().unwrap_or_else(|| "ipc.mmheap".into());
+    // By default in the temporary directory (the same for every process), never in the
+    // directory it runs in.
+    let path = args
+        .next()
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("mmheap-example-ipc.mmheap"));
+    println!("store: {}", path.display());
     let count: u64 = args.next().map(|c| c.parse()).transpose()?.unwrap_or(20);
     let store = MappedManager::open_or_create(&path, &Options::new())?;
     let tx = store.channel("messages", 64)?.sender()?;
