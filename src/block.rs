@@ -29,6 +29,7 @@ use crate::Offset;
 ///
 /// A handle does not keep its block alive: the sender must hold the block until the receiver
 /// has resolved it (or use a named root or, later, a channel, which hold a reference).
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 #[repr(C)]
 pub struct BlockHandle {

@@ -3,6 +3,7 @@
 use crate::{BlockHandle, MemoryBlock, Result};
 
 /// What a heap holds, read from the store's own counters.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {

@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::format::*;
 
 /// One inconsistency found by a check.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
     /// What is wrong.
@@ -20,6 +21,7 @@ pub struct Problem {
 ///
 /// A store is sound when [`CheckReport::is_sound`]; a structure too broken to walk at all is
 /// reported as [`crate::Error::Corrupt`] instead.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CheckReport {

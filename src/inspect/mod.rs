@@ -29,8 +29,6 @@ use std::fs::File;
 use std::path::Path;
 use std::ptr::NonNull;
 
-use serde::Serialize;
-
 use crate::core::header::rc;
 use crate::core::region::Region;
 use crate::error::{Error, Result};
@@ -41,7 +39,8 @@ use crate::{BlockHandle, CheckReport, RecoveryReport};
 pub use take::View;
 
 /// The store as a whole.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct StoreInfo {
     /// Format version in the superblock.
@@ -78,7 +77,8 @@ pub struct StoreInfo {
 }
 
 /// One registry slot in use.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct ProcessInfo {
     /// Registry slot.
@@ -94,8 +94,9 @@ pub struct ProcessInfo {
 }
 
 /// What a [`BlockInfo`] describes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 #[non_exhaustive]
 pub enum BlockKind {
     /// A block with its own header (free or used).
@@ -111,7 +112,8 @@ pub enum BlockKind {
 }
 
 /// One block of the heap, or one slot of a span.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct BlockInfo {
     /// Header offset (for a slot, its id: what its handles carry).
@@ -136,7 +138,8 @@ pub struct BlockInfo {
 }
 
 /// A named root.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct RootInfo {
     /// The name.
@@ -150,7 +153,8 @@ pub struct RootInfo {
 }
 
 /// Used blocks of one size class (block sizes in `(max_size / 2, max_size]`).
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct SizeClass {
     /// Upper bound of the class, a power of two.

@@ -31,7 +31,6 @@ use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
-use serde::Serialize;
 
 use crate::core::region::Region;
 use crate::error::{Error, Result};
@@ -48,8 +47,9 @@ const LOCK_STUCK: Duration = Duration::from_secs(2);
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// How far a snapshot can be trusted to show the store at one moment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum View {
     /// Copied under the store lock, taken for the copy and given back: what a check under

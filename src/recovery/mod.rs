@@ -30,6 +30,7 @@ pub(crate) use plan::Mode;
 use plan::{Holder, Plan};
 
 /// What a recovery did (or, summed, several: `recoveries` says how many).
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RecoveryReport {
