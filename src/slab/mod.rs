@@ -428,14 +428,8 @@ impl Slabs {
     /// The slab holding the block at heap offset `off`, if any.
     #[inline]
     fn slab_at(&self, off: u64) -> Option<&Slab> {
-        let unit = (off >> CHUNK_LOG2) as usize;
-        let back = self.table.map(unit)?.load(Ordering::Acquire);
-        if back == 0 {
-            return None;
-        }
-        // The map names only live slabs, whose heads are initialised before the map is set
-        // (release, read acquire above).
-        Some(self.table.head(unit - usize::from(back - 1)))
+        // SAFETY: the raw places of our own table, which lives as long as `self`.
+        unsafe { self.table.raw().slab_at(usize::try_from(off).ok()?) }
     }
 
     fn slab_of_addr(&self, b: usize) -> Option<&Slab> {
