@@ -12,7 +12,7 @@
 //! 16 B at a time to 4 KiB and back, against glibc's `realloc`), reopen (a cleanly closed store
 //! holding 1,000,000 blocks: open and find a root), `MemoryBlock` clone + drop, and two
 //! processes churning one store at once (aggregate throughput against one process alone).
-//! This binary is its own child for the last one (`MMHEAP_ALLOC_ROLE`).
+//! This binary is its own child for the last one and for reopen (`MMHEAP_ALLOC_ROLE`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -119,6 +119,9 @@ fn main() -> Res {
         if role == "glibc" {
             println!("{}", raw(&SYSTEM, Sizes::Small, env("MMHEAP_ALLOC_OPS", 2_000_000)));
             return Ok(());
+        }
+        if role == "reopen" {
+            return reopen_in_child(&std::env::var("MMHEAP_ALLOC_STORE")?);
         }
         let m = MappedManager::open(std::env::var("MMHEAP_ALLOC_STORE")?)?;
         let ns = managed(
@@ -290,7 +293,11 @@ fn clone_drop(store: &MappedManager) -> Res {
     Ok(())
 }
 
-/// A store holding 1,000,000 live blocks, closed cleanly; a fresh open finds a root.
+/// A store holding 1,000,000 live blocks, closed cleanly; an open finds a root. Both sides run
+/// in processes of their own, alternating: a new process per open (what a program starting up
+/// pays), and many opens in one process (the store's own cost, without the first-use costs of
+/// a new process). Both files are synced first, so that no write-back of the making is in
+/// progress (a write to a page under write-back waits for it).
 fn reopen() -> Res {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("reopen.mmheap");
@@ -305,31 +312,69 @@ fn reopen() -> Res {
         }
     }
     let boost = boost_reopen(dir.path())?;
-    let (mut times, mut theirs) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
-        let t = Instant::now();
-        let m = MappedManager::open(&path)?;
-        let root = m.root("index")?.ok_or("root")?;
-        times.push(t.elapsed());
-        drop((root, m));
-        if let Some((exe, file)) = &boost {
-            let out = std::process::Command::new(exe).arg("open").arg(file).output()?;
-            let ns: u64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
-            theirs.push(Duration::from_nanos(ns));
+    std::fs::File::open(&path)?.sync_all()?;
+    if let Some((_, file)) = &boost {
+        std::fs::File::open(file)?.sync_all()?;
+    }
+    // Each line a child prints is one open's nanoseconds.
+    let times = |cmd: &mut std::process::Command| -> Res<Vec<Duration>> {
+        let out = cmd.output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines().map(|l| Ok(Duration::from_nanos(l.trim().parse()?))).collect()
+    };
+    let ours = |n: usize| {
+        let mut c = std::process::Command::new(std::env::current_exe().expect("exe"));
+        c.env("MMHEAP_ALLOC_ROLE", "reopen")
+            .env("MMHEAP_ALLOC_STORE", &path)
+            .env("MMHEAP_REOPEN_TIMES", n.to_string());
+        c
+    };
+    let theirs = |exe: &std::path::Path, file: &std::path::Path, n: usize| {
+        let mut c = std::process::Command::new(exe);
+        c.arg("open").arg(file).arg(n.to_string());
+        c
+    };
+    for (what, per_process, processes) in
+        [("a new process per open", 1, 21), ("100 opens per process", 100, 4)]
+    {
+        let (mut us, mut them) = (Vec::new(), Vec::new());
+        for _ in 0..processes {
+            us.extend(times(&mut ours(per_process))?);
+            if let Some((exe, file)) = &boost {
+                them.extend(times(&mut theirs(exe, file, per_process))?);
+            }
+        }
+        let (us, them) = (median_of(us), median_of(them));
+        match them {
+            Some(b) => println!(
+                "reopen       1,000,000 live blocks, {what}: open + find root {:?} | Boost.Interprocess managed_mapped_file open + find {b:?} ({:.2}x Boost's time; medians, alternating)",
+                us.unwrap_or_default(),
+                us.unwrap_or_default().as_secs_f64() / b.as_secs_f64()
+            ),
+            None => println!(
+                "reopen       1,000,000 live blocks, {what}: open + find root {:?} (median; no Boost.Interprocess to compare: apt-get install libboost-dev)",
+                us.unwrap_or_default()
+            ),
         }
     }
-    times.sort();
-    theirs.sort();
-    match theirs.get(2) {
-        Some(b) => println!(
-            "reopen       1,000,000 live blocks: open + find root {:?} | Boost.Interprocess managed_mapped_file open + find {b:?} ({:.2}x Boost's time; medians of 5, alternating)",
-            times[2],
-            times[2].as_secs_f64() / b.as_secs_f64()
-        ),
-        None => println!(
-            "reopen       1,000,000 live blocks: open + find root {:?} (median of 5; no Boost.Interprocess to compare: apt-get install libboost-dev)",
-            times[2]
-        ),
+    Ok(())
+}
+
+fn median_of(mut v: Vec<Duration>) -> Option<Duration> {
+    v.sort();
+    v.get(v.len() / 2).copied()
+}
+
+/// The child of [`reopen`]: `MMHEAP_REOPEN_TIMES` times opens the store and finds its root,
+/// printing the nanoseconds of each (the manager is dropped outside the timed part).
+fn reopen_in_child(path: &str) -> Res {
+    for _ in 0..env("MMHEAP_REOPEN_TIMES", 1) {
+        let t = Instant::now();
+        let m = MappedManager::open(path)?;
+        let root = m.root("index")?.ok_or("root")?;
+        let took = t.elapsed();
+        drop((root, m));
+        println!("{}", took.as_nanos());
     }
     Ok(())
 }

@@ -31,7 +31,8 @@ fn main() {
 fn child(role: &str, store: &Path) -> Res {
     if role == "pauser" {
         let m = MappedManager::open(store)?;
-        let _alpha = m.root("alpha")?; // pauses inside the lock
+        let (_, alpha) = m.roots()?.into_iter().find(|(name, _)| name == "alpha").ok_or("no root alpha")?;
+        let _alpha = m.block_from_handle(alpha)?; // a hold of another process's block: pauses inside the lock
         return Err("the pause point was never reached".into());
     }
     if role != "filler" {

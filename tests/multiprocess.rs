@@ -18,6 +18,7 @@ fn main() {
         vec![
             Trial::test("four_children_churn_one_store", four_children_churn_one_store),
             Trial::test("roots_persist_across_processes", roots_persist_across_processes),
+            Trial::test("roots_taken_by_a_killed_process_are_given_back", roots_of_a_killed_process),
             Trial::test("growth_keeps_another_process_blocks_in_place", growth_keeps_blocks_in_place),
             Trial::test("handle_through_a_pipe_resolves_and_stale_is_refused", handle_through_pipe),
             Trial::test(
@@ -44,6 +45,20 @@ fn child(role: &str, store: &Path) -> Res {
             Ok(())
         }
         "grow" => grow(store),
+        // Takes every root (the second twice), then waits to be killed.
+        "hold-roots" => {
+            let m = MappedManager::open(store)?;
+            let mut held = Vec::new();
+            for i in 0..ROOTS {
+                held.push(m.root(&format!("root-{i}"))?.ok_or("root missing")?);
+            }
+            held.push(held[1].clone());
+            println!("ready {}", held[1].ref_count());
+            std::io::stdout().flush()?;
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            drop(held);
+            Ok(())
+        }
         // Leaves blocks parked in its thread cache (allocated and dropped) and keeps 10 live
         // ones, then waits to be killed.
         "park" => {
@@ -172,6 +187,38 @@ fn roots_persist_across_processes() -> Result<(), Failed> {
         let b = m.root(&format!("root-{i}"))?.ok_or("root missing")?;
         ensure(b.as_slice() == root_content(i), format!("root-{i} differs"))?;
     }
+    ensure(m.check()?.is_sound(), "sound after reopen")
+}
+
+/// A root lookup makes the block the looking process's own reference when no process owns it
+/// (no hold to record), or a hold when another does: either way a process killed while holding
+/// roots gives every reference back at recovery, and nothing else.
+fn roots_of_a_killed_process() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("roots.mmheap");
+    wait_ok(spawn("write-roots", &path, &[]), "writer")?;
+    let m = MappedManager::open(&path)?;
+    let mine = m.root("root-0")?.ok_or("root-0")?; // this process owns root-0's references now
+    let mut kid = spawn("hold-roots", &path, &[]);
+    let line = lines_of(&mut kid)?.recv_timeout(std::time::Duration::from_secs(60))?;
+    ensure(line == "ready 3", format!("child said {line:?}"))?;
+    ensure(mine.ref_count() == 3, format!("root, this process, the child: {}", mine.ref_count()))?;
+    kill(kid)?;
+    let report = m.recover()?;
+    ensure(report.dead_processes == 1, format!("{report:?}"))?;
+    ensure(mine.ref_count() == 2, format!("the root and this process: {}", mine.ref_count()))?;
+    for i in 1..ROOTS {
+        let b = m.root(&format!("root-{i}"))?.ok_or("root missing")?;
+        ensure(b.ref_count() == 2, format!("root-{i}: the root and this lookup: {}", b.ref_count()))?;
+        ensure(b.as_slice() == root_content(i), format!("root-{i} differs"))?;
+    }
+    ensure(m.check()?.is_sound(), "sound after the recovery")?;
+    drop((mine, m));
+    let m = MappedManager::open(&path)?;
+    ensure(
+        m.stats()?.live_blocks == ROOTS as u64,
+        format!("{} live, only the roots' blocks", m.stats()?.live_blocks),
+    )?;
     ensure(m.check()?.is_sound(), "sound after reopen")
 }
 

@@ -268,8 +268,9 @@ impl Heap {
     }
 
     /// Adds a reference to the used block at `off` for this process (under the lock): an
-    /// owner reference if this process owns it and this is not a handle (`expect_gen` is
-    /// `None`), else an other hold. `None` if the block is being freed, parked or lent, or (with
+    /// owner reference if this process owns it, or no process does, and this is not a handle
+    /// (`expect_gen` is `None`: a root), else an other hold, recorded in this process's hold
+    /// table. `None` if the block is being freed, parked or lent, or (with
     /// `expect_gen`) now carries another generation.
     ///
     /// A handle resolves only to a published block (taking a handle publishes). Its generation
@@ -291,9 +292,14 @@ impl Heap {
             Ok(w) => w,
             Err(e) => return Some(Err(e)),
         };
+        let me = u64::from(self.tag);
         let mut w = word.load(Ordering::Acquire);
-        let kind = loop {
-            let mine = rc::owner(w) == u64::from(self.tag) && expect_gen.is_none();
+        let (kind, new_family) = loop {
+            let mine = rc::owner(w) == me && expect_gen.is_none();
+            // A block nobody owns (only roots, rings and holds keep it) becomes this process's
+            // own, as a channel's take does: no hold to record. Not for a handle, whose
+            // generation is checked after the count (a hold is what that check gives back).
+            let unowned = rc::owner(w) == 0 && rc::owner_refs(w) == 0 && expect_gen.is_none();
             if expect_gen.is_some() && !rc::published(w) {
                 // Every handle was taken from a published block. An unpublished one is a new
                 // allocation in the place of the block the handle named (or never had a handle):
@@ -302,6 +308,8 @@ impl Heap {
             }
             let (new, kind) = if mine && rc::owner_refs(w) > 0 && rc::owner_refs(w) < rc::OWNER_REFS_MASK {
                 (w + 1, RefKind::Owner)
+            } else if unowned && rc::other(w) > 0 {
+                ((w | me << rc::OWNER_SHIFT) + 1, RefKind::Owner)
             } else if rc::count(w) > 0 && rc::other(w) < rc::OTHER_MAX {
                 (w + rc::OTHER_ONE, RefKind::Hold)
             } else if rc::count(w) > 0 {
@@ -310,7 +318,7 @@ impl Heap {
                 return None;
             };
             match word.compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => break kind,
+                Ok(_) => break (kind, rc::owner(w) == 0 && kind == RefKind::Owner),
                 Err(now) => w = now,
             }
         };
@@ -325,7 +333,7 @@ impl Heap {
         if kind == RefKind::Hold {
             self.publish(off);
         }
-        Some(self.finish_acquire(g, off, kind))
+        Some(self.finish_acquire(g, off, kind, new_family))
     }
 
     /// Takes over an other hold that a store structure (a channel slot) gave up. When nobody
@@ -421,7 +429,7 @@ impl Heap {
     }
 
     /// Records a new other hold in this process's hold table (undoing it if that fails).
-    fn finish_acquire(&self, g: &Guard<'_>, off: u64, kind: RefKind) -> Result<Obtained> {
+    fn finish_acquire(&self, g: &Guard<'_>, off: u64, kind: RefKind, new_family: bool) -> Result<Obtained> {
         let len = self.published_len(off)?;
         let hold_index = match kind {
             RefKind::Hold => {
@@ -430,8 +438,8 @@ impl Heap {
             }
             RefKind::Owner => None,
         };
-        // An owner reference here joins references this process holds already.
-        Ok(Obtained { offset: off, len, kind, hold_index, new_family: false })
+        // An owner reference here joins references this process holds already, or begins them.
+        Ok(Obtained { offset: off, len, kind, hold_index, new_family })
     }
 
     fn validate_handle(&self, h: BlockHandle) -> Result<u64> {
