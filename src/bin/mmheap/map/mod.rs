@@ -1,188 +1,415 @@
-//! The heap as a picture: one cell per fixed number of bytes, rows of cells in address order,
-//! coloured by what the cell holds. Legible for millions of blocks because blocks are
-//! aggregated into at most `columns x 256` cells and runs of equal cells in a row are drawn as
-//! one rectangle.
+//! `mmheap map`: the heap as a picture. The store is cut into at most `columns x 128` cells of
+//! a power-of-two number of bytes, in rows of readable height, addresses on both axes; a cell
+//! is painted by what its bytes are (`cells.rs`): metadata, free, or the size class with the
+//! most bytes in it, shaded by how much of it is in use. Spans are shaded by the share of
+//! their slots in use, so small blocks show where they are and how full their spans are.
+//! Legible for millions of blocks: runs of equal cells in a row, and whole rows of one paint,
+//! are one rectangle.
+
+mod cells;
+mod legend;
 
 use std::fmt::Write;
+use std::path::Path;
+use std::process::ExitCode;
 
-use mmheap::format::{HEAP_START, SENTINEL_SIZE};
-use mmheap::inspect::{BlockInfo, StoreInfo};
+use mmheap::format::HEAP_START;
+use mmheap::inspect::{BlockInfo, BlockKind, SpanInfo, StoreInfo};
+use mmheap::Error;
 
-const CELL_PX: u64 = 3;
-const MAX_ROWS: u64 = 256;
-const LEFT: u64 = 120;
-const TOP: u64 = 70;
-const LEGEND_W: u64 = 330;
+use self::cells::{runs, Cell, Grid, Paint, Run, CLASSES};
+use crate::{human, output, progress, snapshot, CliError};
 
-/// Size classes for colour: upper bound of the block size and its colour.
-const CLASSES: [(u64, &str, &str); 8] = [
-    (64, "#2166ac", "≤ 64 B"),
-    (256, "#4393c3", "≤ 256 B"),
-    (1 << 10, "#1b9e77", "≤ 1 KiB"),
-    (4 << 10, "#66a61e", "≤ 4 KiB"),
-    (16 << 10, "#e6ab02", "≤ 16 KiB"),
-    (64 << 10, "#d95f02", "≤ 64 KiB"),
-    (1 << 20, "#c51b7d", "≤ 1 MiB"),
-    (u64::MAX, "#7b3294", "> 1 MiB"),
-];
-const META: &str = "#4d4d4d";
-const FREE: &str = "#f0f0f0";
+/// Most rows of cells, and their height in pixels.
+const MAX_ROWS: u64 = 128;
+const ROW_PX: u64 = 8;
+/// About how wide the cells are in all, in pixels.
+const HEAP_PX: u64 = 1024;
+/// Fewest and most cells in a row.
+pub const COLUMNS: (u64, u64) = (16, 1024);
+/// Height of the bar of shares of the store.
+const BAR_PX: u64 = 10;
+/// A block at least this many cells and pixels wide gets a tick where it starts (narrower
+/// ones would streak a picture of a huge store).
+const TICKED: (u64, f64) = (4, 8.0);
+/// Font size, and the advance of one character of the monospace font (0.6 em and a little).
+const FONT: f64 = 11.0;
+const CHAR_PX: f64 = 6.7;
 
-#[derive(Clone, Copy, Default)]
-struct Cell {
-    meta: u64,
-    free: u64,
-    /// Used bytes in the cell per size class.
-    used: [u64; CLASSES.len()],
-}
-
-fn class_of(size: u64) -> usize {
-    CLASSES.iter().position(|(max, _, _)| size <= *max).unwrap_or(CLASSES.len() - 1)
-}
-
-fn hex_rgb(c: &str) -> (u8, u8, u8) {
-    let v = u32::from_str_radix(&c[1..], 16).unwrap_or(0);
-    ((v >> 16) as u8, (v >> 8) as u8, v as u8)
-}
-
-/// `a` over `b` by `f` in 0..=1.
-fn blend(a: &str, b: &str, f: f64) -> String {
-    let ((ar, ag, ab), (br, bg, bb)) = (hex_rgb(a), hex_rgb(b));
-    let mix = |x: u8, y: u8| (x as f64 * f + y as f64 * (1.0 - f)).round() as u8;
-    format!("#{:02x}{:02x}{:02x}", mix(ar, br), mix(ag, bg), mix(ab, bb))
-}
-
-impl Cell {
-    /// Metadata if that is most of the cell; else the colour of the size class with the most
-    /// used bytes in it, paler as the cell is less used (in quarters, so that runs merge).
-    fn colour(&self) -> String {
-        let used: u64 = self.used.iter().sum();
-        let total = self.meta + used + self.free;
-        if total == 0 || self.meta * 2 >= total {
-            return META.to_owned();
+/// `mmheap map FILE -o OUTPUT`: exit 0 drawn, 1 drawn only up to where the heap stops walking.
+pub fn run(file: &Path, out: &Path, force: bool, columns: u64) -> Result<ExitCode, CliError> {
+    output::may_write(out, &[file], force).map_err(CliError::Refused)?;
+    let snap = snapshot(file)?;
+    let info = snap.info();
+    let bar = progress(info.capacity, "walking");
+    let (blocks, err) = snap.blocks(|off| bar.set_position(off));
+    bar.finish_and_clear();
+    let (spans, _) = snap.spans();
+    let heap = Heap { name: file.display().to_string(), info, blocks, spans, stopped: err };
+    let drawn = columns.clamp(COLUMNS.0, COLUMNS.1);
+    if drawn != columns {
+        eprintln!(
+            "mmheap: note: --columns {columns} is outside {} to {}: drawing {drawn} cells to a row",
+            COLUMNS.0, COLUMNS.1
+        );
+    }
+    let svg = render(&heap, drawn);
+    output::write_new(out, &[file], force, svg.as_bytes()).map_err(CliError::Refused)?;
+    println!("wrote {} ({} blocks)", out.display(), heap.blocks.len());
+    match &heap.stopped {
+        Some(e) => {
+            let at = heap.walked_end();
+            eprintln!("mmheap: the heap could not be walked past {at:#x} ({e}): drawn up to there");
+            Ok(ExitCode::from(1))
         }
-        if used == 0 {
-            return FREE.to_owned();
-        }
-        let class = (0..CLASSES.len()).max_by_key(|&c| self.used[c]).unwrap_or(0);
-        let f = ((used as f64 / (used + self.free) as f64) * 4.0).ceil() / 4.0;
-        blend(CLASSES[class].1, FREE, f)
+        None => Ok(ExitCode::SUCCESS),
     }
 }
 
-fn add(cells: &mut [Cell], cell_bytes: u64, start: u64, end: u64, mut put: impl FnMut(&mut Cell, u64)) {
-    let mut at = start;
-    while at < end {
-        let i = (at / cell_bytes) as usize;
-        let cell_end = ((i as u64 + 1) * cell_bytes).min(end);
-        if let Some(c) = cells.get_mut(i) {
-            put(c, cell_end - at);
-        }
-        at = cell_end;
+/// What the picture is drawn from.
+pub struct Heap {
+    pub name: String,
+    pub info: StoreInfo,
+    /// Blocks (and slots) in address order, as far as the heap walks.
+    pub blocks: Vec<BlockInfo>,
+    pub spans: Vec<SpanInfo>,
+    /// Why the walk stopped before the heap's end, if it did.
+    pub stopped: Option<Error>,
+}
+
+impl Heap {
+    /// Where the walked blocks end.
+    fn walked_end(&self) -> u64 {
+        self.blocks
+            .iter()
+            .filter(|b| b.kind != BlockKind::Slot)
+            .map(|b| b.offset.saturating_add(b.size))
+            .max()
+            .unwrap_or(HEAP_START)
     }
+}
+
+/// Where things are in the picture, in pixels, and what a cell is.
+struct Layout {
+    columns: u64,
+    rows: u64,
+    cell_bytes: u64,
+    cell_px: u64,
+    /// Hex digits of an address.
+    digits: usize,
+    left: u64,
+    /// Where the bar of shares is, under the header's lines.
+    bar_y: u64,
+    top: u64,
+}
+
+impl Layout {
+    fn new(capacity: u64, columns: u64, header_lines: u64) -> Layout {
+        let cell_bytes = capacity.div_ceil(columns * MAX_ROWS).next_power_of_two().max(16);
+        let digits = (64 - capacity.saturating_sub(1).leading_zeros()).div_ceil(4).max(6) as usize;
+        let bar_y = 16 + 18 * header_lines;
+        Layout {
+            columns,
+            rows: capacity.div_ceil(cell_bytes * columns),
+            cell_bytes,
+            cell_px: (HEAP_PX / columns).max(1),
+            digits,
+            left: 20 + text_px(digits + 2),
+            bar_y,
+            top: bar_y + BAR_PX + 44,
+        }
+    }
+
+    fn right(&self) -> u64 {
+        self.left + self.columns * self.cell_px
+    }
+
+    fn bottom(&self) -> u64 {
+        self.top + self.rows * ROW_PX
+    }
+}
+
+/// Pixels `chars` characters take.
+fn text_px(chars: usize) -> u64 {
+    (chars as f64 * CHAR_PX).ceil() as u64
 }
 
 /// Renders the SVG.
-pub fn render(name: &str, info: &StoreInfo, blocks: &[BlockInfo], columns: u64) -> String {
-    let capacity = info.capacity.max(1);
-    let cell_bytes = capacity.div_ceil(columns * MAX_ROWS).next_power_of_two().max(16);
-    let rows = capacity.div_ceil(cell_bytes * columns);
-    let mut cells = vec![Cell::default(); (rows * columns) as usize];
-    add(&mut cells, cell_bytes, 0, HEAP_START, |c, n| c.meta += n);
-    add(&mut cells, cell_bytes, capacity - SENTINEL_SIZE, capacity, |c, n| c.meta += n);
-    for b in blocks {
-        let class = class_of(b.size);
-        add(&mut cells, cell_bytes, b.offset, b.offset + b.size, |c, n| {
-            if b.free {
-                c.free += n;
-            } else {
-                c.used[class] += n;
-            }
-        });
-    }
-    let width = LEFT + columns * CELL_PX + 20 + LEGEND_W;
-    let height = (TOP + rows * CELL_PX + 40).max(TOP + 360);
+pub fn render(heap: &Heap, columns: u64) -> String {
+    let capacity = heap.info.capacity.max(HEAP_START);
+    let lines = header(heap);
+    let l = Layout::new(capacity, columns, lines.len() as u64);
+    let walked_end = if heap.stopped.is_some() { heap.walked_end() } else { u64::MAX };
+    let grid = Grid::new(capacity, l.cell_bytes, &heap.blocks, &heap.spans, walked_end);
+    let (paints, totals) = (grid.paints(), grid.totals());
+    let legend_x = l.right() + 32;
+    let (legend, legend_bottom) = legend::draw(legend_x, l.top, &paints, &totals);
+    let width = legend_x + legend::WIDTH;
+    let height = l.bottom().max(legend_bottom) + 24;
     let mut svg = String::new();
     let _ = writeln!(
         svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="monospace" font-size="11">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="DejaVu Sans Mono, monospace" font-size="{FONT}">"#
     );
+    svg.push_str(legend::DEFS);
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        svg,
-        r#"<text x="10" y="20" font-size="14">{}: {} blocks, {} of {} bytes used</text>"#,
-        escape(name),
-        info.live_blocks,
-        info.used_bytes,
-        info.capacity
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text x="10" y="38">one cell = {} bytes; a row = {} bytes; address grows left to right, top to bottom</text>"#,
-        cell_bytes,
-        cell_bytes * columns
-    );
-    for c in (0..columns).step_by((columns / 4).max(1) as usize) {
-        let x = LEFT + c * CELL_PX;
-        let _ = writeln!(svg, r#"<text x="{x}" y="{}">+{:#x}</text>"#, TOP - 6, c * cell_bytes);
+    for (i, (text, colour)) in lines.iter().enumerate() {
+        let (y, size) = (22 + 18 * i, if i == 0 { 15 } else { 12 });
+        let _ = writeln!(
+            svg,
+            r#"<text x="10" y="{y}" font-size="{size}" fill="{colour}">{}</text>"#,
+            escape(text)
+        );
     }
-    let label_every = (rows / 16).max(1);
-    for r in 0..rows {
-        let y = TOP + r * CELL_PX;
-        if r % label_every == 0 {
-            let _ = writeln!(
-                svg,
-                r#"<text x="10" y="{}">{:#012x}</text>"#,
-                y + CELL_PX,
-                r * cell_bytes * columns
-            );
-        }
-        draw_row(&mut svg, &cells[(r * columns) as usize..((r + 1) * columns) as usize], y);
-    }
-    legend(&mut svg, LEFT + columns * CELL_PX + 20);
+    shares(&mut svg, &l, &totals, capacity);
+    axes(&mut svg, &l);
+    cells(&mut svg, &l, &runs(&paints, columns), capacity);
+    starts(&mut svg, &l, &heap.blocks);
+    svg.push_str(&legend);
     svg.push_str("</svg>\n");
     svg
 }
 
-/// One row, with runs of equal colour merged into one rectangle.
-fn draw_row(svg: &mut String, row: &[Cell], y: u64) {
-    let mut start = 0;
-    let colours: Vec<String> = row.iter().map(Cell::colour).collect();
-    for i in 1..=colours.len() {
-        if i == colours.len() || colours[i] != colours[start] {
-            let _ = writeln!(
-                svg,
-                r#"<rect x="{}" y="{y}" width="{}" height="{CELL_PX}" fill="{}"/>"#,
-                LEFT + start as u64 * CELL_PX,
-                (i - start) as u64 * CELL_PX,
-                colours[start]
-            );
-            start = i;
-        }
+/// The lines above the picture, with their colour: what is where, in sizes people read.
+fn header(heap: &Heap) -> Vec<(String, &'static str)> {
+    let info = &heap.info;
+    let mut lines = vec![(
+        format!(
+            "{}: {} in use in {} blocks, {} free, of {}",
+            heap.name,
+            human(info.used_bytes),
+            thousands(info.live_blocks),
+            human(info.free_bytes),
+            human(info.capacity)
+        ),
+        "black",
+    )];
+    let free: Vec<u64> =
+        heap.blocks.iter().filter(|b| b.free && b.kind == BlockKind::Block).map(|b| b.size).collect();
+    let mut figures = format!(
+        "free space in {} piece(s), the largest {} (fragmentation {:.0}%)",
+        thousands(free.len() as u64),
+        human(free.iter().copied().max().unwrap_or(0)),
+        info.fragmentation * 100.0
+    );
+    if !heap.spans.is_empty() {
+        let (used, slots) = heap.spans.iter().fold((0, 0), |(u, n), s| (u + s.used, n + s.slots));
+        let _ = write!(
+            figures,
+            "; {} span(s) of small blocks ({}), {} of their slots in use",
+            thousands(heap.spans.len() as u64),
+            human(heap.spans.iter().map(|s| s.size).sum()),
+            percent(used, slots)
+        );
     }
+    lines.push((figures, "#333333"));
+    if let Some(e) = &heap.stopped {
+        let at = heap.walked_end();
+        lines.push((
+            format!("the heap could not be walked past {at:#x} ({e}): the rest is hatched"),
+            "#b2182b",
+        ));
+    }
+    lines
 }
 
-fn legend(svg: &mut String, x: u64) {
-    let mut y = TOP;
-    let mut item = |svg: &mut String, colour: &str, text: &str| {
+/// Address labels: of each row's first byte on the left, of the offset in the row on top,
+/// spaced so that they never overlap.
+fn axes(svg: &mut String, l: &Layout) {
+    let top_text = |c: u64| format!("+{:#x}", c * l.cell_bytes);
+    let widest = text_px(top_text(l.columns - 1).len());
+    let mut step = 1;
+    while step * l.cell_px < widest + 12 {
+        step *= 2;
+    }
+    for c in (0..l.columns).step_by(step as usize) {
+        let x = l.left + c * l.cell_px;
+        let _ = writeln!(svg, r#"<text x="{x}" y="{}">{}</text>"#, l.top - 9, top_text(c));
+        let _ = writeln!(svg, r##"<path d="M{x}.5 {}v5" stroke="#888"/>"##, l.top - 6);
+    }
+    let mut every = 1;
+    while every * ROW_PX < 28 {
+        every *= 2;
+    }
+    for r in (0..l.rows).step_by(every as usize) {
+        let y = l.top + r * ROW_PX;
+        let addr = r * l.cell_bytes * l.columns;
         let _ = writeln!(
             svg,
-            r##"<rect x="{x}" y="{}" width="14" height="14" fill="{colour}" stroke="#999"/>"##,
-            y
+            r#"<text x="{}" y="{}" text-anchor="end">{addr:#0w$x}</text>"#,
+            l.left - 8,
+            y + ROW_PX / 2 + 4,
+            w = l.digits + 2
         );
-        let _ = writeln!(svg, r#"<text x="{}" y="{}">{}</text>"#, x + 20, y + 11, escape(text));
-        y += 20;
-    };
-    item(svg, META, "metadata (superblock, index, slots, roots)");
-    item(svg, FREE, "free");
-    for (_, colour, label) in CLASSES {
-        item(svg, colour, &format!("used, blocks {label}"));
+        let _ = writeln!(svg, r##"<path d="M{} {y}.5h5" stroke="#888"/>"##, l.left - 6);
     }
-    item(svg, &blend(CLASSES[2].1, FREE, 0.5), "paler: cell partly free");
-    let _ = writeln!(svg, r#"<text x="{x}" y="{}">a cell takes the colour of the size</text>"#, y + 12);
-    let _ = writeln!(svg, r#"<text x="{x}" y="{}">class with most used bytes in it</text>"#, y + 26);
+    let _ = writeln!(
+        svg,
+        r##"<text x="{}" y="{}" fill="#555">one cell = {}, one row = {}; addresses grow left to right, top to bottom</text>"##,
+        l.left,
+        l.top - 28,
+        human(l.cell_bytes),
+        human(l.cell_bytes * l.columns)
+    );
 }
 
+/// The cells, one group per paint (the attributes let a reader of the file find its scale).
+fn cells(svg: &mut String, l: &Layout, runs: &[Run], capacity: u64) {
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{}" y="{}" width="{}" height="{}" fill="none" stroke="#bbb"/>"##,
+        l.left as f64 - 0.5,
+        l.top as f64 - 0.5,
+        l.columns * l.cell_px + 1,
+        l.rows * ROW_PX + 1
+    );
+    let _ = writeln!(
+        svg,
+        r#"<g id="cells" data-x="{}" data-y="{}" data-cell-width="{}" data-row-height="{ROW_PX}" data-cell-bytes="{}" data-columns="{}" data-capacity="{capacity}">"#,
+        l.left, l.top, l.cell_px, l.cell_bytes, l.columns
+    );
+    let mut by_paint: Vec<&Run> = runs.iter().collect();
+    by_paint.sort_by_key(|r| r.paint);
+    let mut current: Option<Paint> = None;
+    for r in by_paint {
+        if current != Some(r.paint) {
+            if current.is_some() {
+                svg.push_str("</g>\n");
+            }
+            let name = escape(&r.paint.name());
+            let _ =
+                writeln!(svg, r#"<g fill="{}" data-paint="{name}"><title>{name}</title>"#, r.paint.fill());
+            current = Some(r.paint);
+        }
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{}" y="{}" width="{}" height="{}"/>"#,
+            l.left + r.column * l.cell_px,
+            l.top + r.row * ROW_PX,
+            r.width * l.cell_px,
+            r.height * ROW_PX
+        );
+    }
+    if current.is_some() {
+        svg.push_str("</g>\n");
+    }
+    svg.push_str("</g>\n");
+}
+
+/// A bar as wide as the cells: the store's bytes by what they are, in the cells' colours.
+fn shares(svg: &mut String, l: &Layout, t: &Cell, capacity: u64) {
+    let mut parts = vec![(Paint::Meta, t.meta)];
+    for (class, &bytes) in t.used.iter().enumerate() {
+        parts.push((Paint::Used { class: class as u8, level: 4 }, bytes));
+    }
+    let room = t.room.iter().sum();
+    parts.extend([
+        (Paint::Used { class: 0, level: 0 }, room),
+        (Paint::Quarantined, t.quarantined),
+        (Paint::Unwalked, t.unwalked),
+        (Paint::Free, t.free),
+    ]);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{}" y="{}" text-anchor="end">the store</text>"#,
+        l.left - 8,
+        l.bar_y + BAR_PX
+    );
+    let (width, mut x) = ((l.columns * l.cell_px) as f64, l.left as f64);
+    for (paint, bytes) in parts.into_iter().filter(|p| p.1 > 0.0) {
+        let w = bytes / capacity as f64 * width;
+        let what = match paint {
+            Paint::Used { level: 0, .. } => "slots of spans not in use".to_owned(),
+            Paint::Used { class, .. } => format!("in use {}", CLASSES[class as usize].2),
+            other => other.name(),
+        };
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{x:.1}" y="{}" width="{w:.1}" height="{BAR_PX}" fill="{}"><title>{}</title></rect>"#,
+            l.bar_y,
+            paint.fill(),
+            escape(&format!(
+                "{what}: {} ({})",
+                human(bytes.round() as u64),
+                percent(bytes.round() as u64, capacity)
+            ))
+        );
+        x += w;
+    }
+}
+
+/// A white tick where each block wide enough in the picture starts, so that neighbours of one
+/// size class are told apart.
+fn starts(svg: &mut String, l: &Layout, blocks: &[BlockInfo]) {
+    let row_bytes = l.cell_bytes * l.columns;
+    let px = |bytes: u64| bytes as f64 / l.cell_bytes as f64 * l.cell_px as f64;
+    let mut d = String::new();
+    let ticked = |b: &&BlockInfo| {
+        !b.free && b.kind != BlockKind::Slot && b.size >= TICKED.0 * l.cell_bytes && px(b.size) >= TICKED.1
+    };
+    for b in blocks.iter().filter(ticked) {
+        let x = l.left as f64 + px(b.offset % row_bytes);
+        let _ = write!(d, "M{:.1} {}v{ROW_PX}", x.floor() + 0.5, l.top + b.offset / row_bytes * ROW_PX);
+    }
+    if !d.is_empty() {
+        let _ = writeln!(svg, r#"<path d="{d}" stroke="white" stroke-opacity="0.8"/>"#);
+    }
+}
+
+/// `part` of `whole` in whole percents, but never 0% or 100% when it is not.
+fn percent(part: u64, whole: u64) -> String {
+    match part as f64 * 100.0 / whole.max(1) as f64 {
+        p if p > 0.0 && p < 1.0 => "< 1%".to_owned(),
+        p if p > 99.0 && p < 100.0 => "> 99%".to_owned(),
+        p => format!("{p:.0}%"),
+    }
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// `s` as XML text or attribute value.
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn percents_are_never_rounded_to_nothing_or_all() {
+        assert_eq!(percent(0, 10), "0%");
+        assert_eq!(percent(1, 1000), "< 1%");
+        assert_eq!(percent(500, 1000), "50%");
+        assert_eq!(percent(999, 1000), "> 99%");
+        assert_eq!(percent(7, 7), "100%");
+    }
+
+    #[test]
+    fn a_small_store_gets_small_cells_and_a_huge_one_large() {
+        let small = Layout::new(256 << 10, 256, 2);
+        assert_eq!((small.cell_bytes, small.rows), (16, 64));
+        let huge = Layout::new(1 << 40, 256, 2);
+        assert_eq!((huge.cell_bytes, huge.rows), (32 << 20, 128));
+        assert_eq!(huge.digits, 10);
+    }
 }
