@@ -23,6 +23,7 @@
 //! # Ok::<(), mmheap::Error>(())
 //! ```
 
+mod spans;
 mod take;
 
 use std::fs::File;
@@ -36,6 +37,7 @@ use crate::format::*;
 use crate::heap::{Backing, Heap};
 use crate::{BlockHandle, CheckReport, RecoveryReport};
 
+pub use spans::SpanInfo;
 pub use take::View;
 
 /// The store as a whole.

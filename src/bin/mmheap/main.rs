@@ -235,21 +235,7 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
                 );
             }
         }
-        Command::Map { file, output, force, columns } => {
-            output::may_write(&output, &[&file], force).map_err(CliError::Refused)?;
-            let snap = snapshot(&file)?;
-            let info = snap.info();
-            let bar = progress(info.capacity, "walking");
-            let (blocks, err) = snap.blocks(|off| bar.set_position(off));
-            bar.finish_and_clear();
-            let svg = map::render(&file.display().to_string(), &info, &blocks, columns.clamp(16, 4096));
-            output::write_new(&output, &[&file], force, svg.as_bytes()).map_err(CliError::Refused)?;
-            println!("wrote {} ({} blocks)", output.display(), blocks.len());
-            if let Some(e) = err {
-                eprintln!("mmheap: the heap could not be walked past a point: {e}");
-                return Ok(ExitCode::from(1));
-            }
-        }
+        Command::Map { file, output, force, columns } => return map::run(&file, &output, force, columns),
     }
     Ok(ExitCode::SUCCESS)
 }
