@@ -54,6 +54,7 @@ mod lock;
 mod manager;
 mod mapped;
 mod offset;
+mod progress;
 mod recovery;
 mod segment;
 mod slab;

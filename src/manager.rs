@@ -3,6 +3,33 @@
 use crate::{BlockHandle, MemoryBlock, Result};
 
 /// What a heap holds, read from the store's own counters.
+///
+/// # What the figures mean
+///
+/// These definitions are the crate's and the `mmheap` tool's, for [`Stats`], [`CheckReport`]
+/// (which counts the same categories by walking every block), `mmheap stat` and `mmheap check`
+/// (`docs/cli.md`). Every byte of the heap (the store less its metadata and end sentinel) is in
+/// exactly one of five categories; sizes include the 32-byte header, a slot (a small block
+/// inside a span) counts as a block of its slot size.
+///
+/// | category | what it is | fields |
+/// |---|---|---|
+/// | **live** | blocks and slots that users hold: counted in their reference word (`MemoryBlock`s of the owner, other processes' holds, named roots, queued channel messages), or *lent*: taken from the owner's thread cache by a `MemoryBlock` that is their only reference | `used_bytes`, `live_blocks` |
+/// | **cached** | blocks and slots with no reference that a thread cache keeps (*parked*) for its process's next allocation of that size | `cached_bytes`, `cached_blocks` |
+/// | **bookkeeping** | the store's own blocks: hold tables, cache counter tables, channel rings, and spans and their publication pages less the slots in use in them (a span's header, reference words and free slots); in an in-process heap, also its slabs less their blocks in use | `bookkeeping_bytes`, `bookkeeping_blocks` |
+/// | **free** | free blocks: what any allocation can take | `free_bytes` |
+/// | **quarantined** | damage that salvage fenced off: never handed out or freed | `quarantined_bytes` |
+///
+/// So `used_bytes + cached_bytes + bookkeeping_bytes + free_bytes + quarantined_bytes` is the
+/// heap, and all but `free_bytes` is `heap_bytes`. ("Used" in a field name means live.)
+///
+/// A lent block and a parked one look the same in the store (count zero, owned by its process:
+/// lending writes nothing, ARCHITECTURE.md "References"); what the store records is how many
+/// blocks and bytes each thread cache keeps parked. So of a process's blocks with count zero,
+/// as many as its caches say are cached, and the rest live. A block whose owner process died is
+/// counted as its words say until recovery frees it.
+///
+/// [`CheckReport`]: crate::CheckReport
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -11,21 +38,18 @@ pub struct Stats {
     pub capacity: u64,
     /// Bytes the heap may grow to.
     pub max_size: u64,
-    /// Bytes in the blocks users hold, headers included. The store's own bookkeeping blocks
-    /// (hold tables, thread-cache counter tables) and blocks parked in thread caches for reuse
-    /// count as free.
+    /// Bytes in live blocks (see "What the figures mean").
     pub used_bytes: u64,
     /// Bytes in free blocks, headers included.
     pub free_bytes: u64,
-    /// Bytes of the heap in use for anything: users' blocks, spans of small blocks (with their
-    /// free slots), blocks parked in thread caches and bookkeeping. What the heap consumes;
-    /// its capacity less this is free space.
+    /// Bytes of the heap in use for anything: live, cached, bookkeeping and quarantined. Its
+    /// capacity less this (and less the metadata and sentinel) is free.
     pub heap_bytes: u64,
     /// Size of the largest free block, header included: an allocation of up to this size less
-    /// 32 bytes (the header) succeeds without growth (parked blocks aside), and no larger one
+    /// 32 bytes (the header) succeeds without growth (cached blocks aside), and no larger one
     /// does once the store is at its maximum size.
     pub largest_free: u64,
-    /// Number of blocks users hold (as for `used_bytes`).
+    /// Number of live blocks.
     pub live_blocks: u64,
     /// Processes attached to the store (1 for the in-process manager).
     pub attached_processes: u64,
@@ -39,6 +63,15 @@ pub struct Stats {
     /// Bytes in quarantined ranges: damage that `MappedManager::salvage` fenced off. Neither
     /// used nor free: never handed out.
     pub quarantined_bytes: u64,
+    /// Bytes in cached blocks: parked in thread caches for reuse
+    /// ([`MemoryManager::trim`] gives a thread's back).
+    pub cached_bytes: u64,
+    /// Number of cached blocks.
+    pub cached_blocks: u64,
+    /// Bytes of bookkeeping: the store's own blocks.
+    pub bookkeeping_bytes: u64,
+    /// Number of bookkeeping blocks (spans and pages included).
+    pub bookkeeping_blocks: u64,
 }
 
 /// Allocates reference-counted blocks. Implemented by [`crate::DefaultManager`] (process

@@ -148,11 +148,11 @@ fn a_thread_keeps_no_more_than_its_budget<M: Subject>() {
     let total: u64 = blocks.iter().map(|b| b.len() as u64 + 32).sum();
     assert!(total > 2 * M::BUDGET, "{total} bytes: enough to fill the budget");
     drop(blocks);
-    let parked = m.report().used_bytes - r0.used_bytes;
+    let parked = m.report().cached_bytes - r0.cached_bytes;
     assert!(parked > 0, "some are parked");
     assert!(parked <= M::BUDGET + (1 << 20), "{parked} bytes parked");
     m.trim().unwrap();
-    assert_eq!(m.report().used_bytes, r0.used_bytes, "trim gives them all back");
+    assert_eq!(held(&m.report()), held(&r0), "trim gives them all back");
     assert!(m.sound());
 }
 
@@ -186,6 +186,11 @@ fn a_thread_that_only_releases_gives_back_in_batches<M: Subject>() {
     assert!(m.sound());
 }
 
+/// Blocks and bytes live or cached (`Stats`' categories): what users hold and what caches keep.
+fn held(r: &CheckReport) -> (u64, u64) {
+    (r.used_blocks + r.cached_blocks, r.used_bytes + r.cached_bytes)
+}
+
 /// Allocates and releases what a thread's cache keeps: 50 small blocks and 3 large ones on
 /// their class stacks, 3 larger ones on the deferred list.
 fn allocate_and_release_some<M: Subject>(m: &M) {
@@ -217,9 +222,9 @@ fn trim_gives_back_what_the_thread_keeps<M: Subject>() {
         step.wait();
         let r2 = m.report();
         step.wait();
-        assert!(r1.used_blocks >= r0.used_blocks + 55, "released, but parked in the thread's cache");
+        assert!(r1.cached_blocks >= r0.cached_blocks + 55, "released, but parked in the thread's cache");
         assert_eq!(live, 0, "parked blocks are no user's");
-        assert_eq!((r2.used_blocks, r2.used_bytes), (r0.used_blocks, r0.used_bytes), "all given back");
+        assert_eq!(held(&r2), held(&r0), "all given back");
     });
     assert!(m.sound());
 }
@@ -235,8 +240,7 @@ fn an_exiting_thread_gives_back_what_it_keeps<M: Subject>() {
         .join() // the OS thread's end, its thread-local destructors included
         .unwrap();
     });
-    let r = m.report();
-    assert_eq!((r.used_blocks, r.used_bytes), (r0.used_blocks, r0.used_bytes), "all given back");
+    assert_eq!(held(&m.report()), held(&r0), "all given back");
     assert!(m.sound());
 }
 
@@ -485,7 +489,10 @@ fn statistics_stay_consistent<M: Subject>() {
     assert_eq!(s.live_blocks, live.len() as u64);
     let payload: u64 = live.iter().map(|b| b.len() as u64).sum();
     assert!(s.used_bytes >= payload + 32 * live.len() as u64);
-    assert_eq!(s.used_bytes + s.free_bytes + 32 + 32768, s.capacity);
+    // Live, cached, bookkeeping, free and quarantined make up the heap (`Stats`' definitions).
+    let parts = s.used_bytes + s.cached_bytes + s.bookkeeping_bytes + s.free_bytes + s.quarantined_bytes;
+    assert_eq!(parts + 32 + 32768, s.capacity);
+    assert_eq!(parts - s.free_bytes, s.heap_bytes);
     assert!(s.largest_free <= s.free_bytes);
     assert!(m.sound());
 }

@@ -626,38 +626,10 @@ impl Heap {
         }
     }
 
-    /// Bytes and blocks that are no user's: parked in the caches of every attached process, the
-    /// cache counter tables and the hold tables, as the registry names them. A heap without a
-    /// registry slot (in-process) names its own counter table nowhere but here.
-    pub(crate) fn bookkeeping(&self) -> Result<(u64, u64)> {
-        let (mut bytes, mut blocks) = (0u64, 0u64);
-        let mut tables = Vec::new();
-        // Only a report: a table that is no used block (a damaged registry) counts nothing, and
-        // a free slot names none (whatever a damaged one says).
-        let table_size =
-            |t: u64| self.core().block_at(t).ok().filter(|t| t.is_plain_used()).map(|t| t.size());
-        for i in 0..SLOT_COUNT {
-            if self.region.load32(slot_offset(i) + SLOT_STATE)? == SLOT_FREE {
-                continue;
-            }
-            if let Some(size) = table_size(self.region.load(slot_offset(i) + SLOT_HOLDS)?) {
-                bytes = bytes.wrapping_add(size);
-                blocks = blocks.wrapping_add(1);
-            }
-            tables.push(self.region.load(slot_offset(i) + SLOT_CACHES)?);
-        }
-        if self.slot().is_none() {
-            tables.push(self.caches.table.load(Ordering::Acquire));
-        }
-        for t in tables {
-            let Some(size) = table_size(t).filter(|&s| s >= HEADER_SIZE + CELLS * CELL_SIZE) else {
-                continue;
-            };
-            let (parked_bytes, parked_blocks) = self.parked_in(t).unwrap_or((0, 0));
-            bytes = bytes.wrapping_add(size).wrapping_add(parked_bytes);
-            blocks = blocks.wrapping_add(1).wrapping_add(parked_blocks);
-        }
-        Ok((bytes, blocks))
+    /// The header offset of this heap's own counter table, 0 before the first cache (an
+    /// in-process heap names it nowhere else; a store's registry slot names its process's).
+    pub(crate) fn own_counter_table(&self) -> u64 {
+        self.caches.table.load(Ordering::Acquire)
     }
 
     /// Bytes and blocks that the caches counting in the counter table `table` keep parked, as
@@ -672,6 +644,11 @@ impl Heap {
         }
         Ok((bytes, blocks))
     }
+}
+
+/// Whether a used block of `size` bytes can be a counter table (it holds every cell).
+pub(crate) fn can_be_counter_table(size: u64) -> bool {
+    size >= HEADER_SIZE + CELLS * CELL_SIZE
 }
 
 /// The first cell of the counter table whose header is at `table`: the first 64-byte

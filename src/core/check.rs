@@ -17,7 +17,10 @@ pub struct Problem {
     pub offset: u64,
 }
 
-/// What a consistency check found.
+/// What a consistency check found, and the heap's blocks counted by category: *live*,
+/// *cached*, *bookkeeping*, *free* and *quarantined*, as the documentation of [`crate::Stats`]
+/// defines them (the same figures `stats` gives from the store's counters, here from a walk of
+/// every block and slot; `used` means live, as in `Stats`).
 ///
 /// A store is sound when [`CheckReport::is_sound`]; a structure too broken to walk at all is
 /// reported as [`crate::Error::Corrupt`] instead.
@@ -25,22 +28,31 @@ pub struct Problem {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CheckReport {
-    /// Blocks in the heap, used and free.
+    /// Blocks in the heap: live, cached, bookkeeping and free (slots in use count as blocks
+    /// of their slot size, spans and pages as bookkeeping blocks; quarantined ranges not).
     pub blocks: u64,
-    /// Used blocks (slots in use count as blocks; spans and their pages do not).
+    /// Live blocks: blocks and slots users hold.
     pub used_blocks: u64,
     /// Free blocks.
     pub free_blocks: u64,
-    /// Bytes in used blocks, headers included (a slot in use counts its size; spans and
-    /// their pages do not count).
+    /// Bytes in live blocks, headers included (a slot counts its size).
     pub used_bytes: u64,
     /// Bytes in free blocks.
     pub free_bytes: u64,
+    /// Cached blocks: parked in thread caches for their owner's next allocations.
+    pub cached_blocks: u64,
+    /// Bytes in them.
+    pub cached_bytes: u64,
+    /// The store's own blocks: hold tables, cache counter tables, channel rings, spans and
+    /// their publication pages.
+    pub bookkeeping_blocks: u64,
+    /// Bytes in them (a span's less its slots in use).
+    pub bookkeeping_bytes: u64,
     /// Registry slots of processes that died and have not been recovered yet (their blocks
     /// are not problems, but leaks until `recover` runs).
     pub dead_processes: u64,
     /// Quarantined ranges: damage that salvage fenced off (not problems: never handed out,
-    /// never freed; not counted in `blocks` or `used_blocks`).
+    /// never freed; not counted in `blocks`).
     pub quarantined_blocks: u64,
     /// Bytes in them.
     pub quarantined_bytes: u64,
@@ -67,7 +79,9 @@ impl Core<'_> {
         let mut free_set = HashSet::new();
         let mut prev_free = false;
         let (mut spans, mut pages) = (Vec::new(), Vec::new());
+        let mut ticker = crate::progress::Ticker::new("checking", self.capacity()?);
         self.walk(|b| {
+            ticker.tick(b.offset);
             rep.blocks += 1;
             let (off, t) = (b.offset, b.tag);
             if t.prev_free() != prev_free {
@@ -100,6 +114,7 @@ impl Core<'_> {
             prev_free = t.is_free();
             Ok(())
         })?;
+        ticker.finish();
         let end = self.capacity()? - SENTINEL_SIZE;
         if self.tag(end)?.prev_free() != prev_free {
             rep.flag("previous-free flag disagrees with the previous block", end);
@@ -120,13 +135,16 @@ impl Core<'_> {
         if self.read(SB_GROW_FROM)? != 0 {
             rep.flag("growth left unfinished", SB_GROW_FROM);
         }
-        // Users see slots as blocks, and spans, their pages and quarantined ranges not at all
-        // (as `stats` does).
+        // Slots in use are blocks; spans and their pages are bookkeeping but for those slots;
+        // quarantined ranges are apart (as `stats` counts them). A store's tables, rings and
+        // parked blocks are sorted out by `Heap::check`, which knows them.
         rep.used_blocks =
             (rep.used_blocks + totals.slots).saturating_sub(totals.span_blocks + rep.quarantined_blocks);
         rep.used_bytes =
             (rep.used_bytes + totals.slot_bytes).saturating_sub(totals.span_bytes + rep.quarantined_bytes);
-        rep.blocks = rep.used_blocks + rep.free_blocks;
+        rep.bookkeeping_blocks = totals.span_blocks;
+        rep.bookkeeping_bytes = totals.span_bytes.saturating_sub(totals.slot_bytes);
+        rep.blocks = rep.used_blocks + rep.bookkeeping_blocks + rep.free_blocks;
         Ok(rep)
     }
 

@@ -29,7 +29,9 @@ impl Core<'_> {
         let end = self.sentinel()?;
         let mut blocks = Vec::new();
         let mut off = HEAP_START;
+        let mut ticker = crate::progress::Ticker::new("scanning", end);
         while off < end {
+            ticker.tick(off);
             if self.growth_left_at(off, end) {
                 blocks.push(BlockInfo { offset: off, tag: Tag::free(end - off) });
                 off = end;
@@ -42,6 +44,7 @@ impl Core<'_> {
         if off != end || !self.tag_at(end).is_sentinel() {
             return Err(Error::corrupt("blocks do not end at the sentinel", off));
         }
+        ticker.finish();
         self.done(blocks)
     }
 

@@ -707,7 +707,9 @@ impl<'r> Core<'r> {
         let (mut used, mut live, mut q_bytes, mut q_blocks) = (0u64, 0u64, 0u64, 0u64);
         let mut run: Option<(u64, u64)> = None;
         let mut prev_free = false;
+        let mut ticker = crate::progress::Ticker::new("rebuilding", end);
         for b in blocks {
+            ticker.tick(b.offset);
             if b.tag.is_free() {
                 run = Some(match run {
                     Some((start, size)) => (start, size + b.tag.size()),
@@ -734,6 +736,7 @@ impl<'r> Core<'r> {
             prev_free = true;
         }
         self.set_tag(end, Tag(0).with_prev_free(prev_free));
+        ticker.finish();
         self.store(SB_USED_BYTES, used);
         self.store(SB_LIVE_BLOCKS, live);
         self.store(SB_QUARANTINE_BYTES, q_bytes);

@@ -20,6 +20,7 @@ use crate::manager::Stats;
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::BlockHandle;
 
+pub(crate) mod census;
 mod purge;
 mod raw;
 mod recovering;
@@ -602,7 +603,6 @@ impl Heap {
 
     // ---- whole-heap -------------------------------------------------------------------
 
-    /// Bookkeeping blocks and blocks parked in thread caches count as free: they are no user's.
     /// Frees what this thread keeps parked (`MemoryManager::trim`): taking the lock frees its
     /// deferred list, then its stacks go.
     pub(crate) fn trim(&self) -> Result<()> {
@@ -618,56 +618,36 @@ impl Heap {
 
     pub(crate) fn stats(&self) -> Result<Stats> {
         let _g = self.lock()?;
-        let capacity = self.core().capacity()?;
-        let (used_bytes, live_blocks) = self.user_totals()?;
-        let quarantined_bytes = self.region.load(SB_QUARANTINE_BYTES)?;
+        let f = self.figures()?;
         Ok(Stats {
-            capacity,
+            capacity: self.core().capacity()?,
             max_size: self.max_size()?,
-            used_bytes,
+            used_bytes: f.live.bytes,
+            live_blocks: f.live.blocks,
+            cached_bytes: f.cached.bytes,
+            cached_blocks: f.cached.blocks,
+            bookkeeping_bytes: f.bookkeeping.bytes,
+            bookkeeping_blocks: f.bookkeeping.blocks,
+            free_bytes: f.free.bytes,
             heap_bytes: self.region.load(SB_USED_BYTES)?,
-            free_bytes: (capacity - HEAP_START - SENTINEL_SIZE)
-                .saturating_sub(used_bytes.saturating_add(quarantined_bytes)),
             largest_free: self.core().largest_free()?,
-            live_blocks,
             attached_processes: self.backing.attached(&self.region),
             growths: self.region.load(SB_GROWTHS)?,
             recoveries: self.region.load(SB_RECOVERIES)?,
             recovered_processes: self.region.load(SB_RECOVERED_PROCESSES)?,
-            quarantined_bytes,
+            quarantined_bytes: f.quarantined.bytes,
         })
     }
 
-    /// Bytes and blocks users hold: bookkeeping and parked blocks are no user's; spans, their
-    /// pages and quarantined ranges are used blocks to the core but no user's, and slots in
-    /// use are blocks of their slot size.
-    pub(crate) fn user_totals(&self) -> Result<(u64, u64)> {
-        let (book_bytes, book_blocks) = self.bookkeeping()?;
-        let r = &self.region;
-        // Counters read from the store: saturating, so damaged ones give wrong figures, never
-        // an overflow.
-        let sum = |a: u64, b: u64, c: u64| a.saturating_add(b).saturating_add(c);
-        let used_bytes = r.load(SB_USED_BYTES)?.saturating_add(r.load(SB_SLOT_BYTES)?).saturating_sub(sum(
-            book_bytes,
-            r.load(SB_SPAN_BYTES)?,
-            r.load(SB_QUARANTINE_BYTES)?,
-        ));
-        let live_blocks = r.load(SB_LIVE_BLOCKS)?.saturating_add(r.load(SB_LIVE_SLOTS)?).saturating_sub(sum(
-            book_blocks,
-            r.load(SB_SPAN_BLOCKS)?,
-            r.load(SB_QUARANTINE_BLOCKS)?,
-        ));
-        // An in-process heap's slabs are core blocks to the core, their blocks the users'.
-        let t = self.slabs.as_ref().map(|s| s.totals()).unwrap_or_default();
-        Ok((
-            used_bytes.saturating_sub(t.core_bytes) + t.live_bytes,
-            live_blocks.saturating_sub(t.core_blocks) + t.live_blocks,
-        ))
-    }
-
+    /// The core's check, with the blocks counted by category ([`Heap::census`]; a heap the
+    /// census cannot walk to its end keeps the core's counts, and the core reported why).
     pub(crate) fn check(&self) -> Result<CheckReport> {
         let _g = self.lock()?;
-        self.core().check(self.key())
+        let mut report = self.core().check(self.key())?;
+        if let (census, None) = self.census(|_| {}) {
+            census.figures.fill(&mut report);
+        }
+        Ok(report)
     }
 
     pub(crate) fn flush(&self) -> Result<()> {

@@ -25,153 +25,42 @@
 
 mod spans;
 mod take;
+mod types;
 
 use std::fs::File;
 use std::path::Path;
 use std::ptr::NonNull;
+use std::sync::OnceLock;
 
 use crate::core::header::rc;
 use crate::core::region::Region;
+use crate::core::span::is_slot;
 use crate::error::{Error, Result};
 use crate::format::*;
+use crate::heap::census::{Census, Item, Seen};
 use crate::heap::{Backing, Heap};
 use crate::{BlockHandle, CheckReport, RecoveryReport};
 
+pub use crate::progress::with_progress;
 pub use spans::SpanInfo;
 pub use take::View;
-
-/// The store as a whole.
-#[derive(Clone, Debug)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[non_exhaustive]
-pub struct StoreInfo {
-    /// Format version in the superblock.
-    pub format_version: u32,
-    /// Current capacity (heap end) in bytes.
-    pub capacity: u64,
-    /// Maximum size in bytes.
-    pub max_size: u64,
-    /// Bytes in used blocks, headers included.
-    pub used_bytes: u64,
-    /// Bytes in free blocks.
-    pub free_bytes: u64,
-    /// Largest free block in bytes.
-    pub largest_free: u64,
-    /// `1 - largest_free / free_bytes`: 0 when all free space is one block.
-    pub fragmentation: f64,
-    /// Used blocks.
-    pub live_blocks: u64,
-    /// Times the store has grown.
-    pub growths: u64,
-    /// Recoveries run so far.
-    pub recoveries: u64,
-    /// Dead processes those recoveries reclaimed.
-    pub recovered_processes: u64,
-    /// Bytes in quarantined ranges (damage salvage fenced off).
-    pub quarantined_bytes: u64,
-    /// Registry slot of the process holding the store lock when the snapshot was taken
-    /// (`None` when the snapshot took it for its copy).
-    pub lock_holder: Option<u32>,
-    /// How far the copy shows the store at one moment.
-    pub view: View,
-    /// Whether the last shutdown was clean: no dead process left anything behind.
-    pub clean: bool,
-}
-
-/// One registry slot in use.
-#[derive(Clone, Debug)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[non_exhaustive]
-pub struct ProcessInfo {
-    /// Registry slot.
-    pub slot: u32,
-    /// Process id recorded at attach (informational: pids are reused).
-    pub pid: u32,
-    /// Process start time recorded at attach, in clock ticks since boot.
-    pub start_time: u64,
-    /// Whether the process still holds its liveness lock.
-    pub alive: bool,
-    /// Entries in its hold table.
-    pub holds: u64,
-}
-
-/// What a [`BlockInfo`] describes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
-#[non_exhaustive]
-pub enum BlockKind {
-    /// A block with its own header (free or used).
-    Block,
-    /// A span: a block that holds small blocks (slots) of one size.
-    Span,
-    /// A span's publication page (generations and lengths of its published slots).
-    Page,
-    /// A slot in use inside a span: a small block without a header of its own.
-    Slot,
-    /// A quarantined range: damage that salvage fenced off (never handed out or freed).
-    Quarantined,
-}
-
-/// One block of the heap, or one slot of a span.
-#[derive(Clone, Debug)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[non_exhaustive]
-pub struct BlockInfo {
-    /// Header offset (for a slot, its id: what its handles carry).
-    pub offset: u64,
-    /// What it is.
-    pub kind: BlockKind,
-    /// Block size in bytes, header included (for a slot, the slot size).
-    pub size: u64,
-    /// Requested length (0 for free blocks; for an unpublished slot, whose length only its
-    /// owner knows, the slot size).
-    pub len: u64,
-    /// Whether the block is free.
-    pub free: bool,
-    /// Reference count (owner references + other holds).
-    pub ref_count: u64,
-    /// Registry slot of the owner process, if any.
-    pub owner: Option<u32>,
-    /// Whether the block has been published.
-    pub published: bool,
-    /// Allocation generation (0 for free blocks).
-    pub generation: u64,
-}
-
-/// A named root.
-#[derive(Clone, Debug)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[non_exhaustive]
-pub struct RootInfo {
-    /// The name.
-    pub name: String,
-    /// Header offset of its block (or its slot id).
-    pub offset: u64,
-    /// Generation of its block.
-    pub generation: u64,
-    /// Length of its block.
-    pub len: u64,
-}
-
-/// Used blocks of one size class (block sizes in `(max_size / 2, max_size]`).
-#[derive(Clone, Copy, Debug)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[non_exhaustive]
-pub struct SizeClass {
-    /// Upper bound of the class, a power of two.
-    pub max_size: u64,
-    /// Used blocks in the class.
-    pub blocks: u64,
-    /// Bytes in them.
-    pub bytes: u64,
-}
+pub use types::*;
 
 /// A private copy of a store, taken without disturbing its users.
 pub struct Snapshot {
     heap: Heap,
     lock_holder: Option<u32>,
     view: View,
+    /// The census of the copy, made by the first call that needs it.
+    census: OnceLock<Counted>,
+}
+
+/// A census of the copy, and what it found per size class.
+struct Counted {
+    census: Census,
+    classes: Vec<SizeClass>,
+    /// Where the walk stopped, if it did not reach the end.
+    error: Option<(&'static str, u64)>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -214,6 +103,18 @@ impl Backing for SnapshotBacking {
     }
 }
 
+/// Adds a block or slot of `size` bytes to its power-of-two class.
+fn add_to_class(classes: &mut Vec<SizeClass>, size: u64) {
+    let max_size = size.next_power_of_two();
+    match classes.iter_mut().find(|c| c.max_size == max_size) {
+        Some(c) => {
+            c.blocks += 1;
+            c.bytes += size;
+        }
+        None => classes.push(SizeClass { max_size, blocks: 1, bytes: size }),
+    }
+}
+
 /// The lock tag a snapshot uses on its own copy: no registry slot has it.
 const SNAPSHOT_TAG: u32 = 0x7fff_ffff;
 
@@ -235,7 +136,7 @@ impl Snapshot {
         // The copy's lock word (ours, or a holder's) must not hold up the checks run on it.
         region.u32_at(SB_LOCK)?.store(0, crate::sync::Ordering::Relaxed);
         let heap = Heap::new(region, Box::new(SnapshotBacking { file, _copy: words }), SNAPSHOT_TAG)?;
-        Ok(Snapshot { heap, lock_holder, view })
+        Ok(Snapshot { heap, lock_holder, view, census: OnceLock::new() })
     }
 
     /// How far the copy shows the store at one moment (see [`View`]).
@@ -247,34 +148,77 @@ impl Snapshot {
         self.heap.region.load(off).unwrap_or(0)
     }
 
-    /// The superblock's figures and whether the last shutdown was clean.
+    /// The census of the copy (a walk of every block and slot), made once.
+    fn counted(&self) -> &Counted {
+        self.census.get_or_init(|| {
+            let mut classes: Vec<SizeClass> = Vec::new();
+            let (census, error) = self.heap.census(|item| {
+                if matches!(item.seen, Seen::Held | Seen::Ownerless0 | Seen::CountZero(_)) {
+                    add_to_class(&mut classes, item.size);
+                }
+            });
+            classes.sort_by_key(|c| c.max_size);
+            let error = error.map(|e| match e {
+                Error::Corrupt { what, offset } => (what, offset),
+                _ => ("the heap could not be walked", 0),
+            });
+            Counted { census, classes, error }
+        })
+    }
+
+    /// The heap's figures by category (defined in [`crate::Stats`]), from a walk of every block
+    /// and slot: the same as the store's counters give a manager's `stats` when they are right.
+    /// Where the walk stops at damage, the counters' figures instead (`walked` false).
     pub fn info(&self) -> StoreInfo {
-        let capacity = self.load(SB_CAPACITY);
-        // Bookkeeping and blocks parked in thread caches are no user's: free, as in `stats`.
-        let (used_bytes, live_blocks) = self.heap.user_totals().unwrap_or((0, 0));
-        let free_bytes = capacity
-            .saturating_sub(HEAP_START + SENTINEL_SIZE)
-            .saturating_sub(used_bytes)
-            .saturating_sub(self.load(SB_QUARANTINE_BYTES));
+        let counted = self.counted();
+        let walked = counted.error.is_none();
+        let f = match walked {
+            true => counted.census.figures,
+            false => self.heap.figures().unwrap_or_default(),
+        };
         let largest_free = self.heap.core().largest_free().unwrap_or(0);
+        let free_bytes = f.free.bytes;
         let dead = self.processes().iter().any(|p| !p.alive);
         StoreInfo {
             format_version: self.heap.region.load32(SB_VERSION).unwrap_or(0),
-            capacity,
+            capacity: self.load(SB_CAPACITY),
             max_size: self.load(SB_MAX_SIZE),
-            used_bytes,
+            used_bytes: f.live.bytes,
             free_bytes,
             largest_free,
             fragmentation: if free_bytes == 0 { 0.0 } else { 1.0 - largest_free as f64 / free_bytes as f64 },
-            live_blocks,
+            live_blocks: f.live.blocks,
             growths: self.load(SB_GROWTHS),
             recoveries: self.load(SB_RECOVERIES),
             recovered_processes: self.load(SB_RECOVERED_PROCESSES),
-            quarantined_bytes: self.load(SB_QUARANTINE_BYTES),
+            quarantined_bytes: f.quarantined.bytes,
             lock_holder: self.lock_holder,
             view: self.view,
             clean: !dead && self.lock_holder.map_or(true, |s| !self.heap.slot_dead(s)),
+            cached_blocks: f.cached.blocks,
+            cached_bytes: f.cached.bytes,
+            bookkeeping_blocks: f.bookkeeping.blocks,
+            bookkeeping_bytes: f.bookkeeping.bytes,
+            free_blocks: walked.then_some(f.free.blocks),
+            walked,
         }
+    }
+
+    /// The blocks and slots without a reference count of each owner process, and how many of
+    /// them its caches keep parked (see [`BlockState::LentOrParked`]).
+    pub fn unreferenced(&self) -> Vec<Unreferenced> {
+        let mut out: Vec<Unreferenced> = (self.counted().census.splits.iter())
+            .filter(|(owner, _)| (1..=SLOT_COUNT).contains(owner))
+            .map(|&(owner, s)| Unreferenced {
+                owner: owner as u32 - 1,
+                blocks: s.count_zero.blocks,
+                bytes: s.count_zero.bytes,
+                parked_blocks: s.cached().blocks,
+                parked_bytes: s.cached().bytes,
+            })
+            .collect();
+        out.sort_by_key(|u| u.owner);
+        out
     }
 
     /// The registry slots in use, with the liveness of each.
@@ -306,93 +250,80 @@ impl Snapshot {
         Ok(out)
     }
 
-    /// Every block in address order, up to the first one that cannot be parsed (reported as
-    /// the error beside the list).
+    /// Every block in address order, each span followed by its slots in use, up to the first
+    /// block that cannot be parsed (reported as the error beside the list). `progress` is
+    /// called with each block's offset.
     pub fn blocks(&self, mut progress: impl FnMut(u64)) -> (Vec<BlockInfo>, Option<Error>) {
         let mut out = Vec::new();
-        let walked = self.heap.core().walk(|b| {
-            progress(b.offset);
-            let kind = match b.tag {
-                t if t.is_free() => BlockKind::Block,
-                t if t.is_span() => BlockKind::Span,
-                t if t.is_page() => BlockKind::Page,
-                t if t.is_quarantine() => BlockKind::Quarantined,
-                _ => BlockKind::Block,
-            };
-            let w =
-                if b.tag.is_free() || kind != BlockKind::Block { 0 } else { self.load(b.offset + HDR_RC) };
-            out.push(BlockInfo {
-                offset: b.offset,
-                kind,
-                size: b.tag.size(),
-                len: if b.tag.is_free() { 0 } else { b.tag.len() },
-                free: b.tag.is_free(),
-                ref_count: rc::count(w),
-                owner: (rc::owner(w) != 0).then(|| rc::owner(w) as u32 - 1),
-                published: rc::published(w),
-                generation: self.load(b.offset + HDR_GEN),
-            });
-            if kind == BlockKind::Span {
-                self.slots_into(b.offset + HEADER_SIZE, &mut out)?;
-            }
-            Ok(())
+        let (census, err) = self.heap.census(|item| {
+            progress(item.id);
+            out.push(self.block_info(item));
         });
-        (out, walked.err())
-    }
-
-    /// Adds the slots in use of the span at `span` (payload offset) to `out`.
-    fn slots_into(&self, span: u64, out: &mut Vec<BlockInfo>) -> Result<()> {
-        for slot in self.heap.core().slots_handed_out(span)? {
-            let w = self.load(slot.rc_offset());
-            if w == 0 {
-                continue;
-            }
-            let (generation, len) = match rc::published(w) {
-                true => self.heap.slot_record(slot.id()).unwrap_or((0, slot.class)),
-                false => (0, slot.class),
+        for b in out.iter_mut().filter(|b| b.state == BlockState::Live && b.ref_count == 0) {
+            b.state = match b.owner.map(|o| census.split(u64::from(o) + 1)) {
+                Some(s) if s.none_parked() => BlockState::Live,
+                Some(s) if s.all_parked() => BlockState::Parked,
+                Some(_) => BlockState::LentOrParked,
+                None => BlockState::Live,
             };
-            out.push(BlockInfo {
-                offset: slot.id(),
-                kind: BlockKind::Slot,
-                size: slot.class,
-                len,
-                free: false,
-                ref_count: rc::count(w),
-                owner: (rc::owner(w) != 0).then(|| rc::owner(w) as u32 - 1),
-                published: rc::published(w),
-                generation,
-            });
         }
-        Ok(())
+        (out, err)
     }
 
-    /// Used blocks (and slots in use) per power-of-two size class; spans and their pages are
-    /// containers, not counted.
-    pub fn size_classes(&self) -> Result<Vec<SizeClass>> {
-        let (blocks, err) = self.blocks(|_| {});
-        if let Some(e) = err {
-            return Err(e);
-        }
-        let mut classes: Vec<SizeClass> = Vec::new();
-        for b in blocks.iter().filter(|b| !b.free && matches!(b.kind, BlockKind::Block | BlockKind::Slot)) {
-            let max_size = b.size.next_power_of_two();
-            match classes.iter_mut().find(|c| c.max_size == max_size) {
-                Some(c) => {
-                    c.blocks += 1;
-                    c.bytes += b.size;
-                }
-                None => classes.push(SizeClass { max_size, blocks: 1, bytes: b.size }),
+    /// What the census passed, as a [`BlockInfo`] (a block without a count is live until
+    /// [`Snapshot::blocks`] knows its owner's split).
+    fn block_info(&self, item: &Item) -> BlockInfo {
+        let w = item.word;
+        let owner = (rc::owner(w) != 0).then(|| rc::owner(w) as u32 - 1);
+        let (kind, state) = match (item.slot, item.seen) {
+            (Some(_), _) => (BlockKind::Slot, BlockState::Live),
+            (None, Seen::Free) => (BlockKind::Block, BlockState::Free),
+            (None, Seen::Quarantined) => (BlockKind::Quarantined, BlockState::Quarantined),
+            (None, Seen::Bookkeeping) if item.tag.is_span() => (BlockKind::Span, BlockState::Bookkeeping),
+            (None, Seen::Bookkeeping) if item.tag.is_page() => (BlockKind::Page, BlockState::Bookkeeping),
+            (None, Seen::Bookkeeping) => (BlockKind::Block, BlockState::Bookkeeping),
+            (None, _) => (BlockKind::Block, BlockState::Live),
+        };
+        let (offset, len, generation) = match item.slot {
+            Some(slot) => {
+                let record = rc::published(w).then(|| self.heap.slot_record(item.id).ok()).flatten();
+                let (generation, len) = record.unwrap_or((0, slot.class));
+                (slot.payload(), len, generation)
             }
+            None if item.tag.is_free() => (item.id, 0, 0),
+            None => (item.id, item.tag.len(), self.load(item.id + HDR_GEN)),
+        };
+        BlockInfo {
+            offset,
+            id: item.id,
+            kind,
+            state,
+            size: item.size,
+            len,
+            free: item.tag.is_free(),
+            ref_count: rc::count(w),
+            owner,
+            published: rc::published(w),
+            generation,
         }
-        classes.sort_by_key(|c| c.max_size);
-        Ok(classes)
+    }
+
+    /// Live and cached blocks (and slots in use) per power-of-two size class, as many as the
+    /// figures of [`Snapshot::info`] count; bookkeeping (spans and pages among it) is not in
+    /// the table. An error if the heap could not be walked to its end.
+    pub fn size_classes(&self) -> Result<Vec<SizeClass>> {
+        let counted = self.counted();
+        match counted.error {
+            None => Ok(counted.classes.clone()),
+            Some((what, offset)) => Err(Error::Corrupt { what, offset }),
+        }
     }
 
     /// The payload of the used block whose header is at `offset`, or of the slot `offset`
     /// names (as a handle does; its length is known if it was published, else the slot's
     /// size is shown).
     pub fn payload(&self, offset: u64) -> Result<Vec<u8>> {
-        let len = match crate::core::span::is_slot(offset) {
+        let len = match is_slot(offset) {
             true => self.heap.slot_len_for_dump(offset)?,
             false => {
                 let t = self.heap.core().block_at(offset)?;
