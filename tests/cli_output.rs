@@ -1,5 +1,8 @@
 //! The `mmheap` tool's output: quiet on a broken pipe, never over a store or an input or an
-//! existing file, exact `dump --offset` answers, and one size parser with named limits.
+//! existing file, exact `dump --offset` answers, one size parser with named limits, and exit
+//! codes on damaged stores as `docs/cli.md` gives them.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
@@ -216,4 +219,56 @@ fn a_large_mostly_free_store_is_read_only_where_used() {
         // The store's capacity is 1 GiB; its used part, well under 1 MiB.
         assert!(rss_kib < 50 << 10, "{cmd}: peak RSS {} MiB", rss_kib >> 10);
     }
+}
+
+/// A copy in `dir` of the golden store `golden` with the corruption `name` of `recipe` applied.
+fn corrupt_copy(dir: &Path, golden: &str, recipe: &str, name: &str) -> PathBuf {
+    let (_, edits) = common::recipes(recipe).into_iter().find(|(n, _)| n == name).expect("a recipe");
+    let path = dir.join(format!("{name}.mmheap"));
+    std::fs::copy(common::fixture(golden), &path).unwrap();
+    common::apply(&path, &edits);
+    path
+}
+
+/// The exit codes of the read-only commands (docs/cli.md): 0 all read, 1 read in part (what
+/// could be read is printed, what could not is named), 2 not a store. `stat` and `dump` exited 0
+/// on a heap that does not walk, `stat` on roots that cannot be read.
+#[test]
+fn read_only_commands_exit_as_documented_on_damaged_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let golden = dir.path().join("golden.mmheap");
+    std::fs::copy(common::fixture("golden-v1.mmheap"), &golden).unwrap();
+    let junk = dir.path().join("junk.mmheap");
+    std::fs::write(&junk, b"not a store at all").unwrap();
+    // The first block's tag zeroed: the heap does not walk; the roots still read.
+    let unwalkable = corrupt_copy(dir.path(), "golden-v1.mmheap", "corrupt.recipe", "first-tag-zero");
+    // A root naming no block: the heap walks; the roots cannot be listed.
+    let rootless = corrupt_copy(dir.path(), "golden-v1.mmheap", "corrupt.recipe", "root-to-garbage");
+    let exits = |path: &Path| -> Vec<i32> {
+        let p = path.to_str().unwrap();
+        ["stat", "dump", "roots", "check"].iter().map(|c| code(&mmheap(&[c, p]))).collect()
+    };
+    assert_eq!(exits(&golden), [0, 0, 0, 0], "a sound store");
+    assert_eq!(exits(&junk), [2, 2, 2, 2], "not a store");
+    assert_eq!(exits(&unwalkable), [1, 1, 0, 1], "a heap that does not walk");
+    assert_eq!(exits(&rootless), [1, 0, 1, 1], "roots that cannot be read");
+
+    let p = unwalkable.to_str().unwrap();
+    let o = mmheap(&["stat", p]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("from the store's counters") && text.contains("unavailable"), "{text}");
+    assert!(stderr(&o).contains("could not be read"), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&mmheap(&["stat", p, "--json"]).stdout).unwrap();
+    assert!(v["size_classes"].is_null() && v["errors"].as_array().is_some_and(|e| !e.is_empty()), "{v}");
+    assert_eq!(v["store"]["walked"], false, "{v}");
+    let o = mmheap(&["dump", p, "--json"]);
+    assert_eq!(code(&o), 1);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["error"].is_string(), "{v}");
+    assert!(String::from_utf8_lossy(&mmheap(&["dump", p]).stdout).contains("walk stopped"));
+
+    let p = rootless.to_str().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&mmheap(&["stat", p, "--json"]).stdout).unwrap();
+    assert!(v["roots"].is_null() && v["size_classes"].is_array(), "{v}");
+    assert!(stderr(&mmheap(&["roots", p])).contains("roots cannot be listed"));
 }

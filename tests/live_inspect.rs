@@ -2,6 +2,10 @@
 //! reports a problem that is not there, while damage planted in the live store is still found;
 //! `stat`, `dump` and `roots` read the heap whole. This binary is its own child (the writer).
 //!
+//! `stat`, `dump` and `check` also tell a live process's blocks apart (live, parked, lent or
+//! parked, bookkeeping, slots where they start) with figures that add up (this binary is then a
+//! process that holds blocks).
+//!
 //! `MMHEAP_LIVE_RUNS` sets how many `check`s run against the writer (default 100).
 
 mod common;
@@ -30,6 +34,7 @@ fn main() {
                 "an_inspector_stopped_from_the_terminal_gives_the_lock_back_first",
                 stopped_inspector,
             ),
+            Trial::test("dump_and_stat_tell_live_parked_and_slots_apart", held_blocks_told_apart),
         ]
     });
 }
@@ -37,6 +42,9 @@ fn main() {
 /// The writer: two threads churn blocks (allocate, write, verify, clone, take a handle and
 /// resolve it, resize, release) until standard input closes; "ready" once both have started.
 fn child(role: &str, store: &Path) -> Res {
+    if role == "holder" {
+        return holder(store);
+    }
     if role != "churn" {
         return Err(format!("unknown role {role}").into());
     }
@@ -316,4 +324,210 @@ fn stopped_inspector() -> Result<(), Failed> {
         }
     }
     Err("never caught the tool holding the lock".into())
+}
+
+/// Sizes the holder allocates, three of each: slots (up to 64 bytes), cached blocks, and one
+/// too large for a thread cache (counted in its header from the start).
+const HELD_SIZES: [usize; 9] = [8, 16, 33, 64, 100, 700, 3000, 20_000, 150_000];
+
+/// The holder: a process whose blocks are live (lent from its thread cache, or counted),
+/// parked in its cache, or both, as the parent asks on standard input. After each step it
+/// prints its own `stats` and its blocks (payload offset, length, published) as one JSON line.
+/// - `lent`: allocates `HELD_SIZES` and keeps them (lent: no count in their headers), sends a
+///   30-byte message on a channel (a ring, and a queued slot), then trims: nothing parked;
+/// - `parked`: publishes every block it holds (a handle each: counted now), and allocates and
+///   drops blocks of every size: those are parked;
+/// - `mixed`: allocates `HELD_SIZES` again and keeps them unpublished: lent beside the parked.
+fn holder(store: &Path) -> Res {
+    let m = MappedManager::open(store)?;
+    let mut held: Vec<(MemoryBlock, bool)> = Vec::new();
+    let tx = m.channel("q", 4)?.sender()?;
+    for line in std::io::stdin().lines() {
+        match line?.as_str() {
+            "lent" => {
+                for &n in HELD_SIZES.iter().cycle().take(3 * HELD_SIZES.len()) {
+                    held.push((m.allocate(n)?, false));
+                }
+                tx.send(m.allocate(30)?).map_err(|e| e.to_string())?;
+                m.trim()?;
+            }
+            "parked" => {
+                for (b, published) in held.iter_mut() {
+                    b.handle();
+                    *published = true;
+                }
+                for &n in HELD_SIZES.iter().cycle().take(2 * HELD_SIZES.len()) {
+                    drop(m.allocate(n)?);
+                }
+            }
+            "mixed" => {
+                for &n in HELD_SIZES.iter().cycle().take(3 * HELD_SIZES.len()) {
+                    held.push((m.allocate(n)?, false));
+                }
+            }
+            other => return Err(format!("unknown step {other}").into()),
+        }
+        let blocks: Vec<Value> = held
+            .iter()
+            .map(|(b, published)| serde_json::json!([b.offset().get(), b.len(), published]))
+            .collect();
+        let line = serde_json::json!({ "stats": m.stats()?, "held": blocks });
+        println!("{line}");
+        std::io::stdout().flush()?;
+    }
+    Ok(())
+}
+
+/// A field of a JSON object as a number.
+fn num(v: &Value, key: &str) -> Result<u64, Failed> {
+    v[key].as_u64().ok_or_else(|| format!("no number {key} in {v}").into())
+}
+
+/// Runs `mmheap args` on a store that must read whole (exit 0); its JSON.
+fn read_whole(args: &[&str]) -> Result<Value, Failed> {
+    let o = mmheap(args);
+    ensure(o.status.success(), format!("{args:?}: {}", String::from_utf8_lossy(&o.stderr)))?;
+    json(&o)
+}
+
+/// What the tool says of a store that the holder holds after one step: the figures of `stat`,
+/// `check` and the process's own `stats` agree and add up to the heap, the size classes add
+/// up to the live and cached figures, `dump` lists each block the holder holds where it starts
+/// as a slot or a block with the state its words allow, and its states add up to the figures.
+/// Returns the dump's blocks of the holder (registry slot `owner`) by state.
+fn told(p: &str, step: &Value) -> Result<(Value, Vec<Value>), Failed> {
+    let own = &step["stats"];
+    let stat = read_whole(&["stat", p, "--json"])?;
+    let store = &stat["store"];
+    for (key, want) in [
+        ("used_bytes", "used_bytes"),
+        ("live_blocks", "live_blocks"),
+        ("cached_bytes", "cached_bytes"),
+        ("cached_blocks", "cached_blocks"),
+        ("bookkeeping_bytes", "bookkeeping_bytes"),
+        ("bookkeeping_blocks", "bookkeeping_blocks"),
+        ("free_bytes", "free_bytes"),
+    ] {
+        ensure(
+            store[key] == own[want],
+            format!("stat {key} {} but the process's stats {}", store[key], own[want]),
+        )?;
+    }
+    let heap = num(store, "capacity")? - mmheap::format::HEAP_START - mmheap::format::SENTINEL_SIZE;
+    let parts: u64 = ["used_bytes", "cached_bytes", "bookkeeping_bytes", "free_bytes", "quarantined_bytes"]
+        .iter()
+        .map(|k| store[*k].as_u64().unwrap_or(0))
+        .sum();
+    ensure(parts == heap, format!("live + cached + bookkeeping + free = {parts}, the heap is {heap}"))?;
+    let classes = stat["size_classes"].as_array().ok_or("size classes")?;
+    let class_blocks: u64 = classes.iter().map(|c| c["blocks"].as_u64().unwrap_or(0)).sum();
+    let class_bytes: u64 = classes.iter().map(|c| c["bytes"].as_u64().unwrap_or(0)).sum();
+    let (live, cached) = (num(store, "live_blocks")?, num(store, "cached_blocks")?);
+    ensure(
+        class_blocks == live + cached
+            && class_bytes == num(store, "used_bytes")? + num(store, "cached_bytes")?,
+        format!(
+            "size classes hold {class_blocks} blocks ({class_bytes} bytes), live + cached {live} + {cached}"
+        ),
+    )?;
+
+    let check = read_whole(&["check", p, "--json"])?;
+    ensure(check["sound"] == true, format!("{check}"))?;
+    for (key, want) in [
+        ("used_blocks", "live_blocks"),
+        ("used_bytes", "used_bytes"),
+        ("cached_blocks", "cached_blocks"),
+        ("bookkeeping_blocks", "bookkeeping_blocks"),
+        ("free_bytes", "free_bytes"),
+    ] {
+        ensure(
+            check[key] == store[want],
+            format!("check {key} {} but stat {want} {}", check[key], store[want]),
+        )?;
+    }
+
+    let dump = read_whole(&["dump", p, "--json", "--limit", "1000000"])?;
+    let blocks = dump["blocks"].as_array().ok_or("blocks")?.clone();
+    let count =
+        |states: &[&str]| blocks.iter().filter(|b| states.iter().any(|s| b["state"] == *s)).count() as u64;
+    ensure(
+        count(&["live", "parked", "lent/parked"]) == live + cached,
+        "dump's users' blocks are live + cached",
+    )?;
+    ensure(count(&["bookkeeping"]) == num(store, "bookkeeping_blocks")?, "dump's bookkeeping")?;
+    ensure(Some(count(&["free"])) == store["free_blocks"].as_u64(), "dump's free blocks")?;
+    ensure(
+        count(&["parked"]) <= cached && cached <= count(&["parked", "lent/parked"]),
+        "parked ones are cached",
+    )?;
+    let mut mine = Vec::new();
+    for h in step["held"].as_array().ok_or("held")? {
+        let (payload, len) = (h[0].as_u64().ok_or("payload")?, h[1].as_u64().ok_or("len")?);
+        let (kind, start) = if len <= 64 { ("slot", payload) } else { ("block", payload - 32) };
+        let b = blocks
+            .iter()
+            .find(|b| b["offset"] == start && b["kind"] == kind)
+            .ok_or_else(|| format!("no {kind} at {start:#x} for a held block of {len} bytes"))?;
+        ensure(start % 16 == 0, format!("{b} starts unaligned"))?;
+        if kind == "slot" {
+            ensure(num(b, "id")? / 16 * 16 + 32 == start, format!("a slot's id names it: {b}"))?;
+        }
+        mine.push(b.clone());
+    }
+    Ok((stat, mine))
+}
+
+fn held_blocks_told_apart() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("held.mmheap");
+    let p = path.to_str().unwrap();
+    drop(MappedManager::create(&path, &Options::new().max_size(1 << 30))?);
+    let mut kid = spawn("holder", &path, &[]);
+    let lines = lines_of(&mut kid)?;
+    let mut stdin = kid.get().stdin.take().ok_or("stdin")?;
+    let mut step = |what: &str| -> Result<Value, Failed> {
+        writeln!(stdin, "{what}")?;
+        let line = lines.recv_timeout(Duration::from_secs(60)).map_err(|_| format!("{what}: no answer"))?;
+        Ok(serde_json::from_str(&line)?)
+    };
+    let states = |mine: &[Value]| -> Vec<String> {
+        mine.iter().map(|b| b["state"].as_str().unwrap_or("").to_owned()).collect()
+    };
+
+    // Lent blocks, nothing parked: every block it holds is live, though no count is in its
+    // header (before, `dump` called them parked).
+    let (stat, mine) = told(p, &step("lent")?)?;
+    ensure(states(&mine).iter().all(|s| s == "live"), format!("lent: {:?}", states(&mine)))?;
+    ensure(num(&stat["store"], "cached_blocks")? == 0, "nothing parked after trim")?;
+    ensure(num(&stat["store"], "live_blocks")? == 3 * 9 + 1, "its 27 blocks and the queued message")?;
+
+    // Everything held is counted, the rest parked: parked blocks are known to be parked.
+    let (stat, mine) = told(p, &step("parked")?)?;
+    ensure(states(&mine).iter().all(|s| s == "live"), format!("published: {:?}", states(&mine)))?;
+    let dump = read_whole(&["dump", p, "--json", "--limit", "1000000"])?;
+    let parked = dump["blocks"].as_array().ok_or("blocks")?.iter().filter(|b| b["state"] == "parked").count();
+    let cached = num(&stat["store"], "cached_blocks")?;
+    ensure(cached > 0 && parked as u64 == cached, format!("{parked} parked in the dump, {cached} cached"))?;
+    ensure(
+        dump["blocks"].as_array().ok_or("blocks")?.iter().all(|b| b["state"] != "lent/parked"),
+        "no doubt",
+    )?;
+
+    // Lent beside parked: the store cannot say which is which, and says how many of each.
+    let step3 = step("mixed")?;
+    let (stat, mine) = told(p, &step3)?;
+    let lent = step3["held"].as_array().ok_or("held")?.iter().filter(|h| h[2] == false && h[1] != 150_000);
+    let lent = lent.count() as u64;
+    let unsure = states(&mine).iter().filter(|s| *s == "lent/parked").count() as u64;
+    ensure(unsure == lent, format!("{unsure} lent/parked of its {lent} lent blocks"))?;
+    let owner = &stat["processes"][0];
+    let split = &stat["unreferenced"][0];
+    ensure(split["owner"] == owner["slot"], format!("{split}"))?;
+    ensure(
+        num(split, "parked_blocks")? == num(&stat["store"], "cached_blocks")?
+            && num(split, "blocks")? - num(split, "parked_blocks")? == lent,
+        format!("split {split}, {lent} lent"),
+    )?;
+    drop(stdin);
+    wait_ok(kid, "the holder")
 }

@@ -11,7 +11,7 @@ use mmheap::inspect::{Snapshot, View};
 use mmheap::{CheckReport, Error};
 use serde_json::json;
 
-use crate::{progress, snapshot, unsettled};
+use crate::{snapshot, unsettled, with_bar};
 
 /// Copies a problem must be found in when none could be taken settled.
 const COPIES: usize = 3;
@@ -27,10 +27,7 @@ pub fn run(file: &Path, json: bool) -> Result<ExitCode, Error> {
             return Ok(ExitCode::from(2));
         }
     };
-    let bar = progress(0, "checking");
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    let (report, snap, copies) = confirmed(file, snap)?;
-    bar.finish_and_clear();
+    let (report, snap, copies) = with_bar(|| confirmed(file, snap))?;
     let note = (snap.view() == View::Unsettled && !report.is_sound())
         .then(|| format!("{}; the problems above were found in each of {copies} copies", unsettled(&snap)));
     match json {
@@ -69,6 +66,12 @@ fn print_json(report: &CheckReport, view: View, note: Option<&str>) {
         "free_blocks": report.free_blocks,
         "used_bytes": report.used_bytes,
         "free_bytes": report.free_bytes,
+        "cached_blocks": report.cached_blocks,
+        "cached_bytes": report.cached_bytes,
+        "bookkeeping_blocks": report.bookkeeping_blocks,
+        "bookkeeping_bytes": report.bookkeeping_bytes,
+        "quarantined_blocks": report.quarantined_blocks,
+        "quarantined_bytes": report.quarantined_bytes,
         "dead_processes": report.dead_processes,
         "problems": problems,
         "view": view,
@@ -89,10 +92,12 @@ fn print_text(file: &Path, report: &CheckReport, note: Option<&str>) {
         n => format!("; {n} dead process(es) awaiting recovery"),
     };
     println!(
-        "{}: {} blocks ({} used, {} free), {} problem(s){dead}",
+        "{}: {} blocks ({} live, {} cached, {} bookkeeping, {} free), {} problem(s){dead}",
         file.display(),
         report.blocks,
         report.used_blocks,
+        report.cached_blocks,
+        report.bookkeeping_blocks,
         report.free_blocks,
         report.problems.len(),
     );

@@ -1,39 +1,68 @@
 //! `mmheap dump`: the blocks of a store, or one block with its bytes.
+//!
+//! Each block and each slot in use has a state (`docs/cli.md`, "Block states"): live, parked,
+//! lent/parked, free, bookkeeping or quarantined. Exit 0 when the whole heap was listed, 1 when
+//! the walk stopped at damage (what came before is listed, and where it stopped), 2 when the
+//! file is not readable as a store.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use mmheap::inspect::{BlockInfo, BlockKind};
+use mmheap::inspect::{BlockInfo, BlockKind, Unreferenced};
 use mmheap::Error;
 use serde_json::json;
 
-use crate::snapshot;
+use crate::{human, snapshot};
 
 /// Lists at most `limit` (default 1000) blocks in address order.
-pub fn list(file: &Path, limit: Option<usize>, json: bool) -> Result<(), Error> {
+pub fn list(file: &Path, limit: Option<usize>, json: bool) -> Result<ExitCode, Error> {
     let snap = snapshot(file)?;
     let (blocks, err) = snap.blocks(|_| {});
+    let unreferenced = snap.unreferenced();
     let shown = &blocks[..blocks.len().min(limit.unwrap_or(1000))];
+    let code = if err.is_some() { ExitCode::from(1) } else { ExitCode::SUCCESS };
     if json {
-        let v =
-            json!({ "blocks": shown, "total": blocks.len(), "error": err.as_ref().map(|e| e.to_string()) });
+        let v = json!({
+            "blocks": shown,
+            "total": blocks.len(),
+            "unreferenced": unreferenced,
+            "error": err.as_ref().map(|e| e.to_string()),
+        });
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
-        return Ok(());
+        if let Some(e) = err {
+            eprintln!("mmheap: the heap could not be walked to its end: {e}");
+        }
+        return Ok(code);
     }
-    println!(
-        "{:>14} {:>10} {:>10} {:>6} {:>5} {:>5} {:>4} {:>10}",
-        "offset", "size", "len", "state", "refs", "owner", "pub", "generation"
-    );
+    println!("{}", header());
     for b in shown {
         println!("{}", block_line(b));
     }
     if shown.len() < blocks.len() {
         println!("... {} more (use --limit)", blocks.len() - shown.len());
     }
+    for u in unreferenced.iter().filter(|u| u.parked_blocks > 0 && u.parked_blocks < u.blocks) {
+        println!("{}", split_line(u));
+    }
     if let Some(e) = err {
         println!("walk stopped: {e}");
+        eprintln!("mmheap: the heap could not be walked to its end: {e}");
     }
-    Ok(())
+    Ok(code)
+}
+
+/// Why some blocks are `lent/parked`: how many of the process's are which.
+fn split_line(u: &Unreferenced) -> String {
+    format!(
+        "slot {}: of its {} blocks without a count ({}), its thread caches keep {} parked ({}); \
+         the other {} are lent to its MemoryBlocks (the store does not record which is which)",
+        u.owner,
+        u.blocks,
+        human(u.bytes),
+        u.parked_blocks,
+        human(u.parked_bytes),
+        u.blocks.saturating_sub(u.parked_blocks)
+    )
 }
 
 /// Shows the block (or slot) at `offset` and the first `limit` (default 256) bytes of its
@@ -41,7 +70,12 @@ pub fn list(file: &Path, limit: Option<usize>, json: bool) -> Result<(), Error> 
 pub fn one(file: &Path, offset: u64, limit: Option<usize>, json: bool) -> Result<ExitCode, Error> {
     let snap = snapshot(file)?;
     let (blocks, err) = snap.blocks(|_| {});
-    let Some(block) = blocks.iter().find(|b| b.offset == offset) else {
+    // A slot is named by its id (as handles and roots name it) or found where it starts.
+    let Some(block) = blocks
+        .iter()
+        .find(|b| b.id == offset)
+        .or_else(|| blocks.iter().find(|b| b.offset == offset && b.kind == BlockKind::Slot))
+    else {
         let mut why = format!("no block starts at {offset:#x}");
         if let Some(e) = err {
             why += &format!(" (the walk of the heap stopped before its end: {e})");
@@ -52,7 +86,7 @@ pub fn one(file: &Path, offset: u64, limit: Option<usize>, json: bool) -> Result
         }
         return Ok(ExitCode::from(1));
     };
-    let payload = snap.payload(offset);
+    let payload = snap.payload(block.id);
     let limit = limit.unwrap_or(256);
     if json {
         let error = payload.as_ref().err().map(|e| e.to_string());
@@ -86,27 +120,35 @@ fn hex_dump(bytes: &[u8], limit: usize) {
     }
 }
 
+fn header() -> String {
+    format!(
+        "{:>14} {:>5} {:>10} {:>10} {:>11} {:>5} {:>5} {:>4} {:>10}",
+        "offset", "kind", "size", "len", "state", "refs", "owner", "pub", "generation"
+    )
+}
+
 fn block_line(b: &BlockInfo) -> String {
     let owner = b.owner.map_or("-".to_owned(), |o| o.to_string());
-    // A used block with no reference but an owner is parked in that process's thread cache.
-    let state = match (b.kind, b.free, b.ref_count, b.owner) {
-        (BlockKind::Span, ..) => "span",
-        (BlockKind::Page, ..) => "page",
-        (BlockKind::Quarantined, ..) => "quarantined",
-        (_, true, _, _) => "free",
-        (_, false, 0, Some(_)) => "parked",
-        (BlockKind::Slot, ..) => "slot",
-        _ => "used",
+    let kind = match b.kind {
+        BlockKind::Span => "span",
+        BlockKind::Page => "page",
+        BlockKind::Slot => "slot",
+        BlockKind::Quarantined => "range",
+        _ => "block",
     };
-    format!(
-        "{:>#14x} {:>10} {:>10} {:>6} {:>5} {:>5} {:>4} {:>10}",
+    let mut line = format!(
+        "{:>#14x} {kind:>5} {:>10} {:>10} {:>11} {:>5} {:>5} {:>4} {:>10}",
         b.offset,
         b.size,
         b.len,
-        state,
+        b.state.as_str(),
         b.ref_count,
         owner,
         if b.published { "yes" } else { "no" },
         b.generation
-    )
+    );
+    if b.id != b.offset {
+        line += &format!("  id {:#x}", b.id);
+    }
+    line
 }

@@ -12,7 +12,9 @@ mod check;
 mod dump;
 mod map;
 mod output;
+mod recover;
 mod sizes;
+mod stat;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -21,8 +23,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mmheap::inspect::{Snapshot, View};
-use mmheap::{Error, MappedManager, Options, RecoveryReport, SalvageReport};
-use serde_json::json;
+use mmheap::{Error, MappedManager, Options};
 
 #[derive(Parser)]
 #[command(name = "mmheap", version, about = "Inspect, check and repair mmheap store files")]
@@ -43,7 +44,9 @@ enum Command {
         #[arg(long, value_parser = sizes::parse_size)]
         max_size: Option<u64>,
     },
-    /// Figures, size classes, attached processes, roots, and whether shutdown was clean.
+    /// Figures (live, cached, bookkeeping, free), size classes, attached processes, roots, and
+    /// whether shutdown was clean. Exit 0: all read; 1: part of the store could not be read;
+    /// 2: not readable as a store.
     Stat {
         file: PathBuf,
         #[arg(long)]
@@ -69,10 +72,13 @@ enum Command {
         #[arg(long)]
         salvage: bool,
     },
-    /// List blocks (offset, size, length, state, references, owner), or show one block.
+    /// List blocks and slots (offset, kind, size, length, state, references, owner), or show one.
+    /// Exit 0: listed; 1: the walk stopped at damage, or no block starts at --offset; 2: not
+    /// readable as a store.
     Dump {
         file: PathBuf,
-        /// Show the block whose header is at this offset (decimal or 0x hex), with a hex dump.
+        /// Show the block whose header is at this offset, or the slot that starts there or that
+        /// this id names (decimal or 0x hex), with a hex dump.
         #[arg(long, value_parser = parse_offset)]
         offset: Option<u64>,
         /// At most this many blocks listed (default 1000), or payload bytes dumped (default 256).
@@ -81,7 +87,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The named roots and their blocks.
+    /// The named roots and their blocks. Exit 0: listed; 1: the roots cannot be read; 2: not
+    /// readable as a store.
     Roots { file: PathBuf },
     /// Draw the heap as an SVG picture: address on the axes, colour by state and size class.
     Map {
@@ -123,17 +130,17 @@ fn human(bytes: u64) -> String {
     }
 }
 
-/// A progress bar on standard error, drawn only when it is a terminal.
+/// A progress bar on standard error, drawn only when it is a terminal; nothing is drawn before
+/// its first change (so never an empty `0 B/0 B`).
 fn progress(total: u64, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes}") {
-        bar.set_style(style.progress_chars("=> "));
+    let bar = ProgressBar::new(total).with_message(what.to_owned());
+    match ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes}") {
+        Ok(style) => bar.with_style(style.progress_chars("=> ")),
+        Err(_) => bar,
     }
-    bar.set_message(what.to_owned());
-    bar
 }
 
 /// A copy of the store. One taken without the lock while processes were alive (unsettled)
@@ -151,6 +158,44 @@ fn snapshot(file: &Path) -> Result<Snapshot, Error> {
         eprintln!("mmheap: note: {}", unsettled(&snap));
     }
     Ok(snap)
+}
+
+/// Runs `body` with progress bars (on standard error, when it is a terminal) that the heap
+/// walks it makes move (`inspect::with_progress`): one per phase (checking, counting,
+/// scanning, rebuilding), its length the heap's end, its position how far the walk has come.
+/// They are drawn by a thread of their own: a walk may hold the store lock (a recovery, a
+/// manager's check), and a terminal that does not take output must not keep it held.
+fn with_bar<R>(body: impl FnOnce() -> R) -> R {
+    if !std::io::stderr().is_terminal() {
+        return body();
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<(&'static str, u64, u64)>();
+    let drawer = std::thread::spawn(move || {
+        let mut shown: Option<(&'static str, ProgressBar)> = None;
+        for (what, done, total) in rx {
+            if shown.as_ref().map_or(true, |(w, _)| *w != what) {
+                if let Some((_, bar)) = shown.take() {
+                    bar.finish_and_clear();
+                }
+                shown = Some((what, progress(total, what)));
+            }
+            if let Some((_, bar)) = &shown {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+        }
+        if let Some((_, bar)) = shown {
+            bar.finish_and_clear();
+        }
+    });
+    let r = mmheap::inspect::with_progress(
+        move |what, done, total| {
+            let _ = tx.send((what, done, total));
+        },
+        body,
+    );
+    let _ = drawer.join();
+    r
 }
 
 fn take(file: &Path) -> Result<Snapshot, Error> {
@@ -207,6 +252,25 @@ fn main() -> ExitCode {
 /// `Options::new()`'s initial size.
 const DEFAULT_INITIAL_SIZE: u64 = 1 << 20;
 
+/// `mmheap roots`: exit 1 if the store is readable but its roots are not.
+fn roots(file: &Path) -> Result<ExitCode, Error> {
+    match snapshot(file)?.roots() {
+        Ok(roots) => {
+            for r in roots {
+                println!(
+                    "{:<48} block {:#x}  generation {}  {} bytes",
+                    r.name, r.offset, r.generation, r.len
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("mmheap: the roots cannot be listed: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
 fn run(cmd: Command) -> Result<ExitCode, CliError> {
     match cmd {
         Command::Create { file, size, max_size } => {
@@ -219,190 +283,17 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
             let s = mmheap::MemoryManager::stats(&m)?;
             println!("created {} ({} now, up to {})", file.display(), human(s.capacity), human(s.max_size));
         }
-        Command::Stat { file, json } => stat(&file, json)?,
+        Command::Stat { file, json } => return Ok(stat::run(&file, json)?),
         Command::Check { file, json } => return Ok(check::run(&file, json)?),
-        Command::Recover { file, dry_run, salvage } => return Ok(recover(&file, dry_run, salvage)?),
+        Command::Recover { file, dry_run, salvage } => return Ok(recover::run(&file, dry_run, salvage)?),
         Command::Dump { file, offset: Some(off), limit, json } => {
             return Ok(dump::one(&file, off, limit, json)?)
         }
-        Command::Dump { file, offset: None, limit, json } => dump::list(&file, limit, json)?,
-        Command::Roots { file } => {
-            let snap = snapshot(&file)?;
-            for r in snap.roots()? {
-                println!(
-                    "{:<48} block {:#x}  generation {}  {} bytes",
-                    r.name, r.offset, r.generation, r.len
-                );
-            }
-        }
+        Command::Dump { file, offset: None, limit, json } => return Ok(dump::list(&file, limit, json)?),
+        Command::Roots { file } => return Ok(roots(&file)?),
         Command::Map { file, output, force, columns } => return map::run(&file, &output, force, columns),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn stat(file: &Path, json: bool) -> Result<(), Error> {
-    let snap = snapshot(file)?;
-    let info = snap.info();
-    let classes = snap.size_classes();
-    let procs = snap.processes();
-    let roots = snap.roots();
-    if json {
-        let errors: Vec<String> = [classes.as_ref().err(), roots.as_ref().err()]
-            .into_iter()
-            .flatten()
-            .map(|e| e.to_string())
-            .collect();
-        let v = json!({
-            "path": file.display().to_string(),
-            "store": info,
-            "size_classes": classes.as_ref().ok(),
-            "processes": procs,
-            "roots": roots.as_ref().ok(),
-            "errors": errors,
-        });
-        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
-        return Ok(());
-    }
-    println!("store       {} (format v{})", file.display(), info.format_version);
-    println!(
-        "capacity    {} of at most {}, grown {} times",
-        human(info.capacity),
-        human(info.max_size),
-        info.growths
-    );
-    println!("used        {} in {} blocks", human(info.used_bytes), info.live_blocks);
-    println!(
-        "free        {}, largest free block {}, fragmentation {:.1}%",
-        human(info.free_bytes),
-        human(info.largest_free),
-        info.fragmentation * 100.0
-    );
-    let dead = procs.iter().filter(|p| !p.alive).count();
-    if info.clean {
-        println!("shutdown    clean");
-    } else {
-        println!("shutdown    NOT clean: {dead} dead process(es) left state behind (run `mmheap recover`)");
-    }
-    match (info.lock_holder, info.view) {
-        (None, View::Locked) => println!("lock        free (taken for the copy, and given back)"),
-        (None, _) => println!("lock        free"),
-        (Some(s), View::DeadHolder) => println!("lock        held by slot {s}, which is dead"),
-        (Some(s), _) => println!("lock        held by slot {s}"),
-    }
-    println!("recoveries  {} ({} dead process(es) reclaimed)", info.recoveries, info.recovered_processes);
-    if info.quarantined_bytes > 0 {
-        println!(
-            "quarantine  {} of damage fenced off by salvage (never handed out)",
-            human(info.quarantined_bytes)
-        );
-    }
-    match &classes {
-        Ok(classes) => {
-            println!("live blocks per size class:");
-            for c in classes {
-                println!("  <= {:>10}  {:>10} blocks  {:>10}", human(c.max_size), c.blocks, human(c.bytes));
-            }
-        }
-        Err(e) => println!("live blocks per size class: unavailable ({e})"),
-    }
-    println!("processes ({}):", procs.len());
-    for p in &procs {
-        let state = if p.alive { "alive" } else { "DEAD" };
-        println!("  slot {:>3}  pid {:>8}  {state:<5}  {} holds", p.slot, p.pid, p.holds);
-    }
-    match &roots {
-        Ok(roots) => {
-            println!("roots ({}):", roots.len());
-            for r in roots {
-                println!("  {:<40} block {:#x}  {} bytes", r.name, r.offset, r.len);
-            }
-        }
-        Err(e) => println!("roots: unavailable ({e})"),
-    }
-    Ok(())
-}
-
-fn describe(r: &RecoveryReport) -> String {
-    format!(
-        "{} dead process(es), {} block(s) freed and {} from caches ({}), {} owner reference(s) and {} hold(s) released",
-        r.dead_processes,
-        r.blocks_freed,
-        r.cached_blocks_freed,
-        human(r.bytes_freed),
-        r.owner_refs_released,
-        r.holds_released
-    )
-}
-
-fn describe_salvage(r: &SalvageReport) -> Vec<String> {
-    let mut lines = vec![format!("recovery: {}", describe(&r.recovery))];
-    for &(offset, size) in &r.quarantined {
-        lines.push(format!("quarantined {} at {offset:#x}", human(size)));
-    }
-    for d in &r.dropped {
-        lines.push(format!("dropped {} {:?}: it named {:#x}, which is lost", d.kind, d.name, d.target));
-    }
-    for b in &r.bordering {
-        lines.push(format!(
-            "kept {} {:?} ({:#x}): a quarantined range starts where it ends; if its size was what was hit, its last bytes are there",
-            b.kind, b.name, b.target
-        ));
-    }
-    for name in &r.renamed {
-        lines.push(format!("renamed a damaged name to {name:?}"));
-    }
-    for n in &r.renewed {
-        lines.push(format!(
-            "renewed {} {:?} ({:#x}): its generation or record was damaged; its old handles are stale",
-            n.kind, n.name, n.target
-        ));
-    }
-    for n in &r.resized {
-        lines.push(format!(
-            "gave {} {:?} ({:#x}) back the size a damaged header cut short",
-            n.kind, n.name, n.target
-        ));
-    }
-    if r.key_restored {
-        lines.push("the store's key was damaged: restored from the blocks' check words".to_owned());
-    }
-    if !r.found_damage() {
-        lines.push("no damage found".to_owned());
-    }
-    lines
-}
-
-fn recover(file: &Path, dry_run: bool, salvage: bool) -> Result<ExitCode, Error> {
-    if dry_run {
-        let mut snap = snapshot(file)?;
-        match salvage {
-            true => describe_salvage(&snap.salvage_dry_run()?).iter().for_each(|l| println!("would do: {l}")),
-            false => println!("would reclaim: {}", describe(&snap.recover_dry_run()?)),
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    if salvage {
-        describe_salvage(&MappedManager::salvage(file)?).iter().for_each(|l| println!("{l}"));
-    } else {
-        match MappedManager::recover_file(file) {
-            Ok(r) => println!("reclaimed: {}", describe(&r)),
-            Err(e @ Error::Corrupt { .. }) => {
-                eprintln!("mmheap: {e}");
-                eprintln!(
-                    "mmheap: the store is damaged, not only interrupted; it was left as it was. \
-                     `mmheap recover --salvage` fences the damage off (see `mmheap check`)."
-                );
-                return Ok(ExitCode::from(2));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let report = MappedManager::open(file)?.check()?;
-    for p in &report.problems {
-        println!("problem at {:#x}: {}", p.offset, p.what);
-    }
-    println!("check: {} problem(s)", report.problems.len());
-    Ok(if report.is_sound() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 #[cfg(test)]

@@ -1,0 +1,98 @@
+//! `mmheap recover`: reclaims what dead processes left, or salvages a damaged store, then
+//! checks it. Progress bars on standard error (when it is a terminal) follow the walks of the
+//! heap: scanning and rebuilding it, then checking and counting its blocks.
+//!
+//! Exit 0: recovered and sound; 1: recovered, but the closing check found problems; 2: refused
+//! (a damaged store, left as it was) or failed.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use mmheap::{Error, MappedManager, RecoveryReport, SalvageReport};
+
+use crate::{human, snapshot, with_bar};
+
+fn describe(r: &RecoveryReport) -> String {
+    format!(
+        "{} dead process(es), {} block(s) freed and {} from caches ({}), {} owner reference(s) and {} hold(s) released",
+        r.dead_processes,
+        r.blocks_freed,
+        r.cached_blocks_freed,
+        human(r.bytes_freed),
+        r.owner_refs_released,
+        r.holds_released
+    )
+}
+
+fn describe_salvage(r: &SalvageReport) -> Vec<String> {
+    let mut lines = vec![format!("recovery: {}", describe(&r.recovery))];
+    for &(offset, size) in &r.quarantined {
+        lines.push(format!("quarantined {} at {offset:#x}", human(size)));
+    }
+    for d in &r.dropped {
+        lines.push(format!("dropped {} {:?}: it named {:#x}, which is lost", d.kind, d.name, d.target));
+    }
+    for b in &r.bordering {
+        lines.push(format!(
+            "kept {} {:?} ({:#x}): a quarantined range starts where it ends; if its size was what was hit, its last bytes are there",
+            b.kind, b.name, b.target
+        ));
+    }
+    for name in &r.renamed {
+        lines.push(format!("renamed a damaged name to {name:?}"));
+    }
+    for n in &r.renewed {
+        lines.push(format!(
+            "renewed {} {:?} ({:#x}): its generation or record was damaged; its old handles are stale",
+            n.kind, n.name, n.target
+        ));
+    }
+    for n in &r.resized {
+        lines.push(format!(
+            "gave {} {:?} ({:#x}) back the size a damaged header cut short",
+            n.kind, n.name, n.target
+        ));
+    }
+    if r.key_restored {
+        lines.push("the store's key was damaged: restored from the blocks' check words".to_owned());
+    }
+    if !r.found_damage() {
+        lines.push("no damage found".to_owned());
+    }
+    lines
+}
+
+pub fn run(file: &Path, dry_run: bool, salvage: bool) -> Result<ExitCode, Error> {
+    if dry_run {
+        let mut snap = snapshot(file)?;
+        match salvage {
+            true => describe_salvage(&with_bar(|| snap.salvage_dry_run())?)
+                .iter()
+                .for_each(|l| println!("would do: {l}")),
+            false => println!("would reclaim: {}", describe(&with_bar(|| snap.recover_dry_run())?)),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if salvage {
+        describe_salvage(&with_bar(|| MappedManager::salvage(file))?).iter().for_each(|l| println!("{l}"));
+    } else {
+        match with_bar(|| MappedManager::recover_file(file)) {
+            Ok(r) => println!("reclaimed: {}", describe(&r)),
+            Err(e @ Error::Corrupt { .. }) => {
+                eprintln!("mmheap: {e}");
+                eprintln!(
+                    "mmheap: the store is damaged, not only interrupted; it was left as it was. \
+                     `mmheap recover --salvage` fences the damage off (see `mmheap check`)."
+                );
+                return Ok(ExitCode::from(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let report = with_bar(|| MappedManager::open(file)?.check())?;
+    for p in &report.problems {
+        println!("problem at {:#x}: {}", p.offset, p.what);
+    }
+    println!("check: {} problem(s)", report.problems.len());
+    Ok(if report.is_sound() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

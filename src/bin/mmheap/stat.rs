@@ -1,0 +1,143 @@
+//! `mmheap stat`: the store's figures by category (live, cached, bookkeeping, free,
+//! quarantined: `docs/cli.md`, "What the figures mean"), the size classes of the live and
+//! cached blocks, the processes and the roots.
+//!
+//! Exit 0 when everything was read; 1 when the store was read but part of it could not be (the
+//! heap does not walk to its end, or the roots cannot be listed: printed, with what could be);
+//! 2 when it is not readable as a store.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use mmheap::inspect::{ProcessInfo, SizeClass, StoreInfo, Unreferenced, View};
+use mmheap::Error;
+use serde_json::json;
+
+use crate::{human, snapshot};
+
+pub fn run(file: &Path, json: bool) -> Result<ExitCode, Error> {
+    let snap = snapshot(file)?;
+    let info = snap.info();
+    let classes = snap.size_classes();
+    let procs = snap.processes();
+    let roots = snap.roots();
+    let unreferenced = snap.unreferenced();
+    let errors: Vec<String> =
+        [classes.as_ref().err(), roots.as_ref().err()].into_iter().flatten().map(|e| e.to_string()).collect();
+    if json {
+        let v = json!({
+            "path": file.display().to_string(),
+            "store": info,
+            "size_classes": classes.as_ref().ok(),
+            "processes": procs,
+            "unreferenced": unreferenced,
+            "roots": roots.as_ref().ok(),
+            "errors": errors,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        figures(file, &info);
+        state(&info, &procs);
+        match &classes {
+            Ok(classes) => size_classes(classes),
+            Err(e) => println!("live and cached blocks per size class: unavailable ({e})"),
+        }
+        processes(&procs, &unreferenced);
+        match &roots {
+            Ok(roots) => {
+                println!("roots ({}):", roots.len());
+                for r in roots {
+                    println!("  {:<40} block {:#x}  {} bytes", r.name, r.offset, r.len);
+                }
+            }
+            Err(e) => println!("roots: unavailable ({e})"),
+        }
+    }
+    for e in &errors {
+        eprintln!("mmheap: part of the store could not be read: {e}");
+    }
+    Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The figures by category, which add up to the heap.
+fn figures(file: &Path, info: &StoreInfo) {
+    println!("store       {} (format v{})", file.display(), info.format_version);
+    println!(
+        "capacity    {} of at most {}, grown {} times",
+        human(info.capacity),
+        human(info.max_size),
+        info.growths
+    );
+    if !info.walked {
+        println!("            (the heap does not walk to its end: figures from the store's counters)");
+    }
+    println!("live        {} in {} blocks (users hold them)", human(info.used_bytes), info.live_blocks);
+    println!(
+        "cached      {} in {} blocks (parked in thread caches for reuse)",
+        human(info.cached_bytes),
+        info.cached_blocks
+    );
+    println!(
+        "bookkeeping {} in {} blocks (hold and cache counter tables, channel rings, spans and pages)",
+        human(info.bookkeeping_bytes),
+        info.bookkeeping_blocks
+    );
+    let blocks = info.free_blocks.map_or(String::new(), |n| format!(" in {n} blocks"));
+    println!(
+        "free        {}{blocks}, largest {}, fragmentation {:.1}%",
+        human(info.free_bytes),
+        human(info.largest_free),
+        info.fragmentation * 100.0
+    );
+    if info.quarantined_bytes > 0 {
+        println!(
+            "quarantine  {} of damage fenced off by salvage (never handed out)",
+            human(info.quarantined_bytes)
+        );
+    }
+}
+
+/// Shutdown, lock and recoveries.
+fn state(info: &StoreInfo, procs: &[ProcessInfo]) {
+    let dead = procs.iter().filter(|p| !p.alive).count();
+    if info.clean {
+        println!("shutdown    clean");
+    } else {
+        println!("shutdown    NOT clean: {dead} dead process(es) left state behind (run `mmheap recover`)");
+    }
+    match (info.lock_holder, info.view) {
+        (None, View::Locked) => println!("lock        free (taken for the copy, and given back)"),
+        (None, _) => println!("lock        free"),
+        (Some(s), View::DeadHolder) => println!("lock        held by slot {s}, which is dead"),
+        (Some(s), _) => println!("lock        held by slot {s}"),
+    }
+    println!("recoveries  {} ({} dead process(es) reclaimed)", info.recoveries, info.recovered_processes);
+}
+
+/// The table, with its sums: the live and cached figures above.
+fn size_classes(classes: &[SizeClass]) {
+    let blocks: u64 = classes.iter().map(|c| c.blocks).sum();
+    let bytes: u64 = classes.iter().map(|c| c.bytes).sum();
+    println!("live and cached blocks per size class ({blocks} blocks, {}):", human(bytes));
+    for c in classes {
+        println!("  <= {:>10}  {:>10} blocks  {:>10}", human(c.max_size), c.blocks, human(c.bytes));
+    }
+}
+
+/// The processes, and for each how its blocks without a count split (parked or lent).
+fn processes(procs: &[ProcessInfo], unreferenced: &[Unreferenced]) {
+    println!("processes ({}):", procs.len());
+    for p in procs {
+        let state = if p.alive { "alive" } else { "DEAD" };
+        let mut line = format!("  slot {:>3}  pid {:>8}  {state:<5}  {} holds", p.slot, p.pid, p.holds);
+        if let Some(u) = unreferenced.iter().find(|u| u.owner == p.slot) {
+            line += &format!(
+                "; {} blocks without a count: {} parked (cached), {} lent (live)",
+                u.blocks,
+                u.parked_blocks,
+                u.blocks.saturating_sub(u.parked_blocks)
+            );
+        }
+        println!("{line}");
+    }
+}
