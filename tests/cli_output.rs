@@ -1,6 +1,7 @@
 //! The `mmheap` tool's output: quiet on a broken pipe, never over a store or an input or an
-//! existing file, exact `dump --offset` answers, one size parser with named limits, and exit
-//! codes on damaged stores as `docs/cli.md` gives them.
+//! existing file, exact `dump --offset` answers, one size parser with named limits, exit codes
+//! on damaged stores as `docs/cli.md` gives them, and that document's examples against the
+//! real output.
 
 mod common;
 
@@ -271,4 +272,79 @@ fn read_only_commands_exit_as_documented_on_damaged_stores() {
     let v: serde_json::Value = serde_json::from_slice(&mmheap(&["stat", p, "--json"]).stdout).unwrap();
     assert!(v["roots"].is_null() && v["size_classes"].is_array(), "{v}");
     assert!(stderr(&mmheap(&["roots", p])).contains("roots cannot be listed"));
+}
+
+/// The JSON example that follows the line `title` in docs/cli.md.
+fn doc_example(doc: &str, title: &str) -> serde_json::Value {
+    let after = &doc[doc.find(title).unwrap_or_else(|| panic!("{title} in docs/cli.md"))..];
+    let start = after.find("```json\n").expect("a json block") + "```json\n".len();
+    let block = &after[start..start + after[start..].find("```").expect("its end")];
+    serde_json::from_str(block).unwrap_or_else(|e| panic!("{title}: the example is no JSON: {e}"))
+}
+
+/// Whether `doc` has the shape of `real`: the same keys, recursively; an array's elements
+/// compared with the real array's first (when both have one).
+fn same_shape(doc: &serde_json::Value, real: &serde_json::Value, at: &str) {
+    use serde_json::Value::{Array, Object};
+    match (doc, real) {
+        (Object(d), Object(r)) => {
+            let (dk, rk): (Vec<_>, Vec<_>) = (d.keys().collect(), r.keys().collect());
+            assert_eq!(dk, rk, "{at}: the documented keys are not the real ones");
+            for (k, v) in d {
+                same_shape(v, &r[k], &format!("{at}.{k}"));
+            }
+        }
+        (Array(d), Array(r)) => {
+            if let Some(first) = r.first() {
+                d.iter().for_each(|e| same_shape(e, first, &format!("{at}[]")));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// docs/cli.md's JSON examples have the keys the real output has, its examples show the real
+/// format version and the real `dump` header, and every block state is in its `dump` example.
+#[test]
+fn the_documented_output_is_the_real_one() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // This process holds blocks lent from its cache, keeps others parked, and roots a slot.
+    let (path, m, _blocks) = busy_store(dir.path(), 200);
+    let mut small = m.allocate(14).unwrap();
+    small.as_mut_slice().unwrap().copy_from_slice(b"the first root");
+    m.set_root("small", &small).unwrap();
+    drop((0..50).map(|i| m.allocate(100 + i).unwrap()).collect::<Vec<_>>());
+    let p = path.to_str().unwrap();
+    let run = |args: &[&str]| -> serde_json::Value {
+        let o = mmheap(args);
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", stderr(&o)))
+    };
+    let stat = run(&["stat", p, "--json"]);
+    assert!(stat["unreferenced"].as_array().is_some_and(|u| !u.is_empty()), "{stat}");
+    same_shape(&doc_example(&doc, "`mmheap stat FILE --json`:"), &stat, "stat");
+    same_shape(&doc_example(&doc, "`mmheap check FILE --json`:"), &run(&["check", p, "--json"]), "check");
+    let damaged = corrupt_copy(dir.path(), "golden-v1.mmheap", "corrupt.recipe", "alpha-refs-zero");
+    let problems = run(&["check", damaged.to_str().unwrap(), "--json"]);
+    assert!(problems["problems"].as_array().is_some_and(|a| !a.is_empty()), "{problems}");
+    same_shape(&doc_example(&doc, "`mmheap check FILE --json`:"), &problems, "check with problems");
+    same_shape(&doc_example(&doc, "`mmheap dump FILE --json`:"), &run(&["dump", p, "--json"]), "dump");
+    let id = small.handle().offset.to_string();
+    let one = run(&["dump", p, "--offset", &id, "--json"]);
+    assert_eq!(one["block"]["kind"], "slot", "{one}");
+    same_shape(&doc_example(&doc, "`mmheap dump FILE --offset X --json`:"), &one, "dump --offset");
+
+    let version = mmheap::format::FORMAT_VERSION;
+    assert_eq!(doc_example(&doc, "`mmheap stat FILE --json`:")["store"]["format_version"], version);
+    assert!(doc.contains(&format!("(format v{version})")), "the stat example's version");
+    let real_header = String::from_utf8(mmheap(&["dump", p]).stdout).unwrap();
+    let real_header = real_header.lines().next().unwrap();
+    let example = &doc[doc.find("$ mmheap dump").expect("a dump example")..];
+    let example = &example[..example.find("```").unwrap()];
+    assert!(example.lines().any(|l| l == real_header), "the dump example's header is not {real_header:?}");
+    for state in ["live", "parked", "lent/parked", "free", "bookkeeping", "quarantined"] {
+        let column = |l: &str| l.split_whitespace().nth(4) == Some(state);
+        assert!(example.lines().any(column), "no {state} line in the dump example");
+        assert!(doc.contains(&format!("| `{state}` |")), "{state} is not in the table of states");
+    }
 }
