@@ -160,7 +160,7 @@ pub(crate) struct Item {
     pub(crate) slot: Option<Slot>,
     /// Block size with the header, or the slot size.
     pub(crate) size: u64,
-    /// The reference word (0 for free blocks and the store's structures).
+    /// The reference word (0 for free blocks, quarantined ranges, spans and pages).
     pub(crate) word: u64,
     pub(crate) seen: Seen,
 }
