@@ -8,7 +8,7 @@
 //!
 //! Workloads: small churn (16..=512 B, live set capped at 10,000), mixed churn (log-uniform
 //! 16 B..64 KiB, live set capped at 2,000), fill (1,000,000 blocks of 64 B, then free them:
-//! time per allocate and per free, heap bytes per payload byte), resize (1,000 blocks grown
+//! time per allocate and per free, heap bytes per payload byte; untouched, then written), resize (1,000 blocks grown
 //! 16 B at a time to 4 KiB and back, against glibc's `realloc`), reopen (a cleanly closed store
 //! holding 1,000,000 blocks: open and find a root), `MemoryBlock` clone + drop, and two
 //! processes churning one store at once (aggregate throughput against one process alone).
@@ -233,12 +233,31 @@ fn median(mut v: [f64; 3]) -> f64 {
 
 /// 1,000,000 blocks of 64 B, then free them all.
 fn fill(store: &MappedManager) -> Res {
+    fill_once(store, false)?;
+    fill_once(store, true)
+}
+
+/// 1,000,000 blocks of 64 B allocated, then freed, against glibc. Untouched: nothing is
+/// written into the blocks (glibc's allocation writes its chunk headers beside the payloads,
+/// so it takes their pages' first faults, which a slot's free pays here: its free-list link is
+/// the first write into its payload). Written: the first and last byte of every block are
+/// written after its allocation, as a program that allocates to use the block does (and as
+/// the churns do).
+fn fill_once(store: &MappedManager, written: bool) -> Res {
     const N: usize = 1_000_000;
     // What the heap consumes (blocks, spans with their headers and free slots, parked
     // blocks), not what users hold.
     let before = store.stats()?.heap_bytes;
     let t = Instant::now();
-    let blocks: Vec<MemoryBlock> = (0..N).map(|_| store.allocate(64)).collect::<Result<_, _>>()?;
+    let blocks: Vec<MemoryBlock> = (0..N)
+        .map(|_| {
+            let mut b = store.allocate(64)?;
+            if written {
+                touch(b.as_mut_slice()?.as_mut_ptr(), 64);
+            }
+            Ok(b)
+        })
+        .collect::<mmheap::Result<_>>()?;
     let alloc_ns = t.elapsed().as_nanos() as f64 / N as f64;
     let heap_bytes = store.stats()?.heap_bytes - before;
     let t = Instant::now();
@@ -246,8 +265,16 @@ fn fill(store: &MappedManager) -> Res {
     let free_ns = t.elapsed().as_nanos() as f64 / N as f64;
     let l = Layout::from_size_align(64, 16)?;
     let t = Instant::now();
-    // SAFETY: non-zero size; each pointer is freed once below with the same layout.
-    let ptrs: Vec<*mut u8> = (0..N).map(|_| unsafe { SYSTEM.alloc(l) }).collect();
+    let ptrs: Vec<*mut u8> = (0..N)
+        .map(|_| {
+            // SAFETY: non-zero size; each pointer is freed once below with the same layout.
+            let p = unsafe { SYSTEM.alloc(l) };
+            if written {
+                touch(p, 64);
+            }
+            p
+        })
+        .collect();
     let glibc_alloc = t.elapsed().as_nanos() as f64 / N as f64;
     let span = ptrs.iter().max().copied().unwrap_or(std::ptr::null_mut()) as usize
         - ptrs.iter().min().copied().unwrap_or(std::ptr::null_mut()) as usize;
@@ -255,8 +282,10 @@ fn fill(store: &MappedManager) -> Res {
     // SAFETY: as above.
     ptrs.into_iter().for_each(|p| unsafe { SYSTEM.dealloc(p, l) });
     let glibc_free = t.elapsed().as_nanos() as f64 / N as f64;
+    let what = if written { "written  " } else { "untouched" };
     println!(
-        "fill 64 B    mmheap alloc {alloc_ns:.1} ns, free {free_ns:.1} ns, {:.3} heap bytes per payload byte | glibc alloc {glibc_alloc:.1} ns, free {glibc_free:.1} ns, ~{:.3} (address span / payload)",
+        "fill 64 B {what} mmheap alloc {alloc_ns:.1} ns, free {free_ns:.1} ns ({:.2}x glibc's free), {:.3} heap bytes per payload byte | glibc alloc {glibc_alloc:.1} ns, free {glibc_free:.1} ns, ~{:.3} (address span / payload)",
+        free_ns / glibc_free,
         heap_bytes as f64 / (64 * N) as f64,
         span as f64 / (64 * N) as f64
     );
