@@ -227,7 +227,7 @@ unsafe fn glibc_usable_size(p: *mut c_void) -> usize {
     static FOUND: std::sync::OnceLock<Option<F>> = std::sync::OnceLock::new();
     let f = FOUND.get_or_init(|| {
         // SAFETY: a lookup of a C symbol by a NUL-terminated name.
-        let s = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) };
+        let s = unsafe { libc::dlsym(libc::RTLD_NEXT, b"malloc_usable_size\0".as_ptr().cast()) };
         // SAFETY: glibc's `malloc_usable_size` has this signature.
         (!s.is_null()).then(|| unsafe { std::mem::transmute::<*mut c_void, F>(s) })
     });

@@ -175,14 +175,17 @@ impl Budget {
 pub(crate) static SHARED: Budget = Budget::new(2 << 20, 32 << 10, 4);
 /// An in-process heap's caches keep more (as mimalloc's thread-local pages do), up to a
 /// sixteenth of the heap's maximum size.
-pub(crate) static PRIVATE: Budget = Budget::new(16 << 20, 128 << 10, 32);
+pub(crate) static PRIVATE: Budget = PRIVATE_BUDGET;
+/// [`PRIVATE`] as a constant, which [`STARTS`] reads (a constant may not read a static before
+/// Rust 1.83, and the crate builds with older ones: README, "Minimum Rust version").
+const PRIVATE_BUDGET: Budget = Budget::new(16 << 20, 128 << 10, 32);
 
 /// Where stack `c` starts in [`State::slots`].
 const STARTS: [u16; STACKS + 1] = {
     let mut t = [0u16; STACKS + 1];
     let mut c = 0;
     while c < STACKS {
-        t[c + 1] = t[c] + PRIVATE.limits[c] as u16;
+        t[c + 1] = t[c] + PRIVATE_BUDGET.limits[c] as u16;
         c += 1;
     }
     t

@@ -421,9 +421,11 @@ impl Heap {
     /// [`Heap::stamp`], and if it fails (no generation left: a damaged store), the block
     /// just carved is freed again, so the heap is as it was.
     fn stamp_or_undo(&self, g: &Guard<'_>, off: u64, word: u64) -> Result<()> {
-        self.stamp(g, off, word).inspect_err(|_| {
+        let stamped = self.stamp(g, off, word);
+        if stamped.is_err() {
             let _ = self.core().free(off);
-        })
+        }
+        stamped
     }
 
     /// Writes a new generation, the check word and the reference word `word` into the header

@@ -20,7 +20,11 @@ const ENTRIES: usize = 1 << 16;
 
 /// Registered heaps. Set iff the index is taken: the pointer is the `Arc` allocation of the
 /// heap, which lives until its `Drop` clears the entry.
-static HEAPS: [AtomicPtr<Heap>; ENTRIES] = [const { AtomicPtr::new(ptr::null_mut()) }; ENTRIES];
+static HEAPS: [AtomicPtr<Heap>; ENTRIES] = [EMPTY; ENTRIES];
+/// An empty entry: a constant to repeat (an inline `const` block needs Rust 1.79), copied
+/// into each element, never used as a shared atomic itself.
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY: AtomicPtr<Heap> = AtomicPtr::new(ptr::null_mut());
 
 /// Indices given back by dropped heaps, and the next never used.
 struct Free {
