@@ -33,3 +33,44 @@ fn atomics_only_through_the_sync_module() {
         );
     }
 }
+
+/// The manifests' `license = "MIT OR Apache-2.0"` needs both texts beside each package's
+/// manifest (mmheap-malloc's are links to the repository's).
+#[test]
+fn both_licence_texts_stand_beside_each_manifest() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in [root.to_path_buf(), root.join("mmheap-malloc")] {
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("\nlicense = \"MIT OR Apache-2.0\"\n"), "{}", dir.display());
+        let mit = std::fs::read_to_string(dir.join("LICENSE-MIT")).unwrap();
+        assert!(mit.starts_with("MIT License\n\nCopyright (c) The mmheap developers\n"), "{}", dir.display());
+        assert!(mit.contains("Permission is hereby granted, free of charge"));
+        let apache = std::fs::read_to_string(dir.join("LICENSE-APACHE")).unwrap();
+        assert!(apache.contains("Apache License\n                        Version 2.0, January 2004"));
+        assert!(apache.trim_end().ends_with("END OF TERMS AND CONDITIONS"));
+    }
+}
+
+/// What `cargo package` would upload: the licence texts, and nothing that is not the crate's
+/// (a store left by a run, build output, the peers' sources, CI and benchmark scripts).
+#[test]
+fn the_package_carries_the_licences_and_nothing_stray() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["package", "--list", "--allow-dirty", "--offline", "-p", "mmheap"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list = String::from_utf8(out.stdout).unwrap();
+    let files: Vec<&str> = list.lines().collect();
+    for needed in ["LICENSE-MIT", "LICENSE-APACHE", "README.md", "Cargo.toml", "src/lib.rs"] {
+        assert!(files.contains(&needed), "{needed} missing from the package: {files:?}");
+    }
+    let stray = |f: &str| {
+        f.ends_with(".mmheap")
+            || ["target/", "peers/", ".ci/", "scripts/", "mmheap-malloc/"].iter().any(|d| f.starts_with(d))
+    };
+    let found: Vec<&str> = files.iter().copied().filter(|f| stray(f)).collect();
+    assert!(found.is_empty(), "stray files in the package: {found:?}");
+}
