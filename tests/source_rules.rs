@@ -74,3 +74,33 @@ fn the_package_carries_the_licences_and_nothing_stray() {
     let found: Vec<&str> = files.iter().copied().filter(|f| stray(f)).collect();
     assert!(found.is_empty(), "stray files in the package: {found:?}");
 }
+
+/// The README is read on the repository page too, where rustdoc's hidden lines (`# ...`) show:
+/// every line of its Rust examples must make sense there as written, so each is a whole
+/// program with a visible `main` (the README is also a doctest, `src/lib.rs`, which runs them).
+#[test]
+fn readme_examples_hide_no_lines_and_are_whole_programs() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let (mut lang, mut block, mut blocks) = (None::<String>, String::new(), 0);
+    for (n, line) in readme.lines().enumerate() {
+        match (&lang, line.strip_prefix("```")) {
+            (None, Some(tag)) => lang = Some(tag.to_owned()),
+            (Some(_), Some("")) => {
+                if lang.as_deref() == Some("rust") {
+                    assert!(block.contains("\nfn main() "), "README example ending at line {} has no main", n + 1);
+                    blocks += 1;
+                }
+                (lang, block) = (None, String::new());
+            }
+            (Some(l), _) if l == "rust" => {
+                let t = line.trim_start();
+                assert!(t != "#" && !t.starts_with("# "), "README line {} is hidden by rustdoc: {line}", n + 1);
+                block.push('\n');
+                block.push_str(line);
+            }
+            _ => {}
+        }
+    }
+    assert!(lang.is_none(), "a code block of the README is not closed");
+    assert!(blocks >= 9, "only {blocks} Rust examples found");
+}
