@@ -139,12 +139,24 @@ pub enum Error {
     /// name, 65,535: a manager is alive while it, a clone of it or a block of it is.
     #[error("too many managers alive in this process")]
     TooManyManagers,
-    /// The operation needs the store to itself (salvage), and other processes are attached
-    /// and alive.
-    #[error("{processes} other process(es) are attached to the store; salvage needs it to itself")]
+    /// The operation needs the store to itself (salvage; the check of a store opened
+    /// read-only, which cannot take the store lock), and other processes are attached and
+    /// alive.
+    #[error("{processes} other process(es) are attached to the store; the operation needs it to itself")]
     StoreInUse {
         /// Living processes attached besides the caller.
         processes: u64,
+    },
+    /// The store can only be read here. [`crate::MappedManager::open`] (and `open_or_create`,
+    /// `recover_file`, `salvage`) found the file readable but not writable by this process: a
+    /// file with no write permission bit (mode 0400, 0444: refused even where root could write
+    /// it), another user's store, a read-only file system;
+    /// [`crate::MappedManager::open_read_only`] opens it for reading. Or a write (allocate,
+    /// resize, a counted reference) was asked of a [`crate::ReadOnlyStore`], which never writes.
+    #[error("{} is read-only here: MappedManager::open_read_only reads it without writing", path.display())]
+    ReadOnly {
+        /// The store file.
+        path: PathBuf,
     },
     /// Options are inconsistent.
     #[error("invalid options: {0}")]

@@ -69,7 +69,7 @@ pub use crate::default_manager::{DefaultManager, DEFAULT_RESERVE};
 pub use crate::error::{Error, Result};
 pub use crate::format::ROOT_NAME_MAX;
 pub use crate::manager::{MemoryManager, Stats};
-pub use crate::mapped::{MappedManager, Options, MAX_STORE_SIZE};
+pub use crate::mapped::{MappedManager, Options, ReadOnlyBlock, ReadOnlyStore, MAX_STORE_SIZE};
 pub use crate::offset::Offset;
 pub use crate::recovery::{NamedReference, RecoveryReport, SalvageReport};
 pub use crate::segment::{MemorySegment, MemorySegmentMut};

@@ -87,14 +87,22 @@ fn readme_examples_hide_no_lines_and_are_whole_programs() {
             (None, Some(tag)) => lang = Some(tag.to_owned()),
             (Some(_), Some("")) => {
                 if lang.as_deref() == Some("rust") {
-                    assert!(block.contains("\nfn main() "), "README example ending at line {} has no main", n + 1);
+                    assert!(
+                        block.contains("\nfn main() "),
+                        "README example ending at line {} has no main",
+                        n + 1
+                    );
                     blocks += 1;
                 }
                 (lang, block) = (None, String::new());
             }
             (Some(l), _) if l == "rust" => {
                 let t = line.trim_start();
-                assert!(t != "#" && !t.starts_with("# "), "README line {} is hidden by rustdoc: {line}", n + 1);
+                assert!(
+                    t != "#" && !t.starts_with("# "),
+                    "README line {} is hidden by rustdoc: {line}",
+                    n + 1
+                );
                 block.push('\n');
                 block.push_str(line);
             }

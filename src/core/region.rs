@@ -43,6 +43,21 @@ impl Region {
         Region { base, limit: AtomicU64::new(limit), reserved }
     }
 
+    /// As [`Region::new`] over memory mapped read-only (a store opened with
+    /// `MappedManager::open_read_only`).
+    ///
+    /// # Safety
+    /// As for [`Region::new`], but `base .. base + limit` (and every later limit) need only be
+    /// readable, and the caller must make no access through the region but byte reads and
+    /// `Relaxed` loads of words: a store or read-modify-write would fault, and Rust promises
+    /// only relaxed atomic loads of at most a word to work on read-only memory
+    /// (`core::sync::atomic`, "Atomic accesses to read-only memory").
+    pub(crate) unsafe fn new_read_only(base: NonNull<u8>, limit: u64, reserved: u64) -> Self {
+        // SAFETY: the caller's contract is `new`'s, but for writability, which `new` needs only
+        // for the accesses the caller promises not to make.
+        unsafe { Self::new(base, limit, reserved) }
+    }
+
     /// Bytes that may be touched now.
     #[inline]
     pub(crate) fn limit(&self) -> u64 {
@@ -62,7 +77,8 @@ impl Region {
     /// Raises the limit to `new` (never lowers it).
     ///
     /// # Safety
-    /// `base .. base + new` must be readable and writable for the rest of the region's life.
+    /// `base .. base + new` must be readable and writable for the rest of the region's life
+    /// (readable, for a region made by [`Region::new_read_only`]).
     pub(crate) unsafe fn raise_limit(&self, new: u64) {
         assert!(new <= self.reserved, "limit beyond reservation");
         self.limit.fetch_max(new, Ordering::AcqRel);

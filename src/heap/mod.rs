@@ -98,6 +98,9 @@ pub(crate) struct Heap {
     recovered: Mutex<crate::RecoveryReport>,
     /// Set when the heap was given up as found (`abandon`): dropping it writes nothing.
     abandoned: bool,
+    /// The store's path if it was opened read-only (`mapped/read_only.rs`): its memory is
+    /// mapped read-only, so the lock is refused (`Error::ReadOnly`) and dropping writes nothing.
+    read_only: Option<std::path::PathBuf>,
     /// Small raw blocks (in-process heaps only: `slab/`).
     pub(crate) slabs: Option<crate::slab::Slabs>,
     /// Free space waiting to go back to the system (in-process heaps only: `purge.rs`).
@@ -176,9 +179,24 @@ impl Heap {
             spans,
             recovered: Mutex::default(),
             abandoned: false,
+            read_only: None,
             slabs: None,
             purges: None,
         })
+    }
+
+    /// A heap over a store mapped read-only, for `ReadOnlyStore`: nothing may write through it.
+    /// Its lock is refused (`Error::ReadOnly`), so that a write path reached by mistake fails
+    /// instead of faulting, and dropping it writes nothing. Only the read paths that
+    /// `mapped/read_only.rs` calls, which make relaxed loads, run on it.
+    pub(crate) fn read_only(
+        region: Region,
+        backing: Box<dyn Backing>,
+        path: &std::path::Path,
+    ) -> Result<Heap> {
+        let mut heap = Heap::new(region, backing, READ_ONLY_TAG)?;
+        heap.read_only = Some(path.to_owned());
+        Ok(heap)
     }
 
     /// An in-process heap (before it is shared with any thread): small raw allocations come
@@ -258,6 +276,9 @@ impl Heap {
     /// process reachable. With the lock word it was taken from if its holder had died (the
     /// caller owes a recovery, and gives the word back if that fails).
     pub(crate) fn lock_as_is(&self) -> Result<(Guard<'_>, Option<u32>)> {
+        if let Some(path) = &self.read_only {
+            return Err(Error::ReadOnly { path: path.clone() });
+        }
         if self.locked_here() {
             return Err(Error::Reentrant);
         }
@@ -275,12 +296,19 @@ impl Heap {
         if let Some(was) = was {
             guard.restore_on_drop(was); // until the caller's repair succeeds
         }
+        self.follow_growth()?;
+        guard.give_back.set(None);
+        Ok((guard, was))
+    }
+
+    /// Makes a capacity that another process published reachable here (under the lock, or
+    /// for a store opened read-only, which grows only by others).
+    pub(crate) fn follow_growth(&self) -> Result<()> {
         let cap = self.region.load(SB_CAPACITY)?;
         if cap > self.region.limit() {
             self.backing.refresh(&self.region, cap)?;
         }
-        guard.give_back.set(None);
-        Ok((guard, was))
+        Ok(())
     }
 
     /// The reference word of the block or slot `off` this process holds (for ids read from
@@ -620,6 +648,12 @@ impl Heap {
 
     pub(crate) fn stats(&self) -> Result<Stats> {
         let _g = self.lock()?;
+        self.stats_unlocked()
+    }
+
+    /// The figures [`Heap::stats`] reports, read as they are (the caller holds the lock, or
+    /// accepts figures from different moments: a store opened read-only).
+    pub(crate) fn stats_unlocked(&self) -> Result<Stats> {
         let f = self.figures()?;
         Ok(Stats {
             capacity: self.core().capacity()?,
@@ -660,7 +694,7 @@ impl Heap {
 impl Drop for Heap {
     fn drop(&mut self) {
         table::unregister(self.index);
-        if self.abandoned {
+        if self.abandoned || self.read_only.is_some() {
             return;
         }
         let Ok(g) = self.lock() else { return };
@@ -668,6 +702,10 @@ impl Drop for Heap {
         self.backing.detach(&self.region);
     }
 }
+
+/// The lock and owner tag of a heap opened read-only: no registry slot has it, and it never
+/// takes the lock.
+const READ_ONLY_TAG: u32 = 0x7fff_fffe;
 
 /// Writes a fresh superblock and an empty heap into `region` (which must reach `capacity`).
 pub(crate) fn format_region(region: &Region, capacity: u64, max_size: u64, flags: u32) -> Result<()> {

@@ -442,7 +442,9 @@ impl Heap {
         Ok(Obtained { offset: off, len, kind, hold_index, new_family })
     }
 
-    fn validate_handle(&self, h: BlockHandle) -> Result<u64> {
+    /// Checks that a handle names a live, published block (or slot) with its generation, and
+    /// returns its offset. Relaxed loads only (a store opened read-only uses it too).
+    pub(crate) fn validate_handle(&self, h: BlockHandle) -> Result<u64> {
         let off = h.offset;
         let stale = Error::StaleHandle { offset: off, generation: h.generation };
         let end = self.core().capacity()? - SENTINEL_SIZE;

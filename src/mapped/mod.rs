@@ -1,8 +1,11 @@
 //! `MappedManager`: the heap inside a memory-mapped store file.
 
 mod open;
+mod read_only;
 mod registry;
 mod roots;
+
+pub use read_only::{ReadOnlyBlock, ReadOnlyStore};
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -219,7 +222,9 @@ impl MappedManager {
 
     /// Opens an existing store. Fails with [`Error::NotFound`], [`Error::NotAStore`],
     /// [`Error::UnsupportedVersion`], [`Error::LayoutMismatch`], [`Error::Truncated`] or
-    /// [`Error::Corrupt`] as the file warrants.
+    /// [`Error::Corrupt`] as the file warrants, and with [`Error::ReadOnly`] on a store this
+    /// process may read but not write (or whose mode has no write bit, such as 0400): open
+    /// that with [`MappedManager::open_read_only`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         open::open(path.as_ref(), None)
     }

@@ -55,11 +55,14 @@ pub(super) fn open(path: &Path, _options: Option<&Options>) -> Result<MappedMana
 
 /// Opens the store file at `path` for writing, validates its superblock and maps it.
 fn map_existing(path: &Path) -> Result<(File, MmapRaw, Region)> {
-    let file = OpenOptions::new().read(true).write(true).open(path).map_err(|e| match e.kind() {
-        ErrorKind::NotFound => Error::NotFound(path.to_owned()),
-        _ => Error::io("open the store file", e),
-    })?;
-    let len = file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
+    let file = open_for_writing(path)?;
+    let meta = file.metadata().map_err(|e| Error::io("stat the store file", e))?;
+    if meta.permissions().mode() & 0o222 == 0 {
+        // No write permission bit at all (0400, 0444): whoever made it so meant the store to
+        // be read only, even by a process (root) that the system would let write it.
+        return Err(Error::ReadOnly { path: path.to_owned() });
+    }
+    let len = meta.len();
     let (capacity, max) = validate_superblock(&file, len)?;
     let map = map_file(&file, max)?;
     let region = region_of(&map, capacity, max);
@@ -127,6 +130,22 @@ pub(super) fn repair<T>(path: &Path, repair: impl FnOnce(&Heap, bool) -> Result<
         heap.abandon(&slot_bytes);
     }
     done
+}
+
+/// Opens the store file for reading and writing; [`Error::ReadOnly`] if this process may read
+/// it but not write it (no permission, a read-only file system).
+fn open_for_writing(path: &Path) -> Result<File> {
+    match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => Ok(file),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::NotFound(path.to_owned())),
+        Err(e)
+            if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS))
+                && File::open(path).is_ok() =>
+        {
+            Err(Error::ReadOnly { path: path.to_owned() })
+        }
+        Err(e) => Err(Error::io("open the store file", e)),
+    }
 }
 
 fn map_file(file: &File, max: u64) -> Result<MmapRaw> {
