@@ -7,6 +7,8 @@
 //!
 //! - [`MemoryManager`]: allocate, resize, statistics; implemented by both managers.
 //! - [`MappedManager`]: a heap in a store file: create, open, grow, named roots, flush.
+//! - [`ReadOnlyStore`]: a store read without writing a byte of it
+//!   ([`MappedManager::open_read_only`]: mode 0400, another user's store).
 //! - [`DefaultManager`]: the same heap over anonymous memory, with a process-wide
 //!   [`DefaultManager::global`].
 //! - [`MemoryBlock`]: an owning, reference-counted block; [`BlockHandle`]: the plain value

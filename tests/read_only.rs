@@ -101,6 +101,13 @@ fn a_store_of_mode_0400_is_read_and_refused_for_writing() {
 }
 
 #[test]
+fn a_read_only_store_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync + std::fmt::Debug>() {}
+    shareable::<ReadOnlyStore>();
+    shareable::<mmheap::ReadOnlyBlock<'static>>();
+}
+
+#[test]
 fn missing_and_foreign_files_are_refused_as_open_refuses_them() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.mmheap");
