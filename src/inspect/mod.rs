@@ -27,7 +27,6 @@ mod spans;
 mod take;
 mod types;
 
-use std::fs::File;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::OnceLock;
@@ -38,7 +37,8 @@ use crate::core::span::is_slot;
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::heap::census::{Census, Item, Seen};
-use crate::heap::{Backing, Heap};
+use crate::heap::Heap;
+use crate::mapped::CopyBacking;
 use crate::{BlockHandle, CheckReport, RecoveryReport};
 
 pub use crate::progress::with_progress;
@@ -70,36 +70,6 @@ impl std::fmt::Debug for Snapshot {
             .field("view", &self.view)
             .field("lock_holder", &self.lock_holder)
             .finish_non_exhaustive()
-    }
-}
-
-struct SnapshotBacking {
-    file: File,
-    _copy: Vec<u64>,
-}
-
-impl Backing for SnapshotBacking {
-    fn grow(&self, _region: &Region, _new_cap: u64) -> Result<()> {
-        Err(Error::InvalidOptions("a snapshot is read-only"))
-    }
-    fn refresh(&self, _region: &Region, cap: u64) -> Result<()> {
-        Err(Error::corrupt("capacity beyond the snapshot", cap))
-    }
-    fn owner_dead(&self, tag: u32) -> bool {
-        crate::mapped::owner_dead(&self.file, tag)
-    }
-    fn shared(&self) -> bool {
-        false
-    }
-    fn attached(&self, region: &Region) -> u64 {
-        crate::mapped::attached(&self.file, region, u32::MAX)
-    }
-    fn flush(&self) -> Result<()> {
-        Ok(())
-    }
-    fn detach(&self, _region: &Region) {}
-    fn slot(&self) -> Option<u32> {
-        None
     }
 }
 
@@ -135,7 +105,7 @@ impl Snapshot {
         let region = unsafe { Region::new(base, capacity, capacity) };
         // The copy's lock word (ours, or a holder's) must not hold up the checks run on it.
         region.u32_at(SB_LOCK)?.store(0, crate::sync::Ordering::Relaxed);
-        let heap = Heap::new(region, Box::new(SnapshotBacking { file, _copy: words }), SNAPSHOT_TAG)?;
+        let heap = Heap::new(region, Box::new(CopyBacking { file, _words: words }), SNAPSHOT_TAG)?;
         Ok(Snapshot { heap, lock_holder, view, census: OnceLock::new() })
     }
 

@@ -5,6 +5,7 @@ mod read_only;
 mod registry;
 mod roots;
 
+pub(crate) use read_only::CopyBacking;
 pub use read_only::{ReadOnlyBlock, ReadOnlyStore};
 
 use std::fs::File;
@@ -194,7 +195,7 @@ impl Drop for FileBacking {
 }
 
 pub(crate) use open::validate_superblock;
-pub(crate) use registry::{attached, owner_dead};
+pub(crate) use registry::owner_dead;
 
 /// The heap, its free structures, the roots and the hold tables, checked.
 pub(crate) fn full_check(heap: &Heap) -> Result<CheckReport> {

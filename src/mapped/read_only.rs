@@ -504,11 +504,12 @@ impl PrivateCopy {
     }
 }
 
-/// The backing of [`PrivateCopy::into_heap`]: private memory that never grows; liveness from the
-/// store file.
-struct CopyBacking {
-    file: File,
-    _words: Vec<u64>,
+/// The backing of a heap over a private copy of a store (a read-only store's check, an
+/// `inspect::Snapshot`): memory that never grows and is no other process's, with the liveness of
+/// the store's processes asked of the store file.
+pub(crate) struct CopyBacking {
+    pub(crate) file: File,
+    pub(crate) _words: Vec<u64>,
 }
 
 impl Backing for CopyBacking {
