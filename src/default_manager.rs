@@ -95,13 +95,6 @@ impl Backing for Anonymous {
     fn attached(&self, _region: &Region) -> u64 {
         1
     }
-    fn flush(&self) -> Result<()> {
-        Ok(())
-    }
-    fn detach(&self, _region: &Region) {}
-    fn slot(&self) -> Option<u32> {
-        None
-    }
 }
 
 impl Drop for Anonymous {

@@ -43,13 +43,7 @@ fn child(role: &str, store: &Path) -> Res {
     let n = env_u64("MMHEAP_BLOCKS", 1000);
     let mut keep: Vec<MemoryBlock> = Vec::with_capacity(n as usize);
     for i in 0..n {
-        let len = match i % 10 {
-            0..=6 => 16 + (i % 7) * 8,
-            7..=8 => 200 + (i % 13) * 100,
-            _ if i % 100 == 9 => 10_000 + (i % 5) * 20_000,
-            _ => 2000 + (i % 11) * 500,
-        };
-        let b = m.allocate(len as usize)?;
+        let b = m.allocate(program_size(i))?;
         if i % 3 != 0 {
             keep.push(b);
         }

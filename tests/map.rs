@@ -7,6 +7,8 @@
 //! fragmented and (with `MMHEAP_MAP_BIG=1`) a 1,000,000-block store to `MMHEAP_MAP_DIR`
 //! (default: the system's temporary directory), for a person to look at.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -34,13 +36,7 @@ fn draw(store: &Path, svg: &Path, extra: &[&str]) -> (i32, String, String) {
 fn filled(m: &MappedManager, n: u64) -> Vec<MemoryBlock> {
     let mut keep = Vec::with_capacity(n as usize);
     for i in 0..n {
-        let len = match i % 10 {
-            0..=6 => 16 + (i % 7) * 8,
-            7..=8 => 200 + (i % 13) * 100,
-            _ if i % 100 == 9 => 10_000 + (i % 5) * 20_000,
-            _ => 2000 + (i % 11) * 500,
-        };
-        let b = m.allocate(len as usize).expect("allocate");
+        let b = m.allocate(common::program_size(i)).expect("allocate");
         if i % 3 != 0 {
             keep.push(b);
         }

@@ -40,12 +40,19 @@ pub(crate) trait Backing: Send + Sync {
     fn shared(&self) -> bool;
     /// Processes attached now.
     fn attached(&self, region: &Region) -> u64;
-    /// Writes dirty pages to the file and the file to disk.
-    fn flush(&self) -> Result<()>;
-    /// Leaves the store (under the lock, before the memory goes away).
-    fn detach(&self, region: &Region);
-    /// This process's registry slot, for stores shared between processes.
-    fn slot(&self) -> Option<u32>;
+    /// Writes dirty pages to the file and the file to disk (nothing to write: memory that is
+    /// not a store's file, a read-only mapping).
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Leaves the store (under the lock, before the memory goes away); nothing for a backing
+    /// that never attached.
+    fn detach(&self, _region: &Region) {}
+    /// This process's registry slot, for stores shared between processes; `None` for a
+    /// backing that holds none (in-process memory, a copy, a read-only mapping).
+    fn slot(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// A reference to a block obtained from the heap: how this process counts it.

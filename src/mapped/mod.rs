@@ -138,6 +138,21 @@ struct FileBacking {
     remove_on_drop: Option<PathBuf>,
 }
 
+/// Raises `region`'s limit to a capacity `cap` that the store file has reached (a growth, here
+/// or published by another process): refused unless the file is that long, `cap` whole pages
+/// and within the mapping.
+fn reach_capacity(file: &File, region: &Region, cap: u64) -> Result<()> {
+    let len = file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
+    if cap > len || cap > region.reserved() || cap % crate::format::PAGE_SIZE != 0 {
+        return Err(Error::Truncated { expected: cap, actual: len });
+    }
+    // SAFETY: the region is a mapping (read-write, or read-only for a read-only store that
+    // only reads through it) of `reserved` bytes of `file`, which is at least `cap` bytes long,
+    // so the first `cap` bytes of the mapping are backed.
+    unsafe { region.raise_limit(cap) };
+    Ok(())
+}
+
 impl Backing for FileBacking {
     fn grow(&self, region: &Region, new_cap: u64) -> Result<()> {
         // Preallocating makes a full disk an error here rather than a SIGBUS on first touch
@@ -149,14 +164,7 @@ impl Backing for FileBacking {
     }
 
     fn refresh(&self, region: &Region, cap: u64) -> Result<()> {
-        let len = self.file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
-        if cap > len || cap > region.reserved() {
-            return Err(Error::Truncated { expected: cap, actual: len });
-        }
-        // SAFETY: the mapping spans `reserved` bytes of the file and the file is at least `cap`
-        // bytes long, so the first `cap` bytes of the mapping are backed.
-        unsafe { region.raise_limit(cap) };
-        Ok(())
+        reach_capacity(&self.file, region, cap)
     }
 
     fn owner_dead(&self, tag: u32) -> bool {

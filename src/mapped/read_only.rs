@@ -113,15 +113,7 @@ impl Backing for ReadOnlyBacking {
     }
 
     fn refresh(&self, region: &Region, cap: u64) -> Result<()> {
-        let len = self.file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
-        if cap > len || cap > region.reserved() || cap % PAGE_SIZE != 0 {
-            return Err(Error::Truncated { expected: cap, actual: len });
-        }
-        // SAFETY: the read-only mapping spans `reserved` bytes of the file, which is at least
-        // `cap` bytes long, so the first `cap` bytes are backed and readable; the region was
-        // made by `new_read_only` and this module only reads through it.
-        unsafe { region.raise_limit(cap) };
-        Ok(())
+        super::reach_capacity(&self.file, region, cap)
     }
 
     fn owner_dead(&self, tag: u32) -> bool {
@@ -134,16 +126,6 @@ impl Backing for ReadOnlyBacking {
 
     fn attached(&self, region: &Region) -> u64 {
         registry::attached(&self.file, region, u32::MAX)
-    }
-
-    fn flush(&self) -> Result<()> {
-        Ok(())
-    }
-
-    fn detach(&self, _region: &Region) {}
-
-    fn slot(&self) -> Option<u32> {
-        None
     }
 }
 
@@ -527,13 +509,6 @@ impl Backing for CopyBacking {
     }
     fn attached(&self, region: &Region) -> u64 {
         registry::attached(&self.file, region, u32::MAX)
-    }
-    fn flush(&self) -> Result<()> {
-        Ok(())
-    }
-    fn detach(&self, _region: &Region) {}
-    fn slot(&self) -> Option<u32> {
-        None
     }
 }
 

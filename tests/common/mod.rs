@@ -190,3 +190,16 @@ pub fn apply(path: &Path, edits: &[Edit]) {
     }
     std::fs::write(path, bytes).unwrap();
 }
+
+/// The size of the `i`th block of a store filled as a program fills one: 70% of at most 64
+/// bytes (slots of spans), 20% of 200 B to 1.4 KiB, 10% of 2 to 7 KiB, one in a hundred of 10 to
+/// 90 KiB.
+pub fn program_size(i: u64) -> usize {
+    let len = match i % 10 {
+        0..=6 => 16 + (i % 7) * 8,
+        7..=8 => 200 + (i % 13) * 100,
+        _ if i % 100 == 9 => 10_000 + (i % 5) * 20_000,
+        _ => 2000 + (i % 11) * 500,
+    };
+    len as usize
+}
