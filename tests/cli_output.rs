@@ -72,6 +72,30 @@ fn a_closed_pipe_ends_the_tool_quietly() {
     }
 }
 
+/// Standard output that cannot be written (`>/dev/full`): exit 3 and one line on standard error,
+/// never a panic (exit 101); what the command did is done (the store is made).
+#[test]
+fn lost_output_is_exit_3_and_the_work_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = || std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let path = dir.path().join("new.mmheap");
+    let p = path.to_str().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mmheap")).args(args).stdout(full()).output().unwrap()
+    };
+    let o = run(&["create", p]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("mmheap: cannot write standard output"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    let m = MappedManager::open(&path).expect("the store was made");
+    m.set_root("r", &m.allocate(8).unwrap()).unwrap(); // so that `roots` has a line to print
+    drop(m);
+    for args in [&["stat", p][..], &["check", p], &["dump", p], &["roots", p]] {
+        let o = run(args);
+        assert_eq!(code(&o), 3, "{args:?}: {}", stderr(&o));
+    }
+}
+
 #[test]
 fn map_never_writes_over_an_input_a_store_or_an_existing_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,6 +138,20 @@ fn map_never_writes_over_an_input_a_store_or_an_existing_file() {
     let o = mmheap(&["map", p, "-o", svg.to_str().unwrap(), "--force"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+
+    // A FIFO (or any file that is not a regular one) is refused before anything reads it: a
+    // read of a FIFO nobody writes blocks for ever.
+    let fifo = dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for force in [false, true] {
+        let mut args = vec!["map", p, "-o", fifo.to_str().unwrap()];
+        if force {
+            args.push("--force");
+        }
+        let o = mmheap(&args);
+        assert_eq!(code(&o), 2, "{args:?}");
+        assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
+    }
 
     // A new file, and no temporary file left behind.
     let fresh = dir.path().join("fresh.svg");

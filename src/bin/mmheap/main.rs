@@ -115,6 +115,17 @@ fn parse_offset(s: &str) -> Result<u64, String> {
     .ok_or_else(|| format!("{s:?} is not an offset (decimal, or hex with 0x)"))
 }
 
+/// A root's name as the tool prints it: as it is when every character is a visible one or a
+/// plain space, else quoted with escapes (`"a\u{1b}[31m"`), so that a name cannot move the
+/// cursor, colour the terminal, reverse the text or forge a line of output.
+fn shown_name(name: &str) -> String {
+    let plain = |c: char| c == ' ' || (!c.is_whitespace() && !c.is_control() && c.escape_debug().len() == 1);
+    match name.chars().all(plain) && !name.starts_with('"') {
+        true => name.to_owned(),
+        false => format!("{name:?}"),
+    }
+}
+
 fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
@@ -237,8 +248,28 @@ fn die_on_broken_pipe() {
     }
 }
 
+/// Ends the tool with exit 3 and a line on standard error when its standard output cannot be
+/// written (a full disk, `>/dev/full`): `println!` panics then, which would say so with a
+/// backtrace hint and exit 101. The command's work, if it did any (a store made, a recovery),
+/// is done by then; exit 3 says only that its report was lost.
+fn fail_quietly_on_lost_output() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = match info.payload().downcast_ref::<String>() {
+            Some(m) => m.as_str(),
+            None => info.payload().downcast_ref::<&str>().copied().unwrap_or(""),
+        };
+        if let Some(why) = message.strip_prefix("failed printing to stdout: ") {
+            eprintln!("mmheap: cannot write standard output: {why}");
+            std::process::exit(3);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     die_on_broken_pipe();
+    fail_quietly_on_lost_output();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,
@@ -259,7 +290,10 @@ fn roots(file: &Path) -> Result<ExitCode, Error> {
             for r in roots {
                 println!(
                     "{:<48} block {:#x}  generation {}  {} bytes",
-                    r.name, r.offset, r.generation, r.len
+                    shown_name(&r.name),
+                    r.offset,
+                    r.generation,
+                    r.len
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -313,5 +347,16 @@ mod tests {
         assert_eq!(human(512), "512 B");
         assert_eq!(human(1536), "1.5 KiB");
         assert_eq!(human(64 << 30), "64.0 GiB");
+    }
+
+    #[test]
+    fn names_that_could_move_the_terminal_are_quoted() {
+        assert_eq!(shown_name("config v2"), "config v2");
+        assert_eq!(shown_name("données"), "données");
+        for raw in ["\x1b[31mred", "tab\there", "line\nforged", "\u{202e}txt.exe", "\"quoted"] {
+            let shown = shown_name(raw);
+            assert!(shown.starts_with('"') && shown.is_ascii(), "{raw:?} shown as {shown}");
+            assert!(!shown.chars().any(|c| c.is_control()), "{shown}");
+        }
     }
 }

@@ -51,14 +51,15 @@ pub fn may_write(output: &Path, inputs: &[&Path], force: bool) -> Result<(), Str
             return Err(format!("{shown} is {} itself: refusing to write over an input", input.display()));
         }
     }
+    // Before anything is read from it: a FIFO or a terminal would block the read.
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a regular file: refusing to replace it"));
+    }
     if is_store(output) {
         return Err(format!("{shown} is an mmheap store: refusing to write over it, even with --force"));
     }
     if !force {
         return Err(format!("{shown} exists: refusing to replace it (use --force)"));
-    }
-    if !meta.is_file() {
-        return Err(format!("{shown} is not a regular file: refusing to replace it"));
     }
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! The one size parser of the tool, and the checks of a new store's sizes against the limits.
 //!
-//! A size is a whole number, decimal or `0x` hex, with an optional unit, case-insensitive:
-//! `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`, `G`/`GB`/`GiB`, `T`/`TB`/`TiB`. Every unit is binary
-//! (`1KB` is 1024 bytes, as in `ls -h`): a store's sizes are whole pages, and pages are binary.
+//! A size is a whole decimal number with an optional unit, case-insensitive: `B`,
+//! `K`/`KB`/`KiB`, `M`/`MB`/`MiB`, `G`/`GB`/`GiB`, `T`/`TB`/`TiB`; or a `0x` hex number of bytes,
+//! which takes no unit (`0x1B` is 27 bytes: `b` is a hex digit). Every unit is binary (`1KB` is
+//! 1024 bytes, as in `ls -h`): a store's sizes are whole pages, and pages are binary.
 
 use mmheap::format::{MIN_STORE_SIZE, PAGE_SIZE};
 use mmheap::MAX_STORE_SIZE;
@@ -28,9 +29,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         UNITS.iter().find(|(names, _)| names.contains(&unit)).map(|&(_, shift)| shift).ok_or_else(|| {
             format!("{s:?}: unknown unit {unit:?} (use B, K, KB, KiB, M, MB, MiB, G, GB, GiB, T, TB or TiB)")
         })?;
+    if t.starts_with("0x") && !t[2..].chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{s:?}: a 0x hex size is a number of bytes and takes no unit (write 0x4000, or 16K)"
+        ));
+    }
     let n = match digits.strip_prefix("0x") {
-        Some(hex) if shift == 0 => u64::from_str_radix(hex, 16).ok(),
-        Some(_) => None,
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
         None => digits.parse::<u64>().ok(),
     }
     .ok_or_else(|| {
@@ -142,10 +147,14 @@ mod tests {
 
     #[test]
     fn malformed_sizes_are_named() {
-        for s in ["12Q", "1.5G", "", "M", "0x10K", "-1", "1kk"] {
+        for s in ["12Q", "1.5G", "", "M", "0x10K", "-1", "1kk", "0x10 M"] {
             let e = parse_size(s).expect_err(s);
             assert!(e.contains(&format!("{s:?}")), "{s}: {e}");
         }
+        // Hex takes no unit, and says so; its digits include b, which is not read as bytes.
+        assert!(parse_size("0x10K").unwrap_err().contains("takes no unit"));
+        assert_eq!(parse_size("0x9000B"), Ok(0x9000b));
+        assert_eq!(parse_size("0x1B"), Ok(27));
         assert!(parse_size("99999999999T").unwrap_err().contains("2^64"));
     }
 

@@ -47,7 +47,7 @@ pub fn run(file: &Path, json: bool) -> Result<ExitCode, Error> {
             Ok(roots) => {
                 println!("roots ({}):", roots.len());
                 for r in roots {
-                    println!("  {:<40} block {:#x}  {} bytes", r.name, r.offset, r.len);
+                    println!("  {:<40} block {:#x}  {} bytes", crate::shown_name(&r.name), r.offset, r.len);
                 }
             }
             Err(e) => println!("roots: unavailable ({e})"),
