@@ -72,6 +72,30 @@ fn a_closed_pipe_ends_the_tool_quietly() {
     }
 }
 
+/// A store whose private copy cannot be had (here: an address-space limit leaves room for the
+/// store's mapping but not for a copy as large) is an error that names it, exit 2, with the store
+/// lock given back; not an abort that leaves the lock word set.
+#[test]
+fn a_copy_that_does_not_fit_in_memory_is_an_error_not_an_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.mmheap");
+    let m = MappedManager::create(&path, &Options::new().initial_size(3 << 30).max_size(3 << 30)).unwrap();
+    m.set_root("r", &m.allocate(8).unwrap()).unwrap();
+    drop(m);
+    let limit = format!("--as={}", 5u64 << 30);
+    for cmd in ["stat", "check", "dump", "roots"] {
+        let o = Command::new("prlimit")
+            .args([limit.as_str(), env!("CARGO_BIN_EXE_mmheap"), cmd, path.to_str().unwrap()])
+            .output()
+            .expect("prlimit (util-linux)");
+        assert_eq!(code(&o), 2, "{cmd}: {}", stderr(&o));
+        assert!(stderr(&o).contains("private copy of the store"), "{cmd}: {}", stderr(&o));
+    }
+    // The lock was given back: a writer opens without taking over from anyone.
+    let m = MappedManager::open(&path).unwrap();
+    assert_eq!(m.stats().unwrap().recoveries, 0);
+}
+
 /// Standard output that cannot be written (`>/dev/full`): exit 3 and one line on standard error,
 /// never a panic (exit 101); what the command did is done (the store is made).
 #[test]

@@ -146,7 +146,7 @@ fn copy_unlocked(file: File, progress: &mut impl FnMut(u64, u64)) -> Result<Stor
 fn read_copy(file: &File, progress: &mut impl FnMut(u64, u64)) -> Result<(Vec<u64>, u64)> {
     let len = file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
     let (capacity, _) = crate::mapped::validate_superblock(file, len)?;
-    let mut words = vec![0u64; (capacity / 8) as usize];
+    let mut words = crate::mapped::zeroed_words(capacity / 8)?;
     let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
     let mut reader = file;
     for (i, chunk) in bytes.chunks_mut(CHUNK as usize).enumerate() {
@@ -171,7 +171,7 @@ fn copy_mapped(file: &File, progress: &mut impl FnMut(u64, u64)) -> Result<(Vec<
     let len = file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
     let (capacity, _) = crate::mapped::validate_superblock(file, len)?;
     let whole = Mapping::new(file, capacity)?;
-    let mut words = vec![0u64; (capacity / 8) as usize];
+    let mut words = crate::mapped::zeroed_words(capacity / 8)?;
     let ranges = used_ranges(&whole.region, capacity).unwrap_or_else(|_| vec![(0, capacity)]);
     for (start, end) in ranges {
         for at in (start..end).step_by(CHUNK as usize) {

@@ -5,7 +5,7 @@ mod read_only;
 mod registry;
 mod roots;
 
-pub(crate) use read_only::CopyBacking;
+pub(crate) use read_only::{zeroed_words, CopyBacking};
 pub use read_only::{ReadOnlyBlock, ReadOnlyStore};
 
 use std::fs::File;

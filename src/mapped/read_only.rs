@@ -369,7 +369,7 @@ impl ReadOnlyStore {
     fn copy(&self) -> Result<PrivateCopy> {
         let region = &self.heap.region;
         let cap = region.limit();
-        let mut words = vec![0u64; (cap / 8) as usize];
+        let mut words = zeroed_words(cap / 8)?;
         let mut take = |start: u64, end: u64| -> Result<()> {
             for at in (start..end.min(cap)).step_by(8) {
                 if let Some(w) = words.get_mut((at / 8) as usize) {
@@ -484,6 +484,32 @@ impl PrivateCopy {
         region.store32(SB_LOCK, 0)?;
         Heap::new(region, Box::new(CopyBacking { file, _words: self.words }), COPY_TAG)
     }
+}
+
+/// `n` zeroed words for a private copy of a store, or an error when the memory cannot be had
+/// (a copy is as large as the store's capacity: `vec!` would abort the process). The pages come
+/// zero from the system and are taken only as they are written.
+pub(crate) fn zeroed_words(n: u64) -> Result<Vec<u64>> {
+    let too_big = || {
+        let bytes = n.saturating_mul(8);
+        Error::io(
+            "make a private copy of the store in memory",
+            std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("{bytes} bytes could not be had")),
+        )
+    };
+    let len = usize::try_from(n).map_err(|_| too_big())?;
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<u64>(len).map_err(|_| too_big())?;
+    // SAFETY: the layout has a non-zero size (len > 0).
+    let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<u64>();
+    if p.is_null() {
+        return Err(too_big());
+    }
+    // SAFETY: `p` was allocated by the global allocator with the layout of `len` u64s, all
+    // zero (a valid u64), so it is a Vec of `len` initialised elements and that capacity.
+    Ok(unsafe { Vec::from_raw_parts(p, len, len) })
 }
 
 /// The backing of a heap over a private copy of a store (a read-only store's check, an
