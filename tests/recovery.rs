@@ -33,6 +33,10 @@ fn main() {
             Trial::test("a_damaged_page_header_is_given_back_to_its_span", damaged_page),
             Trial::test("a_root_whose_reference_word_was_zeroed_is_refused_then_renewed", zeroed_root_word),
             Trial::test("a_flipped_quarantine_bit_is_refused_then_cleared", quarantine_bit),
+            Trial::test(
+                "a_rooted_block_left_unpublished_is_what_check_and_recover_both_see",
+                unpublished_root,
+            ),
             Trial::test("a_free_block_whose_header_was_hit_is_free_again", free_header_hit),
             Trial::test("a_shrunken_root_is_reported_beside_its_quarantine", shrunken_root),
             Trial::test("garbage_in_a_free_registry_slot_harms_nothing", free_slot_garbage),
@@ -561,6 +565,19 @@ fn zeroed_root_word() -> Result<(), Failed> {
     ensure(report.dropped.is_empty(), format!("{report:?}"))?;
     small_intact(&s.path)?;
     ensure(MappedManager::recover_file(&s.path).is_ok(), "and recovers cleanly after")
+}
+
+/// The published bit of a rooted block's reference word cleared: `check` reports what
+/// recovery refuses (they disagreed: check said sound), at the block.
+fn unpublished_root() -> Result<(), Failed> {
+    let s = small_store()?;
+    let word = u64::from_le_bytes(std::fs::read(&s.path)?[(s.big + HDR_RC) as usize..][..8].try_into()?);
+    poke(&s.path, s.big + HDR_RC, &(word & !(1 << 63)).to_le_bytes())?;
+    let report = Snapshot::take(&s.path)?.check()?;
+    let seen =
+        report.problems.iter().any(|p| p.what == "root names an unpublished block" && p.offset == s.big);
+    ensure(seen, format!("check: {:?}", report.problems))?;
+    ensure(MappedManager::recover_file(&s.path).is_err(), "recovery refuses it")
 }
 
 /// Bit 60 (the quarantine flag) set in a used block's tag: a quarantined range must have no

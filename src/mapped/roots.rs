@@ -6,6 +6,7 @@
 //! of its block's other holds.
 
 use crate::core::check::{CheckReport, Problem};
+use crate::core::header::rc;
 use crate::directory::{valid_name, Entry, ROOTS};
 use crate::error::{Error, Result};
 use crate::format::*;
@@ -51,8 +52,12 @@ pub(super) fn check(heap: &Heap, report: &mut CheckReport) -> Result<()> {
         if len == 0 || len > ROOT_NAME_MAX || std::str::from_utf8(&name).is_err() {
             report.problems.push(Problem { what: "root name is malformed", offset: e });
         }
-        if !heap.names_live(block) || heap.rc(block) == 0 {
+        let word = heap.rc(block);
+        if !heap.names_live(block) || rc::count(word) == 0 {
             report.problems.push(Problem { what: "root names no live block", offset: e });
+        } else if !rc::published(word) {
+            // A root publishes its block before it names it (recovery refuses this as damage).
+            report.problems.push(Problem { what: "root names an unpublished block", offset: block });
         }
     }
     Ok(())
