@@ -28,8 +28,22 @@ pub fn run(file: &Path, json: bool) -> Result<ExitCode, Error> {
         }
     };
     let (report, snap, copies) = with_bar(|| confirmed(file, snap))?;
-    let note = (snap.view() == View::Unsettled && !report.is_sound())
-        .then(|| format!("{}; the problems above were found in each of {copies} copies", unsettled(&snap)));
+    let note = match snap.view() {
+        _ if report.is_sound() => None,
+        View::Unsettled => Some(format!(
+            "{}; the problems above were found in each of {copies} copies, and may be that \
+             process's change in progress (a process stopped inside it, by a debugger or Ctrl-Z, \
+             keeps them there): check again once it runs",
+            unsettled(&snap)
+        )),
+        View::DeadHolder => Some(format!(
+            "the process in slot {} died holding the store lock: the problems above may be its \
+             unfinished change, which `mmheap recover` repairs (it refuses damage, leaving the \
+             store as it was)",
+            snap.info().lock_holder.map_or_else(|| "?".to_owned(), |s| s.to_string())
+        )),
+        _ => None,
+    };
     match json {
         true => print_json(&report, snap.view(), note.as_deref()),
         false => print_text(file, &report, note.as_deref()),
