@@ -329,6 +329,11 @@ fn read_only_commands_exit_as_documented_on_damaged_stores() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["error"].is_string(), "{v}");
     assert!(String::from_utf8_lossy(&mmheap(&["dump", p]).stdout).contains("walk stopped"));
+    // check says its figures were not counted, rather than "0 blocks".
+    let v: serde_json::Value = serde_json::from_slice(&mmheap(&["check", p, "--json"]).stdout).unwrap();
+    assert_eq!(v["walked"], false, "{v}");
+    let text = String::from_utf8_lossy(&mmheap(&["check", p]).stdout).into_owned();
+    assert!(text.contains("does not walk to its end") && !text.contains(" 0 blocks"), "{text}");
 
     let p = rootless.to_str().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&mmheap(&["stat", p, "--json"]).stdout).unwrap();

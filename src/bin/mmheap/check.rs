@@ -87,6 +87,8 @@ fn print_json(report: &CheckReport, view: View, note: Option<&str>) {
         "quarantined_blocks": report.quarantined_blocks,
         "quarantined_bytes": report.quarantined_bytes,
         "dead_processes": report.dead_processes,
+        // Blocks are counted by a whole walk: none counted means the heap does not walk.
+        "walked": report.blocks > 0,
         "problems": problems,
         "view": view,
         "note": note,
@@ -105,6 +107,15 @@ fn print_text(file: &Path, report: &CheckReport, note: Option<&str>) {
         0 => String::new(),
         n => format!("; {n} dead process(es) awaiting recovery"),
     };
+    if report.blocks == 0 {
+        // Blocks are counted by a whole walk: none counted means the heap does not walk.
+        println!(
+            "{}: the heap does not walk to its end, so its blocks were not counted; {} problem(s){dead}",
+            file.display(),
+            report.problems.len()
+        );
+        return;
+    }
     println!(
         "{}: {} blocks ({} live, {} cached, {} bookkeeping, {} free), {} problem(s){dead}",
         file.display(),
