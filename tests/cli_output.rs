@@ -96,6 +96,39 @@ fn a_copy_that_does_not_fit_in_memory_is_an_error_not_an_abort() {
     assert_eq!(m.stats().unwrap().recoveries, 0);
 }
 
+/// What recovery repairs beyond reclaiming (here a count it derives anew from the references) is
+/// said, as `repaired:` lines naming what check saw, and `--dry-run` says it would; neither is
+/// done silently any more.
+#[test]
+fn recover_says_what_it_repaired_and_dry_run_what_it_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.mmheap");
+    let m = MappedManager::create(&path, &Options::new()).unwrap();
+    m.set_root("r", &m.allocate(1000).unwrap()).unwrap();
+    let off = m.roots().unwrap()[0].1.offset;
+    drop(m);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[(off + mmheap::format::HDR_RC + 2) as usize] ^= 1; // 65,536 owner references, no owner
+    std::fs::write(&path, &bytes).unwrap();
+    let p = path.to_str().unwrap();
+    let o = mmheap(&["check", p]);
+    let seen = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(code(&o), 1, "{seen}");
+    let what = "owner references without a valid owner";
+    assert!(seen.contains(what), "{seen}");
+    let o = mmheap(&["recover", "--dry-run", p]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains(&format!("would repair: {what} at {off:#x}")), "{text}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "a dry run changes nothing");
+    let o = mmheap(&["recover", p]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(code(&o), 0, "{text}");
+    assert!(
+        text.contains(&format!("repaired: {what} at {off:#x}")) && text.contains("check: 0 problem(s)"),
+        "{text}"
+    );
+}
+
 /// Standard output that cannot be written (`>/dev/full`): exit 3 and one line on standard error,
 /// never a panic (exit 101); what the command did is done (the store is made).
 #[test]

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use mmheap::{Error, MappedManager, RecoveryReport, SalvageReport};
+use mmheap::{Error, MappedManager, Problem, RecoveryReport, SalvageReport};
 
 use crate::{human, snapshot, with_bar};
 
@@ -65,19 +65,31 @@ fn describe_salvage(r: &SalvageReport) -> Vec<String> {
 pub fn run(file: &Path, dry_run: bool, salvage: bool) -> Result<ExitCode, Error> {
     if dry_run {
         let mut snap = snapshot(file)?;
-        match salvage {
-            true => describe_salvage(&with_bar(|| snap.salvage_dry_run())?)
-                .iter()
-                .for_each(|l| println!("would do: {l}")),
-            false => println!("would reclaim: {}", describe(&with_bar(|| snap.recover_dry_run())?)),
+        let before = problems(|| snap.check());
+        let lines = match salvage {
+            true => describe_salvage(&with_bar(|| snap.salvage_dry_run())?),
+            false => vec![format!("reclaim: {}", describe(&with_bar(|| snap.recover_dry_run())?))],
+        };
+        let repaired = lines_repaired(&before, &problems(|| snap.check()));
+        for l in only_damage_if_unrepaired(lines, &repaired) {
+            match salvage {
+                true => println!("would do: {l}"),
+                false => println!("would {l}"),
+            }
+        }
+        for l in &repaired {
+            println!("would {}", l.replacen("repaired:", "repair:", 1));
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if salvage {
-        describe_salvage(&with_bar(|| MappedManager::salvage(file))?).iter().for_each(|l| println!("{l}"));
+    // What check sees before: what the recovery repairs is said, not done silently (the free
+    // lists, counters and footers it derives anew from the blocks, a dead holder's half change).
+    let before = problems(|| snapshot(file)?.check());
+    let lines = if salvage {
+        describe_salvage(&with_bar(|| MappedManager::salvage(file))?)
     } else {
         match with_bar(|| MappedManager::recover_file(file)) {
-            Ok(r) => println!("reclaimed: {}", describe(&r)),
+            Ok(r) => vec![format!("reclaimed: {}", describe(&r))],
             Err(e @ Error::Corrupt { .. }) => {
                 eprintln!("mmheap: {e}");
                 eprintln!(
@@ -88,11 +100,37 @@ pub fn run(file: &Path, dry_run: bool, salvage: bool) -> Result<ExitCode, Error>
             }
             Err(e) => return Err(e),
         }
-    }
+    };
     let report = with_bar(|| MappedManager::open(file)?.check())?;
+    let repaired = lines_repaired(&before, &report.problems);
+    for l in only_damage_if_unrepaired(lines, &repaired).iter().chain(&repaired) {
+        println!("{l}");
+    }
     for p in &report.problems {
         println!("problem at {:#x}: {}", p.offset, p.what);
     }
     println!("check: {} problem(s)", report.problems.len());
     Ok(if report.is_sound() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The problems a check finds, or none if it cannot run (the recovery then says why).
+fn problems(check: impl FnOnce() -> Result<mmheap::CheckReport, Error>) -> Vec<Problem> {
+    check().map(|r| r.problems).unwrap_or_default()
+}
+
+/// A line for each problem `before` showed that `after` does not: what the recovery repaired.
+fn lines_repaired(before: &[Problem], after: &[Problem]) -> Vec<String> {
+    before
+        .iter()
+        .filter(|p| !after.contains(p))
+        .map(|p| format!("repaired: {} at {:#x}", p.what, p.offset))
+        .collect()
+}
+
+/// Salvage's "no damage found" is true only if nothing was repaired either.
+fn only_damage_if_unrepaired(mut lines: Vec<String>, repaired: &[String]) -> Vec<String> {
+    if !repaired.is_empty() {
+        lines.retain(|l| l != "no damage found");
+    }
+    lines
 }
