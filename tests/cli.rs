@@ -19,6 +19,7 @@ fn main() {
             Trial::test("check_exit_codes_on_fixtures", check_exit_codes_on_fixtures),
             Trial::test("check_finds_planted_corruption_at_its_offset", planted_corruption),
             Trial::test("recover_after_a_killed_process", recover_after_kill),
+            Trial::test("a_full_store_costs_its_copy_not_twice_its_size", full_store_memory),
             Trial::test("read_only_commands_do_not_register_or_block", read_only_does_not_disturb),
             Trial::test("map_draws_the_heap", map_draws),
             Trial::test("every_corrupt_fixture_gets_exit_1_or_2", corrupt_fixtures),
@@ -253,6 +254,33 @@ fn recover_after_kill() -> Result<(), Failed> {
     ensure(code(&mmheap(&["check", p])) == 0, "check passes after recover")?;
     let stat = json(&mmheap(&["stat", p, "--json"]))?;
     ensure(stat["store"]["clean"] == true && stat["store"]["live_blocks"] == 1, format!("{stat}"))
+}
+
+/// A store full of data costs a read-only command its copy (the used bytes), not the copy and
+/// the mapped file's pages too: the mapping's pages are let go behind the walk and the copy
+/// (peak RSS was twice the used bytes). The store is filled and held by a child, so that this
+/// process stays small (see `measured`).
+fn full_store_memory() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("full.mmheap");
+    let mut filler = spawn("filler", &path, &[("MMHEAP_BLOCKS", "240000".into())]);
+    let mut out = std::io::BufReader::new(filler.get().stdout.take().ok_or("stdout")?);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line)?;
+    ensure(line.trim() == "ready", format!("filler said {line:?}"))?;
+    let p = path.to_str().ok_or("path")?;
+    let used = json(&mmheap(&["stat", p, "--json"]))?["store"]["used_bytes"].as_u64().ok_or("used_bytes")?;
+    ensure(used > 200 << 20, format!("{} MiB used", used >> 20))?;
+    for cmd in ["stat", "check"] {
+        let (code, rss_kib) = measured(env!("CARGO_BIN_EXE_mmheap"), &[cmd, p]);
+        ensure(code == 0, format!("{cmd} exit {code}"))?;
+        let limit = (used + (160 << 20)) >> 10; // KiB: the copy, the mapping's window, the tool
+        ensure(
+            (rss_kib as u64) < limit,
+            format!("{cmd}: peak RSS {} MiB, {} MiB used", rss_kib >> 10, used >> 20),
+        )?;
+    }
+    Ok(())
 }
 
 fn read_only_does_not_disturb() -> Result<(), Failed> {

@@ -287,21 +287,6 @@ fn one_size_parser_with_named_limits() {
     assert_eq!(std::fs::metadata(path("f")).unwrap().len(), 102_400);
 }
 
-/// Runs `mmheap args` to its end; its exit code and peak resident memory in KiB.
-#[allow(clippy::zombie_processes)] // reaped by `wait4`, which also gives its peak memory
-fn measured(args: &[&str]) -> (i32, i64) {
-    let child = Command::new(env!("CARGO_BIN_EXE_mmheap")).args(args).stdout(Stdio::null()).spawn().unwrap();
-    let mut status = 0;
-    // SAFETY: all-zero is a valid `rusage` (plain integers and timevals).
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: the pid is our child's, not waited for yet (`Child` never waits on its own);
-    // `status` and `usage` are valid for writes.
-    let waited = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(waited, child.id() as libc::pid_t);
-    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
-    (code, usage.ru_maxrss)
-}
-
 #[test]
 fn a_large_mostly_free_store_is_read_only_where_used() {
     let dir = tempfile::tempdir().unwrap();
@@ -310,7 +295,7 @@ fn a_large_mostly_free_store_is_read_only_where_used() {
     let _blocks: Vec<MemoryBlock> = (0..1000).map(|i| m.allocate(16 + (i % 50) * 80).unwrap()).collect();
     let p = path.to_str().unwrap();
     for cmd in ["stat", "check", "dump", "roots"] {
-        let (code, rss_kib) = measured(&[cmd, p]);
+        let (code, rss_kib) = common::measured(env!("CARGO_BIN_EXE_mmheap"), &[cmd, p]);
         assert_eq!(code, 0, "{cmd}");
         // The store's capacity is 1 GiB; its used part, well under 1 MiB.
         assert!(rss_kib < 50 << 10, "{cmd}: peak RSS {} MiB", rss_kib >> 10);

@@ -55,6 +55,21 @@ pub(crate) fn purge(addr: usize, len: usize) {
     }
 }
 
+/// Takes the pages of `[addr, addr + len)`, part of a shared mapping of a file, out of this
+/// process (`MADV_DONTNEED`): the file and the page cache keep their bytes, and a later touch
+/// maps them again. `addr` is rounded up and the end down to pages; a failure is ignored (the
+/// pages stay mapped, which costs memory, not correctness).
+pub(crate) fn release_mapped(addr: usize, len: usize) {
+    let page = 4096;
+    let (start, end) = (addr.next_multiple_of(page), (addr + len) / page * page);
+    if end > start {
+        // SAFETY: callers pass a range of a shared file mapping of theirs that no reference
+        // points into (it is read through atomic loads only); DONTNEED on a shared mapping
+        // changes no byte of the file, it only unmaps the pages until they are touched again.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
+}
+
 /// Makes sure the first `len` bytes of `file` are allocated on disk, so that touching them
 /// through a mapping can never fault for lack of space: `posix_fallocate` (which never shrinks
 /// the file). A full disk, an exhausted quota or a file size limit is `ErrorKind::StorageFull`

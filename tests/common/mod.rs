@@ -203,3 +203,21 @@ pub fn program_size(i: u64) -> usize {
     };
     len as usize
 }
+
+/// Runs `exe args` to its end; its exit code and peak resident memory in KiB. The kernel counts
+/// in a child's peak the memory it had before its `exec` (this process's, as the spawn shares
+/// it): measure from a test process that holds little.
+#[allow(clippy::zombie_processes)] // reaped by `wait4`, which also gives its peak memory
+pub fn measured(exe: &str, args: &[&str]) -> (i32, i64) {
+    let child =
+        std::process::Command::new(exe).args(args).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut status = 0;
+    // SAFETY: all-zero is a valid `rusage` (plain integers and timevals).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our child's, not waited for yet (`Child` never waits on its own);
+    // `status` and `usage` are valid for writes.
+    let waited = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(waited, child.id() as libc::pid_t);
+    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+    (code, usage.ru_maxrss)
+}
