@@ -3,9 +3,9 @@
 //! draws them; the SVG is then read back: its cells (`<g id="cells">`, one group per paint,
 //! runs of equal cells as one rectangle), its axis labels and its title.
 //!
-//! `cargo test --features cli --test map -- --ignored` writes the pictures of a small, a
-//! fragmented and (with `MMHEAP_MAP_BIG=1`) a 1,000,000-block store to `MMHEAP_MAP_DIR`
-//! (default: the system's temporary directory), for a person to look at.
+//! `MMHEAP_MAP_DIR=dir cargo test --features cli --test map pictures` leaves the pictures of a
+//! small, a fragmented and (with `MMHEAP_MAP_BIG=1`) a 1,000,000-block store in `dir`, for a
+//! person to look at.
 
 mod common;
 
@@ -244,13 +244,12 @@ fn a_heap_that_does_not_walk_to_its_end_is_drawn_as_far_as_it_goes_and_exits_1()
     assert!(texts(&svg).iter().any(|t| t.4.contains("0x9360")), "the picture says where the walk stopped");
 }
 
-/// Writes the pictures of a small, a fragmented and (with `MMHEAP_MAP_BIG=1`) a 1,000,000-block
-/// store to `MMHEAP_MAP_DIR` for a person to look at.
+/// Draws a small, a fragmented and (with `MMHEAP_MAP_BIG=1`) a 1,000,000-block store; with
+/// `MMHEAP_MAP_DIR` set, the pictures are left there for a person to look at.
 #[test]
-#[ignore = "writes pictures for a person to look at"]
 fn pictures_for_people() {
-    let out = std::env::var("MMHEAP_MAP_DIR").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
     let dir = tempfile::tempdir().unwrap();
+    let out = std::env::var("MMHEAP_MAP_DIR").map(PathBuf::from).unwrap_or_else(|_| dir.path().to_owned());
     type Fill = fn(&MappedManager, u64) -> Vec<MemoryBlock>;
     let mut stores: Vec<(&str, u64, Fill)> = vec![("small", 300, filled), ("fragmented", 60_000, fragmented)];
     if std::env::var("MMHEAP_MAP_BIG").is_ok_and(|v| v == "1") {
