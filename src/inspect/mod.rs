@@ -43,6 +43,7 @@ use crate::{BlockHandle, CheckReport, RecoveryReport};
 
 pub use crate::progress::with_progress;
 pub use spans::SpanInfo;
+pub(crate) use take::copy_used;
 pub use take::View;
 pub use types::*;
 

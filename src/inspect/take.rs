@@ -171,18 +171,29 @@ fn copy_mapped(file: &File, progress: &mut impl FnMut(u64, u64)) -> Result<(Vec<
     let len = file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
     let (capacity, _) = crate::mapped::validate_superblock(file, len)?;
     let whole = Mapping::new(file, capacity)?;
+    Ok((copy_used(&whole.region, capacity, progress)?, capacity))
+}
+
+/// A private copy of the first `capacity` bytes of `region`, a mapping of a store (read-write,
+/// or read-only for a read-only store's check): what [`copy_mapped`] says is copied, read word
+/// by word with atomic loads, the mapping's pages let go behind the copy.
+pub(crate) fn copy_used(
+    region: &Region,
+    capacity: u64,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<Vec<u64>> {
     let mut words = crate::mapped::zeroed_words(capacity / 8)?;
-    let ranges = used_ranges(&whole.region, capacity).unwrap_or_else(|_| vec![(0, capacity)]);
+    let ranges = used_ranges(region, capacity).unwrap_or_else(|_| vec![(0, capacity)]);
     let mut mapped_from = 0;
     for (start, end) in ranges {
         for at in (start..end).step_by(CHUNK as usize) {
             let len = CHUNK.min(end - at);
-            copy_words(&whole.region, at, len, &mut words)?;
-            let_go(&whole.region, &mut mapped_from, at + len);
+            copy_words(region, at, len, &mut words)?;
+            let_go(region, &mut mapped_from, at + len);
             progress(at + len, capacity);
         }
     }
-    Ok((words, capacity))
+    Ok(words)
 }
 
 /// How much of the store's mapping a walk or a copy keeps mapped behind it before it lets the

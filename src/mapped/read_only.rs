@@ -36,7 +36,6 @@ use super::{full_check, registry, MappedManager};
 use crate::core::header::{rc, Tag};
 use crate::core::region::Region;
 use crate::core::span::is_slot;
-use crate::core::tlsf::Core;
 use crate::directory::{valid_name, ROOTS};
 use crate::error::{Error, Result};
 use crate::format::*;
@@ -363,36 +362,11 @@ impl ReadOnlyStore {
         }
     }
 
-    /// The store's metadata and used blocks, and of each free block what the core reads (its
-    /// header, links and footer), copied word by word; the rest stays zero. A heap that cannot
-    /// be walked is copied whole, for the check to say where it breaks.
+    /// The store's metadata and used blocks, and of each free block what the core reads, as a
+    /// snapshot copies them (`inspect::copy_used`).
     fn copy(&self) -> Result<PrivateCopy> {
-        let region = &self.heap.region;
-        let cap = region.limit();
-        let mut words = zeroed_words(cap / 8)?;
-        let mut take = |start: u64, end: u64| -> Result<()> {
-            for at in (start..end.min(cap)).step_by(8) {
-                if let Some(w) = words.get_mut((at / 8) as usize) {
-                    *w = region.load(at)?;
-                }
-            }
-            Ok(())
-        };
-        take(0, HEAP_START)?;
-        let walked = Core::new(region).walk(|b| {
-            let (off, size) = (b.offset, b.tag.size());
-            match b.tag.is_free() {
-                true => {
-                    take(off, off + MIN_BLOCK.min(size))?;
-                    take(off + size - GRANULE, off + size)
-                }
-                false => take(off, off + size),
-            }
-        });
-        if walked.is_err() {
-            take(HEAP_START, cap)?;
-        }
-        take(cap - SENTINEL_SIZE, cap)?;
+        let cap = self.heap.region.limit();
+        let words = crate::inspect::copy_used(&self.heap.region, cap, &mut |_, _| {})?;
         Ok(PrivateCopy { words, cap })
     }
 }
