@@ -186,24 +186,43 @@ impl ReadOnlyStore {
     }
 
     /// Every named root with the handle of its block, in directory order: the directory as it
-    /// was at one moment (read twice, until two reads agree).
+    /// was at one moment (read twice, until two reads agree). A root that a writer replaced
+    /// under every read of it is left out (`root_handle` and `read_root` look for it alone).
     pub fn roots(&self) -> Result<Vec<(String, BlockHandle)>> {
         self.heap.follow_growth()?;
-        settled(|| {
-            let mut torn = false;
+        let roots = settled(|| {
             let mut roots = Vec::new();
             for e in ROOTS.entries(&self.heap)? {
                 let name = String::from_utf8(e.name)
                     .map_err(|_| Error::corrupt("root name is not UTF-8", ROOTS.entry(e.index)))?;
-                let handle = self.heap.handle_of(e.target);
-                // The generation is the block's only if the entry still names it: a root's
-                // block is freed only after the entry names another.
-                fence(Ordering::Acquire);
-                torn |= self.heap.region.load(ROOTS.entry(e.index) + ROOT_BLOCK)? != e.target;
-                roots.push((name, handle));
+                roots.push((name, e.index, self.entry_handle(e.index, e.target)?));
             }
+            let torn = roots.iter().any(|(_, _, h)| h.is_none());
             Ok((roots, torn))
-        })
+        })?;
+        // An entry still torn after the whole directory's reads is read again on its own.
+        let mut out = Vec::with_capacity(roots.len());
+        for (name, index, handle) in roots {
+            let again = || {
+                let target = self.heap.region.load(ROOTS.entry(index) + ROOT_BLOCK)?;
+                self.entry_handle(index, target)
+            };
+            let handle = match handle {
+                Some(h) => Some(h),
+                None => (0..TRIES).map(|_| again()).find(|h| !matches!(h, Ok(None))).transpose()?.flatten(),
+            };
+            out.extend(handle.filter(|h| h.offset != 0).map(|h| (name, h)));
+        }
+        Ok(out)
+    }
+
+    /// The handle of `target`, the block root entry `index` named when read, if the entry still
+    /// names it after the block's generation was read (a root's block is freed only after the
+    /// entry names another, so the generation is then the block's); `None` if it changed.
+    fn entry_handle(&self, index: u64, target: u64) -> Result<Option<BlockHandle>> {
+        let handle = self.heap.handle_of(target);
+        fence(Ordering::Acquire);
+        Ok((self.heap.region.load(ROOTS.entry(index) + ROOT_BLOCK)? == target).then_some(handle))
     }
 
     /// The handle of the block the root `name` names, if there is such a root.
@@ -282,6 +301,15 @@ impl ReadOnlyStore {
         // Pairs with the publication's release: the bytes written before it are seen.
         fence(Ordering::Acquire);
         let start = payload_of(before.off);
+        // The length is checked against the mapping before anything is allocated for it: read
+        // while a writer reuses the block, it may be anything (then the block is stale; if the
+        // header still says it, the store is damaged).
+        if let Err(e) = self.heap.region.ptr(start, before.len) {
+            return match self.live(handle) {
+                Ok(again) if again == before => Err(e),
+                _ => Err(stale(handle)),
+            };
+        }
         let mut out = Vec::with_capacity(before.len as usize + 8);
         for at in (start..start + before.len).step_by(8) {
             // Whole words: a payload is a multiple of 16 bytes, so the last one is the block's.
