@@ -14,8 +14,12 @@ const EVERY: u32 = 1024;
 /// unit, bytes of the heap for the walks).
 type Sink = Box<dyn FnMut(&'static str, u64, u64)>;
 
+/// Work that keeps pace with a walk ([`with_step`]).
+type Step = Box<dyn FnMut()>;
+
 thread_local! {
     static SINK: RefCell<Option<Sink>> = const { RefCell::new(None) };
+    static STEP: RefCell<Option<Step>> = const { RefCell::new(None) };
 }
 
 /// Runs `body` with `sink` told of the progress of the heap walks it makes on this thread
@@ -59,6 +63,62 @@ pub fn with_progress<R>(sink: impl FnMut(&'static str, u64, u64) + 'static, body
     body()
 }
 
+/// Runs `body` with `step` called as the walks it makes on this thread go (every few MiB of a
+/// walk in address order, every few blocks of one that jumps), sink or no sink: for work that
+/// must keep pace with a walk, such as letting go of the pages of a mapping it has passed. The step set before is put back after.
+pub(crate) fn with_step<R>(step: impl FnMut() + 'static, body: impl FnOnce() -> R) -> R {
+    /// Puts back the step that was set before, however `body` ends.
+    struct Restore(Option<Step>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let before = self.0.take();
+            STEP.with(|s| {
+                if let Ok(mut s) = s.try_borrow_mut() {
+                    *s = before;
+                }
+            });
+        }
+    }
+    let before = STEP.with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.replace(Box::new(step))));
+    let _restore = Restore(before);
+    body()
+}
+
+/// Runs the step set on this thread ([`with_step`]), if any.
+fn step() {
+    STEP.with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            if let Some(step) = s.as_mut() {
+                step();
+            }
+        }
+    });
+}
+
+/// Counts the items of a walk that reports no progress of its own and jumps about the heap (a
+/// free list followed, the spans checked one by one), and runs the step ([`with_step`]) every
+/// [`PACE`]th: each item may have mapped a large folio.
+#[derive(Default)]
+pub(crate) struct Pace(u32);
+
+/// Items between two steps of a walk that jumps.
+const PACE: u32 = 4;
+
+impl Pace {
+    /// The walk has passed one more item.
+    #[inline]
+    pub(crate) fn tick(&mut self) {
+        self.0 += 1;
+        if self.0 == PACE {
+            self.0 = 0;
+            step();
+        }
+    }
+}
+
+/// Bytes of the heap between two steps of a walk in address order.
+const STEP_BYTES: u64 = 4 << 20;
+
 /// Tells the sink, if one is set on this thread, that `what` is at `done` of `total`.
 fn report(what: &'static str, done: u64, total: u64) {
     SINK.with(|s| {
@@ -76,18 +136,24 @@ pub(crate) struct Ticker {
     what: &'static str,
     total: u64,
     n: u32,
+    /// Where the step ([`with_step`]) last ran.
+    stepped: u64,
 }
 
 impl Ticker {
     /// A walk called `what` over `total` bytes (its end offset): reports that it starts.
     pub(crate) fn new(what: &'static str, total: u64) -> Ticker {
         report(what, 0, total);
-        Ticker { what, total, n: 0 }
+        Ticker { what, total, n: 0, stepped: 0 }
     }
 
     /// The walk has come to `at`.
     #[inline]
     pub(crate) fn tick(&mut self, at: u64) {
+        if at >= self.stepped + STEP_BYTES {
+            self.stepped = at;
+            step();
+        }
         self.n += 1;
         if self.n == EVERY {
             self.n = 0;

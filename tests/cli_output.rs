@@ -72,9 +72,11 @@ fn a_closed_pipe_ends_the_tool_quietly() {
     }
 }
 
-/// A store whose private copy cannot be had (here: an address-space limit leaves room for the
-/// store's mapping but not for a copy as large) is an error that names it, exit 2, with the store
-/// lock given back; not an abort that leaves the lock word set.
+/// The read-only commands look at a store in place (under its lock) and need no copy of it:
+/// under an address-space limit that leaves room for the store's mapping but not for a copy as
+/// large they work. A command that needs a private copy (a dry run changes one) and cannot have
+/// it is an error that names it, exit 2, with the store lock given back; not an abort that
+/// leaves the lock word set.
 #[test]
 fn a_copy_that_does_not_fit_in_memory_is_an_error_not_an_abort() {
     let dir = tempfile::tempdir().unwrap();
@@ -83,14 +85,22 @@ fn a_copy_that_does_not_fit_in_memory_is_an_error_not_an_abort() {
     m.set_root("r", &m.allocate(8).unwrap()).unwrap();
     drop(m);
     let limit = format!("--as={}", 5u64 << 30);
-    for cmd in ["stat", "check", "dump", "roots"] {
-        let o = Command::new("prlimit")
-            .args([limit.as_str(), env!("CARGO_BIN_EXE_mmheap"), cmd, path.to_str().unwrap()])
+    let limited = |args: &[&str]| {
+        Command::new("prlimit")
+            .arg(limit.as_str())
+            .arg(env!("CARGO_BIN_EXE_mmheap"))
+            .args(args)
             .output()
-            .expect("prlimit (util-linux)");
-        assert_eq!(code(&o), 2, "{cmd}: {}", stderr(&o));
-        assert!(stderr(&o).contains("private copy of the store"), "{cmd}: {}", stderr(&o));
+            .expect("prlimit (util-linux)")
+    };
+    let p = path.to_str().unwrap();
+    for cmd in ["stat", "check", "dump", "roots"] {
+        let o = limited(&[cmd, p]);
+        assert_eq!(code(&o), 0, "{cmd}: {}", stderr(&o));
     }
+    let o = limited(&["recover", p, "--dry-run"]);
+    assert_eq!(code(&o), 2, "recover --dry-run: {}", stderr(&o));
+    assert!(stderr(&o).contains("private copy of the store"), "recover --dry-run: {}", stderr(&o));
     // The lock was given back: a writer opens without taking over from anyone.
     let m = MappedManager::open(&path).unwrap();
     assert_eq!(m.stats().unwrap().recoveries, 0);
@@ -353,10 +363,18 @@ fn read_only_commands_exit_as_documented_on_damaged_stores() {
     let text = String::from_utf8_lossy(&mmheap(&["check", p]).stdout).into_owned();
     assert!(text.contains("does not walk to its end") && !text.contains(" 0 blocks"), "{text}");
 
+    // One damaged root hides no other: each is listed, the damaged one with what is wrong.
     let p = rootless.to_str().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&mmheap(&["stat", p, "--json"]).stdout).unwrap();
-    assert!(v["roots"].is_null() && v["size_classes"].is_array(), "{v}");
-    assert!(stderr(&mmheap(&["roots", p])).contains("roots cannot be listed"));
+    let roots = v["roots"].as_array().expect("roots listed");
+    let damaged: Vec<_> = roots.iter().filter(|r| !r["problem"].is_null()).collect();
+    assert!(roots.len() == 3 && damaged.len() == 1 && v["size_classes"].is_array(), "{v}");
+    assert_eq!(damaged[0]["problem"], "root names no live block", "{v}");
+    let o = mmheap(&["roots", p]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.contains("damaged: root names no live block"), "{text}");
+    assert!(stderr(&o).contains("1 root damaged"), "{}", stderr(&o));
 }
 
 /// The JSON example that follows the line `title` in docs/cli.md.

@@ -211,7 +211,9 @@ impl Core<'_> {
         rep: &mut CheckReport,
     ) -> Result<u64> {
         let (mut cur, mut prev, mut n) = (head, 0, 0u64);
+        let mut pace = crate::progress::Pace::default();
         while cur != 0 {
+            pace.tick();
             if !free_set.contains(&cur) {
                 rep.flag("free list points at something that is not a free block", cur);
                 break;

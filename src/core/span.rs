@@ -380,7 +380,9 @@ impl Core<'_> {
         let (mut live, mut slot_bytes, mut blocks) = (0u64, 0u64, spans.len() as u64);
         let mut span_bytes = 0;
         let mut named_pages = Vec::new();
+        let mut pace = crate::progress::Pace::default();
         for &p in spans {
+            pace.tick();
             let class = self.read(p + SPAN_CLASS)?;
             if !valid_class(class) || self.read(p + SPAN_CHECK)? != check_word(key, p, SPAN_CHECK_GEN) {
                 rep.flag("span header is wrong", p);

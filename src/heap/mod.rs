@@ -105,13 +105,25 @@ pub(crate) struct Heap {
     recovered: Mutex<crate::RecoveryReport>,
     /// Set when the heap was given up as found (`abandon`): dropping it writes nothing.
     abandoned: bool,
-    /// The store's path if it was opened read-only (`mapped/read_only.rs`): its memory is
-    /// mapped read-only, so the lock is refused (`Error::ReadOnly`) and dropping writes nothing.
-    read_only: Option<std::path::PathBuf>,
+    /// How this process may touch the store (a writer, a reader, an inspector).
+    access: Access,
     /// Small raw blocks (in-process heaps only: `slab/`).
     pub(crate) slabs: Option<crate::slab::Slabs>,
     /// Free space waiting to go back to the system (in-process heaps only: `purge.rs`).
     purges: Option<purge::Purges>,
+}
+
+/// How a heap may touch its memory.
+enum Access {
+    /// As a process of the store (or the in-process heap): takes the lock, writes, leaves.
+    Normal,
+    /// Opened read-only (`mapped/read_only.rs`), with the store's path: its memory is mapped
+    /// read-only, so the lock is refused (`Error::ReadOnly`) and dropping writes nothing.
+    ReadOnly(std::path::PathBuf),
+    /// Inspected in place (`inspect/take.rs`): an inspector holds the store lock for the
+    /// heap's whole life, so `lock` neither takes nor gives it (nor repairs anything: the
+    /// holder it found was not dead), and dropping writes nothing. Only read paths run on it.
+    Inspected,
 }
 
 /// Who resizes a block ([`Heap::resize`]).
@@ -156,6 +168,9 @@ impl<'h> Guard<'h> {
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
         LOCKED.with(|l| l.set(std::ptr::null()));
+        if let Access::Inspected = self.heap.access {
+            return; // the inspector's to give back
+        }
         if let Ok(word) = self.heap.region.u32_at(SB_LOCK) {
             match self.give_back.get() {
                 Some(was) => lock::restore(word, was, self.heap.backing.shared()),
@@ -186,7 +201,7 @@ impl Heap {
             spans,
             recovered: Mutex::default(),
             abandoned: false,
-            read_only: None,
+            access: Access::Normal,
             slabs: None,
             purges: None,
         })
@@ -202,7 +217,16 @@ impl Heap {
         path: &std::path::Path,
     ) -> Result<Heap> {
         let mut heap = Heap::new(region, backing, READ_ONLY_TAG)?;
-        heap.read_only = Some(path.to_owned());
+        heap.access = Access::ReadOnly(path.to_owned());
+        Ok(heap)
+    }
+
+    /// A heap over a store whose lock the caller holds (with `tag`, not this heap's) for as
+    /// long as the heap lives, to inspect it in place (`inspect/take.rs`): its `lock` only
+    /// stands for the caller's, and dropping it writes nothing. Only read paths run on it.
+    pub(crate) fn inspected(region: Region, backing: Box<dyn Backing>, tag: u32) -> Result<Heap> {
+        let mut heap = Heap::new(region, backing, tag)?;
+        heap.access = Access::Inspected;
         Ok(heap)
     }
 
@@ -283,11 +307,16 @@ impl Heap {
     /// process reachable. With the lock word it was taken from if its holder had died (the
     /// caller owes a recovery, and gives the word back if that fails).
     pub(crate) fn lock_as_is(&self) -> Result<(Guard<'_>, Option<u32>)> {
-        if let Some(path) = &self.read_only {
+        if let Access::ReadOnly(path) = &self.access {
             return Err(Error::ReadOnly { path: path.clone() });
         }
         if self.locked_here() {
             return Err(Error::Reentrant);
+        }
+        if let Access::Inspected = self.access {
+            // Held by the inspector, which found a living or no holder: nothing to repair,
+            // and the capacity cannot change while it is held.
+            return Ok((Guard::new(self), None));
         }
         let word = self.region.u32_at(SB_LOCK)?;
         let before = word.load(Ordering::Relaxed);
@@ -701,7 +730,7 @@ impl Heap {
 impl Drop for Heap {
     fn drop(&mut self) {
         table::unregister(self.index);
-        if self.abandoned || self.read_only.is_some() {
+        if self.abandoned || !matches!(self.access, Access::Normal) {
             return;
         }
         let Ok(g) = self.lock() else { return };

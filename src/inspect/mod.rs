@@ -1,12 +1,13 @@
 //! Read-only inspection of a store: what the `mmheap` command-line tool is built on.
 //!
-//! A [`Snapshot`] is a private in-memory copy of a store file, taken so that it shows the store
-//! at one moment even while other processes write it: under the store lock, which it takes for
-//! the copy without registering as a process of the store (`take.rs` says how, and what a
-//! copier that dies holding it leaves). It writes nothing else: the lock word is put back.
-//! When one living holder keeps the lock for 2 s, the copy is taken without it and says so
-//! ([`View`]). Liveness of the registered processes is asked of the kernel (their record locks)
-//! on the real file.
+//! A [`Snapshot`] shows a store file at one moment even while other processes write it: the
+//! store looked at in place while its lock is held ([`Snapshot::in_place`], which costs the
+//! walk's memory, not a copy of the data), or a private in-memory copy of it taken under the
+//! lock ([`Snapshot::take`]). The lock is taken without registering as a process of the store
+//! (`take.rs` says how, and what an inspector that dies holding it leaves); nothing else is
+//! written: the lock word is put back. When one living holder keeps the lock for 2 s, a copy is
+//! taken without it and says so ([`View`]). Liveness of the registered processes is asked of
+//! the kernel (their record locks) on the real file.
 //!
 //! ```
 //! use mmheap::inspect::Snapshot;
@@ -98,16 +99,65 @@ impl Snapshot {
 
     /// As [`Snapshot::take`], calling `progress(bytes_read, total)` as the copy proceeds.
     pub fn take_with_progress(path: impl AsRef<Path>, progress: impl FnMut(u64, u64)) -> Result<Snapshot> {
-        let take::StoreCopy { file, mut words, capacity, view, lock_holder } =
-            take::copy(path.as_ref(), progress)?;
+        Self::over_copy(take::copy(path.as_ref(), progress)?)
+    }
+
+    /// A snapshot over a copy of the store.
+    fn over_copy(copy: take::StoreCopy) -> Result<Snapshot> {
+        let take::StoreCopy { file, mut words, capacity, view, lock_holder } = copy;
         let base = NonNull::new(words.as_mut_ptr().cast::<u8>()).expect("vec pointer");
         // SAFETY: the Vec owns `capacity` bytes aligned to 8 and moves into the backing, which
         // the Heap drops after the region; nothing else refers to it.
         let region = unsafe { Region::new(base, capacity, capacity) };
         // The copy's lock word (ours, or a holder's) must not hold up the checks run on it.
         region.u32_at(SB_LOCK)?.store(0, crate::sync::Ordering::Relaxed);
-        let heap = Heap::new(region, Box::new(CopyBacking { file, _words: words }), SNAPSHOT_TAG)?;
+        let heap = Heap::new(region, Box::new(CopyBacking { file, _memory: words }), SNAPSHOT_TAG)?;
         Ok(Snapshot { heap, lock_holder, view, census: OnceLock::new() })
+    }
+
+    /// Runs `look` on the store at `path` inspected in place: under its lock, held for the
+    /// whole call, the snapshot reads the store's own pages instead of a copy, so that looking
+    /// at a large store costs about what the walk keeps (its metadata), not a copy of its data.
+    /// The price is that every process of the store that needs its lock waits meanwhile (as
+    /// for a process's own `check`), and this thread's stop signals (`SIGTSTP`, `SIGTTIN`,
+    /// `SIGTTOU`) are held back until the call returns, so that Ctrl-Z cannot stop the holder.
+    ///
+    /// When the lock cannot be had (see [`View`]), `look` gets a copy, as [`Snapshot::take`]
+    /// makes. On a snapshot in place, the dry runs (`recover_dry_run`, `salvage_dry_run`),
+    /// which need a copy to change, are out of reach: `look` gets it shared.
+    ///
+    /// ```
+    /// use mmheap::inspect::{Snapshot, View};
+    /// use mmheap::{MappedManager, MemoryManager, Options};
+    ///
+    /// let store = MappedManager::temporary(&Options::new())?;
+    /// let block = store.allocate(100)?;
+    /// let (live, sound, view) = Snapshot::in_place(store.path(), |snap| {
+    ///     Ok::<_, mmheap::Error>((snap.info().live_blocks, snap.check()?.is_sound(), snap.view()))
+    /// })??;
+    /// assert_eq!((live, sound, view), (1, true, View::Locked));
+    /// drop(block);
+    /// # Ok::<(), mmheap::Error>(())
+    /// ```
+    pub fn in_place<R>(path: impl AsRef<Path>, look: impl FnOnce(&Snapshot) -> R) -> Result<R> {
+        Self::in_place_with_progress(path, |_, _| {}, look)
+    }
+
+    /// As [`Snapshot::in_place`], calling `progress(bytes_read, total)` if a copy is made.
+    pub fn in_place_with_progress<R>(
+        path: impl AsRef<Path>,
+        mut progress: impl FnMut(u64, u64),
+        look: impl FnOnce(&Snapshot) -> R,
+    ) -> Result<R> {
+        match take::hold(path.as_ref(), &mut progress)? {
+            take::Found::Copied(copy) => Ok(look(&Self::over_copy(copy)?)),
+            take::Found::Held(held, _no_stop) => {
+                let (region, backing) = take::map_held(held)?;
+                let heap = Heap::inspected(region, backing, SNAPSHOT_TAG)?;
+                let snap = Snapshot { heap, lock_holder: None, view: View::Locked, census: OnceLock::new() };
+                Ok(take::trimmed(&snap.heap.region, || look(&snap)))
+            }
+        }
     }
 
     /// How far the copy shows the store at one moment (see [`View`]).
@@ -211,14 +261,24 @@ impl Snapshot {
             .collect()
     }
 
-    /// The named roots.
+    /// The named roots, in directory order, each read on its own: a damaged entry is listed
+    /// with what is wrong with it ([`RootInfo::problem`]). An error only if the directory
+    /// itself cannot be read.
     pub fn roots(&self) -> Result<Vec<RootInfo>> {
-        let mut out = Vec::new();
-        for (name, h) in crate::mapped::list_roots(&self.heap)? {
-            let len = self.heap.published_len(h.offset)?;
-            out.push(RootInfo { name, offset: h.offset, generation: h.generation, len });
-        }
-        Ok(out)
+        let surveyed = crate::mapped::survey_roots(&self.heap)?;
+        Ok(surveyed.into_iter().map(|s| self.root_info(s)).collect())
+    }
+
+    fn root_info(&self, s: crate::mapped::SurveyedRoot) -> RootInfo {
+        let h = self.heap.handle_of(s.target);
+        let read = || Ok::<_, Error>((self.heap.published_len(s.target)?, h.generation));
+        let (len, generation, problem) = match (s.problems.first(), read()) {
+            (None, Ok((len, generation))) => (len, generation, None),
+            (Some(p), _) => (0, 0, Some(p.what)),
+            (None, Err(Error::Corrupt { what, .. })) => (0, 0, Some(what)),
+            (None, Err(_)) => (0, 0, Some("root's block cannot be read")),
+        };
+        RootInfo { name: s.name, offset: s.target, generation, len, problem }
     }
 
     /// Every block in address order, each span followed by its slots in use, up to the first

@@ -23,7 +23,6 @@
 //! (nothing changed), or neither: then the copy may mix moments, and a caller that finds
 //! problems in it must confirm them.
 
-use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::Path;
@@ -35,8 +34,10 @@ use memmap2::{MmapOptions, MmapRaw};
 use crate::core::region::Region;
 use crate::error::{Error, Result};
 use crate::format::*;
+use crate::heap::Backing;
 use crate::lock::CONTENDED;
-use crate::sync::{AtomicU64, Ordering};
+use crate::mapped::CopyBacking;
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use crate::sys;
 
 /// How long one holder may keep the store lock before a copier copies without it. Critical
@@ -52,7 +53,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(30);
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum View {
-    /// Copied under the store lock, taken for the copy and given back: what a check under
+    /// Looked at (in place, or copied) under the store lock, taken for it and given back: what a check under
     /// the lock would see.
     Locked,
     /// The lock was held, before and after the copy, by a process that is dead: nothing that
@@ -78,34 +79,94 @@ pub(super) struct StoreCopy {
 
 /// Copies the store at `path` as the module's comment says, calling `progress(done, total)`.
 pub(super) fn copy(path: &Path, mut progress: impl FnMut(u64, u64)) -> Result<StoreCopy> {
+    match hold(path, &mut progress)? {
+        // No progress is reported under the lock: drawing it may block on a terminal.
+        Found::Held(held, _no_stop) => {
+            let (words, capacity) = copy_mapped(&held.file, &mut |_, _| {})?;
+            Ok(StoreCopy { file: held.into_file(), words, capacity, view: View::Locked, lock_holder: None })
+        }
+        Found::Copied(copy) => Ok(copy),
+    }
+}
+
+/// What [`hold`] found.
+pub(super) enum Found {
+    /// The store lock, taken (a [`View::Locked`] look), and this thread's stop signals held
+    /// back until it is given back (a stopped holder would keep every writer waiting).
+    Held(Held, sys::StopSignalsHeld),
+    /// A copy made without the lock, which could not be had: its view says why.
+    Copied(StoreCopy),
+}
+
+/// The store lock of a store, held until this drops.
+pub(super) struct Held {
+    pub(super) file: File,
+    lock: StoreLock,
+}
+
+impl Held {
+    /// The store file, the lock given back.
+    fn into_file(self) -> File {
+        let Held { file, lock } = self;
+        drop(lock);
+        file
+    }
+}
+
+/// The store under a [`Held`] lock, mapped whole for a heap that inspects it in place: the
+/// mapping as a region, and the backing that keeps the mapping and gives the lock back when
+/// the heap drops.
+pub(super) fn map_held(held: Held) -> Result<(Region, Box<dyn Backing>)> {
+    let len = held.file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
+    // Read again under the lock: the store may have grown since the first look.
+    let (capacity, _) = crate::mapped::validate_superblock(&held.file, len)?;
+    let Mapping { region, _map: map } = Mapping::new(&held.file, capacity)?;
+    let Held { file, lock } = held;
+    Ok((region, Box::new(CopyBacking { file, _memory: (map, lock) })))
+}
+
+/// Runs `body`, letting go of every store page mapped in `region` each time the walks it makes
+/// report their progress (`progress::with_step`: every few MiB of a walk in address order,
+/// every few blocks of one that jumps). An inspection in place walks the whole store, whose
+/// pages are the store's (in the page cache), not the inspector's memory, and a touch may map
+/// a whole large folio (2 MiB) at once: what stays mapped is what the last few steps touched,
+/// and a later touch maps a page again.
+pub(super) fn trimmed<R>(region: &Region, body: impl FnOnce() -> R) -> R {
+    let (base, len) = (region.base_addr(), region.limit() as usize);
+    crate::progress::with_step(move || sys::release_mapped(base, len), body)
+}
+
+/// Takes the store lock at `path` for an inspection, as the module's comment says; when it
+/// cannot be had, copies the store without it (calling `progress(done, total)`) and says why.
+pub(super) fn hold(path: &Path, progress: &mut impl FnMut(u64, u64)) -> Result<Found> {
     let (file, writable) = open(path)?;
     let len = file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
     // Junk, or a store this version cannot read, is refused before any lock is touched.
     crate::mapped::validate_superblock(&file, len)?;
     if !writable {
-        return copy_unlocked(file, &mut progress);
+        return copy_unlocked(file, progress).map(Found::Copied);
     }
-    // Held back until the lock is given back (below, or when an error drops it first).
-    let _no_stop = sys::hold_stop_signals();
+    // Held back until the lock is given back (below, by the caller of a `Held`, or when an
+    // error drops the lock first).
+    let no_stop = sys::hold_stop_signals();
     let lock = StoreLock::new(&file)?;
-    let taken = lock.take()?;
+    let (word, dead) = match lock.take()? {
+        Taken::Ours => return Ok(Found::Held(Held { file, lock }, no_stop)),
+        Taken::Dead(w) => (w, true),
+        Taken::Live(w) => (w, false),
+    };
     // Whether nothing could change the store meanwhile: asked only when the lock is not ours.
-    let settled_by_lock = matches!(taken, Taken::Ours);
-    let quiet_before = !settled_by_lock && !anyone_alive(&file);
-    // No progress is reported under the lock: drawing it may block on a terminal.
-    let copied = match settled_by_lock {
-        true => copy_mapped(&file, &mut |_, _| {}),
-        false => copy_mapped(&file, &mut progress),
-    };
-    let (words, capacity) = copied?;
+    let quiet_before = !anyone_alive(&file);
+    let (words, capacity) = copy_mapped(&file, progress)?;
     let quiet = quiet_before && !anyone_alive(&file);
-    let (view, lock_holder) = match taken {
-        Taken::Ours => (View::Locked, None),
-        Taken::Dead(w) if lock.word()? == w => (View::DeadHolder, holder(w)),
-        Taken::Dead(w) | Taken::Live(w) => (if quiet { View::Quiet } else { View::Unsettled }, holder(w)),
+    let view = match () {
+        _ if dead && lock.word()? == word => View::DeadHolder,
+        _ if quiet => View::Quiet,
+        _ => View::Unsettled,
     };
+    let lock_holder = holder(word);
     drop(lock);
-    Ok(StoreCopy { file, words, capacity, view, lock_holder })
+    Ok(Found::Copied(StoreCopy { file, words, capacity, view, lock_holder }))
 }
 
 /// Opens the store for reading and, if allowed, writing (the lock word).
@@ -289,21 +350,24 @@ enum Taken {
 }
 
 /// The store lock, taken for a copy under a free registry slot's tag.
-struct StoreLock<'f> {
-    file: &'f File,
+struct StoreLock {
+    /// The store file, a second descriptor of the caller's open file (whose record locks it
+    /// shares); closed after the lock is given back.
+    file: File,
     meta: Mapping,
     /// Our tag (free slot + 1), whose liveness lock we hold.
     tag: Option<u32>,
     /// Whether we hold the store lock (and must give it back).
-    held: Cell<bool>,
+    held: AtomicBool,
 }
 
-impl<'f> StoreLock<'f> {
-    fn new(file: &'f File) -> Result<StoreLock<'f>> {
-        let meta = Mapping::new(file, HEAP_START)?;
+impl StoreLock {
+    fn new(file: &File) -> Result<StoreLock> {
+        let file = file.try_clone().map_err(|e| Error::io("open the store file again", e))?;
+        let meta = Mapping::new(&file, HEAP_START)?;
         let word = meta.region.load32(SB_LOCK)?;
-        let tag = claim_free_slot(file, &meta.region, holder(word))?;
-        Ok(StoreLock { file, meta, tag, held: Cell::new(false) })
+        let tag = claim_free_slot(&file, &meta.region, holder(word))?;
+        Ok(StoreLock { file, meta, tag, held: AtomicBool::new(false) })
     }
 
     fn word(&self) -> Result<u32> {
@@ -324,7 +388,7 @@ impl<'f> StoreLock<'f> {
             if cur == 0 {
                 // Others may sleep on the word: keep the bit, so that our release wakes one.
                 if word.compare_exchange(0, tag | CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                    self.held.set(true);
+                    self.held.store(true, Ordering::Relaxed);
                     return Ok(Taken::Ours);
                 }
                 continue;
@@ -332,7 +396,7 @@ impl<'f> StoreLock<'f> {
             if cur != seen {
                 (seen, since) = (cur, Instant::now());
             }
-            if crate::mapped::owner_dead(self.file, cur & !CONTENDED) {
+            if crate::mapped::owner_dead(&self.file, cur & !CONTENDED) {
                 return Ok(Taken::Dead(cur));
             }
             if since.elapsed() >= LOCK_STUCK || started.elapsed() >= LOCK_WAIT {
@@ -347,16 +411,16 @@ impl<'f> StoreLock<'f> {
     }
 }
 
-impl Drop for StoreLock<'_> {
+impl Drop for StoreLock {
     fn drop(&mut self) {
         let Some(tag) = self.tag else { return };
-        if self.held.get() {
+        if self.held.load(Ordering::Relaxed) {
             if let Ok(word) = self.meta.region.u32_at(SB_LOCK) {
                 // As the heap releases it: wake a sleeper if one may be waiting.
                 crate::lock::release(word, true);
             }
         }
-        let _ = sys::unlock_byte(self.file, LIVENESS_LOCK_BASE + u64::from(tag - 1));
+        let _ = sys::unlock_byte(&self.file, LIVENESS_LOCK_BASE + u64::from(tag - 1));
     }
 }
 

@@ -197,8 +197,11 @@ pub struct RootInfo {
     pub offset: u64,
     /// Generation of its block.
     pub generation: u64,
-    /// Length of its block.
+    /// Length of its block (0 if it names no live block).
     pub len: u64,
+    /// What is wrong with the entry, if anything (`mmheap check` reports it too): a damaged
+    /// root is listed with the others, never hides them.
+    pub problem: Option<&'static str>,
 }
 
 /// Live and cached blocks of one size class (block sizes in `(max_size / 2, max_size]`).

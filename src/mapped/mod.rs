@@ -7,6 +7,7 @@ mod roots;
 
 pub(crate) use read_only::{zeroed_words, CopyBacking};
 pub use read_only::{ReadOnlyBlock, ReadOnlyStore};
+pub(crate) use roots::Surveyed as SurveyedRoot;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -216,9 +217,9 @@ pub(crate) fn full_check(heap: &Heap) -> Result<CheckReport> {
     Ok(report)
 }
 
-/// The named roots with their blocks' handles.
-pub(crate) fn list_roots(heap: &Heap) -> Result<Vec<(String, BlockHandle)>> {
-    roots::list(heap)
+/// Every used entry of the roots directory, each checked on its own.
+pub(crate) fn survey_roots(heap: &Heap) -> Result<Vec<roots::Surveyed>> {
+    roots::survey(heap)
 }
 
 impl MappedManager {

@@ -484,7 +484,7 @@ impl PrivateCopy {
         let region = unsafe { Region::new(base, self.cap, self.cap) };
         // The copy's lock word (a dead holder's, perhaps) must not hold up the check.
         region.store32(SB_LOCK, 0)?;
-        Heap::new(region, Box::new(CopyBacking { file, _words: self.words }), COPY_TAG)
+        Heap::new(region, Box::new(CopyBacking { file, _memory: self.words }), COPY_TAG)
     }
 }
 
@@ -514,20 +514,22 @@ pub(crate) fn zeroed_words(n: u64) -> Result<Vec<u64>> {
     Ok(unsafe { Vec::from_raw_parts(p, len, len) })
 }
 
-/// The backing of a heap over a private copy of a store (a read-only store's check, an
-/// `inspect::Snapshot`): memory that never grows and is no other process's, with the liveness of
-/// the store's processes asked of the store file.
-pub(crate) struct CopyBacking {
+/// The backing of a heap that only looks at a store: over a private copy of it (a read-only
+/// store's check, an `inspect::Snapshot`; `memory` is the copy's words) or over its mapping
+/// while an inspector holds its lock (`memory` is the mapping and the lock). Memory that never
+/// grows meanwhile and that this heap never attaches to, with the liveness of the store's
+/// processes asked of the store file.
+pub(crate) struct CopyBacking<M> {
     pub(crate) file: File,
-    pub(crate) _words: Vec<u64>,
+    pub(crate) _memory: M,
 }
 
-impl Backing for CopyBacking {
+impl<M: Send + Sync> Backing for CopyBacking<M> {
     fn grow(&self, _region: &Region, new_cap: u64) -> Result<()> {
-        Err(Error::corrupt("capacity beyond the copy", new_cap))
+        Err(Error::corrupt("capacity beyond the inspected memory", new_cap))
     }
     fn refresh(&self, _region: &Region, cap: u64) -> Result<()> {
-        Err(Error::corrupt("capacity beyond the copy", cap))
+        Err(Error::corrupt("capacity beyond the inspected memory", cap))
     }
     fn owner_dead(&self, tag: u32) -> bool {
         registry::owner_dead(&self.file, tag)

@@ -36,30 +36,47 @@ fn find(heap: &Heap, name: &[u8]) -> Result<Option<(u64, u64)>> {
     Ok(entries(heap)?.into_iter().find(|e| e.name == name).map(|e| (e.index, e.target)))
 }
 
+/// One used entry of the directory, read as it is, with what is wrong with it.
+pub(crate) struct Surveyed {
+    /// The name, bytes that are not UTF-8 replaced.
+    pub(crate) name: String,
+    /// The block it names.
+    pub(crate) target: u64,
+    /// What is wrong with the entry, each at the offset a check reports.
+    pub(crate) problems: Vec<Problem>,
+}
+
+/// Every used entry of the directory, each checked on its own (a malformed name, a block that
+/// is not live, an unpublished block), so that one damaged entry hides no other.
+pub(crate) fn survey(heap: &Heap) -> Result<Vec<Surveyed>> {
+    let _g = heap.lock()?;
+    let mut out = Vec::new();
+    for i in 0..ROOT_COUNT {
+        let e = ROOTS.entry(i);
+        let target = heap.region.load(e + ROOT_BLOCK)?;
+        if target == 0 {
+            continue;
+        }
+        let mut problems = Vec::new();
+        if !ROOTS.name_ok(heap, i)? {
+            problems.push(Problem { what: "root name is malformed", offset: e });
+        }
+        let word = heap.rc(target);
+        if !heap.names_live(target) || rc::count(word) == 0 {
+            problems.push(Problem { what: "root names no live block", offset: e });
+        } else if !rc::published(word) {
+            // A root publishes its block before it names it (recovery refuses this as damage).
+            problems.push(Problem { what: "root names an unpublished block", offset: target });
+        }
+        out.push(Surveyed { name: ROOTS.name_lossy(heap, i)?, target, problems });
+    }
+    Ok(out)
+}
+
 /// Adds a problem for every root entry that is malformed or names something that is not a
 /// live block.
 pub(super) fn check(heap: &Heap, report: &mut CheckReport) -> Result<()> {
-    let _g = heap.lock()?;
-    for i in 0..ROOT_COUNT {
-        let e = ROOTS.entry(i);
-        let block = heap.region.load(e + ROOT_BLOCK)?;
-        if block == 0 {
-            continue;
-        }
-        let len = u64::from(heap.region.load32(e + ROOT_NAME_LEN)?);
-        let mut name = vec![0; len.min(ROOT_NAME_MAX) as usize];
-        heap.region.read_bytes(e + ROOT_NAME, &mut name)?;
-        if len == 0 || len > ROOT_NAME_MAX || std::str::from_utf8(&name).is_err() {
-            report.problems.push(Problem { what: "root name is malformed", offset: e });
-        }
-        let word = heap.rc(block);
-        if !heap.names_live(block) || rc::count(word) == 0 {
-            report.problems.push(Problem { what: "root names no live block", offset: e });
-        } else if !rc::published(word) {
-            // A root publishes its block before it names it (recovery refuses this as damage).
-            report.problems.push(Problem { what: "root names an unpublished block", offset: block });
-        }
-    }
+    report.problems.extend(survey(heap)?.into_iter().flat_map(|s| s.problems));
     Ok(())
 }
 

@@ -68,7 +68,7 @@ impl Plan {
         let r = &heap.region;
         r.store(SB_RECOVERIES, r.load(SB_RECOVERIES)?.wrapping_add(1))?;
         r.store(SB_RECOVERED_PROCESSES, r.load(SB_RECOVERED_PROCESSES)?.wrapping_add(report.dead_processes))?;
-        let freed = report.blocks_freed + report.cached_blocks_freed;
+        let freed = report.blocks_freed + report.cached_blocks_freed + report.bookkeeping_blocks_freed;
         r.store(SB_RECOVERED_BLOCKS, r.load(SB_RECOVERED_BLOCKS)?.wrapping_add(freed))?;
         Ok(report)
     }
@@ -173,10 +173,13 @@ impl Plan {
             .iter()
             .map(|&i| heap.region.load(slot_offset(i) + SLOT_CACHES))
             .collect::<Result<_>>()?;
-        let mut doomed = Vec::new();
+        let (mut doomed, mut doomed_tables) = (Vec::new(), Vec::new());
         let mut count = |word: &AtomicU64, id: u64, size: u64, table: bool, report: &mut RecoveryReport| {
             if let Some(cached) = recount(word, id, &holds, &self.dead, report) {
-                doomed.push((id, size, cached || table));
+                match table {
+                    true => doomed_tables.push((id, size)),
+                    false => doomed.push((id, size, cached)),
+                }
             }
         };
         for b in self.blocks.iter().filter(|b| b.tag.is_plain_used()) {
@@ -193,21 +196,23 @@ impl Plan {
             }
         }
         crate::hooks::pause("recovery-midway");
-        for &(block, size, _) in &doomed {
+        let tables = doomed_tables.iter().map(|&(id, size)| (id, size, false));
+        for (block, size, _) in doomed.iter().copied().chain(tables) {
             heap.free_owned_locked(g, block)?;
             report.bytes_freed += size;
         }
-        // A dead process's parked reference words are its caches' blocks, their counter tables,
-        // and the blocks lent from its caches to its `MemoryBlock`s (held, never shared): the
-        // caches' own counters tell how many are the first. Only a report: a table out of range
-        // (a corrupt store) counts nothing rather than stop the recovery.
+        // A dead process's parked reference words (its counter tables aside) are its caches'
+        // blocks and the blocks lent from its caches to its `MemoryBlock`s (held, never
+        // shared): the caches' own counters tell how many are the first. Only a report: a table
+        // out of range (a corrupt store) counts nothing rather than stop the recovery.
         let parked = doomed.iter().filter(|&&(_, _, cached)| cached).count() as u64;
         let mut in_caches = 0u64;
         for &t in dead_tables.iter().filter(|&&t| t != 0) {
             let blocks = heap.parked_in(t).map_or(0, |(_, blocks)| blocks);
-            in_caches = in_caches.saturating_add(blocks).saturating_add(1);
+            in_caches = in_caches.saturating_add(blocks);
         }
         report.cached_blocks_freed = parked.min(in_caches);
+        report.bookkeeping_blocks_freed = doomed_tables.len() as u64;
         report.blocks_freed = doomed.len() as u64 - report.cached_blocks_freed;
         report.recoveries = 1;
         Ok(report)

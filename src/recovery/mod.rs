@@ -44,9 +44,11 @@ pub struct RecoveryReport {
     pub blocks_freed: u64,
     /// Bytes in those blocks and in the cached ones below, headers included.
     pub bytes_freed: u64,
-    /// Blocks freed from dead processes' thread caches (parked, nobody's; their counter
-    /// tables included).
+    /// Blocks freed from dead processes' thread caches (parked, nobody's): as many as the
+    /// caches' counters held, the figure `Stats` and `mmheap stat` call cached.
     pub cached_blocks_freed: u64,
+    /// Bookkeeping blocks of dead processes freed: their caches' counter tables.
+    pub bookkeeping_blocks_freed: u64,
     /// Owner references of dead processes that were dropped (a lent block's reference is not
     /// counted in its header, so it adds none).
     pub owner_refs_released: u64,
@@ -62,6 +64,7 @@ impl RecoveryReport {
         self.blocks_freed += other.blocks_freed;
         self.bytes_freed += other.bytes_freed;
         self.cached_blocks_freed += other.cached_blocks_freed;
+        self.bookkeeping_blocks_freed += other.bookkeeping_blocks_freed;
         self.owner_refs_released += other.owner_refs_released;
         self.holds_released += other.holds_released;
     }

@@ -63,9 +63,9 @@ pub(crate) fn release_mapped(addr: usize, len: usize) {
     let page = 4096;
     let (start, end) = (addr.next_multiple_of(page), (addr + len) / page * page);
     if end > start {
-        // SAFETY: callers pass a range of a shared file mapping of theirs that no reference
-        // points into (it is read through atomic loads only); DONTNEED on a shared mapping
-        // changes no byte of the file, it only unmaps the pages until they are touched again.
+        // SAFETY: callers pass a range of a shared file mapping of theirs; DONTNEED on a
+        // shared mapping changes no byte of the file nor any byte read through the mapping: it
+        // only unmaps the pages, and a later touch maps the same page-cache pages again.
         unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     }
 }

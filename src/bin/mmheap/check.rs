@@ -17,8 +17,9 @@ use crate::{snapshot, unsettled, with_bar};
 const COPIES: usize = 3;
 
 pub fn run(file: &Path, json: bool) -> Result<ExitCode, Error> {
-    let snap = match snapshot(file) {
-        Ok(s) => s,
+    let looked = with_bar(|| crate::look(file, looked).and_then(|l| l).and_then(|l| confirmed(file, l)));
+    let (looked, copies) = match looked {
+        Ok(l) => l,
         Err(e) => {
             match json {
                 true => println!("{}", json!({ "readable": false, "error": e.to_string() })),
@@ -27,46 +28,63 @@ pub fn run(file: &Path, json: bool) -> Result<ExitCode, Error> {
             return Ok(ExitCode::from(2));
         }
     };
-    let (report, snap, copies) = with_bar(|| confirmed(file, snap))?;
-    let note = match snap.view() {
+    let Looked { report, view, holder } = looked;
+    let note = match view {
         _ if report.is_sound() => None,
         View::Unsettled => Some(format!(
             "{}; the problems above were found in each of {copies} copies, and may be that \
              process's change in progress (a process stopped inside it, by a debugger or Ctrl-Z, \
              keeps them there): check again once it runs",
-            unsettled(&snap)
+            unsettled(holder)
         )),
         View::DeadHolder => Some(format!(
             "the process in slot {} died holding the store lock: the problems above may be its \
              unfinished change, which `mmheap recover` repairs (it refuses damage, leaving the \
              store as it was)",
-            snap.info().lock_holder.map_or_else(|| "?".to_owned(), |s| s.to_string())
+            holder.map_or_else(|| "?".to_owned(), |s| s.to_string())
         )),
         _ => None,
     };
     match json {
-        true => print_json(&report, snap.view(), note.as_deref()),
+        true => print_json(&report, view, note.as_deref()),
         false => print_text(file, &report, note.as_deref()),
     }
     Ok(if report.is_sound() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-/// The check of `snap`; if that copy is unsettled and shows problems, of further copies, until
-/// one is settled or [`COPIES`] were taken: then only the problems every copy showed.
-fn confirmed(file: &Path, mut snap: Snapshot) -> Result<(CheckReport, Snapshot, usize), Error> {
-    let mut report = snap.check()?;
+/// A check, how far the look it was made on shows one moment, and who held the lock then.
+struct Looked {
+    report: CheckReport,
+    view: View,
+    holder: Option<u32>,
+}
+
+/// The check of `snap`.
+fn looked(snap: &Snapshot) -> Result<Looked, Error> {
+    let holder = match snap.view() {
+        View::Locked => None,
+        _ => snap.info().lock_holder,
+    };
+    Ok(Looked { report: snap.check()?, view: snap.view(), holder })
+}
+
+/// `first`; if its look was unsettled and it shows problems, the checks of further copies,
+/// until one is settled or [`COPIES`] were taken: then only the problems every copy showed.
+fn confirmed(file: &Path, mut first: Looked) -> Result<(Looked, usize), Error> {
     let mut copies = 1;
-    while snap.view() == View::Unsettled && !report.problems.is_empty() && copies < COPIES {
-        let again = snapshot(file)?;
-        let next = again.check()?;
+    while first.view == View::Unsettled && !first.report.problems.is_empty() && copies < COPIES {
+        let again = looked(&snapshot(file)?)?;
         copies += 1;
-        if again.view() != View::Unsettled {
-            return Ok((next, again, 1));
+        if again.view != View::Unsettled {
+            return Ok((again, 1));
         }
-        report.problems.retain(|p| next.problems.iter().any(|q| q.what == p.what && q.offset == p.offset));
-        snap = again;
+        first
+            .report
+            .problems
+            .retain(|p| again.report.problems.iter().any(|q| q.what == p.what && q.offset == p.offset));
+        first.holder = again.holder;
     }
-    Ok((report, snap, copies))
+    Ok((first, copies))
 }
 
 fn print_json(report: &CheckReport, view: View, note: Option<&str>) {
@@ -117,9 +135,9 @@ fn print_text(file: &Path, report: &CheckReport, note: Option<&str>) {
         return;
     }
     println!(
-        "{}: {} blocks ({} live, {} cached, {} bookkeeping, {} free), {} problem(s){dead}",
+        "{}: {} ({} live, {} cached, {} bookkeeping, {} free), {} problem(s){dead}",
         file.display(),
-        report.blocks,
+        crate::count(report.blocks, "block"),
         report.used_blocks,
         report.cached_blocks,
         report.bookkeeping_blocks,

@@ -12,13 +12,11 @@ use mmheap::inspect::{BlockInfo, BlockKind, Unreferenced};
 use mmheap::Error;
 use serde_json::json;
 
-use crate::{human, snapshot};
+use crate::{human, look};
 
 /// Lists at most `limit` (default 1000) blocks in address order.
 pub fn list(file: &Path, limit: Option<usize>, json: bool) -> Result<ExitCode, Error> {
-    let snap = snapshot(file)?;
-    let (blocks, err) = snap.blocks(|_| {});
-    let unreferenced = snap.unreferenced();
+    let ((blocks, err), unreferenced) = look(file, |snap| (snap.blocks(|_| {}), snap.unreferenced()))?;
     let shown = &blocks[..blocks.len().min(limit.unwrap_or(1000))];
     let code = if err.is_some() { ExitCode::from(1) } else { ExitCode::SUCCESS };
     if json {
@@ -68,14 +66,16 @@ fn split_line(u: &Unreferenced) -> String {
 /// Shows the block (or slot) at `offset` and the first `limit` (default 256) bytes of its
 /// payload. Exit 1 if no block starts there.
 pub fn one(file: &Path, offset: u64, limit: Option<usize>, json: bool) -> Result<ExitCode, Error> {
-    let snap = snapshot(file)?;
-    let (blocks, err) = snap.blocks(|_| {});
-    // A slot is named by its id (as handles and roots name it) or found where it starts.
-    let Some(block) = blocks
-        .iter()
-        .find(|b| b.id == offset)
-        .or_else(|| blocks.iter().find(|b| b.offset == offset && b.kind == BlockKind::Slot))
-    else {
+    let (found, err) = look(file, |snap| {
+        let (blocks, err) = snap.blocks(|_| {});
+        // A slot is named by its id (as handles and roots name it) or found where it starts.
+        let found = (blocks.iter())
+            .find(|b| b.id == offset)
+            .or_else(|| blocks.iter().find(|b| b.offset == offset && b.kind == BlockKind::Slot))
+            .map(|b| (b.clone(), snap.payload(b.id)));
+        (found, err)
+    })?;
+    let Some((block, payload)) = found else {
         let mut why = format!("no block starts at {offset:#x}");
         if let Some(e) = err {
             why += &format!(" (the walk of the heap stopped before its end: {e})");
@@ -86,7 +86,6 @@ pub fn one(file: &Path, offset: u64, limit: Option<usize>, json: bool) -> Result
         }
         return Ok(ExitCode::from(1));
     };
-    let payload = snap.payload(block.id);
     let limit = limit.unwrap_or(256);
     if json {
         let error = payload.as_ref().err().map(|e| e.to_string());
@@ -98,7 +97,7 @@ pub fn one(file: &Path, offset: u64, limit: Option<usize>, json: bool) -> Result
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{}", block_line(block));
+    println!("{}", block_line(&block));
     match payload {
         Ok(bytes) => hex_dump(&bytes, limit),
         Err(e) => println!("no payload to show: {e}"),

@@ -1,9 +1,10 @@
 //! `mmheap`: look inside a store file, check it, recover it, draw it.
 //!
-//! Read-only commands (`stat`, `check`, `dump`, `roots`, `map`, `recover --dry-run`) work on a
-//! private copy of the store (`mmheap::inspect::Snapshot`), taken under the store's lock so
-//! that it shows one moment of a store in use: they never register as a process of the store
-//! or write to it, but for the lock word they take and give back. Only `create` and `recover`
+//! Read-only commands (`stat`, `check`, `dump`, `roots`, `map`) look at the store in place
+//! while they hold its lock, and `recover --dry-run` at a private copy taken under it
+//! (`mmheap::inspect::Snapshot`), so that they see one moment of a store in use: they never
+//! register as a process of the store or write to it, but for the lock word they take and give
+//! back. Only `create` and `recover`
 //! write a store; `map` writes its picture, never over an input, a store or (without
 //! `--force`) an existing file.
 //! The `--json` shapes are documented in `docs/cli.md`.
@@ -166,9 +167,30 @@ fn snapshot(file: &Path) -> Result<Snapshot, Error> {
         snap = take(file)?;
     }
     if snap.view() == View::Unsettled {
-        eprintln!("mmheap: note: {}", unsettled(&snap));
+        eprintln!("mmheap: note: {}", unsettled(snap.info().lock_holder));
     }
     Ok(snap)
+}
+
+/// What `look` makes of the store: inspected in place under its lock when it can be had
+/// (`Snapshot::in_place`: a large store costs the walk's memory, not a copy), else of a copy
+/// as [`snapshot`] takes it.
+fn look<R>(file: &Path, look: impl Fn(&Snapshot) -> R) -> Result<R, Error> {
+    let bar = progress(0, "reading");
+    let looked = Snapshot::in_place_with_progress(
+        file,
+        |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+        // A copy that may mix moments is taken again by `snapshot`, as often as it says.
+        |snap| (snap.view() != View::Unsettled).then(|| look(snap)),
+    );
+    bar.finish_and_clear();
+    match looked? {
+        Some(r) => Ok(r),
+        None => Ok(look(&snapshot(file)?)),
+    }
 }
 
 /// Runs `body` with progress bars (on standard error, when it is a terminal) that the heap
@@ -220,8 +242,8 @@ fn take(file: &Path) -> Result<Snapshot, Error> {
 }
 
 /// Why a copy may mix moments.
-fn unsettled(snap: &Snapshot) -> String {
-    let why = match snap.info().lock_holder {
+fn unsettled(lock_holder: Option<u32>) -> String {
+    let why = match lock_holder {
         Some(slot) => format!("the living process in slot {slot} kept the store lock for 2 s"),
         None => "the store file is not writable here, so its lock could not be taken".to_owned(),
     };
@@ -283,18 +305,18 @@ fn main() -> ExitCode {
 /// `Options::new()`'s initial size.
 const DEFAULT_INITIAL_SIZE: u64 = 1 << 20;
 
-/// `mmheap roots`: exit 1 if the store is readable but its roots are not.
+/// `mmheap roots`: exit 1 if the store is readable but its roots directory is not, or some
+/// root is damaged (listed with the others, with what is wrong with it).
 fn roots(file: &Path) -> Result<ExitCode, Error> {
-    match snapshot(file)?.roots() {
+    match look(file, |snap| snap.roots())? {
         Ok(roots) => {
-            for r in roots {
-                println!(
-                    "{:<48} block {:#x}  generation {}  {} bytes",
-                    shown_name(&r.name),
-                    r.offset,
-                    r.generation,
-                    r.len
-                );
+            for r in &roots {
+                println!("{}", root_line(r));
+            }
+            let damaged = roots.iter().filter(|r| r.problem.is_some()).count();
+            if damaged > 0 {
+                eprintln!("mmheap: {} damaged (run `mmheap check`)", count(damaged as u64, "root"));
+                return Ok(ExitCode::from(1));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -302,6 +324,23 @@ fn roots(file: &Path) -> Result<ExitCode, Error> {
             eprintln!("mmheap: the roots cannot be listed: {e}");
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+/// One root as `roots` and `stat` list it.
+fn root_line(r: &mmheap::inspect::RootInfo) -> String {
+    let name = shown_name(&r.name);
+    match r.problem {
+        None => format!("{name:<48} block {:#x}  generation {}  {} bytes", r.offset, r.generation, r.len),
+        Some(what) => format!("{name:<48} block {:#x}  damaged: {what}", r.offset),
+    }
+}
+
+/// `n` and `what`, plural when `n` is not 1 ("1 block", "2 blocks").
+fn count(n: u64, what: &str) -> String {
+    match n {
+        1 => format!("1 {what}"),
+        _ => format!("{n} {what}s"),
     }
 }
 

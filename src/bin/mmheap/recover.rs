@@ -11,14 +11,15 @@ use std::process::ExitCode;
 use mmheap::inspect::View;
 use mmheap::{Error, MappedManager, Problem, RecoveryReport, SalvageReport};
 
-use crate::{human, snapshot, with_bar};
+use crate::{human, look, snapshot, with_bar};
 
 fn describe(r: &RecoveryReport) -> String {
     format!(
-        "{} dead process(es), {} block(s) freed and {} from caches ({}), {} owner reference(s) and {} hold(s) released",
+        "{} dead process(es), {} block(s) freed, {} from caches and {} of bookkeeping ({}), {} owner reference(s) and {} hold(s) released",
         r.dead_processes,
         r.blocks_freed,
         r.cached_blocks_freed,
+        r.bookkeeping_blocks_freed,
         human(r.bytes_freed),
         r.owner_refs_released,
         r.holds_released
@@ -88,11 +89,10 @@ pub fn run(file: &Path, dry_run: bool, salvage: bool) -> Result<ExitCode, Error>
     // Not from a copy that may mix moments (a living holder kept the lock): its problems may be
     // a change in progress, which nobody repairs.
     let before = problems(|| {
-        let snap = snapshot(file)?;
-        match snap.view() {
+        look(file, |snap| match snap.view() {
             View::Unsettled => Ok(mmheap::CheckReport::default()),
             _ => snap.check(),
-        }
+        })?
     });
     let lines = if salvage {
         describe_salvage(&with_bar(|| MappedManager::salvage(file))?)

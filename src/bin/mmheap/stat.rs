@@ -13,17 +13,20 @@ use mmheap::inspect::{ProcessInfo, SizeClass, StoreInfo, Unreferenced, View};
 use mmheap::Error;
 use serde_json::json;
 
-use crate::{human, snapshot};
+use crate::{count, human, look};
 
 pub fn run(file: &Path, json: bool) -> Result<ExitCode, Error> {
-    let snap = snapshot(file)?;
-    let info = snap.info();
-    let classes = snap.size_classes();
-    let procs = snap.processes();
-    let roots = snap.roots();
-    let unreferenced = snap.unreferenced();
-    let errors: Vec<String> =
+    // Gathered whole before anything is printed: a reader of our output that does not read
+    // must not keep the store lock held.
+    let (info, classes, procs, roots, unreferenced) = look(file, |snap| {
+        (snap.info(), snap.size_classes(), snap.processes(), snap.roots(), snap.unreferenced())
+    })?;
+    let mut errors: Vec<String> =
         [classes.as_ref().err(), roots.as_ref().err()].into_iter().flatten().map(|e| e.to_string()).collect();
+    let damaged = roots.as_ref().map_or(0, |r| r.iter().filter(|r| r.problem.is_some()).count());
+    if damaged > 0 {
+        errors.push(format!("{} damaged (run `mmheap check`)", crate::count(damaged as u64, "root")));
+    }
     if json {
         let v = json!({
             "path": file.display().to_string(),
@@ -47,7 +50,7 @@ pub fn run(file: &Path, json: bool) -> Result<ExitCode, Error> {
             Ok(roots) => {
                 println!("roots ({}):", roots.len());
                 for r in roots {
-                    println!("  {:<40} block {:#x}  {} bytes", crate::shown_name(&r.name), r.offset, r.len);
+                    println!("  {}", crate::root_line(r));
                 }
             }
             Err(e) => println!("roots: unavailable ({e})"),
@@ -63,26 +66,30 @@ pub fn run(file: &Path, json: bool) -> Result<ExitCode, Error> {
 fn figures(file: &Path, info: &StoreInfo) {
     println!("store       {} (format v{})", file.display(), info.format_version);
     println!(
-        "capacity    {} of at most {}, grown {} times",
+        "capacity    {} of at most {}, grown {}",
         human(info.capacity),
         human(info.max_size),
-        info.growths
+        count(info.growths, "time")
     );
     if !info.walked {
         println!("            (the heap does not walk to its end: figures from the store's counters)");
     }
-    println!("live        {} in {} blocks (users hold them)", human(info.used_bytes), info.live_blocks);
     println!(
-        "cached      {} in {} blocks (parked in thread caches for reuse)",
+        "live        {} in {} (users hold them)",
+        human(info.used_bytes),
+        count(info.live_blocks, "block")
+    );
+    println!(
+        "cached      {} in {} (parked in thread caches for reuse)",
         human(info.cached_bytes),
-        info.cached_blocks
+        count(info.cached_blocks, "block")
     );
     println!(
-        "bookkeeping {} in {} blocks (hold and cache counter tables, channel rings, spans and pages)",
+        "bookkeeping {} in {} (hold and cache counter tables, channel rings, spans and pages)",
         human(info.bookkeeping_bytes),
-        info.bookkeeping_blocks
+        count(info.bookkeeping_blocks, "block")
     );
-    let blocks = info.free_blocks.map_or(String::new(), |n| format!(" in {n} blocks"));
+    let blocks = info.free_blocks.map_or(String::new(), |n| format!(" in {}", count(n, "block")));
     println!(
         "free        {}{blocks}, largest {}, fragmentation {:.1}%",
         human(info.free_bytes),
@@ -106,7 +113,7 @@ fn state(info: &StoreInfo, procs: &[ProcessInfo]) {
         println!("shutdown    NOT clean: {dead} dead process(es) left state behind (run `mmheap recover`)");
     }
     match (info.lock_holder, info.view) {
-        (None, View::Locked) => println!("lock        free (taken for the copy, and given back)"),
+        (None, View::Locked) => println!("lock        free (taken for the look, and given back)"),
         (None, _) => println!("lock        free"),
         (Some(s), View::DeadHolder) => println!("lock        held by slot {s}, which is dead"),
         (Some(s), _) => println!("lock        held by slot {s}"),
@@ -118,7 +125,7 @@ fn state(info: &StoreInfo, procs: &[ProcessInfo]) {
 fn size_classes(classes: &[SizeClass]) {
     let blocks: u64 = classes.iter().map(|c| c.blocks).sum();
     let bytes: u64 = classes.iter().map(|c| c.bytes).sum();
-    println!("live and cached blocks per size class ({blocks} blocks, {}):", human(bytes));
+    println!("live and cached blocks per size class ({}, {}):", count(blocks, "block"), human(bytes));
     for c in classes {
         println!("  <= {:>10}  {:>10} blocks  {:>10}", human(c.max_size), c.blocks, human(c.bytes));
     }
@@ -129,11 +136,12 @@ fn processes(procs: &[ProcessInfo], unreferenced: &[Unreferenced]) {
     println!("processes ({}):", procs.len());
     for p in procs {
         let state = if p.alive { "alive" } else { "DEAD" };
-        let mut line = format!("  slot {:>3}  pid {:>8}  {state:<5}  {} holds", p.slot, p.pid, p.holds);
+        let mut line =
+            format!("  slot {:>3}  pid {:>8}  {state:<5}  {}", p.slot, p.pid, count(p.holds, "hold"));
         if let Some(u) = unreferenced.iter().find(|u| u.owner == p.slot) {
             line += &format!(
-                "; {} blocks without a count: {} parked (cached), {} lent (live)",
-                u.blocks,
+                "; {} without a count: {} parked (cached), {} lent (live)",
+                count(u.blocks, "block"),
                 u.parked_blocks,
                 u.blocks.saturating_sub(u.parked_blocks)
             );

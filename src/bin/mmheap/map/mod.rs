@@ -18,7 +18,7 @@ use mmheap::inspect::{BlockInfo, BlockKind, SpanInfo, StoreInfo};
 use mmheap::Error;
 
 use self::cells::{runs, Cell, Grid, Paint, Run, CLASSES};
-use crate::{human, output, progress, snapshot, CliError};
+use crate::{human, look, output, with_bar, CliError};
 
 /// Most rows of cells, and their height in pixels.
 const MAX_ROWS: u64 = 128;
@@ -39,12 +39,9 @@ const CHAR_PX: f64 = 6.7;
 /// `mmheap map FILE -o OUTPUT`: exit 0 drawn, 1 drawn only up to where the heap stops walking.
 pub fn run(file: &Path, out: &Path, force: bool, columns: u64) -> Result<ExitCode, CliError> {
     output::may_write(out, &[file], force).map_err(CliError::Refused)?;
-    let snap = snapshot(file)?;
-    let info = snap.info();
-    let bar = progress(info.capacity, "walking");
-    let (blocks, err) = snap.blocks(|off| bar.set_position(off));
-    bar.finish_and_clear();
-    let (spans, _) = snap.spans();
+    // The walk's progress is drawn by `with_bar`'s own thread: the store lock may be held.
+    let (info, (blocks, err), (spans, _)) =
+        with_bar(|| look(file, |snap| (snap.info(), snap.blocks(|_| {}), snap.spans())))?;
     let heap = Heap { name: file.display().to_string(), info, blocks, spans, stopped: err };
     let drawn = columns.clamp(COLUMNS.0, COLUMNS.1);
     if drawn != columns {
@@ -55,7 +52,7 @@ pub fn run(file: &Path, out: &Path, force: bool, columns: u64) -> Result<ExitCod
     }
     let svg = render(&heap, drawn);
     output::write_new(out, &[file], force, svg.as_bytes()).map_err(CliError::Refused)?;
-    println!("wrote {} ({} blocks)", out.display(), heap.blocks.len());
+    println!("wrote {} ({})", out.display(), crate::count(heap.blocks.len() as u64, "block"));
     match &heap.stopped {
         Some(e) => {
             let at = heap.walked_end();
