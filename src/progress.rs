@@ -46,41 +46,37 @@ thread_local! {
 /// # Ok::<(), mmheap::Error>(())
 /// ```
 pub fn with_progress<R>(sink: impl FnMut(&'static str, u64, u64) + 'static, body: impl FnOnce() -> R) -> R {
-    /// Puts back the sink that was set before, however `body` ends.
-    struct Restore(Option<Sink>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let before = self.0.take();
-            SINK.with(|s| {
-                if let Ok(mut s) = s.try_borrow_mut() {
-                    *s = before;
-                }
-            });
-        }
-    }
-    let before = SINK.with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.replace(Box::new(sink))));
-    let _restore = Restore(before);
-    body()
+    with_set(&SINK, Box::new(sink), body)
 }
 
 /// Runs `body` with `step` called as the walks it makes on this thread go (every few MiB of a
 /// walk in address order, every few blocks of one that jumps), sink or no sink: for work that
-/// must keep pace with a walk, such as letting go of the pages of a mapping it has passed. The step set before is put back after.
+/// must keep pace with a walk, such as letting go of the pages of a mapping it has passed. The
+/// step set before is put back after.
 pub(crate) fn with_step<R>(step: impl FnMut() + 'static, body: impl FnOnce() -> R) -> R {
-    /// Puts back the step that was set before, however `body` ends.
-    struct Restore(Option<Step>);
-    impl Drop for Restore {
+    with_set(&STEP, Box::new(step), body)
+}
+
+/// Runs `body` with `value` in the thread-local cell `key`, and puts back what was there
+/// before, however `body` ends.
+fn with_set<T: 'static, R>(
+    key: &'static std::thread::LocalKey<RefCell<Option<T>>>,
+    value: T,
+    body: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: 'static>(&'static std::thread::LocalKey<RefCell<Option<T>>>, Option<T>);
+    impl<T: 'static> Drop for Restore<T> {
         fn drop(&mut self) {
-            let before = self.0.take();
-            STEP.with(|s| {
+            let before = self.1.take();
+            self.0.with(|s| {
                 if let Ok(mut s) = s.try_borrow_mut() {
                     *s = before;
                 }
             });
         }
     }
-    let before = STEP.with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.replace(Box::new(step))));
-    let _restore = Restore(before);
+    let before = key.with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.replace(value)));
+    let _restore = Restore(key, before);
     body()
 }
 
