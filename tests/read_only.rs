@@ -1,6 +1,8 @@
 //! `MappedManager::open_read_only`: a store read without writing a byte of it, by a process
 //! that may not write it (mode 0400, another user), while others may be writing it.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -230,19 +232,7 @@ fn a_user_without_write_permission_reads_the_store() {
     if let Ok(path) = std::env::var(CHILD) {
         return read_as_another_user(Path::new(&path));
     }
-    let id = |args: &[&str]| {
-        let out = Command::new("id").args(args).output().ok().filter(|o| o.status.success())?;
-        Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    };
-    let setpriv = Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success());
-    let (Some(me), Some(uid), Some(gid)) = (id(&["-u"]), id(&["-u", "nobody"]), id(&["-g", "nobody"])) else {
-        println!("skipped: no user `nobody` to read the store as");
-        return;
-    };
-    if me != "0" || !setpriv {
-        println!("skipped: reading as another user needs root and setpriv (uid {me}, setpriv {setpriv})");
-        return;
-    }
+    let Some((uid, gid)) = common::nobody() else { return };
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = dir.path().join("s.mmheap");

@@ -43,6 +43,38 @@ use crate::mapped::CopyBacking;
 use crate::{BlockHandle, CheckReport, RecoveryReport};
 
 pub use crate::progress::with_progress;
+
+/// The terminal's stop signals (`SIGTSTP`, `SIGTTIN`, `SIGTTOU`) held back on the calling
+/// thread while this lives ([`hold_stop_signals`]); one that arrives meanwhile takes effect
+/// when it drops.
+pub struct StopSignalsHeld {
+    // Puts the thread's mask back when it drops.
+    _held: crate::sys::StopSignalsHeld,
+}
+
+impl std::fmt::Debug for StopSignalsHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StopSignalsHeld")
+    }
+}
+
+/// Holds back the terminal's stop signals on this thread until the guard drops. The kernel
+/// hands a stop signal sent to the process to any thread that does not block it, and
+/// [`Snapshot::in_place`] holds them back only on its own thread: a program with other threads
+/// that inspects a store in place spawns them while it holds this guard (a thread inherits its
+/// maker's mask, and keeps it), so that Ctrl-Z cannot stop the process while it holds the store
+/// lock, every writer of the store waiting with it.
+///
+/// ```
+/// let helper = {
+///     let _held = mmheap::inspect::hold_stop_signals();
+///     std::thread::spawn(|| { /* never takes SIGTSTP */ })
+/// };
+/// helper.join().unwrap();
+/// ```
+pub fn hold_stop_signals() -> StopSignalsHeld {
+    StopSignalsHeld { _held: crate::sys::hold_stop_signals() }
+}
 pub use spans::SpanInfo;
 pub(crate) use take::copy_used;
 pub use take::View;
@@ -119,8 +151,15 @@ impl Snapshot {
     /// whole call, the snapshot reads the store's own pages instead of a copy, so that looking
     /// at a large store costs about what the walk keeps (its metadata), not a copy of its data.
     /// The price is that every process of the store that needs its lock waits meanwhile (as
-    /// for a process's own `check`), and this thread's stop signals (`SIGTSTP`, `SIGTTIN`,
-    /// `SIGTTOU`) are held back until the call returns, so that Ctrl-Z cannot stop the holder.
+    /// for a process's own `check`): for as long as `look` runs, so gather what you need and
+    /// return. A holder that gets little CPU (niced, on a loaded machine) or is stopped with
+    /// `SIGSTOP` keeps them waiting that much longer. This thread's stop signals (`SIGTSTP`,
+    /// `SIGTTIN`, `SIGTTOU`) are held back until the call returns, so that Ctrl-Z does not stop
+    /// the holder; the kernel gives them to any thread of the process that does not block them,
+    /// so a program with other threads must block them there too (the `mmheap` tool does).
+    ///
+    /// `look` must not use a manager of the same store in this process (allocate, open a root):
+    /// it would wait for the lock this call holds, for ever.
     ///
     /// When the lock cannot be had (see [`View`]), `look` gets a copy, as [`Snapshot::take`]
     /// makes. On a snapshot in place, the dry runs (`recover_dry_run`, `salvage_dry_run`),

@@ -34,7 +34,9 @@ impl Snapshot {
     pub fn spans(&self) -> (Vec<SpanInfo>, Option<Error>) {
         let mut out = Vec::new();
         let core = self.heap.core();
+        let mut ticker = crate::progress::Ticker::new("walking", core.capacity().unwrap_or(0));
         let walked = core.walk(|b| {
+            ticker.tick(b.offset);
             if b.tag.is_free() || !b.tag.is_span() {
                 return Ok(());
             }
@@ -52,6 +54,7 @@ impl Snapshot {
             });
             Ok(())
         });
+        ticker.finish();
         (out, walked.err())
     }
 }

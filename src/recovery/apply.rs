@@ -195,21 +195,23 @@ impl Plan {
                 }
             }
         }
-        crate::hooks::pause("recovery-midway");
-        let tables = doomed_tables.iter().map(|&(id, size)| (id, size, false));
-        for (block, size, _) in doomed.iter().copied().chain(tables) {
-            heap.free_owned_locked(g, block)?;
-            report.bytes_freed += size;
-        }
         // A dead process's parked reference words (its counter tables aside) are its caches'
         // blocks and the blocks lent from its caches to its `MemoryBlock`s (held, never
-        // shared): the caches' own counters tell how many are the first. Only a report: a table
-        // out of range (a corrupt store) counts nothing rather than stop the recovery.
+        // shared): the caches' own counters tell how many are the first. They are read before
+        // anything is freed (a freed table's cells become free-list links and footers). Only a
+        // report: a table out of range (a corrupt store) counts nothing rather than stop the
+        // recovery.
         let parked = doomed.iter().filter(|&&(_, _, cached)| cached).count() as u64;
         let mut in_caches = 0u64;
         for &t in dead_tables.iter().filter(|&&t| t != 0) {
             let blocks = heap.parked_in(t).map_or(0, |(_, blocks)| blocks);
             in_caches = in_caches.saturating_add(blocks);
+        }
+        crate::hooks::pause("recovery-midway");
+        let tables = doomed_tables.iter().map(|&(id, size)| (id, size, false));
+        for (block, size, _) in doomed.iter().copied().chain(tables) {
+            heap.free_owned_locked(g, block)?;
+            report.bytes_freed += size;
         }
         report.cached_blocks_freed = parked.min(in_caches);
         report.bookkeeping_blocks_freed = doomed_tables.len() as u64;

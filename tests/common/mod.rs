@@ -221,3 +221,23 @@ pub fn measured(exe: &str, args: &[&str]) -> (i32, i64) {
     let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
     (code, usage.ru_maxrss)
 }
+
+/// The uid and gid of `nobody`, to run a command as a user who may not write a root-owned
+/// store, if this process can (it needs root and `setpriv`); else `None`, having said why the
+/// test is skipped.
+pub fn nobody() -> Option<(String, String)> {
+    let id = |args: &[&str]| {
+        let out = Command::new("id").args(args).output().ok().filter(|o| o.status.success())?;
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let setpriv = Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success());
+    let (Some(me), Some(uid), Some(gid)) = (id(&["-u"]), id(&["-u", "nobody"]), id(&["-g", "nobody"])) else {
+        println!("skipped: no user `nobody` to run as");
+        return None;
+    };
+    if me != "0" || !setpriv {
+        println!("skipped: running as another user needs root and setpriv (uid {me}, setpriv {setpriv})");
+        return None;
+    }
+    Some((uid, gid))
+}

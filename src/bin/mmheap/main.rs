@@ -155,21 +155,60 @@ fn progress(total: u64, what: &str) -> ProgressBar {
     }
 }
 
-/// A copy of the store. One taken without the lock while processes were alive (unsettled)
-/// whose heap does not walk is likely torn by a change in progress: it is taken again, up to
-/// three times in all, and a note says that the copy may mix moments.
+/// A copy of the store. One taken without the lock while processes were alive (unsettled) may
+/// show damage that is a change in progress: while a copy shows damage (its heap does not walk,
+/// a root is damaged), it is taken again, up to [`COPIES`] in all. A copy that shows none is
+/// used, with a note that it may mix moments; damage that every copy shows alike is damage and
+/// is shown; damage that changes from copy to copy is a store being written, and nothing that
+/// may be wrong is shown: an error (`StoreInUse`), after a note that says why.
 fn snapshot(file: &Path) -> Result<Snapshot, Error> {
     let mut snap = take(file)?;
-    for _ in 1..3 {
-        if snap.view() != View::Unsettled || snap.blocks(|_| {}).1.is_none() {
+    if snap.view() != View::Unsettled {
+        return Ok(snap);
+    }
+    let (mut seen, mut alike) = (damage(&snap), true);
+    for _ in 1..COPIES {
+        if seen.is_empty() {
             break;
         }
+        std::thread::sleep(BETWEEN_COPIES);
         snap = take(file)?;
+        if snap.view() != View::Unsettled {
+            return Ok(snap);
+        }
+        let now = damage(&snap);
+        alike &= now == seen;
+        seen = now;
     }
-    if snap.view() == View::Unsettled {
-        eprintln!("mmheap: note: {}", unsettled(snap.info().lock_holder));
+    let why = unsettled(snap.info().lock_holder);
+    if !seen.is_empty() && !alike {
+        eprintln!(
+            "mmheap: {why}: each of {COPIES} copies showed damage, not the same in each, as a store \
+             being written does; nothing is shown that may be wrong (look again when it is quiet, \
+             or as a user who may write the store)"
+        );
+        let processes = snap.processes().iter().filter(|p| p.alive).count() as u64;
+        return Err(Error::StoreInUse { processes });
     }
+    eprintln!("mmheap: note: {why}");
     Ok(snap)
+}
+
+/// Copies that may mix moments taken at most while they show damage, and the pause between two.
+const COPIES: usize = 5;
+const BETWEEN_COPIES: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The damage a copy shows: where the walk of its heap stops, its damaged roots.
+fn damage(snap: &Snapshot) -> Vec<String> {
+    let mut out: Vec<String> = snap.blocks(|_| {}).1.map(|e| e.to_string()).into_iter().collect();
+    match snap.roots() {
+        Ok(roots) => out.extend(
+            (roots.iter())
+                .filter_map(|r| r.problem.map(|what| format!("{:?} at {:#x}: {what}", r.name, r.offset))),
+        ),
+        Err(e) => out.push(e.to_string()),
+    }
+    out
 }
 
 /// What `look` makes of the store: inspected in place under its lock when it can be had
@@ -203,7 +242,8 @@ fn with_bar<R>(body: impl FnOnce() -> R) -> R {
         return body();
     }
     let (tx, rx) = std::sync::mpsc::channel::<(&'static str, u64, u64)>();
-    let drawer = std::thread::spawn(move || {
+    // Made with the stop signals blocked, which it keeps: see `spawn_holding_back_stops`.
+    let drawer = spawn_holding_back_stops(move || {
         let mut shown: Option<(&'static str, ProgressBar)> = None;
         for (what, done, total) in rx {
             if shown.as_ref().map_or(true, |(w, _)| *w != what) {
@@ -229,6 +269,20 @@ fn with_bar<R>(body: impl FnOnce() -> R) -> R {
     );
     let _ = drawer.join();
     r
+}
+
+/// Spawns a thread that never takes the terminal's stop signals (`SIGTSTP`, `SIGTTIN`,
+/// `SIGTTOU`). They are sent to the process, and the kernel hands them to a thread that does
+/// not block them: a drawing thread must not take one while the main thread holds them back
+/// because it holds the store lock (the whole process would stop, the lock held, and every
+/// writer of the store with it). The thread is made with them blocked, which it inherits (a
+/// thread that blocked them itself could take one before its first instruction), and this
+/// thread's mask is put back; the main thread takes them when it does not hold the lock.
+fn spawn_holding_back_stops<T: Send + 'static>(
+    body: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let _held = mmheap::inspect::hold_stop_signals();
+    std::thread::spawn(body)
 }
 
 fn take(file: &Path) -> Result<Snapshot, Error> {

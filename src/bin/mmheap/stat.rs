@@ -127,7 +127,8 @@ fn size_classes(classes: &[SizeClass]) {
     let bytes: u64 = classes.iter().map(|c| c.bytes).sum();
     println!("live and cached blocks per size class ({}, {}):", count(blocks, "block"), human(bytes));
     for c in classes {
-        println!("  <= {:>10}  {:>10} blocks  {:>10}", human(c.max_size), c.blocks, human(c.bytes));
+        let word = if c.blocks == 1 { "block " } else { "blocks" };
+        println!("  <= {:>10}  {:>10} {word}  {:>10}", human(c.max_size), c.blocks, human(c.bytes));
     }
 }
 
