@@ -545,14 +545,20 @@ fn a_reader_who_cannot_lock_a_busy_store_shows_no_damage_that_is_not_there() {
     let path = dir.path().join("busy.mmheap");
     let m = std::sync::Arc::new(MappedManager::create(&path, &Options::new().max_size(64 << 20)).unwrap());
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _kept: Vec<MemoryBlock> = (0..20_000).map(|i| m.allocate(16 + i % 700).unwrap()).collect();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Microseconds each writing thread sleeps between two changes: none at first, then 2 ms (a
+    // store that changes now and then, whose copies are torn only sometimes).
+    let pause = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let churners: Vec<_> = (0..3)
         .map(|t| {
-            let (m, stop) = (m.clone(), stop.clone());
+            let (m, stop, pause) = (m.clone(), stop.clone(), pause.clone());
             std::thread::spawn(move || {
                 let mut keep: Vec<MemoryBlock> = Vec::new();
                 let mut i = 0usize;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let us = pause.load(std::sync::atomic::Ordering::Relaxed);
+                    std::thread::sleep(std::time::Duration::from_micros(us));
                     i += 1;
                     keep.push(m.allocate(16 + (i * 37 + t) % 3000).unwrap());
                     if keep.len() > 400 {
@@ -566,7 +572,10 @@ fn a_reader_who_cannot_lock_a_busy_store_shows_no_damage_that_is_not_there() {
         })
         .collect();
     let mut exits = Vec::new();
-    for round in 0..4 {
+    for round in 0..10 {
+        if round == 4 {
+            pause.store(2000, std::sync::atomic::Ordering::Relaxed);
+        }
         for cmd in ["stat", "roots", "dump", "check"] {
             let o = Command::new("setpriv")
                 .args([format!("--reuid={uid}"), format!("--regid={gid}")])

@@ -83,6 +83,8 @@ pub use types::*;
 /// A private copy of a store, taken without disturbing its users.
 pub struct Snapshot {
     heap: Heap,
+    /// Whether it looks at the store in place (else at a copy of it).
+    in_place: bool,
     lock_holder: Option<u32>,
     view: View,
     /// The census of the copy, made by the first call that needs it.
@@ -144,7 +146,7 @@ impl Snapshot {
         // The copy's lock word (ours, or a holder's) must not hold up the checks run on it.
         region.u32_at(SB_LOCK)?.store(0, crate::sync::Ordering::Relaxed);
         let heap = Heap::new(region, Box::new(CopyBacking { file, _memory: words }), SNAPSHOT_TAG)?;
-        Ok(Snapshot { heap, lock_holder, view, census: OnceLock::new() })
+        Ok(Snapshot { heap, in_place: false, lock_holder, view, census: OnceLock::new() })
     }
 
     /// Runs `look` on the store at `path` inspected in place: under its lock, held for the
@@ -193,10 +195,38 @@ impl Snapshot {
             take::Found::Held(held, _no_stop) => {
                 let (region, backing) = take::map_held(held)?;
                 let heap = Heap::inspected(region, backing, SNAPSHOT_TAG)?;
-                let snap = Snapshot { heap, lock_holder: None, view: View::Locked, census: OnceLock::new() };
+                let snap = Snapshot {
+                    heap,
+                    in_place: true,
+                    lock_holder: None,
+                    view: View::Locked,
+                    census: OnceLock::new(),
+                };
                 Ok(take::trimmed(&snap.heap.region, || look(&snap)))
             }
         }
+    }
+
+    /// Whether this and `other` are copies of the same bytes. Two copies taken one after the
+    /// other without the lock ([`View::Unsettled`]) that are the same show the store at a
+    /// moment when nothing changed it (or when what changes it was stopped), which one copy
+    /// alone cannot: a copy read while a process writes the store may mix moments. False when
+    /// either looks at the store in place.
+    pub fn same_copy_as(&self, other: &Snapshot) -> bool {
+        let (a, b) = (&self.heap.region, &other.heap.region);
+        if self.in_place || other.in_place || a.limit() != b.limit() {
+            return false;
+        }
+        let len = a.limit() as usize;
+        // SAFETY: a copy's region is the whole of its private buffer (`limit` bytes, which the
+        // snapshot owns and nothing else writes while it is borrowed here), plain bytes.
+        let (x, y) = unsafe {
+            (
+                std::slice::from_raw_parts(a.base_addr() as *const u8, len),
+                std::slice::from_raw_parts(b.base_addr() as *const u8, len),
+            )
+        };
+        x == y
     }
 
     /// How far the copy shows the store at one moment (see [`View`]).

@@ -1,8 +1,12 @@
-//! `mmheap check`: the full integrity check, on a copy that shows the store at one moment.
+//! `mmheap check`: the full integrity check, of the store at one moment.
 //!
-//! A copy taken under the store lock (or while nothing could change the store) is checked as
-//! it is. One taken while a living process kept the lock for the whole wait may mix moments:
-//! its problems are reported only if every one of [`COPIES`] copies shows them.
+//! The store is checked in place under its lock, or on a copy taken under it (or while nothing
+//! could change the store). A copy taken while a living process kept the lock, or that could
+//! not be locked here, may mix moments, and a check of it finds the tears (counters that
+//! disagree with the blocks, free blocks on no list: the same problems at the same offsets in
+//! every torn copy). Such a copy is checked only when the next copy is the same byte for byte
+//! (nothing changed between them), trying up to [`COPIES`] copies; a store that never holds
+//! still that long is not checked: exit 2, saying why.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,13 +15,19 @@ use mmheap::inspect::{Snapshot, View};
 use mmheap::{CheckReport, Error};
 use serde_json::json;
 
-use crate::{snapshot, unsettled, with_bar};
+use crate::{take, unsettled, with_bar, BETWEEN_COPIES};
 
-/// Copies a problem must be found in when none could be taken settled.
-const COPIES: usize = 3;
+/// Copies taken at most, one after the other, for two that are the same.
+const COPIES: usize = 6;
 
 pub fn run(file: &Path, json: bool) -> Result<ExitCode, Error> {
-    let looked = with_bar(|| crate::look(file, looked).and_then(|l| l).and_then(|l| confirmed(file, l)));
+    let looked = with_bar(|| {
+        let first = Snapshot::in_place(file, |snap| (snap.view() != View::Unsettled).then(|| looked(snap)))?;
+        match first {
+            Some(looked) => Ok((looked?, 1)),
+            None => held_still(file),
+        }
+    });
     let (looked, copies) = match looked {
         Ok(l) => l,
         Err(e) => {
@@ -32,9 +42,10 @@ pub fn run(file: &Path, json: bool) -> Result<ExitCode, Error> {
     let note = match view {
         _ if report.is_sound() => None,
         View::Unsettled => Some(format!(
-            "{}; the problems above were found in each of {copies} copies, and may be that \
-             process's change in progress (a process stopped inside it, by a debugger or Ctrl-Z, \
-             keeps them there): check again once it runs",
+            "{}; the problems above were found in a copy that the next one matched byte for byte \
+             (of {copies} taken), so nothing changed between them: they may be a change that a \
+             process stopped inside it (by a debugger or Ctrl-Z) keeps half made: check again \
+             once it runs",
             unsettled(holder)
         )),
         View::DeadHolder => Some(format!(
@@ -68,23 +79,28 @@ fn looked(snap: &Snapshot) -> Result<Looked, Error> {
     Ok(Looked { report: snap.check()?, view: snap.view(), holder })
 }
 
-/// `first`; if its look was unsettled and it shows problems, the checks of further copies,
-/// until one is settled or [`COPIES`] were taken: then only the problems every copy showed.
-fn confirmed(file: &Path, mut first: Looked) -> Result<(Looked, usize), Error> {
-    let mut copies = 1;
-    while first.view == View::Unsettled && !first.report.problems.is_empty() && copies < COPIES {
-        let again = looked(&snapshot(file)?)?;
-        copies += 1;
-        if again.view != View::Unsettled {
-            return Ok((again, 1));
+/// The check of a copy of a store that could not be locked, once two copies taken one after
+/// the other are the same (or one could be taken settled), and how many copies were taken; an
+/// error (`StoreInUse`) if none of [`COPIES`] copies is the same as the one before.
+fn held_still(file: &Path) -> Result<(Looked, usize), Error> {
+    let mut before = take(file)?;
+    for copies in 2..=COPIES {
+        std::thread::sleep(BETWEEN_COPIES);
+        let now = take(file)?;
+        if before.view() != View::Unsettled || now.same_copy_as(&before) {
+            return Ok((looked(&before)?, copies));
         }
-        first
-            .report
-            .problems
-            .retain(|p| again.report.problems.iter().any(|q| q.what == p.what && q.offset == p.offset));
-        first.holder = again.holder;
+        before = now;
     }
-    Ok((first, copies))
+    let why = unsettled(before.info().lock_holder);
+    eprintln!(
+        "mmheap: {why}; no two of {COPIES} copies taken one after the other were the same, so the \
+         store was changing while it was read, and a check of any of them would show the change \
+         half made as problems: not checked (check again when it is quiet, or as a user who may \
+         write the store)"
+    );
+    let processes = before.processes().iter().filter(|p| p.alive).count() as u64;
+    Err(Error::StoreInUse { processes })
 }
 
 fn print_json(report: &CheckReport, view: View, note: Option<&str>) {

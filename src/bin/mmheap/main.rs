@@ -196,7 +196,7 @@ fn snapshot(file: &Path) -> Result<Snapshot, Error> {
 
 /// Copies that may mix moments taken at most while they show damage, and the pause between two.
 const COPIES: usize = 5;
-const BETWEEN_COPIES: std::time::Duration = std::time::Duration::from_millis(20);
+pub(crate) const BETWEEN_COPIES: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The damage a copy shows: where the walk of its heap stops, its damaged roots.
 fn damage(snap: &Snapshot) -> Vec<String> {
