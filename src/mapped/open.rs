@@ -46,7 +46,12 @@ pub(super) fn create(path: &Path, options: &Options, temporary: bool) -> Result<
 pub(super) fn open(path: &Path, _options: Option<&Options>) -> Result<MappedManager> {
     let (file, map, region) = map_existing(path)?;
     let capacity = region.limit();
-    let sentinel = Tag(region.load(capacity - SENTINEL_SIZE)?);
+    // Read from the file, not through the mapping: a touch of the mapping's last page would
+    // fault and map the (large) folio around it, for one word that nothing else at open needs.
+    let mut word = [0u8; 8];
+    file.read_exact_at(&mut word, capacity - SENTINEL_SIZE)
+        .map_err(|e| Error::io("read the store file", e))?;
+    let sentinel = Tag(u64::from_le_bytes(word));
     if !sentinel.is_sentinel() {
         return Err(Error::corrupt("end sentinel is missing", capacity - SENTINEL_SIZE));
     }
@@ -108,8 +113,10 @@ fn attach(
     region: Region,
     remove_on_drop: Option<PathBuf>,
 ) -> Result<(Heap, bool, Vec<u8>)> {
+    // Read from the file, not through the mapping: a copy taken through it faulted the
+    // registry's page in before the claim did.
     let mut registry = vec![0; (SLOT_COUNT * SLOT_SIZE) as usize];
-    region.read_bytes(REGISTRY_OFFSET, &mut registry)?;
+    file.read_exact_at(&mut registry, REGISTRY_OFFSET).map_err(|e| Error::io("read the store file", e))?;
     let (slot, reclaimed) = registry::attach(&file, &region)?;
     let at = (u64::from(slot) * SLOT_SIZE) as usize;
     let slot_bytes = registry[at..at + SLOT_SIZE as usize].to_vec();
