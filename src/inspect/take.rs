@@ -53,8 +53,8 @@ const LOCK_WAIT: Duration = Duration::from_secs(30);
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum View {
-    /// Looked at (in place, or copied) under the store lock, taken for it and given back: what a check under
-    /// the lock would see.
+    /// Looked at (in place, or copied) under the store lock, taken for it and given back: what
+    /// a check under the lock would see.
     Locked,
     /// The lock was held, before and after the copy, by a process that is dead: nothing that
     /// needs the lock changed meanwhile (what a recovery would start from).

@@ -76,7 +76,7 @@ const COPY_TAG: u32 = 0x7fff_fffd;
 /// assert_eq!(reader.read_root("greeting")?.as_deref(), Some(&b"hello"[..]));
 /// let handle = reader.root_handle("greeting")?.expect("rooted");
 /// assert_eq!(reader.read(handle)?, b"hello");
-/// // Nobody writes this store now, so the block stays as it is while the view lives.
+/// // SAFETY: nobody writes this store now, so the block stays as it is while the view lives.
 /// let view = unsafe { reader.view(handle)? };
 /// assert_eq!(view.as_slice(), b"hello");
 /// assert!(matches!(reader.allocate(8), Err(mmheap::Error::ReadOnly { .. })));

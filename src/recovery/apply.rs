@@ -208,8 +208,8 @@ impl Plan {
             in_caches = in_caches.saturating_add(blocks);
         }
         crate::hooks::pause("recovery-midway");
-        let tables = doomed_tables.iter().map(|&(id, size)| (id, size, false));
-        for (block, size, _) in doomed.iter().copied().chain(tables) {
+        let blocks = doomed.iter().map(|&(id, size, _)| (id, size));
+        for (block, size) in blocks.chain(doomed_tables.iter().copied()) {
             heap.free_owned_locked(g, block)?;
             report.bytes_freed += size;
         }

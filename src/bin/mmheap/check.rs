@@ -99,8 +99,7 @@ fn held_still(file: &Path) -> Result<(Looked, usize), Error> {
          half made as problems: not checked (check again when it is quiet, or as a user who may \
          write the store)"
     );
-    let processes = before.processes().iter().filter(|p| p.alive).count() as u64;
-    Err(Error::StoreInUse { processes })
+    Err(crate::in_use(&before))
 }
 
 fn print_json(report: &CheckReport, view: View, note: Option<&str>) {

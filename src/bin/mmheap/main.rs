@@ -187,11 +187,15 @@ fn snapshot(file: &Path) -> Result<Snapshot, Error> {
              being written does; nothing is shown that may be wrong (look again when it is quiet, \
              or as a user who may write the store)"
         );
-        let processes = snap.processes().iter().filter(|p| p.alive).count() as u64;
-        return Err(Error::StoreInUse { processes });
+        return Err(in_use(&snap));
     }
     eprintln!("mmheap: note: {why}");
     Ok(snap)
+}
+
+/// The refusal of a store that changed under every copy: as many processes as it has alive.
+fn in_use(snap: &Snapshot) -> Error {
+    Error::StoreInUse { processes: snap.processes().iter().filter(|p| p.alive).count() as u64 }
 }
 
 /// Copies that may mix moments taken at most while they show damage, and the pause between two.
