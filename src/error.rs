@@ -147,6 +147,14 @@ pub enum Error {
         /// Living processes attached besides the caller.
         processes: u64,
     },
+    /// A store that could not be locked here (its file is not writable by this process) changed
+    /// under every copy taken of it: its processes are writing it, and nothing read without
+    /// its lock shows one moment (`mmheap` refuses to report from such copies).
+    #[error("the store cannot be locked here and changed under every copy taken of it: {processes} process(es) are writing it")]
+    StoreChanging {
+        /// Living processes attached to the store.
+        processes: u64,
+    },
     /// The store can only be read here. [`crate::MappedManager::open`] (and `open_or_create`,
     /// `recover_file`, `salvage`) found the file readable but not writable by this process: a
     /// file with no write permission bit (mode 0400, 0444: refused even where root could write

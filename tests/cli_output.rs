@@ -588,6 +588,8 @@ fn a_reader_who_cannot_lock_a_busy_store_shows_no_damage_that_is_not_there() {
             assert!(code(&o) != 1, "round {round}, {cmd}: exit 1\n{out}{err}");
             let torn = out.contains("damaged") || out.contains("does not walk") || err.contains("corrupt");
             assert!(!torn, "round {round}, {cmd}:\n{out}{err}");
+            // A refusal says why: the store changed under every copy, not that it is in use.
+            assert!(code(&o) != 2 || err.contains("changed under every copy"), "round {round}, {cmd}: {err}");
             exits.push(code(&o));
         }
     }

@@ -45,17 +45,31 @@ pub(super) fn create(path: &Path, options: &Options, temporary: bool) -> Result<
 /// Opens and validates an existing store.
 pub(super) fn open(path: &Path, _options: Option<&Options>) -> Result<MappedManager> {
     let (file, map, region) = map_existing(path)?;
-    let capacity = region.limit();
-    // Read from the file, not through the mapping: a touch of the mapping's last page would
-    // fault and map the (large) folio around it, for one word that nothing else at open needs.
-    let mut word = [0u8; 8];
-    file.read_exact_at(&mut word, capacity - SENTINEL_SIZE)
-        .map_err(|e| Error::io("read the store file", e))?;
-    let sentinel = Tag(u64::from_le_bytes(word));
-    if !sentinel.is_sentinel() {
-        return Err(Error::corrupt("end sentinel is missing", capacity - SENTINEL_SIZE));
-    }
+    end_sentinel(&file, region.limit())?;
     finish(file, map, region, path, false, false)
+}
+
+/// Checks that the heap ends with its sentinel at `capacity`, or at the capacity the store has
+/// grown to since it was read (a growth by another process moves the sentinel; a capacity that
+/// does not change, or keeps changing, with no sentinel at its end is damage). Read from the
+/// file, not through the mapping: a touch of the mapping's last page would fault in the (large)
+/// folio around it, for one word that nothing else at open needs.
+fn end_sentinel(file: &File, mut capacity: u64) -> Result<()> {
+    for _ in 0..8 {
+        let mut word = [0u8; 8];
+        file.read_exact_at(&mut word, capacity - SENTINEL_SIZE)
+            .map_err(|e| Error::io("read the store file", e))?;
+        if Tag(u64::from_le_bytes(word)).is_sentinel() {
+            return Ok(());
+        }
+        let len = file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
+        let (now, _) = validate_superblock(file, len)?;
+        if now == capacity {
+            break;
+        }
+        capacity = now;
+    }
+    Err(Error::corrupt("end sentinel is missing", capacity - SENTINEL_SIZE))
 }
 
 /// Opens the store file at `path` for writing, validates its superblock and maps it.
@@ -199,6 +213,12 @@ pub(crate) fn validate_superblock(file: &File, len: u64) -> Result<(u64, u64)> {
     if capacity < MIN_STORE_SIZE || capacity > max || capacity % PAGE_SIZE != 0 {
         return Err(Error::corrupt("capacity out of range", SB_CAPACITY));
     }
+    // A store grows its file before it publishes the larger capacity: a capacity beyond the
+    // length the caller took may have grown since; the file's length now is what counts.
+    let len = match capacity > len {
+        true => file.metadata().map_err(|e| Error::io("stat the store file", e))?.len(),
+        false => len,
+    };
     if capacity > len {
         return Err(Error::Truncated { expected: capacity, actual: len });
     }
@@ -216,4 +236,26 @@ fn read_prefix(file: &File, buf: &mut [u8]) -> Result<usize> {
         }
     }
     Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A length taken before another process grew the store (file extended, then the larger
+    /// capacity published) is not a truncated file: the length is taken again.
+    #[test]
+    fn a_capacity_beyond_a_length_taken_before_a_growth_is_no_truncation() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("make a directory", e))?;
+        let path = dir.path().join("s.mmheap");
+        drop(MappedManager::create(&path, &Options::new().initial_size(1 << 20).max_size(16 << 20))?);
+        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| Error::io("open", e))?;
+        let (capacity, _) = validate_superblock(&file, 1 << 20)?;
+        assert_eq!(capacity, 1 << 20);
+        assert_eq!(validate_superblock(&file, 64 << 10)?.0, capacity);
+        // Nothing maps the file now: it can be cut short.
+        file.set_len(512 << 10).map_err(|e| Error::io("truncate", e))?;
+        assert!(matches!(validate_superblock(&file, 64 << 10), Err(Error::Truncated { .. })));
+        Ok(())
+    }
 }

@@ -160,7 +160,7 @@ fn progress(total: u64, what: &str) -> ProgressBar {
 /// a root is damaged), it is taken again, up to [`COPIES`] in all. A copy that shows none is
 /// used, with a note that it may mix moments; damage that every copy shows alike is damage and
 /// is shown; damage that changes from copy to copy is a store being written, and nothing that
-/// may be wrong is shown: an error (`StoreInUse`), after a note that says why.
+/// may be wrong is shown: an error (`StoreChanging`), after a note that says why.
 fn snapshot(file: &Path) -> Result<Snapshot, Error> {
     let mut snap = take(file)?;
     if snap.view() != View::Unsettled {
@@ -195,7 +195,7 @@ fn snapshot(file: &Path) -> Result<Snapshot, Error> {
 
 /// The refusal of a store that changed under every copy: as many processes as it has alive.
 fn in_use(snap: &Snapshot) -> Error {
-    Error::StoreInUse { processes: snap.processes().iter().filter(|p| p.alive).count() as u64 }
+    Error::StoreChanging { processes: snap.processes().iter().filter(|p| p.alive).count() as u64 }
 }
 
 /// Copies that may mix moments taken at most while they show damage, and the pause between two.
