@@ -507,6 +507,28 @@ impl MemoryBlock {
         Ok(())
     }
 
+    /// Gives this block's reference to a channel ring without the lock, if it is the block's
+    /// only reference and the block was never published ([`Heap::give_sole_to_ring`]): the
+    /// header offset and the length to queue. The block comes back otherwise (the caller then
+    /// sends under the lock). The caller holds the ring's send lock and a user of the heap.
+    pub(crate) fn give_to_ring(self) -> std::result::Result<(u64, u64), MemoryBlock> {
+        if self.hold_ptr().is_some() {
+            return Err(self);
+        }
+        let at = self.at.load(Ordering::Relaxed);
+        let (off, len) = (at & OFFSET_MASK, self.len() as u64);
+        if !self.heap().give_sole_to_ring(off, at > OFFSET_MASK) {
+            return Err(self);
+        }
+        let heap = NonNull::from(self.heap());
+        std::mem::forget(self);
+        // SAFETY: that was this process's only owner reference to the block, so its family
+        // ends here and the ending is ours to count; the caller's channel is a user of the
+        // heap, so the heap outlives this call.
+        unsafe { family_ends(heap) };
+        Ok((off, len))
+    }
+
     /// Whether two blocks come from the same manager instance.
     pub(crate) fn same_heap(&self, heap: &Arc<Heap>) -> bool {
         std::ptr::eq(self.heap(), Arc::as_ptr(heap))

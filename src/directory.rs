@@ -57,6 +57,12 @@ impl Directory {
         self.base + i * ROOT_SIZE
     }
 
+    /// The targets of the used entries, their names unread (a damaged name hides no target).
+    pub(crate) fn targets(&self, heap: &Heap) -> Vec<u64> {
+        let at = |i| heap.region.load(self.entry(i) + ROOT_BLOCK).unwrap_or(0);
+        (0..self.count).map(at).filter(|&t| t != 0).collect()
+    }
+
     /// The used entries, in directory order.
     pub(crate) fn entries(&self, heap: &Heap) -> Result<Vec<Entry>> {
         let r = &heap.region;

@@ -488,6 +488,11 @@ fn small_store() -> Result<Small, Failed> {
     for len in [30, 3000] {
         let mut b = m.allocate(len)?;
         b.as_mut_slice()?.fill(len as u8);
+        if len == 30 {
+            // Published, so the send takes the locked way and the ring names it plainly (a
+            // sole reference's send queues it unpublished, its length in the slot word).
+            let _ = b.handle();
+        }
         tx.send(b)?;
     }
     let big = big.offset().get() - HEADER_SIZE;

@@ -246,6 +246,48 @@ impl Heap {
         t.size().checked_sub(HEADER_SIZE)
     }
 
+    /// Turns this process's only reference to a block that was never published into a
+    /// channel ring's hold, without the lock: the reference word becomes one other hold, no
+    /// owner, still unpublished (so no handle resolves to it, and nothing but the ring reaches
+    /// it). `lent`: the caller's handle says the block is lent (its word still parked). `false`,
+    /// with nothing changed, when the reference is not alone: the caller takes the locked way.
+    /// The caller holds the ring's send lock and queues the block before letting it go, so
+    /// recovery, which takes that lock first, finds the word and the ring in step
+    /// (`channel/ring.rs`).
+    pub(crate) fn give_sole_to_ring(&self, off: u64, lent: bool) -> bool {
+        let Some(word) = self.rc_ref(off) else { return false };
+        // A lent block's word is parked and nobody else can change it (`MemoryBlock`'s `at`);
+        // a counted one is alone when the word says one owner reference, ours, unpublished:
+        // then too no other reference exists to change it.
+        if !lent && word.load(Ordering::Acquire) != rc::fresh(u64::from(self.tag)) {
+            return false;
+        }
+        word.store(rc::OTHER_ONE, Ordering::Release);
+        true
+    }
+
+    /// Takes a block queued unpublished (`give_sole_to_ring`) out of a ring as this process's
+    /// owner reference, without the lock; `len` is the length the ring carried, checked
+    /// against the block's room (nothing read from the store is trusted). The caller holds the
+    /// ring's receive lock.
+    pub(crate) fn take_from_ring(&self, off: u64, len: u64) -> Result<Obtained> {
+        let damaged = Error::corrupt("channel slot names no block queued unpublished", off);
+        let room = if is_slot(off) {
+            self.slot_in_use(off).then(|| id_class(off))
+        } else {
+            self.core()
+                .block_at(off)
+                .ok()
+                .filter(|t| t.holdable())
+                .and_then(|t| t.size().checked_sub(HEADER_SIZE))
+        };
+        let word = self.rc_ref(off).filter(|_| room.is_some_and(|r| len <= r)).ok_or(damaged)?;
+        let mine = rc::fresh(u64::from(self.tag));
+        word.compare_exchange(rc::OTHER_ONE, mine, Ordering::AcqRel, Ordering::Acquire)
+            .map_err(|_| Error::corrupt("channel message's reference word is not the ring's", off))?;
+        Ok(Obtained { offset: off, len, kind: RefKind::Owner, hold_index: None, new_family: true })
+    }
+
     /// Marks the block as published: from now on everyone sees it read-only.
     pub(crate) fn publish(&self, off: u64) {
         if let Ok(word) = self.rc_word(off) {

@@ -97,6 +97,8 @@ impl Plan {
                 // it yet (`Plan::read_ring` allows it only just before `head`).
                 heap.region.store(p + RING_SLOTS + 8 * ((ring.head - 1) % cap), 0)?;
             }
+            // A receive cut short after clearing its slot (`Plan::read_ring`) is completed.
+            heap.region.store(p + RING_HEAD, ring.head)?;
             let stored_tail = heap.region.load(p + RING_TAIL)?;
             if !(ring.head..ring.tail).any(lost) && stored_tail == ring.tail {
                 continue;

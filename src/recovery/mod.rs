@@ -154,8 +154,11 @@ pub(crate) fn needed(heap: &Heap, reclaimed_slot: bool) -> Result<bool> {
 /// written, with the error naming it.
 pub(crate) fn recover_locked(heap: &Heap, g: &Guard<'_>, reclaim_own: bool) -> Result<RecoveryReport> {
     let dead = dead_slots(heap, reclaim_own)?;
-    let plan = Plan::make(heap, dead, Mode::Recover)?;
-    plan.apply(heap, g)
+    // No send or receive without the store lock runs from here to the end.
+    let frozen = crate::channel::freeze(heap, &dead)?;
+    let done = Plan::make(heap, dead, Mode::Recover).and_then(|plan| plan.apply(heap, g));
+    frozen.thaw(heap, done.is_ok());
+    done
 }
 
 /// Runs salvage; the caller holds the store lock and has no other living process beside it.
@@ -169,6 +172,14 @@ pub(crate) fn salvage_locked(heap: &Heap, g: &Guard<'_>) -> Result<SalvageReport
     if others > 0 {
         return Err(Error::StoreInUse { processes: others });
     }
+    let frozen = crate::channel::freeze(heap, &dead)?;
+    let done = salvage_frozen(heap, g, dead);
+    frozen.thaw(heap, done.is_ok());
+    done
+}
+
+/// [`salvage_locked`] once no send or receive runs.
+fn salvage_frozen(heap: &Heap, g: &Guard<'_>, dead: Vec<u64>) -> Result<SalvageReport> {
     let plan = Plan::make(heap, dead, Mode::Salvage)?;
     let core = heap.core();
     let mut quarantined = Vec::new();

@@ -74,6 +74,9 @@ pub(crate) struct Plan {
     pub(crate) references: Vec<Reference>,
     /// The rings of the channels kept.
     pub(crate) rings: Vec<Ring>,
+    /// Queued messages whose slot word carries their length: a send of a sole reference
+    /// queues its block unpublished (`channel/ring.rs`), so these may be. (channel, position)
+    carrying: Vec<(u64, u64)>,
     /// Unpublished blocks whose generation was never issued (it names nothing): zeroed.
     pub(crate) stale_generations: Vec<u64>,
     /// Salvage: published blocks whose generation or check word is wrong, given new ones.
@@ -144,6 +147,7 @@ impl Plan {
             orphans: Vec::new(),
             references: Vec::new(),
             rings: Vec::new(),
+            carrying: Vec::new(),
             stale_generations: Vec::new(),
             renew_blocks: Vec::new(),
             renew_slots: Vec::new(),
@@ -257,8 +261,14 @@ impl Plan {
     /// what the entry's hold gave it).
     fn read_ring(&mut self, heap: &Heap, index: u64, ring: u64, out: &mut Vec<Reference>) -> Result<()> {
         match crate::channel::ring_shape(heap, ring) {
-            Ok((head, mut tail, cap)) => {
+            Ok((mut head, mut tail, cap)) => {
                 let slot = |pos: u64| heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * (pos % cap));
+                // A receive clears its slot before it moves `head`: a cleared slot at `head` is
+                // a receive cut short, whose message is the dead receiver's (a zero names
+                // nothing, so stepping over it loses nothing).
+                if head < tail && slot(head)? == 0 {
+                    head += 1;
+                }
                 // Outside the queue a slot is 0 (a receive clears the slot it took, a ring is
                 // made zeroed), but for the two a crash can leave: the one a send wrote before
                 // moving `tail`, the one a receive took before clearing it. Others mean `head`
@@ -275,7 +285,12 @@ impl Plan {
                     }
                 }
                 for pos in head..tail {
-                    out.push(Reference { holder: Holder::Message { index, pos }, target: slot(pos)? });
+                    let word = slot(pos)?;
+                    if crate::channel::carried_len(word).is_some() {
+                        self.carrying.push((index, pos));
+                    }
+                    let target = crate::channel::target(word);
+                    out.push(Reference { holder: Holder::Message { index, pos }, target });
                 }
                 self.rings.push(Ring { index, ring, head, tail });
                 Ok(())
@@ -548,14 +563,15 @@ impl Plan {
 
     /// A root, a channel's ring and a hold name only published blocks (setting a root,
     /// making a channel and resolving a handle publish them first); a queued message's block
-    /// is published by its send's last step, so it may not be yet (a slot, though, is). An
-    /// unpublished one is damage (its reference word was hit): salvage publishes it with a
-    /// new generation.
+    /// may be unpublished when its slot word carries its length (a send of a sole reference
+    /// queues it so) and, for a block, when it does not (the locked send publishes it by its
+    /// last step; a slot, though, is published first). Another unpublished one is damage (its
+    /// reference word was hit): salvage publishes it with a new generation.
     fn check_published(&mut self, core: &Core<'_>, index: &Index, r: Reference) -> Result<()> {
-        // A send settles a slot's record, which publishes it, before the ring names it; only
-        // a block may be queued unpublished.
-        if matches!(r.holder, Holder::Message { .. }) && !is_slot(r.target) {
-            return Ok(());
+        if let Holder::Message { index: channel, pos } = r.holder {
+            if !is_slot(r.target) || self.carrying.contains(&(channel, pos)) {
+                return Ok(());
+            }
         }
         let slot = index.slot(r.target);
         let word = match (is_slot(r.target), slot) {

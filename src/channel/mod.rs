@@ -2,9 +2,12 @@
 //!
 //! A channel is a ring of block references in the store, named in the channel directory.
 //! `send` moves the sender's reference to a block into the ring (the payload is never copied);
-//! `recv` moves it out to the receiver. Both run under the store lock, so a process killed in
-//! the middle of either leaves state that recovery repairs: the ring's slots between `head` and
-//! `tail` are holds on their blocks, counted by the recovery recount like hold tables and roots.
+//! `recv` moves it out to the receiver. A block that is its holder's only, never published
+//! reference (a fresh allocation) goes without the store lock, under the ring's send and
+//! receive locks (`ring.rs`), and reaches the receiver still unpublished: the receiver may
+//! write it. Any other block goes under the store lock as well. A process killed in the middle
+//! of either leaves state that recovery repairs: the ring's slots between `head` and `tail` are
+//! holds on their blocks, counted by the recovery recount like hold tables and roots.
 //!
 //! Waiting costs nothing while idle and little when busy: a waiter spins briefly watching the
 //! ring, then sleeps on a futex word in the ring (`RING_NOT_EMPTY` / `RING_NOT_FULL`) that the
@@ -29,15 +32,20 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod ring;
+
 use crate::core::header::rc;
 use crate::directory::{valid_name, CHANNELS};
 use crate::error::{Error, Result};
 use crate::family::HeapRef;
 use crate::format::*;
-use crate::heap::{Guard, Heap};
+use crate::heap::{Guard, Heap, Obtained};
 use crate::hooks::pause;
 use crate::sync::{AtomicU32, Ordering};
 use crate::{sys, MemoryBlock};
+
+pub(crate) use ring::{carried_len, check, forget_endpoints, freeze, ring_shape, target};
+use ring::{ring_contents, Side, SideLock};
 
 /// Set in `RING_FLAGS` once any process has had a `Sender` / a `Receiver`.
 const EVER_SENDER: u64 = 1;
@@ -160,61 +168,6 @@ pub struct Receiver {
     inner: Arc<Inner>,
 }
 
-/// The messages a ring holds (header offsets, oldest first), with its shape checked.
-pub(crate) fn ring_contents(heap: &Heap, ring: u64) -> Result<Vec<u64>> {
-    let (head, tail, cap) = ring_shape(heap, ring)?;
-    (head..tail).map(|i| heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * (i % cap))).collect()
-}
-
-/// The (head, tail, capacity) of the ring block at `ring`, checked against its header (a used
-/// block that holds the slots) and each other.
-pub(crate) fn ring_shape(heap: &Heap, ring: u64) -> Result<(u64, u64, u64)> {
-    let t = heap.core().block_at(ring)?;
-    let p = ring + HEADER_SIZE;
-    let cap = heap.region.load(p + RING_CAPACITY)?;
-    let (head, tail) = (heap.region.load(p + RING_HEAD)?, heap.region.load(p + RING_TAIL)?);
-    let fits = cap.checked_mul(8).and_then(|b| b.checked_add(RING_SLOTS)).is_some_and(|b| b <= t.len());
-    if t.is_free() || cap == 0 || !fits || head > tail || tail - head > cap {
-        return Err(Error::corrupt("channel ring is malformed", ring));
-    }
-    Ok((head, tail, cap))
-}
-
-/// Clears the endpoint bits of dead processes in every ring (recovery, under the lock).
-pub(crate) fn forget_endpoints(heap: &Heap, dead: &[u64]) -> Result<()> {
-    for ring in CHANNELS.entries(heap)?.into_iter().map(|e| e.target) {
-        for &slot in dead {
-            for field in [RING_SENDERS, RING_RECEIVERS] {
-                let word = ring + HEADER_SIZE + field + 8 * (slot / 64);
-                heap.region.store(word, heap.region.load(word)? & !(1 << (slot % 64)))?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Check problems: directory entries that name no ring, queued messages that are not held.
-pub(crate) fn check(heap: &Heap) -> Result<Vec<crate::Problem>> {
-    let mut out = Vec::new();
-    for entry in CHANNELS.entries(heap)? {
-        let ring = entry.target;
-        match ring_contents(heap, ring) {
-            Ok(msgs) => {
-                for m in msgs {
-                    if !heap.names_live(m) || rc::other(heap.rc(m)) == 0 {
-                        out.push(crate::Problem { what: "channel holds no live block", offset: ring });
-                    }
-                }
-            }
-            Err(_) => out.push(crate::Problem {
-                what: "channel ring is malformed",
-                offset: CHANNELS.entry(entry.index),
-            }),
-        }
-    }
-    Ok(out)
-}
-
 /// Finds or makes the channel `name`.
 pub(crate) fn open(heap: &HeapRef, name: &str, capacity: usize) -> Result<Channel> {
     let bytes = name.as_bytes();
@@ -294,7 +247,8 @@ impl Inner {
         self.heap.region.store(word, v)?;
         if on {
             let flag = if field == RING_SENDERS { EVER_SENDER } else { EVER_RECEIVER };
-            self.heap.region.store(self.field(RING_FLAGS), self.load(RING_FLAGS)? | flag)?;
+            // An atomic or: the ring's send and receive locks share the word.
+            ring::flags_word(&self.heap, self.ring)?.fetch_or(flag, Ordering::AcqRel);
         }
         Ok(())
     }
@@ -371,6 +325,119 @@ impl Inner {
     }
 }
 
+/// What a look at the head of the ring found.
+enum Taken {
+    Empty,
+    /// The oldest message, now the receiver's reference.
+    Got(Obtained),
+    /// The oldest message is a published block, which only the store lock may take.
+    Published,
+}
+
+impl Inner {
+    /// Takes the ring's lock for `side` without the store lock. While a living holder has it,
+    /// spins, then yields; a holder found dead (asked now and then: it is a system call) is
+    /// recovered from (under the store lock), which takes its lock over.
+    fn lock_side(&self, side: Side) -> Result<SideLock<'_>> {
+        let flags = ring::flags_word(&self.heap, self.ring)?;
+        let mut spins = 0u32;
+        loop {
+            let holder = match ring::try_lock(flags, side, self.heap.tag()) {
+                Ok(lock) => return Ok(lock),
+                Err(holder) => holder,
+            };
+            spins = spins.wrapping_add(1);
+            if spins % 1024 == 0 && holder != self.heap.tag() && self.heap.slot_dead(holder - 1) {
+                self.heap.recover_now()?;
+            } else if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// [`Inner::lock_side`] for a caller that holds the store lock (the locked way: the store
+    /// lock first, then the ring's, never the other way round).
+    fn lock_side_locked(&self, side: Side, g: &Guard<'_>) -> Result<SideLock<'_>> {
+        let flags = ring::flags_word(&self.heap, self.ring)?;
+        let mut spins = 0u32;
+        loop {
+            let holder = match ring::try_lock(flags, side, self.heap.tag()) {
+                Ok(lock) => return Ok(lock),
+                Err(holder) => holder,
+            };
+            spins = spins.wrapping_add(1);
+            if spins % 1024 == 0 && holder != self.heap.tag() && self.heap.slot_dead(holder - 1) {
+                self.heap.recover_under(g)?;
+            } else if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// The `tail` to send at if the ring has room (`None`: full), under the send lock.
+    fn room(&self, _side: &SideLock<'_>) -> Result<Option<u64>> {
+        // The acquire pairs with the receive's release of `head`: the slot it cleared is free.
+        let head = self.heap.region.u64_at(self.field(RING_HEAD))?.load(Ordering::Acquire);
+        let tail = self.load(RING_TAIL)?;
+        match tail.wrapping_sub(head) {
+            q if q > self.capacity => Err(Error::corrupt("channel ring is malformed", self.ring)),
+            q if q == self.capacity => Ok(None),
+            _ => Ok(Some(tail)),
+        }
+    }
+
+    /// Writes `word` into the slot at `tail` and then moves `tail` past it (the message is
+    /// queued from that store on), under the send lock.
+    fn queue(&self, _side: &SideLock<'_>, tail: u64, word: u64) -> Result<()> {
+        let slot = self.field(RING_SLOTS) + 8 * (tail % self.capacity);
+        self.heap.region.store(slot, word)?;
+        pause("send-slotted");
+        // The release publishes the slot, the block's reference word and its payload.
+        self.heap.region.u64_at(self.field(RING_TAIL))?.store(tail.wrapping_add(1), Ordering::Release);
+        pause("send-counted");
+        Ok(())
+    }
+
+    /// Takes the oldest message, under the receive lock (and the store lock `g`, which a
+    /// published block needs). The reference moves first, then the slot is cleared, then
+    /// `head` moves: a receiver that dies before the clearing leaves the message queued (its
+    /// reference given back by recovery's recount), after it a cleared slot at `head`, which
+    /// recovery steps over ("Crash safety" in ARCHITECTURE.md). Clearing before `head` moves
+    /// keeps a sender, which may write the slot as soon as `head` has moved, from losing its
+    /// message to the clearing.
+    fn take(&self, _side: &SideLock<'_>, g: Option<&Guard<'_>>) -> Result<Taken> {
+        let head = self.load(RING_HEAD)?;
+        let tail = self.heap.region.u64_at(self.field(RING_TAIL))?.load(Ordering::Acquire);
+        match tail.wrapping_sub(head) {
+            0 => return Ok(Taken::Empty),
+            q if q > self.capacity => return Err(Error::corrupt("channel ring is malformed", self.ring)),
+            _ => {}
+        }
+        let slot = self.field(RING_SLOTS) + 8 * (head % self.capacity);
+        let word = self.heap.region.load(slot)?;
+        let got = match (ring::carried_len(word), g) {
+            (Some(len), _) => self.heap.take_from_ring(ring::target(word), len)?,
+            (None, None) => return Ok(Taken::Published),
+            (None, Some(g)) => {
+                if !self.heap.names_live(word) {
+                    return Err(Error::corrupt("channel slot names no live block", slot));
+                }
+                self.heap.take_hold_locked(g, word)?
+            }
+        };
+        pause("recv-owned");
+        self.heap.region.store(slot, 0)?;
+        pause("recv-between");
+        self.heap.region.u64_at(self.field(RING_HEAD))?.store(head.wrapping_add(1), Ordering::Release);
+        pause("recv-taken");
+        Ok(Taken::Got(got))
+    }
+}
+
 impl Channel {
     /// The channel's name.
     pub fn name(&self) -> &str {
@@ -406,13 +473,43 @@ impl Channel {
 }
 
 impl Sender {
-    /// Puts `block` into the ring if there is room (under the lock). `Ok(Some(block))` when
-    /// full.
+    /// Puts `block` into the ring if there is room. `Ok(Some(block))` when full. A block that
+    /// is its holder's only, never published reference goes under the ring's send lock alone
+    /// (`ring.rs`); any other under the store lock.
     fn try_put(&self, block: MemoryBlock) -> std::result::Result<Option<MemoryBlock>, SendError> {
         let inner = &*self.inner;
         if !block.same_heap(&inner.heap) {
             return Err(SendError::WrongManager(block));
         }
+        if block.len() as u64 > ring::CARRIED_MAX {
+            return self.try_put_locked(block);
+        }
+        let side = inner.lock_side(Side::Send).map_err(SendError::Store)?;
+        let tail = match inner.room(&side) {
+            Ok(Some(tail)) => tail,
+            Ok(None) => return Ok(Some(block)),
+            Err(e) => return Err(SendError::Store(e)),
+        };
+        let (off, len) = match block.give_to_ring() {
+            Ok(given) => given,
+            Err(block) => {
+                drop(side);
+                return self.try_put_locked(block);
+            }
+        };
+        let queued = inner.queue(&side, tail, ring::carrying(off, len));
+        drop(side);
+        // The block is the ring's now: an error here is a damaged ring word, which recovery
+        // reports; the message is then lost with it.
+        queued.map_err(SendError::Store)?;
+        inner.signal(RING_NOT_EMPTY, RING_RX_SLEEPERS).map_err(SendError::Store)?;
+        Ok(None)
+    }
+
+    /// [`Sender::try_put`] under the store lock: the block is settled and published, and its
+    /// reference moves into the ring as a hold (`Heap::donate_locked`).
+    fn try_put_locked(&self, block: MemoryBlock) -> std::result::Result<Option<MemoryBlock>, SendError> {
+        let inner = &*self.inner;
         let g = inner.heap.lock().map_err(SendError::Store)?;
         // The length goes into the header before the ring names the block: a receiver (or,
         // if we die between the two, recovery) takes it from there.
@@ -420,28 +517,26 @@ impl Sender {
             drop(g); // before the block goes: dropping it may take the lock
             return Err(SendError::Store(e));
         }
-        let (head, tail) = match (inner.load(RING_HEAD), inner.load(RING_TAIL)) {
-            (Ok(h), Ok(t)) => (h, t),
-            (Err(e), _) | (_, Err(e)) => return Err(SendError::Store(e)),
+        let side = match inner.lock_side_locked(Side::Send, &g) {
+            Ok(side) => side,
+            Err(e) => {
+                drop(g);
+                return Err(SendError::Store(e));
+            }
         };
-        if tail.wrapping_sub(head) >= inner.capacity {
-            return Ok(Some(block));
-        }
-        let off = block.header_offset();
-        let slot = inner.field(RING_SLOTS) + 8 * (tail % inner.capacity);
-        let queued = inner.heap.region.store(slot, off).and_then(|()| {
-            pause("send-slotted");
-            inner.heap.region.store(inner.field(RING_TAIL), tail.wrapping_add(1))
-        });
+        let queued = match inner.room(&side) {
+            Ok(Some(tail)) => inner.queue(&side, tail, block.header_offset()),
+            Ok(None) => return Ok(Some(block)),
+            Err(e) => Err(e),
+        };
         if let Err(e) = queued {
-            // Give the lock back before the block goes: dropping it takes the lock.
-            drop(g);
+            // Give the locks back before the block goes: dropping it takes the lock.
+            drop((side, g));
             return Err(SendError::Store(e));
         }
-        pause("send-counted");
         // Consumes the block without any release (which would take the lock again).
         let donated = block.donate_locked(&g);
-        drop(g);
+        drop((side, g));
         donated.map_err(SendError::Store)?;
         inner.signal(RING_NOT_EMPTY, RING_RX_SLEEPERS).map_err(SendError::Store)?;
         Ok(None)
@@ -481,8 +576,12 @@ impl Sender {
     }
 
     /// Sends `block`, waiting while the ring is full. The block's reference moves into the
-    /// channel: no byte of the payload is copied. Fails with [`SendError::Disconnected`] when
-    /// the ring is full and every receiver that ever attached is gone.
+    /// channel: no byte of the payload is copied. A block that is its holder's only reference
+    /// and was never published (no clone, no handle, no root) and is at most 32,767 bytes long
+    /// is sent without the store lock and arrives unpublished, so the receiver holds the only
+    /// reference and may write it ([`MemoryBlock::as_mut_slice`]); any other arrives
+    /// read-only. Fails with [`SendError::Disconnected`] when the ring is full and every
+    /// receiver that ever attached is gone.
     pub fn send(&self, block: MemoryBlock) -> std::result::Result<(), SendError> {
         self.send_until(block, None)
     }
@@ -507,30 +606,27 @@ impl Sender {
 }
 
 impl Receiver {
-    /// Takes the oldest message if there is one (under the lock).
+    /// Takes the oldest message if there is one: under the ring's receive lock alone for a
+    /// block queued unpublished, under the store lock too for a published one.
     fn try_take(&self) -> std::result::Result<Option<MemoryBlock>, RecvError> {
         let inner = &*self.inner;
-        let g = inner.heap.lock()?;
-        let (head, tail) = (inner.load(RING_HEAD)?, inner.load(RING_TAIL)?);
-        if head == tail {
-            return Ok(None);
-        }
-        let slot = inner.field(RING_SLOTS) + 8 * (head % inner.capacity);
-        let off = inner.heap.region.load(slot)?;
-        if !inner.heap.names_live(off) {
-            return Err(Error::corrupt("channel slot names no live block", slot).into());
-        }
-        // The head moves first: the ring's holds are its slots from head to tail, so once it
-        // has moved the slot is no longer the ring's (a death from here on leaves the block
-        // with one hold too many, which recovery's recount takes back, and the message lost
-        // with the receiver). Clearing the slot first left, for a death in between, a zero
-        // among the queued messages.
-        inner.heap.region.store(inner.field(RING_HEAD), head.wrapping_add(1))?;
-        pause("recv-between");
-        inner.heap.region.store(slot, 0)?;
-        pause("recv-taken");
-        let got = inner.heap.take_hold_locked(&g, off)?;
-        drop(g);
+        let side = inner.lock_side(Side::Recv)?;
+        let got = match inner.take(&side, None)? {
+            Taken::Empty => return Ok(None),
+            Taken::Got(got) => {
+                drop(side);
+                got
+            }
+            Taken::Published => {
+                drop(side);
+                let g = inner.heap.lock()?;
+                let side = inner.lock_side_locked(Side::Recv, &g)?;
+                match inner.take(&side, Some(&g))? {
+                    Taken::Got(got) => got,
+                    _ => return Ok(None), // taken meanwhile by another receiver
+                }
+            }
+        };
         inner.signal(RING_NOT_FULL, RING_TX_SLEEPERS)?;
         Ok(Some(MemoryBlock::from_obtained(&inner.heap, got)?))
     }
