@@ -15,6 +15,11 @@
 //!   IPC. Against one process doing both, through a channel to itself (same work, no second
 //!   process) and without a channel (allocate, write, read, drop, in the same batches).
 //!
+//!   `MMHEAP_IPC_PIN=1` pins the handover's consumer to the last CPU and its producer to the
+//!   first (one process doing both runs on the last CPU too), so that every run measures the
+//!   same placement: left to the scheduler, two processes sometimes share a core and a run
+//!   falls to half the rate. Pinned runs suffer more from other load on the machine.
+//!
 //!   cargo bench --bench ipc                   # MMHEAP_IPC_ROUNDS, MMHEAP_IPC_MESSAGES adjust
 //!   MMHEAP_IPC_ONLY=handover cargo bench --bench ipc
 //!
@@ -88,6 +93,34 @@ fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Runs the calling thread (and the threads and processes it starts after) on CPU `cpu` only,
+/// or on every CPU for `None`. Nothing happens when the handover is not pinned.
+fn pin(cpu: Option<usize>) -> Res {
+    if env("MMHEAP_IPC_PIN", 0) == 0 {
+        return Ok(());
+    }
+    // SAFETY: a cpu_set_t is plain data, all zero is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let cpus = std::thread::available_parallelism()?.get();
+    for c in 0..cpus {
+        if cpu.map_or(true, |only| only == c) {
+            // SAFETY: `c` is below the number of CPUs, well inside the set.
+            unsafe { libc::CPU_SET(c, &mut set) };
+        }
+    }
+    // SAFETY: the set lives on our stack for the call; 0 names the calling thread.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+/// The CPUs the handover's consumer and producer run on.
+fn handover_cpus() -> Res<(usize, usize)> {
+    let cpus = std::thread::available_parallelism()?.get();
+    Ok((cpus - 1, 0))
+}
+
 fn spawn(role: &str, at: &Path, extra: &[(&str, String)]) -> Res<Child> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.env("MMHEAP_IPC_ROLE", role).env("MMHEAP_IPC_AT", at);
@@ -137,6 +170,7 @@ fn child(role: &str, at: &Path) -> Res {
             Ok(())
         }
         "mm-produce" => {
+            pin(Some(handover_cpus()?.1))?;
             let store = MappedManager::open(at)?;
             let tx = store.channel("handover", HANDOVER_CAPACITY)?.sender()?;
             for i in 0..env("MMHEAP_IPC_HANDOVERS", 1_000) {
@@ -281,6 +315,7 @@ fn consume(b: mmheap::MemoryBlock, i: usize) -> Res {
 /// both (through a channel to itself, and without one); medians of `trials` alternating runs.
 fn handover(dir: &Path, trials: usize, n: usize) -> Res {
     let (mut two, mut chan, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+    pin(Some(handover_cpus()?.0))?;
     for t in 0..trials {
         let path = dir.join(format!("handover-{t}.mmheap"));
         let store = MappedManager::create(&path, &Options::new().initial_size(64 << 20).max_size(1 << 30))?;
@@ -294,6 +329,7 @@ fn handover(dir: &Path, trials: usize, n: usize) -> Res {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    pin(None)?;
     let (two, chan, plain) = (mid(two), mid(chan), mid(plain));
     println!(
         "handover of 64 B-4 KiB blocks, blocks per second: producer and consumer processes {two:>9.0} | one process through a channel {chan:>9.0} ({:.2}x) | one process, no channel {plain:>9.0} ({:.2}x)",

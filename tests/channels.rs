@@ -28,6 +28,7 @@ fn main() {
             Trial::test("killed_inside_send_or_receive", killed_inside),
             Trial::test("sole_and_shared_blocks_take_their_own_ways_in_order", two_ways),
             Trial::test("check_of_a_store_with_channel_traffic_finds_nothing", live_check),
+            Trial::test("a_stopped_ring_lock_holder_makes_recovery_refuse_unchanged", stopped_holder),
         ]
     });
 }
@@ -449,6 +450,42 @@ fn live_check() -> Result<(), Failed> {
     drop((rx, ch));
     let s = m.stats()?;
     ensure(s.live_blocks == baseline.live_blocks, format!("leak after the kill: {s:?} vs {baseline:?}"))
+}
+
+/// A process stopped inside a send holds the ring's send lock: another sender waits (asleep,
+/// not spinning), a recovery waits 2 s for it and then refuses with the store unchanged, and
+/// once the holder is killed the waiting send goes through and recovery completes.
+fn stopped_holder() -> Result<(), Failed> {
+    let (_d, path, m) = store()?;
+    let ch = m.channel("pipe", 8)?;
+    let mut kid = spawn("stuck", &path, &[("MMHEAP_TEST_PAUSE", "send-slotted".into())]);
+    let line = lines_of(&mut kid)?.recv_timeout(Duration::from_secs(30))?;
+    ensure(line == "paused send-slotted", format!("child said {line:?}"))?;
+    let before = std::fs::read(&path)?;
+    match m.recover() {
+        Err(mmheap::Error::ChannelLockHeld { slot, .. }) => ensure(slot < 128, format!("slot {slot}"))?,
+        other => return Err(format!("recovery beside a stopped holder: {other:?}").into()),
+    }
+    ensure(std::fs::read(&path)? == before, "the refused recovery wrote nothing")?;
+    let tx = ch.sender()?;
+    let probe = block(&m, b"probe")?;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let sending = thread::spawn(move || {
+        let sent = tx.send(probe).map_err(|e| e.to_string());
+        let _ = done_tx.send(());
+        sent
+    });
+    ensure(done_rx.recv_timeout(Duration::from_millis(300)).is_err(), "a send waits for the holder")?;
+    kill(kid)?;
+    done_rx.recv_timeout(Duration::from_secs(60)).map_err(|_| "the send still waits after the kill")?;
+    sending.join().map_err(|_| "the sending thread panicked")??;
+    let rx = ch.receiver()?;
+    let mut got = Vec::new();
+    while let Ok(b) = rx.try_recv() {
+        got.push(b.as_slice().to_vec());
+    }
+    ensure(got.last().is_some_and(|b| b == b"probe"), format!("the probe arrives last: {got:?}"))?;
+    ensure(m.check()?.is_sound(), "sound after the kill")
 }
 
 fn killed_inside() -> Result<(), Failed> {

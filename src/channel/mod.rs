@@ -336,44 +336,40 @@ enum Taken {
 
 impl Inner {
     /// Takes the ring's lock for `side` without the store lock. While a living holder has it,
-    /// spins, then yields; a holder found dead (asked now and then: it is a system call) is
-    /// recovered from (under the store lock), which takes its lock over.
+    /// spins, then yields, then sleeps in naps growing to 1 ms (a holder keeps it for a few
+    /// hundred nanoseconds, unless it was stopped); a holder found dead (asked once the spinning
+    /// is over, then every 16 naps: it is a system call) is recovered from, under the store
+    /// lock, which takes its lock over.
     fn lock_side(&self, side: Side) -> Result<SideLock<'_>> {
-        let flags = ring::flags_word(&self.heap, self.ring)?;
-        let mut spins = 0u32;
-        loop {
-            let holder = match ring::try_lock(flags, side, self.heap.tag()) {
-                Ok(lock) => return Ok(lock),
-                Err(holder) => holder,
-            };
-            spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 && holder != self.heap.tag() && self.heap.slot_dead(holder - 1) {
-                self.heap.recover_now()?;
-            } else if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
+        self.lock_side_with(side, || self.heap.recover_now())
     }
 
     /// [`Inner::lock_side`] for a caller that holds the store lock (the locked way: the store
     /// lock first, then the ring's, never the other way round).
     fn lock_side_locked(&self, side: Side, g: &Guard<'_>) -> Result<SideLock<'_>> {
+        self.lock_side_with(side, || self.heap.recover_under(g))
+    }
+
+    fn lock_side_with(&self, side: Side, recover: impl Fn() -> Result<()>) -> Result<SideLock<'_>> {
         let flags = ring::flags_word(&self.heap, self.ring)?;
-        let mut spins = 0u32;
+        let mut tries = 0u32;
         loop {
             let holder = match ring::try_lock(flags, side, self.heap.tag()) {
                 Ok(lock) => return Ok(lock),
                 Err(holder) => holder,
             };
-            spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 && holder != self.heap.tag() && self.heap.slot_dead(holder - 1) {
-                self.heap.recover_under(g)?;
-            } else if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
+            tries = tries.saturating_add(1);
+            match tries {
+                0..=63 => std::hint::spin_loop(),
+                64..=255 => std::thread::yield_now(),
+                _ => {
+                    let naps = tries - 256;
+                    if naps % 16 == 0 && holder != self.heap.tag() && self.heap.slot_dead(holder - 1) {
+                        recover()?;
+                    } else {
+                        std::thread::sleep(Duration::from_micros(10 << naps.min(7)));
+                    }
+                }
             }
         }
     }

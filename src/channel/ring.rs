@@ -96,9 +96,9 @@ pub(crate) fn flags_word(heap: &Heap, ring: u64) -> Result<&AtomicU64> {
     heap.region.u64_at(ring + HEADER_SIZE + RING_FLAGS)
 }
 
-/// How long recovery waits for a living process to give a ring lock back before it refuses:
-/// a send or receive holds it for a few hundred nanoseconds, so only a stopped process (or a
-/// damaged word naming a living one) keeps it this long.
+/// How long recovery waits for a living process to give a ring lock back before it refuses
+/// ([`Error::ChannelLockHeld`]): a send or receive holds it for a few hundred nanoseconds, so
+/// only a stopped process (or a damaged word naming a living one) keeps it this long.
 const FREEZE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The ring locks recovery took ([`freeze`]), with what their fields held before.
@@ -140,10 +140,8 @@ pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Result<Frozen> {
             }
             if since.elapsed() > FREEZE_PATIENCE {
                 frozen.thaw(heap, false);
-                return Err(Error::corrupt(
-                    "a channel's send or receive lock stays with a living process",
-                    ring,
-                ));
+                let holder = [Side::Send, Side::Recv].into_iter().map(|s| s.holder(cur)).find(|&h| h != 0);
+                return Err(Error::ChannelLockHeld { offset: ring, slot: holder.unwrap_or(1) - 1 });
             }
             std::thread::yield_now();
         }
