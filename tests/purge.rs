@@ -93,3 +93,40 @@ fn a_block_grown_over_a_noted_neighbour_keeps_its_bytes() {
     }
     assert!(m.check().unwrap().is_sound());
 }
+
+/// When a program's worker threads are done and only one thread is left using the heap, what
+/// waits to be given back (empty slabs kept for reuse, noted free runs) goes back at the last
+/// worker's exit: the one thread left may make no call that would look at it.
+#[test]
+fn the_last_worker_leaving_gives_the_waiting_memory_back() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    const MIB: u64 = 1 << 20;
+    let m = std::sync::Arc::new(DefaultManager::new().unwrap());
+    let mine = Layout::from_size_align(64, 8).unwrap();
+    // SAFETY: a non-zero size; freed once below.
+    let kept = unsafe { m.alloc(mine) }; // this thread uses the heap too
+    let start = resident();
+    let workers: Vec<_> = (0..3)
+        .map(|w| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                let sizes = [48, 200, 1000, 3000];
+                let l = Layout::from_size_align(sizes[w % 4], 8).unwrap();
+                // SAFETY: non-zero sizes; every block is written within its size and freed once.
+                let blocks: Vec<*mut u8> = (0..20_000).map(|_| unsafe { m.alloc(l) }).collect();
+                // SAFETY: as above.
+                blocks.iter().for_each(|&p| unsafe { p.write_bytes(3, l.size()) });
+                // SAFETY: as above.
+                blocks.iter().for_each(|&p| unsafe { m.dealloc(p, l) });
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let after = resident();
+    assert!(after < start + 2 * MIB, "resident {start} -> {after} once the workers left");
+    // SAFETY: allocated above with this layout.
+    unsafe { m.dealloc(kept, mine) };
+    assert!(m.check().unwrap().is_sound());
+}

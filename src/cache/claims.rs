@@ -23,7 +23,9 @@ impl Claims {
         for (_, c) in self.0.drain(..) {
             c.give_back_on_exit();
             c.slabs.orphaned.store(true, Ordering::Relaxed);
-            c.claimed.store(0, Ordering::Release);
+            // Sequentially consistent with the counting in `purge_if_last`.
+            c.claimed.store(0, Ordering::SeqCst);
+            c.purge_if_last();
         }
     }
 }

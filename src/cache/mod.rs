@@ -575,6 +575,29 @@ impl ThreadCache {
         };
     }
 
+    /// After its thread gave this cache back (`claimed` cleared): if at most one thread still
+    /// has a cache of the heap (a program's workers are done), what waits to be given back to
+    /// the system (empty slabs kept for reuse, noted free runs) goes now, since the thread left
+    /// may make no call that would look at it (a program that ends, or idles). Threads leaving
+    /// at once each clear their flag before they count, so the last to count sees the others
+    /// gone, and what they gave back is in the pools by then.
+    pub(crate) fn purge_if_last(&self) {
+        let Some(heap) = self.lives.heap() else { return };
+        if self.gone.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        let others = heap.caches().iter().filter(|c| c.claimed.load(Ordering::SeqCst) != 0).count();
+        if others > 1 {
+            return;
+        }
+        if let Ok(g) = heap.lock() {
+            heap.purge_all(&g);
+        }
+        if let Some(slabs) = &heap.slabs {
+            slabs.purge_pools();
+        }
+    }
+
     /// Frees every parked block (under the lock): the heap is going away, or the store is full.
     /// Returns whether there was any.
     fn drain(&self, heap: &Heap, g: &Guard<'_>) -> bool {

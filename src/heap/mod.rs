@@ -679,6 +679,9 @@ impl Heap {
         let g = self.lock()?;
         self.give_back_cache(&g);
         self.purge_all(&g);
+        if let Some(slabs) = &self.slabs {
+            slabs.purge_pools();
+        }
         Ok(())
     }
 

@@ -107,10 +107,17 @@ impl Heap {
         let now = Instant::now();
         let mut notes = p.notes.lock().unwrap_or_else(|e| e.into_inner());
         let big = freed >= PURGE_EAGER || freed >= EAGER_PART && size >= EAGER_RUN;
-        if big && notes.eager_ok(off, now) {
+        let eager = big && notes.eager_ok(off, now);
+        if eager {
             self.purge_within(off, freed, start, size);
-        } else if let Some(s) = notes.note(start, now) {
-            self.purge_free(s);
+        }
+        // A run with more in it than the block purged at once is noted too: the rest (freed
+        // while the run was too small to note, or noted at a start this free merged away) is
+        // purged with it later, not kept resident for good.
+        if !eager || size > freed {
+            if let Some(s) = notes.note(start, now) {
+                self.purge_free(s);
+            }
         }
         self.purge_due(p, &mut notes, now);
     }
@@ -133,7 +140,7 @@ impl Heap {
     }
 
     /// Purges every noted block now (`trim`).
-    pub(super) fn purge_all(&self, _g: &Guard<'_>) {
+    pub(crate) fn purge_all(&self, _g: &Guard<'_>) {
         let Some(p) = &self.purges else { return };
         let mut notes = p.notes.lock().unwrap_or_else(|e| e.into_inner());
         while notes.n > 0 {

@@ -521,11 +521,19 @@ impl Slabs {
             let mut pool = lock(&self.pool[usize::from(bytes == LARGE_SLAB)]);
             let keep = if bytes == LARGE_SLAB { POOL_KEEP_LARGE } else { POOL_KEEP };
             let give = pool.push(s.mem(), now, keep);
-            purge_old(&mut pool, now, bytes);
+            purge_old(&mut pool, Some(now), bytes);
             give
         };
         if let Some(a) = give {
             self.give_back(heap, a, bytes);
+        }
+    }
+
+    /// Gives the memory of every slab in the pools back to the system now, however long it
+    /// waited there (`trim`, and the exit of a thread that leaves the heap to one thread).
+    pub(crate) fn purge_pools(&self) {
+        for (i, bytes) in [CHUNK, LARGE_SLAB].into_iter().enumerate() {
+            purge_old(&mut lock(&self.pool[i]), None, bytes);
         }
     }
 
@@ -578,11 +586,12 @@ impl Slabs {
     }
 }
 
-/// Gives the memory of slabs that waited [`PURGE_DELAY`] in `pool` back to the system.
-fn purge_old(pool: &mut Pool, now: Instant, bytes: u64) {
+/// Gives the memory of slabs that waited [`PURGE_DELAY`] in `pool` by `now` back to the
+/// system, or of every slab in it for `None`.
+fn purge_old(pool: &mut Pool, now: Option<Instant>, bytes: u64) {
     let n = pool.n;
     for p in pool.slabs[..n].iter_mut() {
-        let old = p.since.is_some_and(|t| now.duration_since(t) >= PURGE_DELAY);
+        let old = now.map_or(true, |now| p.since.is_some_and(|t| now.duration_since(t) >= PURGE_DELAY));
         if old && !p.purged {
             // The last page holds the next core block's header: kept.
             crate::sys::purge(p.addr, (bytes - crate::format::PAGE_SIZE) as usize);
