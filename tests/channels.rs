@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use libtest_mimic::{Failed, Trial};
+use mmheap::format::*;
 use mmheap::{MappedManager, MemoryBlock, MemoryManager, Options, RecvError, SendError};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -29,6 +30,9 @@ fn main() {
             Trial::test("sole_and_shared_blocks_take_their_own_ways_in_order", two_ways),
             Trial::test("check_of_a_store_with_channel_traffic_finds_nothing", live_check),
             Trial::test("a_stopped_ring_lock_holder_makes_recovery_refuse_unchanged", stopped_holder),
+            Trial::test("try_and_timeout_calls_keep_their_word_beside_a_stopped_holder", stopped_deadlines),
+            Trial::test("a_receive_follows_a_growth_made_by_the_sender", receive_after_growth),
+            Trial::test("a_ring_lock_word_naming_this_process_by_damage_is_taken_over", own_tag_lock),
         ]
     });
 }
@@ -101,6 +105,27 @@ fn child(role: &str, store: &Path) -> Res {
                     return Err("the sending thread stopped".into());
                 }
             }
+        }
+        // Grows the store to four times its size, then sends sole blocks of 100, 40, 0 and
+        // 5,000 bytes, says "sent" and stays until told.
+        "grower" => {
+            let tx = ch.sender()?;
+            let start = m.stats()?.capacity;
+            let mut kept = Vec::new();
+            while m.stats()?.capacity < 4 * start {
+                kept.push(m.allocate(64 << 10)?);
+            }
+            for (i, len) in [100usize, 40, 0, 5000].into_iter().enumerate() {
+                let mut b = m.allocate(len)?;
+                b.as_mut_slice()?.fill(i as u8 + 1);
+                tx.send(b)?;
+            }
+            println!("sent");
+            std::io::stdout().flush()?;
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?; // stay until told
+            drop(kept);
+            Ok(())
         }
         // Pauses inside the lock in a send or a receive (MMHEAP_TEST_PAUSE).
         "stuck" => {
@@ -486,6 +511,113 @@ fn stopped_holder() -> Result<(), Failed> {
     }
     ensure(got.last().is_some_and(|b| b == b"probe"), format!("the probe arrives last: {got:?}"))?;
     ensure(m.check()?.is_sound(), "sound after the kill")
+}
+
+/// Runs `f` on a thread and fails if it has not returned within `limit` (a call that should
+/// not wait for ever: the limit is far above what it takes, so this asserts no time).
+fn returns<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Failed> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).map_err(|_| format!("{what} still waits after {limit:?}").into())
+}
+
+/// With a process stopped inside a send (holding the ring's send lock) or a receive (its
+/// receive lock), `try_send` and `try_recv` answer now and the timeouts keep their deadline,
+/// a long block (the locked way) included, and the store lock stays free meanwhile.
+fn stopped_deadlines() -> Result<(), Failed> {
+    let (_d, path, m) = store()?;
+    for point in ["send-slotted", "recv-owned"] {
+        let ch = m.channel("pipe", 8)?;
+        let (tx, rx) = (ch.sender()?, ch.receiver()?);
+        let mut kid = spawn("stuck", &path, &[("MMHEAP_TEST_PAUSE", point.into())]);
+        let line = lines_of(&mut kid)?.recv_timeout(Duration::from_secs(30))?;
+        ensure(line == format!("paused {point}"), format!("child said {line:?}"))?;
+        let limit = Duration::from_secs(20);
+        if point == "send-slotted" {
+            for len in [8, 40_000] {
+                let (m1, tx1) = (m.clone(), tx.clone());
+                let r =
+                    returns("try_send", limit, move || block(&m1, &vec![1; len]).map(|b| tx1.try_send(b)))?;
+                ensure(matches!(r?, Err(SendError::Full(_))), format!("try_send of {len} bytes: Full"))?;
+                let (m2, tx2) = (m.clone(), tx.clone());
+                let r = returns("send_timeout", limit, move || {
+                    block(&m2, &vec![2; len]).map(|b| tx2.send_timeout(b, Duration::from_millis(20)))
+                })?;
+                ensure(
+                    matches!(r?, Err(SendError::Timeout(_))),
+                    format!("send_timeout of {len} bytes: Timeout"),
+                )?;
+            }
+            // The long block's send gave the store lock back while it waited.
+            let m3 = m.clone();
+            returns("an allocation", limit, move || m3.allocate(1 << 20).map(drop))??;
+        } else {
+            let rx1 = rx.clone();
+            let r = returns("try_recv", limit, move || rx1.try_recv().map(drop))?;
+            ensure(matches!(r, Err(RecvError::Empty)), format!("try_recv: Empty, not {r:?}"))?;
+            let rx2 = rx.clone();
+            let r = returns("recv_timeout", limit, move || {
+                rx2.recv_timeout(Duration::from_millis(20)).map(drop)
+            })?;
+            ensure(matches!(r, Err(RecvError::Timeout)), format!("recv_timeout: Timeout, not {r:?}"))?;
+        }
+        kill(kid)?;
+        while rx.try_recv().is_ok() {}
+        tx.send(block(&m, b"after")?)?;
+        ensure(rx.recv()?.as_slice() == b"after", "the channel works once the holder is gone")?;
+    }
+    ensure(m.check()?.is_sound(), "sound")
+}
+
+/// A receiver that never takes the store lock still finds blocks that another process
+/// allocated in space it grew the store into.
+fn receive_after_growth() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("grow.mmheap");
+    let m = MappedManager::create(&path, &Options::new().initial_size(1 << 20).max_size(1 << 30))?;
+    let rx = m.channel("pipe", 8)?.receiver()?;
+    let mut kid = spawn("grower", &path, &[]);
+    let line = lines_of(&mut kid)?.recv_timeout(Duration::from_secs(60))?;
+    ensure(line == "sent", format!("child said {line:?}"))?;
+    for (i, len) in [100usize, 40, 0, 5000].into_iter().enumerate() {
+        let b = rx.try_recv().map_err(|e| format!("message {i}: {e}"))?;
+        ensure(b.len() == len && b.as_slice().iter().all(|&x| x == i as u8 + 1), format!("message {i}"))?;
+    }
+    kill(kid)?;
+    ensure(m.check()?.is_sound(), "sound")
+}
+
+/// A ring's send lock that names this very process while none of its threads holds it (a
+/// damaged word) is taken over by recovery, not waited for for ever.
+fn own_tag_lock() -> Result<(), Failed> {
+    let (_d, path, m) = store()?;
+    let ch = m.channel("pipe", 8)?;
+    let (tx, rx) = (ch.sender()?, ch.receiver()?);
+    let file = std::fs::read(&path)?;
+    let word = |at: u64| u64::from_le_bytes(file[at as usize..][..8].try_into().unwrap());
+    let ring = (0..CHANNEL_COUNT)
+        .map(|i| word(CHANNELS_OFFSET + i * CHANNEL_SIZE + CHANNEL_RING))
+        .find(|&r| r != 0)
+        .ok_or("the ring")?;
+    let flags = ring + HEADER_SIZE + RING_FLAGS;
+    // This process is the store's only one: registry slot 0, tag 1.
+    let poked = (word(flags) | 1 << 16 | 1 << 32).to_le_bytes();
+    // In place (the store is open and mapped here): no truncation, not a byte else.
+    std::os::unix::fs::FileExt::write_all_at(
+        &std::fs::OpenOptions::new().write(true).open(&path)?,
+        &poked,
+        flags,
+    )?;
+    let m1 = m.clone();
+    returns("a send", Duration::from_secs(30), move || block(&m1, b"through").map(|b| tx.send(b)))???;
+    ensure(rx.recv()?.as_slice() == b"through", "delivered")?;
+    ensure(m.check()?.is_sound(), "sound")
 }
 
 fn killed_inside() -> Result<(), Failed> {

@@ -335,42 +335,73 @@ enum Taken {
 }
 
 impl Inner {
-    /// Takes the ring's lock for `side` without the store lock. While a living holder has it,
-    /// spins, then yields, then sleeps in naps growing to 1 ms (a holder keeps it for a few
-    /// hundred nanoseconds, unless it was stopped); a holder found dead (asked once the spinning
-    /// is over, then every 16 naps: it is a system call) is recovered from, under the store
-    /// lock, which takes its lock over.
-    fn lock_side(&self, side: Side) -> Result<SideLock<'_>> {
-        self.lock_side_with(side, || self.heap.recover_now())
-    }
-
-    /// [`Inner::lock_side`] for a caller that holds the store lock (the locked way: the store
-    /// lock first, then the ring's, never the other way round).
-    fn lock_side_locked(&self, side: Side, g: &Guard<'_>) -> Result<SideLock<'_>> {
-        self.lock_side_with(side, || self.heap.recover_under(g))
-    }
-
-    fn lock_side_with(&self, side: Side, recover: impl Fn() -> Result<()>) -> Result<SideLock<'_>> {
+    /// Takes the ring's lock for `side` without the store lock; `None` if a living holder
+    /// kept it until `deadline` ([`Inner::wait_for`]).
+    fn lock_side(&self, side: Side, deadline: Option<Instant>) -> Result<Option<SideLock<'_>>> {
         let flags = ring::flags_word(&self.heap, self.ring)?;
+        self.wait_for(deadline, || ring::try_lock(flags, side, self.heap.tag()))
+    }
+
+    /// Waits, without the store lock, until nobody holds the ring's lock for `side` (the
+    /// locked way, which must not wait for it while it holds the store lock); `false` if a
+    /// living holder kept it until `deadline`.
+    fn wait_side_free(&self, side: Side, deadline: Option<Instant>) -> Result<bool> {
+        let flags = ring::flags_word(&self.heap, self.ring)?;
+        let free = || match side.holder(flags.load(Ordering::Acquire)) {
+            0 => Ok(()),
+            holder => Err(holder),
+        };
+        Ok(self.wait_for(deadline, free)?.is_some())
+    }
+
+    /// Tries `attempt` (a ring lock: `Err` names its holder) until it succeeds: spins, then
+    /// yields, then sleeps in naps growing to about 1 ms (a holder keeps a ring lock for a few
+    /// hundred nanoseconds, unless it was stopped). A holder found dead (asked once the spinning
+    /// is over, then every 16 naps: it is a system call), or named by a word that no thread of
+    /// this process holds although it names this process (damage), is recovered from under the
+    /// store lock, which takes its lock over. `None` once `deadline` has passed (after the
+    /// spinning: a `try_` call waits that long, a few microseconds).
+    fn wait_for<T>(
+        &self,
+        deadline: Option<Instant>,
+        mut attempt: impl FnMut() -> std::result::Result<T, u32>,
+    ) -> Result<Option<T>> {
         let mut tries = 0u32;
         loop {
-            let holder = match ring::try_lock(flags, side, self.heap.tag()) {
-                Ok(lock) => return Ok(lock),
+            let holder = match attempt() {
+                Ok(done) => return Ok(Some(done)),
                 Err(holder) => holder,
             };
             tries = tries.saturating_add(1);
-            match tries {
-                0..=63 => std::hint::spin_loop(),
-                64..=255 => std::thread::yield_now(),
-                _ => {
-                    let naps = tries - 256;
-                    if naps % 16 == 0 && holder != self.heap.tag() && self.heap.slot_dead(holder - 1) {
-                        recover()?;
-                    } else {
-                        std::thread::sleep(Duration::from_micros(10 << naps.min(7)));
-                    }
-                }
+            if tries < 64 {
+                std::hint::spin_loop();
+                continue;
             }
+            if tries < 256 {
+                std::thread::yield_now();
+                continue;
+            }
+            let naps = tries - 256;
+            let gone = || match holder == self.heap.tag() {
+                true => !ring::held_here(),
+                false => self.heap.slot_dead(holder - 1),
+            };
+            let now = Instant::now();
+            let late = deadline.is_some_and(|d| now >= d);
+            // Asked at the last try before the deadline too: a dead holder is no reason to
+            // give up.
+            if (naps % 16 == 0 || late) && gone() {
+                self.heap.recover_now()?;
+                continue;
+            }
+            if late {
+                return Ok(None);
+            }
+            let mut nap = Duration::from_micros(10 << naps.min(7));
+            if let Some(d) = deadline {
+                nap = nap.min(d - now);
+            }
+            std::thread::sleep(nap);
         }
     }
 
@@ -416,7 +447,12 @@ impl Inner {
         let slot = self.field(RING_SLOTS) + 8 * (head % self.capacity);
         let word = self.heap.region.load(slot)?;
         let got = match (ring::carried_len(word), g) {
-            (Some(len), _) => self.heap.take_from_ring(ring::target(word), len)?,
+            (Some(len), _) => {
+                // The block may lie where another process grew the store since this one last
+                // took the store lock (which is where growth is otherwise followed).
+                self.heap.follow_growth()?;
+                self.heap.take_from_ring(ring::target(word), len)?
+            }
             (None, None) => return Ok(Taken::Published),
             (None, Some(g)) => {
                 if !self.heap.names_live(word) {
@@ -469,18 +505,27 @@ impl Channel {
 }
 
 impl Sender {
-    /// Puts `block` into the ring if there is room. `Ok(Some(block))` when full. A block that
-    /// is its holder's only, never published reference goes under the ring's send lock alone
-    /// (`ring.rs`); any other under the store lock.
-    fn try_put(&self, block: MemoryBlock) -> std::result::Result<Option<MemoryBlock>, SendError> {
+    /// Puts `block` into the ring if there is room. `Ok(Some(block))` when full, or when a
+    /// living process held the ring's send lock until `deadline`. A block that is its holder's
+    /// only, never published reference goes under the ring's send lock alone (`ring.rs`); any
+    /// other under the store lock.
+    fn try_put(
+        &self,
+        block: MemoryBlock,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<Option<MemoryBlock>, SendError> {
         let inner = &*self.inner;
         if !block.same_heap(&inner.heap) {
             return Err(SendError::WrongManager(block));
         }
         if block.len() as u64 > ring::CARRIED_MAX {
-            return self.try_put_locked(block);
+            return self.try_put_locked(block, deadline);
         }
-        let side = inner.lock_side(Side::Send).map_err(SendError::Store)?;
+        let side = match inner.lock_side(Side::Send, deadline) {
+            Ok(Some(side)) => side,
+            Ok(None) => return Ok(Some(block)),
+            Err(e) => return Err(SendError::Store(e)),
+        };
         let tail = match inner.room(&side) {
             Ok(Some(tail)) => tail,
             Ok(None) => return Ok(Some(block)),
@@ -490,7 +535,7 @@ impl Sender {
             Ok(given) => given,
             Err(block) => {
                 drop(side);
-                return self.try_put_locked(block);
+                return self.try_put_locked(block, deadline);
             }
         };
         let queued = inner.queue(&side, tail, ring::carrying(off, len));
@@ -503,39 +548,50 @@ impl Sender {
     }
 
     /// [`Sender::try_put`] under the store lock: the block is settled and published, and its
-    /// reference moves into the ring as a hold (`Heap::donate_locked`).
-    fn try_put_locked(&self, block: MemoryBlock) -> std::result::Result<Option<MemoryBlock>, SendError> {
+    /// reference moves into the ring as a hold (`Heap::donate_locked`). The ring's send lock
+    /// is taken after the store lock, and never waited for while holding it: a busy one sends
+    /// the store lock back and waits for the ring's to come free first (a process stopped in
+    /// a send would otherwise stop every user of the store).
+    fn try_put_locked(
+        &self,
+        block: MemoryBlock,
+        deadline: Option<Instant>,
+    ) -> std::result::Result<Option<MemoryBlock>, SendError> {
         let inner = &*self.inner;
-        let g = inner.heap.lock().map_err(SendError::Store)?;
-        // The length goes into the header before the ring names the block: a receiver (or,
-        // if we die between the two, recovery) takes it from there.
-        if let Err(e) = block.settle_len_locked(&g) {
-            drop(g); // before the block goes: dropping it may take the lock
-            return Err(SendError::Store(e));
-        }
-        let side = match inner.lock_side_locked(Side::Send, &g) {
-            Ok(side) => side,
-            Err(e) => {
-                drop(g);
+        let flags = ring::flags_word(&inner.heap, inner.ring).map_err(SendError::Store)?;
+        loop {
+            let g = inner.heap.lock().map_err(SendError::Store)?;
+            // The length goes into the header before the ring names the block: a receiver (or,
+            // if we die between the two, recovery) takes it from there.
+            if let Err(e) = block.settle_len_locked(&g) {
+                drop(g); // before the block goes: dropping it may take the lock
                 return Err(SendError::Store(e));
             }
-        };
-        let queued = match inner.room(&side) {
-            Ok(Some(tail)) => inner.queue(&side, tail, block.header_offset()),
-            Ok(None) => return Ok(Some(block)),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = queued {
-            // Give the locks back before the block goes: dropping it takes the lock.
+            let Ok(side) = ring::try_lock(flags, Side::Send, inner.heap.tag()) else {
+                drop(g);
+                match inner.wait_side_free(Side::Send, deadline) {
+                    Ok(true) => continue,
+                    Ok(false) => return Ok(Some(block)),
+                    Err(e) => return Err(SendError::Store(e)),
+                }
+            };
+            let queued = match inner.room(&side) {
+                Ok(Some(tail)) => inner.queue(&side, tail, block.header_offset()),
+                Ok(None) => return Ok(Some(block)),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = queued {
+                // Give the locks back before the block goes: dropping it takes the lock.
+                drop((side, g));
+                return Err(SendError::Store(e));
+            }
+            // Consumes the block without any release (which would take the lock again).
+            let donated = block.donate_locked(&g);
             drop((side, g));
-            return Err(SendError::Store(e));
+            donated.map_err(SendError::Store)?;
+            inner.signal(RING_NOT_EMPTY, RING_RX_SLEEPERS).map_err(SendError::Store)?;
+            return Ok(None);
         }
-        // Consumes the block without any release (which would take the lock again).
-        let donated = block.donate_locked(&g);
-        drop((side, g));
-        donated.map_err(SendError::Store)?;
-        inner.signal(RING_NOT_EMPTY, RING_RX_SLEEPERS).map_err(SendError::Store)?;
-        Ok(None)
     }
 
     fn send_until(
@@ -553,7 +609,7 @@ impl Sender {
             let seq = inner.futex(RING_NOT_FULL).map_err(SendError::Store)?.load(Ordering::Acquire);
             // Take the store lock only when a look at the ring says there is room.
             if inner.queued().map_err(SendError::Store)? < inner.capacity {
-                block = match self.try_put(block)? {
+                block = match self.try_put(block, deadline)? {
                     None => return Ok(()),
                     Some(b) => b,
                 };
@@ -589,7 +645,7 @@ impl Sender {
 
     /// Sends `block` only if there is room now.
     pub fn try_send(&self, block: MemoryBlock) -> std::result::Result<(), SendError> {
-        match self.try_put(block)? {
+        match self.try_put(block, Some(Instant::now()))? {
             None => Ok(()),
             Some(b) => Err(SendError::Full(b)),
         }
@@ -603,10 +659,13 @@ impl Sender {
 
 impl Receiver {
     /// Takes the oldest message if there is one: under the ring's receive lock alone for a
-    /// block queued unpublished, under the store lock too for a published one.
-    fn try_take(&self) -> std::result::Result<Option<MemoryBlock>, RecvError> {
+    /// block queued unpublished, under the store lock too for a published one (taken first,
+    /// and the ring's lock never waited for while holding it, as in `try_put_locked`).
+    /// `Ok(None)` when empty, or when a living process held the ring's receive lock until
+    /// `deadline`.
+    fn try_take(&self, deadline: Option<Instant>) -> std::result::Result<Option<MemoryBlock>, RecvError> {
         let inner = &*self.inner;
-        let side = inner.lock_side(Side::Recv)?;
+        let Some(side) = inner.lock_side(Side::Recv, deadline)? else { return Ok(None) };
         let got = match inner.take(&side, None)? {
             Taken::Empty => return Ok(None),
             Taken::Got(got) => {
@@ -615,16 +674,32 @@ impl Receiver {
             }
             Taken::Published => {
                 drop(side);
-                let g = inner.heap.lock()?;
-                let side = inner.lock_side_locked(Side::Recv, &g)?;
-                match inner.take(&side, Some(&g))? {
-                    Taken::Got(got) => got,
-                    _ => return Ok(None), // taken meanwhile by another receiver
-                }
+                let Some(got) = self.take_locked(deadline)? else { return Ok(None) };
+                got
             }
         };
         inner.signal(RING_NOT_FULL, RING_TX_SLEEPERS)?;
         Ok(Some(MemoryBlock::from_obtained(&inner.heap, got)?))
+    }
+
+    /// The oldest message, under the store lock and then the ring's receive lock.
+    fn take_locked(&self, deadline: Option<Instant>) -> Result<Option<Obtained>> {
+        let inner = &*self.inner;
+        let flags = ring::flags_word(&inner.heap, inner.ring)?;
+        loop {
+            let g = inner.heap.lock()?;
+            let Ok(side) = ring::try_lock(flags, Side::Recv, inner.heap.tag()) else {
+                drop(g);
+                match inner.wait_side_free(Side::Recv, deadline)? {
+                    true => continue,
+                    false => return Ok(None),
+                }
+            };
+            return match inner.take(&side, Some(&g))? {
+                Taken::Got(got) => Ok(Some(got)),
+                _ => Ok(None), // taken meanwhile by another receiver
+            };
+        }
     }
 
     fn recv_until(&self, deadline: Option<Instant>) -> std::result::Result<MemoryBlock, RecvError> {
@@ -636,7 +711,7 @@ impl Receiver {
             let seq = inner.futex(RING_NOT_EMPTY)?.load(Ordering::Acquire);
             // Take the store lock only when a look at the ring says there is something.
             if inner.queued()? > 0 {
-                if let Some(b) = self.try_take()? {
+                if let Some(b) = self.try_take(deadline)? {
                     return Ok(b);
                 }
             }
@@ -665,7 +740,7 @@ impl Receiver {
 
     /// Receives a message only if one is queued now.
     pub fn try_recv(&self) -> std::result::Result<MemoryBlock, RecvError> {
-        match self.try_take()? {
+        match self.try_take(Some(Instant::now()))? {
             Some(b) => Ok(b),
             None if self.inner.deserted(RING_SENDERS)? => Err(RecvError::Disconnected),
             None => Err(RecvError::Empty),

@@ -16,7 +16,7 @@ use crate::directory::CHANNELS;
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::heap::Heap;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
 /// A slot word with this bit names a block queued unpublished, its length in bits 48..63
 /// (`give_sole_to_ring`); without it, a published block whose header has its length.
@@ -72,7 +72,18 @@ pub(crate) struct SideLock<'a> {
 impl Drop for SideLock<'_> {
     fn drop(&mut self) {
         self.flags.fetch_and(!(0xffff << self.side.shift()), Ordering::Release);
+        HELD.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Ring locks the threads of this process hold now, of any ring of any store.
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether some thread of this process holds a ring lock: a lock word naming this process
+/// while none does was left by damage (or by a process that had this registry slot before),
+/// and waiting for it would never end.
+pub(crate) fn held_here() -> bool {
+    HELD.load(Ordering::Relaxed) > 0
 }
 
 /// Takes the lock for `tag` if nobody holds it; the holder's tag otherwise.
@@ -85,7 +96,10 @@ pub(crate) fn try_lock(flags: &AtomicU64, side: Side, tag: u32) -> std::result::
         }
         let new = cur | u64::from(tag as u16) << side.shift();
         match flags.compare_exchange_weak(cur, new, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => return Ok(SideLock { flags, side }),
+            Ok(_) => {
+                HELD.fetch_add(1, Ordering::Relaxed);
+                return Ok(SideLock { flags, side });
+            }
             Err(now) => cur = now,
         }
     }
@@ -126,7 +140,8 @@ pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Result<Frozen> {
             let busy = |side: Side| match side.holder(cur) {
                 0 => false,
                 h if !heap.shared() || dead.contains(&(u64::from(h) - 1)) => false,
-                h => h == heap.tag() || !heap.slot_dead(h - 1),
+                h if h == heap.tag() => held_here(),
+                h => !heap.slot_dead(h - 1),
             };
             if !busy(Side::Send) && !busy(Side::Recv) {
                 let mine = u64::from(heap.tag() as u16);
@@ -232,8 +247,11 @@ pub(crate) fn check(heap: &Heap) -> Result<Vec<crate::Problem>> {
                 if bad.is_empty() {
                     continue;
                 }
-                let now = heap.region.u64_at(ring + HEADER_SIZE + RING_HEAD)?.load(Ordering::Acquire);
+                // The lock before `head`: a receive that changed a message holds the lock
+                // until `head` has moved past it, so either it is seen holding it or `head`
+                // is seen moved.
                 let receiving = Side::Recv.holder(flags_word(heap, ring)?.load(Ordering::Acquire)) != 0;
+                let now = heap.region.u64_at(ring + HEADER_SIZE + RING_HEAD)?.load(Ordering::Acquire);
                 for _ in bad.into_iter().filter(|&p| p >= now && !(p == now && receiving)) {
                     out.push(crate::Problem { what: "channel holds no live block", offset: ring });
                 }
