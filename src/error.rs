@@ -166,17 +166,6 @@ pub enum Error {
         /// The store file.
         path: PathBuf,
     },
-    /// Recovery needs every channel ring's send and receive locks, and a living process kept
-    /// one for 2 s: a process stopped (SIGSTOP, a debugger) in the middle of a send or
-    /// receive, or a lock word that damage made name a living process. Recovery wrote nothing;
-    /// it runs again at the next call that needs it (let the process go on, or end it).
-    #[error("recovery waited 2 s for the channel lock at offset {offset:#x}, held by the living process in registry slot {slot} (stopped in a send or receive, or a damaged lock word)")]
-    ChannelLockHeld {
-        /// The ring block's header offset.
-        offset: u64,
-        /// The holder's registry slot.
-        slot: u32,
-    },
     /// Options are inconsistent.
     #[error("invalid options: {0}")]
     InvalidOptions(&'static str),

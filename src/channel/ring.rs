@@ -110,25 +110,31 @@ pub(crate) fn flags_word(heap: &Heap, ring: u64) -> Result<&AtomicU64> {
     heap.region.u64_at(ring + HEADER_SIZE + RING_FLAGS)
 }
 
-/// How long recovery waits for a living process to give a ring lock back before it refuses
-/// ([`Error::ChannelLockHeld`]): a send or receive holds it for a few hundred nanoseconds, so
-/// only a stopped process (or a damaged word naming a living one) keeps it this long.
-const FREEZE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long recovery waits for a living process to give a ring lock back before it counts the
+/// ring as busy (`Plan::busy`: left as it is): a send or receive holds it for a few hundred
+/// nanoseconds, so only a stopped or descheduled process (or a damaged word naming a living
+/// one) keeps it this long.
+const FREEZE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// The ring locks recovery took ([`freeze`]), with what their fields held before.
+/// The ring locks recovery took ([`freeze`]), with what their fields held before, and the
+/// rings it could not take.
 pub(crate) struct Frozen {
     /// (ring, the flags word's lock fields when recovery took them).
     rings: Vec<(u64, u64)>,
+    busy: Vec<u64>,
 }
 
 const LOCK_FIELDS: u64 = 0xffff << 16 | 0xffff << 32;
 
 /// Takes both locks of every ring whose shape is sound, for recovery, under the store lock:
 /// waits for a living holder to give a lock back, takes over one whose holder is in `dead`
-/// (registry slots) or has died since. A heap over a copy of a store (a dry run) takes them
-/// all as they are: nobody finishes a send in a copy.
+/// (registry slots) or has died since. A ring whose lock a living process keeps past
+/// [`FREEZE_PATIENCE`] is *busy*: recovery reads and writes nothing of it and leaves alone
+/// every block it may be moving (`Plan::busy`), so a process stopped in a send stops no
+/// recovery (and so no user of the store). A heap over a copy of a store (a dry run) takes
+/// them all as they are: nobody finishes a send in a copy.
 pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Result<Frozen> {
-    let mut frozen = Frozen { rings: Vec::new() };
+    let mut frozen = Frozen { rings: Vec::new(), busy: Vec::new() };
     for ring in CHANNELS.targets(heap) {
         if ring_shape(heap, ring).is_err() {
             continue; // the plan reports it, and nothing is written into it
@@ -154,9 +160,8 @@ pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Result<Frozen> {
                 continue;
             }
             if since.elapsed() > FREEZE_PATIENCE {
-                frozen.thaw(heap, false);
-                let holder = [Side::Send, Side::Recv].into_iter().map(|s| s.holder(cur)).find(|&h| h != 0);
-                return Err(Error::ChannelLockHeld { offset: ring, slot: holder.unwrap_or(1) - 1 });
+                frozen.busy.push(ring);
+                break;
             }
             std::thread::yield_now();
         }
@@ -165,6 +170,11 @@ pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Result<Frozen> {
 }
 
 impl Frozen {
+    /// The rings recovery could not take.
+    pub(crate) fn busy(&self) -> &[u64] {
+        &self.busy
+    }
+
     /// Gives the locks back: free (`done`: recovery completed and settled what their dead
     /// holders left) or as they were found (it refused, and the store stays as it was).
     /// Rings that are no longer named (salvage dropped them) are not written.

@@ -86,7 +86,7 @@ impl Plan {
                 Holder::Message { .. } => {}
             }
         }
-        for ring in &self.rings {
+        for ring in self.rings.iter().filter(|r| !self.busy.contains(&r.ring)) {
             let lost = |pos: u64| {
                 self.dropped.iter().any(|r| r.holder == Holder::Message { index: ring.index, pos })
             };
@@ -176,8 +176,12 @@ impl Plan {
             .map(|&i| heap.region.load(slot_offset(i) + SLOT_CACHES))
             .collect::<Result<_>>()?;
         let (mut doomed, mut doomed_tables) = (Vec::new(), Vec::new());
+        let pending = !self.busy.is_empty();
         let mut count = |word: &AtomicU64, id: u64, size: u64, table: bool, report: &mut RecoveryReport| {
-            if let Some(cached) = recount(word, id, &holds, &self.dead, report) {
+            if self.untouchable.contains(&id) {
+                return;
+            }
+            if let Some(cached) = recount(word, id, &holds, &self.dead, pending, report) {
                 match table {
                     true => doomed_tables.push((id, size)),
                     false => doomed.push((id, size, cached)),
@@ -231,11 +235,16 @@ fn recount(
     id: u64,
     holds: &HashMap<u64, u64>,
     dead: &[u64],
+    pending: bool,
     report: &mut RecoveryReport,
 ) -> Option<bool> {
     let other = holds.get(&id).copied().unwrap_or(0).min(rc::OTHER_MAX);
     let mut w = word.load(Ordering::Acquire);
     let new = loop {
+        if pending && other == 0 && w == rc::OTHER_ONE {
+            // Perhaps on its way into a busy ring (`Plan::busy`): left as it is.
+            return None;
+        }
         let owner = rc::owner(w);
         let owner_gone = owner == 0 || owner > SLOT_COUNT || dead.contains(&(owner - 1));
         let mut new = (w & !rc::OTHER_MASK) | (other << 32);

@@ -156,7 +156,7 @@ pub(crate) fn recover_locked(heap: &Heap, g: &Guard<'_>, reclaim_own: bool) -> R
     let dead = dead_slots(heap, reclaim_own)?;
     // No send or receive without the store lock runs from here to the end.
     let frozen = crate::channel::freeze(heap, &dead)?;
-    let done = Plan::make(heap, dead, Mode::Recover).and_then(|plan| plan.apply(heap, g));
+    let done = Plan::make(heap, dead, frozen.busy(), Mode::Recover).and_then(|plan| plan.apply(heap, g));
     frozen.thaw(heap, done.is_ok());
     done
 }
@@ -173,14 +173,14 @@ pub(crate) fn salvage_locked(heap: &Heap, g: &Guard<'_>) -> Result<SalvageReport
         return Err(Error::StoreInUse { processes: others });
     }
     let frozen = crate::channel::freeze(heap, &dead)?;
-    let done = salvage_frozen(heap, g, dead);
+    let done = salvage_frozen(heap, g, dead, frozen.busy());
     frozen.thaw(heap, done.is_ok());
     done
 }
 
 /// [`salvage_locked`] once no send or receive runs.
-fn salvage_frozen(heap: &Heap, g: &Guard<'_>, dead: Vec<u64>) -> Result<SalvageReport> {
-    let plan = Plan::make(heap, dead, Mode::Salvage)?;
+fn salvage_frozen(heap: &Heap, g: &Guard<'_>, dead: Vec<u64>, busy: &[u64]) -> Result<SalvageReport> {
+    let plan = Plan::make(heap, dead, busy, Mode::Salvage)?;
     let core = heap.core();
     let mut quarantined = Vec::new();
     for b in plan.blocks.iter().filter(|b| b.tag.is_quarantine()) {

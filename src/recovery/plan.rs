@@ -77,6 +77,12 @@ pub(crate) struct Plan {
     /// Queued messages whose slot word carries their length: a send of a sole reference
     /// queues its block unpublished (`channel/ring.rs`), so these may be. (channel, position)
     carrying: Vec<(u64, u64)>,
+    /// Rings whose send or receive lock a living process kept (`channel::freeze`): read
+    /// nothing from, written nothing to, and every block a slot of theirs names is left as
+    /// it is (`untouchable`), as is every block whose word says it is between a sender and
+    /// its ring (one hold, no owner, unpublished) that nothing else counts.
+    pub(crate) busy: Vec<u64>,
+    pub(crate) untouchable: std::collections::BTreeSet<u64>,
     /// Unpublished blocks whose generation was never issued (it names nothing): zeroed.
     pub(crate) stale_generations: Vec<u64>,
     /// Salvage: published blocks whose generation or check word is wrong, given new ones.
@@ -136,7 +142,7 @@ impl Index {
 impl Plan {
     /// Plans a recovery (or a salvage) of `heap` for the processes in `dead`. Reads only. In
     /// [`Mode::Recover`] an error means damage (nothing was, or will be, written).
-    pub(crate) fn make(heap: &Heap, dead: Vec<u64>, mode: Mode) -> Result<Plan> {
+    pub(crate) fn make(heap: &Heap, dead: Vec<u64>, busy: &[u64], mode: Mode) -> Result<Plan> {
         let core = heap.core();
         let next_gen = heap.region.load(SB_NEXT_GEN)?;
         let mut plan = Plan {
@@ -148,6 +154,8 @@ impl Plan {
             references: Vec::new(),
             rings: Vec::new(),
             carrying: Vec::new(),
+            busy: busy.to_vec(),
+            untouchable: Default::default(),
             stale_generations: Vec::new(),
             renew_blocks: Vec::new(),
             renew_slots: Vec::new(),
@@ -260,6 +268,17 @@ impl Plan {
     /// shape is wrong is damage (salvage drops the channel, and the ring's block keeps only
     /// what the entry's hold gave it).
     fn read_ring(&mut self, heap: &Heap, index: u64, ring: u64, out: &mut Vec<Reference>) -> Result<()> {
+        if self.busy.contains(&ring) {
+            // Its shape was sound when `freeze` looked (it skips those that are not).
+            let cap = heap.region.load(ring + HEADER_SIZE + RING_CAPACITY)?;
+            for pos in 0..cap {
+                let word = heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * pos)?;
+                if word != 0 {
+                    self.untouchable.insert(crate::channel::target(word));
+                }
+            }
+            return Ok(());
+        }
         match crate::channel::ring_shape(heap, ring) {
             Ok((mut head, mut tail, cap)) => {
                 let slot = |pos: u64| heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * (pos % cap));
