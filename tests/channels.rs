@@ -31,6 +31,7 @@ fn main() {
             Trial::test("check_of_a_store_with_channel_traffic_finds_nothing", live_check),
             Trial::test("a_recovery_beside_a_stopped_ring_lock_holder_completes", stopped_holder),
             Trial::test("a_stopped_sender_and_a_dead_lock_holder_leave_the_store_usable", stopped_and_dead),
+            Trial::test("a_dead_ring_lock_holder_beside_a_stopped_one_keeps_its_slot", dead_beside_stopped),
             Trial::test("try_and_timeout_calls_keep_their_word_beside_a_stopped_holder", stopped_deadlines),
             Trial::test("a_receive_follows_a_growth_made_by_the_sender", receive_after_growth),
             Trial::test("a_ring_lock_word_naming_this_process_by_damage_is_taken_over", own_tag_lock),
@@ -126,6 +127,14 @@ fn child(role: &str, store: &Path) -> Res {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line)?; // stay until told
             drop(kept);
+            Ok(())
+        }
+        // Attached and doing nothing: says "idle" and stays until told.
+        "idle" => {
+            println!("idle");
+            std::io::stdout().flush()?;
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
             Ok(())
         }
         // Allocates a block of 100,000 bytes (under the store lock: "alloc-carved" pauses).
@@ -647,6 +656,57 @@ fn stopped_and_dead() -> Result<(), Failed> {
     ensure(ch.is_empty()?, "the stopped sender's message never was")?;
     let s = m.stats()?;
     ensure(s.live_blocks == baseline.live_blocks, format!("leak: {s:?} vs {baseline:?}"))
+}
+
+/// A receiver stopped inside a receive keeps the ring busy while a sender dies inside a send:
+/// calls with deadlines keep them (each recovery leaves the dead sender's lock where it is),
+/// the dead sender's registry slot is not given to the next process (which would pass for the
+/// lock's living holder), and once the receiver is gone too a recovery frees both locks.
+fn dead_beside_stopped() -> Result<(), Failed> {
+    let (_d, path, m) = store()?;
+    let baseline = m.stats()?;
+    let ch = m.channel("pipe", 8)?;
+    let (tx, rx) = (ch.sender()?, ch.receiver()?);
+    let mut receiving = spawn("stuck", &path, &[("MMHEAP_TEST_PAUSE", "recv-owned".into())]);
+    let line = lines_of(&mut receiving)?.recv_timeout(Duration::from_secs(30))?;
+    ensure(line == "paused recv-owned", format!("receiver said {line:?}"))?;
+    let mut sending = spawn("stuck", &path, &[("MMHEAP_TEST_PAUSE", "send-slotted".into())]);
+    let line = lines_of(&mut sending)?.recv_timeout(Duration::from_secs(30))?;
+    ensure(line == "paused send-slotted", format!("sender said {line:?}"))?;
+    kill(sending)?;
+    let limit = Duration::from_secs(30);
+    let (m1, tx1) = (m.clone(), tx.clone());
+    let r = returns("try_send", limit, move || block(&m1, b"now").map(|b| tx1.try_send(b)))??;
+    ensure(matches!(r, Err(SendError::Full(_))), "try_send: Full while the dead sender's lock stays")?;
+    drop(r);
+    let (m2, tx2) = (m.clone(), tx.clone());
+    let r = returns("send_timeout", limit, move || {
+        block(&m2, b"soon").map(|b| tx2.send_timeout(b, Duration::from_millis(50)))
+    })??;
+    ensure(matches!(r, Err(SendError::Timeout(_))), "send_timeout: Timeout")?;
+    drop(r);
+    let mut idle = spawn("idle", &path, &[]);
+    ensure(lines_of(&mut idle)?.recv_timeout(limit)? == "idle", "a new process attached")?;
+    kill(receiving)?;
+    m.recover()?;
+    let (m3, tx3) = (m.clone(), tx.clone());
+    returns("a send once both are gone", limit, move || {
+        block(&m3, b"later").map(|b| tx3.send_timeout(b, Duration::from_secs(10)))
+    })???;
+    let mut got = Vec::new();
+    while let Ok(b) = rx.try_recv() {
+        got.push(b.as_slice().to_vec());
+    }
+    ensure(got.last().is_some_and(|b| b == b"later"), format!("the last message arrives: {got:?}"))?;
+    drop((tx, rx, ch));
+    kill(idle)?;
+    m.recover()?;
+    ensure(m.check()?.is_sound(), "sound")?;
+    let s = m.stats()?;
+    ensure(s.live_blocks == baseline.live_blocks, format!("leak: {s:?} vs {baseline:?}"))?;
+    // The receiver, the sender and the idle process died; the sender's slot, kept while the
+    // ring was busy, is counted once.
+    ensure(s.recovered_processes == 3, format!("{} processes recovered, not 3", s.recovered_processes))
 }
 
 fn killed_inside() -> Result<(), Failed> {

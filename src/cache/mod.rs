@@ -578,7 +578,8 @@ impl ThreadCache {
     /// After its thread gave this cache back (`claimed` cleared): if at most one thread still
     /// has a cache of the heap (a program's workers are done), what waits to be given back to
     /// the system (empty slabs kept for reuse, noted free runs) goes now, since the thread left
-    /// may make no call that would look at it (a program that ends, or idles). Threads leaving
+    /// may make no call that would look at it (a program that ends, or idles); at most once a
+    /// second (`Heap::purge_on_leaving`). Threads leaving
     /// at once each clear their flag before they count, so the last to count sees the others
     /// gone, and what they gave back is in the pools by then.
     pub(crate) fn purge_if_last(&self) {
@@ -590,11 +591,11 @@ impl ThreadCache {
         if others > 1 {
             return;
         }
-        if let Ok(g) = heap.lock() {
-            heap.purge_all(&g);
-        }
-        if let Some(slabs) = &heap.slabs {
-            slabs.purge_pools();
+        let Ok(g) = heap.lock() else { return };
+        if heap.purge_on_leaving(&g) {
+            if let Some(slabs) = &heap.slabs {
+                slabs.purge_pools();
+            }
         }
     }
 

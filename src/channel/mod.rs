@@ -44,7 +44,7 @@ use crate::hooks::pause;
 use crate::sync::{AtomicU32, Ordering};
 use crate::{sys, MemoryBlock};
 
-pub(crate) use ring::{carried_len, check, forget_endpoints, freeze, ring_shape, target};
+pub(crate) use ring::{carried_len, check, forget_endpoints, freeze, lock_holders, ring_shape, target};
 use ring::{ring_contents, Side, SideLock};
 
 /// Set in `RING_FLAGS` once any process has had a `Sender` / a `Receiver`.
@@ -366,7 +366,9 @@ impl Inner {
         deadline: Option<Instant>,
         mut attempt: impl FnMut() -> std::result::Result<T, u32>,
     ) -> Result<Option<T>> {
-        let mut tries = 0u32;
+        let (mut tries, mut asked_late) = (0u32, false);
+        // The nap at which to ask next whether the holder died, and the naps between asks.
+        let (mut ask_at, mut every) = (0u32, 16u32);
         loop {
             let holder = match attempt() {
                 Ok(done) => return Ok(Some(done)),
@@ -388,11 +390,18 @@ impl Inner {
             };
             let now = Instant::now();
             let late = deadline.is_some_and(|d| now >= d);
-            // Asked at the last try before the deadline too: a dead holder is no reason to
-            // give up.
-            if (naps % 16 == 0 || late) && gone() {
-                self.heap.recover_now()?;
-                continue;
+            // Asked every 16 naps, and once more at the deadline: a dead holder is no reason
+            // to give up. A recovery that leaves the lock where it was (its ring was busy:
+            // another holder, living, keeps the other lock) is tried again only after twice
+            // as many naps as the last time, up to 1,024.
+            if naps >= ask_at || late && !asked_late {
+                asked_late = late;
+                ask_at = naps + every;
+                if gone() {
+                    self.heap.recover_now()?;
+                    every = (every * 2).min(1024);
+                    continue;
+                }
             }
             if late {
                 return Ok(None);

@@ -105,6 +105,12 @@ pub(crate) fn try_lock(flags: &AtomicU64, side: Side, tag: u32) -> std::result::
     }
 }
 
+/// The tags holding the ring's send and receive locks (0: free), as far as they can be read.
+pub(crate) fn lock_holders(heap: &Heap, ring: u64) -> [u32; 2] {
+    let flags = flags_word(heap, ring).map_or(0, |f| f.load(Ordering::Acquire));
+    [Side::Send.holder(flags), Side::Recv.holder(flags)]
+}
+
 /// The ring's flags word.
 pub(crate) fn flags_word(heap: &Heap, ring: u64) -> Result<&AtomicU64> {
     heap.region.u64_at(ring + HEADER_SIZE + RING_FLAGS)

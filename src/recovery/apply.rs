@@ -53,8 +53,17 @@ impl Plan {
         let report = self.recount_and_free(heap, g)?;
         crate::channel::forget_endpoints(heap, &self.dead)?;
         let me = heap.slot().map(u64::from);
+        // A dead process whose tag a busy ring's lock still holds keeps its registry slot (not
+        // its tables, freed above) until a recovery can take that lock: a process given the
+        // slot meanwhile would be taken for the lock's living holder.
+        let named = |i: u64| {
+            self.busy.iter().any(|&r| crate::channel::lock_holders(heap, r).contains(&(i as u32 + 1)))
+        };
         for &i in &self.dead {
-            release_slot(heap, i, Some(i) == me)?;
+            match Some(i) != me && named(i) {
+                true => keep_slot(heap, i)?,
+                false => release_slot(heap, i, Some(i) == me)?,
+            }
         }
         // A free slot names no tables: fields a damaged registry left there go (they name
         // nothing anyone holds; left, every reader would have to doubt them).
@@ -167,7 +176,10 @@ impl Plan {
         // no process.
         let mut attached = 0;
         for &i in &self.dead {
-            attached += u64::from(heap.region.load32(slot_offset(i) + SLOT_STATE)? == SLOT_ATTACHED);
+            let s = slot_offset(i);
+            // A slot kept for a busy ring (`keep_slot`) was counted when its process was.
+            let kept = heap.region.load32(s + SLOT_PID)? == 0;
+            attached += u64::from(heap.region.load32(s + SLOT_STATE)? == SLOT_ATTACHED && !kept);
         }
         let mut report = RecoveryReport { dead_processes: attached, ..RecoveryReport::default() };
         let dead_tables: Vec<u64> = self
@@ -262,6 +274,17 @@ fn recount(
     }
     report.holds_released += rc::other(w).saturating_sub(rc::other(new));
     (rc::count(new) == 0 && rc::owner(new) == 0).then_some(rc::count(w) == 0 && rc::owner(w) != 0)
+}
+
+/// Forgets a dead process's tables (freed) and who it was (pid 0: it is not counted again by
+/// the next recovery's report), but keeps its slot taken (`Plan::busy`).
+fn keep_slot(heap: &Heap, i: u64) -> Result<()> {
+    let s = slot_offset(i);
+    heap.region.store(s + SLOT_HOLDS, 0)?;
+    heap.region.store(s + SLOT_CACHES, 0)?;
+    heap.region.store32(s + SLOT_PID, 0)?;
+    heap.region.store(s + SLOT_START_TIME, 0)?;
+    heap.region.store(s + SLOT_NONCE, 0)
 }
 
 /// Clears a dead process's slot; a slot we reclaimed for ourselves stays attached.
