@@ -83,23 +83,25 @@ static HELD: AtomicUsize = AtomicUsize::new(0);
 /// while none does was left by damage (or by a process that had this registry slot before),
 /// and waiting for it would never end.
 pub(crate) fn held_here() -> bool {
-    HELD.load(Ordering::Relaxed) > 0
+    HELD.load(Ordering::Acquire) > 0
 }
 
-/// Takes the lock for `tag` if nobody holds it; the holder's tag otherwise.
+/// Takes the lock for `tag` if nobody holds it; the holder's tag otherwise. [`HELD`] counts
+/// the lock before it is taken (and uncounts a failed try): a thread that sees the lock name
+/// this process then sees it counted, and never takes it for a leftover of damage.
 pub(crate) fn try_lock(flags: &AtomicU64, side: Side, tag: u32) -> std::result::Result<SideLock<'_>, u32> {
-    let mut cur = flags.load(Ordering::Relaxed);
+    HELD.fetch_add(1, Ordering::Relaxed);
+    let mut cur = flags.load(Ordering::Acquire);
     loop {
         let holder = side.holder(cur);
         if holder != 0 {
+            HELD.fetch_sub(1, Ordering::Relaxed);
             return Err(holder);
         }
         let new = cur | u64::from(tag as u16) << side.shift();
-        match flags.compare_exchange_weak(cur, new, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => {
-                HELD.fetch_add(1, Ordering::Relaxed);
-                return Ok(SideLock { flags, side });
-            }
+        // Release: whoever reads our tag here reads the count above too.
+        match flags.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Ok(SideLock { flags, side }),
             Err(now) => cur = now,
         }
     }
