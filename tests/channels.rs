@@ -498,9 +498,7 @@ fn live_check() -> Result<(), Failed> {
 fn stopped_holder() -> Result<(), Failed> {
     let (_d, path, m) = store()?;
     let ch = m.channel("pipe", 8)?;
-    let mut kid = spawn("stuck", &path, &[("MMHEAP_TEST_PAUSE", "send-slotted".into())]);
-    let line = lines_of(&mut kid)?.recv_timeout(Duration::from_secs(30))?;
-    ensure(line == "paused send-slotted", format!("child said {line:?}"))?;
+    let kid = paused("stuck", &path, "send-slotted", &[])?;
     m.recover().map_err(|e| format!("recovery beside a stopped holder: {e}"))?;
     ensure(m.check()?.is_sound(), "sound beside the stopped holder")?;
     let tx = ch.sender()?;
@@ -522,6 +520,17 @@ fn stopped_holder() -> Result<(), Failed> {
     }
     ensure(got.last().is_some_and(|b| b == b"probe"), format!("the probe arrives last: {got:?}"))?;
     ensure(m.check()?.is_sound(), "sound after the kill")
+}
+
+/// A child in `role` that has reached the pause point `point` (`MMHEAP_TEST_PAUSE`) and waits
+/// there; `extra` adds to its environment.
+fn paused(role: &str, path: &std::path::Path, point: &str, extra: &[(&str, String)]) -> Result<Kid, Failed> {
+    let mut env = vec![("MMHEAP_TEST_PAUSE", point.to_string())];
+    env.extend(extra.iter().cloned());
+    let mut kid = spawn(role, path, &env);
+    let line = lines_of(&mut kid)?.recv_timeout(Duration::from_secs(30))?;
+    ensure(line == format!("paused {point}"), format!("{role} said {line:?}"))?;
+    Ok(kid)
 }
 
 /// Runs `f` on a thread and fails if it has not returned within `limit` (a call that should
@@ -546,9 +555,7 @@ fn stopped_deadlines() -> Result<(), Failed> {
     for point in ["send-slotted", "recv-owned"] {
         let ch = m.channel("pipe", 8)?;
         let (tx, rx) = (ch.sender()?, ch.receiver()?);
-        let mut kid = spawn("stuck", &path, &[("MMHEAP_TEST_PAUSE", point.into())]);
-        let line = lines_of(&mut kid)?.recv_timeout(Duration::from_secs(30))?;
-        ensure(line == format!("paused {point}"), format!("child said {line:?}"))?;
+        let kid = paused("stuck", &path, point, &[])?;
         let limit = Duration::from_secs(20);
         if point == "send-slotted" {
             for len in [8, 40_000] {
@@ -639,12 +646,8 @@ fn stopped_and_dead() -> Result<(), Failed> {
     let (_d, path, m) = store()?;
     let ch = m.channel("pipe", 8)?;
     let baseline = m.stats()?;
-    let mut stuck = spawn("stuck", &path, &[("MMHEAP_TEST_PAUSE", "send-slotted".into())]);
-    let line = lines_of(&mut stuck)?.recv_timeout(Duration::from_secs(30))?;
-    ensure(line == "paused send-slotted", format!("sender said {line:?}"))?;
-    let mut locker = spawn("big-alloc", &path, &[("MMHEAP_TEST_PAUSE", "alloc-carved".into())]);
-    let line = lines_of(&mut locker)?.recv_timeout(Duration::from_secs(30))?;
-    ensure(line == "paused alloc-carved", format!("locker said {line:?}"))?;
+    let stuck = paused("stuck", &path, "send-slotted", &[])?;
+    let locker = paused("big-alloc", &path, "alloc-carved", &[])?;
     kill(locker)?;
     let m1 = m.clone();
     let b = returns("an allocation after the takeover", Duration::from_secs(30), move || m1.allocate(1000))??;
@@ -667,12 +670,8 @@ fn dead_beside_stopped() -> Result<(), Failed> {
     let baseline = m.stats()?;
     let ch = m.channel("pipe", 8)?;
     let (tx, rx) = (ch.sender()?, ch.receiver()?);
-    let mut receiving = spawn("stuck", &path, &[("MMHEAP_TEST_PAUSE", "recv-owned".into())]);
-    let line = lines_of(&mut receiving)?.recv_timeout(Duration::from_secs(30))?;
-    ensure(line == "paused recv-owned", format!("receiver said {line:?}"))?;
-    let mut sending = spawn("stuck", &path, &[("MMHEAP_TEST_PAUSE", "send-slotted".into())]);
-    let line = lines_of(&mut sending)?.recv_timeout(Duration::from_secs(30))?;
-    ensure(line == "paused send-slotted", format!("sender said {line:?}"))?;
+    let receiving = paused("stuck", &path, "recv-owned", &[])?;
+    let sending = paused("stuck", &path, "send-slotted", &[])?;
     kill(sending)?;
     let limit = Duration::from_secs(30);
     let (m1, tx1) = (m.clone(), tx.clone());
@@ -716,10 +715,7 @@ fn killed_inside() -> Result<(), Failed> {
     for k in 0..rounds {
         let point =
             ["send-slotted", "send-counted", "recv-owned", "recv-between", "recv-taken"][k as usize % 5];
-        let mut kid =
-            spawn("stuck", &path, &[("MMHEAP_TEST_PAUSE", point.into()), ("MMHEAP_FIRST", k.to_string())]);
-        let line = lines_of(&mut kid)?.recv_timeout(Duration::from_secs(30))?;
-        ensure(line == format!("paused {point}"), format!("child said {line:?}"))?;
+        let kid = paused("stuck", &path, point, &[("MMHEAP_FIRST", k.to_string())])?;
         kill(kid)?;
         // The channel stays usable: our own round trip goes through after the takeover.
         let ch = m.channel("pipe", 8)?;
