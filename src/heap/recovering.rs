@@ -58,19 +58,14 @@ impl Heap {
         Ok(report)
     }
 
-    /// Runs recovery now under the lock `g` the caller holds, keeping its report for
-    /// [`Heap::take_recovered`]: for a caller that found a dead process holding a channel
-    /// ring's lock (`channel/`), which recovery takes over.
-    pub(crate) fn recover_under(&self, g: &Guard<'_>) -> Result<()> {
-        let report = crate::recovery::recover_locked(self, g, false)?;
-        self.note_recovered(&report);
-        Ok(())
-    }
-
-    /// [`Heap::recover_under`], taking the lock.
+    /// Runs recovery now (taking the lock), keeping its report for [`Heap::take_recovered`]:
+    /// for a caller that found a dead process holding a channel ring's lock (`channel/`),
+    /// which recovery takes over.
     pub(crate) fn recover_now(&self) -> Result<()> {
         let g = self.lock()?;
-        self.recover_under(&g)
+        let report = crate::recovery::recover_locked(self, &g, false)?;
+        self.note_recovered(&report);
+        Ok(())
     }
 
     /// Keeps the report of a recovery that no caller asked for (a takeover), for

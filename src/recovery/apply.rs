@@ -60,10 +60,12 @@ impl Plan {
             self.busy.iter().any(|&r| crate::channel::lock_holders(heap, r).contains(&(i as u32 + 1)))
         };
         for &i in &self.dead {
-            match Some(i) != me && named(i) {
-                true => keep_slot(heap, i)?,
-                false => release_slot(heap, i, Some(i) == me)?,
-            }
+            let slot = match Some(i) == me {
+                true => Release::Ours,
+                false if named(i) => Release::Kept,
+                false => Release::Free,
+            };
+            release_slot(heap, i, slot)?;
         }
         // A free slot names no tables: fields a damaged registry left there go (they name
         // nothing anyone holds; left, every reader would have to doubt them).
@@ -177,7 +179,7 @@ impl Plan {
         let mut attached = 0;
         for &i in &self.dead {
             let s = slot_offset(i);
-            // A slot kept for a busy ring (`keep_slot`) was counted when its process was.
+            // A slot kept for a busy ring (`Release::Kept`) was counted when its process was.
             let kept = heap.region.load32(s + SLOT_PID)? == 0;
             attached += u64::from(heap.region.load32(s + SLOT_STATE)? == SLOT_ATTACHED && !kept);
         }
@@ -276,27 +278,31 @@ fn recount(
     (rc::count(new) == 0 && rc::owner(new) == 0).then_some(rc::count(w) == 0 && rc::owner(w) != 0)
 }
 
-/// Forgets a dead process's tables (freed) and who it was (pid 0: it is not counted again by
-/// the next recovery's report), but keeps its slot taken (`Plan::busy`).
-fn keep_slot(heap: &Heap, i: u64) -> Result<()> {
-    let s = slot_offset(i);
-    heap.region.store(s + SLOT_HOLDS, 0)?;
-    heap.region.store(s + SLOT_CACHES, 0)?;
-    heap.region.store32(s + SLOT_PID, 0)?;
-    heap.region.store(s + SLOT_START_TIME, 0)?;
-    heap.region.store(s + SLOT_NONCE, 0)
+/// What becomes of a dead process's registry slot once its tables are freed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// Free for the next process.
+    Free,
+    /// Ours: we took it over from the dead process, and it stays attached.
+    Ours,
+    /// Kept taken for a busy ring whose lock names it (`Plan::busy`), but forgotten: pid 0,
+    /// so that the next recovery's report does not count the process again.
+    Kept,
 }
 
-/// Clears a dead process's slot; a slot we reclaimed for ourselves stays attached.
-fn release_slot(heap: &Heap, i: u64, ours: bool) -> Result<()> {
+/// Clears a dead process's slot as `how` says.
+fn release_slot(heap: &Heap, i: u64, how: Release) -> Result<()> {
     let s = slot_offset(i);
     heap.region.store(s + SLOT_HOLDS, 0)?;
     heap.region.store(s + SLOT_CACHES, 0)?;
-    if ours {
+    if how == Release::Ours {
         return heap.region.store32(s + SLOT_STATE, SLOT_ATTACHED);
     }
     heap.region.store32(s + SLOT_PID, 0)?;
     heap.region.store(s + SLOT_START_TIME, 0)?;
     heap.region.store(s + SLOT_NONCE, 0)?;
+    if how == Release::Kept {
+        return Ok(());
+    }
     heap.region.store32(s + SLOT_STATE, SLOT_FREE)
 }
