@@ -9,6 +9,7 @@
 //! | range                | what                                          |
 //! |----------------------|-----------------------------------------------|
 //! | `0 .. 512`           | superblock (magic, version, sizes, lock, stats) |
+//! | `512 .. 1024`        | the exchange: stacks of parked blocks by class |
 //! | `1024 .. 6400`       | TLSF index (bitmaps and free-list heads)      |
 //! | `8192 .. 16384`      | process registry: [`SLOT_COUNT`] slots        |
 //! | `16384 .. 32768`     | named roots: [`ROOT_COUNT`] entries           |
@@ -73,8 +74,30 @@ pub const SB_QUARANTINE_BLOCKS: u64 = 176;
 pub const SB_RECOVERED_PROCESSES: u64 = 184;
 /// `u64` blocks recoveries have freed for dead processes, over the store's life.
 pub const SB_RECOVERED_BLOCKS: u64 = 192;
-/// Size of the superblock area that is read as fields; the rest up to [`TLSF_OFFSET`] is zero.
+/// `u64` blocks on the exchange ([`EXCHANGE_OFFSET`]), all classes together; a report
+/// (`stats`' cached figures), set again by recovery.
+pub const SB_EXCHANGE_BLOCKS: u64 = 200;
+/// `u64` bytes of the blocks on the exchange, headers included.
+pub const SB_EXCHANGE_BYTES: u64 = 208;
+/// Size of the superblock area that is read as fields; what follows up to [`TLSF_OFFSET`] is
+/// the exchange.
 pub const SUPERBLOCK_SIZE: u64 = 512;
+
+// ---- exchange ---------------------------------------------------------------------------
+/// Start of the exchange: [`EXCHANGE_CLASSES`] words, word `c` the stack of parked blocks of
+/// thread-cache class `c` that any process's caches give their spills to and take their
+/// refills from (word 0 is unused). Bits 0..48: header offset of the top block (0 = empty);
+/// bits 48..64: tag of the process that holds the stack (0 = nobody).
+pub const EXCHANGE_OFFSET: u64 = 512;
+/// Words of the exchange: classes `1..EXCHANGE_CLASSES` have a stack.
+pub const EXCHANGE_CLASSES: u64 = 64;
+/// Exchange word: the holder's tag starts at this bit.
+pub const EXCHANGE_HOLDER_SHIFT: u64 = 48;
+/// Block on the exchange, payload field: `u64` header offset of the next block down (0 = the
+/// last).
+pub const EXCHANGE_NEXT: u64 = HEADER_SIZE;
+/// Owner field of the reference word of a block on the exchange: no registry slot + 1.
+pub const EXCHANGE_OWNER: u64 = 0x7ff;
 
 /// Superblock flag: the store was made by `MappedManager::temporary` (informational).
 pub const SB_FLAG_TEMPORARY: u32 = 1;
@@ -334,6 +357,8 @@ const _: () = {
     assert!(SB_SPAN_BYTES + 8 <= SUPERBLOCK_SIZE);
     assert!(SB_RECOVERIES + 8 <= SB_SPAN_LISTS && SB_SPAN_LISTS + SLOT_CLASSES * 8 <= SB_LIVE_SLOTS);
     assert!(SLOT_MARK < GRANULE && HEADER_SIZE >= SLOT_MARK);
-    assert!(SUPERBLOCK_SIZE <= TLSF_OFFSET);
+    assert!(SB_EXCHANGE_BYTES + 8 <= SUPERBLOCK_SIZE && SB_RECOVERED_BLOCKS + 8 <= SB_EXCHANGE_BLOCKS);
+    assert!(SUPERBLOCK_SIZE <= EXCHANGE_OFFSET && EXCHANGE_OFFSET + EXCHANGE_CLASSES * 8 <= TLSF_OFFSET);
+    assert!(EXCHANGE_OWNER > SLOT_COUNT);
     assert!(SL_COUNT <= 32);
 };

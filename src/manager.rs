@@ -15,7 +15,7 @@ use crate::{BlockHandle, MemoryBlock, Result};
 /// | category | what it is | fields |
 /// |---|---|---|
 /// | **live** | blocks and slots that users hold: counted in their reference word (`MemoryBlock`s of the owner, other processes' holds, named roots, queued channel messages), or *lent*: taken from the owner's thread cache by a `MemoryBlock` that is their only reference | `used_bytes`, `live_blocks` |
-/// | **cached** | blocks and slots with no reference that a thread cache keeps (*parked*) for its process's next allocation of that size | `cached_bytes`, `cached_blocks` |
+/// | **cached** | blocks and slots with no reference that a thread cache keeps (*parked*) for its process's next allocation of that size, or that wait in a store's *exchange* for any process's (ARCHITECTURE.md, "Block caches") | `cached_bytes`, `cached_blocks` |
 /// | **bookkeeping** | the store's own blocks: hold tables, cache counter tables, channel rings, and spans and their publication pages less the slots in use in them (a span's header, reference words and free slots); in an in-process heap, also its slabs less their blocks in use | `bookkeeping_bytes`, `bookkeeping_blocks` |
 /// | **free** | free blocks: what any allocation can take | `free_bytes` |
 /// | **quarantined** | damage that salvage fenced off: never handed out or freed | `quarantined_bytes` |
@@ -115,8 +115,9 @@ pub trait MemoryManager {
     /// per-class stacks of blocks up to 128 KiB and its list of released larger ones), so that
     /// other threads and processes can use the space at once. A thread keeps up to 3 MiB
     /// parked in a store (17 MiB in an in-process heap) otherwise, until it exits; call this
-    /// when it goes idle after releasing much. Blocks other threads keep are theirs. Takes
-    /// the store lock once.
+    /// when it goes idle after releasing much. Blocks other threads keep are theirs; what
+    /// waits in a store's exchange (up to 4 MiB that any process's caches may take) goes back
+    /// too. Takes the store lock once.
     fn trim(&self) -> Result<()>;
     /// A new reference to the block a handle names; stale or forged handles are refused.
     fn block_from_handle(&self, handle: BlockHandle) -> Result<MemoryBlock>;

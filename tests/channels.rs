@@ -522,31 +522,6 @@ fn stopped_holder() -> Result<(), Failed> {
     ensure(m.check()?.is_sound(), "sound after the kill")
 }
 
-/// A child in `role` that has reached the pause point `point` (`MMHEAP_TEST_PAUSE`) and waits
-/// there; `extra` adds to its environment.
-fn paused(role: &str, path: &std::path::Path, point: &str, extra: &[(&str, String)]) -> Result<Kid, Failed> {
-    let mut env = vec![("MMHEAP_TEST_PAUSE", point.to_string())];
-    env.extend(extra.iter().cloned());
-    let mut kid = spawn(role, path, &env);
-    let line = lines_of(&mut kid)?.recv_timeout(Duration::from_secs(30))?;
-    ensure(line == format!("paused {point}"), format!("{role} said {line:?}"))?;
-    Ok(kid)
-}
-
-/// Runs `f` on a thread and fails if it has not returned within `limit` (a call that should
-/// not wait for ever: the limit is far above what it takes, so this asserts no time).
-fn returns<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Failed> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit).map_err(|_| format!("{what} still waits after {limit:?}").into())
-}
-
 /// With a process stopped inside a send (holding the ring's send lock) or a receive (its
 /// receive lock), `try_send` and `try_recv` answer now and the timeouts keep their deadline,
 /// a long block (the locked way) included, and the store lock stays free meanwhile.

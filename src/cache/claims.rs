@@ -73,18 +73,18 @@ impl Heap {
         (id == self.id).then(|| unsafe { &*p })
     }
 
-    /// Frees every block this thread's cache keeps (under the lock), when the store is full.
-    /// Returns whether there was any. Other threads' caches are theirs alone: at most
-    /// their budget's bytes each stay parked. Looks the cache up without making one (that would take
-    /// the lock we hold).
+    /// Frees every block this thread's cache keeps, and the store's exchange (`exchange.rs`),
+    /// under the lock, when the store is full. Returns whether there was any. Other threads'
+    /// caches are theirs alone: at most their budget's bytes each stay parked. Looks the cache
+    /// up without making one (that would take the lock we hold).
     pub(crate) fn give_back_cache(&self, g: &Guard<'_>) -> bool {
         let found = CLAIMS.try_with(|claims| {
             let claims = claims.try_borrow().ok()?;
             claims.0.iter().find(|(id, _)| *id == self.id).map(|(_, c)| Arc::as_ptr(c))
         });
-        let Some(p) = found.ok().flatten() else { return false };
         // SAFETY: as in `cache`: claimed by this thread for this heap, kept alive by it.
-        unsafe { &*p }.drain(self, g)
+        let mine = found.ok().flatten().is_some_and(|p| unsafe { &*p }.drain(self, g));
+        super::exchange::drain(self, g) | mine
     }
 
     #[cold]

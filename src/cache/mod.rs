@@ -57,6 +57,7 @@ use crate::heap::{Guard, Heap};
 use crate::sync::{AtomicU64, AtomicU8, Ordering};
 
 mod claims;
+pub(crate) mod exchange;
 
 /// Largest block size (header included) with a class of its own per granule.
 const EXACT_LIMIT: u64 = 640;
@@ -471,8 +472,25 @@ impl ThreadCache {
         (s.n_deferred, s.deferred_bytes) = (0, 0);
     }
 
-    /// Carves up to [`REFILL_BYTES`] of blocks for stack `c` and reserves generations.
+    /// Fills stack `c` from the store's exchange (`exchange.rs`: what other caches spilled,
+    /// without the lock) or else carves up to [`REFILL_BYTES`] of blocks for it.
     fn refill(&self, heap: &Heap, c: usize) -> Result<()> {
+        if exchange::covers(heap, c) {
+            let mut got = [(0u64, 0u64); STACK / 2];
+            let want = (usize::from(self.limits[c]) / 2).max(1);
+            let n = exchange::take(heap, c, &mut got[..want], true);
+            for &(off, size) in &got[..n] {
+                self.push(heap, c, off, size);
+            }
+            if n > 0 {
+                return Ok(());
+            }
+        }
+        self.carve_for(heap, c)
+    }
+
+    /// Carves up to [`REFILL_BYTES`] of blocks for stack `c` and reserves generations.
+    fn carve_for(&self, heap: &Heap, c: usize) -> Result<()> {
         let g = heap.lock()?;
         self.free_one_above(heap, &g, c);
         let size = bound(c);
@@ -526,12 +544,37 @@ impl ThreadCache {
         self.count(heap, p.size().wrapping_neg(), 1u64.wrapping_neg());
     }
 
-    /// Frees the older half of stack `c` (under the lock).
+    /// Gives the older half of stack `c` to the store's exchange (`exchange.rs`), or frees it
+    /// (under the lock) as far as the exchange takes none.
     fn spill(&self, heap: &Heap, c: usize) -> Result<()> {
-        let g = heap.lock()?;
         let half = usize::from(self.state().depth[c]) / 2;
+        let given = match exchange::covers(heap, c) {
+            true => exchange::give(heap, c, &self.state().stack(c)[..half]),
+            false => 0,
+        };
+        if given > 0 {
+            let bytes: u64 = self.state().stack(c)[..given].iter().map(|p| p.size()).sum();
+            self.count(heap, bytes.wrapping_neg(), (given as u64).wrapping_neg());
+        }
+        // The lock is taken before anything is freed: if it fails, only what the exchange
+        // took has left the stack.
+        let freed = match given < half {
+            true => self.free_older(heap, c, given, half),
+            false => Ok(()),
+        };
+        let gone = if freed.is_ok() { half } else { given };
+        let s = self.state();
+        let d = usize::from(s.depth[c]);
+        s.stack(c).copy_within(gone..d, 0);
+        s.depth[c] -= gone as u8;
+        freed
+    }
+
+    /// Frees the entries `from..to` of stack `c` (under the lock).
+    fn free_older(&self, heap: &Heap, c: usize, from: usize, to: usize) -> Result<()> {
+        let g = heap.lock()?;
         let mut checked = None;
-        for i in 0..half {
+        for i in from..to {
             let p = self.state().stack(c)[i];
             match is_slot(p.off()) {
                 // A corrupt store's slot stays for recovery, as in `free_parked`.
@@ -542,10 +585,6 @@ impl ThreadCache {
                 false => self.free_parked(heap, &g, p),
             }
         }
-        let s = self.state();
-        let d = usize::from(s.depth[c]);
-        s.stack(c).copy_within(half..d, 0);
-        s.depth[c] -= half as u8;
         Ok(())
     }
 
@@ -736,6 +775,13 @@ mod tests {
         for c in EXACT_CLASSES..CLASSES {
             assert_eq!(stack_for_put(bound(c) + MIN_BLOCK - GRANULE, false), Some(c));
         }
+    }
+
+    #[test]
+    fn the_exchange_covers_blocks_of_4_kib() {
+        let c = block_size(4096).and_then(class_for_take).unwrap();
+        assert!(c < EXCHANGE_CLASSES as usize && bound(c) >= 4096 + HEADER_SIZE);
+        assert_eq!(bound(EXCHANGE_CLASSES as usize - 1), 4608);
     }
 
     #[test]

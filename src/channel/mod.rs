@@ -41,7 +41,7 @@ use crate::family::HeapRef;
 use crate::format::*;
 use crate::heap::{Guard, Heap, Obtained};
 use crate::hooks::pause;
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::{fence, AtomicU32, Ordering};
 use crate::{sys, MemoryBlock};
 
 pub(crate) use ring::{carried_len, check, forget_endpoints, freeze, lock_holders, ring_shape, target};
@@ -275,8 +275,22 @@ impl Inner {
         Ok(self.load(RING_FLAGS)? & flag != 0 && !self.any_alive(field)?)
     }
 
-    /// Bumps a futex word and wakes its sleepers, if any.
+    /// After a send or a receive: bumps the futex word and wakes its sleepers, if any sleep.
+    /// A waiter counts itself a sleeper and then looks at the ring again before it sleeps
+    /// ([`Inner::wait`]), and this looks for sleepers after the ring changed, each behind a
+    /// full fence: so either the waiter sees the change or this sees the waiter, and a send or
+    /// receive with nobody asleep leaves the futex word (a line the other side reads) alone.
     fn signal(&self, word: u64, sleepers: u64) -> Result<()> {
+        fence(Ordering::SeqCst);
+        if self.futex(sleepers)?.load(Ordering::SeqCst) > 0 {
+            self.announce(word, sleepers)?;
+        }
+        Ok(())
+    }
+
+    /// Bumps a futex word and wakes its sleepers, if any: an end leaving, which spinning
+    /// waiters see by the word alone.
+    fn announce(&self, word: u64, sleepers: u64) -> Result<()> {
         let w = self.futex(word)?;
         w.fetch_add(1, Ordering::SeqCst);
         if self.futex(sleepers)?.load(Ordering::SeqCst) > 0 {
@@ -317,6 +331,7 @@ impl Inner {
         }
         let s = self.futex(sleepers)?;
         s.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst); // pairs with `signal`'s
         if w.load(Ordering::SeqCst) == seq && !ready() {
             sys::futex_wait(w, seq, nap, true);
         }
@@ -781,14 +796,14 @@ impl Drop for Sender {
     fn drop(&mut self) {
         // Errors mean a corrupt store; the bit then stays until recovery clears it.
         let _ = self.inner.count_end(RING_SENDERS, -1);
-        let _ = self.inner.signal(RING_NOT_EMPTY, RING_RX_SLEEPERS);
+        let _ = self.inner.announce(RING_NOT_EMPTY, RING_RX_SLEEPERS);
     }
 }
 
 impl Drop for Receiver {
     fn drop(&mut self) {
         let _ = self.inner.count_end(RING_RECEIVERS, -1);
-        let _ = self.inner.signal(RING_NOT_FULL, RING_TX_SLEEPERS);
+        let _ = self.inner.announce(RING_NOT_FULL, RING_TX_SLEEPERS);
     }
 }
 

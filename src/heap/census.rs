@@ -6,6 +6,8 @@
 //!
 //! What the store records, and so what can be told (`core/header.rs`, `cache/`):
 //! - a reference word with a count above zero: a block users hold (*live*);
+//! - count zero with the exchange's owner (`cache/exchange.rs`): parked on the exchange
+//!   (*cached*), as the superblock counts them;
 //! - count zero with an owner: parked in one of the owner's thread caches (*cached*), or lent
 //!   from there to a `MemoryBlock` of the owner that is its only reference (*live*), or being
 //!   released. Lending writes nothing into the header, by design (ARCHITECTURE.md, "Lent
@@ -205,6 +207,9 @@ impl Heap {
         if self.slot().is_none() {
             counter_table(u64::from(self.tag), self.own_counter_table(), &mut blocks);
         }
+        // The exchange's blocks are cached for whichever cache takes them next.
+        let (n, bytes) = crate::cache::exchange::totals(self);
+        parked.push((EXCHANGE_OWNER, Amount { blocks: n, bytes }));
         for ring in CHANNELS.entries(self).unwrap_or_default().into_iter().map(|e| e.target) {
             blocks.extend(used(ring).map(|size| (ring, size)));
         }

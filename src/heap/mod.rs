@@ -670,7 +670,7 @@ impl Heap {
     // ---- whole-heap -------------------------------------------------------------------
 
     /// Frees what this thread keeps parked (`MemoryManager::trim`): taking the lock frees its
-    /// deferred list, then its stacks go.
+    /// deferred list, then its stacks go, and what waits on the store's exchange.
     pub(crate) fn trim(&self) -> Result<()> {
         if let (Some(slabs), Some(c)) = (&self.slabs, self.cache_in_use()) {
             c.slabs.tidy(self, slabs);
@@ -738,6 +738,10 @@ impl Drop for Heap {
         }
         let Ok(g) = self.lock() else { return };
         crate::cache::drain(self, &g);
+        if self.backing.attached(&self.region) <= 1 {
+            // The last process leaves no block waiting on the exchange.
+            crate::cache::exchange::drain(self, &g);
+        }
         self.backing.detach(&self.region);
     }
 }

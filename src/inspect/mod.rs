@@ -374,7 +374,8 @@ impl Snapshot {
     /// [`Snapshot::blocks`] knows its owner's split).
     fn block_info(&self, item: &Item) -> BlockInfo {
         let w = item.word;
-        let owner = (rc::owner(w) != 0).then(|| rc::owner(w) as u32 - 1);
+        let exchange = rc::count(w) == 0 && rc::owner(w) == EXCHANGE_OWNER;
+        let owner = (rc::owner(w) != 0 && !exchange).then(|| rc::owner(w) as u32 - 1);
         let (kind, state) = match (item.slot, item.seen) {
             (Some(_), _) => (BlockKind::Slot, BlockState::Live),
             (None, Seen::Free) => (BlockKind::Block, BlockState::Free),
@@ -382,6 +383,7 @@ impl Snapshot {
             (None, Seen::Bookkeeping) if item.tag.is_span() => (BlockKind::Span, BlockState::Bookkeeping),
             (None, Seen::Bookkeeping) if item.tag.is_page() => (BlockKind::Page, BlockState::Bookkeeping),
             (None, Seen::Bookkeeping) => (BlockKind::Block, BlockState::Bookkeeping),
+            (None, _) if exchange => (BlockKind::Block, BlockState::Parked),
             (None, _) => (BlockKind::Block, BlockState::Live),
         };
         let (offset, len, generation) = match item.slot {

@@ -213,6 +213,7 @@ pub(crate) fn full_check(heap: &Heap) -> Result<CheckReport> {
     let _g = heap.lock()?;
     report.problems.extend(crate::recovery::check_holds(heap)?);
     report.problems.extend(crate::channel::check(heap)?);
+    report.problems.extend(crate::cache::exchange::check(heap));
     report.dead_processes = crate::recovery::dead_slots(heap, false)?.len() as u64;
     Ok(report)
 }

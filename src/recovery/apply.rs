@@ -195,6 +195,9 @@ impl Plan {
             if self.untouchable.contains(&id) {
                 return;
             }
+            if self.keep_exchange && rc::owner(word.load(Ordering::Acquire)) == EXCHANGE_OWNER {
+                return;
+            }
             if let Some(cached) = recount(word, id, &holds, &self.dead, pending, report) {
                 match table {
                     true => doomed_tables.push((id, size)),
@@ -226,6 +229,10 @@ impl Plan {
         for &t in dead_tables.iter().filter(|&&t| t != 0) {
             let blocks = heap.parked_in(t).map_or(0, |(_, blocks)| blocks);
             in_caches = in_caches.saturating_add(blocks);
+        }
+        if !self.keep_exchange {
+            // The exchange's blocks are freed too (their owner is no process): cached ones.
+            in_caches = in_caches.saturating_add(crate::cache::exchange::totals(heap).0);
         }
         crate::hooks::pause("recovery-midway");
         let blocks = doomed.iter().map(|&(id, size, _)| (id, size));

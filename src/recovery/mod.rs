@@ -156,7 +156,13 @@ pub(crate) fn recover_locked(heap: &Heap, g: &Guard<'_>, reclaim_own: bool) -> R
     let dead = dead_slots(heap, reclaim_own)?;
     // No send or receive without the store lock runs from here to the end.
     let frozen = crate::channel::freeze(heap, &dead)?;
-    let done = Plan::make(heap, dead, frozen.busy(), Mode::Recover).and_then(|plan| plan.apply(heap, g));
+    // Nor any give to or take from the exchange.
+    let exchange = crate::cache::exchange::freeze(heap, &dead);
+    let done = Plan::make(heap, dead, frozen.busy(), Mode::Recover).and_then(|mut plan| {
+        plan.keep_exchange = !exchange.all();
+        plan.apply(heap, g)
+    });
+    exchange.thaw(heap, done.is_ok());
     frozen.thaw(heap, done.is_ok());
     done
 }
@@ -173,14 +179,23 @@ pub(crate) fn salvage_locked(heap: &Heap, g: &Guard<'_>) -> Result<SalvageReport
         return Err(Error::StoreInUse { processes: others });
     }
     let frozen = crate::channel::freeze(heap, &dead)?;
-    let done = salvage_frozen(heap, g, dead, frozen.busy());
+    let exchange = crate::cache::exchange::freeze(heap, &dead);
+    let done = salvage_frozen(heap, g, dead, frozen.busy(), !exchange.all());
+    exchange.thaw(heap, done.is_ok());
     frozen.thaw(heap, done.is_ok());
     done
 }
 
-/// [`salvage_locked`] once no send or receive runs.
-fn salvage_frozen(heap: &Heap, g: &Guard<'_>, dead: Vec<u64>, busy: &[u64]) -> Result<SalvageReport> {
-    let plan = Plan::make(heap, dead, busy, Mode::Salvage)?;
+/// [`salvage_locked`] once no send or receive, and no move on the exchange, runs.
+fn salvage_frozen(
+    heap: &Heap,
+    g: &Guard<'_>,
+    dead: Vec<u64>,
+    busy: &[u64],
+    keep_exchange: bool,
+) -> Result<SalvageReport> {
+    let mut plan = Plan::make(heap, dead, busy, Mode::Salvage)?;
+    plan.keep_exchange = keep_exchange;
     let core = heap.core();
     let mut quarantined = Vec::new();
     for b in plan.blocks.iter().filter(|b| b.tag.is_quarantine()) {

@@ -83,6 +83,9 @@ pub(crate) struct Plan {
     /// its ring (one hold, no owner, unpublished) that nothing else counts.
     pub(crate) busy: Vec<u64>,
     pub(crate) untouchable: std::collections::BTreeSet<u64>,
+    /// Whether blocks on the exchange (`cache/exchange.rs`) are left as they are: a living
+    /// process kept one of its stacks (`exchange::Frozen::all`). Otherwise they are freed.
+    pub(crate) keep_exchange: bool,
     /// Unpublished blocks whose generation was never issued (it names nothing): zeroed.
     pub(crate) stale_generations: Vec<u64>,
     /// Salvage: published blocks whose generation or check word is wrong, given new ones.
@@ -156,6 +159,7 @@ impl Plan {
             carrying: Vec::new(),
             busy: busy.to_vec(),
             untouchable: Default::default(),
+            keep_exchange: false,
             stale_generations: Vec::new(),
             renew_blocks: Vec::new(),
             renew_slots: Vec::new(),

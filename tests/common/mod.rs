@@ -241,3 +241,33 @@ pub fn nobody() -> Option<(String, String)> {
     }
     Some((uid, gid))
 }
+
+/// A child in `role` that has reached the pause point `point` (`MMHEAP_TEST_PAUSE`) and waits
+/// there; `extra` adds to its environment.
+pub fn paused(
+    role: &str,
+    path: &std::path::Path,
+    point: &str,
+    extra: &[(&str, String)],
+) -> Result<Kid, Failed> {
+    let mut env = vec![("MMHEAP_TEST_PAUSE", point.to_string())];
+    env.extend(extra.iter().cloned());
+    let mut kid = spawn(role, path, &env);
+    let line = lines_of(&mut kid)?.recv_timeout(std::time::Duration::from_secs(30))?;
+    ensure(line == format!("paused {point}"), format!("{role} said {line:?}"))?;
+    Ok(kid)
+}
+
+/// Runs `f` on a thread and fails if it has not returned within `limit` (a call that should
+/// not wait for ever: the limit is far above what it takes, so this asserts no time).
+pub fn returns<T: Send + 'static>(
+    what: &str,
+    limit: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Failed> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).map_err(|_| format!("{what} still waits after {limit:?}").into())
+}

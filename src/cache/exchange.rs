@@ -1,0 +1,396 @@
+//! The exchange: per class, a stack in the store of parked blocks that any process's thread
+//! caches give their spills to and take their refills from, without the store lock.
+//!
+//! In IPC the consumer releases what the producer allocated: the consumer's cache fills and
+//! spills, the producer's empties and refills. Through the core, every such block was freed
+//! into the TLSF heap (merging) and carved out of it again (splitting), both under the store
+//! lock, so the two processes took turns on that lock for every batch. On the exchange a
+//! spill is one push of half a stack and a refill one pop of as many blocks: the blocks go
+//! from one cache to another as they are.
+//!
+//! The stack of class `c` is one word (`EXCHANGE_OFFSET + 8 * c`): the header offset of the
+//! top block, and the tag of the process that *holds* the stack. Every change takes the stack
+//! first (compare-and-swap of a zero holder to the taker's tag) and gives it back with the new
+//! top in one release store, so a stack is changed by one thread at a time and recovery can
+//! tell what a dead holder left. Nobody waits for a held stack: a give or take that finds it
+//! held goes to the core as before.
+//!
+//! A block on the exchange is a used block with count zero whose owner is
+//! [`EXCHANGE_OWNER`] (no registry slot), its payload's first word the next block down. So:
+//! - nothing resolves to it (count zero refuses a reference), and `check` and `stats` count
+//!   it *cached*;
+//! - the word changes only while its stack is held: a give tags the holder's own parked blocks
+//!   for the exchange and links them before it gives the stack back; a take checks each block
+//!   it pops (in range, used, of the class, tagged for the exchange: nothing read from the
+//!   store is trusted) and tags it as its own parked block before it gives the stack back.
+//!   Outside a held stack, the blocks tagged for the exchange are exactly those on a stack;
+//! - recovery holds every stack while it runs ([`freeze`]): it waits for living holders and
+//!   takes over dead ones, and then frees every block tagged for the exchange (an owner that
+//!   names no slot is nobody's: `recovery/apply.rs`), those on the stacks and those a dead
+//!   holder was moving, and empties the stacks. A block a dead taker had already tagged as
+//!   its own is freed with the rest of the dead process's parked blocks.
+
+use super::{bound, Parked};
+use crate::core::header::rc;
+use crate::core::span::is_slot;
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::heap::{Guard, Heap};
+use crate::hooks::pause;
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+
+const HEAD_MASK: u64 = (1 << EXCHANGE_HOLDER_SHIFT) - 1;
+/// Bytes the exchange keeps at most (and at most a sixteenth of the store's capacity):
+/// beyond, spills go to the core, where the space can merge and serve any size.
+const MAX_BYTES: u64 = 4 << 20;
+
+/// Whether the stacks of class `c` are on the exchange of `heap`: block classes up to
+/// `bound(EXCHANGE_CLASSES - 1)` bytes, in a store shared between processes.
+#[inline]
+pub(super) fn covers(heap: &Heap, c: usize) -> bool {
+    (1..EXCHANGE_CLASSES as usize).contains(&c) && heap.slot().is_some()
+}
+
+/// Stacks of the exchange that threads of this process hold now (of any store): a stack word
+/// naming this process while none does was left by damage.
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// Held stacks that were found held (a hint for when to look for a dead holder).
+static FOUND_HELD: AtomicUsize = AtomicUsize::new(0);
+
+fn word(heap: &Heap, c: usize) -> Result<&AtomicU64> {
+    heap.region.u64_at(EXCHANGE_OFFSET + 8 * c as u64)
+}
+
+fn holder(w: u64) -> u32 {
+    (w >> EXCHANGE_HOLDER_SHIFT) as u32
+}
+
+/// A stack this thread holds: given back with its new top ([`Held::give_back`]), or as it was
+/// found when dropped.
+struct Held<'a> {
+    word: &'a AtomicU64,
+    top: u64,
+}
+
+impl Held<'_> {
+    fn give_back(self, top: u64) {
+        // Release: whoever takes the stack next sees the links and tags written under it.
+        self.word.store(top & HEAD_MASK, Ordering::Release);
+        HELD.fetch_sub(1, Ordering::Relaxed);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.word.store(self.top, Ordering::Release);
+        HELD.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Takes stack `c` if nobody holds it; `Err(holder)` otherwise. [`HELD`] counts it before the
+/// compare-and-swap, so a thread that sees the stack name this process sees it counted.
+fn try_hold(heap: &Heap, c: usize) -> std::result::Result<Held<'_>, u32> {
+    let w = word(heap, c).map_err(|_| 0u32)?;
+    let cur = w.load(Ordering::Relaxed);
+    if holder(cur) != 0 {
+        return Err(holder(cur));
+    }
+    HELD.fetch_add(1, Ordering::Relaxed);
+    let mine = cur | u64::from(heap.tag() as u16) << EXCHANGE_HOLDER_SHIFT;
+    match w.compare_exchange(cur, mine, Ordering::AcqRel, Ordering::Relaxed) {
+        Ok(_) => Ok(Held { word: w, top: cur }),
+        Err(now) => {
+            HELD.fetch_sub(1, Ordering::Relaxed);
+            Err(holder(now))
+        }
+    }
+}
+
+/// A stack was found held by `tag`: now and then, whether its holder died (or the word names
+/// this process by damage), in which case recovery runs and takes the stack over. Never under
+/// the store lock.
+fn found_held(heap: &Heap, tag: u32) {
+    if tag == 0 || FOUND_HELD.fetch_add(1, Ordering::Relaxed) % 256 != 255 {
+        return;
+    }
+    let dead = match tag == heap.tag() {
+        true => HELD.load(Ordering::Acquire) == 0,
+        false => heap.slot_dead(tag - 1),
+    };
+    if dead {
+        let _ = heap.recover_now();
+    }
+}
+
+/// Whether a block of `size` bytes can be on the stack of class `c`: large enough for the
+/// class (what a take hands out must hold what was asked), and no larger than a block parked
+/// there can be (the next class's bound, or a carving's 48 bytes over its own).
+fn serves(c: usize, size: u64) -> bool {
+    size >= bound(c) && size < bound(c + 1).max(bound(c) + MIN_BLOCK)
+}
+
+fn add_totals(heap: &Heap, blocks: u64, bytes: u64) {
+    if let (Ok(n), Ok(b)) = (heap.region.u64_at(SB_EXCHANGE_BLOCKS), heap.region.u64_at(SB_EXCHANGE_BYTES)) {
+        n.fetch_add(blocks, Ordering::Relaxed);
+        b.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Blocks and bytes on the exchange, as the superblock counts them (a report).
+pub(crate) fn totals(heap: &Heap) -> (u64, u64) {
+    let n = heap.region.load(SB_EXCHANGE_BLOCKS).unwrap_or(0);
+    let b = heap.region.load(SB_EXCHANGE_BYTES).unwrap_or(0);
+    (n, b)
+}
+
+/// Puts the first blocks of `blocks` (parked by this process: count zero, owner us) on stack
+/// `c`. Returns how many went: none when the stack is held or the exchange is full; fewer
+/// than all only in a damaged store. The caller frees the rest the usual way.
+pub(super) fn give(heap: &Heap, c: usize, blocks: &[Parked]) -> usize {
+    let bytes: u64 = blocks.iter().map(|p| p.size()).sum();
+    let cap = heap.region.load(SB_CAPACITY).unwrap_or(0) / 16;
+    if totals(heap).1.saturating_add(bytes) > MAX_BYTES.min(cap) {
+        return 0;
+    }
+    let held = match try_hold(heap, c) {
+        Ok(h) => h,
+        Err(tag) => {
+            found_held(heap, tag);
+            return 0;
+        }
+    };
+    let (mut top, mut n, mut given) = (held.top & HEAD_MASK, 0, 0);
+    for p in blocks {
+        // Our own parked blocks: in range unless the store is damaged.
+        let (Ok(rc_word), Ok(next)) =
+            (heap.region.u64_at(p.off() + HDR_RC), heap.region.u64_at(p.off() + EXCHANGE_NEXT))
+        else {
+            break;
+        };
+        next.store(top, Ordering::Relaxed);
+        rc_word.store(rc::parked(EXCHANGE_OWNER), Ordering::Relaxed);
+        top = p.off();
+        (n, given) = (n + 1, given + p.size());
+        if n == 1 {
+            pause("exchange-giving");
+        }
+    }
+    add_totals(heap, n as u64, given);
+    held.give_back(top);
+    n
+}
+
+/// Takes up to `out.len()` blocks off stack `c`, each made this process's parked block, into
+/// `out` as (offset, size). Returns how many. A block that is not what the stack says (a
+/// damaged store) ends the take, and the stack below it is dropped: its blocks stay tagged for
+/// the exchange until a recovery frees them. `notice`: a held stack may be looked at for a dead
+/// holder (not under the store lock).
+pub(super) fn take(heap: &Heap, c: usize, out: &mut [(u64, u64)], notice: bool) -> usize {
+    match word(heap, c) {
+        Ok(w) if w.load(Ordering::Relaxed) & HEAD_MASK != 0 => {}
+        _ => return 0,
+    }
+    let held = match try_hold(heap, c) {
+        Ok(h) => h,
+        Err(tag) => {
+            if notice {
+                found_held(heap, tag);
+            }
+            return 0;
+        }
+    };
+    // A block given by a process that grew the store may lie beyond what we have mapped.
+    let _ = heap.follow_growth();
+    let me = rc::parked(u64::from(heap.tag()));
+    let (mut top, mut n, mut taken) = (held.top & HEAD_MASK, 0, 0);
+    while top != 0 && n < out.len() {
+        match claim(heap, c, top, me) {
+            Ok((size, next)) => {
+                out[n] = (top, size);
+                (n, taken, top) = (n + 1, taken + size, next);
+            }
+            Err(_) => top = 0,
+        }
+        if n == 1 {
+            pause("exchange-taking");
+        }
+    }
+    add_totals(heap, (n as u64).wrapping_neg(), taken.wrapping_neg());
+    held.give_back(top);
+    n
+}
+
+/// Checks that `off` is a block stack `c` can hold, tagged for the exchange, and makes it a
+/// parked block of ours (`me`). Returns its size and the next block down.
+fn claim(heap: &Heap, c: usize, off: u64, me: u64) -> Result<(u64, u64)> {
+    let (size, next) = on_stack(heap, c, off)?;
+    let w = heap.region.u64_at(off + HDR_RC)?;
+    match w.compare_exchange(rc::parked(EXCHANGE_OWNER), me, Ordering::AcqRel, Ordering::Relaxed) {
+        Ok(_) => Ok((size, next)),
+        Err(_) => Err(Error::corrupt("the exchange names a block that is not on it", off)),
+    }
+}
+
+/// The size of `off` and the block below it, if `off` can be on stack `c` (read only).
+fn on_stack(heap: &Heap, c: usize, off: u64) -> Result<(u64, u64)> {
+    if is_slot(off) {
+        return Err(Error::corrupt("the exchange names a slot", off));
+    }
+    let tag = heap.core().block_at(off)?;
+    if !tag.is_plain_used() || !serves(c, tag.size()) {
+        return Err(Error::corrupt("the exchange names a block of another size", off));
+    }
+    if heap.region.load(off + HDR_RC)? != rc::parked(EXCHANGE_OWNER) {
+        return Err(Error::corrupt("the exchange names a block that is not on it", off));
+    }
+    Ok((tag.size(), heap.region.load(off + EXCHANGE_NEXT)?))
+}
+
+/// Frees every block on the exchange into the core (under the lock): the store is full, the
+/// last process leaves, or a user trims. Stacks held by others stay as they are. Returns
+/// whether there was any.
+pub(crate) fn drain(heap: &Heap, g: &Guard<'_>) -> bool {
+    if heap.slot().is_none() {
+        return false;
+    }
+    let mut any = false;
+    let mut got = [(0u64, 0u64); 64];
+    for c in 1..EXCHANGE_CLASSES as usize {
+        loop {
+            let n = take(heap, c, &mut got, false);
+            for &(off, _) in &got[..n] {
+                // An error means a corrupt store; the block stays for recovery.
+                let _ = heap.free_owned_locked(g, off);
+            }
+            any |= n > 0;
+            if n < got.len() {
+                break;
+            }
+        }
+    }
+    any
+}
+
+/// How long recovery waits for a living process to give a stack back: a give or take holds
+/// it for a few microseconds.
+const FREEZE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The stacks recovery holds ([`freeze`]), with their words as found.
+pub(crate) struct Frozen {
+    taken: Vec<(usize, u64)>,
+    /// Whether every stack was taken: a living process kept none past [`FREEZE_PATIENCE`].
+    all: bool,
+}
+
+/// Takes every stack of the exchange for recovery, under the store lock: waits for a living
+/// holder to give its stack back, takes over one whose holder is in `dead` (registry slots),
+/// has died since, or is this process by damage. A heap over a copy takes them as they are.
+pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Frozen {
+    let mut frozen = Frozen { taken: Vec::new(), all: true };
+    let mine = u64::from(heap.tag() as u16) << EXCHANGE_HOLDER_SHIFT;
+    for c in 1..EXCHANGE_CLASSES as usize {
+        let Ok(w) = word(heap, c) else { continue };
+        let since = std::time::Instant::now();
+        loop {
+            let cur = w.load(Ordering::Acquire);
+            let living = match holder(cur) {
+                0 => false,
+                h if !heap.shared() || dead.contains(&(u64::from(h) - 1)) => false,
+                h if h == heap.tag() => HELD.load(Ordering::Acquire) > 0,
+                h => !heap.slot_dead(h - 1),
+            };
+            if !living {
+                if w.compare_exchange(cur, cur & HEAD_MASK | mine, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    HELD.fetch_add(1, Ordering::Relaxed);
+                    frozen.taken.push((c, cur));
+                    break;
+                }
+                continue;
+            }
+            if since.elapsed() > FREEZE_PATIENCE {
+                frozen.all = false;
+                break;
+            }
+            std::thread::yield_now();
+        }
+    }
+    frozen
+}
+
+impl Frozen {
+    /// Whether recovery may free every block tagged for the exchange: it holds every stack,
+    /// so none is being moved. Otherwise it frees none of them (which stack a block is on
+    /// cannot be told from its size alone), and they wait for a later recovery.
+    pub(crate) fn all(&self) -> bool {
+        self.all
+    }
+
+    /// Gives the stacks back: empty if recovery completed and freed their blocks (`done` and
+    /// [`Frozen::all`]); else a stack a dead process held empty (what it was moving waits for a
+    /// later recovery) and the others as found, holder cleared; or, if recovery refused,
+    /// exactly as found.
+    pub(crate) fn thaw(self, heap: &Heap, done: bool) {
+        let emptied = done && self.all;
+        for &(c, found) in &self.taken {
+            let back = match done && (emptied || holder(found) != 0) {
+                true => 0,
+                false => found,
+            };
+            if let Ok(w) = word(heap, c) {
+                w.store(back, Ordering::Release);
+            }
+            HELD.fetch_sub(1, Ordering::Relaxed);
+        }
+        if emptied {
+            let _ = heap.region.store(SB_EXCHANGE_BLOCKS, 0);
+            let _ = heap.region.store(SB_EXCHANGE_BYTES, 0);
+        }
+    }
+}
+
+/// Check problems: a stack that names what cannot be on it, or loops. Stacks change without
+/// the store lock, so a stack is reported only when it is free and its word is the same
+/// after two walks that found the same problem; a held stack is not looked at.
+pub(crate) fn check(heap: &Heap) -> Vec<crate::Problem> {
+    let mut out = Vec::new();
+    for c in 1..EXCHANGE_CLASSES as usize {
+        let Ok(w) = word(heap, c) else { continue };
+        let before = w.load(Ordering::Acquire);
+        if before == 0 || holder(before) != 0 {
+            continue;
+        }
+        let first = walk(heap, c, before);
+        if first.is_some() && first == walk(heap, c, before) && w.load(Ordering::Acquire) == before {
+            out.extend(first);
+        }
+    }
+    out
+}
+
+/// The first problem of stack `c` from `top` down, if any.
+fn walk(heap: &Heap, c: usize, top: u64) -> Option<crate::Problem> {
+    let mut seen = std::collections::HashSet::new();
+    let mut pace = crate::progress::Pace::default();
+    let mut at = top & HEAD_MASK;
+    while at != 0 {
+        pace.tick(); // each block may map a large folio
+        if !seen.insert(at) {
+            return Some(crate::Problem { what: "a stack of the exchange loops", offset: at });
+        }
+        match on_stack(heap, c, at) {
+            Ok((_, next)) => at = next,
+            Err(Error::Corrupt { what, offset }) => return Some(crate::Problem { what, offset }),
+            Err(_) => {
+                return Some(crate::Problem {
+                    what: "the exchange names a block outside the heap",
+                    offset: at,
+                })
+            }
+        }
+    }
+    None
+}
