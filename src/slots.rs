@@ -12,11 +12,15 @@
 
 use crate::core::header::rc;
 use crate::core::span::{layout, slot_class, Slot, PAGE_GEN_MASK, STARTS};
+use crate::core::tlsf::Core;
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::heap::{Guard, Heap};
 use crate::sync::{AtomicU64, Ordering};
 use crate::BlockHandle;
+
+/// Slots freed with one update of their span ([`Heap::free_slots_locked`]).
+const RUN: usize = 64;
 
 /// Slot sizes in granules are 1, 2, 3 and 4: 2^SHIFT * (1 or 3).
 const SHIFT: [u32; SLOT_CLASSES as usize] = [0, 1, 0, 2];
@@ -100,32 +104,49 @@ impl Heap {
 
     /// Frees slot `id`, which nobody holds any more (count zero), under the lock.
     pub(crate) fn free_slot_locked(&self, g: &Guard<'_>, id: u64) -> Result<()> {
-        self.free_slot_in_locked(g, id, &mut None)
+        self.free_slots_locked(g, &[id])
     }
 
-    /// As [`Heap::free_slot_locked`], for slots freed one after another under one hold of the
-    /// lock (a cache's spill): `checked` is the span whose header the previous call checked,
-    /// which need not be checked again while the lock is held, unless that call freed it.
-    /// Its check word (a keyed hash) and tag were read for every slot, a fifth of a spill.
-    pub(crate) fn free_slot_in_locked(
-        &self,
-        _g: &Guard<'_>,
-        id: u64,
-        checked: &mut Option<u64>,
-    ) -> Result<()> {
+    /// Frees the slots `ids` (distinct; nobody holds them any more), under the lock, a run of
+    /// slots of one span at a time: the span's header (its check word, a keyed hash, and tag)
+    /// is checked once per run, and its fields and the store's counters updated once
+    /// (`Core::give_slots`). Returns the first error: a slot that is not one (a corrupt
+    /// store) is left as it is, for recovery, and the others are freed.
+    pub(crate) fn free_slots_locked(&self, _g: &Guard<'_>, ids: &[u64]) -> Result<()> {
         let core = self.core();
-        let p = id & !(SPAN_SIZE - 1);
-        let slot = match *checked {
-            Some(c) if c == p => core.slot_in(p, id),
-            _ => core.slot_at(self.key(), id),
-        };
-        *checked = None;
-        let slot = slot?;
-        self.region.u64_at(slot.rc_offset())?.store(0, Ordering::Release);
-        if !core.give_slot(slot)? {
-            *checked = Some(p);
+        let mut result = Ok(());
+        let mut rest = ids;
+        while let Some(&first) = rest.first() {
+            let p = first & !(SPAN_SIZE - 1);
+            let run = rest.iter().take(RUN).take_while(|&&id| id & !(SPAN_SIZE - 1) == p).count();
+            let (this, next) = rest.split_at(run);
+            rest = next;
+            let freed = self.free_run(&core, p, this);
+            if result.is_ok() {
+                result = freed;
+            }
         }
-        Ok(())
+        result
+    }
+
+    /// Frees the slots `ids` (at most [`RUN`]) of the span at `p` ([`Heap::free_slots_locked`]).
+    fn free_run(&self, core: &Core<'_>, p: u64, ids: &[u64]) -> Result<()> {
+        let first = core.slot_at(self.key(), ids[0])?;
+        let mut indices = [0u64; RUN];
+        let mut n = 0;
+        let mut bad = Ok(());
+        for &id in ids {
+            match core.slot_in(p, id) {
+                Ok(slot) => {
+                    self.region.u64_at(slot.rc_offset())?.store(0, Ordering::Release);
+                    indices[n] = slot.index;
+                    n += 1;
+                }
+                Err(e) => bad = Err(e),
+            }
+        }
+        core.give_slots(p, first.class, &indices[..n])?;
+        bad
     }
 
     /// Publishes slot `id` (held by the caller, `len` bytes long): records a new generation and

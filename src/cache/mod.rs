@@ -573,18 +573,22 @@ impl ThreadCache {
     /// Frees the entries `from..to` of stack `c` (under the lock).
     fn free_older(&self, heap: &Heap, c: usize, from: usize, to: usize) -> Result<()> {
         let g = heap.lock()?;
-        let mut checked = None;
-        for i in from..to {
-            let p = self.state().stack(c)[i];
-            match is_slot(p.off()) {
-                // A corrupt store's slot stays for recovery, as in `free_parked`.
-                true => {
-                    let _ = heap.free_slot_in_locked(&g, p.off(), &mut checked);
-                    self.count(heap, p.size().wrapping_neg(), 1u64.wrapping_neg());
-                }
-                false => self.free_parked(heap, &g, p),
+        if c < SLOT_BASE {
+            for i in from..to {
+                self.free_parked(heap, &g, self.state().stack(c)[i]);
             }
+            return Ok(());
         }
+        // Slots, a run of one span at a time. A corrupt store's slot stays for recovery, as in
+        // `free_parked`, and is counted gone.
+        let mut ids = [0u64; STACK];
+        let mut bytes = 0;
+        for (i, p) in self.state().stack(c)[from..to].iter().enumerate() {
+            ids[i] = p.off();
+            bytes += p.size();
+        }
+        let _ = heap.free_slots_locked(&g, &ids[..to - from]);
+        self.count(heap, bytes.wrapping_neg(), ((to - from) as u64).wrapping_neg());
         Ok(())
     }
 

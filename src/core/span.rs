@@ -185,27 +185,34 @@ impl Core<'_> {
         self.done(Some(Slot { span: p, index, class }))
     }
 
-    /// Gives back a slot whose reference word the caller has just set to 0. A span left with
-    /// no slot in use is freed, unless it is the only one of its class with free slots.
-    /// Returns whether the span was freed.
-    pub(crate) fn give_slot(&self, slot: Slot) -> Result<bool> {
-        let p = slot.span;
-        let (n, _) = layout(slot.class);
+    /// Gives back the slots at `indices` (distinct) of the span at `p` (of slot size `class`,
+    /// checked by the caller), whose reference words the caller has just set to 0: one update
+    /// of the span's fields and the store's counters for all of them (a cache's spill gives
+    /// back runs of slots of one span). A span left with no slot in use is freed, unless it is
+    /// the only one of its class with free slots. Returns whether the span was freed.
+    pub(crate) fn give_slots(&self, p: u64, class: u64, indices: &[u64]) -> Result<bool> {
+        let (n, _) = layout(class);
+        let k = indices.len() as u64;
         let used = self.load(p + SPAN_USED);
-        if used == 0 || used > n || slot.index >= self.load(p + SPAN_BUMP) {
-            return Err(Error::corrupt("freeing a slot not in use", slot.id()));
+        let bump = self.load(p + SPAN_BUMP);
+        if used < k || used > n || indices.iter().any(|&i| i >= bump) {
+            return Err(Error::corrupt("freeing a slot not in use", p));
         }
-        self.store(slot.payload(), self.load(p + SPAN_FREE_HEAD));
-        self.store(p + SPAN_FREE_HEAD, slot.index + 1);
-        self.store(p + SPAN_USED, used - 1);
-        self.account_slots(-1, -(slot.class as i64));
-        if used == n {
-            self.link_span(p, slot.class);
+        let mut head = self.load(p + SPAN_FREE_HEAD);
+        for &index in indices {
+            self.store(Slot { span: p, index, class }.payload(), head);
+            head = index + 1;
+        }
+        self.store(p + SPAN_FREE_HEAD, head);
+        self.store(p + SPAN_USED, used - k);
+        self.account_slots(-(k as i64), -((k * class) as i64));
+        if used == n && k > 0 {
+            self.link_span(p, class);
         }
         let alone = self.load(p + SPAN_PREV) == 0 && self.load(p + SPAN_NEXT) == 0;
-        let emptied = used == 1 && !alone;
+        let emptied = used == k && k > 0 && !alone;
         if emptied {
-            self.free_span(p, slot.class)?;
+            self.free_span(p, class)?;
         }
         self.done(emptied)
     }
@@ -545,7 +552,30 @@ mod tests {
 
     fn give(core: &Core<'_>, s: Slot) {
         core.r.store(s.rc_offset(), 0).unwrap();
-        core.give_slot(s).unwrap();
+        core.give_slots(s.span, s.class, &[s.index]).unwrap();
+    }
+
+    #[test]
+    fn slots_given_back_together_are_taken_again_and_counted_once_each() {
+        let mem = region();
+        let core = Core::new(&mem.region);
+        let slots: Vec<Slot> = (0..10).map(|_| take(&core, 32).unwrap()).collect();
+        let live = core.load(SB_LIVE_SLOTS);
+        let given: Vec<u64> = slots[2..7].iter().map(|s| s.index).collect();
+        for s in &slots[2..7] {
+            core.r.store(s.rc_offset(), 0).unwrap();
+        }
+        assert!(!core.give_slots(slots[0].span, 32, &given).unwrap());
+        assert_eq!(core.load(SB_LIVE_SLOTS), live - 5);
+        assert_eq!(core.load(SB_SLOT_BYTES), (live - 5) * 32);
+        let mut again: Vec<u64> = (0..5).map(|_| take(&core, 32).unwrap().index).collect();
+        again.sort_unstable();
+        assert_eq!(again, given, "the free list holds exactly the slots given back");
+        // More than are in use is refused, the span unchanged.
+        let used = core.load(slots[0].span + SPAN_USED);
+        let all: Vec<u64> = (0..used + 1).collect();
+        assert!(core.give_slots(slots[0].span, 32, &all).is_err());
+        assert_eq!(core.load(slots[0].span + SPAN_USED), used);
     }
 
     #[test]
