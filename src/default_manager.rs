@@ -304,6 +304,24 @@ unsafe impl GlobalAlloc for DefaultManager {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // A slab block of the process-wide heap (a `String` or `Vec` growing by doubling):
+        // kept if its slab's block size holds the new size without wasting more than half,
+        // else moved through the fast paths.
+        if self.heap.is_none() && layout.align() <= 16 {
+            if let Some(room) = crate::slab::fast::usable(ptr) {
+                if new_size <= room && (new_size >= room / 2 || room <= 64) {
+                    return ptr;
+                }
+                if let Some(q) = crate::slab::fast::alloc(new_size) {
+                    // SAFETY: `ptr` holds `layout.size()` bytes (the caller's contract), `q`
+                    // at least `new_size`; distinct live blocks.
+                    unsafe { std::ptr::copy_nonoverlapping(ptr, q.as_ptr(), layout.size().min(new_size)) };
+                    // SAFETY: the caller's contract: `ptr` is ours with `layout`, freed once.
+                    unsafe { self.dealloc(ptr, layout) };
+                    return q.as_ptr();
+                }
+            }
+        }
         if let Some(h) = self.owner_of(ptr) {
             if layout.align() <= 16 {
                 match h.realloc_raw(ptr, layout.size() as u64, new_size as u64) {

@@ -31,6 +31,38 @@ fn ordinary_allocations_come_from_the_global_heap() {
     unsafe { std::alloc::dealloc(p, page_aligned) };
 }
 
+/// `realloc` of the process-wide heap's small blocks (a `String` growing, shrinking, moving
+/// between slabs of other sizes) keeps their content, whichever way it goes.
+#[test]
+fn small_blocks_of_the_global_heap_reallocate_keeping_their_content() {
+    use std::alloc::{alloc, dealloc, realloc, Layout};
+    let mut sizes =
+        [1usize, 7, 16, 17, 24, 40, 64, 65, 100, 128, 200, 500, 1000, 1500, 3000, 100, 8, 1].iter().cycle();
+    for round in 0..200u32 {
+        let mut layout = Layout::from_size_align(*sizes.next().unwrap(), 8).unwrap();
+        // SAFETY: non-zero size; reallocated and released below with the current layout.
+        let mut p = unsafe { alloc(layout) };
+        assert!(!p.is_null());
+        // SAFETY: `p` has `layout.size()` bytes nobody else uses.
+        unsafe { p.write_bytes(round as u8, layout.size()) };
+        for _ in 0..6 {
+            let new_size = *sizes.next().unwrap();
+            // SAFETY: `p` is live with `layout`; the new size is non-zero.
+            let q = unsafe { realloc(p, layout, new_size) };
+            assert!(!q.is_null() && q as usize % 8 == 0);
+            let keep = layout.size().min(new_size);
+            // SAFETY: `q` has `new_size` bytes, the first `keep` kept from `p`.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(q, new_size) };
+            assert!(bytes[..keep].iter().all(|&b| b == round as u8), "content kept by realloc");
+            bytes.fill(round as u8);
+            (p, layout) = (q, Layout::from_size_align(new_size, 8).unwrap());
+        }
+        // SAFETY: live with `layout`, released once.
+        unsafe { dealloc(p, layout) };
+    }
+    assert!(DefaultManager::global().check().unwrap().is_sound());
+}
+
 /// A raw block that `realloc` moves stays a block with a header (small `MemoryBlock`s are slots
 /// of spans, which `dealloc` could not find from a pointer alone).
 #[test]

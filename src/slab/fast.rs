@@ -141,14 +141,13 @@ pub(crate) fn alloc(len: usize) -> Option<NonNull<u8>> {
     mine()?.alloc_ready(class_of(len as u64))
 }
 
-/// Frees `p` if it is a block of a slab of the process-wide heap that the calling thread owns
-/// and the release needs nothing but the push; `false` (nothing done) otherwise.
+/// The slab of the process-wide heap that `p` lies in, if any.
 #[inline(always)]
-pub(crate) fn free(p: *mut u8) -> bool {
+fn slab_of(p: *const u8) -> Option<&'static super::Slab> {
     let len = LEN.load(Ordering::Acquire);
     let off = (p as usize).wrapping_sub(BASE.load(Ordering::Relaxed));
     if off >= len {
-        return false; // not ours, or the heap is not published yet (`len` 0)
+        return None; // not ours, or the heap is not published yet (`len` 0)
     }
     let raw = Raw {
         heads: HEADS.load(Ordering::Relaxed),
@@ -157,7 +156,21 @@ pub(crate) fn free(p: *mut u8) -> bool {
     };
     // SAFETY: published (`len` read acquire after the rest was stored) from the process-wide
     // heap's table, which lives for ever.
-    let Some(s) = (unsafe { raw.slab_at(off) }) else { return false };
+    unsafe { raw.slab_at(off) }
+}
+
+/// The bytes usable at `p` if it is a block of a slab of the process-wide heap (its slab's
+/// block size), for a `realloc` that may stay where it is.
+#[inline(always)]
+pub(crate) fn usable(p: *const u8) -> Option<usize> {
+    slab_of(p).map(|s| s.size())
+}
+
+/// Frees `p` if it is a block of a slab of the process-wide heap that the calling thread owns
+/// and the release needs nothing but the push; `false` (nothing done) otherwise.
+#[inline(always)]
+pub(crate) fn free(p: *mut u8) -> bool {
+    let Some(s) = slab_of(p) else { return false };
     match mine() {
         Some(l) if s.owner.load(Ordering::Relaxed) == l as *const Local as usize => {
             l.free_quiet(s, p as usize)
