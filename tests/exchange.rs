@@ -114,6 +114,19 @@ fn serves_another() -> Result<(), Failed> {
     ensure(s.cached_blocks >= 64, format!("{} blocks on the exchange", s.cached_blocks))?;
     ensure(s.live_blocks == live, format!("{} live blocks", s.live_blocks))?;
     ensure(m.check()?.is_sound(), "a store with blocks on the exchange is sound")?;
+    // The tool's view: the giver's blocks are parked, and owned by no process.
+    let snap = mmheap::inspect::Snapshot::take(&path)?;
+    let (blocks, err) = snap.blocks(|_| {});
+    ensure(err.is_none(), format!("{err:?}"))?;
+    // (What the giver's own cache kept went back to the heap when its thread exited: free.)
+    let released_blocks = blocks.iter().filter(|b| released.contains(&(b.offset + HEADER_SIZE)));
+    let on_exchange: Vec<_> =
+        released_blocks.filter(|b| b.state != mmheap::inspect::BlockState::Free).collect();
+    ensure(on_exchange.len() >= 64, format!("{} released blocks are not free", on_exchange.len()))?;
+    for b in on_exchange {
+        let parked = b.state == mmheap::inspect::BlockState::Parked && b.owner.is_none();
+        ensure(parked, format!("a block on the exchange is dumped as {:?}, owner {:?}", b.state, b.owner))?;
+    }
     let mine: Vec<_> = (0..32).map(|_| m.allocate(LEN)).collect::<Result<_, _>>()?;
     let from_giver = mine.iter().filter(|b| released.contains(&b.offset().get())).count();
     ensure(from_giver == mine.len(), format!("{from_giver} of {} blocks came from the giver", mine.len()))?;
