@@ -96,6 +96,10 @@ pub const EXCHANGE_HOLDER_SHIFT: u64 = 48;
 /// Block on the exchange, payload field: `u64` header offset of the next block down (0 = the
 /// last).
 pub const EXCHANGE_NEXT: u64 = HEADER_SIZE;
+/// Block on the exchange, payload field: `u64` seal, the keyed hash of the block's offset and
+/// size (`exchange::seal`), written by the give: a take and `check` accept only a block whose
+/// seal, tag and reference word agree.
+pub const EXCHANGE_SEAL: u64 = HEADER_SIZE + 8;
 /// Owner field of the reference word of a block on the exchange: no registry slot + 1.
 pub const EXCHANGE_OWNER: u64 = 0x7ff;
 
@@ -359,6 +363,6 @@ const _: () = {
     assert!(SLOT_MARK < GRANULE && HEADER_SIZE >= SLOT_MARK);
     assert!(SB_EXCHANGE_BYTES + 8 <= SUPERBLOCK_SIZE && SB_RECOVERED_BLOCKS + 8 <= SB_EXCHANGE_BLOCKS);
     assert!(SUPERBLOCK_SIZE <= EXCHANGE_OFFSET && EXCHANGE_OFFSET + EXCHANGE_CLASSES * 8 <= TLSF_OFFSET);
-    assert!(EXCHANGE_OWNER > SLOT_COUNT);
+    assert!(EXCHANGE_OWNER > SLOT_COUNT && EXCHANGE_SEAL + 8 <= MIN_BLOCK);
     assert!(SL_COUNT <= 32);
 };

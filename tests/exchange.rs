@@ -22,6 +22,10 @@ fn main() {
             Trial::test("killed_inside_a_give_or_a_take_leaves_nothing_behind", killed_inside),
             Trial::test("a_process_stopped_holding_a_stack_stops_nobody", stopped_holder),
             Trial::test("a_damaged_exchange_hands_out_nothing_in_use", damaged),
+            Trial::test("damaged_blocks_on_a_stack_are_refused", damaged_blocks),
+            Trial::test("a_stack_word_naming_this_process_by_damage_is_repaired", own_tag),
+            Trial::test("a_dead_holder_beside_a_stopped_one_loses_no_stack", dead_beside_stopped),
+            Trial::test("damaged_totals_make_up_nothing_and_stop_nothing", damaged_totals),
         ]
     });
 }
@@ -31,13 +35,18 @@ const LEN: usize = 200;
 /// Blocks a giver releases: enough for its stack to spill several times.
 const BLOCKS: usize = 300;
 
+/// The block size a child moves: `MMHEAP_LEN`, else [`LEN`].
+fn len() -> usize {
+    env_u64("MMHEAP_LEN", LEN as u64) as usize
+}
+
 fn child(role: &str, store: &Path) -> Res {
     let m = MappedManager::open(store)?;
     match role {
         // Allocates and releases BLOCKS blocks (its cache spills to the exchange), then prints
         // their offsets and "given", and stays until told.
         "giver" => {
-            let blocks: Vec<_> = (0..BLOCKS).map(|_| m.allocate(LEN)).collect::<Result<_, _>>()?;
+            let blocks: Vec<_> = (0..BLOCKS).map(|_| m.allocate(len())).collect::<Result<_, _>>()?;
             let offsets: Vec<u64> = blocks.iter().map(|b| b.offset().get()).collect();
             drop(blocks); // "exchange-giving" pauses in here
             let mut out = std::io::stdout().lock();
@@ -52,13 +61,16 @@ fn child(role: &str, store: &Path) -> Res {
             Ok(())
         }
         // Allocates blocks (its first refill takes from the exchange: "exchange-taking"),
-        // writes them whole, and says "took".
+        // stamps each whole with its own id, and says "took" if no block overlapped another.
         "taker" => {
             let mut kept = Vec::new();
-            for _ in 0..BLOCKS {
-                let mut b = m.allocate(LEN)?;
-                b.as_mut_slice()?.fill(0xAA);
+            for id in 0..BLOCKS as u64 {
+                let mut b = m.allocate(len())?;
+                stamp(&mut b, id, 0)?;
                 kept.push(b);
+            }
+            for (id, b) in kept.iter().enumerate() {
+                verify(b, id as u64, b.len())?;
             }
             println!("took");
             Ok(())
@@ -212,4 +224,142 @@ fn damaged() -> Result<(), Failed> {
     m.recover()?;
     let report = m.check()?;
     ensure(report.is_sound(), format!("after recover: {:?}", report.problems))
+}
+
+/// Runs a taker to its end: it allocates, stamps and verifies [`BLOCKS`] blocks.
+fn take(path: &Path) -> Result<(), Failed> {
+    let mut taker = spawn("taker", path, &[]);
+    let said = lines_of(&mut taker)?.recv_timeout(Duration::from_secs(30))?;
+    ensure(said == "took", format!("taker said {said:?}"))?;
+    wait_ok(taker, "taker")
+}
+
+/// The classes whose stacks hold blocks, with their words, read from the file.
+fn stacks(path: &Path) -> Result<Vec<(u64, u64)>, Failed> {
+    let bytes = std::fs::read(path)?;
+    let word = |c: u64| {
+        let at = (EXCHANGE_OFFSET + 8 * c) as usize;
+        u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+    };
+    Ok((1..EXCHANGE_CLASSES).map(|c| (c, word(c))).filter(|&(_, w)| w != 0).collect())
+}
+
+fn write_u64(path: &Path, at: u64, v: u64) -> Result<(), Failed> {
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    std::os::unix::fs::FileExt::write_all_at(&file, &v.to_le_bytes(), at)?;
+    Ok(())
+}
+
+/// A block on a stack whose header a flipped bit made larger (it would overlap its neighbour),
+/// and a "header" that user bytes make up inside a rooted block, are refused: a taker gets
+/// neither, and the rooted bytes stay.
+fn damaged_blocks() -> Result<(), Failed> {
+    let (_d, path, m) = store()?;
+    give(&path)?;
+    let found = stacks(&path)?;
+    ensure(found.len() == 1, format!("stacks: {found:?}"))?;
+    let top = found[0].1 & ((1 << EXCHANGE_HOLDER_SHIFT) - 1);
+    let tag = u64::from_le_bytes(std::fs::read(&path)?[top as usize..top as usize + 8].try_into()?);
+    write_u64(&path, top + HDR_TAG, tag + 0x40)?;
+    ensure(m.check().map_or(true, |r| !r.is_sound()), "check reports the grown block")?;
+    take(&path)?;
+    // (The heap's tiling is damaged now: the rest goes on in a store of its own.)
+    drop(m);
+    let (_d, path, m) = store()?;
+    // A rooted block whose bytes read as a header on the exchange (tag: used, 256 bytes; word:
+    // the exchange's; no next), which every stack names.
+    let mut kept = m.allocate(4000)?;
+    let bytes = kept.as_mut_slice()?;
+    bytes.fill(0x5A);
+    bytes[64..72].copy_from_slice(&256u64.to_le_bytes());
+    bytes[80..88].copy_from_slice(&(EXCHANGE_OWNER << 52).to_le_bytes());
+    bytes[96..104].copy_from_slice(&0u64.to_le_bytes());
+    let before = bytes.to_vec();
+    m.set_root("kept", &kept)?;
+    let fake = kept.offset().get() + 64;
+    drop(kept);
+    for c in 1..EXCHANGE_CLASSES {
+        write_u64(&path, EXCHANGE_OFFSET + 8 * c, fake)?;
+    }
+    let report = m.check()?;
+    let named = report.problems.iter().filter(|p| p.what.contains("exchange")).count();
+    ensure(named as u64 == EXCHANGE_CLASSES - 1, format!("{named} stacks reported: {:?}", report.problems))?;
+    take(&path)?;
+    let root = m.root("kept")?.ok_or("root gone")?;
+    ensure(root.as_slice() == &before[..], "the rooted block was handed out")?;
+    drop(root);
+    m.recover()?;
+    let report = m.check()?;
+    ensure(report.is_sound(), format!("after recover: {:?}", report.problems))
+}
+
+/// A stack word that names this process as its holder while no thread of it holds one (a
+/// flipped bit, or a process that had its registry slot) is reported, and recovery takes the
+/// stack over and frees its blocks.
+fn own_tag() -> Result<(), Failed> {
+    let (_d, path, m) = store()?;
+    let live = m.stats()?.live_blocks;
+    give(&path)?;
+    let (c, w) = stacks(&path)?[0];
+    // The store's creator has registry slot 0: tag 1.
+    write_u64(&path, EXCHANGE_OFFSET + 8 * c, w | 1 << EXCHANGE_HOLDER_SHIFT)?;
+    let report = m.check()?;
+    ensure(
+        report.problems.iter().any(|p| p.what.contains("held by no process")),
+        format!("problems: {:?}", report.problems),
+    )?;
+    m.recover()?;
+    m.trim()?;
+    settled(&m, live, "recovered")
+}
+
+/// A process stopped holding one stack while another dies holding another: recovery leaves the
+/// first as it is, and the second keeps every block that was on it but those the dead process
+/// had taken (they go with its other blocks), so later refills find them.
+fn dead_beside_stopped() -> Result<(), Failed> {
+    let (_d, path, m) = store()?;
+    let live = m.stats()?.live_blocks;
+    let released = give(&path)?;
+    let stopped = paused("giver", &path, "exchange-giving", &[("MMHEAP_LEN", "1000".into())])?;
+    kill(paused("taker", &path, "exchange-taking", &[])?)?;
+    let m2 = m.clone();
+    returns("a recovery beside a held stack", Duration::from_secs(60), move || m2.recover())??;
+    ensure(m.check()?.is_sound(), "sound beside the stopped holder")?;
+    let mine: Vec<_> = (0..16).map(|_| m.allocate(LEN)).collect::<Result<_, _>>()?;
+    let from_stack = mine.iter().filter(|b| released.contains(&b.offset().get())).count();
+    ensure(
+        from_stack == mine.len(),
+        format!("{from_stack} of {} came from the dead holder's stack", mine.len()),
+    )?;
+    drop(mine);
+    kill(stopped)?;
+    m.recover()?;
+    m.trim()?;
+    settled(&m, live, "after the stopped holder died")
+}
+
+/// The superblock's totals of the exchange are a report: damaged, they make `stats` count no
+/// more cached blocks than the heap has, and a take that finds them too small leaves them at
+/// zero, not wrapped to a total that would refuse every later give.
+fn damaged_totals() -> Result<(), Failed> {
+    let (_d, path, m) = store()?;
+    give(&path)?;
+    write_u64(&path, SB_EXCHANGE_BLOCKS, u64::MAX)?;
+    write_u64(&path, SB_EXCHANGE_BYTES, 0)?;
+    let s = m.stats()?;
+    ensure(s.cached_blocks < BLOCKS as u64, format!("{} cached blocks", s.cached_blocks))?;
+    ensure(s.cached_bytes <= s.heap_bytes, format!("{} cached bytes", s.cached_bytes))?;
+    let taken: Vec<_> = (0..32).map(|_| m.allocate(LEN)).collect::<Result<_, _>>()?;
+    drop(taken);
+    let bytes = |path: &Path| -> Result<u64, Failed> {
+        let b = std::fs::read(path)?;
+        Ok(u64::from_le_bytes(b[SB_EXCHANGE_BYTES as usize..][..8].try_into()?))
+    };
+    ensure(bytes(&path)? == 0, format!("bytes on the exchange after the take: {}", bytes(&path)?))?;
+    // Enough releases for this thread's stack to spill: the exchange takes them.
+    let more: Vec<_> = (0..BLOCKS).map(|_| m.allocate(LEN)).collect::<Result<_, _>>()?;
+    drop(more);
+    ensure(bytes(&path)? > 0, "a give after the damage")?;
+    m.recover()?;
+    ensure(m.check()?.is_sound(), "sound")
 }

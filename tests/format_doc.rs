@@ -48,6 +48,7 @@ fn format_doc_matches_constants() {
         EXCHANGE_CLASSES,
         EXCHANGE_HOLDER_SHIFT,
         EXCHANGE_NEXT,
+        EXCHANGE_SEAL,
         EXCHANGE_OWNER,
         FORMAT_VERSION,
         OLDEST_VERSION,

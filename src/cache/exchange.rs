@@ -31,7 +31,7 @@
 //!   its own is freed with the rest of the dead process's parked blocks.
 
 use super::{bound, Parked};
-use crate::core::header::rc;
+use crate::core::header::{check_word, rc};
 use crate::core::span::is_slot;
 use crate::error::{Error, Result};
 use crate::format::*;
@@ -59,7 +59,7 @@ static HELD: AtomicUsize = AtomicUsize::new(0);
 static FOUND_HELD: AtomicUsize = AtomicUsize::new(0);
 
 fn word(heap: &Heap, c: usize) -> Result<&AtomicU64> {
-    heap.region.u64_at(EXCHANGE_OFFSET + 8 * c as u64)
+    heap.region.u64_at(w_at(c))
 }
 
 fn holder(w: u64) -> u32 {
@@ -131,10 +131,14 @@ fn serves(c: usize, size: u64) -> bool {
     size >= bound(c) && size < bound(c + 1).max(bound(c) + MIN_BLOCK)
 }
 
-fn add_totals(heap: &Heap, blocks: u64, bytes: u64) {
-    if let (Ok(n), Ok(b)) = (heap.region.u64_at(SB_EXCHANGE_BLOCKS), heap.region.u64_at(SB_EXCHANGE_BYTES)) {
-        n.fetch_add(blocks, Ordering::Relaxed);
-        b.fetch_add(bytes, Ordering::Relaxed);
+/// Adds `blocks` and `bytes` (negative: taken away, never below zero: the words are the
+/// store's, and a damaged one must not turn a take into a huge total) to the totals.
+fn add_totals(heap: &Heap, blocks: i64, bytes: i64) {
+    for (at, delta) in [(SB_EXCHANGE_BLOCKS, blocks), (SB_EXCHANGE_BYTES, bytes)] {
+        if let Ok(w) = heap.region.u64_at(at) {
+            let _ = w
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_add_signed(delta)));
+        }
     }
 }
 
@@ -161,15 +165,22 @@ pub(super) fn give(heap: &Heap, c: usize, blocks: &[Parked]) -> usize {
             return 0;
         }
     };
+    let mine = u64::from(heap.tag() as u16) << EXCHANGE_HOLDER_SHIFT;
     let (mut top, mut n, mut given) = (held.top & HEAD_MASK, 0, 0);
     for p in blocks {
         // Our own parked blocks: in range unless the store is damaged.
-        let (Ok(rc_word), Ok(next)) =
-            (heap.region.u64_at(p.off() + HDR_RC), heap.region.u64_at(p.off() + EXCHANGE_NEXT))
-        else {
+        let (Ok(rc_word), Ok(next), Ok(sealed)) = (
+            heap.region.u64_at(p.off() + HDR_RC),
+            heap.region.u64_at(p.off() + EXCHANGE_NEXT),
+            heap.region.u64_at(p.off() + EXCHANGE_SEAL),
+        ) else {
             break;
         };
+        // Linked and sealed, then on top (still ours: if we die here, recovery frees it with
+        // our parked blocks and steps over it, `repaired_top`), then tagged for the exchange.
         next.store(top, Ordering::Relaxed);
+        sealed.store(seal(heap.key(), p.off(), p.size()), Ordering::Relaxed);
+        held.word.store(p.off() | mine, Ordering::Relaxed);
         rc_word.store(rc::parked(EXCHANGE_OWNER), Ordering::Relaxed);
         top = p.off();
         (n, given) = (n + 1, given + p.size());
@@ -177,7 +188,7 @@ pub(super) fn give(heap: &Heap, c: usize, blocks: &[Parked]) -> usize {
             pause("exchange-giving");
         }
     }
-    add_totals(heap, n as u64, given);
+    add_totals(heap, n as i64, given as i64);
     held.give_back(top);
     n
 }
@@ -217,7 +228,7 @@ pub(super) fn take(heap: &Heap, c: usize, out: &mut [(u64, u64)], notice: bool) 
             pause("exchange-taking");
         }
     }
-    add_totals(heap, (n as u64).wrapping_neg(), taken.wrapping_neg());
+    add_totals(heap, -(n as i64), -(taken as i64));
     held.give_back(top);
     n
 }
@@ -233,8 +244,20 @@ fn claim(heap: &Heap, c: usize, off: u64, me: u64) -> Result<(u64, u64)> {
     }
 }
 
-/// The size of `off` and the block below it, if `off` can be on stack `c` (read only).
+/// The size of `off` and the block below it, if `off` is on stack `c`: tagged for the exchange
+/// (read only).
 fn on_stack(heap: &Heap, c: usize, off: u64) -> Result<(u64, u64)> {
+    let (size, next, word) = linked(heap, c, off)?;
+    if word != rc::parked(EXCHANGE_OWNER) {
+        return Err(Error::corrupt("the exchange names a block that is not on it", off));
+    }
+    Ok((size, next))
+}
+
+/// The size of `off`, the block below it and its reference word, if `off` was linked into
+/// stack `c` by a give: a used block of a size the class holds, sealed for its offset and size
+/// (`seal`: a header that user bytes or a flipped bit made up does not pass).
+fn linked(heap: &Heap, c: usize, off: u64) -> Result<(u64, u64, u64)> {
     if is_slot(off) {
         return Err(Error::corrupt("the exchange names a slot", off));
     }
@@ -242,11 +265,43 @@ fn on_stack(heap: &Heap, c: usize, off: u64) -> Result<(u64, u64)> {
     if !tag.is_plain_used() || !serves(c, tag.size()) {
         return Err(Error::corrupt("the exchange names a block of another size", off));
     }
-    if heap.region.load(off + HDR_RC)? != rc::parked(EXCHANGE_OWNER) {
-        return Err(Error::corrupt("the exchange names a block that is not on it", off));
+    if heap.region.load(off + EXCHANGE_SEAL)? != seal(heap.key(), off, tag.size()) {
+        return Err(Error::corrupt("the exchange names a block it did not seal", off));
     }
-    Ok((tag.size(), heap.region.load(off + EXCHANGE_NEXT)?))
+    Ok((tag.size(), heap.region.load(off + EXCHANGE_NEXT)?, heap.region.load(off + HDR_RC)?))
 }
+
+/// The seal of a block at `off` of `size` bytes on the exchange of a store keyed `key`: a
+/// check word (`core/header.rs`) over a value no generation takes (generations are below
+/// 2^56).
+fn seal(key: u64, off: u64, size: u64) -> u64 {
+    check_word(key, off, size | 0xE5C4 << 48)
+}
+
+/// The top a stack that `holder` (a dead process, or damage naming this one) held should have
+/// once recovery has freed that process's parked blocks: a give puts each block on top before
+/// it tags it for the exchange, and a take tags the blocks it pops as its own from the top
+/// down, so the blocks above the first one tagged for the exchange are the holder's, and go
+/// with it. 0 when the stack does not read as one (damage: its blocks wait for a recovery
+/// that holds every stack, which frees them all).
+fn repaired_top(heap: &Heap, c: usize, found: u64, holder: u32) -> u64 {
+    let theirs = rc::parked(u64::from(holder));
+    let mut at = found & HEAD_MASK;
+    for _ in 0..=STEP_MAX {
+        if at == 0 {
+            return 0;
+        }
+        match linked(heap, c, at) {
+            Ok((_, _, word)) if word == rc::parked(EXCHANGE_OWNER) => return at,
+            Ok((_, next, word)) if word == theirs => at = next,
+            _ => return 0,
+        }
+    }
+    0
+}
+
+/// Most blocks a give or take moves while it holds a stack (half the largest stack).
+const STEP_MAX: usize = 32;
 
 /// Frees every block on the exchange into the core (under the lock): the store is full, the
 /// last process leaves, or a user trims. Stacks held by others stay as they are. Returns
@@ -277,9 +332,10 @@ pub(crate) fn drain(heap: &Heap, g: &Guard<'_>) -> bool {
 /// it for a few microseconds.
 const FREEZE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// The stacks recovery holds ([`freeze`]), with their words as found.
+/// The stacks recovery holds ([`freeze`]): (class, word as found, its top once the dead
+/// holder's blocks are freed).
 pub(crate) struct Frozen {
-    taken: Vec<(usize, u64)>,
+    taken: Vec<(usize, u64, u64)>,
     /// Whether every stack was taken: a living process kept none past [`FREEZE_PATIENCE`].
     all: bool,
 }
@@ -295,18 +351,24 @@ pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Frozen {
         let since = std::time::Instant::now();
         loop {
             let cur = w.load(Ordering::Acquire);
+            // Our own tag is a living holder's while a thread of ours holds a stack (the
+            // stacks taken here count in `HELD` too); else it is damage.
             let living = match holder(cur) {
                 0 => false,
                 h if !heap.shared() || dead.contains(&(u64::from(h) - 1)) => false,
-                h if h == heap.tag() => HELD.load(Ordering::Acquire) > 0,
-                h => !heap.slot_dead(h - 1),
+                h if h == heap.tag() => HELD.load(Ordering::Acquire) > frozen.taken.len(),
+                h => u64::from(h) <= SLOT_COUNT && !heap.slot_dead(h - 1),
             };
             if !living {
                 if w.compare_exchange(cur, cur & HEAD_MASK | mine, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
                     HELD.fetch_add(1, Ordering::Relaxed);
-                    frozen.taken.push((c, cur));
+                    let repaired = match holder(cur) {
+                        0 => cur,
+                        h => repaired_top(heap, c, cur, h),
+                    };
+                    frozen.taken.push((c, cur, repaired));
                     break;
                 }
                 continue;
@@ -330,15 +392,16 @@ impl Frozen {
     }
 
     /// Gives the stacks back: empty if recovery completed and freed their blocks (`done` and
-    /// [`Frozen::all`]); else a stack a dead process held empty (what it was moving waits for a
-    /// later recovery) and the others as found, holder cleared; or, if recovery refused,
-    /// exactly as found.
+    /// [`Frozen::all`]); else each with its top as found, but for a stack a dead process held,
+    /// whose top steps over the blocks recovery freed with that process (`repaired_top`),
+    /// holders cleared; or, if recovery refused, exactly as found.
     pub(crate) fn thaw(self, heap: &Heap, done: bool) {
         let emptied = done && self.all;
-        for &(c, found) in &self.taken {
-            let back = match done && (emptied || holder(found) != 0) {
-                true => 0,
-                false => found,
+        for &(c, found, repaired) in &self.taken {
+            let back = match (done, emptied) {
+                (false, _) => found,
+                (true, true) => 0,
+                (true, false) => repaired,
             };
             if let Ok(w) = word(heap, c) {
                 w.store(back, Ordering::Release);
@@ -360,7 +423,16 @@ pub(crate) fn check(heap: &Heap) -> Vec<crate::Problem> {
     for c in 1..EXCHANGE_CLASSES as usize {
         let Ok(w) = word(heap, c) else { continue };
         let before = w.load(Ordering::Acquire);
-        if before == 0 || holder(before) != 0 {
+        if holder(before) != 0 {
+            if !could_hold(heap, holder(before)) {
+                out.push(crate::Problem {
+                    what: "a stack of the exchange is held by no process",
+                    offset: w_at(c),
+                });
+            }
+            continue; // being changed, or left by a dead process for recovery
+        }
+        if before == 0 {
             continue;
         }
         let first = walk(heap, c, before);
@@ -369,6 +441,22 @@ pub(crate) fn check(heap: &Heap) -> Vec<crate::Problem> {
         }
     }
     out
+}
+
+/// Whether a process tagged `tag` may hold a stack now: a registry slot that is taken, and
+/// for this process's own tag, a thread of ours holding one.
+fn could_hold(heap: &Heap, tag: u32) -> bool {
+    let taken = |slot: u64| heap.region.load32(slot_offset(slot) + SLOT_STATE).is_ok_and(|s| s != SLOT_FREE);
+    match u64::from(tag) {
+        t if t > SLOT_COUNT => false,
+        _ if tag == heap.tag() && heap.slot().is_some() => HELD.load(Ordering::Acquire) > 0,
+        t => taken(t - 1),
+    }
+}
+
+/// The store offset of stack `c`'s word.
+fn w_at(c: usize) -> u64 {
+    EXCHANGE_OFFSET + 8 * c as u64
 }
 
 /// The first problem of stack `c` from `top` down, if any.

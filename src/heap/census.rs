@@ -228,11 +228,14 @@ impl Heap {
         let spans = Amount { blocks: r.load(SB_SPAN_BLOCKS)?, bytes: r.load(SB_SPAN_BYTES)? };
         let quarantined =
             Amount { blocks: r.load(SB_QUARANTINE_BLOCKS)?, bytes: r.load(SB_QUARANTINE_BYTES)? };
-        let (tables, cached) = (own.tables(), own.parked_total());
+        let tables = own.tables();
         // Spans and pages are bookkeeping but for their slots in use (`Amount::minus` keeps
         // the spans' count: slots are not taken from it).
         let span_room = Amount { blocks: spans.blocks, bytes: spans.bytes.saturating_sub(slots.bytes) };
         let users = core_used.plus(slots).minus(tables).minus(spans).minus(quarantined);
+        // What the cells and the exchange's totals say, within what users have (the counts
+        // are the store's: damaged ones must not make up blocks).
+        let cached = own.parked_total().min(users);
         let heap = self.core().capacity()?.saturating_sub(HEAP_START + SENTINEL_SIZE);
         let mut f = Figures {
             live: users.minus(cached),
