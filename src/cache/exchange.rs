@@ -115,9 +115,10 @@ fn found_held(heap: &Heap, tag: u32) {
     if tag == 0 || FOUND_HELD.fetch_add(1, Ordering::Relaxed) % 256 != 255 {
         return;
     }
-    let dead = match tag == heap.tag() {
-        true => HELD.load(Ordering::Acquire) == 0,
-        false => heap.slot_dead(tag - 1),
+    let dead = match u64::from(tag) {
+        _ if tag == heap.tag() => HELD.load(Ordering::Acquire) == 0,
+        t if t > SLOT_COUNT => true, // no process's tag: damage
+        _ => heap.slot_dead(tag - 1),
     };
     if dead {
         let _ = heap.recover_now();
