@@ -51,10 +51,6 @@ pub(super) fn covers(heap: &Heap, c: usize) -> bool {
     (1..EXCHANGE_CLASSES as usize).contains(&c) && heap.slot().is_some()
 }
 
-/// Stacks of the exchange that threads of this process hold now (of any store): a stack word
-/// naming this process while none does was left by damage.
-static HELD: AtomicUsize = AtomicUsize::new(0);
-
 /// Held stacks that were found held (a hint for when to look for a dead holder).
 static FOUND_HELD: AtomicUsize = AtomicUsize::new(0);
 
@@ -71,13 +67,15 @@ fn holder(w: u64) -> u32 {
 struct Held<'a> {
     word: &'a AtomicU64,
     top: u64,
+    /// The heap's count of stacks held (`Heap::exchange_held`).
+    count: &'a AtomicUsize,
 }
 
 impl Held<'_> {
     fn give_back(self, top: u64) {
         // Release: whoever takes the stack next sees the links and tags written under it.
         self.word.store(top & HEAD_MASK, Ordering::Release);
-        HELD.fetch_sub(1, Ordering::Relaxed);
+        self.count.fetch_sub(1, Ordering::Relaxed);
         std::mem::forget(self);
     }
 }
@@ -85,24 +83,25 @@ impl Held<'_> {
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.word.store(self.top, Ordering::Release);
-        HELD.fetch_sub(1, Ordering::Relaxed);
+        self.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// Takes stack `c` if nobody holds it; `Err(holder)` otherwise. [`HELD`] counts it before the
-/// compare-and-swap, so a thread that sees the stack name this process sees it counted.
+/// Takes stack `c` if nobody holds it; `Err(holder)` otherwise. `Heap::exchange_held` counts
+/// it before the compare-and-swap, so a thread that sees the stack name this process sees it
+/// counted.
 fn try_hold(heap: &Heap, c: usize) -> std::result::Result<Held<'_>, u32> {
     let w = word(heap, c).map_err(|_| 0u32)?;
     let cur = w.load(Ordering::Relaxed);
     if holder(cur) != 0 {
         return Err(holder(cur));
     }
-    HELD.fetch_add(1, Ordering::Relaxed);
+    heap.exchange_held.fetch_add(1, Ordering::Relaxed);
     let mine = cur | u64::from(heap.tag() as u16) << EXCHANGE_HOLDER_SHIFT;
     match w.compare_exchange(cur, mine, Ordering::AcqRel, Ordering::Relaxed) {
-        Ok(_) => Ok(Held { word: w, top: cur }),
+        Ok(_) => Ok(Held { word: w, top: cur, count: &heap.exchange_held }),
         Err(now) => {
-            HELD.fetch_sub(1, Ordering::Relaxed);
+            heap.exchange_held.fetch_sub(1, Ordering::Relaxed);
             Err(holder(now))
         }
     }
@@ -116,7 +115,7 @@ fn found_held(heap: &Heap, tag: u32) {
         return;
     }
     let dead = match u64::from(tag) {
-        _ if tag == heap.tag() => HELD.load(Ordering::Acquire) == 0,
+        _ if tag == heap.tag() => heap.exchange_held.load(Ordering::Acquire) == 0,
         t if t > SLOT_COUNT => true, // no process's tag: damage
         _ => heap.slot_dead(tag - 1),
     };
@@ -353,18 +352,18 @@ pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Frozen {
         loop {
             let cur = w.load(Ordering::Acquire);
             // Our own tag is a living holder's while a thread of ours holds a stack (the
-            // stacks taken here count in `HELD` too); else it is damage.
+            // stacks taken here count in `Heap::exchange_held` too); else it is damage.
             let living = match holder(cur) {
                 0 => false,
                 h if !heap.shared() || dead.contains(&(u64::from(h) - 1)) => false,
-                h if h == heap.tag() => HELD.load(Ordering::Acquire) > frozen.taken.len(),
+                h if h == heap.tag() => heap.exchange_held.load(Ordering::Acquire) > frozen.taken.len(),
                 h => u64::from(h) <= SLOT_COUNT && !heap.slot_dead(h - 1),
             };
             if !living {
                 if w.compare_exchange(cur, cur & HEAD_MASK | mine, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    HELD.fetch_add(1, Ordering::Relaxed);
+                    heap.exchange_held.fetch_add(1, Ordering::Relaxed);
                     let repaired = match holder(cur) {
                         0 => cur,
                         h => repaired_top(heap, c, cur, h),
@@ -407,7 +406,7 @@ impl Frozen {
             if let Ok(w) = word(heap, c) {
                 w.store(back, Ordering::Release);
             }
-            HELD.fetch_sub(1, Ordering::Relaxed);
+            heap.exchange_held.fetch_sub(1, Ordering::Relaxed);
         }
         if emptied {
             let _ = heap.region.store(SB_EXCHANGE_BLOCKS, 0);
@@ -450,7 +449,7 @@ fn could_hold(heap: &Heap, tag: u32) -> bool {
     let taken = |slot: u64| heap.region.load32(slot_offset(slot) + SLOT_STATE).is_ok_and(|s| s != SLOT_FREE);
     match u64::from(tag) {
         t if t > SLOT_COUNT => false,
-        _ if tag == heap.tag() && heap.slot().is_some() => HELD.load(Ordering::Acquire) > 0,
+        _ if tag == heap.tag() && heap.slot().is_some() => heap.exchange_held.load(Ordering::Acquire) > 0,
         t => taken(t - 1),
     }
 }

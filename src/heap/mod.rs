@@ -111,6 +111,10 @@ pub(crate) struct Heap {
     pub(crate) slabs: Option<crate::slab::Slabs>,
     /// Free space waiting to go back to the system (in-process heaps only: `purge.rs`).
     purges: Option<purge::Purges>,
+    /// Stacks of this store's exchange that threads of this process hold now
+    /// (`cache/exchange.rs`): a stack word naming this process while none does was left by
+    /// damage.
+    pub(crate) exchange_held: crate::sync::AtomicUsize,
 }
 
 /// How a heap may touch its memory.
@@ -204,6 +208,7 @@ impl Heap {
             access: Access::Normal,
             slabs: None,
             purges: None,
+            exchange_held: Default::default(),
         })
     }
 
