@@ -12,6 +12,7 @@ pub(crate) fn pause(point: &str) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "paused {point}");
         let _ = out.flush();
+        drop(out); // the process's other threads may still print
         std::thread::sleep(std::time::Duration::from_secs(600));
     }
 }

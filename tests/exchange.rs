@@ -26,6 +26,7 @@ fn main() {
             Trial::test("a_stack_word_naming_this_process_by_damage_is_repaired", own_tag),
             Trial::test("a_dead_holder_beside_a_stopped_one_loses_no_stack", dead_beside_stopped),
             Trial::test("damaged_totals_make_up_nothing_and_stop_nothing", damaged_totals),
+            Trial::test("a_stack_held_in_one_store_hides_no_damage_in_another", two_stores),
         ]
     });
 }
@@ -73,6 +74,23 @@ fn child(role: &str, store: &Path) -> Res {
                 verify(b, id as u64, b.len())?;
             }
             println!("took");
+            Ok(())
+        }
+        // With `store` and a second store (`MMHEAP_OTHER`) open: a thread gives to the other
+        // store's exchange and pauses there, holding a stack ("exchange-giving"); once told,
+        // recovers `store` and prints how many blocks it keeps cached after a trim.
+        "two-stores" => {
+            let other = MappedManager::open(std::env::var("MMHEAP_OTHER")?)?;
+            let other2 = other.clone();
+            std::thread::spawn(move || {
+                let blocks: Vec<_> = (0..BLOCKS).filter_map(|_| other2.allocate(LEN).ok()).collect();
+                drop(blocks); // pauses in here, holding a stack of `other`
+            });
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            m.recover()?;
+            m.trim()?;
+            println!("cached {}", m.stats()?.cached_blocks);
             Ok(())
         }
         _ => Err(format!("unknown role {role}").into()),
@@ -362,4 +380,34 @@ fn damaged_totals() -> Result<(), Failed> {
     ensure(bytes(&path)? > 0, "a give after the damage")?;
     m.recover()?;
     ensure(m.check()?.is_sound(), "sound")
+}
+
+/// A process that holds a stack of one store's exchange (a thread of it stopped in a give)
+/// takes a stack word of another store that names it, by damage, for what it is: recovery
+/// there takes the stack over and frees its blocks.
+fn two_stores() -> Result<(), Failed> {
+    let (_d, path, _m) = store()?;
+    let (_d2, other, _m2) = store()?;
+    give(&path)?;
+    let env =
+        [("MMHEAP_TEST_PAUSE", "exchange-giving".to_string()), ("MMHEAP_OTHER", other.display().to_string())];
+    let mut kid = spawn("two-stores", &path, &env);
+    let lines = lines_of(&mut kid)?;
+    let paused = lines.recv_timeout(Duration::from_secs(30))?;
+    ensure(paused == "paused exchange-giving", format!("the child said {paused:?}"))?;
+    // The child's tag in `path`'s store: its registry slot + 1, found by its pid.
+    let pid = kid.get().id();
+    let bytes = std::fs::read(&path)?;
+    let slot = (0..SLOT_COUNT)
+        .find(|&i| {
+            let at = (slot_offset(i) + SLOT_PID) as usize;
+            u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) == pid
+        })
+        .ok_or("the child's registry slot")?;
+    let (c, w) = stacks(&path)?[0];
+    write_u64(&path, EXCHANGE_OFFSET + 8 * c, w | (slot + 1) << EXCHANGE_HOLDER_SHIFT)?;
+    writeln!(kid.get().stdin.as_mut().ok_or("stdin")?)?;
+    let said = lines.recv_timeout(Duration::from_secs(30))?;
+    kill(kid)?;
+    ensure(said.trim() == "cached 0", format!("the child said {said:?}"))
 }
