@@ -35,7 +35,7 @@ use crate::core::header::{check_word, rc};
 use crate::core::span::is_slot;
 use crate::error::{Error, Result};
 use crate::format::*;
-use crate::heap::{Guard, Heap};
+use crate::heap::{Guard, Heap, HOLDER_PATIENCE};
 use crate::hooks::pause;
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
@@ -114,12 +114,7 @@ fn found_held(heap: &Heap, tag: u32) {
     if tag == 0 || FOUND_HELD.fetch_add(1, Ordering::Relaxed) % 256 != 255 {
         return;
     }
-    let dead = match u64::from(tag) {
-        _ if tag == heap.tag() => heap.exchange_held.load(Ordering::Acquire) == 0,
-        t if t > SLOT_COUNT => true, // no process's tag: damage
-        _ => heap.slot_dead(tag - 1),
-    };
-    if dead {
+    if !heap.holder_lives(tag, &[], || heap.exchange_held.load(Ordering::Acquire) > 0) {
         let _ = heap.recover_now();
     }
 }
@@ -328,15 +323,11 @@ pub(crate) fn drain(heap: &Heap, g: &Guard<'_>) -> bool {
     any
 }
 
-/// How long recovery waits for a living process to give a stack back: a give or take holds
-/// it for a few microseconds.
-const FREEZE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
-
 /// The stacks recovery holds ([`freeze`]): (class, word as found, its top once the dead
 /// holder's blocks are freed).
 pub(crate) struct Frozen {
     taken: Vec<(usize, u64, u64)>,
-    /// Whether every stack was taken: a living process kept none past [`FREEZE_PATIENCE`].
+    /// Whether every stack was taken: a living process kept none past [`HOLDER_PATIENCE`].
     all: bool,
 }
 
@@ -353,12 +344,9 @@ pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Frozen {
             let cur = w.load(Ordering::Acquire);
             // Our own tag is a living holder's while a thread of ours holds a stack (the
             // stacks taken here count in `Heap::exchange_held` too); else it is damage.
-            let living = match holder(cur) {
-                0 => false,
-                h if !heap.shared() || dead.contains(&(u64::from(h) - 1)) => false,
-                h if h == heap.tag() => heap.exchange_held.load(Ordering::Acquire) > frozen.taken.len(),
-                h => u64::from(h) <= SLOT_COUNT && !heap.slot_dead(h - 1),
-            };
+            let taken = frozen.taken.len();
+            let ours = || heap.exchange_held.load(Ordering::Acquire) > taken;
+            let living = heap.holder_lives(holder(cur), dead, ours);
             if !living {
                 if w.compare_exchange(cur, cur & HEAD_MASK | mine, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
@@ -373,7 +361,7 @@ pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Frozen {
                 }
                 continue;
             }
-            if since.elapsed() > FREEZE_PATIENCE {
+            if since.elapsed() > HOLDER_PATIENCE {
                 frozen.all = false;
                 break;
             }

@@ -15,7 +15,7 @@ use crate::core::header::rc;
 use crate::directory::CHANNELS;
 use crate::error::{Error, Result};
 use crate::format::*;
-use crate::heap::Heap;
+use crate::heap::{Heap, HOLDER_PATIENCE};
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
 
 /// A slot word with this bit names a block queued unpublished, its length in bits 48..63
@@ -118,12 +118,6 @@ pub(crate) fn flags_word(heap: &Heap, ring: u64) -> Result<&AtomicU64> {
     heap.region.u64_at(ring + HEADER_SIZE + RING_FLAGS)
 }
 
-/// How long recovery waits for a living process to give a ring lock back before it counts the
-/// ring as busy (`Plan::busy`: left as it is): a send or receive holds it for a few hundred
-/// nanoseconds, so only a stopped or descheduled process (or a damaged word naming a living
-/// one) keeps it this long.
-const FREEZE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
-
 /// The ring locks recovery took ([`freeze`]), with what their fields held before, and the
 /// rings it could not take.
 pub(crate) struct Frozen {
@@ -137,7 +131,7 @@ const LOCK_FIELDS: u64 = 0xffff << 16 | 0xffff << 32;
 /// Takes both locks of every ring whose shape is sound, for recovery, under the store lock:
 /// waits for a living holder to give a lock back, takes over one whose holder is in `dead`
 /// (registry slots) or has died since. A ring whose lock a living process keeps past
-/// [`FREEZE_PATIENCE`] is *busy*: recovery reads and writes nothing of it and leaves alone
+/// [`HOLDER_PATIENCE`] is *busy*: recovery reads and writes nothing of it and leaves alone
 /// every block it may be moving (`Plan::busy`), so a process stopped in a send stops no
 /// recovery (and so no user of the store). A heap over a copy of a store (a dry run) takes
 /// them all as they are: nobody finishes a send in a copy.
@@ -151,12 +145,7 @@ pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Result<Frozen> {
         let since = std::time::Instant::now();
         loop {
             let cur = flags.load(Ordering::Acquire);
-            let busy = |side: Side| match side.holder(cur) {
-                0 => false,
-                h if !heap.shared() || dead.contains(&(u64::from(h) - 1)) => false,
-                h if h == heap.tag() => held_here(),
-                h => !heap.slot_dead(h - 1),
-            };
+            let busy = |side: Side| heap.holder_lives(side.holder(cur), dead, held_here);
             if !busy(Side::Send) && !busy(Side::Recv) {
                 let mine = u64::from(heap.tag() as u16);
                 let new = cur & !LOCK_FIELDS | mine << Side::Send.shift() | mine << Side::Recv.shift();
@@ -167,7 +156,7 @@ pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Result<Frozen> {
                 }
                 continue;
             }
-            if since.elapsed() > FREEZE_PATIENCE {
+            if since.elapsed() > HOLDER_PATIENCE {
                 frozen.busy.push(ring);
                 break;
             }

@@ -27,6 +27,12 @@ mod recovering;
 mod refs;
 pub(crate) mod table;
 
+/// How long recovery waits for a living process to give back a lock kept in a store word (a
+/// ring's send or receive lock, a stack of the exchange) before it leaves what the lock guards
+/// as it is: such a lock is held for a microsecond or less, so only a stopped or descheduled
+/// process (or a damaged word naming a living one) keeps it this long.
+pub(crate) const HOLDER_PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// What a manager's memory comes from.
 pub(crate) trait Backing: Send + Sync {
     /// Makes the first `new_cap` bytes of the region backed (called under the lock), then
@@ -279,9 +285,23 @@ impl Heap {
         self.backing.slot()
     }
 
-    /// Whether the process attached to `slot` is gone.
+    /// Whether the process attached to `slot` is gone (a slot that does not exist: yes).
     pub(crate) fn slot_dead(&self, slot: u32) -> bool {
         self.backing.owner_dead(slot + 1)
+    }
+
+    /// Whether the process tagged `holder` (0: nobody) holds a lock kept in a store word (a
+    /// ring's send or receive lock, a stack of the exchange) that recovery must wait for: not
+    /// in a copy (nobody finishes anything there), nor a process in `dead` (registry slots) or
+    /// dead since; for this process's own tag, as `own_holds` says whether a thread of it holds
+    /// one (else the word names us by damage).
+    pub(crate) fn holder_lives(&self, holder: u32, dead: &[u64], own_holds: impl FnOnce() -> bool) -> bool {
+        match holder {
+            0 => false,
+            h if !self.shared() || dead.contains(&(u64::from(h) - 1)) => false,
+            h if h == self.tag => own_holds(),
+            h => !self.slot_dead(h - 1),
+        }
     }
 
     pub(crate) fn core(&self) -> Core<'_> {
