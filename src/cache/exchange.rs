@@ -145,19 +145,19 @@ pub(crate) fn totals(heap: &Heap) -> (u64, u64) {
 }
 
 /// Puts the first blocks of `blocks` (parked by this process: count zero, owner us) on stack
-/// `c`. Returns how many went: none when the stack is held or the exchange is full; fewer
-/// than all only in a damaged store. The caller frees the rest the usual way.
-pub(super) fn give(heap: &Heap, c: usize, blocks: &[Parked]) -> usize {
+/// `c`. Returns how many went, and their bytes: none when the stack is held or the exchange is
+/// full; fewer than all only in a damaged store. The caller frees the rest the usual way.
+pub(super) fn give(heap: &Heap, c: usize, blocks: &[Parked]) -> (usize, u64) {
     let bytes: u64 = blocks.iter().map(|p| p.size()).sum();
     let cap = heap.region.load(SB_CAPACITY).unwrap_or(0) / 16;
     if totals(heap).1.saturating_add(bytes) > MAX_BYTES.min(cap) {
-        return 0;
+        return (0, 0);
     }
     let held = match try_hold(heap, c) {
         Ok(h) => h,
         Err(tag) => {
             found_held(heap, tag);
-            return 0;
+            return (0, 0);
         }
     };
     let mine = u64::from(heap.tag() as u16) << EXCHANGE_HOLDER_SHIFT;
@@ -185,7 +185,7 @@ pub(super) fn give(heap: &Heap, c: usize, blocks: &[Parked]) -> usize {
     }
     add_totals(heap, n as i64, given as i64);
     held.give_back(top);
-    n
+    (n, given)
 }
 
 /// Takes up to `out.len()` blocks off stack `c`, each made this process's parked block, into

@@ -548,12 +548,11 @@ impl ThreadCache {
     /// (under the lock) as far as the exchange takes none.
     fn spill(&self, heap: &Heap, c: usize) -> Result<()> {
         let half = usize::from(self.state().depth[c]) / 2;
-        let given = match exchange::covers(heap, c) {
+        let (given, bytes) = match exchange::covers(heap, c) {
             true => exchange::give(heap, c, &self.state().stack(c)[..half]),
-            false => 0,
+            false => (0, 0),
         };
         if given > 0 {
-            let bytes: u64 = self.state().stack(c)[..given].iter().map(|p| p.size()).sum();
             self.count(heap, bytes.wrapping_neg(), (given as u64).wrapping_neg());
         }
         // The lock is taken before anything is freed: if it fails, only what the exchange
