@@ -308,7 +308,8 @@ unsafe impl GlobalAlloc for DefaultManager {
         // kept if its slab's block size holds the new size without wasting more than half,
         // else moved through the fast paths.
         if self.heap.is_none() && layout.align() <= 16 {
-            if let Some(room) = crate::slab::fast::usable(ptr) {
+            if let Some(old) = crate::slab::fast::find(ptr) {
+                let room = old.size();
                 if new_size <= room && (new_size >= room / 2 || room <= 64) {
                     return ptr;
                 }
@@ -316,8 +317,11 @@ unsafe impl GlobalAlloc for DefaultManager {
                     // SAFETY: `ptr` holds `layout.size()` bytes (the caller's contract), `q`
                     // at least `new_size`; distinct live blocks.
                     unsafe { std::ptr::copy_nonoverlapping(ptr, q.as_ptr(), layout.size().min(new_size)) };
-                    // SAFETY: the caller's contract: `ptr` is ours with `layout`, freed once.
-                    unsafe { self.dealloc(ptr, layout) };
+                    if !old.free() {
+                        // SAFETY: the caller's contract: `ptr` is ours with `layout`, freed
+                        // once (the fast release above did nothing).
+                        unsafe { self.dealloc_general(ptr, layout) };
+                    }
                     return q.as_ptr();
                 }
             }

@@ -159,22 +159,42 @@ fn slab_of(p: *const u8) -> Option<&'static super::Slab> {
     unsafe { raw.slab_at(off) }
 }
 
-/// The bytes usable at `p` if it is a block of a slab of the process-wide heap (its slab's
-/// block size), for a `realloc` that may stay where it is.
+/// A block of a slab of the process-wide heap, its slab looked up once ([`find`]): a
+/// `realloc` asks its size and may then free it.
+pub(crate) struct Found {
+    slab: &'static super::Slab,
+    p: *mut u8,
+}
+
+impl Found {
+    /// The bytes usable in the block (its slab's block size).
+    #[inline(always)]
+    pub(crate) fn size(&self) -> usize {
+        self.slab.size()
+    }
+
+    /// Frees the block if the calling thread owns its slab and the release needs nothing but
+    /// the push; `false` (nothing done) otherwise.
+    #[inline(always)]
+    pub(crate) fn free(self) -> bool {
+        match mine() {
+            Some(l) if self.slab.owner.load(Ordering::Relaxed) == l as *const Local as usize => {
+                l.free_quiet(self.slab, self.p as usize)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The block at `p`, if it is one of a slab of the process-wide heap.
 #[inline(always)]
-pub(crate) fn usable(p: *const u8) -> Option<usize> {
-    slab_of(p).map(|s| s.size())
+pub(crate) fn find(p: *mut u8) -> Option<Found> {
+    slab_of(p).map(|slab| Found { slab, p })
 }
 
 /// Frees `p` if it is a block of a slab of the process-wide heap that the calling thread owns
 /// and the release needs nothing but the push; `false` (nothing done) otherwise.
 #[inline(always)]
 pub(crate) fn free(p: *mut u8) -> bool {
-    let Some(s) = slab_of(p) else { return false };
-    match mine() {
-        Some(l) if s.owner.load(Ordering::Relaxed) == l as *const Local as usize => {
-            l.free_quiet(s, p as usize)
-        }
-        _ => false,
-    }
+    find(p).is_some_and(Found::free)
 }
