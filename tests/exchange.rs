@@ -123,6 +123,13 @@ fn give(path: &Path) -> Result<HashSet<u64>, Failed> {
     Ok(offsets)
 }
 
+/// [`settled`] after a recovery and a trim of this thread's cache.
+fn recovered(m: &MappedManager, live: u64, what: &str) -> Result<(), Failed> {
+    m.recover()?;
+    m.trim()?;
+    settled(m, live, what)
+}
+
 /// Everything back: sound, no live block beyond `live`, nothing cached anywhere (a recovery
 /// frees the exchange's blocks with the dead process's).
 fn settled(m: &MappedManager, live: u64, what: &str) -> Result<(), Failed> {
@@ -209,9 +216,7 @@ fn stopped_holder() -> Result<(), Failed> {
     let report = m.check()?;
     ensure(report.is_sound(), format!("beside a held stack: {:?}", report.problems))?;
     kill(kid)?;
-    m.recover()?;
-    m.trim()?;
-    settled(&m, live, "after the holder died")
+    recovered(&m, live, "after the holder died")
 }
 
 fn damaged() -> Result<(), Failed> {
@@ -326,9 +331,7 @@ fn own_tag() -> Result<(), Failed> {
         report.problems.iter().any(|p| p.what.contains("held by no process")),
         format!("problems: {:?}", report.problems),
     )?;
-    m.recover()?;
-    m.trim()?;
-    settled(&m, live, "recovered")
+    recovered(&m, live, "recovered")
 }
 
 /// A process stopped holding one stack while another dies holding another: recovery leaves the
@@ -351,9 +354,7 @@ fn dead_beside_stopped() -> Result<(), Failed> {
     )?;
     drop(mine);
     kill(stopped)?;
-    m.recover()?;
-    m.trim()?;
-    settled(&m, live, "after the stopped holder died")
+    recovered(&m, live, "after the stopped holder died")
 }
 
 /// The superblock's totals of the exchange are a report: damaged, they make `stats` count no
