@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::core::header::rc;
-use crate::core::span::is_slot;
+use crate::engine::core::header::rc;
+use crate::engine::core::span::is_slot;
+use crate::engine::family::{family_ends, HeapRef};
+use crate::engine::heap::{table, Heap, Obtained, RefKind, Resizer};
 use crate::error::{Error, Result};
-use crate::family::{family_ends, HeapRef};
 use crate::format::{payload_of, GRANULE, HEADER_SIZE, PAGE_SIZE};
-use crate::heap::{table, Heap, Obtained, RefKind, Resizer};
 use crate::segment::{MemorySegment, MemorySegmentMut};
 use crate::sync::{AtomicU64, Ordering};
 use crate::Offset;
@@ -247,7 +247,7 @@ impl MemoryBlock {
     }
 
     /// [`MemoryBlock::settle_len`] under the lock, which the caller holds.
-    pub(crate) fn settle_len_locked(&self, g: &crate::heap::Guard<'_>) -> Result<()> {
+    pub(crate) fn settle_len_locked(&self, g: &crate::engine::heap::Guard<'_>) -> Result<()> {
         self.end_lending(0)?;
         self.heap().settle_locked(g, self.off(), self.len() as u64)
     }
@@ -479,7 +479,7 @@ impl MemoryBlock {
 
     /// Turns this reference into an other hold of a store structure (a channel slot), under
     /// the lock; the `MemoryBlock` is consumed without releasing anything.
-    pub(crate) fn donate_locked(self, g: &crate::heap::Guard<'_>) -> Result<()> {
+    pub(crate) fn donate_locked(self, g: &crate::engine::heap::Guard<'_>) -> Result<()> {
         // Nothing of `self` is released: its reference goes to the store, its hold count (if
         // any) is taken over here.
         let mut me = std::mem::ManuallyDrop::new(self);

@@ -16,14 +16,14 @@
 use std::cell::RefCell;
 use std::sync::{Arc, MutexGuard, Once};
 
-use crate::heap::{Guard, Heap};
+use crate::engine::heap::{Guard, Heap};
 
 /// One heap's locks, in the order they were taken (dropped in reverse: the lock word first).
 struct HeapHeld {
     lock: Option<Guard<'static>>,
-    pools: Option<[MutexGuard<'static, crate::slab::Pool>; 2]>,
-    overflow: Option<MutexGuard<'static, crate::slab::Local>>,
-    caches: Option<MutexGuard<'static, Vec<Arc<crate::cache::ThreadCache>>>>,
+    pools: Option<[MutexGuard<'static, crate::engine::slab::Pool>; 2]>,
+    overflow: Option<MutexGuard<'static, crate::engine::slab::Local>>,
+    caches: Option<MutexGuard<'static, Vec<Arc<crate::engine::cache::ThreadCache>>>>,
     heap: &'static Heap,
 }
 
@@ -51,14 +51,14 @@ extern "C" fn prepare() {
     if HELD.try_with(|_| ()).is_err() {
         return;
     }
-    let (table, heaps) = crate::heap::table::all_held();
+    let (table, heaps) = crate::engine::heap::table::all_held();
     let table: Box<dyn std::any::Any> = Box::new(table);
     let mut held: Vec<HeapHeld> = Vec::with_capacity(heaps.len());
     // Everything is allocated above: from here on nothing allocates until the locks go.
     for heap in heaps.into_iter().filter(|h| !h.shared()) {
         let caches = Some(heap.caches());
         let (overflow, pools) = match &heap.slabs {
-            Some(s) => (Some(crate::slab::lock(&s.overflow)), Some(s.lock_all())),
+            Some(s) => (Some(crate::engine::slab::lock(&s.overflow)), Some(s.lock_all())),
             None => (None, None),
         };
         let lock = heap.lock().ok();

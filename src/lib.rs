@@ -39,17 +39,11 @@
 compile_error!("mmheap needs a Unix system (Linux is the primary platform; see README \"Status\")");
 
 mod block;
-mod cache;
-mod channel;
-mod core;
 mod default_manager;
-mod directory;
+mod engine;
 mod error;
-mod family;
 mod fork;
 pub mod format;
-mod heap;
-mod holds;
 mod hooks;
 pub mod inspect;
 mod lock;
@@ -57,23 +51,20 @@ mod manager;
 mod mapped;
 mod offset;
 mod progress;
-mod recovery;
 mod segment;
-mod slab;
-mod slots;
 mod sync;
 mod sys;
 
 pub use crate::block::{BlockHandle, MemoryBlock};
-pub use crate::channel::{Channel, Receiver, RecvError, SendError, Sender};
-pub use crate::core::check::{CheckReport, Problem};
 pub use crate::default_manager::{DefaultManager, DEFAULT_RESERVE};
+pub use crate::engine::channel::{Channel, Receiver, RecvError, SendError, Sender};
+pub use crate::engine::core::check::{CheckReport, Problem};
+pub use crate::engine::recovery::{NamedReference, RecoveryReport, SalvageReport};
 pub use crate::error::{Error, Result};
 pub use crate::format::ROOT_NAME_MAX;
 pub use crate::manager::{MemoryManager, Stats};
 pub use crate::mapped::{MappedManager, Options, ReadOnlyBlock, ReadOnlyStore, MAX_STORE_SIZE};
 pub use crate::offset::Offset;
-pub use crate::recovery::{NamedReference, RecoveryReport, SalvageReport};
 pub use crate::segment::{MemorySegment, MemorySegmentMut};
 
 macro_rules! impl_memory_manager {

@@ -2,7 +2,7 @@
 //!
 //! Everything that touches an atomic imports it from here, never from `std` directly
 //! (`tests/source_rules.rs` fails on a `std::sync::atomic` path anywhere else). Words that live in a store are reached only
-//! through [`crate::core::region::Region`], which hands out `&AtomicU64` / `&AtomicU32` views of
+//! through [`crate::engine::core::region::Region`], which hands out `&AtomicU64` / `&AtomicU32` views of
 //! mapped bytes; a model checker such as `loom` cannot stand in for those (its atomics are not
 //! layout-compatible with bytes in a file), so the protocols on them are instead checked with
 //! real processes in `tests/multiprocess.rs`.

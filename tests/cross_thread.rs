@@ -1,4 +1,4 @@
-//! The global heap's small raw blocks (slabs, `src/slab.rs`) under cross-thread frees, with
+//! The global heap's small raw blocks (slabs, `src/engine/slab/`) under cross-thread frees, with
 //! threads coming and going: in a binary of its own, since it reads the global heap's
 //! statistics, which other tests' allocations would move.
 

@@ -1,4 +1,4 @@
-//! The exchange between processes' thread caches (`src/cache/exchange.rs`): what one process
+//! The exchange between processes' thread caches (`src/engine/cache/exchange.rs`): what one process
 //! releases serves another's allocations without the store lock, and a process killed in the
 //! middle of a give or a take, a process stopped there, or a damaged stack loses nothing and
 //! hands out nothing in use.

@@ -32,13 +32,13 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 
-use crate::core::header::rc;
-use crate::core::region::Region;
-use crate::core::span::is_slot;
+use crate::engine::core::header::rc;
+use crate::engine::core::region::Region;
+use crate::engine::core::span::is_slot;
+use crate::engine::heap::census::{Census, Item, Seen};
+use crate::engine::heap::Heap;
 use crate::error::{Error, Result};
 use crate::format::*;
-use crate::heap::census::{Census, Item, Seen};
-use crate::heap::Heap;
 use crate::mapped::CopyBacking;
 use crate::{BlockHandle, CheckReport, RecoveryReport};
 
@@ -324,7 +324,7 @@ impl Snapshot {
                     pid: r.load32(s + SLOT_PID).unwrap_or(0),
                     start_time: self.load(s + SLOT_START_TIME),
                     alive: !self.heap.slot_dead(i as u32),
-                    holds: crate::holds::entries(&self.heap, table).map_or(0, |e| e.len() as u64),
+                    holds: crate::engine::holds::entries(&self.heap, table).map_or(0, |e| e.len() as u64),
                 }
             })
             .collect()

@@ -6,7 +6,7 @@
 //! cache for its next allocations (its own to hand out; nobody else's).
 
 use super::Snapshot;
-use crate::core::span::layout;
+use crate::engine::core::span::layout;
 use crate::error::Error;
 use crate::format::{HEADER_SIZE, SPAN_CLASS};
 

@@ -31,10 +31,10 @@ use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use crate::core::region::Region;
+use crate::engine::core::region::Region;
+use crate::engine::heap::Backing;
 use crate::error::{Error, Result};
 use crate::format::*;
-use crate::heap::Backing;
 use crate::lock::CONTENDED;
 use crate::mapped::CopyBacking;
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
@@ -298,7 +298,7 @@ fn used_ranges(region: &Region, capacity: u64) -> Result<Vec<(u64, u64)>> {
         _ => ranges.push((start, end)),
     };
     let mut mapped_from = 0;
-    crate::core::tlsf::Core::new(region).walk(|b| {
+    crate::engine::core::tlsf::Core::new(region).walk(|b| {
         let (off, size) = (b.offset, b.tag.size());
         let_go(region, &mut mapped_from, off);
         match b.tag.is_free() {

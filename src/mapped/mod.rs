@@ -15,11 +15,11 @@ use std::sync::Arc;
 
 use memmap2::MmapRaw;
 
-use crate::core::region::Region;
+use crate::engine::core::region::Region;
+use crate::engine::family::HeapRef;
+use crate::engine::heap::{Backing, Heap};
 use crate::error::{Error, Result};
-use crate::family::HeapRef;
 use crate::format::{MIN_STORE_SIZE, PAGE_SIZE};
-use crate::heap::{Backing, Heap};
 use crate::{BlockHandle, CheckReport, MemoryBlock};
 
 /// Largest `max_size` accepted: far below the 128 TiB of user address space.
@@ -211,10 +211,10 @@ pub(crate) fn full_check(heap: &Heap) -> Result<CheckReport> {
     let mut report = heap.check()?;
     roots::check(heap, &mut report)?;
     let _g = heap.lock()?;
-    report.problems.extend(crate::recovery::check_holds(heap)?);
-    report.problems.extend(crate::channel::check(heap)?);
-    report.problems.extend(crate::cache::exchange::check(heap));
-    report.dead_processes = crate::recovery::dead_slots(heap, false)?.len() as u64;
+    report.problems.extend(crate::engine::recovery::check_holds(heap)?);
+    report.problems.extend(crate::engine::channel::check(heap)?);
+    report.problems.extend(crate::engine::cache::exchange::check(heap));
+    report.dead_processes = crate::engine::recovery::dead_slots(heap, false)?.len() as u64;
     Ok(report)
 }
 
@@ -260,7 +260,7 @@ impl MappedManager {
     /// (and every clone and block of it) is dropped. Other processes can [`MappedManager::open`]
     /// it by [`MappedManager::path`] meanwhile: the way to share memory with a child process.
     pub fn temporary(options: &Options) -> Result<Self> {
-        let name = format!("mmheap-{}-{:016x}.store", std::process::id(), crate::heap::random_u64());
+        let name = format!("mmheap-{}-{:016x}.store", std::process::id(), crate::engine::heap::random_u64());
         open::create(&std::env::temp_dir().join(name), options, true)
     }
 
@@ -360,7 +360,7 @@ impl MappedManager {
     /// The channel `name`, made with room for `capacity` messages if it does not exist yet
     /// (an existing channel keeps its capacity). See [`crate::Channel`].
     pub fn channel(&self, name: &str, capacity: usize) -> Result<crate::Channel> {
-        crate::channel::open(&self.heap, name, capacity)
+        crate::engine::channel::open(&self.heap, name, capacity)
     }
 
     /// Sets the named root `name` to `block` (replacing what it named before). The root holds a

@@ -9,11 +9,11 @@ use std::ptr::NonNull;
 use memmap2::{MmapOptions, MmapRaw};
 
 use super::{registry, FileBacking, MappedManager, Options, MAX_STORE_SIZE};
-use crate::core::header::Tag;
-use crate::core::region::Region;
+use crate::engine::core::header::Tag;
+use crate::engine::core::region::Region;
+use crate::engine::heap::{format_region, Heap};
 use crate::error::{Error, Result};
 use crate::format::*;
-use crate::heap::{format_region, Heap};
 
 /// Builds a store in a temporary file beside `path`, then links it into place without
 /// overwriting anything.

@@ -33,13 +33,13 @@ use std::ptr::NonNull;
 use memmap2::{MmapOptions, MmapRaw};
 
 use super::{full_check, registry, MappedManager};
-use crate::core::header::{rc, Tag};
-use crate::core::region::Region;
-use crate::core::span::is_slot;
-use crate::directory::{valid_name, ROOTS};
+use crate::engine::core::header::{rc, Tag};
+use crate::engine::core::region::Region;
+use crate::engine::core::span::is_slot;
+use crate::engine::directory::{valid_name, ROOTS};
+use crate::engine::heap::{Backing, Heap};
 use crate::error::{Error, Result};
 use crate::format::*;
-use crate::heap::{Backing, Heap};
 use crate::segment::MemorySegment;
 use crate::sync::{fence, Ordering};
 use crate::{BlockHandle, CheckReport, MemoryBlock, MemoryManager, Offset, Stats};

@@ -8,10 +8,10 @@
 
 use std::fs::File;
 
-use crate::core::region::Region;
+use crate::engine::core::region::Region;
+use crate::engine::heap::random_u64;
 use crate::error::{Error, Result};
 use crate::format::*;
-use crate::heap::random_u64;
 use crate::sync::Ordering;
 use crate::sys;
 

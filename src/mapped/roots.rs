@@ -5,12 +5,12 @@
 //! first and the block last, so a reader never sees a half-written entry. Each root holds one
 //! of its block's other holds.
 
-use crate::core::check::{CheckReport, Problem};
-use crate::core::header::rc;
-use crate::directory::{valid_name, Entry, ROOTS};
+use crate::engine::core::check::{CheckReport, Problem};
+use crate::engine::core::header::rc;
+use crate::engine::directory::{valid_name, Entry, ROOTS};
+use crate::engine::heap::{Heap, Obtained};
 use crate::error::{Error, Result};
 use crate::format::*;
-use crate::heap::{Heap, Obtained};
 use crate::BlockHandle;
 
 fn check_name(name: &str) -> Result<&[u8]> {

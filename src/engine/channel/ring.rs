@@ -1,0 +1,273 @@
+//! The ring's words: what a slot holds, the send and receive locks, and the ring as recovery
+//! and `check` read it.
+//!
+//! A send or receive of a block that is its holder's only, never published reference runs
+//! without the store lock, under the ring's *send lock* or *receive lock* instead: one
+//! sender and one receiver at a time, each changing its own end of the ring and the block's
+//! reference word. The locks are fields of `RING_FLAGS` naming the holder's tag (its registry
+//! slot plus one), so that a holder that dies is known: a waiter that finds the holder dead runs
+//! recovery, which takes the lock over. Recovery (and salvage) take both locks of every ring
+//! before they read anything ([`freeze`]), so no send or receive runs while they plan and
+//! apply. Nobody waits for the store lock while holding a ring lock (the locked way takes the
+//! store lock first), so recovery's wait ends.
+
+use crate::engine::core::header::rc;
+use crate::engine::directory::CHANNELS;
+use crate::engine::heap::{Heap, HOLDER_PATIENCE};
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::sync::{AtomicU64, AtomicUsize, Ordering};
+
+/// A slot word with this bit names a block queued unpublished, its length in bits 48..63
+/// (`give_sole_to_ring`); without it, a published block whose header has its length.
+const CARRIES_LEN: u64 = 1 << 63;
+const LEN_SHIFT: u32 = 48;
+/// The longest message a slot word can carry the length of (longer ones go the locked way).
+pub(crate) const CARRIED_MAX: u64 = (1 << 15) - 1;
+const TARGET_MASK: u64 = (1 << LEN_SHIFT) - 1;
+
+/// The slot word for a block queued unpublished with `len` bytes.
+pub(crate) fn carrying(off: u64, len: u64) -> u64 {
+    CARRIES_LEN | len << LEN_SHIFT | off
+}
+
+/// The block (header offset or slot id) a slot word names.
+pub(crate) fn target(word: u64) -> u64 {
+    word & TARGET_MASK
+}
+
+/// The length a slot word carries, for a block queued unpublished.
+pub(crate) fn carried_len(word: u64) -> Option<u64> {
+    (word & CARRIES_LEN != 0).then_some((word >> LEN_SHIFT) & CARRIED_MAX)
+}
+
+/// Which end of the ring a lock serializes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Send,
+    Recv,
+}
+
+impl Side {
+    /// Where in `RING_FLAGS` the lock's holder tag is (16 bits; 0: nobody).
+    fn shift(self) -> u32 {
+        match self {
+            Side::Send => 16,
+            Side::Recv => 32,
+        }
+    }
+
+    /// The holder's tag in a flags word.
+    pub(crate) fn holder(self, flags: u64) -> u32 {
+        (flags >> self.shift()) as u16 as u32
+    }
+}
+
+/// A ring lock held; given back on drop.
+pub(crate) struct SideLock<'a> {
+    flags: &'a AtomicU64,
+    side: Side,
+}
+
+impl Drop for SideLock<'_> {
+    fn drop(&mut self) {
+        self.flags.fetch_and(!(0xffff << self.side.shift()), Ordering::Release);
+        HELD.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Ring locks the threads of this process hold now, of any ring of any store.
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether some thread of this process holds a ring lock: a lock word naming this process
+/// while none does was left by damage (or by a process that had this registry slot before),
+/// and waiting for it would never end.
+pub(crate) fn held_here() -> bool {
+    HELD.load(Ordering::Acquire) > 0
+}
+
+/// Takes the lock for `tag` if nobody holds it; the holder's tag otherwise. [`HELD`] counts
+/// the lock before it is taken (and uncounts a failed try): a thread that sees the lock name
+/// this process then sees it counted, and never takes it for a leftover of damage.
+pub(crate) fn try_lock(flags: &AtomicU64, side: Side, tag: u32) -> std::result::Result<SideLock<'_>, u32> {
+    HELD.fetch_add(1, Ordering::Relaxed);
+    let mut cur = flags.load(Ordering::Acquire);
+    loop {
+        let holder = side.holder(cur);
+        if holder != 0 {
+            HELD.fetch_sub(1, Ordering::Relaxed);
+            return Err(holder);
+        }
+        let new = cur | u64::from(tag as u16) << side.shift();
+        // Release: whoever reads our tag here reads the count above too.
+        match flags.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Ok(SideLock { flags, side }),
+            Err(now) => cur = now,
+        }
+    }
+}
+
+/// The tags holding the ring's send and receive locks (0: free), as far as they can be read.
+pub(crate) fn lock_holders(heap: &Heap, ring: u64) -> [u32; 2] {
+    let flags = flags_word(heap, ring).map_or(0, |f| f.load(Ordering::Acquire));
+    [Side::Send.holder(flags), Side::Recv.holder(flags)]
+}
+
+/// The ring's flags word.
+pub(crate) fn flags_word(heap: &Heap, ring: u64) -> Result<&AtomicU64> {
+    heap.region.u64_at(ring + HEADER_SIZE + RING_FLAGS)
+}
+
+/// The ring locks recovery took ([`freeze`]), with what their fields held before, and the
+/// rings it could not take.
+pub(crate) struct Frozen {
+    /// (ring, the flags word's lock fields when recovery took them).
+    rings: Vec<(u64, u64)>,
+    busy: Vec<u64>,
+}
+
+const LOCK_FIELDS: u64 = 0xffff << 16 | 0xffff << 32;
+
+/// Takes both locks of every ring whose shape is sound, for recovery, under the store lock:
+/// waits for a living holder to give a lock back, takes over one whose holder is in `dead`
+/// (registry slots) or has died since. A ring whose lock a living process keeps past
+/// [`HOLDER_PATIENCE`] is *busy*: recovery reads and writes nothing of it and leaves alone
+/// every block it may be moving (`Plan::busy`), so a process stopped in a send stops no
+/// recovery (and so no user of the store). A heap over a copy of a store (a dry run) takes
+/// them all as they are: nobody finishes a send in a copy.
+pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Result<Frozen> {
+    let mut frozen = Frozen { rings: Vec::new(), busy: Vec::new() };
+    for ring in CHANNELS.targets(heap) {
+        if ring_shape(heap, ring).is_err() {
+            continue; // the plan reports it, and nothing is written into it
+        }
+        let flags = flags_word(heap, ring)?;
+        let since = std::time::Instant::now();
+        loop {
+            let cur = flags.load(Ordering::Acquire);
+            let busy = |side: Side| heap.holder_lives(side.holder(cur), dead, held_here);
+            if !busy(Side::Send) && !busy(Side::Recv) {
+                let mine = u64::from(heap.tag() as u16);
+                let new = cur & !LOCK_FIELDS | mine << Side::Send.shift() | mine << Side::Recv.shift();
+                if flags.compare_exchange(cur, new, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    // What a refusal gives back: the dead holders' tags, or nothing.
+                    frozen.rings.push((ring, cur & LOCK_FIELDS));
+                    break;
+                }
+                continue;
+            }
+            if since.elapsed() > HOLDER_PATIENCE {
+                frozen.busy.push(ring);
+                break;
+            }
+            std::thread::yield_now();
+        }
+    }
+    Ok(frozen)
+}
+
+impl Frozen {
+    /// The rings recovery could not take.
+    pub(crate) fn busy(&self) -> &[u64] {
+        &self.busy
+    }
+
+    /// Gives the locks back: free (`done`: recovery completed and settled what their dead
+    /// holders left) or as they were found (it refused, and the store stays as it was).
+    /// Rings that are no longer named (salvage dropped them) are not written.
+    pub(crate) fn thaw(self, heap: &Heap, done: bool) {
+        let named = CHANNELS.targets(heap);
+        for (ring, found) in self.rings.into_iter().filter(|(r, _)| named.contains(r)) {
+            if let Ok(flags) = flags_word(heap, ring) {
+                let back = if done { 0 } else { found };
+                let _ = flags
+                    .fetch_update(Ordering::Release, Ordering::Relaxed, |w| Some(w & !LOCK_FIELDS | back));
+            }
+        }
+    }
+}
+
+/// The messages a ring holds (the slot words, oldest first), with its shape checked.
+pub(crate) fn ring_contents(heap: &Heap, ring: u64) -> Result<Vec<u64>> {
+    let (head, tail, cap) = ring_shape(heap, ring)?;
+    (head..tail).map(|i| heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * (i % cap))).collect()
+}
+
+/// The (head, tail, capacity) of the ring block at `ring`, checked against its header (a used
+/// block that holds the slots) and each other. Sends and receives may run meanwhile (but for
+/// recovery's, which holds the ring locks): `head` is read again after `tail`, and the pair is
+/// taken when `head` did not move in between (a `head` older than `tail` may lag it by more
+/// than the capacity, a newer one pass it).
+pub(crate) fn ring_shape(heap: &Heap, ring: u64) -> Result<(u64, u64, u64)> {
+    let t = heap.core().block_at(ring)?;
+    let p = ring + HEADER_SIZE;
+    let cap = heap.region.load(p + RING_CAPACITY)?;
+    let (head_word, tail_word) = (heap.region.u64_at(p + RING_HEAD)?, heap.region.u64_at(p + RING_TAIL)?);
+    let (mut head, mut tail) = (0, 0);
+    for _ in 0..1000 {
+        head = head_word.load(Ordering::Acquire);
+        tail = tail_word.load(Ordering::Acquire);
+        if head_word.load(Ordering::Acquire) == head {
+            break;
+        }
+    }
+    let fits = cap.checked_mul(8).and_then(|b| b.checked_add(RING_SLOTS)).is_some_and(|b| b <= t.len());
+    if t.is_free() || cap == 0 || !fits || head > tail || tail - head > cap {
+        return Err(Error::corrupt("channel ring is malformed", ring));
+    }
+    Ok((head, tail, cap))
+}
+
+/// Clears the endpoint bits of dead processes in every ring (recovery, under the lock).
+pub(crate) fn forget_endpoints(heap: &Heap, dead: &[u64]) -> Result<()> {
+    for ring in CHANNELS.entries(heap)?.into_iter().map(|e| e.target) {
+        for &slot in dead {
+            for field in [RING_SENDERS, RING_RECEIVERS] {
+                let word = ring + HEADER_SIZE + field + 8 * (slot / 64);
+                heap.region.store(word, heap.region.load(word)? & !(1 << (slot % 64)))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Check problems: directory entries that name no ring, queued messages that are not held.
+/// Receives may run meanwhile (they do not take the store lock): a message that looks unheld
+/// is a problem only if, looked at again after, it is still queued and not at the head of a
+/// ring whose receive lock is held (that message is the receiver's already, its slot perhaps
+/// cleared: the receive finishes, or recovery settles it). A receive holds the lock from
+/// before it changes the message until after `head` has moved past it.
+pub(crate) fn check(heap: &Heap) -> Result<Vec<crate::Problem>> {
+    let mut out = Vec::new();
+    for entry in CHANNELS.entries(heap)? {
+        let ring = entry.target;
+        match ring_shape(heap, ring) {
+            Ok((head, tail, cap)) => {
+                let slot = |p: u64| heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * (p % cap));
+                let unheld = |m: u64| !heap.names_live(target(m)) || rc::other(heap.rc(target(m))) == 0;
+                let mut bad = Vec::new();
+                for p in head..tail {
+                    if unheld(slot(p)?) {
+                        bad.push(p);
+                    }
+                }
+                if bad.is_empty() {
+                    continue;
+                }
+                // The lock before `head`: a receive that changed a message holds the lock
+                // until `head` has moved past it, so either it is seen holding it or `head`
+                // is seen moved.
+                let receiving = Side::Recv.holder(flags_word(heap, ring)?.load(Ordering::Acquire)) != 0;
+                let now = heap.region.u64_at(ring + HEADER_SIZE + RING_HEAD)?.load(Ordering::Acquire);
+                for _ in bad.into_iter().filter(|&p| p >= now && !(p == now && receiving)) {
+                    out.push(crate::Problem { what: "channel holds no live block", offset: ring });
+                }
+            }
+            Err(_) => out.push(crate::Problem {
+                what: "channel ring is malformed",
+                offset: CHANNELS.entry(entry.index),
+            }),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,720 @@
+//! Recovery's plan: everything a recovery (or a salvage) will change, worked out from the store
+//! without writing a byte of it. A recovery that cannot plan stops there, with the store as it
+//! was; applying a plan (`apply.rs`) touches only what the plan validated.
+//!
+//! What a crash can leave (ARCHITECTURE.md, "Crash safety") is derived state out of step: free
+//! lists, flags, footers, counters, span lists, holds counted in headers, a page no span names,
+//! growth between two stores. Recovery repairs that. Anything else, a header that does not
+//! parse, a block whose check word is wrong, a root naming no block, is *damage*: in
+//! [`Mode::Recover`] the plan refuses it, naming what and where; in [`Mode::Salvage`] it is
+//! fenced off or dropped, and reported, so that everything the store's references name and
+//! whose own headers check out keeps its offset and its bytes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::engine::core::header::{check_word, key_of, rc, Tag, FLAG_PAGE, FLAG_QUARANTINE};
+use crate::engine::core::scan::{ScannedSpan, SpanDamage};
+use crate::engine::core::span::{is_slot, layout, Slot, PAGE_GEN_MASK};
+use crate::engine::core::tlsf::{BlockInfo, Core};
+use crate::engine::directory::{CHANNELS, ROOTS};
+use crate::engine::heap::Heap;
+use crate::error::{Error, Result};
+use crate::format::*;
+
+/// What the plan does with damage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Refuse it: the plan is an error naming the first damage found.
+    Recover,
+    /// Fence it off and report it (`MappedManager::salvage`).
+    Salvage,
+}
+
+/// Where the store holds a reference to a block (one of its other holds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// Named root `index`.
+    Root(u64),
+    /// Channel directory entry `index`: its hold on its ring.
+    Channel(u64),
+    /// The message at position `pos` (`head <= pos < tail`) of channel `index`'s ring.
+    Message { index: u64, pos: u64 },
+    /// The hold-table entry at store offset `entry` of a living process.
+    Table { entry: u64 },
+}
+
+/// One reference: who holds it and what it names (a header offset or a slot id).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reference {
+    pub(crate) holder: Holder,
+    pub(crate) target: u64,
+}
+
+/// A channel's ring as the plan read it.
+#[derive(Clone, Debug)]
+pub(crate) struct Ring {
+    pub(crate) index: u64,
+    pub(crate) ring: u64,
+    pub(crate) head: u64,
+    pub(crate) tail: u64,
+}
+
+/// Everything a recovery will do.
+pub(crate) struct Plan {
+    pub(crate) mode: Mode,
+    /// Registry slots of dead processes.
+    pub(crate) dead: Vec<u64>,
+    /// The heap's tiling (quarantined ranges included, as blocks with quarantine tags).
+    pub(crate) blocks: Vec<BlockInfo>,
+    /// Every span kept, as checked (their counts clamped, page pointers as decided).
+    pub(crate) spans: Vec<ScannedSpan>,
+    /// Pages no kept span names: freed.
+    pub(crate) orphans: Vec<u64>,
+    /// The references kept.
+    pub(crate) references: Vec<Reference>,
+    /// The rings of the channels kept.
+    pub(crate) rings: Vec<Ring>,
+    /// Queued messages whose slot word carries their length: a send of a sole reference
+    /// queues its block unpublished (`channel/ring.rs`), so these may be. (channel, position)
+    carrying: Vec<(u64, u64)>,
+    /// Rings whose send or receive lock a living process kept (`channel::freeze`): read
+    /// nothing from, written nothing to, and every block a slot of theirs names is left as
+    /// it is (`untouchable`), as is every block whose word says it is between a sender and
+    /// its ring (one hold, no owner, unpublished) that nothing else counts.
+    pub(crate) busy: Vec<u64>,
+    pub(crate) untouchable: std::collections::BTreeSet<u64>,
+    /// Whether blocks on the exchange (`cache/exchange.rs`) are left as they are: a living
+    /// process kept one of its stacks (`exchange::Frozen::all`). Otherwise they are freed.
+    pub(crate) keep_exchange: bool,
+    /// Unpublished blocks whose generation was never issued (it names nothing): zeroed.
+    pub(crate) stale_generations: Vec<u64>,
+    /// Salvage: published blocks whose generation or check word is wrong, given new ones.
+    pub(crate) renew_blocks: Vec<u64>,
+    /// Salvage: published slots whose page record is wrong, given new ones.
+    pub(crate) renew_slots: Vec<Slot>,
+    /// Salvage: references that name nothing valid, dropped.
+    pub(crate) dropped: Vec<Reference>,
+    /// Salvage: roots and channels whose name is damaged, renamed `salvaged-<offset>`.
+    pub(crate) renamed: Vec<(Holder, String)>,
+    /// The store's next generation after the recovery: above every one issued.
+    pub(crate) next_gen: u64,
+    /// Generations below this are issued ones (the store's next generation, unless that was
+    /// damaged).
+    gen_limit: u64,
+    /// Salvage: pages given back to their spans, (page header, span payload): the page's
+    /// pointer to its span is written again.
+    pub(crate) page_spans: Vec<(u64, u64)>,
+    /// Salvage: used blocks whose tag it repairs, with their new tags.
+    pub(crate) retags: Vec<(u64, Tag)>,
+    /// Salvage: reference words of blocks and slots that references name but that are not
+    /// published: published (after their records are renewed).
+    pub(crate) publish: Vec<u64>,
+    /// The store's key the plan checks against: the superblock's, or the one salvage found
+    /// the check words agree on.
+    key: u64,
+    /// Salvage: the key the superblock gets again, if its own was damaged.
+    pub(crate) new_key: Option<u64>,
+    /// Salvage: referenced blocks whose size salvage gave back (a size cut short by less than
+    /// a minimal block).
+    pub(crate) resized: Vec<u64>,
+}
+
+/// The plan's view of the tiling: used blocks by header offset, and the spans.
+struct Index {
+    used: BTreeMap<u64, Tag>,
+    spans: HashMap<u64, ScannedSpan>,
+}
+
+impl Index {
+    /// The slot `id` names in a span the scan kept, if it names one that was handed out.
+    fn slot(&self, id: u64) -> Option<Slot> {
+        self.spans.get(&(id & !(SPAN_SIZE - 1))).and_then(|s| s.slot(id))
+    }
+
+    /// Whether `target` (read from the store) names a used block users hold, or a slot in
+    /// use, as the scan found them.
+    fn holds(&self, core: &Core<'_>, target: u64) -> Result<bool> {
+        if is_slot(target) {
+            let Some(slot) = self.slot(target) else { return Ok(false) };
+            return Ok(core.read(slot.rc_offset())? != 0);
+        }
+        Ok(self.used.get(&target).is_some_and(|t| t.is_plain_used()))
+    }
+}
+
+impl Plan {
+    /// Plans a recovery (or a salvage) of `heap` for the processes in `dead`. Reads only. In
+    /// [`Mode::Recover`] an error means damage (nothing was, or will be, written).
+    pub(crate) fn make(heap: &Heap, dead: Vec<u64>, busy: &[u64], mode: Mode) -> Result<Plan> {
+        let core = heap.core();
+        let next_gen = heap.region.load(SB_NEXT_GEN)?;
+        let mut plan = Plan {
+            mode,
+            dead,
+            blocks: Vec::new(),
+            spans: Vec::new(),
+            orphans: Vec::new(),
+            references: Vec::new(),
+            rings: Vec::new(),
+            carrying: Vec::new(),
+            busy: busy.to_vec(),
+            untouchable: Default::default(),
+            keep_exchange: false,
+            stale_generations: Vec::new(),
+            renew_blocks: Vec::new(),
+            renew_slots: Vec::new(),
+            dropped: Vec::new(),
+            renamed: Vec::new(),
+            next_gen,
+            gen_limit: next_gen,
+            page_spans: Vec::new(),
+            retags: Vec::new(),
+            publish: Vec::new(),
+            key: heap.key(),
+            new_key: None,
+            resized: Vec::new(),
+        };
+        // Generations must fit a slot's page record: a counter beyond that was damaged.
+        // Salvage takes the highest generation it finds sealed or recorded instead (handles
+        // to blocks freed before the damage could then name new blocks again: salvage is for
+        // a store that is damaged).
+        if next_gen == 0 || next_gen > PAGE_GEN_MASK {
+            plan.damage("generation counter out of range", SB_NEXT_GEN)?;
+            plan.next_gen = 1;
+            plan.gen_limit = PAGE_GEN_MASK;
+        }
+        let candidates = plan.read_references(heap)?;
+        if mode == Mode::Salvage {
+            plan.check_key(&core, &candidates)?;
+        }
+        plan.blocks = match mode {
+            Mode::Recover => core.scan()?,
+            Mode::Salvage => {
+                let anchors = anchors(&core, plan.key, next_gen, &candidates)?;
+                let blocks = core.scan_salvage(&anchors)?;
+                plan.note_resized(&core, &blocks, &candidates)?;
+                blocks
+            }
+        };
+        let index = plan.check_blocks(heap)?;
+        plan.keep_references(&core, &index, candidates)?;
+        if mode == Mode::Salvage {
+            plan.room_for_pages(&index);
+            // Tags the tolerant scan or the checks changed (quarantined ranges have theirs
+            // written by the rebuild).
+            for b in plan.blocks.iter().filter(|b| !b.tag.is_free() && !b.tag.is_quarantine()) {
+                if core.tag(b.offset)?.with_prev_free(false) != b.tag.with_prev_free(false) {
+                    plan.retags.push((b.offset, b.tag));
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Damage found at `offset`: an error in [`Mode::Recover`], else `Ok` (the caller records
+    /// the repair).
+    fn damage(&self, what: &'static str, offset: u64) -> Result<()> {
+        match self.mode {
+            Mode::Recover => Err(Error::corrupt(what, offset)),
+            Mode::Salvage => Ok(()),
+        }
+    }
+
+    /// The references the store holds: named roots, the channels (their rings and queued
+    /// messages) and the hold tables of the living. What cannot even be read (a malformed
+    /// ring, a hold table that is no block) is damage.
+    fn read_references(&mut self, heap: &Heap) -> Result<Vec<Reference>> {
+        let mut out = Vec::new();
+        for (dir, what) in [(&ROOTS, "root name is malformed"), (&CHANNELS, "channel name is malformed")] {
+            for index in 0..dir.count() {
+                let target = heap.region.load(dir.entry(index) + ROOT_BLOCK)?;
+                if target == 0 {
+                    continue;
+                }
+                let holder = if dir.is_roots() { Holder::Root(index) } else { Holder::Channel(index) };
+                if !dir.name_ok(heap, index)? {
+                    self.damage(what, dir.entry(index))?;
+                    let mut name = format!("salvaged-{target:#x}");
+                    if self.renamed.iter().any(|(_, n)| *n == name) {
+                        name = format!("{name}-{index}");
+                    }
+                    self.renamed.push((holder, name));
+                }
+                out.push(Reference { holder, target });
+                if !dir.is_roots() {
+                    self.read_ring(heap, index, target, &mut out)?;
+                }
+            }
+        }
+        for i in (0..SLOT_COUNT).filter(|i| !self.dead.contains(i)) {
+            if heap.region.load32(slot_offset(i) + SLOT_STATE)? == SLOT_FREE {
+                continue;
+            }
+            let table = heap.region.load(slot_offset(i) + SLOT_HOLDS)?;
+            // Salvage runs with no other process alive (`MappedManager::salvage`), and its own
+            // process holds nothing: a table of the living is recovery's alone.
+            match crate::engine::holds::entry_offsets(heap, table) {
+                Ok(entries) => {
+                    for e in entries {
+                        out.push(Reference {
+                            holder: Holder::Table { entry: e },
+                            target: heap.region.load(e)?,
+                        });
+                    }
+                }
+                Err(_) => self.damage("hold table is not an owned block", slot_offset(i) + SLOT_HOLDS)?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the ring of channel `index` and adds its queued messages to `out`; a ring whose
+    /// shape is wrong is damage (salvage drops the channel, and the ring's block keeps only
+    /// what the entry's hold gave it).
+    fn read_ring(&mut self, heap: &Heap, index: u64, ring: u64, out: &mut Vec<Reference>) -> Result<()> {
+        if self.busy.contains(&ring) {
+            // Its shape was sound when `freeze` looked (it skips those that are not).
+            let cap = heap.region.load(ring + HEADER_SIZE + RING_CAPACITY)?;
+            for pos in 0..cap {
+                let word = heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * pos)?;
+                if word != 0 {
+                    self.untouchable.insert(crate::engine::channel::target(word));
+                }
+            }
+            return Ok(());
+        }
+        match crate::engine::channel::ring_shape(heap, ring) {
+            Ok((mut head, mut tail, cap)) => {
+                let slot = |pos: u64| heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * (pos % cap));
+                // A receive clears its slot before it moves `head`: a cleared slot at `head` is
+                // a receive cut short, whose message is the dead receiver's (a zero names
+                // nothing, so stepping over it loses nothing).
+                if head < tail && slot(head)? == 0 {
+                    head += 1;
+                }
+                // Outside the queue a slot is 0 (a receive clears the slot it took, a ring is
+                // made zeroed), but for the two a crash can leave: the one a send wrote before
+                // moving `tail`, the one a receive took before clearing it. Others mean `head`
+                // or `tail` was damaged: salvage moves `tail` over the run of messages after it.
+                let (from, to) = (tail.saturating_add(1), head.saturating_add(cap - 1));
+                let mut stray = false;
+                for pos in from..to.max(from) {
+                    stray |= slot(pos)? != 0;
+                }
+                if stray {
+                    self.damage("channel ring holds messages outside its queue", ring)?;
+                    while tail - head < cap && tail < u64::MAX && slot(tail)? != 0 {
+                        tail += 1;
+                    }
+                }
+                for pos in head..tail {
+                    let word = slot(pos)?;
+                    if crate::engine::channel::carried_len(word).is_some() {
+                        self.carrying.push((index, pos));
+                    }
+                    let target = crate::engine::channel::target(word);
+                    out.push(Reference { holder: Holder::Message { index, pos }, target });
+                }
+                self.rings.push(Ring { index, ring, head, tail });
+                Ok(())
+            }
+            Err(_) => {
+                self.damage("channel ring is malformed", CHANNELS.entry(index))?;
+                // Its entry is dropped below: the ring does not pass as a held block.
+                self.rings.push(Ring { index, ring: 0, head: 0, tail: 0 });
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks every block of the tiling and every span; decides what happens to pages, to
+    /// generations and check words, and to spans that are damaged. Returns the index the
+    /// references are checked against.
+    fn check_blocks(&mut self, heap: &Heap) -> Result<Index> {
+        let core = heap.core();
+        let mut top_gen = 0;
+        for i in 0..self.blocks.len() {
+            let b = self.blocks[i];
+            if b.tag.is_quarantine() {
+                self.check_quarantine(&core, i)?;
+            }
+            if self.blocks[i].tag.is_plain_used() {
+                top_gen = top_gen.max(self.check_block(&core, self.key, b.offset)?);
+            }
+        }
+        let mut used: BTreeMap<u64, Tag> =
+            self.blocks.iter().filter(|b| !b.tag.is_free()).map(|b| (b.offset, b.tag)).collect();
+        let spans = self.check_spans(&core, self.key, &mut used, &mut top_gen)?;
+        let named: Vec<u64> = spans.values().map(|s| s.page).collect();
+        self.orphans =
+            used.iter().filter(|(o, t)| t.is_page() && !named.contains(o)).map(|(o, _)| *o).collect();
+        let mut kept: Vec<ScannedSpan> = spans.values().copied().collect();
+        kept.sort_by_key(|s| s.p);
+        self.spans = kept;
+        if self.mode == Mode::Salvage {
+            self.next_gen = self.next_gen.max(top_gen.saturating_add(1));
+        }
+        Ok(Index { used, spans })
+    }
+
+    /// A used block's generation and check word. Returns its generation if a check word
+    /// seals it (for salvage's next generation), else 0.
+    fn check_block(&mut self, core: &Core<'_>, key: u64, off: u64) -> Result<u64> {
+        let (gen, w) = (core.read(off + HDR_GEN)?, core.read(off + HDR_RC)?);
+        if !rc::published(w) {
+            if gen >= self.gen_limit {
+                self.stale_generations.push(off);
+            }
+            return Ok(0);
+        }
+        // A check word that matches its generation seals both (it is a keyed hash): then a
+        // generation not below the store's next one says the next one is what is wrong.
+        let sealed = gen != 0 && core.read(off + HDR_CHECK)? == check_word(key, off, gen);
+        if !sealed {
+            self.damage("header check word is wrong", off)?;
+            self.renew_blocks.push(off);
+            return Ok(0);
+        }
+        if gen >= self.gen_limit {
+            self.damage("generation from the future", off)?;
+        }
+        Ok(gen)
+    }
+
+    /// A quarantined range in the store has generation, reference and check words 0 (salvage
+    /// wrote them so): one that has others is a block whose quarantine bit a flip set. Salvage
+    /// clears the bit if the block then parses as a block users hold.
+    fn check_quarantine(&mut self, core: &Core<'_>, i: usize) -> Result<()> {
+        let b = self.blocks[i];
+        let stored = core.tag(b.offset)?;
+        if !stored.is_quarantine() {
+            return Ok(()); // fenced off by this salvage's scan
+        }
+        let words = [HDR_GEN, HDR_RC, HDR_CHECK].map(|w| core.read(b.offset + w));
+        if words.iter().all(|w| matches!(w, Ok(0))) {
+            return Ok(());
+        }
+        self.damage("quarantined range with a block's header", b.offset)?;
+        let plain = Tag(stored.0 & !FLAG_QUARANTINE).with_prev_free(false);
+        if plain.well_formed() && plain.is_plain_used() && plain.size() == b.tag.size() {
+            self.blocks[i].tag = plain;
+        }
+        Ok(())
+    }
+
+    /// Checks every span (`used` holds the tiling's used blocks): its header, its page, its
+    /// published slots' records. Salvage fences off a span whose header is damaged (where its
+    /// slots lie is unknown), gives a span back a page that only its page's header lost, or
+    /// renews the records a damaged page held.
+    fn check_spans(
+        &mut self,
+        core: &Core<'_>,
+        key: u64,
+        used: &mut BTreeMap<u64, Tag>,
+        top_gen: &mut u64,
+    ) -> Result<HashMap<u64, ScannedSpan>> {
+        let mut spans = HashMap::new();
+        let hdrs: Vec<u64> = used.iter().filter(|(_, t)| t.is_span()).map(|(o, _)| *o).collect();
+        for hdr in hdrs {
+            let p = hdr + HEADER_SIZE;
+            let is_page = |page: u64| used.get(&page).is_some_and(|t: &Tag| t.is_page());
+            let span = match core.scan_span(key, p, is_page)? {
+                Ok(span) => span,
+                Err(SpanDamage::Page(mut span)) => {
+                    self.damage("span names no page of its own", p)?;
+                    span.page = self.restore_page(core, p, span.class, used)?;
+                    span
+                }
+                Err(SpanDamage::Header) => {
+                    self.damage("span header is wrong", p)?;
+                    self.retag(hdr, Tag::quarantine(used[&hdr].size()), used);
+                    continue;
+                }
+            };
+            for slot in core.bad_records(&span, self.gen_limit)? {
+                self.damage("published slot without a valid record", slot.id())?;
+                self.renew_slots.push(slot);
+            }
+            *top_gen = (*top_gen).max(core.top_record(&span, self.gen_limit)?);
+            spans.insert(p, span);
+        }
+        Ok(spans)
+    }
+
+    /// Salvage: the page of the span at `p`, if its pointer names a block of the tiling that
+    /// can be it, whose header alone was damaged: big enough, holding no one's data (a
+    /// quarantined range, a free block, a page, or a used block with no reference word), and
+    /// naming the span back, or a page naming no span of its own. It becomes the span's page
+    /// again, its records intact. Returns its header offset, 0 if there is none.
+    fn restore_page(
+        &mut self,
+        core: &Core<'_>,
+        p: u64,
+        class: u64,
+        used: &mut BTreeMap<u64, Tag>,
+    ) -> Result<u64> {
+        let page = core.read(p + SPAN_PAGE)?;
+        let Some(b) = self.blocks.iter().find(|b| b.offset == page).copied() else { return Ok(0) };
+        let fits = b.tag.size() >= HEADER_SIZE + PAGE_ENTRIES + layout(class).0 * 8;
+        let names = core.read(page + HEADER_SIZE + PAGE_SPAN)? == p;
+        let nobodys = b.tag.is_quarantine()
+            || b.tag.is_free()
+            || b.tag.is_page()
+            || b.tag.is_plain_used() && core.read(page + HDR_RC)? == 0;
+        if !fits || !nobodys || !(names || b.tag.is_page()) {
+            return Ok(0);
+        }
+        // Not another span's page.
+        for (&hdr, _) in used.iter().filter(|(o, t)| t.is_span() && **o != p - HEADER_SIZE) {
+            if core.read(hdr + HEADER_SIZE + SPAN_PAGE)? == page {
+                return Ok(0);
+            }
+        }
+        self.page_spans.push((page, p));
+        self.retag(page, Tag::used(b.tag.size(), 0, 4).with(FLAG_PAGE), used);
+        Ok(page)
+    }
+
+    /// Salvage: the block at `off` gets tag `tag` (in the tiling, in `used`, and in the store
+    /// when the plan is applied).
+    fn retag(&mut self, off: u64, tag: Tag, used: &mut BTreeMap<u64, Tag>) {
+        used.insert(off, tag);
+        if let Some(b) = self.blocks.iter_mut().find(|b| b.offset == off) {
+            b.tag = tag;
+        }
+    }
+
+    /// Salvage: the store's key, which every check word seals. If no check word of what the
+    /// references name agrees with the superblock's key and at least two agree on another,
+    /// the superblock's was damaged: salvage checks against theirs and writes it back. (Else
+    /// every published header would read as damaged, and every span be fenced off.)
+    fn check_key(&mut self, core: &Core<'_>, references: &[Reference]) -> Result<()> {
+        let mut votes: HashMap<u64, u64> = HashMap::new();
+        for r in references {
+            let vote = match is_slot(r.target) {
+                true => {
+                    let p = r.target & !(SPAN_SIZE - 1);
+                    match p.checked_sub(HEADER_SIZE).map(|h| core.block_at(h)) {
+                        Some(Ok(t)) if t.is_span() && !t.is_free() => {
+                            Some(key_of(core.read(p + SPAN_CHECK)?, p, SPAN_CHECK_GEN))
+                        }
+                        _ => None,
+                    }
+                }
+                false => match core.block_at(r.target) {
+                    Ok(t) if t.is_plain_used() && rc::published(core.read(r.target + HDR_RC)?) => {
+                        let gen = core.read(r.target + HDR_GEN)?;
+                        Some(key_of(core.read(r.target + HDR_CHECK)?, r.target, gen))
+                    }
+                    _ => None,
+                },
+            };
+            if let Some(k) = vote {
+                *votes.entry(k).or_default() += 1;
+            }
+        }
+        let best = votes.iter().max_by_key(|(_, &n)| n).map(|(&k, &n)| (k, n));
+        if let Some((k, _)) = best.filter(|&(k, n)| k != self.key && n >= 2 && !votes.contains_key(&self.key))
+        {
+            self.damage("store key does not match its check words", SB_KEY)?;
+            self.key = k;
+            self.new_key = Some(k);
+        }
+        Ok(())
+    }
+
+    /// Salvage: the referenced blocks whose size its scan gave back (their tags in `blocks`
+    /// are longer than in the store).
+    fn note_resized(
+        &mut self,
+        core: &Core<'_>,
+        blocks: &[BlockInfo],
+        references: &[Reference],
+    ) -> Result<()> {
+        for b in blocks.iter().filter(|b| b.tag.is_plain_used()) {
+            if core.tag(b.offset)?.size() != b.tag.size() && references.iter().any(|r| r.target == b.offset) {
+                self.resized.push(b.offset);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the references that name a block users hold (or a slot in use) as the scan found
+    /// it; the others are damage (salvage drops them, with every message of a ring it drops).
+    fn keep_references(&mut self, core: &Core<'_>, index: &Index, candidates: Vec<Reference>) -> Result<()> {
+        let bad_rings: Vec<u64> = self.rings.iter().filter(|r| r.ring == 0).map(|r| r.index).collect();
+        for r in candidates {
+            let channel_gone = match r.holder {
+                Holder::Channel(i) | Holder::Message { index: i, .. } => bad_rings.contains(&i),
+                _ => false,
+            };
+            if !channel_gone && index.holds(core, r.target)? {
+                self.check_published(core, index, r)?;
+                self.references.push(r);
+                continue;
+            }
+            let what = match r.holder {
+                Holder::Root(_) => "root names no live block",
+                Holder::Channel(_) | Holder::Message { .. } => "channel holds no live block",
+                Holder::Table { .. } => "hold table names no held block",
+            };
+            if !channel_gone {
+                self.damage(what, r.target)?;
+            }
+            self.dropped.push(r);
+        }
+        // A channel whose ring is dropped goes whole.
+        let gone: Vec<u64> = self
+            .dropped
+            .iter()
+            .filter_map(|r| match r.holder {
+                Holder::Channel(i) => Some(i),
+                _ => None,
+            })
+            .collect();
+        let (kept, lost): (Vec<Reference>, Vec<Reference>) =
+            self.references.drain(..).partition(|r| match r.holder {
+                Holder::Message { index, .. } => !gone.contains(&index),
+                _ => true,
+            });
+        self.references = kept;
+        self.dropped.extend(lost);
+        self.rings.retain(|r| r.ring != 0 && !gone.contains(&r.index));
+        self.renamed.retain(|(h, _)| !matches!(h, Holder::Channel(i) if gone.contains(i)));
+        Ok(())
+    }
+
+    /// A root, a channel's ring and a hold name only published blocks (setting a root,
+    /// making a channel and resolving a handle publish them first); a queued message's block
+    /// may be unpublished when its slot word carries its length (a send of a sole reference
+    /// queues it so) and, for a block, when it does not (the locked send publishes it by its
+    /// last step; a slot, though, is published first). Another unpublished one is damage (its
+    /// reference word was hit): salvage publishes it with a new generation.
+    fn check_published(&mut self, core: &Core<'_>, index: &Index, r: Reference) -> Result<()> {
+        if let Holder::Message { index: channel, pos } = r.holder {
+            if !is_slot(r.target) || self.carrying.contains(&(channel, pos)) {
+                return Ok(());
+            }
+        }
+        let slot = index.slot(r.target);
+        let word = match (is_slot(r.target), slot) {
+            (true, Some(slot)) => slot.rc_offset(),
+            (true, None) => return Ok(()), // not held: dropped by the caller
+            (false, _) => r.target + HDR_RC,
+        };
+        if rc::published(core.read(word)?) || self.publish.contains(&word) {
+            return Ok(());
+        }
+        self.damage("a root, channel or hold names an unpublished block", r.target)?;
+        self.publish.push(word);
+        match slot {
+            Some(slot) if !self.renew_slots.contains(&slot) => self.renew_slots.push(slot),
+            None if !self.renew_blocks.contains(&r.target) => self.renew_blocks.push(r.target),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Salvage: a renewed record needs its span's page; a span left without one gets a new
+    /// page from the free space. Where the free space has no room for it, the references to
+    /// that span's slots are dropped (reported; the slots are freed) rather than leave a slot
+    /// published without a record.
+    fn room_for_pages(&mut self, index: &Index) {
+        let mut runs: Vec<u64> = Vec::new();
+        let mut run = 0;
+        for b in &self.blocks {
+            if b.tag.is_free() {
+                run += b.tag.size();
+            } else if run > 0 {
+                runs.push(std::mem::take(&mut run));
+            }
+        }
+        runs.push(run);
+        let mut pageless: Vec<u64> = self
+            .renew_slots
+            .iter()
+            .map(|s| s.span)
+            .filter(|p| index.spans.get(p).is_some_and(|s| s.page == 0))
+            .collect();
+        pageless.dedup();
+        for p in pageless {
+            let class = index.spans[&p].class;
+            let need =
+                crate::engine::core::tlsf::block_size(PAGE_ENTRIES + layout(class).0 * 8).unwrap_or(u64::MAX);
+            if let Some(r) = runs.iter_mut().find(|r| **r >= need) {
+                *r -= need;
+                continue;
+            }
+            let lost: Vec<Slot> = self.renew_slots.iter().copied().filter(|s| s.span == p).collect();
+            self.renew_slots.retain(|s| s.span != p);
+            self.publish.retain(|w| !lost.iter().any(|s| s.rc_offset() == *w));
+            let (gone, kept): (Vec<Reference>, Vec<Reference>) =
+                self.references.drain(..).partition(|r| lost.iter().any(|s| s.id() == r.target));
+            self.references = kept;
+            self.dropped.extend(gone);
+        }
+    }
+
+    /// Other holds per block or slot: one per kept reference.
+    pub(crate) fn holds(&self) -> HashMap<u64, u64> {
+        let mut holds = HashMap::new();
+        for r in &self.references {
+            *holds.entry(r.target).or_default() += 1;
+        }
+        holds
+    }
+}
+
+/// Salvage's anchors: the header offsets of the blocks that references name (for a slot, its
+/// span's and its span's page), each whose own header checks out without the tiling: it parses
+/// as a block users hold (a span or a page, for a slot) that fits in the heap, and a published
+/// block's check word matches. Sorted, without duplicates.
+fn anchors(core: &Core<'_>, key: u64, next_gen: u64, references: &[Reference]) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for r in references {
+        match is_slot(r.target) {
+            true => out.extend(span_anchor(core, key, r.target)?),
+            false => out.extend(block_anchor(core, key, next_gen, r.target)?),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The header offset of the block `target` names, if its header checks out on its own.
+fn block_anchor(core: &Core<'_>, key: u64, next_gen: u64, target: u64) -> Result<Option<u64>> {
+    let Ok(t) = core.block_at(target) else { return Ok(None) };
+    if !t.is_plain_used() {
+        return Ok(None);
+    }
+    let (gen, w) = (core.read(target + HDR_GEN)?, core.read(target + HDR_RC)?);
+    let sealed = gen != 0 && gen < next_gen && core.read(target + HDR_CHECK)? == check_word(key, target, gen);
+    Ok((!rc::published(w) || sealed).then_some(target))
+}
+
+/// The header offsets of the span of the slot `id` and of its page, if the span's header
+/// checks out and the slot was handed out and is in use (the page, if it checks out too).
+fn span_anchor(core: &Core<'_>, key: u64, id: u64) -> Result<Vec<u64>> {
+    let p = id & !(SPAN_SIZE - 1);
+    let Some(hdr) = p.checked_sub(HEADER_SIZE).filter(|&h| h >= HEAP_START) else { return Ok(Vec::new()) };
+    match core.block_at(hdr) {
+        Ok(t) if t.is_span() && !t.is_free() => {}
+        _ => return Ok(Vec::new()),
+    }
+    // The page pointer is not followed here (`|_| false`), only below, checked.
+    let span = match core.scan_span(key, p, |_| false)? {
+        Ok(span) | Err(SpanDamage::Page(span)) => span,
+        Err(SpanDamage::Header) => return Ok(Vec::new()),
+    };
+    let in_use = span.slot(id).map(|s| core.read(s.rc_offset())).transpose()?.is_some_and(|w| w != 0);
+    if !in_use {
+        return Ok(Vec::new());
+    }
+    // The span's page holds the slot's record: an anchor too, if it checks out as the span's.
+    let page = core.read(p + SPAN_PAGE)?;
+    let page_ok = page != 0
+        && core.block_at(page).is_ok_and(|t| t.is_page() && !t.is_free())
+        && core.read(page + HEADER_SIZE + PAGE_SPAN)? == p;
+    Ok(if page_ok { vec![hdr, page] } else { vec![hdr] })
+}
