@@ -10,7 +10,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::engine::core::header::rc;
 use crate::engine::core::span::is_slot;
-use crate::engine::family::{family_ends, HeapRef};
+use crate::engine::heap::family::{family_ends, HeapRef};
 use crate::engine::heap::{table, Heap, Obtained, RefKind, Resizer};
 use crate::error::{Error, Result};
 use crate::format::{payload_of, GRANULE, HEADER_SIZE, PAGE_SIZE};

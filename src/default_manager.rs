@@ -5,7 +5,7 @@ use std::ptr::NonNull;
 use std::sync::OnceLock;
 
 use crate::engine::core::region::Region;
-use crate::engine::family::HeapRef;
+use crate::engine::heap::family::HeapRef;
 use crate::engine::heap::{format_region, Backing, Heap};
 use crate::error::{Error, Result};
 use crate::format::{MIN_STORE_SIZE, PAGE_SIZE};
@@ -141,7 +141,7 @@ fn make_global_heap() -> Option<&'static HeapRef> {
         Ok(DefaultManager { heap: Some(h) }) => {
             let _ = GLOBAL_HEAP.set(h);
             if let Some(slabs) = GLOBAL_HEAP.get().and_then(|h| h.slabs.as_ref()) {
-                crate::engine::slab::fast::publish(slabs);
+                crate::engine::heap::slab::fast::publish(slabs);
             }
             GLOBAL_STATE.store(2, Ordering::Release);
             GLOBAL_HEAP.get()
@@ -220,7 +220,9 @@ impl DefaultManager {
         let region = unsafe { Region::new(base, 0, max) };
         backing.grow(&region, initial)?;
         format_region(&region, initial, max, 0)?;
-        let heap = HeapRef::new(Heap::new(region, Box::new(backing), 1)?.in_process())?;
+        let heap = HeapRef::new(
+            Heap::new(region, Box::new(backing), 1, crate::engine::recovery::recover_locked)?.in_process(),
+        )?;
         heap.prepare_caches();
         crate::fork::register();
         Ok(DefaultManager { heap: Some(heap) })
@@ -286,7 +288,7 @@ unsafe impl GlobalAlloc for DefaultManager {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if self.heap.is_none() && layout.align() <= 16 {
-            if let Some(p) = crate::engine::slab::fast::alloc(layout.size()) {
+            if let Some(p) = crate::engine::heap::slab::fast::alloc(layout.size()) {
                 return p.as_ptr();
             }
         }
@@ -296,7 +298,7 @@ unsafe impl GlobalAlloc for DefaultManager {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if self.heap.is_none() && crate::engine::slab::fast::free(ptr) {
+        if self.heap.is_none() && crate::engine::heap::slab::fast::free(ptr) {
             return;
         }
         // SAFETY: the caller's contract, passed on.
@@ -308,12 +310,12 @@ unsafe impl GlobalAlloc for DefaultManager {
         // kept if its slab's block size holds the new size without wasting more than half,
         // else moved through the fast paths.
         if self.heap.is_none() && layout.align() <= 16 {
-            if let Some(old) = crate::engine::slab::fast::find(ptr) {
+            if let Some(old) = crate::engine::heap::slab::fast::find(ptr) {
                 let room = old.size();
                 if new_size <= room && (new_size >= room / 2 || room <= 64) {
                     return ptr;
                 }
-                if let Some(q) = crate::engine::slab::fast::alloc(new_size) {
+                if let Some(q) = crate::engine::heap::slab::fast::alloc(new_size) {
                     // SAFETY: `ptr` holds `layout.size()` bytes (the caller's contract), `q`
                     // at least `new_size`; distinct live blocks.
                     unsafe { std::ptr::copy_nonoverlapping(ptr, q.as_ptr(), layout.size().min(new_size)) };

@@ -21,9 +21,9 @@ use crate::engine::heap::{Guard, Heap};
 /// One heap's locks, in the order they were taken (dropped in reverse: the lock word first).
 struct HeapHeld {
     lock: Option<Guard<'static>>,
-    pools: Option<[MutexGuard<'static, crate::engine::slab::Pool>; 2]>,
-    overflow: Option<MutexGuard<'static, crate::engine::slab::Local>>,
-    caches: Option<MutexGuard<'static, Vec<Arc<crate::engine::cache::ThreadCache>>>>,
+    pools: Option<[MutexGuard<'static, crate::engine::heap::slab::Pool>; 2]>,
+    overflow: Option<MutexGuard<'static, crate::engine::heap::slab::Local>>,
+    caches: Option<MutexGuard<'static, Vec<Arc<crate::engine::heap::cache::ThreadCache>>>>,
     heap: &'static Heap,
 }
 
@@ -58,7 +58,7 @@ extern "C" fn prepare() {
     for heap in heaps.into_iter().filter(|h| !h.shared()) {
         let caches = Some(heap.caches());
         let (overflow, pools) = match &heap.slabs {
-            Some(s) => (Some(crate::engine::slab::lock(&s.overflow)), Some(s.lock_all())),
+            Some(s) => (Some(crate::engine::heap::slab::lock(&s.overflow)), Some(s.lock_all())),
             None => (None, None),
         };
         let lock = heap.lock().ok();

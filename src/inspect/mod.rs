@@ -32,10 +32,10 @@ use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 
+use crate::engine::census::{Census, Item, Seen};
 use crate::engine::core::header::rc;
 use crate::engine::core::region::Region;
 use crate::engine::core::span::is_slot;
-use crate::engine::heap::census::{Census, Item, Seen};
 use crate::engine::heap::Heap;
 use crate::error::{Error, Result};
 use crate::format::*;
@@ -145,7 +145,12 @@ impl Snapshot {
         let region = unsafe { Region::new(base, capacity, capacity) };
         // The copy's lock word (ours, or a holder's) must not hold up the checks run on it.
         region.u32_at(SB_LOCK)?.store(0, crate::sync::Ordering::Relaxed);
-        let heap = Heap::new(region, Box::new(CopyBacking { file, _memory: words }), SNAPSHOT_TAG)?;
+        let heap = Heap::new(
+            region,
+            Box::new(CopyBacking { file, _memory: words }),
+            SNAPSHOT_TAG,
+            crate::engine::recovery::recover_locked,
+        )?;
         Ok(Snapshot { heap, in_place: false, lock_holder, view, census: OnceLock::new() })
     }
 
@@ -194,7 +199,8 @@ impl Snapshot {
             take::Found::Copied(copy) => Ok(look(&Self::over_copy(copy)?)),
             take::Found::Held(held, _no_stop) => {
                 let (region, backing) = take::map_held(held)?;
-                let heap = Heap::inspected(region, backing, SNAPSHOT_TAG)?;
+                let heap =
+                    Heap::inspected(region, backing, SNAPSHOT_TAG, crate::engine::recovery::recover_locked)?;
                 let snap = Snapshot {
                     heap,
                     in_place: true,
@@ -324,7 +330,8 @@ impl Snapshot {
                     pid: r.load32(s + SLOT_PID).unwrap_or(0),
                     start_time: self.load(s + SLOT_START_TIME),
                     alive: !self.heap.slot_dead(i as u32),
-                    holds: crate::engine::holds::entries(&self.heap, table).map_or(0, |e| e.len() as u64),
+                    holds: crate::engine::heap::holds::entries(&self.heap, table)
+                        .map_or(0, |e| e.len() as u64),
                 }
             })
             .collect()

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use memmap2::MmapRaw;
 
 use crate::engine::core::region::Region;
-use crate::engine::family::HeapRef;
+use crate::engine::heap::family::HeapRef;
 use crate::engine::heap::{Backing, Heap};
 use crate::error::{Error, Result};
 use crate::format::{MIN_STORE_SIZE, PAGE_SIZE};
@@ -213,7 +213,7 @@ pub(crate) fn full_check(heap: &Heap) -> Result<CheckReport> {
     let _g = heap.lock()?;
     report.problems.extend(crate::engine::recovery::check_holds(heap)?);
     report.problems.extend(crate::engine::channel::check(heap)?);
-    report.problems.extend(crate::engine::cache::exchange::check(heap));
+    report.problems.extend(crate::engine::heap::cache::exchange::check(heap));
     report.dead_processes = crate::engine::recovery::dead_slots(heap, false)?.len() as u64;
     Ok(report)
 }

@@ -172,7 +172,7 @@ impl ReadOnlyStore {
         }
         let second = file.try_clone().map_err(|e| Error::io("duplicate the store's descriptor", e))?;
         let backing = ReadOnlyBacking { file: second, path: path.to_owned(), _map: map };
-        let heap = Heap::read_only(region, Box::new(backing), path)?;
+        let heap = Heap::read_only(region, Box::new(backing), path, crate::engine::recovery::recover_locked)?;
         Ok(ReadOnlyStore { heap, file, path: path.to_owned() })
     }
 
@@ -484,7 +484,12 @@ impl PrivateCopy {
         let region = unsafe { Region::new(base, self.cap, self.cap) };
         // The copy's lock word (a dead holder's, perhaps) must not hold up the check.
         region.store32(SB_LOCK, 0)?;
-        Heap::new(region, Box::new(CopyBacking { file, _memory: self.words }), COPY_TAG)
+        Heap::new(
+            region,
+            Box::new(CopyBacking { file, _memory: self.words }),
+            COPY_TAG,
+            crate::engine::recovery::recover_locked,
+        )
     }
 }
 

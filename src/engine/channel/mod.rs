@@ -36,7 +36,7 @@ mod ring;
 
 use crate::engine::core::header::rc;
 use crate::engine::directory::{valid_name, CHANNELS};
-use crate::engine::family::HeapRef;
+use crate::engine::heap::family::HeapRef;
 use crate::engine::heap::{Guard, Heap, Obtained};
 use crate::error::{Error, Result};
 use crate::format::*;

@@ -6,25 +6,27 @@
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
 
-use crate::engine::core::check::CheckReport;
 use crate::engine::core::header::{check_word, rc, Tag, MAX_SLACK};
 use crate::engine::core::region::Region;
 use crate::engine::core::span::{id_class, is_slot};
 use crate::engine::core::tlsf::Core;
-use crate::engine::holds::HoldTable;
+use crate::engine::heap::holds::HoldTable;
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::hooks::pause;
 use crate::lock::{self, Acquired};
-use crate::manager::Stats;
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::BlockHandle;
 
-pub(crate) mod census;
+pub(crate) mod cache;
+pub(crate) mod family;
+pub(crate) mod holds;
 mod purge;
 mod raw;
 mod recovering;
+pub(crate) use recovering::or_give_back;
 mod refs;
+pub(crate) mod slab;
 pub(crate) mod table;
 
 /// How long recovery waits for a living process to give back a lock kept in a store word (a
@@ -32,6 +34,12 @@ pub(crate) mod table;
 /// as it is: such a lock is held for a microsecond or less, so only a stopped or descheduled
 /// process (or a damaged word naming a living one) keeps it this long.
 pub(crate) const HOLDER_PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Recovery, as a heap runs it when it takes the lock over from a dead holder (with the lock
+/// held; `reclaim_own`: this process's own slot counts as a dead process's). Every heap is made
+/// with `recovery::recover_locked`: the heap is below recovery, which reads everything that
+/// holds references (roots, channels, hold tables), so it reaches it through this.
+pub(crate) type Recovery = fn(&Heap, &Guard<'_>, bool) -> Result<crate::engine::reports::RecoveryReport>;
 
 /// What a manager's memory comes from.
 pub(crate) trait Backing: Send + Sync {
@@ -92,6 +100,8 @@ pub(crate) struct Heap {
     key: AtomicU64,
     /// This process's lock and owner tag: registry slot + 1 (1 in-process).
     tag: u32,
+    /// What runs on a takeover of a dead holder's lock.
+    recovery: Recovery,
     /// This process's hold table (stores shared between processes only). Taken only while the
     /// store lock is held.
     holds: Mutex<HoldTable>,
@@ -101,20 +111,20 @@ pub(crate) struct Heap {
     /// 0 for a heap never registered (which has no blocks: a snapshot being inspected).
     pub(crate) index: u16,
     /// The per-thread block caches made for this heap.
-    pub(crate) caches: crate::engine::cache::Caches,
+    pub(crate) caches: crate::engine::heap::cache::Caches,
     /// Its users and families (`family.rs`).
-    pub(crate) lives: Arc<crate::engine::family::Lives>,
+    pub(crate) lives: Arc<crate::engine::heap::family::Lives>,
     /// Whether small blocks are allocated as slots of spans (a store of format version 2).
     spans: bool,
     /// Reports of recoveries this process ran on taking the lock over from a dead holder,
     /// summed, until `recover` hands them to its caller.
-    recovered: Mutex<crate::RecoveryReport>,
+    recovered: Mutex<crate::engine::reports::RecoveryReport>,
     /// Set when the heap was given up as found (`abandon`): dropping it writes nothing.
     abandoned: bool,
     /// How this process may touch the store (a writer, a reader, an inspector).
     access: Access,
     /// Small raw blocks (in-process heaps only: `slab/`).
-    pub(crate) slabs: Option<crate::engine::slab::Slabs>,
+    pub(crate) slabs: Option<crate::engine::heap::slab::Slabs>,
     /// Free space waiting to go back to the system (in-process heaps only: `purge.rs`).
     purges: Option<purge::Purges>,
     /// Stacks of this store's exchange that threads of this process hold now
@@ -191,18 +201,25 @@ impl Drop for Guard<'_> {
 }
 
 impl Heap {
-    /// Wraps a validated region. `tag` is this process's owner tag.
-    pub(crate) fn new(region: Region, backing: Box<dyn Backing>, tag: u32) -> Result<Heap> {
+    /// Wraps a validated region. `tag` is this process's owner tag; `recovery` runs on a
+    /// takeover of a dead holder's lock.
+    pub(crate) fn new(
+        region: Region,
+        backing: Box<dyn Backing>,
+        tag: u32,
+        recovery: Recovery,
+    ) -> Result<Heap> {
         let key = region.load(SB_KEY)?;
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let lives = crate::engine::family::Lives::new();
+        let lives = crate::engine::heap::family::Lives::new();
         let spans = region.load32(SB_VERSION)? >= 2;
         Ok(Heap {
             region,
             backing,
             key: AtomicU64::new(key),
             tag,
+            recovery,
             holds: Mutex::default(),
             id,
             index: 0,
@@ -226,8 +243,9 @@ impl Heap {
         region: Region,
         backing: Box<dyn Backing>,
         path: &std::path::Path,
+        recovery: Recovery,
     ) -> Result<Heap> {
-        let mut heap = Heap::new(region, backing, READ_ONLY_TAG)?;
+        let mut heap = Heap::new(region, backing, READ_ONLY_TAG, recovery)?;
         heap.access = Access::ReadOnly(path.to_owned());
         Ok(heap)
     }
@@ -235,8 +253,13 @@ impl Heap {
     /// A heap over a store whose lock the caller holds (with `tag`, not this heap's) for as
     /// long as the heap lives, to inspect it in place (`inspect/take.rs`): its `lock` only
     /// stands for the caller's, and dropping it writes nothing. Only read paths run on it.
-    pub(crate) fn inspected(region: Region, backing: Box<dyn Backing>, tag: u32) -> Result<Heap> {
-        let mut heap = Heap::new(region, backing, tag)?;
+    pub(crate) fn inspected(
+        region: Region,
+        backing: Box<dyn Backing>,
+        tag: u32,
+        recovery: Recovery,
+    ) -> Result<Heap> {
+        let mut heap = Heap::new(region, backing, tag, recovery)?;
         heap.access = Access::Inspected;
         Ok(heap)
     }
@@ -244,7 +267,7 @@ impl Heap {
     /// An in-process heap (before it is shared with any thread): small raw allocations come
     /// from slabs, and free space goes back to the system.
     pub(crate) fn in_process(mut self) -> Heap {
-        self.slabs = crate::engine::slab::Slabs::new(&self.region).ok();
+        self.slabs = crate::engine::heap::slab::Slabs::new(&self.region).ok();
         self.purges = Some(Default::default());
         self
     }
@@ -316,11 +339,7 @@ impl Heap {
     pub(crate) fn lock(&self) -> Result<Guard<'_>> {
         let (guard, was) = self.lock_as_is()?;
         if was.is_some() {
-            let report = recovering::or_give_back(
-                &guard,
-                was,
-                crate::engine::recovery::recover_locked(self, &guard, false),
-            )?;
+            let report = or_give_back(&guard, was, (self.recovery)(self, &guard, false))?;
             self.note_recovered(&report);
         }
         // What this thread deferred goes back now, before whatever the lock was taken for.
@@ -405,7 +424,7 @@ impl Heap {
     /// any error).
     #[inline]
     fn take_cached(&self, len: u64, slot: bool) -> Option<(u64, u64)> {
-        if len >= crate::engine::cache::CLASS_LIMIT {
+        if len >= crate::engine::heap::cache::CLASS_LIMIT {
             return None;
         }
         let c = self.cache()?;
@@ -546,8 +565,14 @@ impl Heap {
         Ok(Some((c.offset, c.size)))
     }
 
-    fn max_size(&self) -> Result<u64> {
+    /// The store's maximum size (`SB_MAX_SIZE`).
+    pub(crate) fn max_size(&self) -> Result<u64> {
         self.region.load(SB_MAX_SIZE)
+    }
+
+    /// Processes attached to the store now (1 for memory that is not a store's).
+    pub(crate) fn attached(&self) -> u64 {
+        self.backing.attached(&self.region)
     }
 
     /// Carves a block of `len` bytes aligned to `1 << align_log2` (under the lock): see
@@ -718,46 +743,6 @@ impl Heap {
         Ok(())
     }
 
-    pub(crate) fn stats(&self) -> Result<Stats> {
-        let _g = self.lock()?;
-        self.stats_unlocked()
-    }
-
-    /// The figures [`Heap::stats`] reports, read as they are (the caller holds the lock, or
-    /// accepts figures from different moments: a store opened read-only).
-    pub(crate) fn stats_unlocked(&self) -> Result<Stats> {
-        let f = self.figures()?;
-        Ok(Stats {
-            capacity: self.core().capacity()?,
-            max_size: self.max_size()?,
-            used_bytes: f.live.bytes,
-            live_blocks: f.live.blocks,
-            cached_bytes: f.cached.bytes,
-            cached_blocks: f.cached.blocks,
-            bookkeeping_bytes: f.bookkeeping.bytes,
-            bookkeeping_blocks: f.bookkeeping.blocks,
-            free_bytes: f.free.bytes,
-            heap_bytes: self.region.load(SB_USED_BYTES)?,
-            largest_free: self.core().largest_free()?,
-            attached_processes: self.backing.attached(&self.region),
-            growths: self.region.load(SB_GROWTHS)?,
-            recoveries: self.region.load(SB_RECOVERIES)?,
-            recovered_processes: self.region.load(SB_RECOVERED_PROCESSES)?,
-            quarantined_bytes: f.quarantined.bytes,
-        })
-    }
-
-    /// The core's check, with the blocks counted by category ([`Heap::census`]; a heap the
-    /// census cannot walk to its end keeps the core's counts, and the core reported why).
-    pub(crate) fn check(&self) -> Result<CheckReport> {
-        let _g = self.lock()?;
-        let mut report = self.core().check(self.key())?;
-        if let (census, None) = self.census(|_| {}) {
-            census.figures.fill(&mut report);
-        }
-        Ok(report)
-    }
-
     pub(crate) fn flush(&self) -> Result<()> {
         self.backing.flush()
     }
@@ -770,10 +755,10 @@ impl Drop for Heap {
             return;
         }
         let Ok(g) = self.lock() else { return };
-        crate::engine::cache::drain(self, &g);
+        crate::engine::heap::cache::drain(self, &g);
         if self.backing.attached(&self.region) <= 1 {
             // The last process leaves no block waiting on the exchange.
-            crate::engine::cache::exchange::drain(self, &g);
+            crate::engine::heap::cache::exchange::drain(self, &g);
         }
         self.backing.detach(&self.region);
     }

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use super::{Guard, Heap};
-use crate::engine::slab::PURGE_DELAY;
+use crate::engine::heap::slab::PURGE_DELAY;
 use crate::format::{FREE_PREV, PAGE_SIZE};
 use crate::sync::{AtomicUsize, Ordering};
 

@@ -12,7 +12,7 @@
 use std::ptr::NonNull;
 
 use crate::engine::core::header::rc;
-use crate::engine::slab::{class_of, SLAB_MAX};
+use crate::engine::heap::slab::{class_of, SLAB_MAX};
 use crate::format::*;
 use crate::sync::Ordering;
 
@@ -120,7 +120,7 @@ impl Heap {
         if new <= room && (new >= room / 2 || room <= 64) {
             return NonNull::new(p);
         }
-        if room < crate::engine::cache::CLASS_LIMIT || new <= SLAB_MAX {
+        if room < crate::engine::heap::cache::CLASS_LIMIT || new <= SLAB_MAX {
             let q = self.alloc_raw(new, 4)?;
             // SAFETY: both are live raw blocks of this heap, distinct, each at least
             // `min(old, new)` bytes long (`old` is the caller's length of `p`).

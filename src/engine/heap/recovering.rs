@@ -1,44 +1,16 @@
-//! Where the heap meets recovery: at open, on demand, as a salvage, and the reports of
-//! recoveries that ran inside other calls (`recovery/` has the recovery itself).
+//! What the heap keeps of recovery: the lock taken as it is found, the reports of recoveries
+//! that ran inside other calls (a takeover), a store given up as found. Recovery itself, and its
+//! entry points, are `recovery/`'s; the heap reaches it on a takeover through the function it
+//! was made with ([`Recovery`](super::Recovery)).
 
 use super::*;
 
 impl Heap {
-    /// Called right after attaching, before anything else: recovers what dead processes left,
-    /// if anything. `reclaimed_slot` says our slot was taken from a dead process. Constant time
-    /// on a store that was shut down cleanly: a scan of the registry, no heap walk. On an
-    /// error (a damaged store) nothing was written and the lock is as it was.
-    pub(crate) fn recover_at_open(&self, reclaimed_slot: bool) -> Result<Option<crate::RecoveryReport>> {
-        let held = self.region.load32(SB_LOCK)? & !lock::CONTENDED;
-        if held != self.tag && !crate::engine::recovery::needed(self, reclaimed_slot)? {
-            return Ok(None);
-        }
-        self.recover_as_found(reclaimed_slot).map(Some)
-    }
-
-    /// Recovers under the lock taken as it is found (no repair on the way in). On an error (a
-    /// damaged store) nothing was written and the lock word is given back as it was.
-    /// `reclaimed_slot` says our slot was taken from a dead process.
-    pub(crate) fn recover_as_found(&self, reclaimed_slot: bool) -> Result<crate::RecoveryReport> {
-        let (guard, was, own) = self.lock_as_found()?;
-        or_give_back(
-            &guard,
-            was,
-            crate::engine::recovery::recover_locked(self, &guard, reclaimed_slot || own),
-        )
-    }
-
-    /// Runs salvage under the lock taken as it is found: see `MappedManager::salvage`.
-    pub(crate) fn salvage(&self) -> Result<crate::SalvageReport> {
-        let (guard, was, _) = self.lock_as_found()?;
-        or_give_back(&guard, was, crate::engine::recovery::salvage_locked(self, &guard))
-    }
-
     /// [`Heap::lock_as_is`], and whether the word named this process's own fresh tag: a
     /// lock word naming our fresh slot can only be left over from an earlier holder of the
     /// slot that died (or from corruption), so it is taken over as such, and our slot's
     /// leftovers recovered as a dead process's.
-    pub(super) fn lock_as_found(&self) -> Result<(Guard<'_>, Option<u32>, bool)> {
+    pub(crate) fn lock_as_found(&self) -> Result<(Guard<'_>, Option<u32>, bool)> {
         let word = self.region.u32_at(SB_LOCK)?;
         let cur = word.load(Ordering::Acquire);
         if cur & !lock::CONTENDED == self.tag
@@ -52,34 +24,14 @@ impl Heap {
         Ok((guard, was, false))
     }
 
-    /// Runs recovery now (under the lock), whether or not anyone is known to have died. The
-    /// report adds every recovery this process ran since it was last asked (when a thread
-    /// took the lock over from a dead holder).
-    pub(crate) fn recover(&self) -> Result<crate::RecoveryReport> {
-        let g = self.lock()?;
-        let mut report = crate::engine::recovery::recover_locked(self, &g, false)?;
-        report.add(&self.take_recovered());
-        Ok(report)
-    }
-
-    /// Runs recovery now (taking the lock), keeping its report for [`Heap::take_recovered`]:
-    /// for a caller that found a dead process holding a channel ring's lock (`channel/`),
-    /// which recovery takes over.
-    pub(crate) fn recover_now(&self) -> Result<()> {
-        let g = self.lock()?;
-        let report = crate::engine::recovery::recover_locked(self, &g, false)?;
-        self.note_recovered(&report);
-        Ok(())
-    }
-
     /// Keeps the report of a recovery that no caller asked for (a takeover), for
     /// [`Heap::take_recovered`].
-    pub(super) fn note_recovered(&self, report: &crate::RecoveryReport) {
+    pub(crate) fn note_recovered(&self, report: &crate::engine::reports::RecoveryReport) {
         self.recovered.lock().unwrap_or_else(|p| p.into_inner()).add(report);
     }
 
     /// The sum of the recoveries this process ran on takeovers since it was last asked.
-    pub(crate) fn take_recovered(&self) -> crate::RecoveryReport {
+    pub(crate) fn take_recovered(&self) -> crate::engine::reports::RecoveryReport {
         std::mem::take(&mut *self.recovered.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -110,7 +62,7 @@ impl Heap {
 /// `done`, the repair owed to a dead lock holder, run under `guard`: if it failed, the lock
 /// goes back to the dead holder as the word `was` was (`Guard::restore_on_drop`), so that the
 /// next taker tries again rather than proceed on a half-changed store.
-pub(super) fn or_give_back<T>(guard: &Guard<'_>, was: Option<u32>, done: Result<T>) -> Result<T> {
+pub(crate) fn or_give_back<T>(guard: &Guard<'_>, was: Option<u32>, done: Result<T>) -> Result<T> {
     if let (Err(_), Some(was)) = (&done, was) {
         guard.restore_on_drop(was);
     }

@@ -3,7 +3,7 @@
 //! out of store structures. ARCHITECTURE.md, "References", gives the rules.
 
 use super::*;
-use crate::engine::family::family_ends;
+use crate::engine::heap::family::family_ends;
 
 impl Heap {
     /// Adds `n` owner references to a block this process holds one of (cloning an owner-kind
@@ -38,7 +38,7 @@ impl Heap {
     ///
     /// # Safety
     ///
-    /// As for [`crate::engine::family::family_ends`]: the caller's reference was its family's last (a
+    /// As for [`crate::engine::heap::family::family_ends`]: the caller's reference was its family's last (a
     /// lent one is), and the caller does not use the heap after this call.
     #[inline]
     pub(crate) unsafe fn release_lent(&self, off: u64, size: u64) {

@@ -21,10 +21,10 @@
 use std::collections::HashMap;
 
 use super::plan::{Holder, Plan};
-use super::RecoveryReport;
 use crate::engine::core::header::rc;
 use crate::engine::directory::{CHANNELS, ROOTS};
 use crate::engine::heap::{Guard, Heap};
+use crate::engine::reports::RecoveryReport;
 use crate::error::Result;
 use crate::format::*;
 use crate::sync::{AtomicU64, Ordering};
@@ -232,7 +232,7 @@ impl Plan {
         }
         if !self.keep_exchange {
             // The exchange's blocks are freed too (their owner is no process): cached ones.
-            in_caches = in_caches.saturating_add(crate::engine::cache::exchange::totals(heap).0);
+            in_caches = in_caches.saturating_add(crate::engine::heap::cache::exchange::totals(heap).0);
         }
         crate::hooks::pause("recovery-midway");
         let blocks = doomed.iter().map(|&(id, size, _)| (id, size));

@@ -253,7 +253,7 @@ impl Plan {
             let table = heap.region.load(slot_offset(i) + SLOT_HOLDS)?;
             // Salvage runs with no other process alive (`MappedManager::salvage`), and its own
             // process holds nothing: a table of the living is recovery's alone.
-            match crate::engine::holds::entry_offsets(heap, table) {
+            match crate::engine::heap::holds::entry_offsets(heap, table) {
                 Ok(entries) => {
                     for e in entries {
                         out.push(Reference {

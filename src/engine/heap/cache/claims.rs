@@ -19,7 +19,7 @@ impl Claims {
     /// Gives every claimed cache back (what an exiting thread leaves).
     fn release(&mut self) {
         let _ = LAST.try_with(|l| l.set((0, std::ptr::null())));
-        crate::engine::slab::fast::set_mine(None);
+        crate::engine::heap::slab::fast::set_mine(None);
         for (_, c) in self.0.drain(..) {
             c.give_back_on_exit();
             c.slabs.orphaned.store(true, Ordering::Relaxed);
@@ -118,8 +118,8 @@ impl Heap {
         let _ = LAST.try_with(|l| l.set((self.id, p)));
         // SAFETY: as in `cache`: claimed by this thread, kept alive by `self.caches`.
         let c = unsafe { &*p };
-        if self.slabs.as_ref().is_some_and(crate::engine::slab::fast::is_global) {
-            crate::engine::slab::fast::set_mine(Some(&c.slabs));
+        if self.slabs.as_ref().is_some_and(crate::engine::heap::slab::fast::is_global) {
+            crate::engine::heap::slab::fast::set_mine(Some(&c.slabs));
         }
         Some(c)
     }

@@ -27,6 +27,7 @@ use crate::engine::directory::CHANNELS;
 use crate::engine::heap::Heap;
 use crate::error::{Error, Result};
 use crate::format::*;
+use crate::manager::Stats;
 
 /// Blocks and bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -190,7 +191,7 @@ impl Heap {
         let used = |t: u64| self.core().block_at(t).ok().filter(|t| t.is_plain_used()).map(|t| t.size());
         let (mut blocks, mut parked) = (Vec::new(), Vec::new());
         let mut counter_table = |owner: u64, t: u64, blocks: &mut Vec<(u64, u64)>| {
-            if let Some(size) = used(t).filter(|&s| crate::engine::cache::can_be_counter_table(s)) {
+            if let Some(size) = used(t).filter(|&s| crate::engine::heap::cache::can_be_counter_table(s)) {
                 blocks.push((t, size));
                 let (bytes, n) = self.parked_in(t).unwrap_or((0, 0));
                 parked.push((owner, Amount { blocks: n, bytes }));
@@ -205,10 +206,10 @@ impl Heap {
             counter_table(i + 1, self.region.load(slot_offset(i) + SLOT_CACHES)?, &mut blocks);
         }
         if self.slot().is_none() {
-            counter_table(u64::from(self.tag), self.own_counter_table(), &mut blocks);
+            counter_table(u64::from(self.tag()), self.own_counter_table(), &mut blocks);
         }
         // The exchange's blocks are cached for whichever cache takes them next.
-        let (n, bytes) = crate::engine::cache::exchange::totals(self);
+        let (n, bytes) = crate::engine::heap::cache::exchange::totals(self);
         parked.push((EXCHANGE_OWNER, Amount { blocks: n, bytes }));
         for ring in CHANNELS.entries(self).unwrap_or_default().into_iter().map(|e| e.target) {
             blocks.extend(used(ring).map(|size| (ring, size)));
@@ -364,5 +365,48 @@ impl Tally {
             splits.push((owner, split));
         }
         Census { figures, splits }
+    }
+}
+
+/// The whole-heap reports: statistics and the check, with the blocks counted by category.
+impl Heap {
+    pub(crate) fn stats(&self) -> Result<Stats> {
+        let _g = self.lock()?;
+        self.stats_unlocked()
+    }
+
+    /// The figures [`Heap::stats`] reports, read as they are (the caller holds the lock, or
+    /// accepts figures from different moments: a store opened read-only).
+    pub(crate) fn stats_unlocked(&self) -> Result<Stats> {
+        let f = self.figures()?;
+        Ok(Stats {
+            capacity: self.core().capacity()?,
+            max_size: self.max_size()?,
+            used_bytes: f.live.bytes,
+            live_blocks: f.live.blocks,
+            cached_bytes: f.cached.bytes,
+            cached_blocks: f.cached.blocks,
+            bookkeeping_bytes: f.bookkeeping.bytes,
+            bookkeeping_blocks: f.bookkeeping.blocks,
+            free_bytes: f.free.bytes,
+            heap_bytes: self.region.load(SB_USED_BYTES)?,
+            largest_free: self.core().largest_free()?,
+            attached_processes: self.attached(),
+            growths: self.region.load(SB_GROWTHS)?,
+            recoveries: self.region.load(SB_RECOVERIES)?,
+            recovered_processes: self.region.load(SB_RECOVERED_PROCESSES)?,
+            quarantined_bytes: f.quarantined.bytes,
+        })
+    }
+
+    /// The core's check, with the blocks counted by category ([`Heap::census`]; a heap the
+    /// census cannot walk to its end keeps the core's counts, and the core reported why).
+    pub(crate) fn check(&self) -> Result<CheckReport> {
+        let _g = self.lock()?;
+        let mut report = self.core().check(self.key())?;
+        if let (census, None) = self.census(|_| {}) {
+            census.figures.fill(&mut report);
+        }
+        Ok(report)
     }
 }

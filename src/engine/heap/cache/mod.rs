@@ -50,7 +50,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::engine::core::span::{is_slot, slot_class};
 use crate::engine::core::tlsf::block_size;
-use crate::engine::family::Lives;
+use crate::engine::heap::family::Lives;
 use crate::engine::heap::{Guard, Heap};
 use crate::error::Result;
 use crate::format::*;
@@ -215,7 +215,7 @@ pub(crate) struct ThreadCache {
     /// The heap's users and families; outlives the heap while this cache lives.
     lives: Arc<Lives>,
     /// The thread's slabs of small raw blocks (in-process heaps: `slab/`).
-    pub(crate) slabs: crate::engine::slab::Local,
+    pub(crate) slabs: crate::engine::heap::slab::Local,
 }
 
 // SAFETY: `state` is reached only by the one thread that claimed the cache (the claim is an
