@@ -112,3 +112,69 @@ fn readme_examples_hide_no_lines_and_are_whole_programs() {
     assert!(lang.is_none(), "a code block of the README is not closed");
     assert!(blocks >= 9, "only {blocks} Rust examples found");
 }
+
+/// The engine's modules (`src/engine/`: a folder or a file is one module) import one way: no
+/// module imports one that imports it, directly or around a circle. The heap is below what
+/// uses blocks (directories, channels, slots), which are below what reads everything (recovery,
+/// the census); the heap reaches recovery only through the function it is made with. Read from
+/// the source's `crate::engine::` and `super::` paths, test modules left out.
+#[test]
+fn the_engine_s_modules_import_one_way() {
+    let engine = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engine");
+    let mut files = Vec::new();
+    rust_files(&engine, &mut files);
+    let path = regex::Regex::new(r"crate::engine::([a-z_]+)").unwrap();
+    let up = regex::Regex::new(r"\bsuper::([a-z_]+)").unwrap();
+    let mut edges = std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    for f in &files {
+        let rel = f.strip_prefix(&engine).unwrap();
+        let parts: Vec<String> =
+            rel.iter().map(|p| p.to_string_lossy().trim_end_matches(".rs").to_owned()).collect();
+        if parts == ["mod"] {
+            continue; // the folder's own file only declares the modules
+        }
+        let unit = parts[0].clone();
+        // A module at the engine's top (`engine/x.rs`, `engine/x/mod.rs`) reaches its siblings
+        // through `super::`; deeper files reach their own module's parts.
+        let top = parts.len() == 1 || (parts.len() == 2 && parts[1] == "mod");
+        let text = std::fs::read_to_string(f).unwrap();
+        let text = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        let code: String = text.lines().map(|l| l.split("//").next().unwrap()).collect::<Vec<_>>().join("\n");
+        let mut targets: Vec<String> = path.captures_iter(&code).map(|c| c[1].to_owned()).collect();
+        if top {
+            targets.extend(up.captures_iter(&code).map(|c| c[1].to_owned()));
+        }
+        for t in targets.into_iter().filter(|t| *t != unit) {
+            edges.entry(unit.clone()).or_default().insert(t);
+        }
+    }
+    assert!(edges.len() >= 6, "the engine's modules were not found: {edges:?}");
+    // A circle shows as a module reached again from itself.
+    fn reach(
+        from: &str,
+        edges: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        for next in edges.get(from).into_iter().flatten() {
+            if path.first() == Some(next) {
+                return Some(path.iter().cloned().chain([next.clone()]).collect());
+            }
+            if !path.contains(next) {
+                path.push(next.clone());
+                if let Some(circle) = reach(next, edges, path) {
+                    return Some(circle);
+                }
+                path.pop();
+            }
+        }
+        None
+    }
+    for unit in edges.keys() {
+        let circle = reach(unit, &edges, &mut vec![unit.clone()]);
+        assert!(
+            circle.is_none(),
+            "engine modules import each other in a circle: {}",
+            circle.unwrap().join(" -> ")
+        );
+    }
+}
