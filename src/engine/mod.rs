@@ -1,4 +1,16 @@
 //! The engine: the heap and everything that keeps blocks in it, shared by both managers.
+//!
+//! Its modules import one way, from the bottom up (`tests/source_rules.rs` checks it):
+//!
+//! - `core`: the bytes (region, headers, TLSF, spans, the core's check); no system calls.
+//! - `reports`: what recoveries did, as callers are told.
+//! - `heap`: the store lock, growth, allocation and resize, the reference protocol, and the
+//!   heap's own machinery (thread caches, slabs, hold tables, families, purging). It runs
+//!   recovery on a takeover through the function it is made with ([`heap::Recovery`]).
+//! - `directory`, `slots`, `channel`: what uses blocks (named roots and channels, small blocks
+//!   as slots of spans, rings of references between processes).
+//! - `census` and `recovery`: what reads everything (statistics and the check; recovery and
+//!   salvage, entered at open, on demand, or from the heap's takeover).
 
 pub(crate) mod census;
 pub(crate) mod channel;

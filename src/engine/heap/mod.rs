@@ -1,7 +1,8 @@
-//! The heap engine shared by both managers: the core, under the store lock, over a backing
-//! that knows how to grow and who is alive; allocation (thread caches first), resize and the
-//! whole-heap operations here, the reference protocol in `refs.rs`, recovery's entry points in
-//! `recovering.rs`, slots in `slots.rs`.
+//! The heap shared by both managers: the core, under the store lock, over a backing that knows
+//! how to grow and who is alive; allocation (thread caches first), resize and trim here, the
+//! reference protocol in `refs.rs`, raw blocks in `raw.rs`, what the heap keeps of recoveries in
+//! `recovering.rs`; its machinery below it (`cache/`, `slab/`, `holds.rs`, `family.rs`,
+//! `purge.rs`, `table.rs`). Recovery itself is above the heap (`engine/recovery/`).
 
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};
