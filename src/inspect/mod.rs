@@ -76,7 +76,6 @@ pub fn hold_stop_signals() -> StopSignalsHeld {
     StopSignalsHeld { _held: crate::sys::hold_stop_signals() }
 }
 pub use spans::SpanInfo;
-pub(crate) use take::copy_used;
 pub use take::View;
 pub use types::*;
 

@@ -1,5 +1,6 @@
 //! `MappedManager`: the heap inside a memory-mapped store file.
 
+pub(crate) mod copy;
 mod open;
 mod read_only;
 mod registry;

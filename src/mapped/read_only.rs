@@ -391,10 +391,10 @@ impl ReadOnlyStore {
     }
 
     /// The store's metadata and used blocks, and of each free block what the core reads, as a
-    /// snapshot copies them (`inspect::copy_used`).
+    /// snapshot copies them (`mapped/copy.rs`).
     fn copy(&self) -> Result<PrivateCopy> {
         let cap = self.heap.region.limit();
-        let words = crate::inspect::copy_used(&self.heap.region, cap, &mut |_, _| {})?;
+        let words = crate::mapped::copy::copy_used(&self.heap.region, cap, &mut |_, _| {})?;
         Ok(PrivateCopy { words, cap })
     }
 }
