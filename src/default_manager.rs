@@ -221,7 +221,7 @@ impl DefaultManager {
         backing.grow(&region, initial)?;
         format_region(&region, initial, max, 0)?;
         let heap = HeapRef::new(
-            Heap::new(region, Box::new(backing), 1, crate::engine::recovery::recover_locked)?.in_process(),
+            Heap::new(region, Box::new(backing), 1, crate::engine::kinds::recover_locked)?.in_process(),
         )?;
         heap.prepare_caches();
         crate::fork::register();

@@ -23,7 +23,6 @@
 use crate::engine::core::check::CheckReport;
 use crate::engine::core::header::{rc, Tag};
 use crate::engine::core::span::Slot;
-use crate::engine::directory::CHANNELS;
 use crate::engine::heap::Heap;
 use crate::error::{Error, Result};
 use crate::format::*;
@@ -201,8 +200,6 @@ impl Heap {
             if self.region.load32(slot_offset(i) + SLOT_STATE)? == SLOT_FREE {
                 continue;
             }
-            let holds = self.region.load(slot_offset(i) + SLOT_HOLDS)?;
-            blocks.extend(used(holds).map(|size| (holds, size)));
             counter_table(i + 1, self.region.load(slot_offset(i) + SLOT_CACHES)?, &mut blocks);
         }
         if self.slot().is_none() {
@@ -211,9 +208,12 @@ impl Heap {
         // The exchange's blocks are cached for whichever cache takes them next.
         let (n, bytes) = crate::engine::heap::cache::exchange::totals(self);
         parked.push((EXCHANGE_OWNER, Amount { blocks: n, bytes }));
-        for ring in CHANNELS.entries(self).unwrap_or_default().into_iter().map(|e| e.target) {
-            blocks.extend(used(ring).map(|size| (ring, size)));
+        // What the kinds of reference keep for themselves: hold tables, channel rings.
+        let mut kept = Vec::new();
+        for kind in crate::engine::kinds::KINDS {
+            kind.bookkeeping(self, &mut kept);
         }
+        blocks.extend(kept.into_iter().filter_map(|b| used(b).map(|size| (b, size))));
         blocks.sort_unstable();
         blocks.dedup_by_key(|&mut (o, _)| o);
         Ok(Own { blocks, parked })

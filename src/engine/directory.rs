@@ -3,7 +3,10 @@
 //! name length and the name. A new entry is written name first and target last, so a reader
 //! (always under the store lock, as are writers) never sees a half-written one.
 
+use crate::engine::core::check::Problem;
+use crate::engine::core::header::rc;
 use crate::engine::heap::Heap;
+use crate::engine::holders::{Holder, Kind, Reading, Reference, Session};
 use crate::error::{Error, Result};
 use crate::format::*;
 
@@ -13,14 +16,24 @@ pub(crate) struct Directory {
     count: u64,
     /// The corruption reported for a name length out of range.
     bad_length: &'static str,
+    /// The damage a malformed name is.
+    bad_name: &'static str,
 }
 
 /// The named roots.
-pub(crate) const ROOTS: Directory =
-    Directory { base: ROOTS_OFFSET, count: ROOT_COUNT, bad_length: "root name length out of range" };
+pub(crate) const ROOTS: Directory = Directory {
+    base: ROOTS_OFFSET,
+    count: ROOT_COUNT,
+    bad_length: "root name length out of range",
+    bad_name: "root name is malformed",
+};
 /// The channels.
-pub(crate) const CHANNELS: Directory =
-    Directory { base: CHANNELS_OFFSET, count: CHANNEL_COUNT, bad_length: "channel name length out of range" };
+pub(crate) const CHANNELS: Directory = Directory {
+    base: CHANNELS_OFFSET,
+    count: CHANNEL_COUNT,
+    bad_length: "channel name length out of range",
+    bad_name: "channel name is malformed",
+};
 
 // One layout serves both directories.
 const _: () = {
@@ -45,11 +58,6 @@ impl Directory {
     /// Number of entries.
     pub(crate) fn count(&self) -> u64 {
         self.count
-    }
-
-    /// Whether this is the roots directory (else the channels).
-    pub(crate) fn is_roots(&self) -> bool {
-        self.base == ROOTS_OFFSET
     }
 
     /// Store offset of entry `i`.
@@ -128,5 +136,128 @@ impl Directory {
     /// Points entry `i` at `target` (0 empties it).
     pub(crate) fn set_target(&self, heap: &Heap, i: u64, target: u64) -> Result<()> {
         heap.region.store(self.entry(i) + ROOT_BLOCK, target)
+    }
+
+    /// A recovery's reading of the entries: each used entry's reference (as `kind`'s, at its
+    /// index), a damaged name reported and, for salvage, renamed; `then` reads what the entry
+    /// holds besides (a channel's queued messages).
+    pub(crate) fn read_references(
+        &self,
+        heap: &Heap,
+        kind: usize,
+        plan: &mut dyn Reading,
+        out: &mut Vec<Reference>,
+        mut then: impl FnMut(u64, u64, &mut dyn Reading, &mut Vec<Reference>) -> Result<()>,
+    ) -> Result<()> {
+        for index in 0..self.count {
+            let target = heap.region.load(self.entry(index) + ROOT_BLOCK)?;
+            if target == 0 {
+                continue;
+            }
+            let holder = Holder { kind, entry: index, message: None };
+            if !self.name_ok(heap, index)? {
+                plan.damage(self.bad_name, self.entry(index))?;
+                plan.rename(holder, target);
+            }
+            out.push(Reference { holder, target });
+            then(index, target, plan, out)?;
+        }
+        Ok(())
+    }
+
+    /// A recovery's repair of the entries: the dropped references' entries emptied, the
+    /// renamed ones given their new names.
+    pub(crate) fn repair(
+        &self,
+        heap: &Heap,
+        dropped: &[Reference],
+        renamed: &[(Holder, String)],
+    ) -> Result<()> {
+        for r in dropped.iter().filter(|r| r.holder.message.is_none()) {
+            self.set_target(heap, r.holder.entry, 0)?;
+        }
+        for (holder, name) in renamed {
+            let target = heap.region.load(self.entry(holder.entry) + ROOT_BLOCK)?;
+            self.write(heap, holder.entry, name.as_bytes(), target)?;
+        }
+        Ok(())
+    }
+}
+
+/// One used entry of the roots, read as it is, with what is wrong with it.
+pub(crate) struct Surveyed {
+    /// The name, bytes that are not UTF-8 replaced.
+    pub(crate) name: String,
+    /// The block it names.
+    pub(crate) target: u64,
+    /// What is wrong with the entry, each at the offset a check reports.
+    pub(crate) problems: Vec<Problem>,
+}
+
+/// Every used entry of the roots, each checked on its own (a malformed name, a block that is
+/// not live, an unpublished block), so that one damaged entry hides no other. The caller holds
+/// the store lock.
+pub(crate) fn survey_roots(heap: &Heap) -> Result<Vec<Surveyed>> {
+    let mut out = Vec::new();
+    for i in 0..ROOT_COUNT {
+        let e = ROOTS.entry(i);
+        let target = heap.region.load(e + ROOT_BLOCK)?;
+        if target == 0 {
+            continue;
+        }
+        let mut problems = Vec::new();
+        if !ROOTS.name_ok(heap, i)? {
+            problems.push(Problem { what: "root name is malformed", offset: e });
+        }
+        let word = heap.rc(target);
+        if !heap.names_live(target) || rc::count(word) == 0 {
+            problems.push(Problem { what: "root names no live block", offset: e });
+        } else if !rc::published(word) {
+            // A root publishes its block before it names it (recovery refuses this as damage).
+            problems.push(Problem { what: "root names an unpublished block", offset: target });
+        }
+        out.push(Surveyed { name: ROOTS.name_lossy(heap, i)?, target, problems });
+    }
+    Ok(out)
+}
+
+/// The named roots as a kind of reference: each holds one of its block's other holds.
+pub(crate) struct Roots;
+
+impl Kind for Roots {
+    fn open(&self, _heap: &Heap, _dead: &[u64], kind: usize) -> Result<Box<dyn Session>> {
+        Ok(Box::new(RootSession { kind }))
+    }
+
+    fn check(&self, heap: &Heap) -> Result<Vec<Problem>> {
+        Ok(survey_roots(heap)?.into_iter().flat_map(|s| s.problems).collect())
+    }
+
+    fn bookkeeping(&self, _heap: &Heap, _out: &mut Vec<u64>) {}
+}
+
+struct RootSession {
+    kind: usize,
+}
+
+impl Session for RootSession {
+    fn read(&mut self, heap: &Heap, plan: &mut dyn Reading, out: &mut Vec<Reference>) -> Result<()> {
+        ROOTS.read_references(heap, self.kind, plan, out, |_, _, _, _| Ok(()))
+    }
+
+    fn what(&self, _holder: &Holder) -> &'static str {
+        "root"
+    }
+
+    fn names_nothing(&self, _holder: &Holder) -> &'static str {
+        "root names no live block"
+    }
+
+    fn name(&self, heap: &Heap, holder: &Holder) -> Result<String> {
+        ROOTS.name_lossy(heap, holder.entry)
+    }
+
+    fn repair(&self, heap: &Heap, dropped: &[Reference], renamed: &[(Holder, String)]) -> Result<()> {
+        ROOTS.repair(heap, dropped, renamed)
     }
 }

@@ -7,16 +7,23 @@
 //! - `heap`: the store lock, growth, allocation and resize, the reference protocol, and the
 //!   heap's own machinery (thread caches, slabs, hold tables, families, purging). It runs
 //!   recovery on a takeover through the function it is made with ([`heap::Recovery`]).
+//! - `holders`: the one interface through which recovery, the census and the check learn every
+//!   kind of reference the store holds (and the hold tables, as one).
 //! - `directory`, `slots`, `channel`: what uses blocks (named roots and channels, small blocks
-//!   as slots of spans, rings of references between processes).
-//! - `census` and `recovery`: what reads everything (statistics and the check; recovery and
-//!   salvage, entered at open, on demand, or from the heap's takeover).
+//!   as slots of spans, rings of references between processes); roots and channels are kinds
+//!   of reference.
+//! - `recovery`: recovery and salvage over the kinds it is given, entered at open, on demand,
+//!   or from the heap's takeover.
+//! - `kinds`: every kind of reference in one list, and recovery over it (what heaps are made
+//!   with); `census`: statistics and the check, with the kinds' bookkeeping blocks.
 
 pub(crate) mod census;
 pub(crate) mod channel;
 pub(crate) mod core;
 pub(crate) mod directory;
 pub(crate) mod heap;
+pub(crate) mod holders;
+pub(crate) mod kinds;
 pub(crate) mod recovery;
 pub(crate) mod reports;
 pub(crate) mod slots;

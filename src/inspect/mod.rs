@@ -148,7 +148,7 @@ impl Snapshot {
             region,
             Box::new(CopyBacking { file, _memory: words }),
             SNAPSHOT_TAG,
-            crate::engine::recovery::recover_locked,
+            crate::engine::kinds::recover_locked,
         )?;
         Ok(Snapshot { heap, in_place: false, lock_holder, view, census: OnceLock::new() })
     }
@@ -199,7 +199,7 @@ impl Snapshot {
             take::Found::Held(held, _no_stop) => {
                 let (region, backing) = take::map_held(held)?;
                 let heap =
-                    Heap::inspected(region, backing, SNAPSHOT_TAG, crate::engine::recovery::recover_locked)?;
+                    Heap::inspected(region, backing, SNAPSHOT_TAG, crate::engine::kinds::recover_locked)?;
                 let snap = Snapshot {
                     heap,
                     in_place: true,

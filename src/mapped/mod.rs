@@ -6,9 +6,9 @@ mod read_only;
 mod registry;
 mod roots;
 
+pub(crate) use crate::engine::directory::Surveyed as SurveyedRoot;
 pub(crate) use read_only::{zeroed_words, CopyBacking};
 pub use read_only::{ReadOnlyBlock, ReadOnlyStore};
-pub(crate) use roots::Surveyed as SurveyedRoot;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -210,17 +210,17 @@ pub(crate) use registry::owner_dead;
 /// The heap, its free structures, the roots and the hold tables, checked.
 pub(crate) fn full_check(heap: &Heap) -> Result<CheckReport> {
     let mut report = heap.check()?;
-    roots::check(heap, &mut report)?;
     let _g = heap.lock()?;
-    report.problems.extend(crate::engine::recovery::check_holds(heap)?);
-    report.problems.extend(crate::engine::channel::check(heap)?);
+    for kind in crate::engine::kinds::KINDS {
+        report.problems.extend(kind.check(heap)?);
+    }
     report.problems.extend(crate::engine::heap::cache::exchange::check(heap));
-    report.dead_processes = crate::engine::recovery::dead_slots(heap, false)?.len() as u64;
+    report.dead_processes = heap.dead_slots(false)?.len() as u64;
     Ok(report)
 }
 
 /// Every used entry of the roots directory, each checked on its own.
-pub(crate) fn survey_roots(heap: &Heap) -> Result<Vec<roots::Surveyed>> {
+pub(crate) fn survey_roots(heap: &Heap) -> Result<Vec<SurveyedRoot>> {
     roots::survey(heap)
 }
 

@@ -135,7 +135,7 @@ fn attach(
     let at = (u64::from(slot) * SLOT_SIZE) as usize;
     let slot_bytes = registry[at..at + SLOT_SIZE as usize].to_vec();
     let backing = FileBacking { file, map, slot, remove_on_drop };
-    let heap = Heap::new(region, Box::new(backing), slot + 1, crate::engine::recovery::recover_locked)?;
+    let heap = Heap::new(region, Box::new(backing), slot + 1, crate::engine::kinds::recover_locked)?;
     Ok((heap, reclaimed, slot_bytes))
 }
 

@@ -172,7 +172,7 @@ impl ReadOnlyStore {
         }
         let second = file.try_clone().map_err(|e| Error::io("duplicate the store's descriptor", e))?;
         let backing = ReadOnlyBacking { file: second, path: path.to_owned(), _map: map };
-        let heap = Heap::read_only(region, Box::new(backing), path, crate::engine::recovery::recover_locked)?;
+        let heap = Heap::read_only(region, Box::new(backing), path, crate::engine::kinds::recover_locked)?;
         Ok(ReadOnlyStore { heap, file, path: path.to_owned() })
     }
 
@@ -488,7 +488,7 @@ impl PrivateCopy {
             region,
             Box::new(CopyBacking { file, _memory: self.words }),
             COPY_TAG,
-            crate::engine::recovery::recover_locked,
+            crate::engine::kinds::recover_locked,
         )
     }
 }

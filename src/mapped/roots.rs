@@ -5,12 +5,9 @@
 //! first and the block last, so a reader never sees a half-written entry. Each root holds one
 //! of its block's other holds.
 
-use crate::engine::core::check::{CheckReport, Problem};
-use crate::engine::core::header::rc;
-use crate::engine::directory::{valid_name, Entry, ROOTS};
+use crate::engine::directory::{survey_roots, valid_name, Entry, Surveyed, ROOTS};
 use crate::engine::heap::{Heap, Obtained};
 use crate::error::{Error, Result};
-use crate::format::*;
 use crate::BlockHandle;
 
 fn check_name(name: &str) -> Result<&[u8]> {
@@ -36,48 +33,11 @@ fn find(heap: &Heap, name: &[u8]) -> Result<Option<(u64, u64)>> {
     Ok(entries(heap)?.into_iter().find(|e| e.name == name).map(|e| (e.index, e.target)))
 }
 
-/// One used entry of the directory, read as it is, with what is wrong with it.
-pub(crate) struct Surveyed {
-    /// The name, bytes that are not UTF-8 replaced.
-    pub(crate) name: String,
-    /// The block it names.
-    pub(crate) target: u64,
-    /// What is wrong with the entry, each at the offset a check reports.
-    pub(crate) problems: Vec<Problem>,
-}
-
-/// Every used entry of the directory, each checked on its own (a malformed name, a block that
-/// is not live, an unpublished block), so that one damaged entry hides no other.
+/// Every used entry of the roots, each checked on its own (`directory::survey_roots`), under
+/// the store lock.
 pub(crate) fn survey(heap: &Heap) -> Result<Vec<Surveyed>> {
     let _g = heap.lock()?;
-    let mut out = Vec::new();
-    for i in 0..ROOT_COUNT {
-        let e = ROOTS.entry(i);
-        let target = heap.region.load(e + ROOT_BLOCK)?;
-        if target == 0 {
-            continue;
-        }
-        let mut problems = Vec::new();
-        if !ROOTS.name_ok(heap, i)? {
-            problems.push(Problem { what: "root name is malformed", offset: e });
-        }
-        let word = heap.rc(target);
-        if !heap.names_live(target) || rc::count(word) == 0 {
-            problems.push(Problem { what: "root names no live block", offset: e });
-        } else if !rc::published(word) {
-            // A root publishes its block before it names it (recovery refuses this as damage).
-            problems.push(Problem { what: "root names an unpublished block", offset: target });
-        }
-        out.push(Surveyed { name: ROOTS.name_lossy(heap, i)?, target, problems });
-    }
-    Ok(out)
-}
-
-/// Adds a problem for every root entry that is malformed or names something that is not a
-/// live block.
-pub(super) fn check(heap: &Heap, report: &mut CheckReport) -> Result<()> {
-    report.problems.extend(survey(heap)?.into_iter().flat_map(|s| s.problems));
-    Ok(())
+    survey_roots(heap)
 }
 
 pub(super) fn set(heap: &Heap, name: &str, block: u64) -> Result<()> {

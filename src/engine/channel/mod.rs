@@ -32,6 +32,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod held;
 mod ring;
 
 use crate::engine::core::header::rc;
@@ -44,7 +45,7 @@ use crate::hooks::pause;
 use crate::sync::{fence, AtomicU32, Ordering};
 use crate::{sys, MemoryBlock};
 
-pub(crate) use ring::{carried_len, check, forget_endpoints, freeze, lock_holders, ring_shape, target};
+pub(crate) use held::Channels;
 use ring::{ring_contents, Side, SideLock};
 
 /// Set in `RING_FLAGS` once any process has had a `Sender` / a `Receiver`.

@@ -132,7 +132,7 @@ const LOCK_FIELDS: u64 = 0xffff << 16 | 0xffff << 32;
 /// waits for a living holder to give a lock back, takes over one whose holder is in `dead`
 /// (registry slots) or has died since. A ring whose lock a living process keeps past
 /// [`HOLDER_PATIENCE`] is *busy*: recovery reads and writes nothing of it and leaves alone
-/// every block it may be moving (`Plan::busy`), so a process stopped in a send stops no
+/// every block it may be moving (`Session::pending`, `Plan::untouchable`), so a process stopped in a send stops no
 /// recovery (and so no user of the store). A heap over a copy of a store (a dry run) takes
 /// them all as they are: nobody finishes a send in a copy.
 pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Result<Frozen> {

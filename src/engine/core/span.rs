@@ -18,7 +18,7 @@
 //! - a span is on its class's list (`SB_SPAN_LISTS`) iff it has a free slot (or never-used ones).
 //!
 //! The reference words are the truth; free lists, counts and class lists are derived from them,
-//! and [`Core::rebuild_spans`] derives them again after a process died holding the lock. All of
+//! and `Core::rebuild_spans` derives them again after a process died holding the lock. All of
 //! this changes under the store lock but the reference words, which follow the rules of a
 //! block's reference word (`header.rs`).
 

@@ -38,7 +38,7 @@ pub(crate) const HOLDER_PATIENCE: std::time::Duration = std::time::Duration::fro
 
 /// Recovery, as a heap runs it when it takes the lock over from a dead holder (with the lock
 /// held; `reclaim_own`: this process's own slot counts as a dead process's). Every heap is made
-/// with `recovery::recover_locked`: the heap is below recovery, which reads everything that
+/// with `kinds::recover_locked`: the heap is below recovery, which reads everything that
 /// holds references (roots, channels, hold tables), so it reaches it through this.
 pub(crate) type Recovery = fn(&Heap, &Guard<'_>, bool) -> Result<crate::engine::reports::RecoveryReport>;
 
@@ -340,7 +340,7 @@ impl Heap {
     pub(crate) fn lock(&self) -> Result<Guard<'_>> {
         let (guard, was) = self.lock_as_is()?;
         if was.is_some() {
-            let report = or_give_back(&guard, was, (self.recovery)(self, &guard, false))?;
+            let report = or_give_back(&guard, was, self.run_recovery(&guard, false))?;
             self.note_recovered(&report);
         }
         // What this thread deferred goes back now, before whatever the lock was taken for.

@@ -1,11 +1,38 @@
 //! What the heap keeps of recovery: the lock taken as it is found, the reports of recoveries
 //! that ran inside other calls (a takeover), a store given up as found. Recovery itself, and its
 //! entry points, are `recovery/`'s; the heap reaches it on a takeover through the function it
-//! was made with ([`Recovery`](super::Recovery)).
+//! was made with ([`super::Recovery`]).
 
 use super::*;
 
 impl Heap {
+    /// Runs the recovery this heap was made with (under the lock `g`): see [`super::Recovery`].
+    pub(crate) fn run_recovery(
+        &self,
+        g: &Guard<'_>,
+        reclaim_own: bool,
+    ) -> Result<crate::engine::reports::RecoveryReport> {
+        (self.recovery)(self, g, reclaim_own)
+    }
+
+    /// Registry slots whose process is gone: not free, and nobody holds the liveness lock.
+    /// This process's own is counted dead too when `reclaim_own` (it just took over a slot a
+    /// dead process left).
+    pub(crate) fn dead_slots(&self, reclaim_own: bool) -> Result<Vec<u64>> {
+        let me = self.slot().map(u64::from);
+        let mut dead = Vec::new();
+        for i in 0..SLOT_COUNT {
+            if self.region.load32(slot_offset(i) + SLOT_STATE)? == SLOT_FREE {
+                continue;
+            }
+            let gone = if Some(i) == me { reclaim_own } else { self.slot_dead(i as u32) };
+            if gone {
+                dead.push(i);
+            }
+        }
+        Ok(dead)
+    }
+
     /// [`Heap::lock_as_is`], and whether the word named this process's own fresh tag: a
     /// lock word naming our fresh slot can only be left over from an earlier holder of the
     /// slot that died (or from corruption), so it is taken over as such, and our slot's

@@ -20,10 +20,10 @@
 
 use std::collections::HashMap;
 
-use super::plan::{Holder, Plan};
+use super::plan::Plan;
 use crate::engine::core::header::rc;
-use crate::engine::directory::{CHANNELS, ROOTS};
 use crate::engine::heap::{Guard, Heap};
+use crate::engine::holders::{Reference, Session};
 use crate::engine::reports::RecoveryReport;
 use crate::error::Result;
 use crate::format::*;
@@ -31,7 +31,12 @@ use crate::sync::{AtomicU64, Ordering};
 
 impl Plan {
     /// Applies the plan: repair, recount, free, release the dead slots. Returns what it did.
-    pub(crate) fn apply(&self, heap: &Heap, g: &Guard<'_>) -> Result<RecoveryReport> {
+    pub(crate) fn apply(
+        &self,
+        heap: &Heap,
+        g: &Guard<'_>,
+        sessions: &[Box<dyn Session>],
+    ) -> Result<RecoveryReport> {
         let core = heap.core();
         if let Some(key) = self.new_key {
             heap.set_key(key)?;
@@ -47,18 +52,19 @@ impl Plan {
         for &b in &self.stale_generations {
             heap.region.store(b + HDR_GEN, 0)?;
         }
-        self.fix_references(heap)?;
+        self.fix_references(heap, sessions)?;
         core.rebuild_spans_from(&self.spans, &self.orphans)?;
         self.renew(heap, g)?;
-        let report = self.recount_and_free(heap, g)?;
-        crate::engine::channel::forget_endpoints(heap, &self.dead)?;
+        let pending = sessions.iter().any(|s| s.pending());
+        let report = self.recount_and_free(heap, g, pending)?;
+        for s in sessions {
+            s.forget(heap, &self.dead)?;
+        }
         let me = heap.slot().map(u64::from);
-        // A dead process whose tag a busy ring's lock still holds keeps its registry slot (not
-        // its tables, freed above) until a recovery can take that lock: a process given the
-        // slot meanwhile would be taken for the lock's living holder.
-        let named = |i: u64| {
-            self.busy.iter().any(|&r| crate::engine::channel::lock_holders(heap, r).contains(&(i as u32 + 1)))
-        };
+        // A dead process that a kind still names (a busy ring's lock holder) keeps its registry
+        // slot (not its tables, freed above) until a recovery can settle that: a process given
+        // the slot meanwhile would be taken for the lock's living holder.
+        let named = |i: u64| sessions.iter().any(|s| s.keeps_slot(heap, i));
         for &i in &self.dead {
             let slot = match Some(i) == me {
                 true => Release::Ours,
@@ -84,58 +90,14 @@ impl Plan {
         Ok(report)
     }
 
-    /// Repairs of references: clears the ring slot a receiver that died took its message
-    /// from; for salvage, drops the references that name nothing valid (compacting the rings
-    /// that lose messages, moving a `tail` that was damaged) and renames entries whose names
-    /// are damaged.
-    fn fix_references(&self, heap: &Heap) -> Result<()> {
-        for r in &self.dropped {
-            match r.holder {
-                Holder::Root(i) => ROOTS.set_target(heap, i, 0)?,
-                Holder::Channel(i) => CHANNELS.set_target(heap, i, 0)?,
-                Holder::Table { entry } => heap.region.store(entry, 0)?,
-                Holder::Message { .. } => {}
-            }
-        }
-        for ring in self.rings.iter().filter(|r| !self.busy.contains(&r.ring)) {
-            let lost = |pos: u64| {
-                self.dropped.iter().any(|r| r.holder == Holder::Message { index: ring.index, pos })
-            };
-            let p = ring.ring + HEADER_SIZE;
-            let cap = heap.region.load(p + RING_CAPACITY)?;
-            if ring.tail - ring.head < cap && ring.head > 0 {
-                // The slot a receiver that died took its message from, if it had not cleared
-                // it yet (`Plan::read_ring` allows it only just before `head`).
-                heap.region.store(p + RING_SLOTS + 8 * ((ring.head - 1) % cap), 0)?;
-            }
-            // A receive cut short after clearing its slot (`Plan::read_ring`) is completed.
-            heap.region.store(p + RING_HEAD, ring.head)?;
-            let stored_tail = heap.region.load(p + RING_TAIL)?;
-            if !(ring.head..ring.tail).any(lost) && stored_tail == ring.tail {
-                continue;
-            }
-            let slot = |pos: u64| p + RING_SLOTS + 8 * (pos % cap);
-            let mut kept = Vec::new();
-            for pos in (ring.head..ring.tail).filter(|&pos| !lost(pos)) {
-                kept.push(heap.region.load(slot(pos))?);
-            }
-            for (i, &msg) in kept.iter().enumerate() {
-                heap.region.store(slot(ring.head + i as u64), msg)?;
-            }
-            // The slots the queue no longer covers are cleared, as a receive clears its own.
-            for pos in ring.head + kept.len() as u64..ring.tail.max(stored_tail) {
-                heap.region.store(slot(pos), 0)?;
-            }
-            heap.region.store(p + RING_TAIL, ring.head + kept.len() as u64)?;
-        }
-        for (holder, name) in &self.renamed {
-            let (dir, i) = match *holder {
-                Holder::Root(i) => (&ROOTS, i),
-                Holder::Channel(i) => (&CHANNELS, i),
-                _ => continue,
-            };
-            let target = heap.region.load(dir.entry(i) + ROOT_BLOCK)?;
-            dir.write(heap, i, name.as_bytes(), target)?;
+    /// Repairs of references, kind by kind (`Session::repair`): what a crash left half done
+    /// (a ring's head and tail); for salvage, the references dropped and the entries renamed.
+    fn fix_references(&self, heap: &Heap, sessions: &[Box<dyn Session>]) -> Result<()> {
+        for (kind, session) in sessions.iter().enumerate() {
+            let dropped: Vec<Reference> =
+                self.dropped.iter().copied().filter(|r| r.holder.kind == kind).collect();
+            let renamed: Vec<_> = self.renamed.iter().filter(|(h, _)| h.kind == kind).cloned().collect();
+            session.repair(heap, &dropped, &renamed)?;
         }
         Ok(())
     }
@@ -172,7 +134,7 @@ impl Plan {
 
     /// Sets every used block's and slot's other holds to the references kept, drops dead
     /// owners' references, and frees what nobody living holds.
-    fn recount_and_free(&self, heap: &Heap, g: &Guard<'_>) -> Result<RecoveryReport> {
+    fn recount_and_free(&self, heap: &Heap, g: &Guard<'_>, pending: bool) -> Result<RecoveryReport> {
         let holds = self.holds();
         // Slots in a state other than attached (a damaged registry) are released too, but were
         // no process.
@@ -190,7 +152,6 @@ impl Plan {
             .map(|&i| heap.region.load(slot_offset(i) + SLOT_CACHES))
             .collect::<Result<_>>()?;
         let (mut doomed, mut doomed_tables) = (Vec::new(), Vec::new());
-        let pending = !self.busy.is_empty();
         let mut count = |word: &AtomicU64, id: u64, size: u64, table: bool, report: &mut RecoveryReport| {
             if self.untouchable.contains(&id) {
                 return;
@@ -263,7 +224,7 @@ fn recount(
     let mut w = word.load(Ordering::Acquire);
     let new = loop {
         if pending && other == 0 && w == rc::OTHER_ONE {
-            // Perhaps on its way into a busy ring (`Plan::busy`): left as it is.
+            // Perhaps on its way into a busy ring (`Session::pending`): left as it is.
             return None;
         }
         let owner = rc::owner(w);
@@ -292,7 +253,7 @@ enum Release {
     Free,
     /// Ours: we took it over from the dead process, and it stays attached.
     Ours,
-    /// Kept taken for a busy ring whose lock names it (`Plan::busy`), but forgotten: pid 0,
+    /// Kept taken for a busy ring whose lock names it (`Session::keeps_slot`), but forgotten: pid 0,
     /// so that the next recovery's report does not count the process again.
     Kept,
 }

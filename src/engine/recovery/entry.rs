@@ -1,8 +1,9 @@
-//! Where recovery is entered: at open, on demand, as a salvage, and on a takeover of a dead
-//! holder's lock (the function every heap is made with, [`recover_locked`] itself).
+//! Where recovery is entered: at open, on demand, and on a takeover of a dead holder's lock,
+//! each through the function the heap was made with (`engine/kinds.rs`'s `recover_locked`,
+//! which gives recovery every kind of reference). Salvage is entered from `kinds.rs` too.
 
 use crate::engine::heap::{or_give_back, Heap};
-use crate::engine::reports::{RecoveryReport, SalvageReport};
+use crate::engine::reports::RecoveryReport;
 use crate::error::Result;
 use crate::format::SB_LOCK;
 use crate::lock::CONTENDED;
@@ -25,13 +26,7 @@ impl Heap {
     /// `reclaimed_slot` says our slot was taken from a dead process.
     pub(crate) fn recover_as_found(&self, reclaimed_slot: bool) -> Result<RecoveryReport> {
         let (guard, was, own) = self.lock_as_found()?;
-        or_give_back(&guard, was, super::recover_locked(self, &guard, reclaimed_slot || own))
-    }
-
-    /// Runs salvage under the lock taken as it is found: see `MappedManager::salvage`.
-    pub(crate) fn salvage(&self) -> Result<SalvageReport> {
-        let (guard, was, _) = self.lock_as_found()?;
-        or_give_back(&guard, was, super::salvage_locked(self, &guard))
+        or_give_back(&guard, was, self.run_recovery(&guard, reclaimed_slot || own))
     }
 
     /// Runs recovery now (under the lock), whether or not anyone is known to have died. The
@@ -39,7 +34,7 @@ impl Heap {
     /// took the lock over from a dead holder).
     pub(crate) fn recover(&self) -> Result<RecoveryReport> {
         let g = self.lock()?;
-        let mut report = super::recover_locked(self, &g, false)?;
+        let mut report = self.run_recovery(&g, false)?;
         report.add(&self.take_recovered());
         Ok(report)
     }
@@ -49,7 +44,7 @@ impl Heap {
     /// which recovery takes over.
     pub(crate) fn recover_now(&self) -> Result<()> {
         let g = self.lock()?;
-        let report = super::recover_locked(self, &g, false)?;
+        let report = self.run_recovery(&g, false)?;
         self.note_recovered(&report);
         Ok(())
     }

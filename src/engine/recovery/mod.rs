@@ -21,58 +21,69 @@ mod apply;
 mod entry;
 mod plan;
 
-use crate::engine::core::header::rc;
-use crate::engine::heap::holds;
 use crate::engine::heap::{Guard, Heap};
+use crate::engine::holders::{Kind, Reference, Session};
 use crate::engine::reports::{NamedReference, RecoveryReport, SalvageReport};
 use crate::error::{Error, Result};
 use crate::format::*;
 
 pub(crate) use plan::Mode;
-use plan::{Holder, Plan};
-
-/// Slots whose process is gone: not free, and nobody holds the liveness lock. `me` is
-/// counted dead too when `reclaim_own` (we just took over a slot a dead process left).
-pub(crate) fn dead_slots(heap: &Heap, reclaim_own: bool) -> Result<Vec<u64>> {
-    let me = heap.slot().map(u64::from);
-    let mut dead = Vec::new();
-    for i in 0..SLOT_COUNT {
-        if heap.region.load32(slot_offset(i) + SLOT_STATE)? == SLOT_FREE {
-            continue;
-        }
-        let gone = if Some(i) == me { reclaim_own } else { heap.slot_dead(i as u32) };
-        if gone {
-            dead.push(i);
-        }
-    }
-    Ok(dead)
-}
+use plan::Plan;
 
 /// Whether a process that has just attached must run recovery before it does anything else.
 pub(crate) fn needed(heap: &Heap, reclaimed_slot: bool) -> Result<bool> {
-    Ok(reclaimed_slot || !dead_slots(heap, false)?.is_empty())
+    Ok(reclaimed_slot || !heap.dead_slots(false)?.is_empty())
 }
 
-/// Runs recovery; the caller holds the store lock. Damage stops it before anything is
-/// written, with the error naming it.
-pub(crate) fn recover_locked(heap: &Heap, g: &Guard<'_>, reclaim_own: bool) -> Result<RecoveryReport> {
-    let dead = dead_slots(heap, reclaim_own)?;
-    // No send or receive without the store lock runs from here to the end.
-    let frozen = crate::engine::channel::freeze(heap, &dead)?;
+/// Opens a session on every kind of reference (`holders.rs`); on an error, closes those
+/// opened, as found.
+fn open(heap: &Heap, dead: &[u64], kinds: &[&dyn Kind]) -> Result<Vec<Box<dyn Session>>> {
+    let mut sessions: Vec<Box<dyn Session>> = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        match kind.open(heap, dead, i) {
+            Ok(s) => sessions.push(s),
+            Err(e) => {
+                close(heap, sessions, false);
+                return Err(e);
+            }
+        }
+    }
+    Ok(sessions)
+}
+
+/// Closes the sessions: `done`, the recovery completed.
+fn close(heap: &Heap, sessions: Vec<Box<dyn Session>>, done: bool) {
+    for s in sessions.into_iter().rev() {
+        s.close(heap, done);
+    }
+}
+
+/// Runs recovery over the references of `kinds`; the caller holds the store lock. Damage
+/// stops it before anything is written, with the error naming it.
+pub(crate) fn recover_locked(
+    heap: &Heap,
+    g: &Guard<'_>,
+    reclaim_own: bool,
+    kinds: &[&dyn Kind],
+) -> Result<RecoveryReport> {
+    let dead = heap.dead_slots(reclaim_own)?;
+    // No change of a reference without the store lock (a channel's send or receive) runs from
+    // here to the end.
+    let mut sessions = open(heap, &dead, kinds)?;
     // Nor any give to or take from the exchange.
     let exchange = crate::engine::heap::cache::exchange::freeze(heap, &dead);
-    let done = Plan::make(heap, dead, frozen.busy(), Mode::Recover).and_then(|mut plan| {
+    let done = Plan::make(heap, dead, &mut sessions, Mode::Recover).and_then(|mut plan| {
         plan.keep_exchange = !exchange.all();
-        plan.apply(heap, g)
+        plan.apply(heap, g, &sessions)
     });
     exchange.thaw(heap, done.is_ok());
-    frozen.thaw(heap, done.is_ok());
+    close(heap, sessions, done.is_ok());
     done
 }
 
 /// Runs salvage; the caller holds the store lock and has no other living process beside it.
-pub(crate) fn salvage_locked(heap: &Heap, g: &Guard<'_>) -> Result<SalvageReport> {
-    let dead = dead_slots(heap, false)?;
+pub(crate) fn salvage_locked(heap: &Heap, g: &Guard<'_>, kinds: &[&dyn Kind]) -> Result<SalvageReport> {
+    let dead = heap.dead_slots(false)?;
     let me = heap.slot().map(u64::from);
     let mut others = 0;
     for i in (0..SLOT_COUNT).filter(|i| Some(*i) != me && !dead.contains(i)) {
@@ -81,23 +92,24 @@ pub(crate) fn salvage_locked(heap: &Heap, g: &Guard<'_>) -> Result<SalvageReport
     if others > 0 {
         return Err(Error::StoreInUse { processes: others });
     }
-    let frozen = crate::engine::channel::freeze(heap, &dead)?;
+    let mut sessions = open(heap, &dead, kinds)?;
     let exchange = crate::engine::heap::cache::exchange::freeze(heap, &dead);
-    let done = salvage_frozen(heap, g, dead, frozen.busy(), !exchange.all());
+    let done = salvage_frozen(heap, g, dead, &mut sessions, !exchange.all());
     exchange.thaw(heap, done.is_ok());
-    frozen.thaw(heap, done.is_ok());
+    close(heap, sessions, done.is_ok());
     done
 }
 
-/// [`salvage_locked`] once no send or receive, and no move on the exchange, runs.
+/// [`salvage_locked`] once no reference changes without the store lock, and no move on the
+/// exchange runs.
 fn salvage_frozen(
     heap: &Heap,
     g: &Guard<'_>,
     dead: Vec<u64>,
-    busy: &[u64],
+    sessions: &mut [Box<dyn Session>],
     keep_exchange: bool,
 ) -> Result<SalvageReport> {
-    let mut plan = Plan::make(heap, dead, busy, Mode::Salvage)?;
+    let mut plan = Plan::make(heap, dead, sessions, Mode::Salvage)?;
     plan.keep_exchange = keep_exchange;
     let core = heap.core();
     let mut quarantined = Vec::new();
@@ -106,70 +118,41 @@ fn salvage_frozen(
             quarantined.push((b.offset, b.tag.size()));
         }
     }
-    let ends_at_quarantine = |r: &plan::Reference| {
+    let ends_at_quarantine = |r: &Reference| {
         let end = plan.blocks.iter().find(|b| b.offset == r.target).map(|b| b.offset + b.tag.size());
         end.is_some_and(|e| quarantined.iter().any(|&(q, _)| q == e))
     };
     let mut bordering = Vec::new();
     for r in plan.references.iter().filter(|r| ends_at_quarantine(r)) {
-        bordering.push(named(heap, r)?);
+        bordering.push(named(heap, sessions, r)?);
     }
-    let dropped = plan.dropped.iter().map(|r| named(heap, r)).collect::<Result<_>>()?;
+    let dropped = plan.dropped.iter().map(|r| named(heap, sessions, r)).collect::<Result<_>>()?;
     let renewed_ids: Vec<u64> =
         plan.renew_blocks.iter().copied().chain(plan.renew_slots.iter().map(|s| s.id())).collect();
     let mut renewed = Vec::new();
     let mut resized = Vec::new();
     for r in &plan.references {
         if renewed_ids.contains(&r.target) {
-            renewed.push(named(heap, r)?);
+            renewed.push(named(heap, sessions, r)?);
         }
         if plan.resized.contains(&r.target) {
-            resized.push(named(heap, r)?);
+            resized.push(named(heap, sessions, r)?);
         }
     }
-    let gone = |h: &Holder| plan.dropped.iter().any(|r| r.holder == *h);
+    let gone = |h: &crate::engine::holders::Holder| plan.dropped.iter().any(|r| r.holder == *h);
     let renamed = plan.renamed.iter().filter(|(h, _)| !gone(h)).map(|(_, n)| n.clone()).collect();
     let key_restored = plan.new_key.is_some();
-    let recovery = plan.apply(heap, g)?;
+    let recovery = plan.apply(heap, g, sessions)?;
     Ok(SalvageReport { recovery, quarantined, dropped, bordering, renamed, renewed, resized, key_restored })
 }
 
 /// A reference as a report names it: its kind and its root's or channel's name as far as it
 /// can be read (before salvage renames anything).
-fn named(heap: &Heap, r: &plan::Reference) -> Result<NamedReference> {
-    let (kind, name) = match r.holder {
-        Holder::Root(i) => ("root", crate::engine::directory::ROOTS.name_lossy(heap, i)?),
-        Holder::Channel(i) => ("channel", crate::engine::directory::CHANNELS.name_lossy(heap, i)?),
-        Holder::Message { index, .. } => {
-            ("message", crate::engine::directory::CHANNELS.name_lossy(heap, index)?)
-        }
-        Holder::Table { .. } => ("hold", String::new()),
-    };
-    Ok(NamedReference { kind, name, target: r.target })
-}
-
-/// Problems a check finds in the hold tables of the living: entries naming no live block.
-pub(crate) fn check_holds(heap: &Heap) -> Result<Vec<crate::Problem>> {
-    let dead = dead_slots(heap, false)?;
-    let mut out = Vec::new();
-    for i in (0..SLOT_COUNT).filter(|i| !dead.contains(i)) {
-        if heap.region.load32(slot_offset(i) + SLOT_STATE)? == SLOT_FREE {
-            continue;
-        }
-        let table = heap.region.load(slot_offset(i) + SLOT_HOLDS)?;
-        let entries = match holds::entries(heap, table) {
-            Ok(e) => e,
-            Err(Error::Corrupt { what, offset }) => {
-                out.push(crate::Problem { what, offset });
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        for block in entries {
-            if !heap.names_live(block) || rc::other(heap.rc(block)) == 0 {
-                out.push(crate::Problem { what: "hold table names no held block", offset: table });
-            }
-        }
-    }
-    Ok(out)
+fn named(heap: &Heap, sessions: &[Box<dyn Session>], r: &Reference) -> Result<NamedReference> {
+    let session = &sessions[r.holder.kind];
+    Ok(NamedReference {
+        kind: session.what(&r.holder),
+        name: session.name(heap, &r.holder)?,
+        target: r.target,
+    })
 }

@@ -16,8 +16,8 @@ use crate::engine::core::header::{check_word, key_of, rc, Tag, FLAG_PAGE, FLAG_Q
 use crate::engine::core::scan::{ScannedSpan, SpanDamage};
 use crate::engine::core::span::{is_slot, layout, Slot, PAGE_GEN_MASK};
 use crate::engine::core::tlsf::{BlockInfo, Core};
-use crate::engine::directory::{CHANNELS, ROOTS};
 use crate::engine::heap::Heap;
+use crate::engine::holders::{Holder, Reading, Reference, Session};
 use crate::error::{Error, Result};
 use crate::format::*;
 
@@ -28,35 +28,6 @@ pub(crate) enum Mode {
     Recover,
     /// Fence it off and report it (`MappedManager::salvage`).
     Salvage,
-}
-
-/// Where the store holds a reference to a block (one of its other holds).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Holder {
-    /// Named root `index`.
-    Root(u64),
-    /// Channel directory entry `index`: its hold on its ring.
-    Channel(u64),
-    /// The message at position `pos` (`head <= pos < tail`) of channel `index`'s ring.
-    Message { index: u64, pos: u64 },
-    /// The hold-table entry at store offset `entry` of a living process.
-    Table { entry: u64 },
-}
-
-/// One reference: who holds it and what it names (a header offset or a slot id).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Reference {
-    pub(crate) holder: Holder,
-    pub(crate) target: u64,
-}
-
-/// A channel's ring as the plan read it.
-#[derive(Clone, Debug)]
-pub(crate) struct Ring {
-    pub(crate) index: u64,
-    pub(crate) ring: u64,
-    pub(crate) head: u64,
-    pub(crate) tail: u64,
 }
 
 /// Everything a recovery will do.
@@ -72,16 +43,10 @@ pub(crate) struct Plan {
     pub(crate) orphans: Vec<u64>,
     /// The references kept.
     pub(crate) references: Vec<Reference>,
-    /// The rings of the channels kept.
-    pub(crate) rings: Vec<Ring>,
-    /// Queued messages whose slot word carries their length: a send of a sole reference
-    /// queues its block unpublished (`channel/ring.rs`), so these may be. (channel, position)
-    carrying: Vec<(u64, u64)>,
-    /// Rings whose send or receive lock a living process kept (`channel::freeze`): read
-    /// nothing from, written nothing to, and every block a slot of theirs names is left as
-    /// it is (`untouchable`), as is every block whose word says it is between a sender and
+    /// Blocks left as they are, counted or not: a living process kept out of the recovery's
+    /// reach what may be moving them (a ring whose lock it held: `channel/held.rs`). With any
+    /// such (`Session::pending`), so is every block whose word says it is between a sender and
     /// its ring (one hold, no owner, unpublished) that nothing else counts.
-    pub(crate) busy: Vec<u64>,
     pub(crate) untouchable: std::collections::BTreeSet<u64>,
     /// Whether blocks on the exchange (`cache/exchange.rs`) are left as they are: a living
     /// process kept one of its stacks (`exchange::Frozen::all`). Otherwise they are freed.
@@ -145,7 +110,12 @@ impl Index {
 impl Plan {
     /// Plans a recovery (or a salvage) of `heap` for the processes in `dead`. Reads only. In
     /// [`Mode::Recover`] an error means damage (nothing was, or will be, written).
-    pub(crate) fn make(heap: &Heap, dead: Vec<u64>, busy: &[u64], mode: Mode) -> Result<Plan> {
+    pub(crate) fn make(
+        heap: &Heap,
+        dead: Vec<u64>,
+        sessions: &mut [Box<dyn Session>],
+        mode: Mode,
+    ) -> Result<Plan> {
         let core = heap.core();
         let next_gen = heap.region.load(SB_NEXT_GEN)?;
         let mut plan = Plan {
@@ -155,9 +125,6 @@ impl Plan {
             spans: Vec::new(),
             orphans: Vec::new(),
             references: Vec::new(),
-            rings: Vec::new(),
-            carrying: Vec::new(),
-            busy: busy.to_vec(),
             untouchable: Default::default(),
             keep_exchange: false,
             stale_generations: Vec::new(),
@@ -183,7 +150,10 @@ impl Plan {
             plan.next_gen = 1;
             plan.gen_limit = PAGE_GEN_MASK;
         }
-        let candidates = plan.read_references(heap)?;
+        let mut candidates = Vec::new();
+        for session in sessions.iter_mut() {
+            session.read(heap, &mut plan, &mut candidates)?;
+        }
         if mode == Mode::Salvage {
             plan.check_key(&core, &candidates)?;
         }
@@ -197,7 +167,7 @@ impl Plan {
             }
         };
         let index = plan.check_blocks(heap)?;
-        plan.keep_references(&core, &index, candidates)?;
+        plan.keep_references(&core, &index, sessions, candidates)?;
         if mode == Mode::Salvage {
             plan.room_for_pages(&index);
             // Tags the tolerant scan or the checks changed (quarantined ranges have theirs
@@ -217,113 +187,6 @@ impl Plan {
         match self.mode {
             Mode::Recover => Err(Error::corrupt(what, offset)),
             Mode::Salvage => Ok(()),
-        }
-    }
-
-    /// The references the store holds: named roots, the channels (their rings and queued
-    /// messages) and the hold tables of the living. What cannot even be read (a malformed
-    /// ring, a hold table that is no block) is damage.
-    fn read_references(&mut self, heap: &Heap) -> Result<Vec<Reference>> {
-        let mut out = Vec::new();
-        for (dir, what) in [(&ROOTS, "root name is malformed"), (&CHANNELS, "channel name is malformed")] {
-            for index in 0..dir.count() {
-                let target = heap.region.load(dir.entry(index) + ROOT_BLOCK)?;
-                if target == 0 {
-                    continue;
-                }
-                let holder = if dir.is_roots() { Holder::Root(index) } else { Holder::Channel(index) };
-                if !dir.name_ok(heap, index)? {
-                    self.damage(what, dir.entry(index))?;
-                    let mut name = format!("salvaged-{target:#x}");
-                    if self.renamed.iter().any(|(_, n)| *n == name) {
-                        name = format!("{name}-{index}");
-                    }
-                    self.renamed.push((holder, name));
-                }
-                out.push(Reference { holder, target });
-                if !dir.is_roots() {
-                    self.read_ring(heap, index, target, &mut out)?;
-                }
-            }
-        }
-        for i in (0..SLOT_COUNT).filter(|i| !self.dead.contains(i)) {
-            if heap.region.load32(slot_offset(i) + SLOT_STATE)? == SLOT_FREE {
-                continue;
-            }
-            let table = heap.region.load(slot_offset(i) + SLOT_HOLDS)?;
-            // Salvage runs with no other process alive (`MappedManager::salvage`), and its own
-            // process holds nothing: a table of the living is recovery's alone.
-            match crate::engine::heap::holds::entry_offsets(heap, table) {
-                Ok(entries) => {
-                    for e in entries {
-                        out.push(Reference {
-                            holder: Holder::Table { entry: e },
-                            target: heap.region.load(e)?,
-                        });
-                    }
-                }
-                Err(_) => self.damage("hold table is not an owned block", slot_offset(i) + SLOT_HOLDS)?,
-            }
-        }
-        Ok(out)
-    }
-
-    /// Reads the ring of channel `index` and adds its queued messages to `out`; a ring whose
-    /// shape is wrong is damage (salvage drops the channel, and the ring's block keeps only
-    /// what the entry's hold gave it).
-    fn read_ring(&mut self, heap: &Heap, index: u64, ring: u64, out: &mut Vec<Reference>) -> Result<()> {
-        if self.busy.contains(&ring) {
-            // Its shape was sound when `freeze` looked (it skips those that are not).
-            let cap = heap.region.load(ring + HEADER_SIZE + RING_CAPACITY)?;
-            for pos in 0..cap {
-                let word = heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * pos)?;
-                if word != 0 {
-                    self.untouchable.insert(crate::engine::channel::target(word));
-                }
-            }
-            return Ok(());
-        }
-        match crate::engine::channel::ring_shape(heap, ring) {
-            Ok((mut head, mut tail, cap)) => {
-                let slot = |pos: u64| heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * (pos % cap));
-                // A receive clears its slot before it moves `head`: a cleared slot at `head` is
-                // a receive cut short, whose message is the dead receiver's (a zero names
-                // nothing, so stepping over it loses nothing).
-                if head < tail && slot(head)? == 0 {
-                    head += 1;
-                }
-                // Outside the queue a slot is 0 (a receive clears the slot it took, a ring is
-                // made zeroed), but for the two a crash can leave: the one a send wrote before
-                // moving `tail`, the one a receive took before clearing it. Others mean `head`
-                // or `tail` was damaged: salvage moves `tail` over the run of messages after it.
-                let (from, to) = (tail.saturating_add(1), head.saturating_add(cap - 1));
-                let mut stray = false;
-                for pos in from..to.max(from) {
-                    stray |= slot(pos)? != 0;
-                }
-                if stray {
-                    self.damage("channel ring holds messages outside its queue", ring)?;
-                    while tail - head < cap && tail < u64::MAX && slot(tail)? != 0 {
-                        tail += 1;
-                    }
-                }
-                for pos in head..tail {
-                    let word = slot(pos)?;
-                    if crate::engine::channel::carried_len(word).is_some() {
-                        self.carrying.push((index, pos));
-                    }
-                    let target = crate::engine::channel::target(word);
-                    out.push(Reference { holder: Holder::Message { index, pos }, target });
-                }
-                self.rings.push(Ring { index, ring, head, tail });
-                Ok(())
-            }
-            Err(_) => {
-                self.damage("channel ring is malformed", CHANNELS.entry(index))?;
-                // Its entry is dropped below: the ring does not pass as a held block.
-                self.rings.push(Ring { index, ring: 0, head: 0, tail: 0 });
-                Ok(())
-            }
         }
     }
 
@@ -540,47 +403,40 @@ impl Plan {
     }
 
     /// Keeps the references that name a block users hold (or a slot in use) as the scan found
-    /// it; the others are damage (salvage drops them, with every message of a ring it drops).
-    fn keep_references(&mut self, core: &Core<'_>, index: &Index, candidates: Vec<Reference>) -> Result<()> {
-        let bad_rings: Vec<u64> = self.rings.iter().filter(|r| r.ring == 0).map(|r| r.index).collect();
+    /// it; the others are damage (salvage drops them, with every reference that goes with them:
+    /// a channel's queued messages with its entry).
+    fn keep_references(
+        &mut self,
+        core: &Core<'_>,
+        index: &Index,
+        sessions: &[Box<dyn Session>],
+        candidates: Vec<Reference>,
+    ) -> Result<()> {
         for r in candidates {
-            let channel_gone = match r.holder {
-                Holder::Channel(i) | Holder::Message { index: i, .. } => bad_rings.contains(&i),
-                _ => false,
-            };
-            if !channel_gone && index.holds(core, r.target)? {
-                self.check_published(core, index, r)?;
+            let session = &sessions[r.holder.kind];
+            let gone = session.gone(&r.holder);
+            if !gone && index.holds(core, r.target)? {
+                self.check_published(core, index, session.as_ref(), r)?;
                 self.references.push(r);
                 continue;
             }
-            let what = match r.holder {
-                Holder::Root(_) => "root names no live block",
-                Holder::Channel(_) | Holder::Message { .. } => "channel holds no live block",
-                Holder::Table { .. } => "hold table names no held block",
-            };
-            if !channel_gone {
-                self.damage(what, r.target)?;
+            if !gone {
+                self.damage(session.names_nothing(&r.holder), r.target)?;
             }
             self.dropped.push(r);
         }
-        // A channel whose ring is dropped goes whole.
-        let gone: Vec<u64> = self
-            .dropped
-            .iter()
-            .filter_map(|r| match r.holder {
-                Holder::Channel(i) => Some(i),
-                _ => None,
+        // What goes with a dropped reference goes too.
+        let dropped = self.dropped.clone();
+        let goes = |r: &Reference| {
+            dropped.iter().any(|d| {
+                d.holder.kind == r.holder.kind && sessions[d.holder.kind].goes_with(&d.holder, &r.holder)
             })
-            .collect();
-        let (kept, lost): (Vec<Reference>, Vec<Reference>) =
-            self.references.drain(..).partition(|r| match r.holder {
-                Holder::Message { index, .. } => !gone.contains(&index),
-                _ => true,
-            });
+        };
+        let (lost, kept): (Vec<Reference>, Vec<Reference>) = self.references.drain(..).partition(goes);
         self.references = kept;
         self.dropped.extend(lost);
-        self.rings.retain(|r| r.ring != 0 && !gone.contains(&r.index));
-        self.renamed.retain(|(h, _)| !matches!(h, Holder::Channel(i) if gone.contains(i)));
+        let dropped = self.dropped.clone();
+        self.renamed.retain(|(h, _)| sessions[h.kind].renames(h, &dropped));
         Ok(())
     }
 
@@ -590,11 +446,15 @@ impl Plan {
     /// queues it so) and, for a block, when it does not (the locked send publishes it by its
     /// last step; a slot, though, is published first). Another unpublished one is damage (its
     /// reference word was hit): salvage publishes it with a new generation.
-    fn check_published(&mut self, core: &Core<'_>, index: &Index, r: Reference) -> Result<()> {
-        if let Holder::Message { index: channel, pos } = r.holder {
-            if !is_slot(r.target) || self.carrying.contains(&(channel, pos)) {
-                return Ok(());
-            }
+    fn check_published(
+        &mut self,
+        core: &Core<'_>,
+        index: &Index,
+        session: &dyn Session,
+        r: Reference,
+    ) -> Result<()> {
+        if session.may_be_unpublished(&r) {
+            return Ok(());
         }
         let slot = index.slot(r.target);
         let word = match (is_slot(r.target), slot) {
@@ -662,6 +522,28 @@ impl Plan {
             *holds.entry(r.target).or_default() += 1;
         }
         holds
+    }
+}
+
+impl Reading for Plan {
+    fn damage(&mut self, what: &'static str, offset: u64) -> Result<()> {
+        Plan::damage(self, what, offset)
+    }
+
+    fn rename(&mut self, holder: Holder, target: u64) {
+        let mut name = format!("salvaged-{target:#x}");
+        if self.renamed.iter().any(|(_, n)| *n == name) {
+            name = format!("{name}-{}", holder.entry);
+        }
+        self.renamed.push((holder, name));
+    }
+
+    fn leave_alone(&mut self, target: u64) {
+        self.untouchable.insert(target);
+    }
+
+    fn dead(&self) -> &[u64] {
+        &self.dead
     }
 }
 

@@ -1,0 +1,232 @@
+//! The channels as a kind of reference (`engine/holders.rs`): each channel's entry holds one of
+//! its ring's other holds, and each queued message one of its block's. A recovery's session
+//! takes both locks of every ring first (`ring::freeze`), so no send or receive runs without
+//! the store lock while it plans and repairs; a ring whose lock a living process keeps is left
+//! as it is, with every block its slots name.
+
+use super::ring::{self, carried_len, forget_endpoints, lock_holders, ring_shape, target, Frozen};
+use crate::engine::core::check::Problem;
+use crate::engine::core::span::is_slot;
+use crate::engine::directory::CHANNELS;
+use crate::engine::heap::Heap;
+use crate::engine::holders::{Holder, Kind, Reading, Reference, Session};
+use crate::error::Result;
+use crate::format::*;
+
+/// The channels, as a kind of reference.
+pub(crate) struct Channels;
+
+impl Kind for Channels {
+    fn open(&self, heap: &Heap, dead: &[u64], kind: usize) -> Result<Box<dyn Session>> {
+        let frozen = ring::freeze(heap, dead)?;
+        Ok(Box::new(ChannelSession { kind, frozen, rings: Vec::new(), carrying: Vec::new() }))
+    }
+
+    fn check(&self, heap: &Heap) -> Result<Vec<Problem>> {
+        ring::check(heap)
+    }
+
+    fn bookkeeping(&self, heap: &Heap, out: &mut Vec<u64>) {
+        out.extend(CHANNELS.entries(heap).unwrap_or_default().into_iter().map(|e| e.target));
+    }
+}
+
+/// A channel's ring as the plan read it.
+struct Ring {
+    index: u64,
+    /// 0: the ring could not be read (the channel goes whole).
+    ring: u64,
+    head: u64,
+    tail: u64,
+}
+
+struct ChannelSession {
+    kind: usize,
+    /// The ring locks taken, and the rings a living process kept busy.
+    frozen: Frozen,
+    /// The rings read.
+    rings: Vec<Ring>,
+    /// Queued messages whose slot word carries their length: a send of a sole reference
+    /// queues its block unpublished (`channel/ring.rs`), so these may be. (channel, position)
+    carrying: Vec<(u64, u64)>,
+}
+
+impl ChannelSession {
+    fn busy(&self) -> &[u64] {
+        self.frozen.busy()
+    }
+
+    /// Reads the ring of channel `index` and adds its queued messages to `out`; a ring whose
+    /// shape is wrong is damage (salvage drops the channel, and the ring's block keeps only
+    /// what the entry's hold gave it).
+    fn read_ring(
+        &mut self,
+        heap: &Heap,
+        index: u64,
+        ring: u64,
+        plan: &mut dyn Reading,
+        out: &mut Vec<Reference>,
+    ) -> Result<()> {
+        if self.busy().contains(&ring) {
+            // Its shape was sound when `freeze` looked (it skips those that are not).
+            let cap = heap.region.load(ring + HEADER_SIZE + RING_CAPACITY)?;
+            for pos in 0..cap {
+                let word = heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * pos)?;
+                if word != 0 {
+                    plan.leave_alone(target(word));
+                }
+            }
+            return Ok(());
+        }
+        match ring_shape(heap, ring) {
+            Ok((mut head, mut tail, cap)) => {
+                let slot = |pos: u64| heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * (pos % cap));
+                // A receive clears its slot before it moves `head`: a cleared slot at `head` is
+                // a receive cut short, whose message is the dead receiver's (a zero names
+                // nothing, so stepping over it loses nothing).
+                if head < tail && slot(head)? == 0 {
+                    head += 1;
+                }
+                // Outside the queue a slot is 0 (a receive clears the slot it took, a ring is
+                // made zeroed), but for the two a crash can leave: the one a send wrote before
+                // moving `tail`, the one a receive took before clearing it. Others mean `head`
+                // or `tail` was damaged: salvage moves `tail` over the run of messages after it.
+                let (from, to) = (tail.saturating_add(1), head.saturating_add(cap - 1));
+                let mut stray = false;
+                for pos in from..to.max(from) {
+                    stray |= slot(pos)? != 0;
+                }
+                if stray {
+                    plan.damage("channel ring holds messages outside its queue", ring)?;
+                    while tail - head < cap && tail < u64::MAX && slot(tail)? != 0 {
+                        tail += 1;
+                    }
+                }
+                for pos in head..tail {
+                    let word = slot(pos)?;
+                    if carried_len(word).is_some() {
+                        self.carrying.push((index, pos));
+                    }
+                    let holder = Holder { kind: self.kind, entry: index, message: Some(pos) };
+                    out.push(Reference { holder, target: target(word) });
+                }
+                self.rings.push(Ring { index, ring, head, tail });
+                Ok(())
+            }
+            Err(_) => {
+                plan.damage("channel ring is malformed", CHANNELS.entry(index))?;
+                // Its entry is dropped: the ring does not pass as a held block.
+                self.rings.push(Ring { index, ring: 0, head: 0, tail: 0 });
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the channel at `index` goes whole: its entry's reference is dropped.
+    fn dropped(index: u64, dropped: &[Reference]) -> bool {
+        dropped.iter().any(|r| r.holder.entry == index && r.holder.message.is_none())
+    }
+}
+
+impl Session for ChannelSession {
+    fn read(&mut self, heap: &Heap, plan: &mut dyn Reading, out: &mut Vec<Reference>) -> Result<()> {
+        let kind = self.kind;
+        CHANNELS.read_references(heap, kind, plan, out, |index, ring, plan, out| {
+            self.read_ring(heap, index, ring, plan, out)
+        })
+    }
+
+    fn what(&self, holder: &Holder) -> &'static str {
+        match holder.message {
+            None => "channel",
+            Some(_) => "message",
+        }
+    }
+
+    fn names_nothing(&self, _holder: &Holder) -> &'static str {
+        "channel holds no live block"
+    }
+
+    fn name(&self, heap: &Heap, holder: &Holder) -> Result<String> {
+        CHANNELS.name_lossy(heap, holder.entry)
+    }
+
+    fn gone(&self, holder: &Holder) -> bool {
+        self.rings.iter().any(|r| r.ring == 0 && r.index == holder.entry)
+    }
+
+    fn goes_with(&self, dropped: &Holder, holder: &Holder) -> bool {
+        dropped.message.is_none() && holder.message.is_some() && dropped.entry == holder.entry
+    }
+
+    fn may_be_unpublished(&self, r: &Reference) -> bool {
+        match r.holder.message {
+            Some(pos) => !is_slot(r.target) || self.carrying.contains(&(r.holder.entry, pos)),
+            None => false,
+        }
+    }
+
+    fn renames(&self, holder: &Holder, dropped: &[Reference]) -> bool {
+        !Self::dropped(holder.entry, dropped)
+    }
+
+    /// Clears the ring slot a receiver that died took its message from; for salvage, drops the
+    /// references that name nothing valid (compacting the rings that lose messages, moving a
+    /// `tail` that was damaged) and renames entries whose names are damaged.
+    fn repair(&self, heap: &Heap, dropped: &[Reference], renamed: &[(Holder, String)]) -> Result<()> {
+        CHANNELS.repair(heap, dropped, &[])?;
+        let busy = self.busy();
+        let rings = self
+            .rings
+            .iter()
+            .filter(|r| r.ring != 0 && !Self::dropped(r.index, dropped) && !busy.contains(&r.ring));
+        for ring in rings {
+            let lost = |pos: u64| {
+                dropped.iter().any(|r| r.holder.entry == ring.index && r.holder.message == Some(pos))
+            };
+            let p = ring.ring + HEADER_SIZE;
+            let cap = heap.region.load(p + RING_CAPACITY)?;
+            if ring.tail - ring.head < cap && ring.head > 0 {
+                // The slot a receiver that died took its message from, if it had not cleared
+                // it yet (`read_ring` allows it only just before `head`).
+                heap.region.store(p + RING_SLOTS + 8 * ((ring.head - 1) % cap), 0)?;
+            }
+            // A receive cut short after clearing its slot (`read_ring`) is completed.
+            heap.region.store(p + RING_HEAD, ring.head)?;
+            let stored_tail = heap.region.load(p + RING_TAIL)?;
+            if !(ring.head..ring.tail).any(lost) && stored_tail == ring.tail {
+                continue;
+            }
+            let slot = |pos: u64| p + RING_SLOTS + 8 * (pos % cap);
+            let mut kept = Vec::new();
+            for pos in (ring.head..ring.tail).filter(|&pos| !lost(pos)) {
+                kept.push(heap.region.load(slot(pos))?);
+            }
+            for (i, &msg) in kept.iter().enumerate() {
+                heap.region.store(slot(ring.head + i as u64), msg)?;
+            }
+            // The slots the queue no longer covers are cleared, as a receive clears its own.
+            for pos in ring.head + kept.len() as u64..ring.tail.max(stored_tail) {
+                heap.region.store(slot(pos), 0)?;
+            }
+            heap.region.store(p + RING_TAIL, ring.head + kept.len() as u64)?;
+        }
+        CHANNELS.repair(heap, &[], renamed)
+    }
+
+    fn forget(&self, heap: &Heap, dead: &[u64]) -> Result<()> {
+        forget_endpoints(heap, dead)
+    }
+
+    fn pending(&self) -> bool {
+        !self.busy().is_empty()
+    }
+
+    fn keeps_slot(&self, heap: &Heap, slot: u64) -> bool {
+        self.busy().iter().any(|&r| lock_holders(heap, r).contains(&(slot as u32 + 1)))
+    }
+
+    fn close(self: Box<Self>, heap: &Heap, done: bool) {
+        self.frozen.thaw(heap, done);
+    }
+}

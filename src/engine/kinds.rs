@@ -1,0 +1,111 @@
+//! Every kind of reference the store holds, in one list (`holders.rs`), and the recovery and
+//! salvage that read them: the one place a new kind of reference is added.
+
+use crate::engine::channel::Channels;
+use crate::engine::directory::Roots;
+use crate::engine::heap::{or_give_back, Guard, Heap};
+use crate::engine::holders::{HoldTables, Kind};
+use crate::engine::reports::{RecoveryReport, SalvageReport};
+use crate::error::Result;
+
+/// The kinds of reference, in the order recovery reads them: named roots, channels (their
+/// entries and queued messages), the hold tables of the living.
+pub(crate) static KINDS: [&dyn Kind; 3] = [&Roots, &Channels, &HoldTables];
+
+/// Recovery over every kind of reference, under the lock `g`: the function every heap is made
+/// with (`heap::Recovery`). `reclaim_own`: this process's slot counts as a dead process's.
+pub(crate) fn recover_locked(heap: &Heap, g: &Guard<'_>, reclaim_own: bool) -> Result<RecoveryReport> {
+    crate::engine::recovery::recover_locked(heap, g, reclaim_own, &KINDS)
+}
+
+impl Heap {
+    /// Runs salvage under the lock taken as it is found: see `MappedManager::salvage`.
+    pub(crate) fn salvage(&self) -> Result<SalvageReport> {
+        let (guard, was, _) = self.lock_as_found()?;
+        or_give_back(&guard, was, crate::engine::recovery::salvage_locked(self, &guard, &KINDS))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::directory::ROOTS;
+    use crate::engine::holders::{Holder, Reading, Reference, Session};
+    use crate::{MappedManager, MemoryManager, Options};
+
+    /// A kind of reference only this test knows: one reference, to `target`.
+    struct Stray {
+        target: u64,
+    }
+
+    impl Kind for Stray {
+        fn open(&self, _heap: &Heap, _dead: &[u64], kind: usize) -> Result<Box<dyn Session>> {
+            Ok(Box::new(StraySession { kind, target: self.target }))
+        }
+
+        fn check(&self, _heap: &Heap) -> Result<Vec<crate::Problem>> {
+            Ok(Vec::new())
+        }
+
+        fn bookkeeping(&self, _heap: &Heap, _out: &mut Vec<u64>) {}
+    }
+
+    struct StraySession {
+        kind: usize,
+        target: u64,
+    }
+
+    impl Session for StraySession {
+        fn read(&mut self, _heap: &Heap, _plan: &mut dyn Reading, out: &mut Vec<Reference>) -> Result<()> {
+            out.push(Reference {
+                holder: Holder { kind: self.kind, entry: 0, message: None },
+                target: self.target,
+            });
+            Ok(())
+        }
+
+        fn what(&self, _holder: &Holder) -> &'static str {
+            "stray"
+        }
+
+        fn names_nothing(&self, _holder: &Holder) -> &'static str {
+            "stray names no live block"
+        }
+
+        fn name(&self, _heap: &Heap, _holder: &Holder) -> Result<String> {
+            Ok(String::new())
+        }
+
+        fn repair(&self, _heap: &Heap, _dropped: &[Reference], _renamed: &[(Holder, String)]) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A block held by a kind of reference that recovery is given keeps its hold through a
+    /// recovery; the same recovery without that kind frees it. What a new kind of reference
+    /// needs is its `Kind`, in the list: recovery names none of them.
+    #[test]
+    fn recovery_counts_the_references_of_every_kind_it_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MappedManager::create(dir.path().join("s.mmheap"), &Options::default()).unwrap();
+        let block = m.allocate(1000).unwrap();
+        m.set_root("r", &block).unwrap();
+        let handle = block.handle();
+        drop(block);
+        let heap: &Heap = m.heap();
+        let g = heap.lock().unwrap();
+        // The root's hold stays, its entry goes: only the stray kind knows of the reference now.
+        let target = ROOTS.entries(heap).unwrap()[0].target;
+        ROOTS.set_target(heap, 0, 0).unwrap();
+        let stray = Stray { target };
+        let with: [&dyn Kind; 4] = [&Roots, &Channels, &HoldTables, &stray];
+        let report = crate::engine::recovery::recover_locked(heap, &g, false, &with).unwrap();
+        assert_eq!(report.blocks_freed, 0, "a block the stray kind holds stays");
+        assert_eq!(crate::engine::core::header::rc::other(heap.rc(target)), 1, "its one hold, counted again");
+        let report = crate::engine::recovery::recover_locked(heap, &g, false, &KINDS).unwrap();
+        assert_eq!(report.blocks_freed, 1, "without the kind, nothing holds it");
+        drop(g);
+        assert!(m.block_from_handle(handle).is_err(), "freed");
+        assert!(m.check().unwrap().is_sound());
+    }
+}
