@@ -259,15 +259,20 @@ pub fn paused(
 }
 
 /// Runs `f` on a thread and fails if it has not returned within `limit` (a call that should
-/// not wait for ever: the limit is far above what it takes, so this asserts no time).
+/// not wait for ever: the limit is far above what it takes, so this asserts no time). Once `f`
+/// has returned, waits for the thread to end, so that what it leaves on its way out (its thread
+/// cache, given back as the thread ends) is done when the caller looks: on a loaded machine the
+/// thread's end could come after the caller's next look at the store.
 pub fn returns<T: Send + 'static>(
     what: &str,
     limit: std::time::Duration,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Failed> {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         let _ = tx.send(f());
     });
-    rx.recv_timeout(limit).map_err(|_| format!("{what} still waits after {limit:?}").into())
+    let got = rx.recv_timeout(limit).map_err(|_| format!("{what} still waits after {limit:?}"))?;
+    thread.join().map_err(|_| format!("{what}: its thread panicked on its way out"))?;
+    Ok(got)
 }
