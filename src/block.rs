@@ -211,6 +211,15 @@ impl MemoryBlock {
         }
     }
 
+    /// A user of this block's heap (`family.rs`), unless the heap has none left: a weak
+    /// reference resolves through one.
+    pub(crate) fn heap_user(&self) -> Option<HeapRef> {
+        match self.hold() {
+            Some(hold) => Some(hold.heap.clone()),
+            None => HeapRef::another(self.heap().lives.heap()?),
+        }
+    }
+
     /// The hold this clone shares, for a hold-kind reference.
     #[inline]
     fn hold(&self) -> Option<&Hold> {

@@ -54,6 +54,7 @@ mod progress;
 mod segment;
 mod sync;
 mod sys;
+mod weak;
 
 pub use crate::block::{BlockHandle, MemoryBlock};
 pub use crate::default_manager::{DefaultManager, DEFAULT_RESERVE};
@@ -66,6 +67,7 @@ pub use crate::manager::{MemoryManager, Stats};
 pub use crate::mapped::{MappedManager, Options, ReadOnlyBlock, ReadOnlyStore, MAX_STORE_SIZE};
 pub use crate::offset::Offset;
 pub use crate::segment::{MemorySegment, MemorySegmentMut};
+pub use crate::weak::WeakBlock;
 
 macro_rules! impl_memory_manager {
     ($t:ty) => {

@@ -121,4 +121,11 @@ pub trait MemoryManager {
     fn trim(&self) -> Result<()>;
     /// A new reference to the block a handle names; stale or forged handles are refused.
     fn block_from_handle(&self, handle: BlockHandle) -> Result<MemoryBlock>;
+    /// Resolves a weak link (a handle kept in a block's bytes, [`crate::WeakBlock::handle`]):
+    /// a new reference to the block if it still lives, `Ok(None)` once it has been freed
+    /// (whatever took its place since: generations are never reused). A handle that never
+    /// named a block of this store is an error, as with [`MemoryManager::block_from_handle`].
+    fn upgrade(&self, link: BlockHandle) -> Result<Option<MemoryBlock>> {
+        crate::weak::alive(self.block_from_handle(link))
+    }
 }

@@ -129,6 +129,16 @@ impl HeapRef {
     }
 }
 
+impl HeapRef {
+    /// A new user of `heap`, unless it has none left (it is orphaned: only its families keep it,
+    /// and no reference can be made through it any more).
+    pub(crate) fn another(heap: Arc<Heap>) -> Option<HeapRef> {
+        let users = &heap.lives.users;
+        users.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n > 0).then_some(n + 1)).ok()?;
+        Some(HeapRef(heap))
+    }
+}
+
 impl Deref for HeapRef {
     type Target = Arc<Heap>;
     fn deref(&self) -> &Arc<Heap> {
