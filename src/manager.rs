@@ -123,8 +123,10 @@ pub trait MemoryManager {
     fn block_from_handle(&self, handle: BlockHandle) -> Result<MemoryBlock>;
     /// Resolves a weak link (a handle kept in a block's bytes, [`crate::WeakBlock::handle`]):
     /// a new reference to the block if it still lives, `Ok(None)` once it has been freed
-    /// (whatever took its place since: generations are never reused). A handle that never
-    /// named a block of this store is an error, as with [`MemoryManager::block_from_handle`].
+    /// (whatever took its place since: generations are never reused). A handle that names
+    /// nothing this store ever issued is an error, as with [`MemoryManager::block_from_handle`];
+    /// a link into another store or heap gives `None` or that error (every store draws its
+    /// generations from a range of its own, chosen at random among 2^40).
     fn upgrade(&self, link: BlockHandle) -> Result<Option<MemoryBlock>> {
         crate::weak::alive(self.block_from_handle(link))
     }

@@ -12,9 +12,11 @@ use crate::{BlockHandle, MemoryBlock};
 /// A reference to a block that does not keep it alive: [`WeakBlock::upgrade`] gives a new
 /// [`MemoryBlock`] while the block lives, and `None` once it has been freed (whatever took its
 /// place since). Made by [`MemoryBlock::downgrade`]; it keeps the manager's heap (its mapping)
-/// as a manager handle does, not the block. One made after every manager handle of its heap
-/// was dropped (only blocks keep the heap then) never upgrades: nothing can be resolved in a
-/// heap that no manager uses.
+/// as a manager handle does, not the block. It names the block by its handle, so a resize that
+/// moves the block (which gives it a new handle) ends its weak references, as it ends its
+/// handles. One made when its heap had no user left (no manager handle, no reference resolved
+/// from a handle: only owners' blocks keep the heap then) never upgrades: nothing can be
+/// resolved in a heap that nothing uses.
 ///
 /// ```
 /// use mmheap::{DefaultManager, MemoryManager};

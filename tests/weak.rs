@@ -31,6 +31,16 @@ fn main() {
             "default::a_weak_reference_made_after_the_manager_is_gone_upgrades_to_nothing",
             orphan,
         ));
+        for (name, make) in managers() {
+            trials.push(Trial::test(
+                format!("{name}::a_freed_small_block_s_emptied_span_is_no_error"),
+                move || emptied_span(make()?.as_ref()),
+            ));
+            trials
+                .push(Trial::test(format!("{name}::a_link_into_another_heap_is_not_its_block"), move || {
+                    other_heap(make()?.as_ref(), make()?.as_ref())
+                }));
+        }
         trials
     });
 }
@@ -154,4 +164,34 @@ fn orphan() -> Result<(), Failed> {
     let weak = block.downgrade();
     ensure(weak.upgrade().is_none(), "no manager, no new reference")?;
     ensure(block.as_slice().len() == 16, "the block itself lives on")
+}
+
+/// Found by an outside review: a small block's weak link, once the span the block was in had
+/// been emptied and given back, was refused as an invalid handle instead of being `None`.
+fn emptied_span(m: &dyn MemoryManager) -> Result<(), Failed> {
+    for len in [16, 48, 64] {
+        let blocks: Vec<_> = (0..5000).map(|_| m.allocate(len)).collect::<Result<_, _>>()?;
+        let weak = blocks[0].downgrade();
+        drop(blocks);
+        m.trim()?;
+        ensure(weak.try_upgrade()?.is_none(), format!("{len} B: freed, its span gone: None"))?;
+        ensure(m.upgrade(weak.handle())?.is_none(), format!("{len} B: as a weak link too"))?;
+    }
+    Ok(())
+}
+
+/// Found by an outside review: a link made in one heap, resolved in another whose blocks lay
+/// the same way, gave that heap's block. Every heap draws its generations from its own range.
+fn other_heap(a: &dyn MemoryManager, b: &dyn MemoryManager) -> Result<(), Failed> {
+    for len in [16, 64, 100, 5000] {
+        let mut x = a.allocate(len)?;
+        x.as_mut_slice()?.fill(0xAA);
+        let mut y = b.allocate(len)?;
+        y.as_mut_slice()?.fill(0xBB);
+        let _published = y.downgrade(); // generations issued in both heaps
+        let link = x.downgrade().handle();
+        let got = b.upgrade(link).unwrap_or(None);
+        ensure(got.is_none(), format!("{len} B: a link into another heap gave one of its blocks"))?;
+    }
+    Ok(())
 }

@@ -215,10 +215,9 @@ impl Heap {
     /// Checks a handle that names a slot: a slot of a span, handed out, with that generation.
     pub(crate) fn validate_slot_handle(&self, h: BlockHandle) -> Result<u64> {
         let stale = Error::StaleHandle { offset: h.offset, generation: h.generation };
-        let slot = self
-            .core()
-            .slot_at(self.key(), h.offset)
-            .map_err(|_| Error::InvalidHandle { what: "offset names no slot", offset: h.offset })?;
+        // A slot id in the heap whose generation was issued, where no span is now, named a
+        // slot whose span has been emptied and given back since: stale, as a freed block's.
+        let Ok(slot) = self.core().slot_at(self.key(), h.offset) else { return Err(stale) };
         let w = self.region.load(slot.rc_offset())?;
         if !rc::published(w) || rc::count(w) == 0 {
             return Err(stale);

@@ -769,6 +769,10 @@ impl Drop for Heap {
 /// takes the lock.
 const READ_ONLY_TAG: u32 = 0x7fff_fffe;
 
+/// The first generation of a new store or heap is drawn from `1..=FIRST_GEN_RANGE` (2^40: a
+/// store can issue 2^56 - 2^40 generations after it, `PAGE_GEN_MASK`).
+const FIRST_GEN_RANGE: u64 = 1 << 40;
+
 /// Writes a fresh superblock and an empty heap into `region` (which must reach `capacity`).
 pub(crate) fn format_region(region: &Region, capacity: u64, max_size: u64, flags: u32) -> Result<()> {
     region.write_bytes(SB_MAGIC, &MAGIC)?;
@@ -777,7 +781,9 @@ pub(crate) fn format_region(region: &Region, capacity: u64, max_size: u64, flags
     region.store(SB_FINGERPRINT, fingerprint())?;
     region.store(SB_KEY, random_u64())?;
     region.store(SB_MAX_SIZE, max_size)?;
-    region.store(SB_NEXT_GEN, 1)?;
+    // Generations start at a random place: a handle of another store (or another in-process
+    // heap), whose generations run in a range of their own, is then no handle here.
+    region.store(SB_NEXT_GEN, 1 + random_u64() % FIRST_GEN_RANGE)?;
     region.store32(SB_LOCK, 0)?;
     region.store(SB_GROWTHS, 0)?;
     Core::new(region).init(capacity)
