@@ -141,7 +141,14 @@ pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Result<Frozen> {
         if ring_shape(heap, ring).is_err() {
             continue; // the plan reports it, and nothing is written into it
         }
-        let flags = flags_word(heap, ring)?;
+        let flags = match flags_word(heap, ring) {
+            Ok(f) => f,
+            Err(e) => {
+                // Nothing is planned: the locks taken so far go back as they were found.
+                frozen.thaw(heap, false);
+                return Err(e);
+            }
+        };
         let since = std::time::Instant::now();
         loop {
             let cur = flags.load(Ordering::Acquire);
