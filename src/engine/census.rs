@@ -211,7 +211,7 @@ impl Heap {
         // What the kinds of reference keep for themselves: hold tables, channel rings.
         let mut kept = Vec::new();
         for kind in crate::engine::kinds::KINDS {
-            kind.bookkeeping(self, &mut kept);
+            kind.bookkeeping(self, &mut kept)?;
         }
         blocks.extend(kept.into_iter().filter_map(|b| used(b).map(|size| (b, size))));
         blocks.sort_unstable();

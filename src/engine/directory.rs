@@ -233,7 +233,9 @@ impl Kind for Roots {
         Ok(survey_roots(heap)?.into_iter().flat_map(|s| s.problems).collect())
     }
 
-    fn bookkeeping(&self, _heap: &Heap, _out: &mut Vec<u64>) {}
+    fn bookkeeping(&self, _heap: &Heap, _out: &mut Vec<u64>) -> Result<()> {
+        Ok(())
+    }
 }
 
 struct RootSession {

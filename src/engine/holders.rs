@@ -51,9 +51,8 @@ pub(crate) trait Kind: Sync {
     fn open(&self, heap: &Heap, dead: &[u64], kind: usize) -> Result<Box<dyn Session>>;
     /// What a check finds wrong with this kind's references (under the store lock).
     fn check(&self, heap: &Heap) -> Result<Vec<crate::Problem>>;
-    /// The blocks this kind keeps for itself (bookkeeping: channel rings, hold tables), as far
-    /// as they can be read.
-    fn bookkeeping(&self, heap: &Heap, out: &mut Vec<u64>);
+    /// The blocks this kind keeps for itself (bookkeeping: channel rings, hold tables).
+    fn bookkeeping(&self, heap: &Heap, out: &mut Vec<u64>) -> Result<()>;
 }
 
 /// A recovery's look at one kind of reference.
@@ -142,12 +141,13 @@ impl Kind for HoldTables {
         Ok(out)
     }
 
-    fn bookkeeping(&self, heap: &Heap, out: &mut Vec<u64>) {
+    fn bookkeeping(&self, heap: &Heap, out: &mut Vec<u64>) -> Result<()> {
         for i in 0..SLOT_COUNT {
-            if heap.region.load32(slot_offset(i) + SLOT_STATE).is_ok_and(|s| s != SLOT_FREE) {
-                out.extend(heap.region.load(slot_offset(i) + SLOT_HOLDS).ok().filter(|&t| t != 0));
+            if heap.region.load32(slot_offset(i) + SLOT_STATE)? != SLOT_FREE {
+                out.push(heap.region.load(slot_offset(i) + SLOT_HOLDS)?);
             }
         }
+        Ok(())
     }
 }
 

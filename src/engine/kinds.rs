@@ -47,7 +47,9 @@ mod tests {
             Ok(Vec::new())
         }
 
-        fn bookkeeping(&self, _heap: &Heap, _out: &mut Vec<u64>) {}
+        fn bookkeeping(&self, _heap: &Heap, _out: &mut Vec<u64>) -> Result<()> {
+            Ok(())
+        }
     }
 
     struct StraySession {

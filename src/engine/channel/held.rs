@@ -26,8 +26,10 @@ impl Kind for Channels {
         ring::check(heap)
     }
 
-    fn bookkeeping(&self, heap: &Heap, out: &mut Vec<u64>) {
+    /// The rings, as far as the directory can be read.
+    fn bookkeeping(&self, heap: &Heap, out: &mut Vec<u64>) -> Result<()> {
         out.extend(CHANNELS.entries(heap).unwrap_or_default().into_iter().map(|e| e.target));
+        Ok(())
     }
 }
 
