@@ -15,14 +15,17 @@ fn main() {
     child_or_tests(child, || {
         let mut trials = Vec::new();
         for (name, make) in managers() {
-            trials.push(Trial::test(
-                format!("{name}::a_weak_reference_upgrades_while_the_block_lives"),
-                move || while_alive(make()?.as_ref()),
-            ));
-            trials
-                .push(Trial::test(format!("{name}::a_reused_place_is_not_the_block_it_named"), move || {
-                    reused_place(make()?.as_ref())
-                }));
+            let per_manager: [(&str, Test); 4] = [
+                ("a_weak_reference_upgrades_while_the_block_lives", |make| while_alive(make()?.as_ref())),
+                ("a_reused_place_is_not_the_block_it_named", |make| reused_place(make()?.as_ref())),
+                ("a_freed_small_block_s_emptied_span_is_no_error", |make| emptied_span(make()?.as_ref())),
+                ("a_link_into_another_heap_is_not_its_block", |make| {
+                    other_heap(make()?.as_ref(), make()?.as_ref())
+                }),
+            ];
+            for (test, run) in per_manager {
+                trials.push(Trial::test(format!("{name}::{test}"), move || run(make)));
+            }
         }
         trials.push(Trial::test("store::a_weak_reference_from_a_resolved_handle_upgrades", from_a_hold));
         trials
@@ -31,21 +34,13 @@ fn main() {
             "default::a_weak_reference_made_after_the_manager_is_gone_upgrades_to_nothing",
             orphan,
         ));
-        for (name, make) in managers() {
-            trials.push(Trial::test(
-                format!("{name}::a_freed_small_block_s_emptied_span_is_no_error"),
-                move || emptied_span(make()?.as_ref()),
-            ));
-            trials
-                .push(Trial::test(format!("{name}::a_link_into_another_heap_is_not_its_block"), move || {
-                    other_heap(make()?.as_ref(), make()?.as_ref())
-                }));
-        }
         trials
     });
 }
 
 type Make = fn() -> Result<Box<dyn MemoryManager>, Failed>;
+/// A test run on the manager `Make` makes.
+type Test = fn(Make) -> Result<(), Failed>;
 
 fn managers() -> Vec<(&'static str, Make)> {
     fn default() -> Result<Box<dyn MemoryManager>, Failed> {

@@ -117,13 +117,8 @@ impl Kind for HoldTables {
 
     /// Entries naming no held block.
     fn check(&self, heap: &Heap) -> Result<Vec<crate::Problem>> {
-        let dead = heap.dead_slots(false)?;
         let mut out = Vec::new();
-        for i in (0..SLOT_COUNT).filter(|i| !dead.contains(i)) {
-            if heap.region.load32(slot_offset(i) + SLOT_STATE)? == SLOT_FREE {
-                continue;
-            }
-            let table = heap.region.load(slot_offset(i) + SLOT_HOLDS)?;
+        for (_, table) in living_tables(heap, &heap.dead_slots(false)?)? {
             let entries = match holds::entries(heap, table) {
                 Ok(e) => e,
                 Err(Error::Corrupt { what, offset }) => {
@@ -151,18 +146,25 @@ impl Kind for HoldTables {
     }
 }
 
+/// The hold tables of the processes that are not `dead`: (registry slot, table block; 0 for
+/// none).
+fn living_tables(heap: &Heap, dead: &[u64]) -> Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    for i in (0..SLOT_COUNT).filter(|i| !dead.contains(i)) {
+        if heap.region.load32(slot_offset(i) + SLOT_STATE)? != SLOT_FREE {
+            out.push((i, heap.region.load(slot_offset(i) + SLOT_HOLDS)?));
+        }
+    }
+    Ok(out)
+}
+
 struct HoldSession {
     kind: usize,
 }
 
 impl Session for HoldSession {
     fn read(&mut self, heap: &Heap, plan: &mut dyn Reading, out: &mut Vec<Reference>) -> Result<()> {
-        let dead = plan.dead().to_vec();
-        for i in (0..SLOT_COUNT).filter(|i| !dead.contains(i)) {
-            if heap.region.load32(slot_offset(i) + SLOT_STATE)? == SLOT_FREE {
-                continue;
-            }
-            let table = heap.region.load(slot_offset(i) + SLOT_HOLDS)?;
+        for (i, table) in living_tables(heap, plan.dead())? {
             // Salvage runs with no other process alive (`MappedManager::salvage`), and its own
             // process holds nothing: a table of the living is recovery's alone.
             match holds::entry_offsets(heap, table) {

@@ -176,7 +176,7 @@ impl Session for ChannelSession {
     /// references that name nothing valid (compacting the rings that lose messages, moving a
     /// `tail` that was damaged) and renames entries whose names are damaged.
     fn repair(&self, heap: &Heap, dropped: &[Reference], renamed: &[(Holder, String)]) -> Result<()> {
-        CHANNELS.repair(heap, dropped, &[])?;
+        CHANNELS.repair(heap, dropped, renamed)?;
         let busy = self.busy();
         let rings = self
             .rings
@@ -213,7 +213,7 @@ impl Session for ChannelSession {
             }
             heap.region.store(p + RING_TAIL, ring.head + kept.len() as u64)?;
         }
-        CHANNELS.repair(heap, &[], renamed)
+        Ok(())
     }
 
     fn forget(&self, heap: &Heap, dead: &[u64]) -> Result<()> {
