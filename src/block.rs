@@ -159,12 +159,7 @@ impl MemoryBlock {
     pub(crate) fn from_obtained(heap: &HeapRef, got: Obtained) -> Result<MemoryBlock> {
         heap.payload(got.offset, got.len)?; // the range check `payload_ptr` relies on
         let meta = match got.kind {
-            RefKind::Owner => {
-                if got.new_family {
-                    heap.family_begins();
-                }
-                owner_meta(heap, got.len)
-            }
+            RefKind::Owner => return Ok(Self::from_owned(heap, got)),
             RefKind::Hold => {
                 let hold = Arc::new(Hold {
                     heap: heap.clone(),
@@ -177,6 +172,24 @@ impl MemoryBlock {
             }
         };
         Ok(MemoryBlock { meta, at: AtomicU64::new(got.offset) })
+    }
+
+    /// The `MemoryBlock` of an owner reference obtained in `heap`, whose payload's range the
+    /// caller checked (`payload_ptr` relies on it): an owner reference needs no user of the
+    /// heap (its family keeps the heap).
+    pub(crate) fn from_owned(heap: &Heap, got: Obtained) -> MemoryBlock {
+        debug_assert_eq!(got.kind, RefKind::Owner);
+        if got.new_family {
+            heap.family_begins();
+        }
+        MemoryBlock { meta: owner_meta(heap, got.len), at: AtomicU64::new(got.offset) }
+    }
+
+    /// A new linked block of `heap`: `links` links after `len` bytes (`links.rs`).
+    pub(crate) fn allocate_linked(heap: &Arc<Heap>, links: usize, len: usize) -> Result<Self> {
+        let got = heap.allocate_linked(links as u64, len as u64)?;
+        // The range check `payload_ptr` relies on was the allocation's (`make_linked`).
+        Ok(Self::from_owned(heap, got))
     }
 
     /// A new block of `len` bytes aligned to `align`. Inlined into the caller's crate so that
@@ -202,7 +215,7 @@ impl MemoryBlock {
     }
 
     #[inline]
-    fn heap(&self) -> &Heap {
+    pub(crate) fn heap(&self) -> &Heap {
         match self.hold() {
             // SAFETY: an owner's `meta` names its heap's index, and the heap lives while this
             // block's family does (see the field).
@@ -244,7 +257,7 @@ impl MemoryBlock {
 
     /// The header's offset (or slot id).
     #[inline]
-    fn off(&self) -> u64 {
+    pub(crate) fn off(&self) -> u64 {
         self.at.load(Ordering::Relaxed) & OFFSET_MASK
     }
 

@@ -237,9 +237,10 @@ impl DefaultManager {
         &GLOBAL
     }
 
-    /// Walks the heap and reports every inconsistency.
+    /// Walks the heap and reports every inconsistency (and the blocks only cycles of links
+    /// keep, [`crate::CheckReport::cycle_blocks`]).
     pub fn check(&self) -> Result<crate::CheckReport> {
-        self.heap().check()
+        crate::engine::kinds::full_check(self.heap())
     }
 }
 

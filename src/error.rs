@@ -135,6 +135,24 @@ pub enum Error {
     /// The block belongs to another manager.
     #[error("the block belongs to another manager")]
     WrongManager,
+    /// A link index at or beyond the block's number of links (0 for a block made without
+    /// links: [`crate::MemoryManager::allocate_linked`]).
+    #[error("no link {index}: the block has {links} links")]
+    NoSuchLink {
+        /// The index asked for.
+        index: u64,
+        /// The block's number of links.
+        links: u64,
+    },
+    /// What a linked block cannot be or do: it has 1 to [`crate::format::LINK_MAX`] links, and
+    /// its length is fixed when it is made.
+    #[error("linked block: {0}")]
+    LinkLayout(&'static str),
+    /// Every handle of the block's manager was dropped, and no reference resolved through it
+    /// is left: only owners' blocks keep its heap then, and no new reference can be made in
+    /// it (keep a manager handle to follow links or upgrade weak references).
+    #[error("the block's manager was dropped: no new reference can be made in its heap")]
+    ManagerGone,
     /// This process has as many managers (stores opened, in-process managers) alive as it can
     /// name, 65,535: a manager is alive while it, a clone of it or a block of it is.
     #[error("too many managers alive in this process")]

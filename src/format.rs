@@ -242,6 +242,21 @@ pub const FREE_PREV: u64 = HEADER_SIZE + 8;
 /// Bytes of the end sentinel (a header whose size is 0) at `capacity - SENTINEL_SIZE`.
 pub const SENTINEL_SIZE: u64 = HEADER_SIZE;
 
+// ---- link tables: the end of a linked block's length ----------------------------------
+
+/// Link table field, counted back from the end of a linked block's length: `u64` footer, the
+/// number of link cells in bits 0..32 and the padding between the user's bytes and the cells
+/// (0..8) in bits 32..36.
+pub const LINK_FOOTER: u64 = 8;
+/// Link table field, counted back from the end of the length: `u64` chain word, 0 but while
+/// the block is being freed (the next block whose links wait to be released).
+pub const LINK_CHAIN: u64 = 16;
+/// Bytes of one link cell (the cells end where the chain word starts): 0, or the header
+/// offset (or slot id) of the block the link counts.
+pub const LINK_CELL: u64 = 8;
+/// Most link cells one block may have.
+pub const LINK_MAX: u64 = 1 << 24;
+
 // ---- spans: blocks of small slots -------------------------------------------------------
 /// Bytes of a span block, header included. Its payload starts at a multiple of this, so the
 /// span of a slot is found by rounding the slot's id down to it.

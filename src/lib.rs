@@ -46,6 +46,7 @@ mod fork;
 pub mod format;
 mod hooks;
 pub mod inspect;
+mod links;
 mod lock;
 mod manager;
 mod mapped;
@@ -81,6 +82,9 @@ macro_rules! impl_memory_manager {
             }
             fn allocate_zeroed(&self, len: usize) -> Result<MemoryBlock> {
                 MemoryBlock::allocate_zeroed(self.heap(), len)
+            }
+            fn allocate_linked(&self, links: usize, len: usize) -> Result<MemoryBlock> {
+                MemoryBlock::allocate_linked(self.heap(), links, len)
             }
             fn resize(&self, block: &mut MemoryBlock, new_len: usize) -> Result<()> {
                 if !block.same_heap(self.heap()) {

@@ -103,6 +103,11 @@ pub trait MemoryManager {
     fn allocate_aligned(&self, len: usize, align: usize) -> Result<MemoryBlock>;
     /// Allocates `len` zeroed bytes.
     fn allocate_zeroed(&self, len: usize) -> Result<MemoryBlock>;
+    /// Allocates a *linked* block: `len` bytes (content unspecified) and `links` counted links
+    /// to other blocks of the same manager, all empty (1 to [`crate::format::LINK_MAX`]). A
+    /// linked block keeps the blocks it links alive, and releases them when it is freed; see
+    /// [`MemoryBlock::set_link`]. Its length is fixed: resizing it is refused.
+    fn allocate_linked(&self, links: usize, len: usize) -> Result<MemoryBlock>;
     /// Changes a block's length, keeping its content up to the shorter length. Grows or
     /// shrinks in place when the neighbouring space allows, otherwise moves the block (its
     /// old handle then goes stale). Fails with [`crate::Error::Shared`] when the block has

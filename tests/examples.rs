@@ -34,8 +34,22 @@ fn examples_keep_their_default_stores_out_of_the_working_directory() {
     // same default, would wait for more for ever).
     let sent = run_in(cwd.path(), tmp.path(), "producer", &[]);
     assert!(sent.contains("store: ") && sent.contains("done"), "{sent}");
+    run_in(cwd.path(), tmp.path(), "linked", &["add", "pear"]);
+    run_in(cwd.path(), tmp.path(), "linked", &["add", "apple"]);
+    let linked = run_in(cwd.path(), tmp.path(), "linked", &["pop"]);
+    assert!(
+        linked.contains("popped: apple") && linked.contains(r#"list, newest first: ["pear"]"#),
+        "{linked}"
+    );
+    assert!(
+        linked.contains(r#"tree, in order: ["apple", "pear"]"#) && linked.contains("sound: true"),
+        "{linked}"
+    );
+    let cleared = run_in(cwd.path(), tmp.path(), "linked", &["clear"]);
+    assert!(cleared.contains("live blocks: 0; sound: true"), "{cleared}");
     let left: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.is_empty(), "the examples wrote {left:?} where they ran");
     assert!(tmp.path().join("mmheap-example-notes.mmheap").exists());
     assert!(tmp.path().join("mmheap-example-ipc.mmheap").exists());
+    assert!(tmp.path().join("mmheap-example-linked.mmheap").exists());
 }

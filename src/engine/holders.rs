@@ -42,6 +42,8 @@ pub(crate) trait Reading {
     fn leave_alone(&mut self, target: u64);
     /// Registry slots of the dead processes.
     fn dead(&self) -> &[u64];
+    /// Whether this is a salvage (a damaged tiling is walked as salvage walks it).
+    fn salvaging(&self) -> bool;
 }
 
 /// A kind of reference.
@@ -53,6 +55,11 @@ pub(crate) trait Kind: Sync {
     fn check(&self, heap: &Heap) -> Result<Vec<crate::Problem>>;
     /// The blocks this kind keeps for itself (bookkeeping: channel rings, hold tables).
     fn bookkeeping(&self, heap: &Heap, out: &mut Vec<u64>) -> Result<()>;
+    /// Blocks that only this kind's references keep, from blocks nothing else reaches (cycles
+    /// of links): leaks, not damage (under the store lock).
+    fn leaks(&self, _heap: &Heap) -> Result<Vec<u64>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A recovery's look at one kind of reference.
@@ -66,6 +73,11 @@ pub(crate) trait Session {
     fn names_nothing(&self, holder: &Holder) -> &'static str;
     /// The name of `holder`'s entry as far as it can be read (empty: it has none).
     fn name(&self, heap: &Heap, holder: &Holder) -> Result<String>;
+    /// The block in whose bytes `holder`'s reference is kept (a link's): the reference goes
+    /// when recovery frees that block. `None`: it is kept elsewhere.
+    fn inside(&self, _holder: &Holder) -> Option<u64> {
+        None
+    }
     /// Whether `holder`'s reference goes whatever it names: what holds it could not be read
     /// (and that is the damage reported).
     fn gone(&self, _holder: &Holder) -> bool {

@@ -5,12 +5,14 @@ use crate::engine::channel::Channels;
 use crate::engine::directory::Roots;
 use crate::engine::heap::{or_give_back, Guard, Heap};
 use crate::engine::holders::{HoldTables, Kind};
+use crate::engine::links::Links;
 use crate::engine::reports::{RecoveryReport, SalvageReport};
 use crate::error::Result;
+use crate::CheckReport;
 
 /// The kinds of reference, in the order recovery reads them: named roots, channels (their
-/// entries and queued messages), the hold tables of the living.
-pub(crate) static KINDS: [&dyn Kind; 3] = [&Roots, &Channels, &HoldTables];
+/// entries and queued messages), the hold tables of the living, links.
+pub(crate) static KINDS: [&dyn Kind; 4] = [&Roots, &Channels, &HoldTables, &Links];
 
 /// Recovery over every kind of reference, under the lock `g`: the function every heap is made
 /// with (`heap::Recovery`). `reclaim_own`: this process's slot counts as a dead process's.
@@ -18,7 +20,28 @@ pub(crate) fn recover_locked(heap: &Heap, g: &Guard<'_>, reclaim_own: bool) -> R
     crate::engine::recovery::recover_locked(heap, g, reclaim_own, &KINDS)
 }
 
+/// The heap, its free structures and every kind of reference (roots, channels, hold tables,
+/// links), checked; with the blocks only cycles of links keep.
+pub(crate) fn full_check(heap: &Heap) -> Result<CheckReport> {
+    let mut report = heap.check()?;
+    let _g = heap.lock()?;
+    for kind in KINDS {
+        report.problems.extend(kind.check(heap)?);
+        report.cycle_blocks.extend(kind.leaks(heap)?);
+    }
+    report.problems.extend(crate::engine::heap::cache::exchange::check(heap));
+    report.dead_processes = heap.dead_slots(false)?.len() as u64;
+    Ok(report)
+}
+
 impl Heap {
+    /// Runs recovery now, freeing also what only cycles of links keep (`MappedManager::
+    /// collect_cycles`).
+    pub(crate) fn collect_cycles(&self) -> Result<RecoveryReport> {
+        let g = self.lock()?;
+        crate::engine::recovery::collect_cycles_locked(self, &g, &KINDS)
+    }
+
     /// Runs salvage under the lock taken as it is found: see `MappedManager::salvage`.
     pub(crate) fn salvage(&self) -> Result<SalvageReport> {
         let (guard, was, _) = self.lock_as_found()?;
@@ -100,7 +123,7 @@ mod tests {
         let target = ROOTS.entries(heap).unwrap()[0].target;
         ROOTS.set_target(heap, 0, 0).unwrap();
         let stray = Stray { target };
-        let with: [&dyn Kind; 4] = [&Roots, &Channels, &HoldTables, &stray];
+        let with: [&dyn Kind; 5] = [&Roots, &Channels, &HoldTables, &Links, &stray];
         let report = crate::engine::recovery::recover_locked(heap, &g, false, &with).unwrap();
         assert_eq!(report.blocks_freed, 0, "a block the stray kind holds stays");
         assert_eq!(crate::engine::core::header::rc::other(heap.rc(target)), 1, "its one hold, counted again");

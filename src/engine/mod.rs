@@ -9,9 +9,9 @@
 //!   recovery on a takeover through the function it is made with ([`heap::Recovery`]).
 //! - `holders`: the one interface through which recovery, the census and the check learn every
 //!   kind of reference the store holds (and the hold tables, as one).
-//! - `directory`, `slots`, `channel`: what uses blocks (named roots and channels, small blocks
-//!   as slots of spans, rings of references between processes); roots and channels are kinds
-//!   of reference.
+//! - `directory`, `slots`, `channel`, `links`: what uses blocks (named roots and channels,
+//!   small blocks as slots of spans, rings of references between processes, links kept in
+//!   blocks' bytes); roots, channels and links are kinds of reference.
 //! - `recovery`: recovery and salvage over the kinds it is given, entered at open, on demand,
 //!   or from the heap's takeover.
 //! - `kinds`: every kind of reference in one list, and recovery over it (what heaps are made
@@ -24,6 +24,7 @@ pub(crate) mod directory;
 pub(crate) mod heap;
 pub(crate) mod holders;
 pub(crate) mod kinds;
+pub(crate) mod links;
 pub(crate) mod recovery;
 pub(crate) mod reports;
 pub(crate) mod slots;

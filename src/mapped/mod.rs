@@ -207,17 +207,7 @@ impl Drop for FileBacking {
 pub(crate) use open::validate_superblock;
 pub(crate) use registry::owner_dead;
 
-/// The heap, its free structures, the roots and the hold tables, checked.
-pub(crate) fn full_check(heap: &Heap) -> Result<CheckReport> {
-    let mut report = heap.check()?;
-    let _g = heap.lock()?;
-    for kind in crate::engine::kinds::KINDS {
-        report.problems.extend(kind.check(heap)?);
-    }
-    report.problems.extend(crate::engine::heap::cache::exchange::check(heap));
-    report.dead_processes = heap.dead_slots(false)?.len() as u64;
-    Ok(report)
-}
+pub(crate) use crate::engine::kinds::full_check;
 
 /// Every used entry of the roots directory, each checked on its own.
 pub(crate) fn survey_roots(heap: &Heap) -> Result<Vec<SurveyedRoot>> {
@@ -322,6 +312,17 @@ impl MappedManager {
     /// [`MappedManager::salvage`] then fences the damage off, if asked.
     pub fn recover(&self) -> Result<crate::RecoveryReport> {
         self.heap.recover()
+    }
+
+    /// Recovers as [`MappedManager::recover`] does, and frees the blocks that only cycles of
+    /// links keep: a mark pass from the roots, the channels, every process's holds and every
+    /// living process's own references, through links; what it does not reach (blocks that
+    /// link each other in a cycle nothing else holds, and what only they link) is freed, its
+    /// links released. [`crate::CheckReport::cycle_blocks`] lists them beforehand. Reference
+    /// counting alone never frees a cycle: break cycles with [`MemoryBlock::set_link`]`(i,
+    /// None)`, or use weak links ([`MemoryBlock::downgrade`]) for back references.
+    pub fn collect_cycles(&self) -> Result<crate::RecoveryReport> {
+        self.heap.collect_cycles()
     }
 
     /// Recovers the store at `path` without keeping it open (`mmheap recover`): attaches,

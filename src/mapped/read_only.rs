@@ -412,6 +412,10 @@ impl MemoryManager for ReadOnlyStore {
     fn allocate_zeroed(&self, _len: usize) -> Result<MemoryBlock> {
         Err(self.refused())
     }
+    /// Refused: [`Error::ReadOnly`].
+    fn allocate_linked(&self, _links: usize, _len: usize) -> Result<MemoryBlock> {
+        Err(self.refused())
+    }
     /// Refused: [`Error::ReadOnly`] (no block is this store's).
     fn resize(&self, _block: &mut MemoryBlock, _new_len: usize) -> Result<()> {
         Err(self.refused())

@@ -56,6 +56,10 @@ pub struct CheckReport {
     pub quarantined_blocks: u64,
     /// Bytes in them.
     pub quarantined_bytes: u64,
+    /// Blocks kept alive only by cycles of links that no root, channel, hold or living process
+    /// reaches (and what only such cycles link): not problems, but leaks until a recovery that
+    /// collects them runs (`MappedManager::collect_cycles`). Header offsets or slot ids.
+    pub cycle_blocks: Vec<u64>,
     /// The inconsistencies, in address order of discovery.
     pub problems: Vec<Problem>,
 }

@@ -16,7 +16,9 @@
 //! |         | at most 12 but for a span, whose is `SPAN_ALIGN_LOG2`)            |
 //! | 60      | `QUARANTINE`: set iff the block is a damaged range that salvage   |
 //! |         | fenced off (used, never handed out or freed; see `recovery/`)     |
-//! | 61..64  | zero                                                             |
+//! | 61      | `LINKED`: set iff the block's length ends with a link table       |
+//! |         | (used, plain; see `heap/links.rs`)                                |
+//! | 62..64  | zero                                                             |
 //!
 //! Reference word (`HDR_RC`, changed atomically, see ARCHITECTURE.md "References"; the plain
 //! stores are those that park a block whose count its owner took to 0, which nobody else can
@@ -44,8 +46,9 @@ pub(crate) const FLAG_PREV_FREE: u64 = 2;
 pub(crate) const FLAG_SPAN: u64 = 4;
 pub(crate) const FLAG_PAGE: u64 = 8;
 pub(crate) const FLAG_QUARANTINE: u64 = 1 << 60;
+pub(crate) const FLAG_LINKED: u64 = 1 << 61;
 const SIZE_MASK: u64 = 0x0000_ffff_ffff_fff0;
-const RESERVED_MASK: u64 = 0xe000_0000_0000_0000;
+const RESERVED_MASK: u64 = 0xc000_0000_0000_0000;
 pub(crate) const MAX_SLACK: u64 = 0xff;
 
 /// Decoded tag.
@@ -100,6 +103,12 @@ impl Tag {
         self.0 & FLAG_FREE != 0
     }
 
+    /// Whether the block's length ends with a link table (`heap/links.rs`).
+    #[inline]
+    pub(crate) fn is_linked(self) -> bool {
+        self.0 & FLAG_LINKED != 0
+    }
+
     /// Whether this is a span of slots.
     #[inline]
     pub(crate) fn is_span(self) -> bool {
@@ -111,7 +120,7 @@ impl Tag {
         self.0 & FLAG_PAGE != 0
     }
 
-    /// The same tag with `flag` (`FLAG_SPAN` or `FLAG_PAGE`) set.
+    /// The same tag with `flag` (`FLAG_SPAN`, `FLAG_PAGE` or `FLAG_LINKED`) set.
     pub(crate) fn with(self, flag: u64) -> Tag {
         Tag(self.0 | flag)
     }
@@ -156,7 +165,10 @@ impl Tag {
             FLAG_QUARANTINE => !self.is_free() && self.0 >> 48 & 0xfff == 0,
             _ => false,
         };
+        // Only a plain used block has a link table.
+        let linked_ok = !self.is_linked() || structure == 0 && !self.is_free();
         self.0 & RESERVED_MASK == 0
+            && linked_ok
             && shaped
             && (self.is_free() && self.0 >> 48 == 0 && structure == 0 || !self.is_free())
             && self.slack() + HEADER_SIZE <= self.size()

@@ -22,6 +22,7 @@ use crate::BlockHandle;
 pub(crate) mod cache;
 pub(crate) mod family;
 pub(crate) mod holds;
+pub(crate) mod links;
 mod purge;
 mod raw;
 mod recovering;
@@ -454,6 +455,10 @@ impl Heap {
             // size cannot be believed, so the block is leaked rather than parked or freed.
             return;
         }
+        if t.is_linked() {
+            // Never parked: what it links is released as it is freed (`links.rs`).
+            return self.free_parked_now(off);
+        }
         self.park_or_free_sized(off, t.size(), t.align_log2(), false);
     }
 
@@ -674,6 +679,9 @@ impl Heap {
             true => 4,
             false => {
                 let old = self.core().block_at(off)?;
+                if old.is_linked() {
+                    return Err(Error::LinkLayout("a linked block's length is fixed"));
+                }
                 // A published block's tag slack is its published length: it gets no room.
                 let room = old.size().saturating_sub(HEADER_SIZE);
                 let roomy = new_len > room && !rc::published(w);

@@ -114,8 +114,26 @@ impl Heap {
         self.free_unheld_locked(g, off)
     }
 
-    /// Frees a block or slot whose reference word is 0 (under the lock).
+    /// Frees a block recovery found held by nobody living, as it is: recovery counted what it
+    /// links (`engine/recovery/apply.rs`), so its links are not released again. Under the lock.
+    pub(crate) fn free_doomed_locked(&self, g: &Guard<'_>, off: u64) -> Result<()> {
+        if !is_slot(off) {
+            self.rc_word(off)?.store(0, Ordering::Release);
+        }
+        self.free_unlinked_locked(g, off)
+    }
+
+    /// Frees a block or slot whose reference word is 0 (under the lock), and, for a linked
+    /// block, releases what it links (`links.rs`).
     fn free_unheld_locked(&self, g: &Guard<'_>, off: u64) -> Result<()> {
+        if !is_slot(off) && self.core().block_at(off)?.is_linked() {
+            return self.free_linked_locked(g, off);
+        }
+        self.free_unlinked_locked(g, off)
+    }
+
+    /// Frees a block or slot whose reference word is 0, leaving whatever its bytes link alone.
+    pub(crate) fn free_unlinked_locked(&self, g: &Guard<'_>, off: u64) -> Result<()> {
         match is_slot(off) {
             true => self.free_slot_locked(g, off),
             false => {
@@ -143,6 +161,15 @@ impl Heap {
     }
 
     pub(crate) fn release_hold_locked(&self, g: &Guard<'_>, off: u64) -> Result<()> {
+        if self.drop_hold_locked(off)? {
+            self.free_unheld_locked(g, off)?;
+        }
+        Ok(())
+    }
+
+    /// Drops one other hold on `off` (under the lock). Returns whether nobody holds the block
+    /// now (count 0, no owner): the caller frees it.
+    pub(crate) fn drop_hold_locked(&self, off: u64) -> Result<bool> {
         let word = self.rc_word(off)?;
         let mut w = word.load(Ordering::Acquire);
         loop {
@@ -155,10 +182,7 @@ impl Heap {
             }
         }
         let w = w - rc::OTHER_ONE;
-        if rc::count(w) == 0 && rc::owner(w) == 0 {
-            self.free_unheld_locked(g, off)?;
-        }
-        Ok(())
+        Ok(rc::count(w) == 0 && rc::owner(w) == 0)
     }
 
     /// Adds an other hold to a block this process holds already (for roots); under the lock.
@@ -207,6 +231,9 @@ impl Heap {
         }
         let word = self.region.u64_at(off + HDR_TAG)?;
         let t = Tag(word.load(Ordering::Relaxed));
+        // A linked block's slack was settled when it was made (`links.rs`): the length its
+        // users see is shorter than the block's.
+        let len = if t.is_linked() { t.len() } else { len };
         let slack = t
             .size()
             .checked_sub(HEADER_SIZE + len)
@@ -242,7 +269,8 @@ impl Heap {
         if is_slot(off) {
             return Some(id_class(off));
         }
-        let t = self.core().block_at(off).ok().filter(|t| t.holdable())?;
+        // A linked block's table follows the bytes its users see: no room to grow into.
+        let t = self.core().block_at(off).ok().filter(|t| t.holdable() && !t.is_linked())?;
         t.size().checked_sub(HEADER_SIZE)
     }
 
@@ -528,7 +556,13 @@ impl Heap {
     pub(crate) fn published_len(&self, off: u64) -> Result<u64> {
         match is_slot(off) {
             true => self.slot_record(off).map(|(_, len)| len),
-            false => self.core().tag(off).map(Tag::len),
+            false => {
+                let t = self.core().tag(off)?;
+                match t.is_linked() {
+                    true => self.link_table(off, t).map(|l| l.user_len),
+                    false => Ok(t.len()),
+                }
+            }
         }
     }
 

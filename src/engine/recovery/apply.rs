@@ -18,7 +18,7 @@
 //! references change lock-free, so the reference word is updated with a compare-and-swap that
 //! keeps them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::plan::Plan;
 use crate::engine::core::header::rc;
@@ -56,7 +56,8 @@ impl Plan {
         core.rebuild_spans_from(&self.spans, &self.orphans)?;
         self.renew(heap, g)?;
         let pending = sessions.iter().any(|s| s.pending());
-        let report = self.recount_and_free(heap, g, pending)?;
+        let holds = self.final_holds(heap, sessions, pending)?;
+        let report = self.recount_and_free(heap, g, pending, &holds)?;
         for s in sessions {
             s.forget(heap, &self.dead)?;
         }
@@ -132,10 +133,98 @@ impl Plan {
         Ok(())
     }
 
-    /// Sets every used block's and slot's other holds to the references kept, drops dead
-    /// owners' references, and frees what nobody living holds.
-    fn recount_and_free(&self, heap: &Heap, g: &Guard<'_>, pending: bool) -> Result<RecoveryReport> {
-        let holds = self.holds();
+    /// The other holds the recount sets: one per kept reference, less the references kept
+    /// inside blocks that this recovery frees (a freed block's links go with it, and may leave
+    /// what they named held by nobody in turn: to a fixpoint, each freed block taken once).
+    /// With `collect_cycles`, the blocks that only links from such blocks reach are freed too.
+    fn final_holds(
+        &self,
+        heap: &Heap,
+        sessions: &[Box<dyn Session>],
+        pending: bool,
+    ) -> Result<HashMap<u64, u64>> {
+        let mut holds = self.holds();
+        let mut inside: HashMap<u64, Vec<u64>> = HashMap::new();
+        for r in &self.references {
+            if let Some(b) = sessions[r.holder.kind].inside(&r.holder) {
+                inside.entry(b).or_default().push(r.target);
+            }
+        }
+        let mut work = Vec::new();
+        for &b in inside.keys() {
+            if self.frees(heap, b, &holds, pending)? {
+                work.push(b);
+            }
+        }
+        if self.collect_cycles {
+            work.extend(self.unreached(heap, sessions, &inside)?);
+        }
+        let mut done = HashSet::new();
+        while let Some(b) = work.pop() {
+            if !done.insert(b) {
+                continue;
+            }
+            for &t in inside.get(&b).into_iter().flatten() {
+                if let Some(h) = holds.get_mut(&t) {
+                    *h = h.saturating_sub(1);
+                }
+                if inside.contains_key(&t) && !done.contains(&t) && self.frees(heap, t, &holds, pending)? {
+                    work.push(t);
+                }
+            }
+        }
+        Ok(holds)
+    }
+
+    /// Whether the recount leaves the block at `b` held by nobody living, given `holds`.
+    fn frees(&self, heap: &Heap, b: u64, holds: &HashMap<u64, u64>, pending: bool) -> Result<bool> {
+        let w = heap.region.load(b + HDR_RC)?;
+        if self.untouchable.contains(&b) || self.keep_exchange && rc::owner(w) == EXCHANGE_OWNER {
+            return Ok(false);
+        }
+        let other = holds.get(&b).copied().unwrap_or(0).min(rc::OTHER_MAX);
+        Ok(recounted(w, other, &self.dead, pending).is_some_and(|n| rc::count(n) == 0 && rc::owner(n) == 0))
+    }
+
+    /// The blocks holding references inside them (`inside`: block -> what it names) that no
+    /// reference kept elsewhere (a root, a channel, a hold) and no living owner reaches,
+    /// through such references: cycles, and what only they reach.
+    fn unreached(
+        &self,
+        heap: &Heap,
+        sessions: &[Box<dyn Session>],
+        inside: &HashMap<u64, Vec<u64>>,
+    ) -> Result<Vec<u64>> {
+        let mut work: Vec<u64> = Vec::new();
+        for r in self.references.iter().filter(|r| sessions[r.holder.kind].inside(&r.holder).is_none()) {
+            work.push(r.target);
+        }
+        for &b in inside.keys() {
+            let w = heap.region.load(b + HDR_RC)?;
+            let owner = rc::owner(w);
+            let living = owner != 0 && owner <= SLOT_COUNT && !self.dead.contains(&(owner - 1));
+            if living || owner == EXCHANGE_OWNER || self.untouchable.contains(&b) {
+                work.push(b);
+            }
+        }
+        let mut reached = HashSet::new();
+        while let Some(b) = work.pop() {
+            if reached.insert(b) {
+                work.extend(inside.get(&b).into_iter().flatten().copied());
+            }
+        }
+        Ok(inside.keys().copied().filter(|b| !reached.contains(b)).collect())
+    }
+
+    /// Sets every used block's and slot's other holds to `holds`, drops dead owners'
+    /// references, and frees what nobody living holds.
+    fn recount_and_free(
+        &self,
+        heap: &Heap,
+        g: &Guard<'_>,
+        pending: bool,
+        holds: &HashMap<u64, u64>,
+    ) -> Result<RecoveryReport> {
         // Slots in a state other than attached (a damaged registry) are released too, but were
         // no process.
         let mut attached = 0;
@@ -159,7 +248,7 @@ impl Plan {
             if self.keep_exchange && rc::owner(word.load(Ordering::Acquire)) == EXCHANGE_OWNER {
                 return;
             }
-            if let Some(cached) = recount(word, id, &holds, &self.dead, pending, report) {
+            if let Some(cached) = recount(word, id, holds, &self.dead, pending, report) {
                 match table {
                     true => doomed_tables.push((id, size)),
                     false => doomed.push((id, size, cached)),
@@ -198,7 +287,8 @@ impl Plan {
         crate::hooks::pause("recovery-midway");
         let blocks = doomed.iter().map(|&(id, size, _)| (id, size));
         for (block, size) in blocks.chain(doomed_tables.iter().copied()) {
-            heap.free_owned_locked(g, block)?;
+            // Links inside what is freed were taken away by the recount (`final_holds`).
+            heap.free_doomed_locked(g, block)?;
             report.bytes_freed += size;
         }
         report.cached_blocks_freed = parked.min(in_caches);
@@ -223,16 +313,7 @@ fn recount(
     let other = holds.get(&id).copied().unwrap_or(0).min(rc::OTHER_MAX);
     let mut w = word.load(Ordering::Acquire);
     let new = loop {
-        if pending && other == 0 && w == rc::OTHER_ONE {
-            // Perhaps on its way into a busy ring (`Session::pending`): left as it is.
-            return None;
-        }
-        let owner = rc::owner(w);
-        let owner_gone = owner == 0 || owner > SLOT_COUNT || dead.contains(&(owner - 1));
-        let mut new = (w & !rc::OTHER_MASK) | (other << 32);
-        if owner_gone {
-            new &= !(rc::OWNER_MASK | rc::OWNER_REFS_MASK);
-        }
+        let new = recounted(w, other, dead, pending)?;
         match word.compare_exchange_weak(w, new, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => break new,
             Err(now) => w = now,
@@ -244,6 +325,22 @@ fn recount(
     }
     report.holds_released += rc::other(w).saturating_sub(rc::other(new));
     (rc::count(new) == 0 && rc::owner(new) == 0).then_some(rc::count(w) == 0 && rc::owner(w) != 0)
+}
+
+/// The reference word the recount gives a block or slot whose word is `w` and whose kept
+/// references are `other`: other holds set, a dead owner's references dropped with it. `None`:
+/// left as it is (perhaps on its way into a busy ring, `Session::pending`).
+fn recounted(w: u64, other: u64, dead: &[u64], pending: bool) -> Option<u64> {
+    if pending && other == 0 && w == rc::OTHER_ONE {
+        return None;
+    }
+    let owner = rc::owner(w);
+    let owner_gone = owner == 0 || owner > SLOT_COUNT || dead.contains(&(owner - 1));
+    let mut new = (w & !rc::OTHER_MASK) | (other << 32);
+    if owner_gone {
+        new &= !(rc::OWNER_MASK | rc::OWNER_REFS_MASK);
+    }
+    Some(new)
 }
 
 /// What becomes of a dead process's registry slot once its tables are freed.

@@ -66,6 +66,26 @@ pub(crate) fn recover_locked(
     reclaim_own: bool,
     kinds: &[&dyn Kind],
 ) -> Result<RecoveryReport> {
+    run(heap, g, reclaim_own, kinds, false)
+}
+
+/// [`recover_locked`], and the blocks that only cycles of links keep (nothing but links from
+/// blocks no root, channel, hold or living owner reaches) are freed too.
+pub(crate) fn collect_cycles_locked(
+    heap: &Heap,
+    g: &Guard<'_>,
+    kinds: &[&dyn Kind],
+) -> Result<RecoveryReport> {
+    run(heap, g, false, kinds, true)
+}
+
+fn run(
+    heap: &Heap,
+    g: &Guard<'_>,
+    reclaim_own: bool,
+    kinds: &[&dyn Kind],
+    collect_cycles: bool,
+) -> Result<RecoveryReport> {
     let dead = heap.dead_slots(reclaim_own)?;
     // No change of a reference without the store lock (a channel's send or receive) runs from
     // here to the end.
@@ -74,6 +94,7 @@ pub(crate) fn recover_locked(
     let exchange = crate::engine::heap::cache::exchange::freeze(heap, &dead);
     let done = Plan::make(heap, dead, &mut sessions, Mode::Recover).and_then(|mut plan| {
         plan.keep_exchange = !exchange.all();
+        plan.collect_cycles = collect_cycles;
         plan.apply(heap, g, &sessions)
     });
     exchange.thaw(heap, done.is_ok());

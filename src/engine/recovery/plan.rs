@@ -82,6 +82,8 @@ pub(crate) struct Plan {
     /// Salvage: referenced blocks whose size salvage gave back (a size cut short by less than
     /// a minimal block).
     pub(crate) resized: Vec<u64>,
+    /// Free the blocks that only cycles of links reach, too (`recovery::collect_cycles_locked`).
+    pub(crate) collect_cycles: bool,
 }
 
 /// The plan's view of the tiling: used blocks by header offset, and the spans.
@@ -140,6 +142,7 @@ impl Plan {
             key: heap.key(),
             new_key: None,
             resized: Vec::new(),
+            collect_cycles: false,
         };
         // Generations must fit a slot's page record: a counter beyond that was damaged.
         // Salvage takes the highest generation it finds sealed or recorded instead (handles
@@ -540,6 +543,10 @@ impl Reading for Plan {
 
     fn leave_alone(&mut self, target: u64) {
         self.untouchable.insert(target);
+    }
+
+    fn salvaging(&self) -> bool {
+        self.mode == Mode::Salvage
     }
 
     fn dead(&self) -> &[u64] {

@@ -1,0 +1,177 @@
+//! Links as a kind of reference (`holders.rs`): every non-empty cell of every linked block's
+//! table (`heap/links.rs`) is one other hold of the block it names. A link is kept *inside* a
+//! block, so it goes when recovery frees that block ([`Session::inside`]): recovery's recount
+//! takes away the links of what it frees, and frees what that leaves unheld, to a fixpoint
+//! (`recovery/apply.rs`). The check also finds the blocks that only links keep, from blocks
+//! nothing else reaches: a cycle (`unreachable`).
+
+use std::collections::{HashMap, HashSet};
+
+use crate::engine::core::header::rc;
+use crate::engine::heap::links::LinkTable;
+use crate::engine::heap::Heap;
+use crate::engine::holders::{Holder, Kind, Reading, Reference, Session};
+use crate::error::Result;
+use crate::Problem;
+
+/// The links of every linked block.
+pub(crate) struct Links;
+
+/// Every used block with a link table, with the table or the damage it is. `tolerant`: a heap
+/// whose tiling is damaged is walked as salvage walks it.
+fn linked_blocks(heap: &Heap, tolerant: bool) -> Result<Vec<(u64, Result<LinkTable>)>> {
+    let core = heap.core();
+    let blocks = match (core.scan(), tolerant) {
+        (Ok(blocks), _) => blocks,
+        (Err(_), true) => core.scan_salvage(&[])?,
+        (Err(e), false) => return Err(e),
+    };
+    let linked = blocks.into_iter().filter(|b| b.tag.is_plain_used() && b.tag.is_linked());
+    Ok(linked.map(|b| (b.offset, heap.link_table(b.offset, b.tag))).collect())
+}
+
+/// The non-empty cells of a table: (index, target).
+fn cells(heap: &Heap, table: &LinkTable) -> Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    for i in 0..table.count {
+        let target = heap.region.load(table.cell(i))?;
+        if target != 0 {
+            out.push((i, target));
+        }
+    }
+    Ok(out)
+}
+
+impl Kind for Links {
+    fn open(&self, _heap: &Heap, _dead: &[u64], kind: usize) -> Result<Box<dyn Session>> {
+        Ok(Box::new(LinkSession { kind, unreadable: Vec::new() }))
+    }
+
+    /// Tables that do not fit their blocks, links that name no held block, blocks with fewer
+    /// holds than links naming them.
+    fn check(&self, heap: &Heap) -> Result<Vec<Problem>> {
+        let mut out = Vec::new();
+        let mut named: HashMap<u64, u64> = HashMap::new();
+        for (off, table) in linked_blocks(heap, false)? {
+            let table = match table {
+                Ok(t) => t,
+                Err(_) => {
+                    out.push(Problem { what: "link table does not fit its block", offset: off });
+                    continue;
+                }
+            };
+            for (i, target) in cells(heap, &table)? {
+                let w = heap.rc(target);
+                if !heap.names_live(target) || !rc::published(w) {
+                    out.push(Problem { what: "link names no held block", offset: table.cell(i) });
+                    continue;
+                }
+                *named.entry(target).or_default() += 1;
+            }
+        }
+        for (&target, &links) in &named {
+            if rc::other(heap.rc(target)) < links {
+                out.push(Problem { what: "block has fewer holds than links naming it", offset: target });
+            }
+        }
+        Ok(out)
+    }
+
+    fn bookkeeping(&self, _heap: &Heap, _out: &mut Vec<u64>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Blocks only cycles of links keep ([`unreachable`]).
+    fn leaks(&self, heap: &Heap) -> Result<Vec<u64>> {
+        let mut all = Vec::new();
+        for (off, table) in linked_blocks(heap, false)? {
+            if let Ok(table) = table {
+                all.extend(cells(heap, &table)?.into_iter().map(|(_, target)| (off, target)));
+            }
+        }
+        Ok(unreachable(heap, &all))
+    }
+}
+
+struct LinkSession {
+    kind: usize,
+    /// Salvage: linked blocks whose table is damaged; they lose their `LINKED` bit.
+    unreadable: Vec<u64>,
+}
+
+impl Session for LinkSession {
+    fn read(&mut self, heap: &Heap, plan: &mut dyn Reading, out: &mut Vec<Reference>) -> Result<()> {
+        for (off, table) in linked_blocks(heap, plan.salvaging())? {
+            let Ok(table) = table else {
+                plan.damage("link table does not fit its block", off)?;
+                self.unreadable.push(off);
+                continue;
+            };
+            for (i, target) in cells(heap, &table)? {
+                let holder = Holder { kind: self.kind, entry: off, message: Some(i) };
+                out.push(Reference { holder, target });
+            }
+        }
+        Ok(())
+    }
+
+    fn what(&self, _holder: &Holder) -> &'static str {
+        "link"
+    }
+
+    fn names_nothing(&self, _holder: &Holder) -> &'static str {
+        "link names no held block"
+    }
+
+    fn name(&self, _heap: &Heap, holder: &Holder) -> Result<String> {
+        Ok(format!("link {} of the block at {:#x}", holder.message.unwrap_or(0), holder.entry))
+    }
+
+    fn inside(&self, holder: &Holder) -> Option<u64> {
+        Some(holder.entry)
+    }
+
+    /// Salvage: clears the cells of the links it dropped, and the `LINKED` bit of blocks whose
+    /// table it could not read (their links are lost: what only they held is freed).
+    fn repair(&self, heap: &Heap, dropped: &[Reference], _renamed: &[(Holder, String)]) -> Result<()> {
+        for r in dropped {
+            if let (Some(table), Some(i)) = (heap.links_of(r.holder.entry)?, r.holder.message) {
+                heap.region.store(table.cell(i), 0)?;
+            }
+        }
+        for &off in &self.unreadable {
+            let tag = heap.region.u64_at(off + crate::format::HDR_TAG)?;
+            tag.fetch_and(!crate::engine::core::header::FLAG_LINKED, crate::sync::Ordering::AcqRel);
+        }
+        Ok(())
+    }
+}
+
+/// The blocks that only links keep, from blocks nothing else reaches: a cycle that no root,
+/// channel, hold or living process reaches (and what only such a cycle links), given every
+/// link as (holder, target). A block is reached if it is held otherwise (owner references, or
+/// more other holds than links naming it: a root's, a channel's, a process's hold) or linked
+/// from a reached block.
+pub(crate) fn unreachable(heap: &Heap, links: &[(u64, u64)]) -> Vec<u64> {
+    let mut edges: HashMap<u64, Vec<u64>> = HashMap::new();
+    let mut named: HashMap<u64, u64> = HashMap::new();
+    for &(holder, target) in links {
+        edges.entry(holder).or_default().push(target);
+        *named.entry(target).or_default() += 1;
+    }
+    let held_otherwise = |b: u64| {
+        let w = heap.rc(b);
+        rc::owner_refs(w) > 0 || rc::other(w) > named.get(&b).copied().unwrap_or(0)
+    };
+    let mut work: Vec<u64> =
+        edges.keys().chain(named.keys()).copied().filter(|&b| held_otherwise(b)).collect();
+    let mut reached: HashSet<u64> = HashSet::new();
+    while let Some(b) = work.pop() {
+        if reached.insert(b) {
+            work.extend(edges.get(&b).into_iter().flatten().copied());
+        }
+    }
+    let mut out: Vec<u64> = named.keys().copied().filter(|t| !reached.contains(t)).collect();
+    out.sort_unstable();
+    out
+}
