@@ -22,6 +22,7 @@ fn main() {
             Trial::test("a_full_store_costs_its_copy_not_twice_its_size", full_store_memory),
             Trial::test("read_only_commands_do_not_register_or_block", read_only_does_not_disturb),
             Trial::test("map_draws_the_heap", map_draws),
+            Trial::test("check_lists_cycles_and_recover_collects_them", cycles),
             Trial::test("every_corrupt_fixture_gets_exit_1_or_2", corrupt_fixtures),
             Trial::test("check_and_recover_show_progress_on_a_terminal", progress_on_a_terminal),
         ]
@@ -351,6 +352,34 @@ fn unchanged_but_the_waiters_bit(before: &[u8], after: &[u8]) -> Result<(), Fail
     ensure(before.len() == after.len() && word(before) == word(after), "the lock word's holder changed")?;
     let outside = |b: &[u8]| [&b[..lock.start], &b[lock.end..]].concat();
     ensure(outside(before) == outside(after), "read-only commands wrote to the store")
+}
+
+fn cycles() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = small_store(dir.path())?;
+    let file = path.to_str().unwrap();
+    {
+        let m = MappedManager::open(&path)?;
+        let (a, b) = (m.allocate_linked(1, 8)?, m.allocate_linked(1, 8)?);
+        a.set_link(0, Some(&b))?;
+        b.set_link(0, Some(&a))?;
+    }
+    let out = mmheap(&["check", file]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure(code(&out) == 0, format!("a cycle is a leak, not damage: {text}"))?;
+    ensure(text.contains("2 blocks kept only by cycles of links"), format!("{text}"))?;
+    let listed = json(&mmheap(&["check", file, "--json"]))?;
+    ensure(listed["cycle_blocks"].as_array().map(Vec::len) == Some(2), format!("{listed}"))?;
+    let out = mmheap(&["recover", file, "--collect-cycles"]);
+    ensure(code(&out) == 0, format!("recover: {}", String::from_utf8_lossy(&out.stderr)))?;
+    ensure(String::from_utf8_lossy(&out.stdout).contains("2 block(s) freed"), format!("{out:?}"))?;
+    let after = json(&mmheap(&["check", file, "--json"]))?;
+    ensure(
+        after["cycle_blocks"].as_array().map(Vec::len) == Some(0) && after["used_blocks"] == 2,
+        format!("{after}"),
+    )?;
+    let refused = mmheap(&["recover", file, "--collect-cycles", "--salvage"]);
+    ensure(code(&refused) == 2, "--collect-cycles does not go with --salvage")
 }
 
 fn map_draws() -> Result<(), Failed> {

@@ -125,6 +125,7 @@ fn print_json(report: &CheckReport, view: View, note: Option<&str>) {
         "quarantined_blocks": report.quarantined_blocks,
         "quarantined_bytes": report.quarantined_bytes,
         "dead_processes": report.dead_processes,
+        "cycle_blocks": report.cycle_blocks,
         // Blocks are counted by a whole walk: none counted means the heap does not walk.
         "walked": report.blocks > 0,
         "problems": problems,
@@ -141,10 +142,16 @@ fn print_text(file: &Path, report: &CheckReport, note: Option<&str>) {
     if let Some(note) = note {
         println!("note: {note}");
     }
-    let dead = match report.dead_processes {
+    let mut dead = match report.dead_processes {
         0 => String::new(),
         n => format!("; {n} dead process(es) awaiting recovery"),
     };
+    if !report.cycle_blocks.is_empty() {
+        dead += &format!(
+            "; {} kept only by cycles of links (`mmheap recover --collect-cycles` frees them)",
+            crate::count(report.cycle_blocks.len() as u64, "block")
+        );
+    }
     if report.blocks == 0 {
         // Blocks are counted by a whole walk: none counted means the heap does not walk.
         println!(

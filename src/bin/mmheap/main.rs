@@ -72,6 +72,10 @@ enum Command {
         /// Needs the store to itself.
         #[arg(long)]
         salvage: bool,
+        /// Also free the blocks that only cycles of links keep (`mmheap check` lists them):
+        /// what no root, channel, hold or living process reaches through links.
+        #[arg(long, conflicts_with_all = ["dry_run", "salvage"])]
+        collect_cycles: bool,
     },
     /// List blocks and slots (offset, kind, size, length, state, references, owner), or show one.
     /// Exit 0: listed; 1: the walk stopped at damage, or no block starts at --offset; 2: not
@@ -416,7 +420,9 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
         }
         Command::Stat { file, json } => return Ok(stat::run(&file, json)?),
         Command::Check { file, json } => return Ok(check::run(&file, json)?),
-        Command::Recover { file, dry_run, salvage } => return Ok(recover::run(&file, dry_run, salvage)?),
+        Command::Recover { file, dry_run, salvage, collect_cycles } => {
+            return Ok(recover::run(&file, dry_run, salvage, collect_cycles)?)
+        }
         Command::Dump { file, offset: Some(off), limit, json } => {
             return Ok(dump::one(&file, off, limit, json)?)
         }

@@ -64,7 +64,7 @@ fn describe_salvage(r: &SalvageReport) -> Vec<String> {
     lines
 }
 
-pub fn run(file: &Path, dry_run: bool, salvage: bool) -> Result<ExitCode, Error> {
+pub fn run(file: &Path, dry_run: bool, salvage: bool, collect_cycles: bool) -> Result<ExitCode, Error> {
     if dry_run {
         let mut snap = snapshot(file)?;
         let before = problems(|| snap.check());
@@ -97,7 +97,12 @@ pub fn run(file: &Path, dry_run: bool, salvage: bool) -> Result<ExitCode, Error>
     let lines = if salvage {
         describe_salvage(&with_bar(|| MappedManager::salvage(file))?)
     } else {
-        match with_bar(|| MappedManager::recover_file(file)) {
+        let recovered = match collect_cycles {
+            // Recovery at the open, then the one that frees cycles too.
+            true => with_bar(|| MappedManager::open(file)?.collect_cycles()),
+            false => with_bar(|| MappedManager::recover_file(file)),
+        };
+        match recovered {
             Ok(r) => vec![format!("reclaimed: {}", describe(&r))],
             Err(e @ Error::Corrupt { .. }) => {
                 eprintln!("mmheap: {e}");
