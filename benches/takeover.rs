@@ -6,6 +6,9 @@
 //!
 //!     cargo bench --bench takeover            # MMHEAP_TAKEOVERS rounds (200), MMHEAP_BUSY busy
 //!                                             # processes competing for the cores (0)
+//!     MMHEAP_TAKEOVER_OF=mutex cargo bench --bench takeover
+//!         # the same for the robust lock of a guarded area (`MemoryBlock::lock`): the child
+//!         # holds it, the waiter's `lock` returns (told the holder died)
 //!
 //! This binary is its own child: `MMHEAP_TAKEOVER_ROLE` selects the child's part.
 
@@ -30,6 +33,14 @@ fn main() -> Res {
             let _b = m.allocate(300_000)?; // pauses inside the lock
             return Err("the pause point was never reached".into());
         }
+        Ok("mutex-holder") => {
+            let m = MappedManager::open(std::env::var("MMHEAP_TAKEOVER_AT")?)?;
+            let block = m.root("m")?.ok_or("no root")?;
+            let _g = block.lock()?.guard();
+            println!("paused holding the lock");
+            std::thread::sleep(Duration::from_secs(600));
+            return Err("never killed".into());
+        }
         Ok("busy") => loop {
             std::hint::black_box(0u64);
         },
@@ -41,10 +52,12 @@ fn main() -> Res {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("takeover.mmheap");
     let m = MappedManager::create(&path, &Options::new().initial_size(8 << 20).max_size(1 << 30))?;
+    let mutex = std::env::var("MMHEAP_TAKEOVER_OF").as_deref() == Ok("mutex");
+    m.set_root("m", &m.allocate_guarded(0, 64)?)?;
     let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
     let mut took = Vec::new();
     for _ in 0..rounds {
-        let mut child = spawn("holder", &path)?;
+        let mut child = spawn(if mutex { "mutex-holder" } else { "holder" }, &path)?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().ok_or("stdout")?).read_line(&mut line)?;
         if !line.starts_with("paused") {
@@ -53,6 +66,14 @@ fn main() -> Res {
         let waiter = {
             let m = m.clone();
             std::thread::spawn(move || -> mmheap::Result<Instant> {
+                if mutex {
+                    let block = m.root("m")?.ok_or(mmheap::Error::NotAStore)?;
+                    let locked = block.lock()?;
+                    let done = Instant::now();
+                    assert!(locked.holder_died(), "the waiter is told the holder died");
+                    locked.guard().mark_consistent()?;
+                    return Ok(done);
+                }
                 let b = m.allocate(300_000)?;
                 let done = Instant::now();
                 drop(b);
@@ -73,7 +94,8 @@ fn main() -> Res {
     took.sort();
     let at = |q: f64| took[((took.len() - 1) as f64 * q).round() as usize];
     println!(
-        "lock takeover, kill to waiter done, {} rounds, {} busy processes: median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "{} takeover, kill to waiter done, {} rounds, {} busy processes: median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        if mutex { "robust lock" } else { "store lock" },
         took.len(),
         env("MMHEAP_BUSY", 0),
         at(0.5).as_secs_f64() * 1e3,

@@ -192,6 +192,13 @@ impl MemoryBlock {
         Ok(Self::from_owned(heap, got))
     }
 
+    /// A new block of `heap` with a shared area of `area` bytes after `len` bytes (`shared.rs`).
+    pub(crate) fn allocate_shared(heap: &Arc<Heap>, len: usize, area: usize, atomic: bool) -> Result<Self> {
+        let got = heap.allocate_shared(len as u64, area as u64, atomic)?;
+        // The range check `payload_ptr` relies on was the allocation's (`make_shared`).
+        Ok(Self::from_owned(heap, got))
+    }
+
     /// A new block of `len` bytes aligned to `align`. Inlined into the caller's crate so that
     /// the handle can stay in registers there (`as_mut_slice` reads it without an atomic
     /// access for the same reason): a handle that goes through memory, written as 8-byte

@@ -148,6 +148,12 @@ pub enum Error {
     /// its length is fixed when it is made.
     #[error("linked block: {0}")]
     LinkLayout(&'static str),
+    /// The block has no shared area of the kind asked for: [`crate::MemoryBlock::lock`] needs
+    /// a guarded area ([`crate::MemoryManager::allocate_guarded`]),
+    /// [`crate::MemoryBlock::view_atomic`] an atomic one
+    /// ([`crate::MemoryManager::allocate_atomic`]).
+    #[error("the block has no {0}")]
+    NoSharedArea(&'static str),
     /// Every handle of the block's manager was dropped, and no reference resolved through it
     /// is left: only owners' blocks keep its heap then, and no new reference can be made in
     /// it (keep a manager handle to follow links or upgrade weak references).

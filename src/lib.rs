@@ -53,6 +53,7 @@ mod mapped;
 mod offset;
 mod progress;
 mod segment;
+mod shared;
 mod sync;
 mod sys;
 mod weak;
@@ -68,6 +69,7 @@ pub use crate::manager::{MemoryManager, Stats};
 pub use crate::mapped::{MappedManager, Options, ReadOnlyBlock, ReadOnlyStore, MAX_STORE_SIZE};
 pub use crate::offset::Offset;
 pub use crate::segment::{MemorySegment, MemorySegmentMut};
+pub use crate::shared::{AtomicView, Locked, SharedGuard};
 pub use crate::weak::WeakBlock;
 
 macro_rules! impl_memory_manager {
@@ -85,6 +87,12 @@ macro_rules! impl_memory_manager {
             }
             fn allocate_linked(&self, links: usize, len: usize) -> Result<MemoryBlock> {
                 MemoryBlock::allocate_linked(self.heap(), links, len)
+            }
+            fn allocate_guarded(&self, len: usize, guarded: usize) -> Result<MemoryBlock> {
+                MemoryBlock::allocate_shared(self.heap(), len, guarded, false)
+            }
+            fn allocate_atomic(&self, len: usize, atomic: usize) -> Result<MemoryBlock> {
+                MemoryBlock::allocate_shared(self.heap(), len, atomic, true)
             }
             fn resize(&self, block: &mut MemoryBlock, new_len: usize) -> Result<()> {
                 if !block.same_heap(self.heap()) {

@@ -108,6 +108,15 @@ pub trait MemoryManager {
     /// linked block keeps the blocks it links alive, and releases them when it is freed; see
     /// [`MemoryBlock::set_link`]. Its length is fixed: resizing it is refused.
     fn allocate_linked(&self, links: usize, len: usize) -> Result<MemoryBlock>;
+    /// Allocates a block with a *guarded area*: `len` bytes (content unspecified, under the
+    /// usual rule: writable only while sole and unpublished) and then `guarded` bytes (rounded
+    /// up to 8, zeroed) that any holder, in any process, reads and writes while it holds the
+    /// area's robust lock ([`MemoryBlock::lock`]), shared or not. Its length is fixed.
+    fn allocate_guarded(&self, len: usize, guarded: usize) -> Result<MemoryBlock>;
+    /// Allocates a block with an *atomic area*: `len` bytes, then `atomic` bytes (rounded up to
+    /// 8, zeroed) that any holder, in any process, updates in place through atomic views
+    /// ([`MemoryBlock::view_atomic`]), shared or not. Its length is fixed.
+    fn allocate_atomic(&self, len: usize, atomic: usize) -> Result<MemoryBlock>;
     /// Changes a block's length, keeping its content up to the shorter length. Grows or
     /// shrinks in place when the neighbouring space allows, otherwise moves the block (its
     /// old handle then goes stale). Fails with [`crate::Error::Shared`] when the block has

@@ -7,12 +7,14 @@ use crate::engine::heap::{or_give_back, Guard, Heap};
 use crate::engine::holders::{HoldTables, Kind};
 use crate::engine::links::Links;
 use crate::engine::reports::{RecoveryReport, SalvageReport};
+use crate::engine::shared::SharedAreas;
 use crate::error::Result;
 use crate::CheckReport;
 
 /// The kinds of reference, in the order recovery reads them: named roots, channels (their
-/// entries and queued messages), the hold tables of the living, links.
-pub(crate) static KINDS: [&dyn Kind; 4] = [&Roots, &Channels, &HoldTables, &Links];
+/// entries and queued messages), the hold tables of the living, links; and the shared areas,
+/// which hold no reference but whose locks the dead may hold.
+pub(crate) static KINDS: [&dyn Kind; 5] = [&Roots, &Channels, &HoldTables, &Links, &SharedAreas];
 
 /// Recovery over every kind of reference, under the lock `g`: the function every heap is made
 /// with (`heap::Recovery`). `reclaim_own`: this process's slot counts as a dead process's.
@@ -123,7 +125,7 @@ mod tests {
         let target = ROOTS.entries(heap).unwrap()[0].target;
         ROOTS.set_target(heap, 0, 0).unwrap();
         let stray = Stray { target };
-        let with: [&dyn Kind; 5] = [&Roots, &Channels, &HoldTables, &Links, &stray];
+        let with: [&dyn Kind; 6] = [&Roots, &Channels, &HoldTables, &Links, &SharedAreas, &stray];
         let report = crate::engine::recovery::recover_locked(heap, &g, false, &with).unwrap();
         assert_eq!(report.blocks_freed, 0, "a block the stray kind holds stays");
         assert_eq!(crate::engine::core::header::rc::other(heap.rc(target)), 1, "its one hold, counted again");

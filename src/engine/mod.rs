@@ -11,7 +11,8 @@
 //!   kind of reference the store holds (and the hold tables, as one).
 //! - `directory`, `slots`, `channel`, `links`: what uses blocks (named roots and channels,
 //!   small blocks as slots of spans, rings of references between processes, links kept in
-//!   blocks' bytes); roots, channels and links are kinds of reference.
+//!   blocks' bytes); roots, channels and links are kinds of reference; `shared`: the locks of
+//!   shared areas, which recovery gives back when their holder died.
 //! - `recovery`: recovery and salvage over the kinds it is given, entered at open, on demand,
 //!   or from the heap's takeover.
 //! - `kinds`: every kind of reference in one list, and recovery over it (what heaps are made
@@ -27,4 +28,5 @@ pub(crate) mod kinds;
 pub(crate) mod links;
 pub(crate) mod recovery;
 pub(crate) mod reports;
+pub(crate) mod shared;
 pub(crate) mod slots;

@@ -416,6 +416,14 @@ impl MemoryManager for ReadOnlyStore {
     fn allocate_linked(&self, _links: usize, _len: usize) -> Result<MemoryBlock> {
         Err(self.refused())
     }
+    /// Refused: [`Error::ReadOnly`].
+    fn allocate_guarded(&self, _len: usize, _guarded: usize) -> Result<MemoryBlock> {
+        Err(self.refused())
+    }
+    /// Refused: [`Error::ReadOnly`].
+    fn allocate_atomic(&self, _len: usize, _atomic: usize) -> Result<MemoryBlock> {
+        Err(self.refused())
+    }
     /// Refused: [`Error::ReadOnly`] (no block is this store's).
     fn resize(&self, _block: &mut MemoryBlock, _new_len: usize) -> Result<()> {
         Err(self.refused())

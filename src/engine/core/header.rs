@@ -18,7 +18,9 @@
 //! |         | fenced off (used, never handed out or freed; see `recovery/`)     |
 //! | 61      | `LINKED`: set iff the block's length ends with a link table       |
 //! |         | (used, plain; see `heap/links.rs`)                                |
-//! | 62..64  | zero                                                             |
+//! | 62      | `SHARED`: set iff the block's length ends with a shared area      |
+//! |         | (used, plain, not linked; see `heap/shared.rs`)                   |
+//! | 63      | zero                                                             |
 //!
 //! Reference word (`HDR_RC`, changed atomically, see ARCHITECTURE.md "References"; the plain
 //! stores are those that park a block whose count its owner took to 0, which nobody else can
@@ -47,8 +49,9 @@ pub(crate) const FLAG_SPAN: u64 = 4;
 pub(crate) const FLAG_PAGE: u64 = 8;
 pub(crate) const FLAG_QUARANTINE: u64 = 1 << 60;
 pub(crate) const FLAG_LINKED: u64 = 1 << 61;
+pub(crate) const FLAG_SHARED: u64 = 1 << 62;
 const SIZE_MASK: u64 = 0x0000_ffff_ffff_fff0;
-const RESERVED_MASK: u64 = 0xc000_0000_0000_0000;
+const RESERVED_MASK: u64 = 0x8000_0000_0000_0000;
 pub(crate) const MAX_SLACK: u64 = 0xff;
 
 /// Decoded tag.
@@ -109,6 +112,19 @@ impl Tag {
         self.0 & FLAG_LINKED != 0
     }
 
+    /// Whether the block's length ends with a shared area (`heap/shared.rs`).
+    #[inline]
+    pub(crate) fn is_shared(self) -> bool {
+        self.0 & FLAG_SHARED != 0
+    }
+
+    /// Whether the block's length ends with something its users do not see (a link table or a
+    /// shared area): its length is fixed, and it is never parked in a cache.
+    #[inline]
+    pub(crate) fn has_trailer(self) -> bool {
+        self.0 & (FLAG_LINKED | FLAG_SHARED) != 0
+    }
+
     /// Whether this is a span of slots.
     #[inline]
     pub(crate) fn is_span(self) -> bool {
@@ -120,7 +136,7 @@ impl Tag {
         self.0 & FLAG_PAGE != 0
     }
 
-    /// The same tag with `flag` (`FLAG_SPAN`, `FLAG_PAGE` or `FLAG_LINKED`) set.
+    /// The same tag with `flag` (`FLAG_SPAN`, `FLAG_PAGE`, `FLAG_LINKED` or `FLAG_SHARED`) set.
     pub(crate) fn with(self, flag: u64) -> Tag {
         Tag(self.0 | flag)
     }
@@ -165,8 +181,10 @@ impl Tag {
             FLAG_QUARANTINE => !self.is_free() && self.0 >> 48 & 0xfff == 0,
             _ => false,
         };
-        // Only a plain used block has a link table.
-        let linked_ok = !self.is_linked() || structure == 0 && !self.is_free();
+        // Only a plain used block has a link table or a shared area, and not both.
+        let trailer = self.0 & (FLAG_LINKED | FLAG_SHARED);
+        let linked_ok =
+            trailer == 0 || structure == 0 && !self.is_free() && trailer != FLAG_LINKED | FLAG_SHARED;
         self.0 & RESERVED_MASK == 0
             && linked_ok
             && shaped

@@ -26,6 +26,7 @@ pub(crate) mod links;
 mod purge;
 mod raw;
 mod recovering;
+pub(crate) mod shared;
 pub(crate) use recovering::or_give_back;
 mod refs;
 pub(crate) mod slab;
@@ -455,8 +456,9 @@ impl Heap {
             // size cannot be believed, so the block is leaked rather than parked or freed.
             return;
         }
-        if t.is_linked() {
-            // Never parked: what it links is released as it is freed (`links.rs`).
+        if t.has_trailer() {
+            // Never parked: what it links is released as it is freed (`links.rs`), and a cache
+            // reuses a block without rewriting its tag.
             return self.free_parked_now(off);
         }
         self.park_or_free_sized(off, t.size(), t.align_log2(), false);
@@ -679,8 +681,10 @@ impl Heap {
             true => 4,
             false => {
                 let old = self.core().block_at(off)?;
-                if old.is_linked() {
-                    return Err(Error::LinkLayout("a linked block's length is fixed"));
+                if old.has_trailer() {
+                    return Err(Error::LinkLayout(
+                        "the length of a block with links or a shared area is fixed",
+                    ));
                 }
                 // A published block's tag slack is its published length: it gets no room.
                 let room = old.size().saturating_sub(HEADER_SIZE);

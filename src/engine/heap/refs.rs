@@ -231,9 +231,9 @@ impl Heap {
         }
         let word = self.region.u64_at(off + HDR_TAG)?;
         let t = Tag(word.load(Ordering::Relaxed));
-        // A linked block's slack was settled when it was made (`links.rs`): the length its
-        // users see is shorter than the block's.
-        let len = if t.is_linked() { t.len() } else { len };
+        // The slack of a block with links or a shared area was settled when it was made
+        // (`links.rs`, `shared.rs`): the length its users see is shorter than the block's.
+        let len = if t.has_trailer() { t.len() } else { len };
         let slack = t
             .size()
             .checked_sub(HEADER_SIZE + len)
@@ -269,8 +269,8 @@ impl Heap {
         if is_slot(off) {
             return Some(id_class(off));
         }
-        // A linked block's table follows the bytes its users see: no room to grow into.
-        let t = self.core().block_at(off).ok().filter(|t| t.holdable() && !t.is_linked())?;
+        // A link table or shared area follows the bytes its users see: no room to grow into.
+        let t = self.core().block_at(off).ok().filter(|t| t.holdable() && !t.has_trailer())?;
         t.size().checked_sub(HEADER_SIZE)
     }
 
@@ -558,8 +558,11 @@ impl Heap {
             true => self.slot_record(off).map(|(_, len)| len),
             false => {
                 let t = self.core().tag(off)?;
-                match t.is_linked() {
-                    true => self.link_table(off, t).map(|l| l.user_len),
+                if t.is_linked() {
+                    return self.link_table(off, t).map(|l| l.user_len);
+                }
+                match t.is_shared() {
+                    true => self.shared_area(off, t).map(|a| a.user_len),
                     false => Ok(t.len()),
                 }
             }

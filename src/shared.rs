@@ -1,0 +1,189 @@
+//! Shared mutable state: bytes of a block that any holder, in any process, may change after
+//! the block was shared. A block made by [`crate::MemoryManager::allocate_guarded`] has a
+//! *guarded area* behind a robust lock that lives in the store ([`MemoryBlock::lock`]); one
+//! made by [`crate::MemoryManager::allocate_atomic`] has an *atomic area* of integers updated
+//! in place ([`MemoryBlock::view_atomic`]). Neither area is part of the block's bytes
+//! ([`MemoryBlock::as_slice`] ends before it), so nothing Rust assumes frozen is ever written.
+//! ARCHITECTURE.md, "Shared mutable state", gives the rules; `docs/format.md` the bytes.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic;
+
+use crate::engine::heap::shared::SharedArea;
+use crate::error::{Error, Result};
+use crate::MemoryBlock;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// An integer atomic type that may live in an atomic area: the 8-, 16-, 32- and 64-bit atomics
+/// of `std::sync::atomic`, signed and unsigned (their size is the same in every process).
+pub trait AtomicView: sealed::Sealed + Sync {}
+
+macro_rules! atomic_views {
+    ($($t:ident),*) => {$(
+        impl sealed::Sealed for atomic::$t {}
+        impl AtomicView for atomic::$t {}
+    )*};
+}
+atomic_views!(AtomicU8, AtomicI8, AtomicU16, AtomicI16, AtomicU32, AtomicI32, AtomicU64, AtomicI64);
+
+impl MemoryBlock {
+    /// The length of this block's guarded or atomic area (0 for a block made without one).
+    pub fn shared_len(&self) -> usize {
+        self.area().ok().flatten().map_or(0, |a| a.len as usize)
+    }
+
+    /// The shared area of this block, if it has one.
+    fn area(&self) -> Result<Option<SharedArea>> {
+        self.heap().area_of(self.off())
+    }
+
+    /// An atomic at byte `offset` of this block's atomic area, which every holder in every
+    /// process may update at any time. Fails with [`Error::NoSharedArea`] for a block without
+    /// an atomic area, [`Error::OutOfBounds`] beyond it and [`Error::Misaligned`] at an offset
+    /// that is not a multiple of the atomic's size.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use mmheap::{DefaultManager, MemoryManager};
+    ///
+    /// let m = DefaultManager::new()?;
+    /// let counters = m.allocate_atomic(0, 16)?; // no plain bytes, two u64 counters
+    /// let shared = counters.clone();
+    /// counters.view_atomic::<AtomicU64>(8)?.fetch_add(5, Ordering::Relaxed);
+    /// assert_eq!(shared.view_atomic::<AtomicU64>(8)?.load(Ordering::Relaxed), 5);
+    /// # Ok::<(), mmheap::Error>(())
+    /// ```
+    pub fn view_atomic<A: AtomicView>(&self, offset: usize) -> Result<&A> {
+        let area = self.area()?.filter(|a| a.atomic).ok_or(Error::NoSharedArea("an atomic area"))?;
+        let size = std::mem::size_of::<A>() as u64;
+        let (start, end) = (offset as u64, (offset as u64).saturating_add(size));
+        if end > area.len {
+            return Err(Error::OutOfBounds { start, end, len: area.len });
+        }
+        let p = self.heap().region.ptr(area.start + start, size)?;
+        if p.as_ptr() as usize % std::mem::align_of::<A>() != 0 {
+            return Err(Error::Misaligned { address: p.as_ptr() as usize, align: std::mem::align_of::<A>() });
+        }
+        // SAFETY: `p` is in the mapping (range-checked) and aligned for `A`, and lives as long as
+        // `self` (the block is held, the mapping never moves). The atomic area's bytes are
+        // reached only as atomics of this family, in every process (`as_slice` ends before the
+        // area, and a guard is refused on it), and an integer atomic is valid for any bits.
+        Ok(unsafe { &*p.as_ptr().cast::<A>() })
+    }
+
+    /// Takes the robust lock of this block's guarded area, waiting while another thread or a
+    /// living process holds it (however long: a stopped process keeps it), and taking it over
+    /// from a process that died holding it. The area is then this guard's to read and write,
+    /// whether or not the block was shared. [`Locked::HolderDied`] says a holder died holding it
+    /// (now, or earlier without the area being marked consistent since): the area may be half
+    /// changed; repair it and call [`SharedGuard::mark_consistent`], as after pthread's
+    /// `EOWNERDEAD`. Not reentrant: a thread that holds the lock and takes it again waits for
+    /// ever, as with `std::sync::Mutex`. Fails with [`Error::NoSharedArea`] for a block without a
+    /// guarded area and [`Error::ReadOnly`] in a store opened read-only.
+    ///
+    /// ```
+    /// use mmheap::{DefaultManager, MemoryManager};
+    ///
+    /// let m = DefaultManager::new()?;
+    /// let block = m.allocate_guarded(0, 8)?;
+    /// let other = block.clone(); // shared: still writable under the lock
+    /// other.lock()?.guard()[..3].copy_from_slice(b"abc");
+    /// assert_eq!(&block.lock()?.guard()[..3], b"abc");
+    /// # Ok::<(), mmheap::Error>(())
+    /// ```
+    pub fn lock(&self) -> Result<Locked<'_>> {
+        let area = self.area()?.filter(|a| !a.atomic).ok_or(Error::NoSharedArea("a guarded area"))?;
+        let died = self.heap().lock_area(&area)?;
+        let guard = SharedGuard { block: self, area };
+        Ok(if died { Locked::HolderDied(guard) } else { Locked::Consistent(guard) })
+    }
+}
+
+/// What [`MemoryBlock::lock`] gives: the guard, and whether a holder died holding the lock.
+#[derive(Debug)]
+pub enum Locked<'a> {
+    /// The area is as the last holder left it when it let go.
+    Consistent(SharedGuard<'a>),
+    /// A holder died holding the lock, and the area has not been marked consistent since: it
+    /// may be half changed.
+    HolderDied(SharedGuard<'a>),
+}
+
+impl<'a> Locked<'a> {
+    /// The guard, whatever the state of the area (see [`Locked::holder_died`]).
+    pub fn guard(self) -> SharedGuard<'a> {
+        match self {
+            Locked::Consistent(g) | Locked::HolderDied(g) => g,
+        }
+    }
+
+    /// Whether a holder died holding the lock (the area may be half changed).
+    pub fn holder_died(&self) -> bool {
+        matches!(self, Locked::HolderDied(_))
+    }
+}
+
+/// The robust lock of a guarded area, held: the area's bytes, to read and write. Releases the
+/// lock when dropped.
+pub struct SharedGuard<'a> {
+    block: &'a MemoryBlock,
+    area: SharedArea,
+}
+
+impl SharedGuard<'_> {
+    /// Says the area is consistent again (after a holder died and the caller repaired it): the
+    /// next lockers are not told of that death any more.
+    pub fn mark_consistent(&mut self) -> Result<()> {
+        self.block.heap().mark_consistent(&self.area)
+    }
+
+    /// The area's bytes, range-checked when the guard was made.
+    fn bytes(&self) -> *mut u8 {
+        // The area lies inside the block, whose payload's range was checked when it was obtained.
+        self.block
+            .heap()
+            .region
+            .ptr(self.area.start, self.area.len)
+            .map_or(std::ptr::null_mut(), |p| p.as_ptr())
+    }
+}
+
+impl Deref for SharedGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let p = self.bytes();
+        if p.is_null() {
+            return &[];
+        }
+        // SAFETY: the area is in the mapping (`bytes` checked its range) and lives while the
+        // block is held; the lock this guard holds excludes every other access to it, in every
+        // thread and process (the area is reached only under the lock: `as_slice` ends before it).
+        unsafe { std::slice::from_raw_parts(p, self.area.len as usize) }
+    }
+}
+
+impl DerefMut for SharedGuard<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let p = self.bytes();
+        if p.is_null() {
+            return &mut [];
+        }
+        // SAFETY: as in `deref`; `&mut self` makes this the only view through the guard.
+        unsafe { std::slice::from_raw_parts_mut(p, self.area.len as usize) }
+    }
+}
+
+impl Drop for SharedGuard<'_> {
+    fn drop(&mut self) {
+        self.block.heap().unlock_area(&self.area);
+    }
+}
+
+impl std::fmt::Debug for SharedGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedGuard").field("len", &self.area.len).finish_non_exhaustive()
+    }
+}
