@@ -77,9 +77,9 @@ impl MemoryBlock {
     /// Takes the robust lock of this block's guarded area, waiting while another thread or a
     /// living process holds it (however long: a stopped process keeps it), and taking it over
     /// from a process that died holding it. The area is then this guard's to read and write,
-    /// whether or not the block was shared. [`Locked::HolderDied`] says a holder died holding it
-    /// (now, or earlier without the area being marked consistent since): the area may be half
-    /// changed; repair it and call [`SharedGuard::mark_consistent`], as after pthread's
+    /// whether or not the block was shared. [`Locked::HolderDied`] says a holder died holding it,
+    /// or a thread panicked holding it (now, or earlier without the area being marked consistent
+    /// since): the area may be half changed; repair it and call [`SharedGuard::mark_consistent`], as after pthread's
     /// `EOWNERDEAD`. Not reentrant: a thread that holds the lock and takes it again waits for
     /// ever, as with `std::sync::Mutex`. Fails with [`Error::NoSharedArea`] for a block without a
     /// guarded area and [`Error::ReadOnly`] in a store opened read-only.
@@ -177,8 +177,14 @@ impl DerefMut for SharedGuard<'_> {
 }
 
 impl Drop for SharedGuard<'_> {
+    /// Releases the lock; a guard dropped while its thread panics leaves the area marked
+    /// inconsistent, as a holder that died would (std's `Mutex` poisons itself likewise).
     fn drop(&mut self) {
-        self.block.heap().unlock_area(&self.area);
+        let heap = self.block.heap();
+        if std::thread::panicking() {
+            heap.mark_inconsistent(&self.area);
+        }
+        heap.unlock_area(&self.area);
     }
 }
 

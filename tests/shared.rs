@@ -97,7 +97,20 @@ fn guarded(m: &dyn MemoryManager) -> Result<(), Failed> {
     let locked = block.lock()?;
     ensure(!locked.holder_died(), "nobody died")?;
     let counted = locked.guard()[..8] == 80_000u64.to_le_bytes();
-    ensure(counted, "every increment under the lock")
+    ensure(counted, "every increment under the lock")?;
+    // A thread that panics holding the lock leaves the area marked, as a dead holder does.
+    let b = block.clone();
+    let panicked = std::thread::spawn(move || {
+        let _g = b.lock().unwrap().guard();
+        panic!("while holding the lock");
+    })
+    .join();
+    ensure(panicked.is_err(), "the thread panicked")?;
+    let Locked::HolderDied(mut g) = block.lock()? else { return Err("the panic was not reported".into()) };
+    g.mark_consistent()?;
+    drop(g);
+    let again = block.lock()?.holder_died();
+    ensure(!again, "consistent again")
 }
 
 fn misuse(m: &dyn MemoryManager) -> Result<(), Failed> {

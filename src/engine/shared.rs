@@ -75,7 +75,7 @@ impl Session for AreaSession {
         }
         for (_, area) in shared_blocks(heap)? {
             match area {
-                Ok(area) if !area.atomic => drop(heap.release_dead_holder(&area, dead)?),
+                Ok(area) if !area.atomic => heap.release_dead_holder(&area, dead)?,
                 _ => {}
             }
         }

@@ -152,18 +152,26 @@ impl Heap {
 
     /// Gives back the lock of `area` held by a dead process (tag `holder`): free, the area marked
     /// inconsistent, every waiter woken. Nothing if a waiter took it over first.
-    pub(crate) fn release_dead_holder(&self, area: &SharedArea, dead: &[u64]) -> Result<bool> {
+    pub(crate) fn release_dead_holder(&self, area: &SharedArea, dead: &[u64]) -> Result<()> {
         let (word, state) = (self.region.u32_at(area.lock)?, self.region.u32_at(area.state())?);
         let w = word.load(Ordering::Acquire);
         let holder = u64::from(w & !lock::CONTENDED);
         if holder == 0 || holder > SLOT_COUNT || !dead.contains(&(holder - 1)) {
-            return Ok(false);
+            return Ok(());
         }
         state.fetch_or(STATE_INCONSISTENT, Ordering::Relaxed);
         if word.compare_exchange(w, 0, Ordering::Release, Ordering::Relaxed).is_ok() {
             crate::sys::futex_wake(word, i32::MAX, self.backing.shared());
         }
-        Ok(true)
+        Ok(())
+    }
+
+    /// Marks the guarded area `area` (whose lock this process holds) inconsistent: a holder
+    /// panicked while changing it.
+    pub(crate) fn mark_inconsistent(&self, area: &SharedArea) {
+        if let Ok(state) = self.region.u32_at(area.state()) {
+            state.fetch_or(STATE_INCONSISTENT, Ordering::Relaxed);
+        }
     }
 
     /// Says the guarded area `area` (whose lock this process holds) is consistent again.
