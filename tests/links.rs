@@ -336,6 +336,29 @@ fn damaged() -> Result<(), Failed> {
     ensure(matches!(m.recover(), Err(Error::Corrupt { .. })), "recovery refuses the damage")?;
     let p = m.root("p")?.ok_or("root")?;
     ensure(matches!(p.link(0), Err(Error::Corrupt { .. })), "reading the link is an error")?;
+    drop((p, m));
+    // Salvage drops the damaged link (and the block only it held is freed).
+    let report = MappedManager::salvage(&path)?;
+    ensure(report.dropped.iter().any(|d| d.kind == "link"), format!("{report:?}"))?;
+    let m = MappedManager::open(&path)?;
+    ensure(exact(&m)? == 1, "the rooted block, nothing else")?;
+    ensure(m.root("p")?.ok_or("root")?.link(0)?.is_none(), "the link is empty")?;
+    // A footer that does not fit: recovery refuses, salvage keeps the block without its links.
+    let parent = m.root("p")?.ok_or("root")?;
+    parent.set_link(0, Some(&m.allocate(100)?))?;
+    let footer = parent.offset().get() + 8 + 8 + 8;
+    drop(parent);
+    m.flush()?;
+    drop(m);
+    let mut bytes = std::fs::read(&path)?;
+    bytes[footer as usize + 5] = 0xff;
+    std::fs::write(&path, &bytes)?;
+    ensure(matches!(MappedManager::recover_file(&path), Err(Error::Corrupt { .. })), "refused")?;
+    ensure(std::fs::read(&path)? == bytes, "and left as it was")?;
+    MappedManager::salvage(&path)?;
+    let m = MappedManager::open(&path)?;
+    ensure(exact(&m)? == 1, "the block kept, the child it alone held freed")?;
+    ensure(m.root("p")?.ok_or("root")?.link_count() == 0, "no links any more")?;
     Ok(())
 }
 
