@@ -79,6 +79,10 @@ pub const SB_RECOVERED_BLOCKS: u64 = 192;
 pub const SB_EXCHANGE_BLOCKS: u64 = 200;
 /// `u64` bytes of the blocks on the exchange, headers included.
 pub const SB_EXCHANGE_BYTES: u64 = 208;
+/// `u64` header offset of the roots table (a block holding the named roots as a hash table,
+/// `docs/format.md`, "Named roots"); 0 = none yet: the roots are in the fixed directory at
+/// [`ROOTS_OFFSET`].
+pub const SB_ROOT_TABLE: u64 = 216;
 /// Size of the superblock area that is read as fields; what follows up to [`TLSF_OFFSET`] is
 /// the exchange.
 pub const SUPERBLOCK_SIZE: u64 = 512;
@@ -217,6 +221,19 @@ pub const ROOT_NAME_LEN: u64 = 8;
 pub const ROOT_NAME: u64 = 16;
 /// Longest root name in bytes.
 pub const ROOT_NAME_MAX: u64 = ROOT_SIZE - ROOT_NAME;
+/// Roots table payload field: `u64` number of entries, a power of two (at least
+/// [`ROOT_TABLE_FIRST`]); the entries (each [`ROOT_SIZE`] bytes, laid out as the fixed
+/// directory's) start at [`ROOT_TABLE_ENTRIES`].
+pub const ROOT_TABLE_CAPACITY: u64 = 0;
+/// Roots table payload field: `u64` used entries (derived: recovery sets it again).
+pub const ROOT_TABLE_USED: u64 = 8;
+/// Roots table payload field: `u64` emptied entries (their block 0, their name length not:
+/// a probe goes on past them; derived too).
+pub const ROOT_TABLE_EMPTIED: u64 = 16;
+/// Roots table payload: where the entries start.
+pub const ROOT_TABLE_ENTRIES: u64 = 32;
+/// Entries of a new roots table.
+pub const ROOT_TABLE_FIRST: u64 = 64;
 
 // ---- heap and block headers -------------------------------------------------------------
 /// First block of the heap.
@@ -376,7 +393,8 @@ const _: () = {
     assert!(SB_SPAN_BYTES + 8 <= SUPERBLOCK_SIZE);
     assert!(SB_RECOVERIES + 8 <= SB_SPAN_LISTS && SB_SPAN_LISTS + SLOT_CLASSES * 8 <= SB_LIVE_SLOTS);
     assert!(SLOT_MARK < GRANULE && HEADER_SIZE >= SLOT_MARK);
-    assert!(SB_EXCHANGE_BYTES + 8 <= SUPERBLOCK_SIZE && SB_RECOVERED_BLOCKS + 8 <= SB_EXCHANGE_BLOCKS);
+    assert!(SB_EXCHANGE_BYTES + 8 <= SB_ROOT_TABLE && SB_RECOVERED_BLOCKS + 8 <= SB_EXCHANGE_BLOCKS);
+    assert!(SB_ROOT_TABLE + 8 <= SUPERBLOCK_SIZE);
     assert!(SUPERBLOCK_SIZE <= EXCHANGE_OFFSET && EXCHANGE_OFFSET + EXCHANGE_CLASSES * 8 <= TLSF_OFFSET);
     assert!(EXCHANGE_OWNER > SLOT_COUNT && EXCHANGE_SEAL + 8 <= MIN_BLOCK);
     assert!(SL_COUNT <= 32);

@@ -7,10 +7,10 @@
 //! ARCHITECTURE.md, "Shared mutable state", gives the rules; `docs/format.md` the bytes.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic;
 
 use crate::engine::heap::shared::SharedArea;
 use crate::error::{Error, Result};
+use crate::sync::views as atomic;
 use crate::MemoryBlock;
 
 mod sealed {
@@ -18,7 +18,7 @@ mod sealed {
 }
 
 /// An integer atomic type that may live in an atomic area: the 8-, 16-, 32- and 64-bit atomics
-/// of `std::sync::atomic`, signed and unsigned (their size is the same in every process).
+/// of the standard library (`AtomicU64` and the others), signed and unsigned (their size is the same in every process).
 pub trait AtomicView: sealed::Sealed + Sync {}
 
 macro_rules! atomic_views {
@@ -46,7 +46,7 @@ impl MemoryBlock {
     /// that is not a multiple of the atomic's size.
     ///
     /// ```
-    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use core::sync::atomic::{AtomicU64, Ordering};
     /// use mmheap::{DefaultManager, MemoryManager};
     ///
     /// let m = DefaultManager::new()?;

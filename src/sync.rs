@@ -10,3 +10,9 @@
 pub(crate) use std::sync::atomic::{
     compiler_fence, fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
+/// The integer atomics users view in a block's atomic area (`shared.rs`), as `std` has them.
+pub(crate) mod views {
+    pub(crate) use std::sync::atomic::{
+        AtomicI16, AtomicI32, AtomicI64, AtomicI8, AtomicU16, AtomicU32, AtomicU64, AtomicU8,
+    };
+}

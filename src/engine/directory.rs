@@ -1,12 +1,13 @@
-//! The fixed name -> block directories in the metadata area: named roots and channels. Both
-//! have the same entry layout (`docs/format.md`): a target header offset (0 = empty entry), a
-//! name length and the name. A new entry is written name first and target last, so a reader
-//! (always under the store lock, as are writers) never sees a half-written one.
+//! The name -> block directories: the fixed ones in the metadata area (the channels, and the
+//! named roots of a store that has no roots table yet) and the roots table, a hash table in a
+//! heap block (`roots.rs`). All have the same entry layout (`docs/format.md`): a target header
+//! offset (0 = empty entry), a name length and the name. A new entry is written name first and
+//! target last, so a reader (always under the store lock, as are writers) never sees a
+//! half-written one. A table is probed from the name's hash on: an entry with target 0 and
+//! name length 0 ends a probe, one with target 0 and a name (an emptied one) does not.
 
-use crate::engine::core::check::Problem;
-use crate::engine::core::header::rc;
 use crate::engine::heap::Heap;
-use crate::engine::holders::{Holder, Kind, Reading, Reference, Session};
+use crate::engine::holders::{Holder, Reading, Reference};
 use crate::error::{Error, Result};
 use crate::format::*;
 
@@ -18,6 +19,8 @@ pub(crate) struct Directory {
     bad_length: &'static str,
     /// The damage a malformed name is.
     bad_name: &'static str,
+    /// A hash table (`count` a power of two), probed from the name's hash; else a list.
+    hashed: bool,
 }
 
 /// The named roots.
@@ -26,6 +29,7 @@ pub(crate) const ROOTS: Directory = Directory {
     count: ROOT_COUNT,
     bad_length: "root name length out of range",
     bad_name: "root name is malformed",
+    hashed: false,
 };
 /// The channels.
 pub(crate) const CHANNELS: Directory = Directory {
@@ -33,6 +37,7 @@ pub(crate) const CHANNELS: Directory = Directory {
     count: CHANNEL_COUNT,
     bad_length: "channel name length out of range",
     bad_name: "channel name is malformed",
+    hashed: false,
 };
 
 // One layout serves both directories.
@@ -54,10 +59,32 @@ pub(crate) fn valid_name(name: &[u8]) -> bool {
     !name.is_empty() && name.len() as u64 <= ROOT_NAME_MAX && !name.contains(&0)
 }
 
+/// FNV-1a, 64 bits: where a name's probe starts in a roots table (`docs/format.md`).
+pub(crate) fn name_hash(name: &[u8]) -> u64 {
+    name.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 impl Directory {
+    /// The roots table whose `count` entries (a power of two) start at `base`.
+    pub(crate) fn table(base: u64, count: u64) -> Directory {
+        Directory { base, count, hashed: true, ..ROOTS }
+    }
+
     /// Number of entries.
     pub(crate) fn count(&self) -> u64 {
         self.count
+    }
+
+    /// A table's header (its block's payload), where its counts are; `None` for a list.
+    pub(crate) fn header(&self) -> Option<u64> {
+        self.hashed.then(|| self.base - ROOT_TABLE_ENTRIES)
+    }
+
+    /// Whether entry `i` of a table was emptied: no target, a name length (a probe goes on).
+    pub(crate) fn is_emptied(&self, heap: &Heap, i: u64) -> bool {
+        let e = self.entry(i);
+        heap.region.load(e + ROOT_BLOCK).ok() == Some(0)
+            && heap.region.load32(e + ROOT_NAME_LEN).is_ok_and(|len| len != 0)
     }
 
     /// Store offset of entry `i`.
@@ -116,12 +143,45 @@ impl Directory {
 
     /// The entry named `name`.
     pub(crate) fn find(&self, heap: &Heap, name: &[u8]) -> Result<Option<Entry>> {
-        Ok(self.entries(heap)?.into_iter().find(|e| e.name == name))
+        match self.hashed {
+            true => self.probe(heap, name).map(|(found, _)| found),
+            false => Ok(self.entries(heap)?.into_iter().find(|e| e.name == name)),
+        }
     }
 
-    /// The first empty entry, if any.
-    pub(crate) fn free_entry(&self, heap: &Heap) -> Option<u64> {
-        (0..self.count).find(|&i| heap.region.load(self.entry(i) + ROOT_BLOCK).ok() == Some(0))
+    /// The entry a new `name` (not in the directory) goes to: the first emptied or empty one
+    /// of its probe in a table, the first empty one in a list; `None` if there is none.
+    pub(crate) fn place_for(&self, heap: &Heap, name: &[u8]) -> Result<Option<u64>> {
+        match self.hashed {
+            true => self.probe(heap, name).map(|(_, place)| place),
+            false => {
+                Ok((0..self.count).find(|&i| heap.region.load(self.entry(i) + ROOT_BLOCK).ok() == Some(0)))
+            }
+        }
+    }
+
+    /// A table's probe for `name`: its entry if there is one, and where it would go.
+    fn probe(&self, heap: &Heap, name: &[u8]) -> Result<(Option<Entry>, Option<u64>)> {
+        let (r, mask) = (&heap.region, self.count.wrapping_sub(1));
+        let (mut i, mut place) = (name_hash(name) & mask, None);
+        let mut stored = [0u8; ROOT_NAME_MAX as usize];
+        for _ in 0..self.count {
+            let e = self.entry(i);
+            let (target, len) = (r.load(e + ROOT_BLOCK)?, u64::from(r.load32(e + ROOT_NAME_LEN)?));
+            if target == 0 && len == 0 {
+                return Ok((None, place.or(Some(i))));
+            }
+            if target == 0 {
+                place.get_or_insert(i);
+            } else if len == name.len() as u64 {
+                r.read_bytes(e + ROOT_NAME, &mut stored[..name.len()])?;
+                if stored[..name.len()] == *name {
+                    return Ok((Some(Entry { index: i, name: name.to_vec(), target }), None));
+                }
+            }
+            i = (i + 1) & mask;
+        }
+        Ok((None, place))
     }
 
     /// Fills the empty entry `i`: the name, then the target.
@@ -181,85 +241,5 @@ impl Directory {
             self.write(heap, holder.entry, name.as_bytes(), target)?;
         }
         Ok(())
-    }
-}
-
-/// One used entry of the roots, read as it is, with what is wrong with it.
-pub(crate) struct Surveyed {
-    /// The name, bytes that are not UTF-8 replaced.
-    pub(crate) name: String,
-    /// The block it names.
-    pub(crate) target: u64,
-    /// What is wrong with the entry, each at the offset a check reports.
-    pub(crate) problems: Vec<Problem>,
-}
-
-/// Every used entry of the roots, each checked on its own (a malformed name, a block that is
-/// not live, an unpublished block), so that one damaged entry hides no other. The caller holds
-/// the store lock.
-pub(crate) fn survey_roots(heap: &Heap) -> Result<Vec<Surveyed>> {
-    let mut out = Vec::new();
-    for i in 0..ROOT_COUNT {
-        let e = ROOTS.entry(i);
-        let target = heap.region.load(e + ROOT_BLOCK)?;
-        if target == 0 {
-            continue;
-        }
-        let mut problems = Vec::new();
-        if !ROOTS.name_ok(heap, i)? {
-            problems.push(Problem { what: "root name is malformed", offset: e });
-        }
-        let word = heap.rc(target);
-        if !heap.names_live(target) || rc::count(word) == 0 {
-            problems.push(Problem { what: "root names no live block", offset: e });
-        } else if !rc::published(word) {
-            // A root publishes its block before it names it (recovery refuses this as damage).
-            problems.push(Problem { what: "root names an unpublished block", offset: target });
-        }
-        out.push(Surveyed { name: ROOTS.name_lossy(heap, i)?, target, problems });
-    }
-    Ok(out)
-}
-
-/// The named roots as a kind of reference: each holds one of its block's other holds.
-pub(crate) struct Roots;
-
-impl Kind for Roots {
-    fn open(&self, _heap: &Heap, _dead: &[u64], kind: usize) -> Result<Box<dyn Session>> {
-        Ok(Box::new(RootSession { kind }))
-    }
-
-    fn check(&self, heap: &Heap) -> Result<Vec<Problem>> {
-        Ok(survey_roots(heap)?.into_iter().flat_map(|s| s.problems).collect())
-    }
-
-    fn bookkeeping(&self, _heap: &Heap, _out: &mut Vec<u64>) -> Result<()> {
-        Ok(())
-    }
-}
-
-struct RootSession {
-    kind: usize,
-}
-
-impl Session for RootSession {
-    fn read(&mut self, heap: &Heap, plan: &mut dyn Reading, out: &mut Vec<Reference>) -> Result<()> {
-        ROOTS.read_references(heap, self.kind, plan, out, |_, _, _, _| Ok(()))
-    }
-
-    fn what(&self, _holder: &Holder) -> &'static str {
-        "root"
-    }
-
-    fn names_nothing(&self, _holder: &Holder) -> &'static str {
-        "root names no live block"
-    }
-
-    fn name(&self, heap: &Heap, holder: &Holder) -> Result<String> {
-        ROOTS.name_lossy(heap, holder.entry)
-    }
-
-    fn repair(&self, heap: &Heap, dropped: &[Reference], renamed: &[(Holder, String)]) -> Result<()> {
-        ROOTS.repair(heap, dropped, renamed)
     }
 }

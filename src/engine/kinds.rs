@@ -2,11 +2,11 @@
 //! salvage that read them: the one place a new kind of reference is added.
 
 use crate::engine::channel::Channels;
-use crate::engine::directory::Roots;
 use crate::engine::heap::{or_give_back, Guard, Heap};
 use crate::engine::holders::{HoldTables, Kind};
 use crate::engine::links::Links;
 use crate::engine::reports::{RecoveryReport, SalvageReport};
+use crate::engine::roots::Roots;
 use crate::engine::shared::SharedAreas;
 use crate::error::Result;
 use crate::CheckReport;
@@ -54,8 +54,8 @@ impl Heap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::directory::ROOTS;
     use crate::engine::holders::{Holder, Reading, Reference, Session};
+    use crate::engine::roots::directory;
     use crate::{MappedManager, MemoryManager, Options};
 
     /// A kind of reference only this test knows: one reference, to `target`.
@@ -122,8 +122,10 @@ mod tests {
         let heap: &Heap = m.heap();
         let g = heap.lock().unwrap();
         // The root's hold stays, its entry goes: only the stray kind knows of the reference now.
-        let target = ROOTS.entries(heap).unwrap()[0].target;
-        ROOTS.set_target(heap, 0, 0).unwrap();
+        let roots = directory(heap).unwrap();
+        let entry = roots.entries(heap).unwrap().remove(0);
+        let target = entry.target;
+        roots.set_target(heap, entry.index, 0).unwrap();
         let stray = Stray { target };
         let with: [&dyn Kind; 6] = [&Roots, &Channels, &HoldTables, &Links, &SharedAreas, &stray];
         let report = crate::engine::recovery::recover_locked(heap, &g, false, &with).unwrap();

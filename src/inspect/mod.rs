@@ -336,7 +336,7 @@ impl Snapshot {
             .collect()
     }
 
-    /// The named roots, in directory order, each read on its own: a damaged entry is listed
+    /// The named roots, sorted by name, each read on its own: a damaged entry is listed
     /// with what is wrong with it ([`RootInfo::problem`]). An error only if the directory
     /// itself cannot be read.
     pub fn roots(&self) -> Result<Vec<RootInfo>> {

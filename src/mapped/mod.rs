@@ -6,7 +6,7 @@ mod read_only;
 mod registry;
 mod roots;
 
-pub(crate) use crate::engine::directory::Surveyed as SurveyedRoot;
+pub(crate) use crate::engine::roots::Surveyed as SurveyedRoot;
 pub(crate) use read_only::{zeroed_words, CopyBacking};
 pub use read_only::{ReadOnlyBlock, ReadOnlyStore};
 
@@ -386,7 +386,7 @@ impl MappedManager {
         roots::remove(&self.heap, name)
     }
 
-    /// Every named root with the handle of its block, in directory order.
+    /// Every named root with the handle of its block, sorted by name.
     pub fn roots(&self) -> Result<Vec<(String, BlockHandle)>> {
         roots::list(&self.heap)
     }

@@ -36,8 +36,9 @@ use super::{full_check, registry, MappedManager};
 use crate::engine::core::header::{rc, Tag};
 use crate::engine::core::region::Region;
 use crate::engine::core::span::is_slot;
-use crate::engine::directory::{valid_name, ROOTS};
+use crate::engine::directory::valid_name;
 use crate::engine::heap::{Backing, Heap};
+use crate::engine::roots::directory as roots_directory;
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::segment::MemorySegment;
@@ -185,44 +186,48 @@ impl ReadOnlyStore {
         Error::ReadOnly { path: self.path.clone() }
     }
 
-    /// Every named root with the handle of its block, in directory order: the directory as it
+    /// Every named root with the handle of its block, sorted by name: the directory as it
     /// was at one moment (read twice, until two reads agree). A root that a writer replaced
     /// under every read of it is left out (`root_handle` and `read_root` look for it alone).
     pub fn roots(&self) -> Result<Vec<(String, BlockHandle)>> {
         self.heap.follow_growth()?;
         let roots = settled(|| {
+            // A writer may replace the roots table meanwhile: then the read is torn.
+            let table = self.heap.region.load(SB_ROOT_TABLE)?;
+            let dir = roots_directory(&self.heap)?;
             let mut roots = Vec::new();
-            for e in ROOTS.entries(&self.heap)? {
+            for e in dir.entries(&self.heap)? {
                 let name = String::from_utf8(e.name)
-                    .map_err(|_| Error::corrupt("root name is not UTF-8", ROOTS.entry(e.index)))?;
-                roots.push((name, e.index, self.entry_handle(e.index, e.target)?));
+                    .map_err(|_| Error::corrupt("root name is not UTF-8", dir.entry(e.index)))?;
+                let entry = dir.entry(e.index);
+                roots.push((name, self.entry_handle(entry, e.target)?));
             }
-            let torn = roots.iter().any(|(_, _, h)| h.is_none());
+            let torn =
+                roots.iter().any(|(_, h)| h.is_none()) || self.heap.region.load(SB_ROOT_TABLE)? != table;
             Ok((roots, torn))
         })?;
-        // An entry still torn after the whole directory's reads is read again on its own.
+        // An entry still torn after the whole directory's reads is looked up again on its own.
         let mut out = Vec::with_capacity(roots.len());
-        for (name, index, handle) in roots {
-            let again = || {
-                let target = self.heap.region.load(ROOTS.entry(index) + ROOT_BLOCK)?;
-                self.entry_handle(index, target)
-            };
+        for (name, handle) in roots {
+            let again = || self.find_root(&name).map(|f| f.and_then(|(h, torn)| (!torn).then_some(h)));
             let handle = match handle {
                 Some(h) => Some(h),
                 None => (0..TRIES).map(|_| again()).find(|h| !matches!(h, Ok(None))).transpose()?.flatten(),
             };
             out.extend(handle.filter(|h| h.offset != 0).map(|h| (name, h)));
         }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
-    /// The handle of `target`, the block root entry `index` named when read, if the entry still
-    /// names it after the block's generation was read (a root's block is freed only after the
-    /// entry names another, so the generation is then the block's); `None` if it changed.
-    fn entry_handle(&self, index: u64, target: u64) -> Result<Option<BlockHandle>> {
+    /// The handle of `target`, the block the root entry at `entry` named when read, if the
+    /// entry still names it after the block's generation was read (a root's block is freed only
+    /// after the entry names another, so the generation is then the block's); `None` if it
+    /// changed.
+    fn entry_handle(&self, entry: u64, target: u64) -> Result<Option<BlockHandle>> {
         let handle = self.heap.handle_of(target);
         fence(Ordering::Acquire);
-        Ok((self.heap.region.load(ROOTS.entry(index) + ROOT_BLOCK)? == target).then_some(handle))
+        Ok((self.heap.region.load(entry + ROOT_BLOCK)? == target).then_some(handle))
     }
 
     /// The handle of the block the root `name` names, if there is such a root.
@@ -240,25 +245,15 @@ impl ReadOnlyStore {
             return Err(Error::InvalidRootName(name.to_owned()));
         }
         let r = &self.heap.region;
-        let mut stored = [0u8; ROOT_NAME_MAX as usize];
-        let stored = &mut stored[..name.len()];
-        for i in 0..ROOTS.count() {
-            let e = ROOTS.entry(i);
-            let target = r.load(e + ROOT_BLOCK)?;
-            if target == 0 || u64::from(r.load32(e + ROOT_NAME_LEN)?) != name.len() as u64 {
-                continue;
-            }
-            r.read_bytes(e + ROOT_NAME, stored)?;
-            if stored != name.as_bytes() {
-                continue;
-            }
-            let handle = self.heap.handle_of(target);
-            // The generation is the block's only if the entry still names it: a root's block is
-            // freed only after the entry names another.
-            fence(Ordering::Acquire);
-            return Ok(Some((handle, r.load(e + ROOT_BLOCK)? != target)));
-        }
-        Ok(None)
+        let table = r.load(SB_ROOT_TABLE)?;
+        let dir = roots_directory(&self.heap)?;
+        let Some(found) = dir.find(&self.heap, name.as_bytes())? else { return Ok(None) };
+        let (e, target) = (dir.entry(found.index), found.target);
+        let handle = self.heap.handle_of(target);
+        // The generation is the block's only if the entry still names it: a root's block is
+        // freed only after the entry names another (and a replaced table tears the read).
+        fence(Ordering::Acquire);
+        Ok(Some((handle, r.load(e + ROOT_BLOCK)? != target || r.load(SB_ROOT_TABLE)? != table)))
     }
 
     /// A copy of the block the root `name` names, if there is such a root. If a writer replaces

@@ -5,8 +5,9 @@
 //! first and the block last, so a reader never sees a half-written entry. Each root holds one
 //! of its block's other holds.
 
-use crate::engine::directory::{survey_roots, valid_name, Entry, Surveyed, ROOTS};
+use crate::engine::directory::{valid_name, Directory, Entry};
 use crate::engine::heap::{Heap, Obtained};
+use crate::engine::roots::{self as table, survey_roots, Surveyed};
 use crate::error::{Error, Result};
 use crate::BlockHandle;
 
@@ -18,22 +19,27 @@ fn check_name(name: &str) -> Result<&[u8]> {
     Ok(b)
 }
 
-/// The used entries, each checked to name a used block.
-fn entries(heap: &Heap) -> Result<Vec<Entry>> {
-    let entries = ROOTS.entries(heap)?;
+/// The used entries of `dir`, each checked to name a used block.
+fn entries(heap: &Heap, dir: &Directory) -> Result<Vec<Entry>> {
+    let entries = dir.entries(heap)?;
     for e in &entries {
         if !heap.names_live(e.target) {
-            return Err(Error::corrupt("root names a free block", ROOTS.entry(e.index)));
+            return Err(Error::corrupt("root names a free block", dir.entry(e.index)));
         }
     }
     Ok(entries)
 }
 
-fn find(heap: &Heap, name: &[u8]) -> Result<Option<(u64, u64)>> {
-    Ok(entries(heap)?.into_iter().find(|e| e.name == name).map(|e| (e.index, e.target)))
+/// The entry of root `name` in `dir` (index, block), its block checked to be used.
+fn find(heap: &Heap, dir: &Directory, name: &[u8]) -> Result<Option<(u64, u64)>> {
+    let Some(e) = dir.find(heap, name)? else { return Ok(None) };
+    if !heap.names_live(e.target) {
+        return Err(Error::corrupt("root names a free block", dir.entry(e.index)));
+    }
+    Ok(Some((e.index, e.target)))
 }
 
-/// Every used entry of the roots, each checked on its own (`directory::survey_roots`), under
+/// Every used entry of the roots, each checked on its own (`roots::survey_roots`), under
 /// the store lock.
 pub(crate) fn survey(heap: &Heap) -> Result<Vec<Surveyed>> {
     let _g = heap.lock()?;
@@ -43,17 +49,18 @@ pub(crate) fn survey(heap: &Heap) -> Result<Vec<Surveyed>> {
 pub(super) fn set(heap: &Heap, name: &str, block: u64) -> Result<()> {
     let name = check_name(name)?;
     let g = heap.lock()?;
-    match find(heap, name)? {
+    let dir = table::directory(heap)?;
+    match find(heap, &dir, name)? {
         Some((_, old)) if old == block => Ok(()),
         Some((i, old)) => {
             heap.add_hold_locked(block)?;
-            ROOTS.set_target(heap, i, block)?;
+            dir.set_target(heap, i, block)?;
             heap.release_hold_locked(&g, old)
         }
         None => {
-            let i = ROOTS.free_entry(heap).ok_or(Error::RootsFull)?;
+            let dir = table::with_room(heap, &g)?;
             heap.add_hold_locked(block)?;
-            ROOTS.write(heap, i, name, block)
+            table::insert(heap, &dir, name, block)
         }
     }
 }
@@ -61,32 +68,39 @@ pub(super) fn set(heap: &Heap, name: &str, block: u64) -> Result<()> {
 pub(super) fn get(heap: &Heap, name: &str) -> Result<Option<Obtained>> {
     let name = check_name(name)?;
     let g = heap.lock()?;
-    let Some((i, block)) = find(heap, name)? else {
+    let dir = table::directory(heap)?;
+    let Some((i, block)) = find(heap, &dir, name)? else {
         return Ok(None);
     };
     let got = heap.acquire_locked(&g, block, None);
-    got.ok_or(Error::corrupt("root names a block with no references", ROOTS.entry(i)))?.map(Some)
+    got.ok_or(Error::corrupt("root names a block with no references", dir.entry(i)))?.map(Some)
 }
 
 pub(super) fn remove(heap: &Heap, name: &str) -> Result<bool> {
     let name = check_name(name)?;
     let g = heap.lock()?;
-    let Some((i, block)) = find(heap, name)? else {
+    let dir = table::directory(heap)?;
+    let Some((i, block)) = find(heap, &dir, name)? else {
         return Ok(false);
     };
-    ROOTS.set_target(heap, i, 0)?;
+    table::remove(heap, &dir, i)?;
     heap.release_hold_locked(&g, block)?;
     Ok(true)
 }
 
 pub(super) fn list(heap: &Heap) -> Result<Vec<(String, BlockHandle)>> {
     let _g = heap.lock()?;
-    entries(heap)?
+    let dir = table::directory(heap)?;
+    entries(heap, &dir)?
         .into_iter()
         .map(|e| {
             let name = String::from_utf8(e.name)
-                .map_err(|_| Error::corrupt("root name is not UTF-8", ROOTS.entry(e.index)))?;
+                .map_err(|_| Error::corrupt("root name is not UTF-8", dir.entry(e.index)))?;
             Ok((name, heap.handle_of(e.target)))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()
+        .map(|mut roots| {
+            roots.sort_by(|a, b| a.0.cmp(&b.0));
+            roots
+        })
 }

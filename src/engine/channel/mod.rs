@@ -192,7 +192,7 @@ pub(crate) fn open(heap: &HeapRef, name: &str, capacity: usize) -> Result<Channe
 
 fn make(heap: &Heap, g: &Guard<'_>, name: &[u8], capacity: u64) -> Result<u64> {
     let r = &heap.region;
-    let i = CHANNELS.free_entry(heap).ok_or(Error::InvalidOptions("the channel directory is full"))?;
+    let i = CHANNELS.place_for(heap, name)?.ok_or(Error::InvalidOptions("the channel directory is full"))?;
     let ring = heap.allocate_locked(g, RING_SLOTS + 8 * capacity, 4)?;
     r.zero(ring + HEADER_SIZE, RING_SLOTS + 8 * capacity)?;
     r.store(ring + HEADER_SIZE + RING_CAPACITY, capacity)?;

@@ -350,7 +350,7 @@ fn salvage_scan_quarantines_around_anchors() {
     let offs: Vec<u64> = (0..8).map(|i| h.alloc(200 + i * 50, 4, i as u8).unwrap().offset).collect();
     let r = &h.mem.region;
     let tag = r.load(offs[2]).unwrap();
-    r.store(offs[2], tag | 1 << 62).unwrap(); // a reserved bit: does not parse
+    r.store(offs[2], tag | 1 << 63).unwrap(); // a reserved bit: does not parse
     assert!(is_corrupt(h.core().scan()), "recovery refuses it");
     let before: Vec<u8> = {
         let mut b = vec![0u8; 64 * 1024];
