@@ -242,6 +242,13 @@ impl DefaultManager {
     pub fn check(&self) -> Result<crate::CheckReport> {
         crate::engine::kinds::full_check(self.heap())
     }
+
+    /// Frees the blocks that only cycles of links keep ([`crate::CheckReport::cycle_blocks`]):
+    /// what no `MemoryBlock` of this process reaches through links. As
+    /// `MappedManager::collect_cycles`, in process memory.
+    pub fn collect_cycles(&self) -> Result<crate::RecoveryReport> {
+        self.heap().collect_cycles()
+    }
 }
 
 /// Where allocations the heap cannot serve go (see the `GlobalAlloc` impl): the system

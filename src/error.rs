@@ -154,6 +154,13 @@ pub enum Error {
     /// ([`crate::MemoryManager::allocate_atomic`]).
     #[error("the block has no {0}")]
     NoSharedArea(&'static str),
+    /// The block has as many other holds as one block can have, 2^20 - 1 (a root, a link, a
+    /// channel slot and each process that resolved it count one): the root or link is refused.
+    #[error("the block at {offset:#x} has the most holds a block can have (2^20 - 1)")]
+    TooManyHolds {
+        /// The block's header offset.
+        offset: u64,
+    },
     /// Every handle of the block's manager was dropped, and no reference resolved through it
     /// is left: only owners' blocks keep its heap then, and no new reference can be made in
     /// it (keep a manager handle to follow links or upgrade weak references).

@@ -25,8 +25,9 @@ impl MemoryBlock {
     /// first. Any holder of this block may change its links, whether or not it was shared:
     /// links change under the store lock, never through the block's bytes.
     ///
-    /// Fails with [`Error::NoSuchLink`] for an index beyond [`MemoryBlock::link_count`] and
-    /// [`Error::WrongManager`] for a child of another manager.
+    /// Fails with [`Error::NoSuchLink`] for an index beyond [`MemoryBlock::link_count`],
+    /// [`Error::WrongManager`] for a child of another manager, and [`Error::TooManyHolds`] for a
+    /// child that already has 2^20 - 1 holds (links, roots, resolving processes).
     ///
     /// ```
     /// use mmheap::{DefaultManager, MemoryManager};

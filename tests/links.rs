@@ -214,7 +214,10 @@ fn default_cycle() -> Result<(), Failed> {
     ensure(report.is_sound(), format!("a cycle is no damage: {:?}", report.problems))?;
     let mut want: Vec<u64> = offsets.iter().map(|o| o - 32).collect();
     want.sort_unstable();
-    ensure(report.cycle_blocks == want, format!("both reported: {:?} vs {want:?}", report.cycle_blocks))
+    ensure(report.cycle_blocks == want, format!("both reported: {:?} vs {want:?}", report.cycle_blocks))?;
+    let live = m.stats()?.live_blocks;
+    ensure(m.collect_cycles()?.blocks_freed == 2, "both collected")?;
+    ensure(m.stats()?.live_blocks == live - 2 && m.check()?.cycle_blocks.is_empty(), "gone")
 }
 
 fn store_cycle() -> Result<(), Failed> {

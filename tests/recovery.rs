@@ -151,15 +151,33 @@ fn populate() -> Result<Pristine, Failed> {
     let (blocks, err) = snap.blocks(|_| {});
     ensure(err.is_none(), "the pristine store walks")?;
     let listed = snap.roots()?;
+    roots.sort_by(|a, b| a.name.cmp(&b.name));
+    let bytes = std::fs::read(&path)?;
     for (r, info) in roots.iter_mut().zip(&listed) {
-        ensure(r.name == info.name, "roots listed in order")?;
-        let entry = ROOTS_OFFSET + ROOT_SIZE * (r.name["root-".len()..].parse::<u64>()?);
-        r.own.push(entry..entry + ROOT_SIZE);
+        ensure(r.name == info.name, "roots listed sorted by name")?;
+        r.own.extend(root_entry(&bytes, &r.name).ok_or("no table entry")?);
         r.own.extend(own_bytes(&blocks, info.offset));
     }
-    let bytes = std::fs::read(&path)?;
     let targets = flip_targets(&blocks, &bytes);
     Ok(Pristine { _dir: dir, path, bytes, roots, targets })
+}
+
+/// The bytes of the roots table that root `name` needs: its entry (found by the table's probe,
+/// `docs/format.md`), the table block's header and its count of entries (a root is found
+/// through them).
+fn root_entry(bytes: &[u8], name: &str) -> Option<[Range<u64>; 3]> {
+    let word = |at: u64| u64::from_le_bytes(bytes[at as usize..at as usize + 8].try_into().unwrap());
+    let table = word(SB_ROOT_TABLE);
+    let capacity = word(payload_of(table) + ROOT_TABLE_CAPACITY);
+    let hash =
+        name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (0..capacity).map(|k| (hash + k) & (capacity - 1)).find_map(|i| {
+        let e = payload_of(table) + ROOT_TABLE_ENTRIES + i * ROOT_SIZE;
+        let len = word(e + ROOT_NAME_LEN) as u32 as usize;
+        let at = (e + ROOT_NAME) as usize;
+        (word(e + ROOT_BLOCK) != 0 && bytes[at..at + len] == *name.as_bytes())
+            .then(|| [e..e + ROOT_SIZE, table..table + HEADER_SIZE, payload_of(table)..payload_of(table) + 8])
+    })
 }
 
 /// The bytes that describe the block or slot `id` (what salvage needs to check out).
@@ -204,7 +222,12 @@ fn flip_targets(blocks: &[mmheap::inspect::BlockInfo], bytes: &[u8]) -> Vec<Rang
         CHANNELS_OFFSET..CHANNELS_OFFSET + CHANNEL_SIZE,
         REGISTRY_OFFSET..REGISTRY_OFFSET + 4 * SLOT_SIZE,
         ROOTS_OFFSET..ROOTS_OFFSET + 24 * ROOT_SIZE,
+        SB_ROOT_TABLE..SB_ROOT_TABLE + 8,
     ];
+    // The roots table: its header, counts and entries.
+    let table = word(SB_ROOT_TABLE);
+    let capacity = word(payload_of(table) + ROOT_TABLE_CAPACITY);
+    t.push(table..payload_of(table) + ROOT_TABLE_ENTRIES + capacity * ROOT_SIZE);
     // The ring block's payload, and the dead process's tables (metadata in blocks).
     let mut meta = vec![word(CHANNELS_OFFSET + CHANNEL_RING)];
     for i in 0..SLOT_COUNT {

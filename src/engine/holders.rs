@@ -60,6 +60,12 @@ pub(crate) trait Kind: Sync {
     fn leaks(&self, _heap: &Heap) -> Result<Vec<u64>> {
         Ok(Vec::new())
     }
+    /// What this kind's references name, one entry per reference, as the check reads them
+    /// (under the store lock): every block has at least as many other holds as references
+    /// naming it. Empty for a kind whose references change without the store lock.
+    fn named(&self, _heap: &Heap) -> Result<Vec<u64>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A recovery's look at one kind of reference.
@@ -77,6 +83,17 @@ pub(crate) trait Session {
     /// when recovery frees that block. `None`: it is kept elsewhere.
     fn inside(&self, _holder: &Holder) -> Option<u64> {
         None
+    }
+    /// For a kind whose references are kept inside blocks: reads them again from `blocks`, the
+    /// tiling the plan settled on (salvage's may differ from what the store walks to), to
+    /// replace those `read` gave. `None`: nothing to replace.
+    fn tiled(
+        &mut self,
+        _heap: &Heap,
+        _blocks: &[crate::engine::core::tlsf::BlockInfo],
+        _plan: &mut dyn Reading,
+    ) -> Result<Option<Vec<Reference>>> {
+        Ok(None)
     }
     /// Whether `holder`'s reference goes whatever it names: what holds it could not be read
     /// (and that is the damage reported).
@@ -144,6 +161,14 @@ impl Kind for HoldTables {
                     out.push(crate::Problem { what: "hold table names no held block", offset: table });
                 }
             }
+        }
+        Ok(out)
+    }
+
+    fn named(&self, heap: &Heap) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for (_, table) in living_tables(heap, &heap.dead_slots(false)?)? {
+            out.extend(holds::entries(heap, table).unwrap_or_default());
         }
         Ok(out)
     }

@@ -27,9 +27,27 @@ pub(crate) fn recover_locked(heap: &Heap, g: &Guard<'_>, reclaim_own: bool) -> R
 pub(crate) fn full_check(heap: &Heap) -> Result<CheckReport> {
     let mut report = heap.check()?;
     let _g = heap.lock()?;
+    let mut named: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
     for kind in KINDS {
         report.problems.extend(kind.check(heap)?);
         report.cycle_blocks.extend(kind.leaks(heap)?);
+        for target in kind.named(heap)? {
+            *named.entry(target).or_default() += 1;
+        }
+    }
+    // Fewer holds than references: the block would be freed while something names it.
+    let mut short: Vec<u64> = named
+        .into_iter()
+        .filter(|&(target, n)| {
+            heap.names_live(target) && crate::engine::core::header::rc::other(heap.rc(target)) < n
+        })
+        .map(|(target, _)| target)
+        .collect();
+    short.sort_unstable();
+    for offset in short {
+        report
+            .problems
+            .push(crate::Problem { what: "block has fewer holds than references naming it", offset });
     }
     report.problems.extend(crate::engine::heap::cache::exchange::check(heap));
     report.dead_processes = heap.dead_slots(false)?.len() as u64;

@@ -44,14 +44,12 @@ fn cells(heap: &Heap, table: &LinkTable) -> Result<Vec<(u64, u64)>> {
 
 impl Kind for Links {
     fn open(&self, _heap: &Heap, _dead: &[u64], kind: usize) -> Result<Box<dyn Session>> {
-        Ok(Box::new(LinkSession { kind, unreadable: Vec::new() }))
+        Ok(Box::new(LinkSession { kind, tables: HashMap::new(), unreadable: Vec::new() }))
     }
 
-    /// Tables that do not fit their blocks, links that name no held block, blocks with fewer
-    /// holds than links naming them.
+    /// Tables that do not fit their blocks, links that name no held block.
     fn check(&self, heap: &Heap) -> Result<Vec<Problem>> {
         let mut out = Vec::new();
-        let mut named: HashMap<u64, u64> = HashMap::new();
         for (off, table) in linked_blocks(heap, false)? {
             let table = match table {
                 Ok(t) => t,
@@ -61,17 +59,19 @@ impl Kind for Links {
                 }
             };
             for (i, target) in cells(heap, &table)? {
-                let w = heap.rc(target);
-                if !heap.names_live(target) || !rc::published(w) {
+                if !heap.names_live(target) || !rc::published(heap.rc(target)) {
                     out.push(Problem { what: "link names no held block", offset: table.cell(i) });
-                    continue;
                 }
-                *named.entry(target).or_default() += 1;
             }
         }
-        for (&target, &links) in &named {
-            if rc::other(heap.rc(target)) < links {
-                out.push(Problem { what: "block has fewer holds than links naming it", offset: target });
+        Ok(out)
+    }
+
+    fn named(&self, heap: &Heap) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for (_, table) in linked_blocks(heap, false)? {
+            if let Ok(table) = table {
+                out.extend(cells(heap, &table)?.into_iter().map(|(_, target)| target));
             }
         }
         Ok(out)
@@ -95,13 +95,22 @@ impl Kind for Links {
 
 struct LinkSession {
     kind: usize,
+    /// The tables read from the plan's tiling, by block: where the repair clears cells.
+    tables: HashMap<u64, LinkTable>,
     /// Salvage: linked blocks whose table is damaged; they lose their `LINKED` bit.
     unreadable: Vec<u64>,
 }
 
-impl Session for LinkSession {
-    fn read(&mut self, heap: &Heap, plan: &mut dyn Reading, out: &mut Vec<Reference>) -> Result<()> {
-        for (off, table) in linked_blocks(heap, plan.salvaging())? {
+impl LinkSession {
+    /// The references of the linked blocks of `blocks` (their tables recorded).
+    fn read_blocks(
+        &mut self,
+        heap: &Heap,
+        blocks: impl Iterator<Item = (u64, Result<LinkTable>)>,
+        plan: &mut dyn Reading,
+    ) -> Result<Vec<Reference>> {
+        let mut out = Vec::new();
+        for (off, table) in blocks {
             let Ok(table) = table else {
                 plan.damage("link table does not fit its block", off)?;
                 self.unreadable.push(off);
@@ -111,8 +120,32 @@ impl Session for LinkSession {
                 let holder = Holder { kind: self.kind, entry: off, message: Some(i) };
                 out.push(Reference { holder, target });
             }
+            self.tables.insert(off, table);
+        }
+        Ok(out)
+    }
+}
+
+impl Session for LinkSession {
+    /// Salvage only: the links as a tolerant walk finds them, for the anchors of its tiling
+    /// (`tiled` reads them again from that tiling). Recovery reads them from its scan there.
+    fn read(&mut self, heap: &Heap, plan: &mut dyn Reading, out: &mut Vec<Reference>) -> Result<()> {
+        if plan.salvaging() {
+            out.extend(self.read_blocks(heap, linked_blocks(heap, true)?.into_iter(), plan)?);
+            (self.tables, self.unreadable) = (HashMap::new(), Vec::new());
         }
         Ok(())
+    }
+
+    fn tiled(
+        &mut self,
+        heap: &Heap,
+        blocks: &[crate::engine::core::tlsf::BlockInfo],
+        plan: &mut dyn Reading,
+    ) -> Result<Option<Vec<Reference>>> {
+        let linked = blocks.iter().filter(|b| b.tag.is_plain_used() && b.tag.is_linked());
+        let tables = linked.map(|b| (b.offset, heap.link_table(b.offset, b.tag)));
+        self.read_blocks(heap, tables, plan).map(Some)
     }
 
     fn what(&self, _holder: &Holder) -> &'static str {
@@ -135,7 +168,7 @@ impl Session for LinkSession {
     /// table it could not read (their links are lost: what only they held is freed).
     fn repair(&self, heap: &Heap, dropped: &[Reference], _renamed: &[(Holder, String)]) -> Result<()> {
         for r in dropped {
-            if let (Some(table), Some(i)) = (heap.links_of(r.holder.entry)?, r.holder.message) {
+            if let (Some(table), Some(i)) = (self.tables.get(&r.holder.entry), r.holder.message) {
                 heap.region.store(table.cell(i), 0)?;
             }
         }

@@ -28,18 +28,30 @@ const TABLE_ENTRY: u64 = u64::MAX;
 
 /// The store's roots table, checked: (its block, its number of entries). `None`: none yet.
 pub(crate) fn table(heap: &Heap) -> Result<Option<(u64, u64)>> {
+    let Some((block, capacity, field)) = table_as_found(heap)? else { return Ok(None) };
+    if field != capacity {
+        return Err(Error::corrupt("roots table's size disagrees with its block", payload_of(block)));
+    }
+    Ok(Some((block, capacity)))
+}
+
+/// The roots table as its block says it is: (block, entries its length holds, the entries its
+/// header says). The header's count is redundant (a table's block is exactly as long as its
+/// entries), so salvage can trust the block's.
+fn table_as_found(heap: &Heap) -> Result<Option<(u64, u64, u64)>> {
     let block = heap.region.load(SB_ROOT_TABLE)?;
     if block == 0 {
         return Ok(None);
     }
     let bad = || Error::corrupt("roots table does not fit its block", SB_ROOT_TABLE);
     let tag = heap.core().block_at(block).map_err(|_| bad())?;
-    let capacity = heap.region.load(payload_of(block) + ROOT_TABLE_CAPACITY)?;
-    let fits = capacity.checked_mul(ROOT_SIZE).and_then(|b| b.checked_add(ROOT_TABLE_ENTRIES));
-    if !tag.is_plain_used() || !capacity.is_power_of_two() || fits.map_or(true, |f| f > tag.len()) {
+    let capacity = tag.len().saturating_sub(ROOT_TABLE_ENTRIES) / ROOT_SIZE;
+    if !tag.is_plain_used() || tag.has_trailer() || !capacity.is_power_of_two() || capacity < ROOT_TABLE_FIRST
+    {
         return Err(bad());
     }
-    Ok(Some((block, capacity)))
+    let field = heap.region.load(payload_of(block) + ROOT_TABLE_CAPACITY)?;
+    Ok(Some((block, capacity, field)))
 }
 
 /// The directory the roots are in: the table, or the fixed directory if there is none yet.
@@ -145,6 +157,25 @@ fn count(heap: &Heap, dir: &Directory, used: i64, emptied: i64) -> Result<()> {
     add(ROOT_TABLE_EMPTIED, emptied)
 }
 
+/// The one block of the heap laid out as a roots table (its count of entries what its length
+/// holds, a power of two, held by one other hold and nothing else), if exactly one is.
+fn lone_table(heap: &Heap) -> Result<Option<u64>> {
+    let core = heap.core();
+    let blocks = core.scan().or_else(|_| core.scan_salvage(&[]))?;
+    let mut found = None;
+    for b in blocks.iter().filter(|b| b.tag.is_plain_used() && !b.tag.has_trailer()) {
+        let capacity = b.tag.len().saturating_sub(ROOT_TABLE_ENTRIES) / ROOT_SIZE;
+        let laid_out = capacity >= ROOT_TABLE_FIRST
+            && capacity.is_power_of_two()
+            && heap.region.load(payload_of(b.offset) + ROOT_TABLE_CAPACITY)? == capacity
+            && heap.region.load(b.offset + HDR_RC)? & !rc::PUBLISHED == rc::OTHER_ONE;
+        if laid_out && found.replace(b.offset).is_some() {
+            return Ok(None);
+        }
+    }
+    Ok(found)
+}
+
 /// One used entry of the roots, read as it is, with what is wrong with it.
 pub(crate) struct Surveyed {
     /// The name, bytes that are not UTF-8 replaced.
@@ -190,7 +221,7 @@ pub(crate) struct Roots;
 
 impl Kind for Roots {
     fn open(&self, _heap: &Heap, _dead: &[u64], kind: usize) -> Result<Box<dyn Session>> {
-        Ok(Box::new(RootSession { kind, dir: None, counts: (0, 0) }))
+        Ok(Box::new(RootSession { kind, dir: None, counts: (0, 0), capacity: None, relink: None }))
     }
 
     fn check(&self, heap: &Heap) -> Result<Vec<Problem>> {
@@ -206,6 +237,13 @@ impl Kind for Roots {
         out.extend(table(heap).ok().flatten().map(|(block, _)| block));
         Ok(())
     }
+
+    fn named(&self, heap: &Heap) -> Result<Vec<u64>> {
+        let Ok(dir) = directory(heap) else { return Ok(Vec::new()) };
+        let mut out = dir.targets(heap);
+        out.extend(table(heap).ok().flatten().map(|(block, _)| block));
+        Ok(out)
+    }
 }
 
 struct RootSession {
@@ -214,11 +252,32 @@ struct RootSession {
     dir: Option<Directory>,
     /// A table's used and emptied entries, as read.
     counts: (u64, u64),
+    /// Salvage: a table whose header's count of entries was damaged, and the right one.
+    capacity: Option<(u64, u64)>,
+    /// Salvage: the table found in the heap when the superblock's field was damaged.
+    relink: Option<u64>,
 }
 
 impl Session for RootSession {
     fn read(&mut self, heap: &Heap, plan: &mut dyn Reading, out: &mut Vec<Reference>) -> Result<()> {
-        let dir = match table(heap) {
+        let mut found = table_as_found(heap);
+        if found.is_err() && plan.salvaging() {
+            // The superblock's field was hit: the one block that is laid out as a roots table
+            // (and held as one) is it; the repair names it again.
+            if let Some(block) = lone_table(heap)? {
+                self.relink = Some(block);
+                let capacity = heap.region.load(payload_of(block) + ROOT_TABLE_CAPACITY)?;
+                found = Ok(Some((block, capacity, capacity)));
+            }
+        }
+        if let Ok(Some((block, capacity, field))) = found {
+            if field != capacity {
+                // Salvage: the header's count is written again from the block's length.
+                plan.damage("roots table's size disagrees with its block", payload_of(block))?;
+                self.capacity = Some((block, capacity));
+            }
+        }
+        let dir = match found.map(|t| t.map(|(block, capacity, _)| (block, capacity))) {
             Ok(Some((block, capacity))) => {
                 let holder = Holder { kind: self.kind, entry: TABLE_ENTRY, message: None };
                 out.push(Reference { holder, target: block });
@@ -274,6 +333,12 @@ impl Session for RootSession {
         let entries: Vec<Reference> =
             dropped.iter().copied().filter(|r| r.holder.entry != TABLE_ENTRY).collect();
         dir.repair(heap, &entries, renamed)?;
+        if let Some(block) = self.relink {
+            heap.region.store(SB_ROOT_TABLE, block)?;
+        }
+        if let Some((block, capacity)) = self.capacity {
+            heap.region.store(payload_of(block) + ROOT_TABLE_CAPACITY, capacity)?;
+        }
         if let Some(at) = dir.header() {
             let dropped = entries.len() as u64;
             heap.region.store(at + ROOT_TABLE_USED, self.counts.0 - dropped.min(self.counts.0))?;

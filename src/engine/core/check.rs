@@ -58,7 +58,9 @@ pub struct CheckReport {
     pub quarantined_bytes: u64,
     /// Blocks kept alive only by cycles of links that no root, channel, hold or living process
     /// reaches (and what only such cycles link): not problems, but leaks until a recovery that
-    /// collects them runs (`MappedManager::collect_cycles`). Header offsets or slot ids.
+    /// collects them runs (`MappedManager::collect_cycles`, `DefaultManager::collect_cycles`).
+    /// Header offsets or slot ids, as [`crate::BlockHandle::offset`] (a `MemoryBlock`'s
+    /// `offset()` is its payload's, 32 bytes further for a block with a header).
     pub cycle_blocks: Vec<u64>,
     /// The inconsistencies, in address order of discovery.
     pub problems: Vec<Problem>,

@@ -192,7 +192,7 @@ impl Heap {
             (rc::other(w) < rc::OTHER_MAX).then(|| (w + rc::OTHER_ONE) | rc::PUBLISHED)
         })
         .map(drop)
-        .map_err(|_| Error::corrupt("too many holds on one block", off))
+        .map_err(|_| Error::TooManyHolds { offset: off })
     }
 
     /// Completes the header of the held block at `off` before others can name it (a root, a

@@ -170,6 +170,16 @@ impl Plan {
             }
         };
         let index = plan.check_blocks(heap)?;
+        // Kinds whose references are kept inside blocks read them from this tiling, as checked
+        // (salvage gives a block whose quarantine bit a flip set its tag back).
+        let blocks = std::mem::take(&mut plan.blocks);
+        for (kind, session) in sessions.iter_mut().enumerate() {
+            if let Some(refs) = session.tiled(heap, &blocks, &mut plan)? {
+                candidates.retain(|r| r.holder.kind != kind);
+                candidates.extend(refs);
+            }
+        }
+        plan.blocks = blocks;
         plan.keep_references(&core, &index, sessions, candidates)?;
         if mode == Mode::Salvage {
             plan.room_for_pages(&index);
