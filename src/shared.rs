@@ -97,7 +97,7 @@ impl MemoryBlock {
     pub fn lock(&self) -> Result<Locked<'_>> {
         let area = self.area()?.filter(|a| !a.atomic).ok_or(Error::NoSharedArea("a guarded area"))?;
         let died = self.heap().lock_area(&area)?;
-        let guard = SharedGuard { block: self, area };
+        let guard = SharedGuard { block: self, area, pid: std::process::id() };
         Ok(if died { Locked::HolderDied(guard) } else { Locked::Consistent(guard) })
     }
 }
@@ -131,6 +131,9 @@ impl<'a> Locked<'a> {
 pub struct SharedGuard<'a> {
     block: &'a MemoryBlock,
     area: SharedArea,
+    /// The process that took the lock: a copy of the guard in a `fork()`ed child lets nothing
+    /// go (the lock is the parent's).
+    pid: u32,
 }
 
 impl SharedGuard<'_> {
@@ -180,6 +183,9 @@ impl Drop for SharedGuard<'_> {
     /// Releases the lock; a guard dropped while its thread panics leaves the area marked
     /// inconsistent, as a holder that died would (std's `Mutex` poisons itself likewise).
     fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            return; // a forked child's copy: the parent holds the lock
+        }
         let heap = self.block.heap();
         if std::thread::panicking() {
             heap.mark_inconsistent(&self.area);

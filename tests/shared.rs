@@ -37,6 +37,9 @@ fn main() {
         trials.push(Trial::test("store::recovery_gives_back_a_dead_holder_s_lock", recovery_releases));
         trials.push(Trial::test("store::four_processes_count_exactly_through_kills", counting_through_kills));
         trials.push(Trial::test("store::atomic_views_are_shared_between_processes", atomics_across));
+        trials.push(Trial::test("store::a_leaked_guard_does_not_pass_for_the_next_process_in_its_slot", leaked));
+        trials.push(Trial::test("store::a_lock_word_naming_no_living_holder_is_taken_over", stray_word));
+        trials.push(Trial::test("store::a_forked_child_s_copy_of_a_guard_lets_nothing_go", forked));
         trials
     });
 }
@@ -345,6 +348,49 @@ fn atomics_across() -> Result<(), Failed> {
     ensure(total == 30_000, format!("{total} of 30,000 additions"))
 }
 
+/// A child that locks "m" once and says whether it was told a holder died.
+fn lock_once(path: &Path) -> Result<String, Failed> {
+    let mut kid = spawn("lock-once", path, &[]);
+    let line = lines_of(&mut kid)?.recv_timeout(Duration::from_secs(30)).map_err(|_| "the locker hangs")?;
+    wait_ok(kid, "the locker")?;
+    Ok(line)
+}
+
+fn leaked() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("l.mmheap");
+    drop(store_with_lock(&path)?);
+    // A process forgets its guard and detaches cleanly: nobody died, nothing recovers; the next
+    // process given its registry slot must not take the word for its own.
+    wait_ok(spawn("leak", &path, &[]), "the leaker")?;
+    ensure(lock_once(&path)? == "holder died", "the leaked lock is taken over and reported")?;
+    ensure(lock_once(&path)? == "consistent", "then given back")
+}
+
+fn stray_word() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("w.mmheap");
+    let m = store_with_lock(&path)?;
+    let lock_word = root(&m, "m")?.handle().offset + 32 + 64; // after the 64-byte area
+    m.flush()?;
+    drop(m);
+    // A damaged word naming registry slot 0 (the next opener's own slot) with no nonce.
+    let mut bytes = std::fs::read(&path)?;
+    bytes[lock_word as usize..lock_word as usize + 4].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&path, &bytes)?;
+    ensure(lock_once(&path)? == "holder died", "taken over, not waited for")
+}
+
+fn forked() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("f.mmheap");
+    drop(store_with_lock(&path)?);
+    let mut kid = spawn("fork", &path, &[]);
+    let line = lines_of(&mut kid)?.recv_timeout(Duration::from_secs(30)).map_err(|_| "no answer")?;
+    ensure(line == "still held", format!("after the child dropped its copy: {line}"))?;
+    wait_ok(kid, "the forker")
+}
+
 fn child(role: &str, path: &Path) -> Res {
     let m = MappedManager::open(path)?;
     match role {
@@ -357,6 +403,37 @@ fn child(role: &str, path: &Path) -> Res {
             BufReader::new(std::io::stdin()).read_line(&mut line)?;
             drop(g);
             println!("released");
+        }
+        "leak" => {
+            let block = m.root("m")?.ok_or("no root")?;
+            std::mem::forget(block.lock()?.guard());
+        }
+        "lock-once" => {
+            let block = m.root("m")?.ok_or("no root")?;
+            let locked = block.lock()?;
+            println!("{}", if locked.holder_died() { "holder died" } else { "consistent" });
+            locked.guard().mark_consistent()?;
+        }
+        "fork" => {
+            let block = m.root("m")?.ok_or("no root")?;
+            let guard = block.lock()?.guard();
+            // SAFETY: the child only drops its copy of the guard and leaves with `_exit`.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                drop(guard);
+                // SAFETY: ends the forked child without running anything of the parent's.
+                unsafe { libc::_exit(0) };
+            }
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            let other = block.clone();
+            let waiter = std::thread::spawn(move || drop(other.lock()));
+            std::thread::sleep(Duration::from_millis(300));
+            println!("{}", if waiter.is_finished() { "released by the child" } else { "still held" });
+            std::io::stdout().flush()?;
+            drop(guard);
+            waiter.join().map_err(|_| "the waiter panicked")?;
         }
         "add" => {
             let block = m.root("a")?.ok_or("no root")?;

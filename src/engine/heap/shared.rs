@@ -21,6 +21,16 @@ pub(crate) const AREA_ATOMIC: u64 = 1 << 63;
 /// consistent again since.
 pub(crate) const STATE_INCONSISTENT: u32 = 1;
 const AREA_LEN_MASK: u64 = (1 << 40) - 1;
+/// A guarded area's lock word: the holder's registry slot + 1 in bits 0..8.
+const AREA_SLOT_MASK: u32 = 0xff;
+/// A guarded area's lock word: the holder's nonce (`area_nonce`) from bit 8 to bit 31.
+const AREA_NONCE_SHIFT: u32 = 8;
+const _: () = assert!(SLOT_COUNT <= AREA_SLOT_MASK as u64);
+
+/// The 23 bits of a registry nonce a lock word holds, never all 0.
+fn area_nonce(nonce: u64) -> u32 {
+    (nonce as u32 & 0x7f_ffff) | 1
+}
 /// Largest area: 2^40 - 8 bytes.
 pub(crate) const AREA_MAX: u64 = AREA_LEN_MASK & !7;
 /// Bytes after the area: lock word, state word, footer.
@@ -128,6 +138,35 @@ impl Heap {
         Ok(())
     }
 
+    /// This process's tag in a guarded area's lock word: its registry slot + 1 in bits 0..8 and
+    /// 23 bits of its registry nonce above them (never all 0), so that a word an earlier process
+    /// in the same slot left (a guard it leaked), or that damage wrote, names no living holder
+    /// (it would pass for this process, which would wait for itself). 1 in process memory.
+    fn area_tag(&self) -> u32 {
+        match self.slot() {
+            Some(slot) => self.tag | area_nonce(self.slot_nonce(u64::from(slot))) << AREA_NONCE_SHIFT,
+            None => self.tag,
+        }
+    }
+
+    /// The registry nonce of slot `slot` (0 for a slot that cannot be read).
+    fn slot_nonce(&self, slot: u64) -> u64 {
+        self.region.load(slot_offset(slot) + SLOT_NONCE).unwrap_or(0)
+    }
+
+    /// Whether the holder `tag` of an area's lock word is gone: its slot names no process, or
+    /// another process than the one with that nonce, or that process died.
+    fn area_holder_gone(&self, tag: u32) -> bool {
+        let slot = u64::from(tag & AREA_SLOT_MASK);
+        if self.slot().is_none() {
+            return self.backing.owner_dead(tag);
+        }
+        if slot == 0 || slot > SLOT_COUNT {
+            return true;
+        }
+        tag >> AREA_NONCE_SHIFT != area_nonce(self.slot_nonce(slot - 1)) || self.backing.owner_dead(slot as u32)
+    }
+
     /// Takes the lock of the guarded area `area`: `true` if a holder died holding it (then, or
     /// before, without the area being marked consistent since). Waits while a living process
     /// holds it, however long (a stopped one too); takes it over from a dead one.
@@ -136,7 +175,7 @@ impl Heap {
             return Err(Error::ReadOnly { path: path.clone() });
         }
         let (word, state) = (self.region.u32_at(area.lock)?, self.region.u32_at(area.state())?);
-        let how = lock::acquire(word, self.tag, self.backing.shared(), |t| self.backing.owner_dead(t));
+        let how = lock::acquire(word, self.area_tag(), self.backing.shared(), |t| self.area_holder_gone(t));
         if let Acquired::TakenOver(_) = how {
             state.fetch_or(STATE_INCONSISTENT, Ordering::Relaxed);
         }
@@ -155,7 +194,7 @@ impl Heap {
     pub(crate) fn release_dead_holder(&self, area: &SharedArea, dead: &[u64]) -> Result<()> {
         let (word, state) = (self.region.u32_at(area.lock)?, self.region.u32_at(area.state())?);
         let w = word.load(Ordering::Acquire);
-        let holder = u64::from(w & !lock::CONTENDED);
+        let holder = u64::from(w & AREA_SLOT_MASK);
         if holder == 0 || holder > SLOT_COUNT || !dead.contains(&(holder - 1)) {
             return Ok(());
         }
