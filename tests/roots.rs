@@ -18,6 +18,7 @@ fn main() {
             Trial::test("many_roots_are_set_found_removed_and_listed", many),
             Trial::test("roots_of_the_fixed_directory_move_into_the_table", moved),
             Trial::test("names_that_collide_and_emptied_entries_are_probed_past", probing),
+            Trial::test("a_read_only_reader_reads_while_a_writer_grows_the_table", reader),
         ];
         for point in ["roots-table-filled", "roots-table-named"] {
             for first in [true, false] {
@@ -165,6 +166,36 @@ fn killed(point: &str, first: bool) -> Result<(), Failed> {
     Ok(())
 }
 
+fn reader() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("r.mmheap");
+    let m = MappedManager::create(&path, &options())?;
+    for i in 0..10 {
+        set(&m, &format!("stable {i}"), i)?;
+    }
+    let writer = spawn("churn", &path, &[]);
+    let reader = MappedManager::open_read_only(&path)?;
+    let (mut lists, mut changing) = (0, 0);
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(3) {
+        match reader.roots() {
+            Ok(roots) => {
+                lists += 1;
+                let stable = roots.iter().filter(|(n, _)| n.starts_with("stable ")).count();
+                ensure(stable == 10, format!("a list without every stable root: {stable}"))?;
+                ensure(roots.windows(2).all(|w| w[0].0 < w[1].0), "sorted, each once")?;
+            }
+            Err(mmheap::Error::StoreChanging { .. }) => changing += 1,
+            Err(e) => return Err(format!("a reader of a healthy store got {e}").into()),
+        }
+        ensure(reader.root_handle("stable 3")?.is_some(), "a stable root is found")?;
+    }
+    kill(writer)?;
+    ensure(lists + changing > 0, "read")?;
+    drop(m);
+    Ok(())
+}
+
 fn read_u64(path: &Path, at: u64) -> Result<u64, Failed> {
     let bytes = std::fs::read(path)?;
     Ok(u64::from_le_bytes(bytes[at as usize..at as usize + 8].try_into()?))
@@ -174,6 +205,17 @@ fn child(role: &str, path: &Path) -> Res {
     let m = MappedManager::open(path)?;
     match role {
         "add" => set(&m, "added", 99)?,
+        "churn" => {
+            // Grows the table again and again, and empties it: until killed.
+            for round in 0u64.. {
+                for i in 0..500 {
+                    set(&m, &format!("churn {round} {i}"), i)?;
+                }
+                for i in 0..500 {
+                    m.remove_root(&format!("churn {round} {i}"))?;
+                }
+            }
+        }
         "count" => {
             let n: u64 = std::env::var("MMHEAP_ROOTS")?.parse()?;
             let listed = m.roots()?.len() as u64;

@@ -37,7 +37,10 @@ fn main() {
         trials.push(Trial::test("store::recovery_gives_back_a_dead_holder_s_lock", recovery_releases));
         trials.push(Trial::test("store::four_processes_count_exactly_through_kills", counting_through_kills));
         trials.push(Trial::test("store::atomic_views_are_shared_between_processes", atomics_across));
-        trials.push(Trial::test("store::a_leaked_guard_does_not_pass_for_the_next_process_in_its_slot", leaked));
+        trials.push(Trial::test(
+            "store::a_leaked_guard_does_not_pass_for_the_next_process_in_its_slot",
+            leaked,
+        ));
         trials.push(Trial::test("store::a_lock_word_naming_no_living_holder_is_taken_over", stray_word));
         trials.push(Trial::test("store::a_forked_child_s_copy_of_a_guard_lets_nothing_go", forked));
         trials

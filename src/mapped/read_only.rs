@@ -189,23 +189,44 @@ impl ReadOnlyStore {
     /// Every named root with the handle of its block, sorted by name: the directory as it
     /// was at one moment (read twice, until two reads agree). A root that a writer replaced
     /// under every read of it is left out (`root_handle` and `read_root` look for it alone).
+    /// [`Error::StoreChanging`] when writers changed the roots under every one of 64 reads.
     pub fn roots(&self) -> Result<Vec<(String, BlockHandle)>> {
         self.heap.follow_growth()?;
-        let roots = settled(|| {
-            // A writer may replace the roots table meanwhile: then the read is torn.
+        let read = || -> Result<(Vec<(String, Option<BlockHandle>)>, bool)> {
+            // A writer may replace the roots table meanwhile: then the read is torn, and what
+            // it read of the old one (freed, perhaps reused) may not even parse.
             let table = self.heap.region.load(SB_ROOT_TABLE)?;
-            let dir = roots_directory(&self.heap)?;
+            let replaced = || self.heap.region.load(SB_ROOT_TABLE).map_or(true, |now| now != table);
             let mut roots = Vec::new();
-            for e in dir.entries(&self.heap)? {
-                let name = String::from_utf8(e.name)
-                    .map_err(|_| Error::corrupt("root name is not UTF-8", dir.entry(e.index)))?;
-                let entry = dir.entry(e.index);
-                roots.push((name, self.entry_handle(entry, e.target)?));
+            let read = roots_directory(&self.heap).and_then(|dir| {
+                for e in dir.entries(&self.heap)? {
+                    let name = String::from_utf8(e.name)
+                        .map_err(|_| Error::corrupt("root name is not UTF-8", dir.entry(e.index)))?;
+                    roots.push((name, self.entry_handle(dir.entry(e.index), e.target)?));
+                }
+                Ok(())
+            });
+            match read {
+                Err(Error::Corrupt { .. }) if replaced() => Ok((Vec::new(), true)),
+                Err(e) => Err(e),
+                Ok(()) => Ok((roots.clone(), roots.iter().any(|(_, h)| h.is_none()) || replaced())),
             }
-            let torn =
-                roots.iter().any(|(_, h)| h.is_none()) || self.heap.region.load(SB_ROOT_TABLE)? != table;
-            Ok((roots, torn))
-        })?;
+        };
+        // Two reads that agree, neither torn; writers that never let that happen are no damage.
+        let mut last = None;
+        let mut roots = None;
+        for _ in 0..TRIES * 4 {
+            match read()? {
+                (now, false) if last.as_ref() == Some(&now) => {
+                    roots = Some(now);
+                    break;
+                }
+                (now, false) => last = Some(now),
+                (_, true) => last = None,
+            }
+            std::thread::yield_now();
+        }
+        let roots = roots.ok_or_else(|| Error::StoreChanging { processes: self.heap.attached() })?;
         // An entry still torn after the whole directory's reads is looked up again on its own.
         let mut out = Vec::with_capacity(roots.len());
         for (name, handle) in roots {

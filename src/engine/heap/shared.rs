@@ -164,7 +164,8 @@ impl Heap {
         if slot == 0 || slot > SLOT_COUNT {
             return true;
         }
-        tag >> AREA_NONCE_SHIFT != area_nonce(self.slot_nonce(slot - 1)) || self.backing.owner_dead(slot as u32)
+        tag >> AREA_NONCE_SHIFT != area_nonce(self.slot_nonce(slot - 1))
+            || self.backing.owner_dead(slot as u32)
     }
 
     /// Takes the lock of the guarded area `area`: `true` if a holder died holding it (then, or
