@@ -19,6 +19,7 @@ fn main() {
             Trial::test("roots_of_the_fixed_directory_move_into_the_table", moved),
             Trial::test("names_that_collide_and_emptied_entries_are_probed_past", probing),
             Trial::test("a_read_only_reader_reads_while_a_writer_grows_the_table", reader),
+            Trial::test("salvage_keeps_the_roots_of_a_table_whose_header_was_hit", table_hit),
         ];
         for point in ["roots-table-filled", "roots-table-named"] {
             for first in [true, false] {
@@ -193,6 +194,34 @@ fn reader() -> Result<(), Failed> {
     kill(writer)?;
     ensure(lists + changing > 0, "read")?;
     drop(m);
+    Ok(())
+}
+
+fn table_hit() -> Result<(), Failed> {
+    for (what, at, bit) in [("size", 5, 5), ("size", 6, 1), ("flags", 0, 2), ("count of entries", 32 + 3, 4)]
+    {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("h.mmheap");
+        let m = MappedManager::create(&path, &options())?;
+        for i in 0..300 {
+            set(&m, &format!("r{i}"), i)?;
+        }
+        m.flush()?;
+        drop(m);
+        let mut bytes = std::fs::read(&path)?;
+        let table = read_u64(&path, SB_ROOT_TABLE)?;
+        bytes[(table + at) as usize] ^= 1 << bit;
+        std::fs::write(&path, &bytes)?;
+        ensure(MappedManager::recover_file(&path).is_err(), format!("{what}: recovery refuses"))?;
+        ensure(std::fs::read(&path)? == bytes, format!("{what}: and leaves the file"))?;
+        MappedManager::salvage(&path)?;
+        let m = MappedManager::open(&path)?;
+        let roots = all(&m)?;
+        let intact = (0..300).all(|i| roots.get(&format!("r{i}")) == Some(&i));
+        ensure(roots.len() == 300 && intact, format!("{what}: {} of 300 roots after salvage", roots.len()))?;
+        set(&m, "after", 1)?;
+        ensure(all(&m)?.len() == 301, format!("{what}: the table takes roots again"))?;
+    }
     Ok(())
 }
 

@@ -116,6 +116,11 @@ pub(crate) trait Session {
     /// Repairs the kind's entries as the plan decided: clears the `dropped` references, writes
     /// the new names, repairs what a crash left half done (a ring's head and tail).
     fn repair(&self, heap: &Heap, dropped: &[Reference], renamed: &[(Holder, String)]) -> Result<()>;
+    /// After the repairs, under the lock: makes again what the kind keeps in a block that
+    /// salvage could not keep (the roots table whose header was hit), from what `read` found.
+    fn rebuild(&self, _heap: &Heap, _g: &crate::engine::heap::Guard<'_>) -> Result<()> {
+        Ok(())
+    }
     /// After the recount: forgets what the dead processes had of this kind (channel ends).
     fn forget(&self, _heap: &Heap, _dead: &[u64]) -> Result<()> {
         Ok(())

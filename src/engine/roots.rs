@@ -15,7 +15,7 @@
 //! cleared by recovery: with a table, the fixed directory is not read).
 
 use crate::engine::core::check::Problem;
-use crate::engine::core::header::rc;
+use crate::engine::core::header::{check_word, rc};
 use crate::engine::directory::{Directory, ROOTS};
 use crate::engine::heap::{Guard, Heap};
 use crate::engine::holders::{Holder, Kind, Reading, Reference, Session};
@@ -29,15 +29,17 @@ const TABLE_ENTRY: u64 = u64::MAX;
 /// The store's roots table, checked: (its block, its number of entries). `None`: none yet.
 pub(crate) fn table(heap: &Heap) -> Result<Option<(u64, u64)>> {
     let Some((block, capacity, field)) = table_as_found(heap)? else { return Ok(None) };
-    if field != capacity {
+    let len = heap.core().tag(block)?.len();
+    if field != capacity || len.saturating_sub(ROOT_TABLE_ENTRIES) / ROOT_SIZE != capacity {
         return Err(Error::corrupt("roots table's size disagrees with its block", payload_of(block)));
     }
     Ok(Some((block, capacity)))
 }
 
-/// The roots table as its block says it is: (block, entries its length holds, the entries its
-/// header says). The header's count is redundant (a table's block is exactly as long as its
-/// entries), so salvage can trust the block's.
+/// The roots table as found: (block, its number of entries, the number its header says). The
+/// header's number is used if it fits the block, else the number the block's length gives (a
+/// table's block is as long as its entries, so both agree on a sound table); salvage writes it
+/// again. A size a flip made larger never gives entries that are not there.
 fn table_as_found(heap: &Heap) -> Result<Option<(u64, u64, u64)>> {
     let block = heap.region.load(SB_ROOT_TABLE)?;
     if block == 0 {
@@ -45,13 +47,17 @@ fn table_as_found(heap: &Heap) -> Result<Option<(u64, u64, u64)>> {
     }
     let bad = || Error::corrupt("roots table does not fit its block", SB_ROOT_TABLE);
     let tag = heap.core().block_at(block).map_err(|_| bad())?;
-    let capacity = tag.len().saturating_sub(ROOT_TABLE_ENTRIES) / ROOT_SIZE;
-    if !tag.is_plain_used() || tag.has_trailer() || !capacity.is_power_of_two() || capacity < ROOT_TABLE_FIRST
-    {
+    if !tag.is_plain_used() || tag.has_trailer() {
         return Err(bad());
     }
+    let derived = tag.len().saturating_sub(ROOT_TABLE_ENTRIES) / ROOT_SIZE;
+    let shaped = |n: u64| n.is_power_of_two() && n >= ROOT_TABLE_FIRST && n <= derived;
     let field = heap.region.load(payload_of(block) + ROOT_TABLE_CAPACITY)?;
-    Ok(Some((block, capacity, field)))
+    match (shaped(field), shaped(derived)) {
+        (true, _) => Ok(Some((block, field, field))),
+        (false, true) => Ok(Some((block, derived, field))),
+        (false, false) => Err(bad()),
+    }
 }
 
 /// The directory the roots are in: the table, or the fixed directory if there is none yet.
@@ -112,6 +118,8 @@ fn make_table(heap: &Heap, g: &Guard<'_>, capacity: u64) -> Result<u64> {
         .and_then(|b| b.checked_add(ROOT_TABLE_ENTRIES))
         .ok_or(Error::out_of_space(u64::MAX, heap.max_size()?))?;
     let block = heap.allocate_locked(g, len, 4)?;
+    // Its exact length into its tag: the table's number of entries is what the block holds.
+    heap.settle_locked(g, block, len)?;
     let at = payload_of(block);
     heap.region.zero(at, len)?;
     heap.region.store(at + ROOT_TABLE_CAPACITY, capacity)?;
@@ -176,6 +184,27 @@ fn lone_table(heap: &Heap) -> Result<Option<u64>> {
     Ok(found)
 }
 
+/// The roots table the superblock names when its block's header does not parse but its check
+/// word still seals it (a generation it was given, the store's key) and its count of entries
+/// fits the heap: the entries are where they were.
+fn hit_table(heap: &Heap) -> Result<Option<Directory>> {
+    let block = heap.region.load(SB_ROOT_TABLE)?;
+    let end = heap.core().capacity()?;
+    if block < HEAP_START || block % GRANULE != 0 || block >= end {
+        return Ok(None);
+    }
+    let gen = heap.region.load(block + HDR_GEN)?;
+    let sealed = gen != 0 && heap.region.load(block + HDR_CHECK)? == check_word(heap.key(), block, gen);
+    let capacity = heap.region.load(payload_of(block) + ROOT_TABLE_CAPACITY)?;
+    let fits =
+        capacity.checked_mul(ROOT_SIZE).and_then(|b| b.checked_add(payload_of(block) + ROOT_TABLE_ENTRIES));
+    if !sealed || !capacity.is_power_of_two() || capacity < ROOT_TABLE_FIRST || fits.map_or(true, |f| f > end)
+    {
+        return Ok(None);
+    }
+    Ok(Some(directory_at(block, capacity)))
+}
+
 /// One used entry of the roots, read as it is, with what is wrong with it.
 pub(crate) struct Surveyed {
     /// The name, bytes that are not UTF-8 replaced.
@@ -221,7 +250,15 @@ pub(crate) struct Roots;
 
 impl Kind for Roots {
     fn open(&self, _heap: &Heap, _dead: &[u64], kind: usize) -> Result<Box<dyn Session>> {
-        Ok(Box::new(RootSession { kind, dir: None, counts: (0, 0), capacity: None, relink: None }))
+        Ok(Box::new(RootSession {
+            kind,
+            dir: None,
+            counts: (0, 0),
+            capacity: None,
+            relink: None,
+            rebuild: None,
+            changes: Default::default(),
+        }))
     }
 
     fn check(&self, heap: &Heap) -> Result<Vec<Problem>> {
@@ -246,6 +283,10 @@ impl Kind for Roots {
     }
 }
 
+/// What salvage's repair decided for the entries of a table to rebuild: those dropped (by
+/// index) and those renamed.
+type Changes = (Vec<u64>, Vec<(u64, String)>);
+
 struct RootSession {
     kind: usize,
     /// The directory read (the table, or the fixed one), for the repair.
@@ -256,6 +297,10 @@ struct RootSession {
     capacity: Option<(u64, u64)>,
     /// Salvage: the table found in the heap when the superblock's field was damaged.
     relink: Option<u64>,
+    /// Salvage: the entries of a table whose block's header was hit, for a new table.
+    rebuild: Option<Directory>,
+    /// Salvage: the entries the repair dropped or renamed, for the rebuild.
+    changes: std::cell::RefCell<Changes>,
 }
 
 impl Session for RootSession {
@@ -268,6 +313,13 @@ impl Session for RootSession {
                 self.relink = Some(block);
                 let capacity = heap.region.load(payload_of(block) + ROOT_TABLE_CAPACITY)?;
                 found = Ok(Some((block, capacity, capacity)));
+            } else if let Some(dir) = hit_table(heap)? {
+                // The table's own header was hit: salvage fences the block off, so its entries
+                // go into a new table (`rebuild`), their names as read.
+                plan.damage("roots table's header is damaged", heap.region.load(SB_ROOT_TABLE)?)?;
+                dir.read_references(heap, self.kind, plan, out, |_, _, _, _| Ok(()))?;
+                self.rebuild = Some(dir);
+                return Ok(());
             }
         }
         if let Ok(Some((block, capacity, field))) = found {
@@ -320,10 +372,42 @@ impl Session for RootSession {
         }
     }
 
+    /// Salvage: the roots of a table whose header was hit, in a new table (its entries' holds
+    /// are counted by the recount as any root's; the old block stays fenced off).
+    fn rebuild(&self, heap: &Heap, g: &Guard<'_>) -> Result<()> {
+        let Some(old) = &self.rebuild else { return Ok(()) };
+        let (dropped, renamed) = &*self.changes.borrow();
+        let mut kept = Vec::new();
+        for e in (0..old.count()).filter(|i| !dropped.contains(i)) {
+            let target = heap.region.load(old.entry(e) + ROOT_BLOCK)?;
+            if target == 0 {
+                continue;
+            }
+            let name = match renamed.iter().find(|(i, _)| *i == e) {
+                Some((_, n)) => n.as_bytes().to_vec(),
+                None => old.name_lossy(heap, e)?.into_bytes(),
+            };
+            kept.push((name, target));
+        }
+        let capacity = ROOT_TABLE_FIRST.max(((kept.len() as u64 + 1) * 2).next_power_of_two());
+        let table = make_table(heap, g, capacity)?;
+        let dir = directory_at(table, capacity);
+        for (name, target) in &kept {
+            insert(heap, &dir, name, *target)?;
+        }
+        heap.region.store(SB_ROOT_TABLE, table)
+    }
+
     /// The dropped entries emptied, the renamed ones renamed; a table's counts set again, and
     /// the fixed directory's leftovers of a move into the table cleared; a table that could
     /// not be read (salvage) forgotten.
     fn repair(&self, heap: &Heap, dropped: &[Reference], renamed: &[(Holder, String)]) -> Result<()> {
+        if self.rebuild.is_some() {
+            let dropped = dropped.iter().map(|r| r.holder.entry).collect();
+            let renamed = renamed.iter().map(|(h, n)| (h.entry, n.clone())).collect();
+            *self.changes.borrow_mut() = (dropped, renamed);
+            return Ok(());
+        }
         let Some(dir) = &self.dir else {
             return heap.region.store(SB_ROOT_TABLE, 0);
         };

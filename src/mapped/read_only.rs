@@ -192,7 +192,7 @@ impl ReadOnlyStore {
     /// [`Error::StoreChanging`] when writers changed the roots under every one of 64 reads.
     pub fn roots(&self) -> Result<Vec<(String, BlockHandle)>> {
         self.heap.follow_growth()?;
-        let read = || -> Result<(Vec<(String, Option<BlockHandle>)>, bool)> {
+        let read = || -> Result<(Listed, bool)> {
             // A writer may replace the roots table meanwhile: then the read is torn, and what
             // it read of the old one (freed, perhaps reused) may not even parse.
             let table = self.heap.region.load(SB_ROOT_TABLE)?;
@@ -483,6 +483,10 @@ fn stale(h: BlockHandle) -> Error {
 /// `read()` until two results in a row agree and neither was torn (`read` says whether it
 /// saw something change under it), or, after [`TRIES`], the last: what a reader that races
 /// writers can see at one moment.
+/// Roots as one read of the directory lists them: a name and, unless the entry changed under
+/// the read, its block's handle.
+type Listed = Vec<(String, Option<BlockHandle>)>;
+
 fn settled<T: PartialEq>(read: impl Fn() -> Result<(T, bool)>) -> Result<T> {
     let mut last = read();
     for _ in 0..TRIES {

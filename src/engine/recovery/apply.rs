@@ -53,6 +53,9 @@ impl Plan {
             heap.region.store(b + HDR_GEN, 0)?;
         }
         self.fix_references(heap, sessions)?;
+        for s in sessions {
+            s.rebuild(heap, g)?;
+        }
         core.rebuild_spans_from(&self.spans, &self.orphans)?;
         self.renew(heap, g)?;
         let pending = sessions.iter().any(|s| s.pending());
