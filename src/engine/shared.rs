@@ -39,17 +39,27 @@ impl Kind for SharedAreas {
 struct AreaSession;
 
 impl Session for AreaSession {
-    /// No references; a damaged area is damage (salvage leaves it: it names nothing).
-    fn read(&mut self, heap: &Heap, plan: &mut dyn Reading, _out: &mut Vec<Reference>) -> Result<()> {
-        if plan.salvaging() {
-            return Ok(());
-        }
-        for (off, area) in shared_blocks(heap)? {
-            if area.is_err() {
-                plan.damage("shared area does not fit its block", off)?;
+    /// No references.
+    fn read(&mut self, _heap: &Heap, _plan: &mut dyn Reading, _out: &mut Vec<Reference>) -> Result<()> {
+        Ok(())
+    }
+
+    /// No references either; an area that does not fit its block is damage (salvage leaves it:
+    /// it names nothing). Read from the plan's tiling: no walk of its own.
+    fn tiled(
+        &mut self,
+        heap: &Heap,
+        blocks: &[crate::engine::core::tlsf::BlockInfo],
+        plan: &mut dyn Reading,
+    ) -> Result<Option<Vec<Reference>>> {
+        if !plan.salvaging() {
+            for b in blocks.iter().filter(|b| b.tag.is_plain_used() && b.tag.is_shared()) {
+                if heap.shared_area(b.offset, b.tag).is_err() {
+                    plan.damage("shared area does not fit its block", b.offset)?;
+                }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     fn what(&self, _holder: &Holder) -> &'static str {
