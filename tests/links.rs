@@ -41,21 +41,6 @@ fn main() {
     });
 }
 
-type Make = fn() -> Result<Box<dyn MemoryManager>, Failed>;
-/// A test run on the manager `Make` makes.
-type Test = fn(Make) -> Result<(), Failed>;
-
-fn managers() -> Vec<(&'static str, Make)> {
-    fn default() -> Result<Box<dyn MemoryManager>, Failed> {
-        Ok(Box::new(DefaultManager::new()?))
-    }
-    fn store() -> Result<Box<dyn MemoryManager>, Failed> {
-        let dir = Box::leak(Box::new(tempfile::tempdir()?));
-        Ok(Box::new(MappedManager::create(dir.path().join("l.mmheap"), &Options::default())?))
-    }
-    vec![("default", default as Make), ("store", store as Make)]
-}
-
 /// A block of `len` bytes holding `value` in its first 8.
 fn valued(m: &dyn MemoryManager, links: usize, len: usize, value: u64) -> mmheap::Result<MemoryBlock> {
     let mut b = if links == 0 { m.allocate(len)? } else { m.allocate_linked(links, len)? };

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 use libtest_mimic::{Failed, Trial};
-use mmheap::{DefaultManager, Error, Locked, MappedManager, MemoryBlock, MemoryManager, Options};
+use mmheap::{Error, Locked, MappedManager, MemoryBlock, MemoryManager, Options};
 
 fn main() {
     child_or_tests(child, || {
@@ -45,21 +45,6 @@ fn main() {
         trials.push(Trial::test("store::a_forked_child_s_copy_of_a_guard_lets_nothing_go", forked));
         trials
     });
-}
-
-type Make = fn() -> Result<Box<dyn MemoryManager>, Failed>;
-/// A test run on the manager `Make` makes.
-type Test = fn(Make) -> Result<(), Failed>;
-
-fn managers() -> Vec<(&'static str, Make)> {
-    fn default() -> Result<Box<dyn MemoryManager>, Failed> {
-        Ok(Box::new(DefaultManager::new()?))
-    }
-    fn store() -> Result<Box<dyn MemoryManager>, Failed> {
-        let dir = Box::leak(Box::new(tempfile::tempdir()?));
-        Ok(Box::new(MappedManager::create(dir.path().join("s.mmheap"), &Options::default())?))
-    }
-    vec![("default", default as Make), ("store", store as Make)]
 }
 
 fn atomics(m: &dyn MemoryManager) -> Result<(), Failed> {

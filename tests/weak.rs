@@ -38,22 +38,6 @@ fn main() {
     });
 }
 
-type Make = fn() -> Result<Box<dyn MemoryManager>, Failed>;
-/// A test run on the manager `Make` makes.
-type Test = fn(Make) -> Result<(), Failed>;
-
-fn managers() -> Vec<(&'static str, Make)> {
-    fn default() -> Result<Box<dyn MemoryManager>, Failed> {
-        Ok(Box::new(DefaultManager::new()?))
-    }
-    fn store() -> Result<Box<dyn MemoryManager>, Failed> {
-        // The directory goes when the test process ends; the store lives as long as the manager.
-        let dir = Box::leak(Box::new(tempfile::tempdir()?));
-        Ok(Box::new(MappedManager::create(dir.path().join("w.mmheap"), &Options::default())?))
-    }
-    vec![("default", default as Make), ("store", store as Make)]
-}
-
 fn while_alive(m: &dyn MemoryManager) -> Result<(), Failed> {
     let live = m.stats()?.live_blocks;
     let mut block = m.allocate(100)?;

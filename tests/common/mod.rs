@@ -276,3 +276,21 @@ pub fn returns<T: Send + 'static>(
     thread.join().map_err(|_| format!("{what}: its thread panicked on its way out"))?;
     Ok(got)
 }
+
+/// Makes a manager for a test that runs on both.
+pub type Make = fn() -> Result<Box<dyn mmheap::MemoryManager>, Failed>;
+/// A test run on the manager `Make` makes.
+pub type Test = fn(Make) -> Result<(), Failed>;
+
+/// Both managers, named: an in-process one, and a store in a directory that goes when the test
+/// process ends (the store lives as long as the manager).
+pub fn managers() -> Vec<(&'static str, Make)> {
+    fn default() -> Result<Box<dyn mmheap::MemoryManager>, Failed> {
+        Ok(Box::new(mmheap::DefaultManager::new()?))
+    }
+    fn store() -> Result<Box<dyn mmheap::MemoryManager>, Failed> {
+        let dir = Box::leak(Box::new(tempfile::tempdir()?));
+        Ok(Box::new(mmheap::MappedManager::create(dir.path().join("s.mmheap"), &mmheap::Options::default())?))
+    }
+    vec![("default", default as Make), ("store", store as Make)]
+}

@@ -168,10 +168,7 @@ impl Heap {
         child: Option<u64>,
     ) -> Result<()> {
         let cell = self.link_cell(off, index)?;
-        let old = self.region.load(cell)?;
-        if old != 0 && !self.link_target_ok(old) {
-            return Err(Error::corrupt("link names no held block", cell));
-        }
+        let old = self.cell_target(cell)?.unwrap_or(0);
         if let Some(child) = child {
             self.add_hold_locked(child)?;
             pause("link-counted");
@@ -184,16 +181,19 @@ impl Heap {
         Ok(())
     }
 
+    /// What the cell at `cell` names, checked ([`Heap::link_target_ok`]); `None` if it is empty.
+    fn cell_target(&self, cell: u64) -> Result<Option<u64>> {
+        match self.region.load(cell)? {
+            0 => Ok(None),
+            target if self.link_target_ok(target) => Ok(Some(target)),
+            _ => Err(Error::corrupt("link names no held block", cell)),
+        }
+    }
+
     /// A new reference to what cell `index` of `off` names, if anything. Under the lock.
     pub(crate) fn link_locked(&self, g: &Guard<'_>, off: u64, index: u64) -> Result<Option<Obtained>> {
         let cell = self.link_cell(off, index)?;
-        let target = self.region.load(cell)?;
-        if target == 0 {
-            return Ok(None);
-        }
-        if !self.link_target_ok(target) {
-            return Err(Error::corrupt("link names no held block", cell));
-        }
+        let Some(target) = self.cell_target(cell)? else { return Ok(None) };
         let got = self.acquire_locked(g, target, None);
         got.unwrap_or(Err(Error::corrupt("link names no held block", cell))).map(Some)
     }
@@ -202,13 +202,7 @@ impl Heap {
     /// lock.
     pub(crate) fn take_link_locked(&self, g: &Guard<'_>, off: u64, index: u64) -> Result<Option<Obtained>> {
         let cell = self.link_cell(off, index)?;
-        let target = self.region.load(cell)?;
-        if target == 0 {
-            return Ok(None);
-        }
-        if !self.link_target_ok(target) {
-            return Err(Error::corrupt("link names no held block", cell));
-        }
+        let Some(target) = self.cell_target(cell)? else { return Ok(None) };
         self.region.store(cell, 0)?;
         pause("link-taken");
         self.take_hold_locked(g, target).map(Some)
@@ -247,13 +241,7 @@ impl Heap {
     /// is a linked block left unheld, chained in front of `top` (its links wait their turn); an
     /// unheld block without links is freed at once.
     fn release_cell(&self, g: &Guard<'_>, cell: u64, top: u64) -> Result<Option<u64>> {
-        let target = self.region.load(cell)?;
-        if target == 0 {
-            return Ok(None);
-        }
-        if !self.link_target_ok(target) {
-            return Err(Error::corrupt("link names no held block", cell));
-        }
+        let Some(target) = self.cell_target(cell)? else { return Ok(None) };
         self.region.store(cell, 0)?;
         pause("link-releasing");
         let unheld = self.drop_hold_locked(target)?;
