@@ -83,6 +83,9 @@ pub const SB_EXCHANGE_BYTES: u64 = 208;
 /// `docs/format.md`, "Named roots"); 0 = none yet: the roots are in the fixed directory at
 /// [`ROOTS_OFFSET`].
 pub const SB_ROOT_TABLE: u64 = 216;
+/// `u64` header offset of the channels' table (laid out as the roots table); 0 = none yet: the
+/// channels are in the fixed directory at [`CHANNELS_OFFSET`].
+pub const SB_CHANNEL_TABLE: u64 = 224;
 /// Size of the superblock area that is read as fields; what follows up to [`TLSF_OFFSET`] is
 /// the exchange.
 pub const SUPERBLOCK_SIZE: u64 = 512;
@@ -230,6 +233,8 @@ pub const ROOT_TABLE_USED: u64 = 8;
 /// Roots table payload field: `u64` emptied entries (their block 0, their name length not:
 /// a probe goes on past them; derived too).
 pub const ROOT_TABLE_EMPTIED: u64 = 16;
+/// Roots table payload field: `u64` which table it is: 1 the roots', 2 the channels'.
+pub const ROOT_TABLE_KIND: u64 = 24;
 /// Roots table payload: where the entries start.
 pub const ROOT_TABLE_ENTRIES: u64 = 32;
 /// Entries of a new roots table.
@@ -394,7 +399,7 @@ const _: () = {
     assert!(SB_RECOVERIES + 8 <= SB_SPAN_LISTS && SB_SPAN_LISTS + SLOT_CLASSES * 8 <= SB_LIVE_SLOTS);
     assert!(SLOT_MARK < GRANULE && HEADER_SIZE >= SLOT_MARK);
     assert!(SB_EXCHANGE_BYTES + 8 <= SB_ROOT_TABLE && SB_RECOVERED_BLOCKS + 8 <= SB_EXCHANGE_BLOCKS);
-    assert!(SB_ROOT_TABLE + 8 <= SUPERBLOCK_SIZE);
+    assert!(SB_CHANNEL_TABLE == SB_ROOT_TABLE + 8 && SB_CHANNEL_TABLE + 8 <= SUPERBLOCK_SIZE);
     assert!(SUPERBLOCK_SIZE <= EXCHANGE_OFFSET && EXCHANGE_OFFSET + EXCHANGE_CLASSES * 8 <= TLSF_OFFSET);
     assert!(EXCHANGE_OWNER > SLOT_COUNT && EXCHANGE_SEAL + 8 <= MIN_BLOCK);
     assert!(SL_COUNT <= 32);

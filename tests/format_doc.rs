@@ -96,6 +96,8 @@ fn format_doc_matches_constants() {
         ROOT_SIZE,
         ROOT_NAME_MAX,
         SB_ROOT_TABLE,
+        SB_CHANNEL_TABLE,
+        ROOT_TABLE_KIND,
         ROOT_TABLE_CAPACITY,
         ROOT_TABLE_USED,
         ROOT_TABLE_EMPTIED,

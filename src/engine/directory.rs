@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::format::*;
 
 /// One directory.
+#[derive(Clone, Copy)]
 pub(crate) struct Directory {
     base: u64,
     count: u64,
@@ -65,9 +66,10 @@ pub(crate) fn name_hash(name: &[u8]) -> u64 {
 }
 
 impl Directory {
-    /// The roots table whose `count` entries (a power of two) start at `base`.
-    pub(crate) fn table(base: u64, count: u64) -> Directory {
-        Directory { base, count, hashed: true, ..ROOTS }
+    /// The name table of this directory's kind whose `count` entries (a power of two) start at
+    /// `base` (`tables.rs`).
+    pub(crate) fn table(&self, base: u64, count: u64) -> Directory {
+        Directory { base, count, hashed: true, ..*self }
     }
 
     /// Number of entries.

@@ -73,7 +73,7 @@ impl Heap {
 mod tests {
     use super::*;
     use crate::engine::holders::{Holder, Reading, Reference, Session};
-    use crate::engine::roots::directory;
+    use crate::engine::tables::ROOT_NAMES;
     use crate::{MappedManager, MemoryManager, Options};
 
     /// A kind of reference only this test knows: one reference, to `target`.
@@ -140,7 +140,7 @@ mod tests {
         let heap: &Heap = m.heap();
         let g = heap.lock().unwrap();
         // The root's hold stays, its entry goes: only the stray kind knows of the reference now.
-        let roots = directory(heap).unwrap();
+        let roots = ROOT_NAMES.directory(heap).unwrap();
         let entry = roots.entries(heap).unwrap().remove(0);
         let target = entry.target;
         roots.set_target(heap, entry.index, 0).unwrap();

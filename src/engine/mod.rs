@@ -9,7 +9,7 @@
 //!   recovery on a takeover through the function it is made with ([`heap::Recovery`]).
 //! - `holders`: the one interface through which recovery, the census and the check learn every
 //!   kind of reference the store holds (and the hold tables, as one).
-//! - `directory`, `roots`, `slots`, `channel`, `links`: what uses blocks (named roots and channels,
+//! - `directory`, `tables`, `roots`, `slots`, `channel`, `links`: what uses blocks (named roots and channels,
 //!   small blocks as slots of spans, rings of references between processes, links kept in
 //!   blocks' bytes); roots, channels and links are kinds of reference; `shared`: the locks of
 //!   shared areas, which recovery gives back when their holder died.
@@ -31,3 +31,4 @@ pub(crate) mod reports;
 pub(crate) mod roots;
 pub(crate) mod shared;
 pub(crate) mod slots;
+pub(crate) mod tables;

@@ -38,7 +38,7 @@ use crate::engine::core::region::Region;
 use crate::engine::core::span::is_slot;
 use crate::engine::directory::valid_name;
 use crate::engine::heap::{Backing, Heap};
-use crate::engine::roots::directory as roots_directory;
+use crate::engine::tables::ROOT_NAMES;
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::segment::MemorySegment;
@@ -189,16 +189,16 @@ impl ReadOnlyStore {
     /// Every named root with the handle of its block, sorted by name: the directory as it
     /// was at one moment (read twice, until two reads agree). A root that a writer replaced
     /// under every read of it is left out (`root_handle` and `read_root` look for it alone).
-    /// [`Error::StoreChanging`] when writers changed the roots under every one of 64 reads.
+    /// [`Error::StoreChanging`] when writers replaced the roots table under every read.
     pub fn roots(&self) -> Result<Vec<(String, BlockHandle)>> {
         self.heap.follow_growth()?;
-        let read = || -> Result<(Listed, bool)> {
+        let read = || -> Result<(Option<Listed>, bool)> {
             // A writer may replace the roots table meanwhile: then the read is torn, and what
             // it read of the old one (freed, perhaps reused) may not even parse.
             let table = self.heap.region.load(SB_ROOT_TABLE)?;
             let replaced = || self.heap.region.load(SB_ROOT_TABLE).map_or(true, |now| now != table);
             let mut roots = Vec::new();
-            let read = roots_directory(&self.heap).and_then(|dir| {
+            let read = ROOT_NAMES.directory(&self.heap).and_then(|dir| {
                 for e in dir.entries(&self.heap)? {
                     let name = String::from_utf8(e.name)
                         .map_err(|_| Error::corrupt("root name is not UTF-8", dir.entry(e.index)))?;
@@ -207,26 +207,16 @@ impl ReadOnlyStore {
                 Ok(())
             });
             match read {
-                Err(Error::Corrupt { .. }) if replaced() => Ok((Vec::new(), true)),
+                Err(Error::Corrupt { .. }) if replaced() => Ok((None, true)),
                 Err(e) => Err(e),
-                Ok(()) => Ok((roots.clone(), roots.iter().any(|(_, h)| h.is_none()) || replaced())),
+                Ok(()) => {
+                    let torn = roots.iter().any(|(_, h)| h.is_none()) || replaced();
+                    Ok((Some(roots), torn))
+                }
             }
         };
-        // Two reads that agree, neither torn; writers that never let that happen are no damage.
-        let mut last = None;
-        let mut roots = None;
-        for _ in 0..TRIES * 4 {
-            match read()? {
-                (now, false) if last.as_ref() == Some(&now) => {
-                    roots = Some(now);
-                    break;
-                }
-                (now, false) => last = Some(now),
-                (_, true) => last = None,
-            }
-            std::thread::yield_now();
-        }
-        let roots = roots.ok_or_else(|| Error::StoreChanging { processes: self.heap.attached() })?;
+        // A table replaced under every read: writers that never let it be read are no damage.
+        let roots = settled(read)?.ok_or_else(|| Error::StoreChanging { processes: self.heap.attached() })?;
         // An entry still torn after the whole directory's reads is looked up again on its own.
         let mut out = Vec::with_capacity(roots.len());
         for (name, handle) in roots {
@@ -267,7 +257,7 @@ impl ReadOnlyStore {
         }
         let r = &self.heap.region;
         let table = r.load(SB_ROOT_TABLE)?;
-        let dir = roots_directory(&self.heap)?;
+        let dir = ROOT_NAMES.directory(&self.heap)?;
         let Some(found) = dir.find(&self.heap, name.as_bytes())? else { return Ok(None) };
         let (e, target) = (dir.entry(found.index), found.target);
         let handle = self.heap.handle_of(target);

@@ -7,7 +7,8 @@
 
 use crate::engine::directory::{valid_name, Directory, Entry};
 use crate::engine::heap::{Heap, Obtained};
-use crate::engine::roots::{self as table, survey_roots, Surveyed};
+use crate::engine::roots::{survey_roots, Surveyed};
+use crate::engine::tables::{self as table, ROOT_NAMES};
 use crate::error::{Error, Result};
 use crate::BlockHandle;
 
@@ -49,7 +50,7 @@ pub(crate) fn survey(heap: &Heap) -> Result<Vec<Surveyed>> {
 pub(super) fn set(heap: &Heap, name: &str, block: u64) -> Result<()> {
     let name = check_name(name)?;
     let g = heap.lock()?;
-    let dir = table::directory(heap)?;
+    let dir = ROOT_NAMES.directory(heap)?;
     match find(heap, &dir, name)? {
         Some((_, old)) if old == block => Ok(()),
         Some((i, old)) => {
@@ -58,7 +59,7 @@ pub(super) fn set(heap: &Heap, name: &str, block: u64) -> Result<()> {
             heap.release_hold_locked(&g, old)
         }
         None => {
-            let dir = table::with_room(heap, &g)?;
+            let dir = ROOT_NAMES.with_room(heap, &g)?;
             heap.add_hold_locked(block)?;
             table::insert(heap, &dir, name, block)
         }
@@ -68,7 +69,7 @@ pub(super) fn set(heap: &Heap, name: &str, block: u64) -> Result<()> {
 pub(super) fn get(heap: &Heap, name: &str) -> Result<Option<Obtained>> {
     let name = check_name(name)?;
     let g = heap.lock()?;
-    let dir = table::directory(heap)?;
+    let dir = ROOT_NAMES.directory(heap)?;
     let Some((i, block)) = find(heap, &dir, name)? else {
         return Ok(None);
     };
@@ -79,7 +80,7 @@ pub(super) fn get(heap: &Heap, name: &str) -> Result<Option<Obtained>> {
 pub(super) fn remove(heap: &Heap, name: &str) -> Result<bool> {
     let name = check_name(name)?;
     let g = heap.lock()?;
-    let dir = table::directory(heap)?;
+    let dir = ROOT_NAMES.directory(heap)?;
     let Some((i, block)) = find(heap, &dir, name)? else {
         return Ok(false);
     };
@@ -90,7 +91,7 @@ pub(super) fn remove(heap: &Heap, name: &str) -> Result<bool> {
 
 pub(super) fn list(heap: &Heap) -> Result<Vec<(String, BlockHandle)>> {
     let _g = heap.lock()?;
-    let dir = table::directory(heap)?;
+    let dir = ROOT_NAMES.directory(heap)?;
     entries(heap, &dir)?
         .into_iter()
         .map(|e| {

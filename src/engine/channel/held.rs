@@ -7,9 +7,10 @@
 use super::ring::{self, carried_len, forget_endpoints, lock_holders, ring_shape, target, Frozen};
 use crate::engine::core::check::Problem;
 use crate::engine::core::span::is_slot;
-use crate::engine::directory::CHANNELS;
+use crate::engine::directory::Directory;
 use crate::engine::heap::Heap;
 use crate::engine::holders::{Holder, Kind, Reading, Reference, Session};
+use crate::engine::tables::CHANNEL_NAMES;
 use crate::error::Result;
 use crate::format::*;
 
@@ -19,7 +20,9 @@ pub(crate) struct Channels;
 impl Kind for Channels {
     fn open(&self, heap: &Heap, dead: &[u64], kind: usize) -> Result<Box<dyn Session>> {
         let frozen = ring::freeze(heap, dead)?;
-        Ok(Box::new(ChannelSession { kind, frozen, rings: Vec::new(), carrying: Vec::new() }))
+        // A channels' table that cannot be read is the roots kind's damage: no channels then.
+        let dir = CHANNEL_NAMES.directory(heap).ok();
+        Ok(Box::new(ChannelSession { kind, frozen, dir, rings: Vec::new(), carrying: Vec::new() }))
     }
 
     fn check(&self, heap: &Heap) -> Result<Vec<Problem>> {
@@ -28,7 +31,13 @@ impl Kind for Channels {
 
     /// The rings, as far as the directory can be read.
     fn bookkeeping(&self, heap: &Heap, out: &mut Vec<u64>) -> Result<()> {
-        out.extend(CHANNELS.entries(heap).unwrap_or_default().into_iter().map(|e| e.target));
+        let dir = CHANNEL_NAMES.directory(heap);
+        out.extend(
+            dir.map(|d| d.entries(heap).unwrap_or_default())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e.target),
+        );
         Ok(())
     }
 }
@@ -46,6 +55,8 @@ struct ChannelSession {
     kind: usize,
     /// The ring locks taken, and the rings a living process kept busy.
     frozen: Frozen,
+    /// The channels' directory (its table, or the fixed one), as at the session's opening.
+    dir: Option<Directory>,
     /// The rings read.
     rings: Vec<Ring>,
     /// Queued messages whose slot word carries their length: a send of a sole reference
@@ -116,7 +127,8 @@ impl ChannelSession {
                 Ok(())
             }
             Err(_) => {
-                plan.damage("channel ring is malformed", CHANNELS.entry(index))?;
+                let entry = self.dir.map_or(0, |d| d.entry(index));
+                plan.damage("channel ring is malformed", entry)?;
                 // Its entry is dropped: the ring does not pass as a held block.
                 self.rings.push(Ring { index, ring: 0, head: 0, tail: 0 });
                 Ok(())
@@ -132,8 +144,8 @@ impl ChannelSession {
 
 impl Session for ChannelSession {
     fn read(&mut self, heap: &Heap, plan: &mut dyn Reading, out: &mut Vec<Reference>) -> Result<()> {
-        let kind = self.kind;
-        CHANNELS.read_references(heap, kind, plan, out, |index, ring, plan, out| {
+        let (kind, Some(dir)) = (self.kind, self.dir) else { return Ok(()) };
+        dir.read_references(heap, kind, plan, out, |index, ring, plan, out| {
             self.read_ring(heap, index, ring, plan, out)
         })
     }
@@ -150,7 +162,7 @@ impl Session for ChannelSession {
     }
 
     fn name(&self, heap: &Heap, holder: &Holder) -> Result<String> {
-        CHANNELS.name_lossy(heap, holder.entry)
+        self.dir.map_or(Ok(String::new()), |d| d.name_lossy(heap, holder.entry))
     }
 
     fn gone(&self, holder: &Holder) -> bool {
@@ -176,7 +188,9 @@ impl Session for ChannelSession {
     /// references that name nothing valid (compacting the rings that lose messages, moving a
     /// `tail` that was damaged) and renames entries whose names are damaged.
     fn repair(&self, heap: &Heap, dropped: &[Reference], renamed: &[(Holder, String)]) -> Result<()> {
-        CHANNELS.repair(heap, dropped, renamed)?;
+        if let Some(dir) = self.dir {
+            dir.repair(heap, dropped, renamed)?;
+        }
         let busy = self.busy();
         let rings = self
             .rings

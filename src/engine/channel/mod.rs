@@ -36,9 +36,10 @@ mod held;
 mod ring;
 
 use crate::engine::core::header::rc;
-use crate::engine::directory::{valid_name, CHANNELS};
+use crate::engine::directory::valid_name;
 use crate::engine::heap::family::HeapRef;
 use crate::engine::heap::{Guard, Heap, Obtained};
+use crate::engine::tables::{insert, CHANNEL_NAMES};
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::hooks::pause;
@@ -179,7 +180,7 @@ pub(crate) fn open(heap: &HeapRef, name: &str, capacity: usize) -> Result<Channe
         return Err(Error::InvalidOptions("channel capacity must be 1..=16777216"));
     }
     let g = heap.lock()?;
-    let ring = match CHANNELS.find(heap, bytes)? {
+    let ring = match CHANNEL_NAMES.directory(heap)?.find(heap, bytes)? {
         Some(entry) => entry.target,
         None => make(heap, &g, bytes, capacity as u64)?,
     };
@@ -192,13 +193,13 @@ pub(crate) fn open(heap: &HeapRef, name: &str, capacity: usize) -> Result<Channe
 
 fn make(heap: &Heap, g: &Guard<'_>, name: &[u8], capacity: u64) -> Result<u64> {
     let r = &heap.region;
-    let i = CHANNELS.place_for(heap, name)?.ok_or(Error::InvalidOptions("the channel directory is full"))?;
+    let dir = CHANNEL_NAMES.with_room(heap, g)?;
     let ring = heap.allocate_locked(g, RING_SLOTS + 8 * capacity, 4)?;
     r.zero(ring + HEADER_SIZE, RING_SLOTS + 8 * capacity)?;
     r.store(ring + HEADER_SIZE + RING_CAPACITY, capacity)?;
     // The directory entry, not this process, holds the ring.
     r.u64_at(ring + HDR_RC)?.store(rc::OTHER_ONE | rc::PUBLISHED, Ordering::Release);
-    CHANNELS.write(heap, i, name, ring)?;
+    insert(heap, &dir, name, ring)?;
     Ok(ring)
 }
 

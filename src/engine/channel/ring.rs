@@ -12,8 +12,8 @@
 //! store lock first), so recovery's wait ends.
 
 use crate::engine::core::header::rc;
-use crate::engine::directory::CHANNELS;
 use crate::engine::heap::{Heap, HOLDER_PATIENCE};
+use crate::engine::tables::CHANNEL_NAMES;
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::sync::{AtomicU64, AtomicUsize, Ordering};
@@ -137,7 +137,7 @@ const LOCK_FIELDS: u64 = 0xffff << 16 | 0xffff << 32;
 /// them all as they are: nobody finishes a send in a copy.
 pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Result<Frozen> {
     let mut frozen = Frozen { rings: Vec::new(), busy: Vec::new() };
-    for ring in CHANNELS.targets(heap) {
+    for ring in named_rings(heap) {
         if ring_shape(heap, ring).is_err() {
             continue; // the plan reports it, and nothing is written into it
         }
@@ -183,7 +183,7 @@ impl Frozen {
     /// holders left) or as they were found (it refused, and the store stays as it was).
     /// Rings that are no longer named (salvage dropped them) are not written.
     pub(crate) fn thaw(self, heap: &Heap, done: bool) {
-        let named = CHANNELS.targets(heap);
+        let named = named_rings(heap);
         for (ring, found) in self.rings.into_iter().filter(|(r, _)| named.contains(r)) {
             if let Ok(flags) = flags_word(heap, ring) {
                 let back = if done { 0 } else { found };
@@ -225,9 +225,15 @@ pub(crate) fn ring_shape(heap: &Heap, ring: u64) -> Result<(u64, u64, u64)> {
     Ok((head, tail, cap))
 }
 
+/// The rings the channels' directory names (none if it cannot be read: the roots kind reports
+/// that, and recovery refuses it).
+fn named_rings(heap: &Heap) -> Vec<u64> {
+    CHANNEL_NAMES.directory(heap).map(|d| d.targets(heap)).unwrap_or_default()
+}
+
 /// Clears the endpoint bits of dead processes in every ring (recovery, under the lock).
 pub(crate) fn forget_endpoints(heap: &Heap, dead: &[u64]) -> Result<()> {
-    for ring in CHANNELS.entries(heap)?.into_iter().map(|e| e.target) {
+    for ring in named_rings(heap) {
         for &slot in dead {
             for field in [RING_SENDERS, RING_RECEIVERS] {
                 let word = ring + HEADER_SIZE + field + 8 * (slot / 64);
@@ -246,7 +252,9 @@ pub(crate) fn forget_endpoints(heap: &Heap, dead: &[u64]) -> Result<()> {
 /// before it changes the message until after `head` has moved past it.
 pub(crate) fn check(heap: &Heap) -> Result<Vec<crate::Problem>> {
     let mut out = Vec::new();
-    for entry in CHANNELS.entries(heap)? {
+    // A channels' table that cannot be read is the roots kind's problem (`roots.rs`).
+    let Ok(channels) = CHANNEL_NAMES.directory(heap) else { return Ok(out) };
+    for entry in channels.entries(heap)? {
         let ring = entry.target;
         match ring_shape(heap, ring) {
             Ok((head, tail, cap)) => {
@@ -272,7 +280,7 @@ pub(crate) fn check(heap: &Heap) -> Result<Vec<crate::Problem>> {
             }
             Err(_) => out.push(crate::Problem {
                 what: "channel ring is malformed",
-                offset: CHANNELS.entry(entry.index),
+                offset: channels.entry(entry.index),
             }),
         }
     }
