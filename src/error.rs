@@ -161,6 +161,14 @@ pub enum Error {
         /// The block's header offset.
         offset: u64,
     },
+    /// A process has an end (a `Sender` or `Receiver`) of the channel open, so it is not
+    /// removed. The ends of a process that died count until recovery runs.
+    #[error("the channel {0:?} has ends open")]
+    ChannelInUse(String),
+    /// The channel was removed (`MappedManager::remove_channel`): a `Channel` value of it
+    /// makes no ends any more. Open it again by name for a new one.
+    #[error("the channel {0:?} was removed")]
+    ChannelRemoved(String),
     /// Every handle of the block's manager was dropped, and no reference resolved through it
     /// is left: only owners' blocks keep its heap then, and no new reference can be made in
     /// it (keep a manager handle to follow links or upgrade weak references).

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use libtest_mimic::{Failed, Trial};
 use mmheap::format::*;
-use mmheap::{MappedManager, MemoryBlock, MemoryManager, Options, RecvError, SendError};
+use mmheap::{Error, MappedManager, MemoryBlock, MemoryManager, Options, RecvError, SendError};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -22,6 +22,8 @@ fn main() {
         vec![
             Trial::test("send_receive_and_their_errors", semantics),
             Trial::test("a_store_holds_hundreds_of_channels", many_channels),
+            Trial::test("a_channel_is_removed_when_no_end_is_open", removed),
+            Trial::test("a_kill_while_a_channel_is_removed_leaks_nothing", removed_kill),
             Trial::test("messages_cross_processes_without_copy", cross_process),
             Trial::test("a_sleeping_receiver_wakes_on_send", wakes),
             Trial::test("dead_ends_disconnect", dead_ends_disconnect),
@@ -44,6 +46,17 @@ fn main() {
 
 fn child(role: &str, store: &Path) -> Res {
     let m = MappedManager::open(store)?;
+    match role {
+        "hold-end" => {
+            let _rx = m.channel("gone", 4)?.receiver()?;
+            println!("open");
+            std::io::Write::flush(&mut std::io::stdout())?;
+            thread::sleep(Duration::from_secs(600));
+            return Ok(());
+        }
+        "remove" => return Ok(drop(m.remove_channel("gone")?)),
+        _ => {}
+    }
     let ch = m.channel("pipe", 8)?;
     let count = env_u64("MMHEAP_COUNT", u64::MAX);
     let first = env_u64("MMHEAP_FIRST", 0);
@@ -203,6 +216,50 @@ fn block(m: &MappedManager, text: &[u8]) -> Result<MemoryBlock, Failed> {
 }
 
 // ---- tests ------------------------------------------------------------------------------
+
+fn removed() -> Result<(), Failed> {
+    let (_dir, path, m) = store()?;
+    let ch = m.channel("gone", 4)?;
+    let tx = ch.sender()?;
+    for text in [&b"one"[..], b"two", b"three"] {
+        tx.send(block(&m, text)?)?;
+    }
+    let kept = block(&m, b"kept")?;
+    tx.send(kept.clone())?;
+    ensure(matches!(m.remove_channel("gone"), Err(Error::ChannelInUse(_))), "an end is open")?;
+    // Another process with an end open keeps it too.
+    drop(tx);
+    let mut holder = spawn("hold-end", &path, &[]);
+    ensure(lines_of(&mut holder)?.recv_timeout(Duration::from_secs(30))? == "open", "the other end")?;
+    ensure(matches!(m.remove_channel("gone"), Err(Error::ChannelInUse(_))), "another process's end")?;
+    kill(holder)?;
+    m.recover()?; // the killed process's end counts until then
+    ensure(m.remove_channel("gone")?, "removed")?;
+    ensure(!m.remove_channel("gone")?, "once")?;
+    ensure(matches!(ch.receiver(), Err(Error::ChannelRemoved(_))), "a value of it makes no ends")?;
+    ensure(kept.ref_count() == 1 && kept.as_slice() == b"kept", "a message we hold stays ours")?;
+    drop(kept);
+    let report = m.check()?;
+    ensure(report.is_sound() && report.used_blocks == 0, format!("messages and ring freed: {report:?}"))?;
+    let again = m.channel("gone", 2)?;
+    ensure(again.is_empty()? && again.receiver().is_ok(), "the name makes a new channel")?;
+    Ok(())
+}
+
+fn removed_kill() -> Result<(), Failed> {
+    let (_dir, path, m) = store()?;
+    {
+        let tx = m.channel("gone", 4)?.sender()?;
+        tx.send(block(&m, b"queued")?)?;
+    }
+    drop(m);
+    kill(paused("remove", &path, "channel-unnamed", &[])?)?;
+    let m = MappedManager::open(&path)?;
+    let report = m.check()?;
+    ensure(report.is_sound() && report.used_blocks == 0, format!("{report:?}"))?;
+    ensure(!m.remove_channel("gone")?, "gone")?;
+    Ok(())
+}
 
 fn many_channels() -> Result<(), Failed> {
     let (_dir, path, m) = store()?;

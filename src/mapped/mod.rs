@@ -365,6 +365,14 @@ impl MappedManager {
         crate::engine::channel::open(&self.heap, name, capacity)
     }
 
+    /// Removes the channel `name` when no process has an end of it open ([`Error::ChannelInUse`]
+    /// otherwise; the ends of a process that died count until [`MappedManager::recover`] runs):
+    /// the messages still queued are released, and its ring is freed. `Channel` values of it
+    /// make no ends any more ([`Error::ChannelRemoved`]). Returns whether it existed.
+    pub fn remove_channel(&self, name: &str) -> Result<bool> {
+        crate::engine::channel::remove(&self.heap, name)
+    }
+
     /// Sets the named root `name` to `block` (replacing what it named before). The root holds a
     /// reference: the block stays alive, across processes and reopening, until the root is
     /// removed or replaced. Atomic with respect to other processes.

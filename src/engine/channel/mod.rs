@@ -191,6 +191,35 @@ pub(crate) fn open(heap: &HeapRef, name: &str, capacity: usize) -> Result<Channe
     Ok(Channel { inner: Arc::new(inner) })
 }
 
+/// Removes the channel `name` if no process has an end of it open: its queued messages are
+/// released (each freed if nothing else holds it), its entry emptied, then its ring freed. A
+/// crash in between leaves a ring nothing names, whose messages nothing counts: recovery frees
+/// them. `false` if there is no such channel.
+pub(crate) fn remove(heap: &Heap, name: &str) -> Result<bool> {
+    if !valid_name(name.as_bytes()) {
+        return Err(Error::InvalidOptions("channel names are 1..=48 bytes without NUL"));
+    }
+    let g = heap.lock()?;
+    let dir = CHANNEL_NAMES.directory(heap)?;
+    let Some(entry) = dir.find(heap, name.as_bytes())? else { return Ok(false) };
+    let ring = entry.target;
+    for field in [RING_SENDERS, RING_RECEIVERS] {
+        for half in 0..SLOT_COUNT.div_ceil(64) {
+            if heap.region.load(ring + HEADER_SIZE + field + 8 * half)? != 0 {
+                return Err(Error::ChannelInUse(name.to_owned()));
+            }
+        }
+    }
+    let messages = ring_contents(heap, ring)?;
+    crate::engine::tables::remove(heap, &dir, entry.index)?;
+    pause("channel-unnamed");
+    for word in messages {
+        heap.release_hold_locked(&g, ring::target(word))?;
+    }
+    heap.release_hold_locked(&g, ring)?;
+    Ok(true)
+}
+
 fn make(heap: &Heap, g: &Guard<'_>, name: &[u8], capacity: u64) -> Result<u64> {
     let r = &heap.region;
     let dir = CHANNEL_NAMES.with_room(heap, g)?;
@@ -243,6 +272,12 @@ impl Inner {
     fn set_endpoint(&self, field: u64, on: bool) -> Result<()> {
         let slot = u64::from(self.heap.slot().ok_or(Error::InvalidOptions("channels need a store"))?);
         let _g = self.heap.lock()?;
+        // A first end of this process only if the directory still names this ring: a removed
+        // channel's ring is freed (and checking under the lock orders this with removals).
+        let named = CHANNEL_NAMES.directory(&self.heap)?.find(&self.heap, self.name.as_bytes())?;
+        if on && named.map(|e| e.target) != Some(self.ring) {
+            return Err(Error::ChannelRemoved(self.name.clone()));
+        }
         let word = self.field(field) + 8 * (slot / 64);
         let v = self.heap.region.load(word)?;
         let v = if on { v | 1 << (slot % 64) } else { v & !(1 << (slot % 64)) };
