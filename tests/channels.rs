@@ -54,7 +54,10 @@ fn child(role: &str, store: &Path) -> Res {
             thread::sleep(Duration::from_secs(600));
             return Ok(());
         }
-        "remove" => return Ok(drop(m.remove_channel("gone")?)),
+        "remove" => {
+            m.remove_channel("gone")?;
+            return Ok(());
+        }
         _ => {}
     }
     let ch = m.channel("pipe", 8)?;
