@@ -24,6 +24,7 @@ fn main() {
             Trial::test("a_store_holds_hundreds_of_channels", many_channels),
             Trial::test("a_channel_is_removed_when_no_end_is_open", removed),
             Trial::test("a_kill_while_a_channel_is_removed_leaks_nothing", removed_kill),
+            Trial::test("a_value_kept_across_a_removal_elsewhere_makes_no_end", removed_elsewhere),
             Trial::test("messages_cross_processes_without_copy", cross_process),
             Trial::test("a_sleeping_receiver_wakes_on_send", wakes),
             Trial::test("dead_ends_disconnect", dead_ends_disconnect),
@@ -56,6 +57,11 @@ fn child(role: &str, store: &Path) -> Res {
         }
         "remove" => {
             m.remove_channel("gone")?;
+            return Ok(());
+        }
+        "recreate" => {
+            m.remove_channel("gone")?;
+            m.channel("gone", 2)?;
             return Ok(());
         }
         _ => {}
@@ -246,6 +252,14 @@ fn removed() -> Result<(), Failed> {
     ensure(report.is_sound() && report.used_blocks == 0, format!("messages and ring freed: {report:?}"))?;
     let again = m.channel("gone", 2)?;
     ensure(again.is_empty()? && again.receiver().is_ok(), "the name makes a new channel")?;
+    // A value from before the removal makes no end of the new channel, though its ring may have
+    // taken the old one's place (it has another capacity: its ends would write past it).
+    let old = m.channel("other", 64)?;
+    ensure(m.remove_channel("other")?, "removed")?;
+    let new = m.channel("other", 1)?;
+    ensure(matches!(old.sender(), Err(Error::ChannelRemoved(_))), "the old value is refused")?;
+    new.sender()?.send(block(&m, b"one")?)?;
+    ensure(m.check()?.is_sound(), "sound")?;
     Ok(())
 }
 
@@ -262,6 +276,19 @@ fn removed_kill() -> Result<(), Failed> {
     ensure(report.is_sound() && report.used_blocks == 0, format!("{report:?}"))?;
     ensure(!m.remove_channel("gone")?, "gone")?;
     Ok(())
+}
+
+/// A `Channel` value kept while another process removes its channel and makes one of the same
+/// name (whose ring takes the freed one's place, smaller): its ends would write past the new
+/// ring (an outside review saw the heap corrupted for good); they are refused.
+fn removed_elsewhere() -> Result<(), Failed> {
+    let (_dir, path, m) = store()?;
+    let jobs = m.channel("gone", 1024)?; // no end yet
+    wait_ok(spawn("recreate", &path, &[]), "the other process")?;
+    ensure(matches!(jobs.sender(), Err(Error::ChannelRemoved(_))), "the old value makes no end")?;
+    let now = m.channel("gone", 1024)?;
+    ensure(now.sender()?.try_send(block(&m, b"fits")?).is_ok(), "the new channel works")?;
+    ensure(m.check()?.is_sound(), "sound")
 }
 
 fn many_channels() -> Result<(), Failed> {

@@ -138,6 +138,9 @@ struct Inner {
     heap: HeapRef,
     /// Header offset of the ring block; payload fields are at `ring + HEADER_SIZE + field`.
     ring: u64,
+    /// The ring block's generation: a ring made after a removal may take the same place, never
+    /// the same generation (`set_endpoint`).
+    generation: u64,
     capacity: u64,
     name: String,
 }
@@ -186,8 +189,9 @@ pub(crate) fn open(heap: &HeapRef, name: &str, capacity: usize) -> Result<Channe
     };
     let capacity =
         ring_contents(heap, ring).map(|_| heap.region.load(ring + HEADER_SIZE + RING_CAPACITY))??;
+    let generation = heap.region.load(ring + HDR_GEN)?;
     drop(g);
-    let inner = Inner { heap: heap.clone(), ring, capacity, name: name.to_owned() };
+    let inner = Inner { heap: heap.clone(), ring, generation, capacity, name: name.to_owned() };
     Ok(Channel { inner: Arc::new(inner) })
 }
 
@@ -273,9 +277,12 @@ impl Inner {
         let slot = u64::from(self.heap.slot().ok_or(Error::InvalidOptions("channels need a store"))?);
         let _g = self.heap.lock()?;
         // A first end of this process only if the directory still names this ring: a removed
-        // channel's ring is freed (and checking under the lock orders this with removals).
+        // channel's ring is freed, and a ring made since may be in its place, with another
+        // capacity (checking under the lock orders this with removals).
         let named = CHANNEL_NAMES.directory(&self.heap)?.find(&self.heap, self.name.as_bytes())?;
-        if on && named.map(|e| e.target) != Some(self.ring) {
+        let same = named.is_some_and(|e| e.target == self.ring)
+            && self.heap.region.load(self.ring + HDR_GEN)? == self.generation;
+        if on && !same {
             return Err(Error::ChannelRemoved(self.name.clone()));
         }
         let word = self.field(field) + 8 * (slot / 64);
