@@ -283,7 +283,7 @@ impl MemoryBlock {
 
     /// The first payload byte.
     #[inline]
-    fn payload_ptr(&self) -> *mut u8 {
+    pub(crate) fn payload_ptr(&self) -> *mut u8 {
         // SAFETY: the payload's range (`payload_of(offset)`, `len` bytes) was checked when
         // this block was obtained or last resized, and a region's limit only grows.
         unsafe { self.heap().region.at_unchecked(payload_of(self.off())) }.as_ptr()

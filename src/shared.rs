@@ -74,6 +74,47 @@ impl MemoryBlock {
         Ok(unsafe { &*p.as_ptr().cast::<A>() })
     }
 
+    /// An atomic at byte `offset` of this block's own bytes (any block, shared or not), for
+    /// data a block's holders agree to change only through atomics. Fails as
+    /// [`MemoryBlock::view_atomic`] does beyond the block or at a misaligned offset.
+    ///
+    /// # Safety
+    ///
+    /// While the returned reference lives, no `&[u8]` of these bytes may be used anywhere (this
+    /// block's [`MemoryBlock::as_slice`], a segment, a `&mut` from `as_mut_slice`, in this
+    /// process or, for a store, another), and nobody may write them but through atomics: Rust
+    /// assumes the bytes behind a `&[u8]` do not change. A block made with an atomic area
+    /// ([`crate::MemoryManager::allocate_atomic`]) gives the same without `unsafe`.
+    ///
+    /// ```
+    /// use core::sync::atomic::{AtomicU32, Ordering};
+    /// use mmheap::{DefaultManager, MemoryManager};
+    ///
+    /// let m = DefaultManager::new()?;
+    /// let flags = m.allocate_zeroed(8)?; // its bytes are only ever read through atomics
+    /// // SAFETY: nothing views these bytes as a slice while the atomic is in use.
+    /// let word = unsafe { flags.view_atomic_in_bytes::<AtomicU32>(4)? };
+    /// word.fetch_or(1, Ordering::Relaxed);
+    /// assert_eq!(word.load(Ordering::Relaxed), 1);
+    /// # Ok::<(), mmheap::Error>(())
+    /// ```
+    pub unsafe fn view_atomic_in_bytes<A: AtomicView>(&self, offset: usize) -> Result<&A> {
+        let size = std::mem::size_of::<A>();
+        let (start, end) = (offset as u64, (offset as u64).saturating_add(size as u64));
+        if end > self.len() as u64 {
+            return Err(Error::OutOfBounds { start, end, len: self.len() as u64 });
+        }
+        // A raw pointer: no `&[u8]` of the bytes is made here either.
+        let p = self.payload_ptr().wrapping_add(offset);
+        if p as usize % std::mem::align_of::<A>() != 0 {
+            return Err(Error::Misaligned { address: p as usize, align: std::mem::align_of::<A>() });
+        }
+        // SAFETY: `p .. p + size` lies in this block's bytes (checked above), which live as long
+        // as `self`, and is aligned for `A`; an integer atomic is valid for any bits. That no
+        // `&[u8]` of them is used meanwhile is the caller's contract.
+        Ok(unsafe { &*p.cast::<A>() })
+    }
+
     /// Takes the robust lock of this block's guarded area, waiting while another thread or a
     /// living process holds it (however long: a stopped process keeps it), and taking it over
     /// from a process that died holding it. The area is then this guard's to read and write,

@@ -19,7 +19,8 @@ fn main() {
     child_or_tests(child, || {
         let mut trials = Vec::new();
         for (name, make) in managers() {
-            let per_manager: [(&str, Test); 4] = [
+            let per_manager: [(&str, Test); 5] = [
+                ("atomics_over_a_plain_block_s_bytes_count_exactly", |make| in_bytes(make()?.as_ref())),
                 ("atomic_views_count_exactly_across_threads", |make| atomics(make()?.as_ref())),
                 ("the_lock_excludes_threads_and_the_area_is_writable_when_shared", |make| {
                     guarded(make()?.as_ref())
@@ -65,6 +66,34 @@ fn atomics(m: &dyn MemoryManager) -> Result<(), Failed> {
     ensure(block.view_atomic::<AtomicU64>(8)?.load(Ordering::Relaxed) == 200_000, "every increment")?;
     ensure(block.view_atomic::<AtomicU8>(0)?.load(Ordering::Relaxed) == (200_000 % 256) as u8, "bytes wrap")?;
     ensure(block.view_atomic::<AtomicI16>(2)?.fetch_sub(1, Ordering::Relaxed) == 0, "another width")?;
+    Ok(())
+}
+
+/// Atomics over a plain block's own bytes (`unsafe`: the caller keeps `&[u8]` views away).
+fn in_bytes(m: &dyn MemoryManager) -> Result<(), Failed> {
+    let block = m.allocate_zeroed(16)?;
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let b = block.clone();
+            s.spawn(move || {
+                for _ in 0..10_000 {
+                    // SAFETY: this test never views the block's bytes as a slice.
+                    unsafe { b.view_atomic_in_bytes::<AtomicU64>(8) }
+                        .unwrap()
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    // SAFETY: as above.
+    let counted = unsafe { block.view_atomic_in_bytes::<AtomicU64>(8) }?.load(Ordering::Relaxed);
+    ensure(counted == 40_000, format!("{counted} of 40,000"))?;
+    // SAFETY: refused before any view is made.
+    let beyond = unsafe { block.view_atomic_in_bytes::<AtomicU64>(12) };
+    ensure(matches!(beyond, Err(Error::Misaligned { .. }) | Err(Error::OutOfBounds { .. })), "beyond")?;
+    // SAFETY: as above.
+    let misaligned = unsafe { block.view_atomic_in_bytes::<AtomicU32>(6) };
+    ensure(matches!(misaligned, Err(Error::Misaligned { .. })), "misaligned")?;
     Ok(())
 }
 
