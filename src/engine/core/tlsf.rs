@@ -124,6 +124,12 @@ impl<'r> Core<'r> {
         Core { r, mem, end: Self::end_of(cap, mem.limit()), faults }
     }
 
+    /// Whether the superblock's capacity was in range (within what this process can touch).
+    #[inline]
+    pub(crate) fn knows_capacity(&self) -> bool {
+        self.end != 0
+    }
+
     /// The sentinel's offset for capacity `cap`, or 0 when `cap` is out of range.
     #[inline]
     fn end_of(cap: u64, limit: u64) -> u64 {

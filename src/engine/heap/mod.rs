@@ -330,7 +330,16 @@ impl Heap {
         }
     }
 
+    /// A core over the heap as it is now. A capacity beyond what this process can touch is
+    /// another process's growth (outside the lock, nothing else made it reachable here): it is
+    /// followed first, else the core would take the capacity for damage.
     pub(crate) fn core(&self) -> Core<'_> {
+        let core = Core::new(&self.region);
+        if core.knows_capacity() {
+            return core;
+        }
+        // An error leaves the core without a capacity, which its users report as damage.
+        let _ = self.follow_growth();
         Core::new(&self.region)
     }
 
