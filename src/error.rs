@@ -205,6 +205,30 @@ pub enum Error {
         /// The store file.
         path: PathBuf,
     },
+    /// The block does not hold a value of the type asked for: its type fingerprint (the
+    /// first 8 bytes of a value block, `docs/format.md` "Typed values") is another type's, or
+    /// the block is no value at all. `expected` is the asked type's fingerprint.
+    #[error(
+        "the block holds a value of another type (fingerprint {found:#018x}, expected {expected:#018x})"
+    )]
+    WrongType {
+        /// The fingerprint of the type asked for.
+        expected: u64,
+        /// The fingerprint found in the block (0 if the block is too short to hold one).
+        found: u64,
+    },
+    /// A value's bytes do not validate as an archive of its type (rkyv's bytecheck): written
+    /// damaged, or by a process that does not follow the protocol. Nothing of it was handed out.
+    #[error("the value's bytes are not a valid archive of its type: {0}")]
+    InvalidValue(String),
+    /// A value could not be serialized (rkyv reported an error, such as a length that does not
+    /// fit its archived form).
+    #[error("the value could not be serialized: {0}")]
+    Serialize(String),
+    /// A container (`SharedVec`, `SharedMap`, `SharedBytesMap`) was opened from a block that
+    /// is not one of its kind (another container, another key or value type, plain bytes).
+    #[error("the block is not a container of this kind: {0}")]
+    NotAContainer(&'static str),
     /// Options are inconsistent.
     #[error("invalid options: {0}")]
     InvalidOptions(&'static str),

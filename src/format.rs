@@ -279,6 +279,73 @@ pub const LINK_CELL: u64 = 8;
 /// Most link cells one block may have.
 pub const LINK_MAX: u64 = 1 << 24;
 
+// ---- typed values: a block holding an rkyv archive (src/value.rs) -------------------
+
+/// Value field: `u64` fingerprint of the archived type (`mmheap::value::fingerprint`).
+pub const VALUE_FINGERPRINT: u64 = 0;
+/// Value field: `u32` length of the archive in bytes (the block's length less [`VALUE_ARCHIVE`]).
+pub const VALUE_LEN: u64 = 8;
+/// Value field: `u32` value layout version, [`VALUE_VERSION_1`].
+pub const VALUE_VERSION: u64 = 12;
+/// Where the archive starts (16-aligned, as rkyv's archives want), and the value header's size.
+pub const VALUE_ARCHIVE: u64 = 16;
+/// The value layout version this crate writes and reads.
+pub const VALUE_VERSION_1: u32 = 1;
+
+// ---- containers: SharedVec, SharedMap, SharedBytesMap (src/containers) ---------------
+
+/// Container field (the top block's bytes): `u64` magic, [`CONTAINER_MAGIC_WORD`].
+pub const CONTAINER_MAGIC: u64 = 0;
+/// The container magic: "mmhcont1", little-endian.
+pub const CONTAINER_MAGIC_WORD: u64 = u64::from_le_bytes(*b"mmhcont1");
+/// Container field: `u32` kind: [`CONTAINER_VEC`], [`CONTAINER_MAP`] or [`CONTAINER_BYTES_MAP`].
+pub const CONTAINER_KIND: u64 = 8;
+/// Container field: `u32` layout version, 1.
+pub const CONTAINER_VERSION: u64 = 12;
+/// Container field: `u64` fingerprint of the element (or key and value) types.
+pub const CONTAINER_TYPES: u64 = 16;
+/// Container field: `u64` elements per chunk (a vector's); 0 for a map.
+pub const CONTAINER_PARAM: u64 = 24;
+/// Bytes of the container header (the top block's user bytes; its 2 links follow).
+pub const CONTAINER_HEADER: u64 = 32;
+/// Container kind: a `SharedVec`.
+pub const CONTAINER_VEC: u32 = 1;
+/// Container kind: a `SharedMap` (Pod keys and values).
+pub const CONTAINER_MAP: u32 = 2;
+/// Container kind: a `SharedBytesMap` (byte-string keys and values).
+pub const CONTAINER_BYTES_MAP: u32 = 3;
+/// The top block's link to the lock block (a block with a guarded area).
+pub const CONTAINER_LOCK_LINK: u64 = 0;
+/// The top block's link to the current state: a vector's chunk table, a map's directory.
+pub const CONTAINER_STATE_LINK: u64 = 1;
+/// Guarded area field of the lock block: `u64` a map's entry count (kept under the lock;
+/// recounted from the segments after a holder died).
+pub const CONTAINER_COUNT: u64 = 0;
+/// Bytes of the lock block's guarded area.
+pub const CONTAINER_GUARDED: u64 = 8;
+/// A vector's chunk table's link to its tail chunk; full chunks are links 1 to `f`.
+pub const VEC_TAIL_LINK: u64 = 0;
+/// Chunk field: `u64` the vector's length (read from the tail chunk only).
+pub const VEC_CHUNK_LEN: u64 = 0;
+/// Where a chunk's elements start.
+pub const VEC_CHUNK_ELEMENTS: u64 = 16;
+/// Bytes of elements a chunk holds at most (elements per chunk: this over the element size).
+pub const VEC_CHUNK_BYTES: u64 = 1024;
+/// Segment field: `u64` number of entries.
+pub const MAP_SEG_COUNT: u64 = 0;
+/// Where a segment's entries start.
+pub const MAP_SEG_ENTRIES: u64 = 8;
+/// Entry field (from the entry's start): `u64` the key's hash.
+pub const MAP_ENTRY_HASH: u64 = 0;
+/// Entry field: `u32` key length.
+pub const MAP_ENTRY_KEY_LEN: u64 = 8;
+/// Entry field: `u32` value length.
+pub const MAP_ENTRY_VALUE_LEN: u64 = 12;
+/// Bytes of an entry's header; key and value follow, the entry padded to 8 bytes.
+pub const MAP_ENTRY_HEADER: u64 = 16;
+/// Entries per segment, on average, at which a map's directory doubles.
+pub const MAP_LOAD: u64 = 8;
+
 // ---- spans: blocks of small slots -------------------------------------------------------
 /// Bytes of a span block, header included. Its payload starts at a multiple of this, so the
 /// span of a slot is found by rounding the slot's id down to it.

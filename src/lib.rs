@@ -39,6 +39,7 @@
 compile_error!("mmheap needs a Unix system (Linux is the primary platform; see README \"Status\")");
 
 mod block;
+pub mod containers;
 mod default_manager;
 mod engine;
 mod error;
@@ -56,9 +57,11 @@ mod segment;
 mod shared;
 mod sync;
 mod sys;
+pub mod value;
 mod weak;
 
 pub use crate::block::{BlockHandle, MemoryBlock};
+pub use crate::containers::{SharedBytesMap, SharedMap, SharedVec};
 pub use crate::default_manager::{DefaultManager, DEFAULT_RESERVE};
 pub use crate::engine::channel::{Channel, Receiver, RecvError, SendError, Sender};
 pub use crate::engine::core::check::{CheckReport, Problem};
@@ -70,6 +73,7 @@ pub use crate::mapped::{MappedManager, Options, ReadOnlyBlock, ReadOnlyStore, MA
 pub use crate::offset::Offset;
 pub use crate::segment::{MemorySegment, MemorySegmentMut};
 pub use crate::shared::{AtomicView, Locked, SharedGuard};
+pub use crate::value::{Storable, Value};
 pub use crate::weak::WeakBlock;
 
 macro_rules! impl_memory_manager {

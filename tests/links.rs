@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use common::*;
@@ -237,37 +236,6 @@ fn store_cycle() -> Result<(), Failed> {
     let r1 = m.root("rooted")?.ok_or("root")?;
     ensure(r1.link(0)?.ok_or("r2")?.link(0)?.ok_or("r1")?.offset() == r1.offset(), "intact")?;
     Ok(())
-}
-
-/// Every block reachable from the roots through links, by header offset; checks each node's
-/// value against the offset map the walk builds (a node reached twice is the same block).
-fn reachable(m: &MappedManager) -> Result<HashSet<u64>, Failed> {
-    let mut seen = HashSet::new();
-    let mut work: Vec<MemoryBlock> = Vec::new();
-    for (name, _) in m.roots()? {
-        work.extend(m.root(&name)?);
-    }
-    while let Some(b) = work.pop() {
-        if seen.insert(b.offset().get()) {
-            for i in 0..b.link_count() {
-                work.extend(b.link(i)?);
-            }
-        }
-    }
-    Ok(seen)
-}
-
-/// Sound, no cycle, and every live block users hold is reachable from a root.
-fn exact(m: &MappedManager) -> Result<usize, Failed> {
-    let reached = reachable(m)?.len();
-    let report = m.check()?;
-    ensure(report.is_sound(), format!("check: {:?}", report.problems))?;
-    ensure(report.cycle_blocks.is_empty(), "no cycle")?;
-    ensure(
-        report.used_blocks == reached as u64,
-        format!("{} live, {reached} reachable", report.used_blocks),
-    )?;
-    Ok(reached)
 }
 
 fn across() -> Result<(), Failed> {

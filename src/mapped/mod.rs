@@ -389,6 +389,14 @@ impl MappedManager {
         roots::get(&self.heap, name)?.map(|got| MemoryBlock::from_obtained(&self.heap, got)).transpose()
     }
 
+    /// The typed value named `name`, if there is one: checked to be a `T`
+    /// ([`Error::WrongType`] for a root of another type or of plain bytes) and validated
+    /// ([`Error::InvalidValue`] for bytes that are no valid archive of it). Set such a root with
+    /// [`MappedManager::set_root`]`(name, value.block())`; see [`crate::Value`].
+    pub fn root_value<T: crate::Storable>(&self, name: &str) -> Result<Option<crate::Value<T>>> {
+        self.root(name)?.map(crate::Value::from_block).transpose()
+    }
+
     /// Removes the root `name`, releasing its reference. Returns whether it existed.
     pub fn remove_root(&self, name: &str) -> Result<bool> {
         roots::remove(&self.heap, name)

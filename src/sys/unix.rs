@@ -215,7 +215,7 @@ pub(crate) fn unlock_byte(file: &File, offset: u64) -> io::Result<()> {
 pub(crate) fn byte_locked(file: &File, offset: u64) -> io::Result<bool> {
     let mut fl = flock_of(libc::F_WRLCK, offset);
     fcntl_lock(file, GETLK, &mut fl)?;
-    Ok(fl.l_type != libc::F_UNLCK as _)
+    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
 }
 
 /// This process's start time in clock ticks since boot (Linux), or 0 where unknown. Recorded

@@ -294,3 +294,34 @@ pub fn managers() -> Vec<(&'static str, Make)> {
     }
     vec![("default", default as Make), ("store", store as Make)]
 }
+
+/// Every block reachable from the roots through links, by header offset; checks each node's
+/// value against the offset map the walk builds (a node reached twice is the same block).
+pub fn reachable(m: &mmheap::MappedManager) -> Result<std::collections::HashSet<u64>, Failed> {
+    let mut seen = std::collections::HashSet::new();
+    let mut work: Vec<MemoryBlock> = Vec::new();
+    for (name, _) in m.roots()? {
+        work.extend(m.root(&name)?);
+    }
+    while let Some(b) = work.pop() {
+        if seen.insert(b.offset().get()) {
+            for i in 0..b.link_count() {
+                work.extend(b.link(i)?);
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// Sound, no cycle, and every live block users hold is reachable from a root.
+pub fn exact(m: &mmheap::MappedManager) -> Result<usize, Failed> {
+    let reached = reachable(m)?.len();
+    let report = m.check()?;
+    ensure(report.is_sound(), format!("check: {:?}", report.problems))?;
+    ensure(report.cycle_blocks.is_empty(), "no cycle")?;
+    ensure(
+        report.used_blocks == reached as u64,
+        format!("{} live, {reached} reachable", report.used_blocks),
+    )?;
+    Ok(reached)
+}
