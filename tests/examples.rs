@@ -53,3 +53,65 @@ fn examples_keep_their_default_stores_out_of_the_working_directory() {
     assert!(tmp.path().join("mmheap-example-ipc.mmheap").exists());
     assert!(tmp.path().join("mmheap-example-linked.mmheap").exists());
 }
+
+fn kv(store: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(example("kv")).arg(store).args(args).output().unwrap()
+}
+
+fn kv_out(store: &Path, args: &[&str]) -> String {
+    let out = kv(store, args);
+    assert!(out.status.success(), "kv {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The `kv` example's interface, as a script drives it: exit codes, output, several processes
+/// at once, and a writer killed with SIGKILL.
+#[test]
+fn kv_works_as_scripts_use_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("kv.mmheap");
+    assert!(!store.exists());
+    kv_out(&store, &["put", "colour", "blue"]);
+    kv_out(&store, &["put", "shape", "round"]);
+    kv_out(&store, &["put", "colour", "green"]);
+    assert_eq!(kv_out(&store, &["get", "colour"]), "green\n");
+    assert_eq!(kv(&store, &["get", "size"]).status.code(), Some(1), "an absent key exits 1");
+    assert_eq!(kv_out(&store, &["list"]), "colour\tgreen\nshape\tround\n");
+    kv_out(&store, &["delete", "colour"]);
+    assert_eq!(kv(&store, &["delete", "colour"]).status.code(), Some(1));
+    assert_eq!(kv(&store, &["frobnicate"]).status.code(), Some(2), "usage");
+
+    // Three processes filling at once: every key of every one.
+    let fills: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|p| Command::new(example("kv")).arg(&store).args(["fill", "2000", p]).spawn().unwrap())
+        .collect();
+    for mut f in fills {
+        assert!(f.wait().unwrap().success());
+    }
+    let list = kv_out(&store, &["list"]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 6001, "6,000 filled keys and shape");
+    assert!(lines.windows(2).all(|w| w[0] < w[1]), "sorted, each key once");
+    assert!(lines.iter().filter(|l| !l.starts_with("shape")).all(|l| {
+        let (k, v) = l.split_once('\t').unwrap();
+        k == v
+    }));
+
+    // A writer killed at some instant: the store opens, every key reads as written, the map
+    // takes more.
+    let mut killed = Command::new(example("kv")).arg(&store).args(["fill", "10000000", "z"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    kv_out(&store, &["put", "after", "kill"]);
+    let list = kv_out(&store, &["list"]);
+    let z = list.lines().filter(|l| l.starts_with('z')).count();
+    assert!(list
+        .lines()
+        .filter(|l| l.starts_with('z'))
+        .all(|l| l.split_once('\t').is_some_and(|(k, v)| k == v)));
+    assert_eq!(list.lines().count(), 6001 + 1 + z);
+    let m = mmheap::MappedManager::open(&store).unwrap();
+    assert!(m.check().unwrap().is_sound());
+}

@@ -187,6 +187,12 @@ impl Backing for FileBacking {
         self.file.sync_all().map_err(|e| Error::io("fsync the store", e))
     }
 
+    fn flush_range(&self, start: u64, len: u64) -> Result<()> {
+        let first = start - start % crate::format::PAGE_SIZE;
+        let len = (start + len - first) as usize;
+        self.map.flush_range(first as usize, len).map_err(|e| Error::io("msync a range of the store", e))
+    }
+
     fn detach(&self, region: &Region) {
         registry::detach(region, self.slot);
     }
@@ -287,8 +293,24 @@ impl MappedManager {
     }
 
     /// Makes everything written so far durable: msync of the mapping, then fsync of the file.
+    /// When it returns `Ok`, the store file on disk holds everything written before the call;
+    /// an I/O error of either (EIO: the disk failed to write some page) is its error, and then
+    /// nothing is promised of what was written since the last flush that succeeded.
     pub fn flush(&self) -> Result<()> {
         self.heap.flush()
+    }
+
+    /// Makes the bytes of `block` durable (its header, its bytes, its link table or shared
+    /// area): msync of the pages it spans, which waits for the disk. Cheaper than
+    /// [`MappedManager::flush`] when one block changed; the heap's own records of it (free
+    /// lists, counters, a root naming it) are not included: after a power loss, the store's
+    /// recovery rebuilds those (ARCHITECTURE.md, "Durability"). An I/O error (EIO) is this
+    /// call's error.
+    pub fn flush_block(&self, block: &MemoryBlock) -> Result<()> {
+        if !block.same_heap(&self.heap) {
+            return Err(Error::WrongManager);
+        }
+        self.heap.flush_block(block.header_offset(), block.len() as u64)
     }
 
     /// Walks the heap, the free structures and the named roots and reports every
@@ -382,6 +404,30 @@ impl MappedManager {
         }
         block.settle_len()?;
         roots::set(&self.heap, name, block.header_offset())
+    }
+
+    /// The block root `name` names, after setting it to `block` if there was none: one step
+    /// under the store lock, so of several processes making the same root at once, exactly one
+    /// sets it and every one gets the same block (compare with `block` to know which).
+    ///
+    /// ```
+    /// use mmheap::{MappedManager, MemoryManager, Options};
+    ///
+    /// let store = MappedManager::temporary(&Options::new())?;
+    /// let first = store.root_or_set("config", &store.allocate(8)?)?;
+    /// let second = store.root_or_set("config", &store.allocate(8)?)?;
+    /// assert_eq!(first.handle(), second.handle()); // the second block was not used
+    /// # Ok::<(), mmheap::Error>(())
+    /// ```
+    pub fn root_or_set(&self, name: &str, block: &MemoryBlock) -> Result<MemoryBlock> {
+        if !block.same_heap(&self.heap) {
+            return Err(Error::WrongManager);
+        }
+        block.settle_len()?;
+        match roots::set_if_absent(&self.heap, name, block.header_offset())? {
+            Some(got) => MemoryBlock::from_obtained(&self.heap, got),
+            None => Ok(block.clone()),
+        }
     }
 
     /// A new reference to the block named `name`, if there is one.

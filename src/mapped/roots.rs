@@ -66,6 +66,23 @@ pub(super) fn set(heap: &Heap, name: &str, block: u64) -> Result<()> {
     }
 }
 
+/// Sets root `name` to `block` unless it exists; returns a new reference to what it names if
+/// it did (`block` untouched then). One hold of the store lock: of several processes racing to
+/// make a root, one sets it and all get its block.
+pub(super) fn set_if_absent(heap: &Heap, name: &str, block: u64) -> Result<Option<Obtained>> {
+    let name = check_name(name)?;
+    let g = heap.lock()?;
+    let dir = ROOT_NAMES.directory(heap)?;
+    if let Some((i, old)) = find(heap, &dir, name)? {
+        let got = heap.acquire_locked(&g, old, None);
+        return got.ok_or(Error::corrupt("root names a block with no references", dir.entry(i)))?.map(Some);
+    }
+    let dir = ROOT_NAMES.with_room(heap, &g)?;
+    heap.add_hold_locked(block)?;
+    table::insert(heap, &dir, name, block)?;
+    Ok(None)
+}
+
 pub(super) fn get(heap: &Heap, name: &str) -> Result<Option<Obtained>> {
     let name = check_name(name)?;
     let g = heap.lock()?;

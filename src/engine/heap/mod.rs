@@ -62,6 +62,10 @@ pub(crate) trait Backing: Send + Sync {
     fn flush(&self) -> Result<()> {
         Ok(())
     }
+    /// Writes the dirty pages of `len` bytes from `start` to the file, and waits for them.
+    fn flush_range(&self, _start: u64, _len: u64) -> Result<()> {
+        Ok(())
+    }
     /// Leaves the store (under the lock, before the memory goes away); nothing for a backing
     /// that never attached.
     fn detach(&self, _region: &Region) {}
@@ -767,6 +771,17 @@ impl Heap {
 
     pub(crate) fn flush(&self) -> Result<()> {
         self.backing.flush()
+    }
+
+    /// Writes the block (or slot) `off` of `len` bytes to the file: its header, its bytes and
+    /// what follows them (a link table, a shared area).
+    pub(crate) fn flush_block(&self, off: u64, len: u64) -> Result<()> {
+        let payload = payload_of(off);
+        let (start, end) = match is_slot(off) {
+            true => (payload, payload + len),
+            false => (off, off + self.core().block_at(off)?.size()),
+        };
+        self.backing.flush_range(start, end - start)
     }
 }
 
