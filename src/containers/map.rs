@@ -138,7 +138,8 @@ impl SharedBytesMap {
         })
     }
 
-    /// The number of entries.
+    /// The number of entries: kept under the writers' lock, so this waits for a writer that
+    /// holds it.
     pub fn len(&self) -> Result<u64> {
         self.core.write(|guard, died| self.counted(guard, died))
     }
