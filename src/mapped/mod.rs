@@ -123,6 +123,7 @@ pub struct MappedManager {
     path: Arc<PathBuf>,
     created: bool,
     opening_recovery: Option<crate::RecoveryReport>,
+    opening_salvage: Option<Arc<crate::SalvageReport>>,
 }
 
 impl std::fmt::Debug for MappedManager {
@@ -260,15 +261,29 @@ impl MappedManager {
         path: PathBuf,
         created: bool,
         opening_recovery: Option<crate::RecoveryReport>,
+        opening_salvage: Option<crate::SalvageReport>,
     ) -> Result<Self> {
         let heap = HeapRef::new(heap)?;
-        Ok(MappedManager { heap, path: Arc::new(path), created, opening_recovery })
+        let opening_salvage = opening_salvage.map(Arc::new);
+        Ok(MappedManager { heap, path: Arc::new(path), created, opening_recovery, opening_salvage })
     }
 
     /// What the recovery that ran while opening the store did, if one ran (some process had
-    /// died leaving things behind).
+    /// died leaving things behind, or the machine went down with the store open: then
+    /// [`MappedManager::opening_salvage`] says more).
     pub fn opening_recovery(&self) -> Option<crate::RecoveryReport> {
         self.opening_recovery
+    }
+
+    /// What the salvage that ran while opening the store did, if this process was the first
+    /// of its boot to open a store that the machine went down with (a power loss or an
+    /// operating system crash: the store records the kernel's boot id of its last users).
+    /// Pages that were not flushed may then have been lost or torn, so the open salvages
+    /// instead of running the strict recovery: what did not survive whole is quarantined or
+    /// dropped and listed here; what a completed [`MappedManager::flush`] made durable and
+    /// nothing changed since is kept (ARCHITECTURE.md, "Durability and power loss").
+    pub fn opening_salvage(&self) -> Option<&crate::SalvageReport> {
+        self.opening_salvage.as_deref()
     }
 
     /// Whether this manager created the store file (with `create`, `temporary`, or the
