@@ -188,6 +188,24 @@ impl Backing for FileBacking {
         self.file.sync_all().map_err(|e| Error::io("fsync the store", e))
     }
 
+    /// `msync(MS_SYNC)` of the pages holding the range: on Linux that writes them and waits,
+    /// as `fdatasync` does for the whole file (`vfs_fsync_range` of the range, with the disk's
+    /// cache flushed), without writing the rest of the store's dirty pages.
+    fn persist(&self, offset: u64, len: u64) -> Result<()> {
+        let (offset, len) = (usize::try_from(offset), usize::try_from(len));
+        let (Ok(offset), Ok(len)) = (offset, len) else {
+            return Err(Error::corrupt("range to make durable out of range", 0));
+        };
+        self.map.flush_range(offset, len).map_err(|e| Error::io("msync part of the store", e))?;
+        let page = PAGE_SIZE as usize;
+        let start = offset / page * page;
+        crate::hooks::persisted(
+            start as u64,
+            (offset + len).next_multiple_of(page).saturating_sub(start) as u64,
+        );
+        Ok(())
+    }
+
     fn detach(&self, region: &Region) {
         registry::detach(region, self.slot);
     }

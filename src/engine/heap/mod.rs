@@ -62,6 +62,12 @@ pub(crate) trait Backing: Send + Sync {
     fn flush(&self) -> Result<()> {
         Ok(())
     }
+    /// Makes bytes `offset..offset + len` of the store durable before it returns (a barrier
+    /// between two steps whose order must survive a power loss); nothing for memory that is
+    /// not a store's file.
+    fn persist(&self, _offset: u64, _len: u64) -> Result<()> {
+        Ok(())
+    }
     /// Leaves the store (under the lock, before the memory goes away); nothing for a backing
     /// that never attached.
     fn detach(&self, _region: &Region) {}
@@ -767,6 +773,11 @@ impl Heap {
 
     pub(crate) fn flush(&self) -> Result<()> {
         self.backing.flush()
+    }
+
+    /// Makes bytes `offset..offset + len` durable now (a file-backed heap; nothing otherwise).
+    pub(crate) fn persist(&self, offset: u64, len: u64) -> Result<()> {
+        self.backing.persist(offset, len)
     }
 }
 
