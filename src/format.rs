@@ -86,6 +86,12 @@ pub const SB_ROOT_TABLE: u64 = 216;
 /// `u64` header offset of the channels' table (laid out as the roots table); 0 = none yet: the
 /// channels are in the fixed directory at [`CHANNELS_OFFSET`].
 pub const SB_CHANNEL_TABLE: u64 = 224;
+/// `u64` the boot the store was last opened in: a hash of the kernel's boot id
+/// (`/proc/sys/kernel/random/boot_id`), never 0; 0 = none recorded (a store from before the
+/// field). An open that finds another boot's id knows the machine went down with the store
+/// open, its page cache lost: unflushed pages may be torn, and recovery tolerates what that
+/// leaves (ARCHITECTURE.md, "Durability and power loss").
+pub const SB_BOOT_ID: u64 = 232;
 /// Size of the superblock area that is read as fields; what follows up to [`TLSF_OFFSET`] is
 /// the exchange.
 pub const SUPERBLOCK_SIZE: u64 = 512;
@@ -467,6 +473,7 @@ const _: () = {
     assert!(SLOT_MARK < GRANULE && HEADER_SIZE >= SLOT_MARK);
     assert!(SB_EXCHANGE_BYTES + 8 <= SB_ROOT_TABLE && SB_RECOVERED_BLOCKS + 8 <= SB_EXCHANGE_BLOCKS);
     assert!(SB_CHANNEL_TABLE == SB_ROOT_TABLE + 8 && SB_CHANNEL_TABLE + 8 <= SUPERBLOCK_SIZE);
+    assert!(SB_BOOT_ID == SB_CHANNEL_TABLE + 8 && SB_BOOT_ID + 8 <= SUPERBLOCK_SIZE);
     assert!(SUPERBLOCK_SIZE <= EXCHANGE_OFFSET && EXCHANGE_OFFSET + EXCHANGE_CLASSES * 8 <= TLSF_OFFSET);
     assert!(EXCHANGE_OWNER > SLOT_COUNT && EXCHANGE_SEAL + 8 <= MIN_BLOCK);
     assert!(SL_COUNT <= 32);

@@ -46,6 +46,12 @@ mod error;
 mod fork;
 pub mod format;
 mod hooks;
+/// Seams for the crate's own tests (feature `test-hooks`); not part of the API.
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod test_hooks {
+    pub use crate::hooks::observe_persist;
+}
 pub mod inspect;
 mod links;
 mod lock;

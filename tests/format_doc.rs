@@ -97,6 +97,7 @@ fn format_doc_matches_constants() {
         ROOT_NAME_MAX,
         SB_ROOT_TABLE,
         SB_CHANNEL_TABLE,
+        SB_BOOT_ID,
         ROOT_TABLE_KIND,
         ROOT_TABLE_CAPACITY,
         ROOT_TABLE_USED,

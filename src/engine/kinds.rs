@@ -65,7 +65,23 @@ impl Heap {
     /// Runs salvage under the lock taken as it is found: see `MappedManager::salvage`.
     pub(crate) fn salvage(&self) -> Result<SalvageReport> {
         let (guard, was, _) = self.lock_as_found()?;
-        or_give_back(&guard, was, crate::engine::recovery::salvage_locked(self, &guard, &KINDS))
+        or_give_back(&guard, was, crate::engine::recovery::salvage_locked(self, &guard, &KINDS, true))
+    }
+
+    /// The recovery of the first open after a reboot (`recovery/entry.rs`): unless the store
+    /// records `boot` by the time this process holds the lock (another process of this boot did
+    /// it first: `None`), salvage, without requiring the store to itself, then `boot` recorded,
+    /// under the lock. On an error the store is as it was.
+    pub(crate) fn salvage_after_reboot(&self, boot: u64) -> Result<Option<SalvageReport>> {
+        let (guard, was, _) = self.lock_as_found()?;
+        if self.region.load(crate::format::SB_BOOT_ID)? == boot {
+            return Ok(None);
+        }
+        let done = crate::engine::recovery::salvage_locked(self, &guard, &KINDS, false).and_then(|report| {
+            self.region.store(crate::format::SB_BOOT_ID, boot)?;
+            Ok(Some(report))
+        });
+        or_give_back(&guard, was, done)
     }
 }
 

@@ -42,6 +42,17 @@ fn cells(heap: &Heap, table: &LinkTable) -> Result<Vec<(u64, u64)>> {
     Ok(out)
 }
 
+/// The non-empty cells of the block at `off` if a used, linked block's header is there (salvage's
+/// anchors only: what they name is checked before anything is kept); nothing otherwise.
+fn named_links(heap: &Heap, off: u64) -> Vec<(u64, u64)> {
+    let Ok(tag) = heap.core().block_at(off) else { return Vec::new() };
+    if !tag.is_plain_used() || !tag.is_linked() {
+        return Vec::new();
+    }
+    let table = heap.link_table(off, tag);
+    table.and_then(|t| cells(heap, &t)).unwrap_or_default()
+}
+
 impl Kind for Links {
     fn open(&self, _heap: &Heap, _dead: &[u64], kind: usize) -> Result<Box<dyn Session>> {
         Ok(Box::new(LinkSession { kind, tables: HashMap::new(), unreadable: Vec::new() }))
@@ -129,9 +140,28 @@ impl LinkSession {
 impl Session for LinkSession {
     /// Salvage only: the links as a tolerant walk finds them, for the anchors of its tiling
     /// (`tiled` reads them again from that tiling). Recovery reads them from its scan there.
+    ///
+    /// A tolerant walk resyncs after a range it cannot parse at whatever header it finds next,
+    /// so it can miss a linked block that a root (or another reference read before links) names
+    /// exactly: the links of what those references name are read too, to a fixpoint, so that a
+    /// linked block's children anchor the tiling whenever the block itself does.
     fn read(&mut self, heap: &Heap, plan: &mut dyn Reading, out: &mut Vec<Reference>) -> Result<()> {
         if plan.salvaging() {
-            out.extend(self.read_blocks(heap, linked_blocks(heap, true)?.into_iter(), plan)?);
+            let walked = linked_blocks(heap, true)?;
+            let mut seen: HashSet<u64> = walked.iter().map(|(off, _)| *off).collect();
+            let mut refs = self.read_blocks(heap, walked.into_iter(), plan)?;
+            let mut work: Vec<u64> = out.iter().chain(&refs).map(|r| r.target).collect();
+            while let Some(target) = work.pop() {
+                if !seen.insert(target) {
+                    continue;
+                }
+                for (i, child) in named_links(heap, target) {
+                    let holder = Holder { kind: self.kind, entry: target, message: Some(i) };
+                    refs.push(Reference { holder, target: child });
+                    work.push(child);
+                }
+            }
+            out.extend(refs);
             (self.tables, self.unreadable) = (HashMap::new(), Vec::new());
         }
         Ok(())

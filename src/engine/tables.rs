@@ -158,9 +158,16 @@ impl NameTable {
     }
 
     /// Makes `table` the roots table (the commit) and releases the one it replaces (0: none).
+    /// In a store file, with two barriers a power loss cannot reorder (ARCHITECTURE.md,
+    /// "Durability and power loss"): the new table's bytes are durable before the superblock
+    /// names it, and the superblock's field before the old table (or the fixed directory's
+    /// entries) is let go, so a field that persisted names a whole table and a table that was
+    /// let go is no longer named.
     fn commit(&self, heap: &Heap, g: &Guard<'_>, table: u64, old: u64) -> Result<()> {
         crate::hooks::pause(self.filled);
+        heap.persist(table, heap.core().tag(table)?.size())?;
         heap.region.store(self.field, table)?;
+        heap.persist(self.field, 8)?;
         crate::hooks::pause(self.named);
         if old != 0 {
             heap.release_hold_locked(g, old)?;

@@ -123,6 +123,7 @@ pub struct MappedManager {
     path: Arc<PathBuf>,
     created: bool,
     opening_recovery: Option<crate::RecoveryReport>,
+    opening_salvage: Option<Arc<crate::SalvageReport>>,
 }
 
 impl std::fmt::Debug for MappedManager {
@@ -187,10 +188,22 @@ impl Backing for FileBacking {
         self.file.sync_all().map_err(|e| Error::io("fsync the store", e))
     }
 
-    fn flush_range(&self, start: u64, len: u64) -> Result<()> {
-        let first = start - start % crate::format::PAGE_SIZE;
-        let len = (start + len - first) as usize;
-        self.map.flush_range(first as usize, len).map_err(|e| Error::io("msync a range of the store", e))
+    /// `msync(MS_SYNC)` of the pages holding the range: on Linux that writes them and waits,
+    /// as `fdatasync` does for the whole file (`vfs_fsync_range` of the range, with the disk's
+    /// cache flushed), without writing the rest of the store's dirty pages.
+    fn persist(&self, offset: u64, len: u64) -> Result<()> {
+        let (offset, len) = (usize::try_from(offset), usize::try_from(len));
+        let (Ok(offset), Ok(len)) = (offset, len) else {
+            return Err(Error::corrupt("range to make durable out of range", 0));
+        };
+        self.map.flush_range(offset, len).map_err(|e| Error::io("msync part of the store", e))?;
+        let page = PAGE_SIZE as usize;
+        let start = offset / page * page;
+        crate::hooks::persisted(
+            start as u64,
+            (offset + len).next_multiple_of(page).saturating_sub(start) as u64,
+        );
+        Ok(())
     }
 
     fn detach(&self, region: &Region) {
@@ -266,15 +279,29 @@ impl MappedManager {
         path: PathBuf,
         created: bool,
         opening_recovery: Option<crate::RecoveryReport>,
+        opening_salvage: Option<crate::SalvageReport>,
     ) -> Result<Self> {
         let heap = HeapRef::new(heap)?;
-        Ok(MappedManager { heap, path: Arc::new(path), created, opening_recovery })
+        let opening_salvage = opening_salvage.map(Arc::new);
+        Ok(MappedManager { heap, path: Arc::new(path), created, opening_recovery, opening_salvage })
     }
 
     /// What the recovery that ran while opening the store did, if one ran (some process had
-    /// died leaving things behind).
+    /// died leaving things behind, or the machine went down with the store open: then
+    /// [`MappedManager::opening_salvage`] says more).
     pub fn opening_recovery(&self) -> Option<crate::RecoveryReport> {
         self.opening_recovery
+    }
+
+    /// What the salvage that ran while opening the store did, if this process was the first
+    /// of its boot to open a store that the machine went down with (a power loss or an
+    /// operating system crash: the store records the kernel's boot id of its last users).
+    /// Pages that were not flushed may then have been lost or torn, so the open salvages
+    /// instead of running the strict recovery: what did not survive whole is quarantined or
+    /// dropped and listed here; what a completed [`MappedManager::flush`] made durable and
+    /// nothing changed since is kept (ARCHITECTURE.md, "Durability and power loss").
+    pub fn opening_salvage(&self) -> Option<&crate::SalvageReport> {
+        self.opening_salvage.as_deref()
     }
 
     /// Whether this manager created the store file (with `create`, `temporary`, or the

@@ -35,6 +35,7 @@ pub(super) fn create(path: &Path, options: &Options, temporary: bool) -> Result<
     let region = region_of(&map, initial, max);
     let flags = if temporary { SB_FLAG_TEMPORARY } else { 0 };
     format_region(&region, initial, max, flags)?;
+    region.store(SB_BOOT_ID, crate::sys::boot_id())?;
     let file = tmp.persist_noclobber(path).map_err(|e| match e.error.kind() {
         ErrorKind::AlreadyExists => Error::AlreadyExists(path.to_owned()),
         _ => Error::io("link the store file into place", e.error),
@@ -42,11 +43,53 @@ pub(super) fn create(path: &Path, options: &Options, temporary: bool) -> Result<
     finish(file, map, region, path, temporary, true)
 }
 
-/// Opens and validates an existing store.
+/// Opens and validates an existing store. One that another boot than this one used last (the
+/// machine went down with it open: `SB_BOOT_ID`) is opened as after a power loss: its file is
+/// extended to its capacity if the new length did not persist, its end sentinel is not
+/// required, and salvage runs instead of the strict recovery (`recover_on_open`).
 pub(super) fn open(path: &Path, _options: Option<&Options>) -> Result<MappedManager> {
-    let (file, map, region) = map_existing(path)?;
-    end_sentinel(&file, region.limit())?;
+    let file = open_for_writing(path)?;
+    let boot = crate::sys::boot_id();
+    let rebooted = another_boot(&file, boot)?;
+    if rebooted {
+        reach_recorded_capacity(&file)?;
+    }
+    let (file, map, region) = map_opened(path, file)?;
+    if !rebooted {
+        end_sentinel(&file, region.limit())?;
+    }
     finish(file, map, region, path, false, false)
+}
+
+/// Whether the store records a boot other than `boot` (0 for either: unknown, not another).
+fn another_boot(file: &File, boot: u64) -> Result<bool> {
+    let mut word = [0u8; 8];
+    match file.read_exact_at(&mut word, SB_BOOT_ID) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(Error::io("read the superblock", e)),
+    }
+    let recorded = u64::from_le_bytes(word);
+    Ok(recorded != 0 && boot != 0 && recorded != boot)
+}
+
+/// After a power loss the superblock may have persisted a capacity a growth published while
+/// the file's new length did not: the file is extended to it (zeros, which the salvage at open
+/// reads as damage or as growth's free space). A capacity out of range is left for
+/// [`validate_superblock`] to refuse.
+fn reach_recorded_capacity(file: &File) -> Result<()> {
+    let mut sb = [0u8; 16];
+    file.read_exact_at(&mut sb, SB_MAX_SIZE).map_err(|e| Error::io("read the superblock", e))?;
+    let max = u64::from_le_bytes(sb[..8].try_into().unwrap_or_default());
+    let capacity = u64::from_le_bytes(sb[8..].try_into().unwrap_or_default());
+    let len = file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
+    let plausible =
+        (MIN_STORE_SIZE..=max.min(MAX_STORE_SIZE)).contains(&capacity) && capacity % PAGE_SIZE == 0;
+    if plausible && capacity > len {
+        crate::sys::preallocate(file, capacity)
+            .map_err(|e| Error::growth("extend the store file", e, capacity, max))?;
+    }
+    Ok(())
 }
 
 /// Checks that the heap ends with its sentinel at `capacity`, or at the capacity the store has
@@ -74,7 +117,11 @@ fn end_sentinel(file: &File, mut capacity: u64) -> Result<()> {
 
 /// Opens the store file at `path` for writing, validates its superblock and maps it.
 fn map_existing(path: &Path) -> Result<(File, MmapRaw, Region)> {
-    let file = open_for_writing(path)?;
+    map_opened(path, open_for_writing(path)?)
+}
+
+/// Validates the superblock of `file`, the store at `path` opened for writing, and maps it.
+fn map_opened(path: &Path, file: File) -> Result<(File, MmapRaw, Region)> {
     let meta = file.metadata().map_err(|e| Error::io("stat the store file", e))?;
     if meta.permissions().mode() & 0o222 == 0 {
         // No write permission bit at all (0400, 0444): whoever made it so meant the store to
@@ -101,7 +148,7 @@ fn finish(
     created: bool,
 ) -> Result<MappedManager> {
     let (mut heap, reclaimed, slot_bytes) = attach(file, map, region, temporary.then(|| path.to_owned()))?;
-    let recovery = match heap.recover_at_open(reclaimed) {
+    let (recovery, salvage) = match recover_on_open(&heap, reclaimed, crate::sys::boot_id()) {
         Ok(r) => r,
         Err(e) => {
             heap.abandon(&slot_bytes);
@@ -109,7 +156,12 @@ fn finish(
         }
     };
     heap.upgrade_if_alone()?;
-    let m = MappedManager::from_parts(heap, path.to_owned(), created, recovery)?;
+    let salvaged = salvage.is_some();
+    let m = MappedManager::from_parts(heap, path.to_owned(), created, recovery, salvage)?;
+    if salvaged {
+        // The repairs made durable: a second power loss finds the store as salvaged.
+        m.flush()?;
+    }
     if created {
         // The creator's bookkeeping goes below every block (`prepare_caches`). A process that
         // opens an existing store makes its table when it first needs it: opening stays a
@@ -117,6 +169,30 @@ fn finish(
         m.heap.prepare_caches();
     }
     Ok(m)
+}
+
+/// The recovery an open runs right after attaching. A store that records another boot than
+/// `boot` was open when the machine went down: its unflushed pages may be lost or torn, which
+/// looks like damage to the strict recovery, so it is salvaged (`Heap::salvage_after_reboot`),
+/// once, by the first process of this boot to hold the lock. Otherwise the strict recovery runs
+/// if a process died. A store that records no boot yet is given this one.
+fn recover_on_open(
+    heap: &Heap,
+    reclaimed: bool,
+    boot: u64,
+) -> Result<(Option<crate::RecoveryReport>, Option<crate::SalvageReport>)> {
+    let recorded = heap.region.load(SB_BOOT_ID)?;
+    if recorded != 0 && boot != 0 && recorded != boot {
+        if let Some(report) = heap.salvage_after_reboot(boot)? {
+            return Ok((Some(report.recovery), Some(report)));
+        }
+    }
+    let recovery = heap.recover_at_open(reclaimed)?;
+    if boot != 0 {
+        let word = heap.region.u64_at(SB_BOOT_ID)?;
+        let _ = word.compare_exchange(0, boot, crate::sync::Ordering::AcqRel, crate::sync::Ordering::Acquire);
+    }
+    Ok((recovery, None))
 }
 
 /// Claims a registry slot and wraps the mapping in a heap. Returns the heap, whether the slot

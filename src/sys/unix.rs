@@ -253,6 +253,29 @@ fn read_start_time() -> u64 {
         .unwrap_or(0)
 }
 
+/// The boot this process runs in: the kernel's boot id (`/proc/sys/kernel/random/boot_id`,
+/// a random UUID drawn at each boot) hashed to a word that is never 0; 0 where there is none
+/// (not Linux, no `/proc`), which no store records as a boot. Read once per process. Under the
+/// `test-hooks` feature, `MMHEAP_TEST_BOOT_ID` stands for it (read at every call): a test
+/// pretends a reboot with it (`hooks::boot_id`).
+pub(crate) fn boot_id() -> u64 {
+    static BOOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    if let Some(id) = crate::hooks::boot_id() {
+        return hash_boot_id(id.as_bytes());
+    }
+    *BOOT.get_or_init(|| match std::fs::read("/proc/sys/kernel/random/boot_id") {
+        Ok(text) if !text.trim_ascii().is_empty() => hash_boot_id(text.trim_ascii()),
+        _ => 0,
+    })
+}
+
+/// FNV-1a 64 of `text`, finished with the splitmix64 mixer; never 0.
+fn hash_boot_id(text: &[u8]) -> u64 {
+    let h =
+        text.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    crate::format::mix(h).max(1)
+}
+
 /// Whether this process is registered for expedited private memory barriers, so that
 /// [`light_barrier`] may be a compiler fence (set once, before any heap exists).
 static EXPEDITED: AtomicBool = AtomicBool::new(false);

@@ -62,8 +62,10 @@ pub(crate) trait Backing: Send + Sync {
     fn flush(&self) -> Result<()> {
         Ok(())
     }
-    /// Writes the dirty pages of `len` bytes from `start` to the file, and waits for them.
-    fn flush_range(&self, _start: u64, _len: u64) -> Result<()> {
+    /// Makes bytes `offset..offset + len` of the store durable before it returns (a barrier
+    /// between two steps whose order must survive a power loss); nothing for memory that is
+    /// not a store's file.
+    fn persist(&self, _offset: u64, _len: u64) -> Result<()> {
         Ok(())
     }
     /// Leaves the store (under the lock, before the memory goes away); nothing for a backing
@@ -781,7 +783,12 @@ impl Heap {
             true => (payload, payload + len),
             false => (off, off + self.core().block_at(off)?.size()),
         };
-        self.backing.flush_range(start, end - start)
+        self.backing.persist(start, end - start)
+    }
+
+    /// Makes bytes `offset..offset + len` durable now (a file-backed heap; nothing otherwise).
+    pub(crate) fn persist(&self, offset: u64, len: u64) -> Result<()> {
+        self.backing.persist(offset, len)
     }
 }
 

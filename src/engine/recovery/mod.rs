@@ -102,14 +102,18 @@ fn run(
     done
 }
 
-/// Runs salvage; the caller holds the store lock and has no other living process beside it.
-pub(crate) fn salvage_locked(heap: &Heap, g: &Guard<'_>, kinds: &[&dyn Kind]) -> Result<SalvageReport> {
+/// Runs salvage; the caller holds the store lock. `alone`: no other living process may be
+/// attached ([`Error::StoreInUse`]), as a salvage a user asks for requires. Without it (the
+/// salvage at the first open after a reboot, `entry.rs`), other living processes may be
+/// attached: they are still in their own opens, waiting for this lock, and hold nothing yet.
+pub(crate) fn salvage_locked(
+    heap: &Heap,
+    g: &Guard<'_>,
+    kinds: &[&dyn Kind],
+    alone: bool,
+) -> Result<SalvageReport> {
     let dead = heap.dead_slots(false)?;
-    let me = heap.slot().map(u64::from);
-    let mut others = 0;
-    for i in (0..SLOT_COUNT).filter(|i| Some(*i) != me && !dead.contains(i)) {
-        others += u64::from(heap.region.load32(slot_offset(i) + SLOT_STATE)? != SLOT_FREE);
-    }
+    let others = if alone { living_others(heap, &dead)? } else { 0 };
     if others > 0 {
         return Err(Error::StoreInUse { processes: others });
     }
@@ -119,6 +123,16 @@ pub(crate) fn salvage_locked(heap: &Heap, g: &Guard<'_>, kinds: &[&dyn Kind]) ->
     exchange.thaw(heap, done.is_ok());
     close(heap, sessions, done.is_ok());
     done
+}
+
+/// Attached processes that are alive, this one aside.
+fn living_others(heap: &Heap, dead: &[u64]) -> Result<u64> {
+    let me = heap.slot().map(u64::from);
+    let mut others = 0;
+    for i in (0..SLOT_COUNT).filter(|i| Some(*i) != me && !dead.contains(i)) {
+        others += u64::from(heap.region.load32(slot_offset(i) + SLOT_STATE)? != SLOT_FREE);
+    }
+    Ok(others)
 }
 
 /// [`salvage_locked`] once no reference changes without the store lock, and no move on the
