@@ -232,10 +232,12 @@ pub enum Error {
     /// Options are inconsistent.
     #[error("invalid options: {0}")]
     InvalidOptions(&'static str),
-    /// The calling thread already holds the heap's lock: an allocation made from inside the
-    /// allocator itself (as the global allocator, or the drop-in `malloc`), which is then
-    /// served elsewhere rather than wait for ever on its own lock.
-    #[error("this thread already holds the heap's lock")]
+    /// The calling thread already holds the lock asked for: the heap's (an allocation made
+    /// from inside the allocator itself, as the global allocator or the drop-in `malloc`, which
+    /// is then served elsewhere), or a guarded area's ([`crate::MemoryBlock::lock`], such as a
+    /// container's writers' lock taken again from inside `get_or_insert_with`'s closure),
+    /// rather than wait for ever on itself.
+    #[error("this thread already holds the lock")]
     Reentrant,
 }
 

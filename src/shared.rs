@@ -121,9 +121,10 @@ impl MemoryBlock {
     /// whether or not the block was shared. [`Locked::HolderDied`] says a holder died holding it,
     /// or a thread panicked holding it (now, or earlier without the area being marked consistent
     /// since): the area may be half changed; repair it and call [`SharedGuard::mark_consistent`], as after pthread's
-    /// `EOWNERDEAD`. Not reentrant: a thread that holds the lock and takes it again waits for
-    /// ever, as with `std::sync::Mutex`. Fails with [`Error::NoSharedArea`] for a block without a
-    /// guarded area and [`Error::ReadOnly`] in a store opened read-only.
+    /// `EOWNERDEAD`. Not reentrant: a thread that holds the lock and asks for it again (through
+    /// this block, a clone, or the same block resolved by another manager of the same store)
+    /// gets [`Error::Reentrant`] rather than wait for ever. Fails with [`Error::NoSharedArea`]
+    /// for a block without a guarded area and [`Error::ReadOnly`] in a store opened read-only.
     ///
     /// ```
     /// use mmheap::{DefaultManager, MemoryManager};
@@ -137,10 +138,21 @@ impl MemoryBlock {
     /// ```
     pub fn lock(&self) -> Result<Locked<'_>> {
         let area = self.area()?.filter(|a| !a.atomic).ok_or(Error::NoSharedArea("a guarded area"))?;
+        let held = (self.heap().key(), area.lock);
+        if HELD.with(|h| h.borrow().contains(&held)) {
+            return Err(Error::Reentrant);
+        }
         let died = self.heap().lock_area(&area)?;
+        HELD.with(|h| h.borrow_mut().push(held));
         let guard = SharedGuard { block: self, area, pid: std::process::id() };
         Ok(if died { Locked::HolderDied(guard) } else { Locked::Consistent(guard) })
     }
+}
+
+thread_local! {
+    /// The guarded areas this thread holds the lock of: (the store's key, the lock word's
+    /// offset), the same in every mapping of a store.
+    static HELD: std::cell::RefCell<Vec<(u64, u64)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// What [`MemoryBlock::lock`] gives: the guard, and whether a holder died holding the lock.
@@ -232,6 +244,8 @@ impl Drop for SharedGuard<'_> {
             heap.mark_inconsistent(&self.area);
         }
         heap.unlock_area(&self.area);
+        let held = (heap.key(), self.area.lock);
+        HELD.with(|h| h.borrow_mut().retain(|l| *l != held));
     }
 }
 

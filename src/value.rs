@@ -2,7 +2,10 @@
 //! place, by any process, as `&Archived<T>`. A value block starts with the type's fingerprint
 //! (`docs/format.md`, "Typed values"), so a block of another type is a typed error; bytes that
 //! another process wrote are validated (rkyv's bytecheck) before anything of them is handed
-//! out, so a damaged or hostile value is an error, never undefined behaviour.
+//! out, so a damaged or hostile value is an error, never undefined behaviour. The check is made
+//! once, when a `Value` is made from a block: a value's bytes never change after that in a
+//! process that follows the protocol (ARCHITECTURE.md, "Trust model"); a process that writes a
+//! published block's bytes behind the API (through the file, or a raw pointer) breaks it.
 //!
 //! ```
 //! use mmheap::{MappedManager, Options, Value};

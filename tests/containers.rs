@@ -212,6 +212,23 @@ fn edges(m: &dyn MemoryManager) -> Result<(), Failed> {
     ensure(map.get(b"big")?.as_deref() == Some(&big[..]), "a 300 KB value")?;
     ensure(map.remove(b"missing")?.is_none(), "removing what is not there")?;
     ensure(map.len()? == 2, "two entries")?;
+    // A closure that writes the same map from inside its writers' lock is refused, not a hang;
+    // reading it, or writing another map, is fine.
+    let other = SharedBytesMap::new_in(m)?;
+    let v = map.get_or_insert_with(b"fresh", || {
+        let again = map.insert(b"zz", b"1");
+        let read = map.get(b"big").map(|v| v.map(|v| v.len()));
+        let elsewhere = other.insert(b"k", b"v");
+        let ok =
+            matches!(again, Err(Error::Reentrant)) && matches!(read, Ok(Some(300_000))) && elsewhere.is_ok();
+        if ok {
+            b"made".to_vec()
+        } else {
+            b"wrong".to_vec()
+        }
+    })?;
+    ensure(v == b"made", "a reentrant write is Error::Reentrant; reads and other maps work")?;
+    ensure(map.get(b"zz")?.is_none() && other.len()? == 1, "what was refused did not happen")?;
     Ok(())
 }
 

@@ -80,6 +80,20 @@ fn kv_works_as_scripts_use_it() {
     kv_out(&store, &["delete", "colour"]);
     assert_eq!(kv(&store, &["delete", "colour"]).status.code(), Some(1));
     assert_eq!(kv(&store, &["frobnicate"]).status.code(), Some(2), "usage");
+    let nothing = dir.path().join("never.mmheap");
+    assert_eq!(kv(&nothing, &["get"]).status.code(), Some(2));
+    assert!(!nothing.exists(), "a usage error creates no store");
+    // Arguments that are not UTF-8 are keys and values as any bytes are.
+    use std::os::unix::ffi::OsStrExt;
+    let odd = std::ffi::OsStr::from_bytes(b"k\xff");
+    let put = Command::new(example("kv")).arg(&store).arg("put").arg(odd).arg("v").status().unwrap();
+    assert!(put.success());
+    let got = Command::new(example("kv")).arg(&store).arg("get").arg(odd).output().unwrap();
+    assert_eq!(got.stdout, b"v\n");
+    assert_eq!(
+        Command::new(example("kv")).arg(&store).arg("delete").arg(odd).status().unwrap().code(),
+        Some(0)
+    );
 
     // Three processes filling at once: every key of every one.
     let fills: Vec<_> = ["a", "b", "c"]

@@ -155,6 +155,16 @@ fn misuse(m: &dyn MemoryManager) -> Result<(), Failed> {
     ensure(matches!(fixed.resize(100), Err(Error::LinkLayout(_))), "a fixed length")?;
     ensure(matches!(m.allocate_atomic(0, usize::MAX), Err(Error::OutOfSpace { .. })), "too large")?;
     ensure(plain.shared_len() == 0, "a plain block has no area")?;
+    // Taking a lock this thread holds is refused, through the block or a clone; another
+    // block's lock, and the same lock once given back, are taken.
+    {
+        let held = guarded.lock()?.guard();
+        ensure(matches!(guarded.lock(), Err(Error::Reentrant)), "the same lock again")?;
+        ensure(matches!(guarded.clone().lock(), Err(Error::Reentrant)), "through a clone")?;
+        ensure(fixed.lock().is_ok(), "another block's lock")?;
+        drop(held);
+    }
+    ensure(guarded.lock().is_ok(), "given back, taken again")?;
     Ok(())
 }
 

@@ -317,7 +317,8 @@ fn entries(segment: &MemoryBlock) -> Result<impl Iterator<Item = Entry<'_>>> {
 
 /// A hash map from `K` to `V` (Pod types: keys compared and hashed by their bytes) that lives
 /// in a heap: a [`SharedBytesMap`] whose header names the two types, so it opens only as the
-/// same `SharedMap<K, V>`.
+/// same `SharedMap<K, V>`. Zero-sized types are keys or values as any (a `SharedMap<u64, ()>`
+/// is a set; a map keyed by `()` holds one entry at most).
 ///
 /// ```
 /// use mmheap::{DefaultManager, SharedMap};

@@ -15,6 +15,12 @@
 //! - the one operation of two swaps (a vector's push onto a full tail, or pop of a chunk's last
 //!   element) leaves at most one stray link, which the next writer clears when the lock tells
 //!   it the last holder died.
+//!
+//! Durability: a container's data is in many blocks, so make it durable with
+//! [`crate::MappedManager::flush`] (`flush_block` of its top block covers that block alone).
+//! After a power loss a container that nothing changed since the last flush reads back whole;
+//! one changed since may have lost those changes, or read as damaged (`Error::Corrupt`)
+//! (ARCHITECTURE.md, "Durability and power loss").
 
 mod map;
 mod vec;

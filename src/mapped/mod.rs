@@ -329,10 +329,11 @@ impl MappedManager {
 
     /// Makes the bytes of `block` durable (its header, its bytes, its link table or shared
     /// area): msync of the pages it spans, which waits for the disk. Cheaper than
-    /// [`MappedManager::flush`] when one block changed; the heap's own records of it (free
-    /// lists, counters, a root naming it) are not included: after a power loss, the store's
-    /// recovery rebuilds those (ARCHITECTURE.md, "Durability"). An I/O error (EIO) is this
-    /// call's error.
+    /// [`MappedManager::flush`] when one block that a flush already made durable changed since;
+    /// the heap's own records (free lists, counters, a root set since the last flush) are not
+    /// included, so a block made since needs a `flush` (ARCHITECTURE.md, "Durability and power
+    /// loss"). Of a container, it covers the top block alone. An I/O error (EIO) is this call's
+    /// error.
     pub fn flush_block(&self, block: &MemoryBlock) -> Result<()> {
         if !block.same_heap(&self.heap) {
             return Err(Error::WrongManager);
