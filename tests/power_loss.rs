@@ -36,7 +36,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use mmheap::format::*;
-use mmheap::{Error, MappedManager, MemoryBlock, MemoryManager, Options};
+use mmheap::{Error, MappedManager, MemoryBlock, MemoryManager, Options, SharedBytesMap};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -66,9 +66,32 @@ fn content(id: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// The root of the workload's container, a `SharedBytesMap`: its model value is
+/// `(MAP_MARK | version, 0)`, and it reads as its entries, sorted and laid end to end.
+const MAP_ROOT: &str = "map";
+const MAP_MARK: u64 = 1 << 62;
+/// The container's entries at each version, as `map_bytes` lays them out.
+static MAP_STATES: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// Entries laid end to end (lengths first), in key order.
+fn map_bytes(mut entries: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<u8> {
+    entries.sort();
+    let mut out = Vec::new();
+    for (k, v) in entries {
+        out.extend_from_slice(&(k.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        out.extend(k);
+        out.extend(v);
+    }
+    out
+}
+
 /// What a root of value `id`, `len` long, reads as: its bytes, `content(id, len)`, and for a
-/// linked value (every third id) its child's, which link 0 names.
+/// linked value (every third id) its child's, which link 0 names; the container's entries.
 fn expected(id: u64, len: usize) -> Vec<u8> {
+    if id & MAP_MARK != 0 {
+        return MAP_STATES.lock().unwrap_or_else(|p| p.into_inner())[(id & !MAP_MARK) as usize].clone();
+    }
     let mut out = content(id, len);
     if let Some((child, child_len)) = child_of(id) {
         out.extend(content(child, child_len));
@@ -225,6 +248,11 @@ struct Judged {
 
 fn read_root(m: &MappedManager, name: &str) -> Result<Option<Vec<u8>>, Error> {
     let Some(b) = m.root(name)? else { return Ok(None) };
+    if name == MAP_ROOT {
+        // A container that reads as damaged is other bytes: allowed if it changed since the flush.
+        let entries = SharedBytesMap::open(b).and_then(|map| map.entries());
+        return Ok(Some(entries.map_or_else(|_| b"<unreadable container>".to_vec(), map_bytes)));
+    }
     let mut bytes = b.as_slice().to_vec();
     if b.link_count() > 0 {
         bytes.extend_from_slice(b.link(0)?.map(|c| c.as_slice().to_vec()).unwrap_or_default().as_slice());
@@ -509,10 +537,40 @@ impl Workload {
         (b, (id, len))
     }
 
+    /// A few changes to the container (made first if there is none); returns its root's name.
+    fn change_map(&mut self) -> Option<String> {
+        let top = match self.store.root(MAP_ROOT).expect("root") {
+            Some(top) => top,
+            None => {
+                let map = SharedBytesMap::new_in(&self.store).expect("new map");
+                self.store.set_root(MAP_ROOT, map.block()).expect("set_root");
+                map.block().clone()
+            }
+        };
+        let map = SharedBytesMap::open(top).expect("open map");
+        for _ in 0..self.rng.gen_range(1..8) {
+            let key = format!("key-{}", self.rng.gen_range(0..400)).into_bytes();
+            if self.rng.gen_ratio(1, 4) {
+                map.remove(&key).expect("remove");
+            } else {
+                let len = if self.rng.gen_ratio(1, 20) { 5000 } else { self.rng.gen_range(0..200) };
+                let id = self.next_id;
+                self.next_id += 1;
+                map.insert(&key, &content(id, len)).expect("insert");
+            }
+        }
+        let mut states = MAP_STATES.lock().unwrap_or_else(|p| p.into_inner());
+        states.push(map_bytes(map.entries().expect("entries")));
+        self.model.insert(MAP_ROOT.to_owned(), (MAP_MARK | (states.len() - 1) as u64, 0));
+        Some(MAP_ROOT.to_owned())
+    }
+
     /// One operation; returns the root name it touched, if any.
     fn step(&mut self) -> Option<String> {
         let r = self.rng.gen_range(0..100);
-        let touched = if r < 45 || self.model.len() < 4 {
+        let touched = if r < 8 {
+            self.change_map()
+        } else if r < 45 || self.model.len() < 4 {
             // Set a root (new or replacing).
             let name = self.names[self.rng.gen_range(0..self.names.len())].clone();
             let (b, v) = self.make_value();
@@ -524,6 +582,9 @@ impl Workload {
             Some(name)
         } else if r < 60 {
             let name = self.model.keys().nth(self.rng.gen_range(0..self.model.len())).unwrap().clone();
+            if name == MAP_ROOT {
+                return None; // the container stays
+            }
             assert!(self.store.remove_root(&name).expect("remove_root"));
             self.model.remove(&name);
             Some(name)
