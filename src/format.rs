@@ -441,13 +441,22 @@ pub const fn fingerprint_of(version: u32) -> u64 {
         SLOT_MARK,
     ];
     let n = if version >= 2 { parts.len() } else { parts.len() - 4 };
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h: u64 = FNV_BASIS;
     let mut i = 0;
     while i < n {
         h = mix(h ^ parts[i]);
         i += 1;
     }
     h
+}
+
+/// FNV-1a's 64-bit offset basis: where [`fnv1a`] starts.
+pub(crate) const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a, 64 bits, of `bytes` continued from `h` ([`FNV_BASIS`] to start): the hash of names in
+/// roots tables, of keys in shared maps, of type names in value and container fingerprints.
+pub(crate) fn fnv1a(h: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// A 64-bit finaliser (splitmix64's); used for the fingerprint and the header check word.

@@ -36,7 +36,9 @@ use rkyv::ser::{Positional, Writer};
 use rkyv::{Archive, Archived, Deserialize, Portable, Serialize};
 
 use crate::error::{Error, Result};
-use crate::format::{VALUE_ARCHIVE, VALUE_FINGERPRINT, VALUE_LEN, VALUE_VERSION, VALUE_VERSION_1};
+use crate::format::{
+    fnv1a, FNV_BASIS, VALUE_ARCHIVE, VALUE_FINGERPRINT, VALUE_LEN, VALUE_VERSION, VALUE_VERSION_1,
+};
 use crate::{BlockHandle, MemoryBlock, MemoryManager};
 
 /// A type that can be kept in a block as a [`Value`]: it archives with rkyv (derive
@@ -244,14 +246,7 @@ fn archive_of<T: Storable>(block: &MemoryBlock) -> Result<&[u8]> {
 /// type by programs built by the same compiler release, which is what values assume.
 pub fn fingerprint<T: Archive>() -> u64 {
     let shape = [std::mem::size_of::<T::Archived>() as u64, std::mem::align_of::<T::Archived>() as u64];
-    let mut h = fnv(0xcbf2_9ce4_8422_2325, std::any::type_name::<T>().as_bytes());
-    h = fnv(h, b"rkyv-0.8/little-endian/aligned/rel32");
-    shape.iter().fold(h, |h, w| fnv(h, &w.to_le_bytes()))
-}
-
-pub(crate) fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    let mut h = fnv1a(FNV_BASIS, std::any::type_name::<T>().as_bytes());
+    h = fnv1a(h, b"rkyv-0.8/little-endian/aligned/rel32");
+    shape.iter().fold(h, |h, w| fnv1a(h, &w.to_le_bytes()))
 }

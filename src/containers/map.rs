@@ -281,7 +281,7 @@ fn entry_size(key: usize, value: usize) -> usize {
 
 /// FNV-1a of the key, finished with splitmix64 so that its low bits (the segment) mix well.
 fn hash(key: &[u8]) -> u64 {
-    crate::format::mix(crate::value::fnv(0xcbf2_9ce4_8422_2325, key))
+    crate::format::mix(crate::format::fnv1a(crate::format::FNV_BASIS, key))
 }
 
 /// The directory link of `hash`: the directory has a power of two links.

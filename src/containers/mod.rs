@@ -138,8 +138,8 @@ fn read_identity(bytes: &[u8]) -> Option<Identity> {
 
 /// The fingerprint of a Pod type for a container's header: its name and size.
 fn type_print<T>() -> u64 {
-    let h = crate::value::fnv(0xcbf2_9ce4_8422_2325, std::any::type_name::<T>().as_bytes());
-    crate::value::fnv(h, &(std::mem::size_of::<T>() as u64).to_le_bytes())
+    let h = crate::format::fnv1a(crate::format::FNV_BASIS, std::any::type_name::<T>().as_bytes());
+    crate::format::fnv1a(h, &(std::mem::size_of::<T>() as u64).to_le_bytes())
 }
 
 fn get_u64(bytes: &[u8], at: u64) -> Option<u64> {

@@ -62,7 +62,7 @@ pub(crate) fn valid_name(name: &[u8]) -> bool {
 
 /// FNV-1a, 64 bits: where a name's probe starts in a roots table (`docs/format.md`).
 pub(crate) fn name_hash(name: &[u8]) -> u64 {
-    name.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    crate::format::fnv1a(crate::format::FNV_BASIS, name)
 }
 
 impl Directory {

@@ -271,9 +271,7 @@ pub(crate) fn boot_id() -> u64 {
 
 /// FNV-1a 64 of `text`, finished with the splitmix64 mixer; never 0.
 fn hash_boot_id(text: &[u8]) -> u64 {
-    let h =
-        text.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    crate::format::mix(h).max(1)
+    crate::format::mix(crate::format::fnv1a(crate::format::FNV_BASIS, text)).max(1)
 }
 
 /// Whether this process is registered for expedited private memory barriers, so that
