@@ -200,7 +200,7 @@ enum Outcome {
     TouchedUnreadable(String),
     /// A root exists that neither the flushed model nor the operations since made, and that
     /// the salvage did not rename.
-    PhantomRoot,
+    PhantomRoot(String),
 }
 
 impl Outcome {
@@ -394,8 +394,8 @@ fn judge_opened(path: &Path, exp: &Expect<'_>, f: &mut Figures) -> Outcome {
                     || exp.touched.contains_key(n)
                     || salvage.renamed.iter().any(|r| r == n)
             };
-            if all.iter().any(|(n, _)| !known(n)) {
-                return Outcome::PhantomRoot;
+            if let Some((n, _)) = all.iter().find(|(n, _)| !known(n)) {
+                return Outcome::PhantomRoot(n.clone());
             }
         }
         Err(e) => return Outcome::LostRoot(format!("roots() failed: {}", describe(&e))),
@@ -416,7 +416,7 @@ fn cause(o: &Outcome) -> String {
         }
         Outcome::CheckError(s) => format!("check error: {s}"),
         Outcome::LostRoot(s) => format!("unchanged root {s}"),
-        Outcome::PhantomRoot => "phantom root".into(),
+        Outcome::PhantomRoot(_) => "phantom root".into(),
     }
 }
 

@@ -242,8 +242,13 @@ pub(crate) fn insert(heap: &Heap, dir: &Directory, name: &[u8], target: u64) -> 
 }
 
 /// Empties entry `i` (a remove): in a table it becomes an emptied entry, which probes pass.
+/// Its name's bytes are zeroed after (its length stays: an emptied entry's mark): a power loss
+/// can keep part of an entry from before a flush and part from after, and an entry reused for
+/// another name after the flush must not give a target of the new root under the old, removed
+/// name (a zeroed name is no name: salvage renames such an entry).
 pub(crate) fn remove(heap: &Heap, dir: &Directory, i: u64) -> Result<()> {
     dir.set_target(heap, i, 0)?;
+    heap.region.zero(dir.entry(i) + ROOT_NAME, ROOT_NAME_MAX)?;
     count(heap, dir, -1, 1)
 }
 
