@@ -16,6 +16,8 @@
 use std::cell::RefCell;
 use std::sync::{Arc, MutexGuard, Once};
 
+use crate::sync::{AtomicU32, Ordering};
+
 use crate::engine::heap::{Guard, Heap};
 
 /// One heap's locks, in the order they were taken (dropped in reverse: the lock word first).
@@ -93,5 +95,24 @@ extern "C" fn parent() {
 }
 
 extern "C" fn child() {
+    PID.store(0, Ordering::Relaxed);
     release(true);
+}
+
+/// This process's id, once asked for; 0 until then and again in a forked child (whose handler
+/// clears it).
+static PID: AtomicU32 = AtomicU32::new(0);
+
+/// This process's id without a system call each time (glibc does not keep it): read once, and
+/// again after a fork, whose child handler forgets it.
+pub(crate) fn process_id() -> u32 {
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            register();
+            let pid = std::process::id();
+            PID.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
 }

@@ -68,6 +68,15 @@ impl MemoryBlock {
         obtained(&user, got)
     }
 
+    /// Whether link `index` names `child` now, read without the store lock: the caller holds
+    /// `child`, so no other block can have its offset meanwhile, and a link that names it at
+    /// this load named it when the load was made (a container's check that the state it keeps
+    /// is still the current one).
+    pub(crate) fn links_to(&self, index: usize, child: &MemoryBlock) -> Result<bool> {
+        let cell = self.heap().link_cell(self.off(), index as u64)?;
+        Ok(self.heap().region.load(cell)? == child.off())
+    }
+
     /// Empties link `index` and returns the block it named: the link's count becomes the
     /// returned reference (nothing is freed in between).
     pub fn take_link(&self, index: usize) -> Result<Option<MemoryBlock>> {

@@ -144,7 +144,7 @@ impl MemoryBlock {
         }
         let died = self.heap().lock_area(&area)?;
         HELD.with(|h| h.borrow_mut().push(held));
-        let guard = SharedGuard { block: self, area, pid: std::process::id() };
+        let guard = SharedGuard { block: self, area, pid: crate::fork::process_id() };
         Ok(if died { Locked::HolderDied(guard) } else { Locked::Consistent(guard) })
     }
 }
@@ -236,7 +236,7 @@ impl Drop for SharedGuard<'_> {
     /// Releases the lock; a guard dropped while its thread panics leaves the area marked
     /// inconsistent, as a holder that died would (std's `Mutex` poisons itself likewise).
     fn drop(&mut self) {
-        if std::process::id() != self.pid {
+        if crate::fork::process_id() != self.pid {
             return; // a forked child's copy: the parent holds the lock
         }
         let heap = self.block.heap();

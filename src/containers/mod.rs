@@ -42,6 +42,9 @@ struct Core {
     heap: HeapRef,
     top: MemoryBlock,
     lock: MemoryBlock,
+    /// The state as last read: used while the top block's state link still names it, which
+    /// is read without the store lock (a state held here cannot be freed, so its offset is its).
+    state: std::sync::Mutex<Option<MemoryBlock>>,
 }
 
 /// A container's identity, written in its top block's header.
@@ -63,7 +66,7 @@ impl Core {
         write_identity(top.as_mut_slice()?, who);
         let lock = manager.allocate_guarded(0, CONTAINER_GUARDED as usize)?;
         let heap = top.heap_user().ok_or(Error::ManagerGone)?;
-        let core = Core { heap, top, lock };
+        let core = Core { heap, top, lock, state: std::sync::Mutex::new(None) };
         core.top.set_link(CONTAINER_LOCK_LINK as usize, Some(&core.lock))?;
         let first = state(&core)?;
         core.top.set_link(CONTAINER_STATE_LINK as usize, Some(&first))?;
@@ -81,13 +84,22 @@ impl Core {
             return Err(Error::NotAContainer(what));
         }
         let heap = top.heap_user().ok_or(Error::ManagerGone)?;
-        Ok(Core { heap, top, lock })
+        Ok(Core { heap, top, lock, state: std::sync::Mutex::new(None) })
     }
 
     /// The current state block.
     fn state(&self) -> Result<MemoryBlock> {
+        let mut kept = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(state) = kept.as_ref() {
+            if self.top.links_to(CONTAINER_STATE_LINK as usize, state)? {
+                return Ok(state.clone());
+            }
+        }
         let state = self.top.link(CONTAINER_STATE_LINK as usize)?;
-        state.ok_or_else(|| Error::corrupt("container without a state", self.top.offset().get()))
+        let state =
+            state.ok_or_else(|| Error::corrupt("container without a state", self.top.offset().get()))?;
+        *kept = Some(state.clone());
+        Ok(state)
     }
 
     /// Replaces the state: the commit of a change that made a new one.
