@@ -134,7 +134,7 @@ fn main() -> Res {
     }
     let ops = env("MMHEAP_ALLOC_OPS", 2_000_000);
     let only = std::env::var("MMHEAP_ALLOC_ONLY").ok();
-    let want = |name: &str| only.as_deref().map_or(true, |o| o.split(',').any(|w| w == name));
+    let want = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|w| w == name));
     let store = MappedManager::temporary(&Options::new().max_size(4 << 30))?;
     let default = DefaultManager::new()?;
     println!("per operation, {ops} operations; ratio = mmheap / baseline (lower is better)");

@@ -103,7 +103,7 @@ fn pin(cpu: Option<usize>) -> Res {
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     let cpus = std::thread::available_parallelism()?.get();
     for c in 0..cpus {
-        if cpu.map_or(true, |only| only == c) {
+        if cpu.is_none_or(|only| only == c) {
             // SAFETY: `c` is below the number of CPUs, well inside the set.
             unsafe { libc::CPU_SET(c, &mut set) };
         }

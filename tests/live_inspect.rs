@@ -205,7 +205,7 @@ fn live_store_truth() -> Result<(), Failed> {
         for _ in 0..10 {
             let v = json(&mmheap(args))?;
             ensure(
-                v["errors"].as_array().map_or(true, Vec::is_empty) && v["error"].is_null(),
+                v["errors"].as_array().is_none_or(Vec::is_empty) && v["error"].is_null(),
                 format!("{args:?} on the live store: {v}"),
             )?;
         }

@@ -224,7 +224,7 @@ impl NameTable {
         if !sealed
             || !capacity.is_power_of_two()
             || capacity < ROOT_TABLE_FIRST
-            || fits.map_or(true, |f| f > end)
+            || fits.is_none_or(|f| f > end)
         {
             return Ok(None);
         }

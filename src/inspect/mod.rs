@@ -289,7 +289,7 @@ impl Snapshot {
             quarantined_bytes: f.quarantined.bytes,
             lock_holder: self.lock_holder,
             view: self.view,
-            clean: !dead && self.lock_holder.map_or(true, |s| !self.heap.slot_dead(s)),
+            clean: !dead && self.lock_holder.is_none_or(|s| !self.heap.slot_dead(s)),
             cached_blocks: f.cached.blocks,
             cached_bytes: f.cached.bytes,
             bookkeeping_blocks: f.bookkeeping.blocks,

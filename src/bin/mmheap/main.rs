@@ -254,7 +254,7 @@ fn with_bar<R>(body: impl FnOnce() -> R) -> R {
     let drawer = spawn_holding_back_stops(move || {
         let mut shown: Option<(&'static str, ProgressBar)> = None;
         for (what, done, total) in rx {
-            if shown.as_ref().map_or(true, |(w, _)| *w != what) {
+            if shown.as_ref().is_none_or(|(w, _)| *w != what) {
                 if let Some((_, bar)) = shown.take() {
                     bar.finish_and_clear();
                 }

@@ -228,7 +228,12 @@ mod tests {
 
     extern "C" fn arm(key: *mut libc::c_void) -> *mut libc::c_void {
         // SAFETY: the key made below, passed as the thread's argument; any non-null value.
-        unsafe { libc::pthread_setspecific(key as usize as libc::pthread_key_t, 1 as *mut libc::c_void) };
+        unsafe {
+            libc::pthread_setspecific(
+                key as usize as libc::pthread_key_t,
+                std::ptr::dangling_mut::<libc::c_void>(),
+            )
+        };
         std::ptr::null_mut()
     }
 

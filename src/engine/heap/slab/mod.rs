@@ -591,7 +591,7 @@ impl Slabs {
 fn purge_old(pool: &mut Pool, now: Option<Instant>, bytes: u64) {
     let n = pool.n;
     for p in pool.slabs[..n].iter_mut() {
-        let old = now.map_or(true, |now| p.since.is_some_and(|t| now.duration_since(t) >= PURGE_DELAY));
+        let old = now.is_none_or(|now| p.since.is_some_and(|t| now.duration_since(t) >= PURGE_DELAY));
         if old && !p.purged {
             // The last page holds the next core block's header: kept.
             crate::sys::purge(p.addr, (bytes - crate::format::PAGE_SIZE) as usize);
