@@ -188,8 +188,8 @@ enum Outcome {
     Ok,
     /// `open` refused: the error, and (for Corrupt) what and the region.
     OpenRefused(String),
-    /// Opened without the salvage a reboot calls for.
-    NotSalvaged,
+    /// Opened in a new boot without the recovery that calls for.
+    NotRecovered,
     /// Opened, but `check` found problems (the first problem's what and region).
     Unsound(String),
     /// `check` itself failed.
@@ -239,6 +239,9 @@ struct Figures {
     quarantined_bytes: u64,
     dropped: u64,
     renamed: u64,
+    /// Images the strict recovery opened, and images it refused that salvage opened.
+    recovered: u64,
+    salvaged: u64,
 }
 
 struct Judged {
@@ -340,6 +343,51 @@ fn the_boot_id_tells_a_power_loss_from_a_process_crash() {
     assert_ne!(recorded_boot(&old), 0, "and is given one");
 }
 
+/// Runs `f` as a process of the boot `boot` would.
+fn in_boot<T>(boot: &str, f: impl FnOnce() -> T) -> T {
+    let _held = BOOT.lock().unwrap_or_else(|p| p.into_inner());
+    std::env::set_var("MMHEAP_TEST_BOOT_ID", boot);
+    let done = f();
+    std::env::remove_var("MMHEAP_TEST_BOOT_ID");
+    done
+}
+
+/// A store that nothing damaged meets the strict recovery in a new boot, not salvage (nothing
+/// is dropped or quarantined); and a store whose last growth's length did not persist (the
+/// capacity did) is extended by the repairs a user runs, as `open` extends it.
+#[test]
+fn a_sound_store_in_a_new_boot_is_recovered_and_a_short_one_repaired() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s.mmheap");
+    let grown = in_boot("boot-1", || -> mmheap::Result<u64> {
+        let m = MappedManager::create(&path, &Options::new().initial_size(1 << 20).max_size(64 << 20))?;
+        let mut small = m.allocate(100)?;
+        small.as_mut_slice()?.fill(3);
+        m.set_root("small", &small)?;
+        m.flush()?;
+        // After the last flush: a growth, whose length a power loss may not keep.
+        let big = m.allocate(4 << 20)?;
+        m.set_root("big", &big)?;
+        Ok(m.stats()?.capacity)
+    })
+    .expect("made");
+    let m = in_boot("boot-2", || MappedManager::open(&path)).expect("opens");
+    assert!(m.opening_salvage().is_none(), "a sound store is not salvaged");
+    assert!(m.opening_recovery().is_some(), "the strict recovery ran");
+    drop(m);
+    // The capacity persisted, the file's new length did not (the superblock says the store grew).
+    let file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+    file.set_len(1 << 20).expect("cut");
+    drop(file);
+    assert!(grown > 1 << 20);
+    let same_boot = in_boot("boot-2", || MappedManager::salvage(&path));
+    assert!(matches!(same_boot, Err(Error::Truncated { .. })), "the same boot: truncated, refused");
+    in_boot("boot-3", || MappedManager::salvage(&path)).expect("salvage extends the file");
+    let m = in_boot("boot-3", || MappedManager::open(&path)).expect("opens");
+    assert!(m.check().expect("check").is_sound());
+    assert_eq!(m.root("small").expect("root").expect("kept").as_slice(), &[3u8; 100][..]);
+}
+
 fn judge(path: &Path, bytes: &[u8], exp: &Expect<'_>) -> Judged {
     std::fs::write(path, bytes).expect("write image");
     let mut f = Figures::default();
@@ -352,11 +400,21 @@ fn judge_opened(path: &Path, exp: &Expect<'_>, f: &mut Figures) -> Outcome {
         Ok(m) => m,
         Err(e) => return Outcome::OpenRefused(describe(&e)),
     };
-    let Some(salvage) = m.opening_salvage() else { return Outcome::NotSalvaged };
-    f.quarantined += salvage.quarantined.len() as u64;
-    f.quarantined_bytes += salvage.quarantined.iter().map(|q| q.1).sum::<u64>();
-    f.dropped += salvage.dropped.len() as u64;
-    f.renamed += salvage.renamed.len() as u64;
+    // The strict recovery runs first in a new boot; salvage only if it refuses the image.
+    if m.opening_recovery().is_none() {
+        return Outcome::NotRecovered;
+    }
+    let renamed: Vec<String> = m.opening_salvage().map(|s| s.renamed.clone()).unwrap_or_default();
+    match m.opening_salvage() {
+        Some(salvage) => {
+            f.salvaged += 1;
+            f.quarantined += salvage.quarantined.len() as u64;
+            f.quarantined_bytes += salvage.quarantined.iter().map(|q| q.1).sum::<u64>();
+            f.dropped += salvage.dropped.len() as u64;
+        }
+        None => f.recovered += 1,
+    }
+    f.renamed += renamed.len() as u64;
     match m.check() {
         Ok(r) if r.is_sound() => {}
         Ok(r) => {
@@ -390,9 +448,7 @@ fn judge_opened(path: &Path, exp: &Expect<'_>, f: &mut Figures) -> Outcome {
     match m.roots() {
         Ok(all) => {
             let known = |n: &str| {
-                exp.fixed.contains_key(n)
-                    || exp.touched.contains_key(n)
-                    || salvage.renamed.iter().any(|r| r == n)
+                exp.fixed.contains_key(n) || exp.touched.contains_key(n) || renamed.iter().any(|r| r == n)
             };
             if let Some((n, _)) = all.iter().find(|(n, _)| !known(n)) {
                 return Outcome::PhantomRoot(n.clone());
@@ -408,7 +464,7 @@ fn cause(o: &Outcome) -> String {
     match o {
         Outcome::Ok => "ok".into(),
         Outcome::OpenRefused(s) => format!("open refused: {s}"),
-        Outcome::NotSalvaged => "opened without salvage".into(),
+        Outcome::NotRecovered => "opened without recovery".into(),
         Outcome::TouchedUnreadable(s) => format!("touched root unreadable: {s}"),
         Outcome::Unsound(s) => {
             let s = s.split(" (+").next().unwrap_or(s);
@@ -687,6 +743,8 @@ impl Totals {
         t.quarantined_bytes += g.quarantined_bytes;
         t.dropped += g.dropped;
         t.renamed += g.renamed;
+        t.recovered += g.recovered;
+        t.salvaged += g.salvaged;
         let cz = cause(&j.outcome);
         *self.stats.entry(cz.clone()).or_default() += 1;
         cz
@@ -708,8 +766,8 @@ impl Totals {
             f.old_or_new, f.missing, f.missing_though_present, f.other_bytes
         );
         println!(
-            "salvages at open: {} ranges quarantined ({} bytes), {} references dropped, {} renamed",
-            f.quarantined, f.quarantined_bytes, f.dropped, f.renamed
+            "opened by the strict recovery: {}; refused by it and salvaged: {}: {} ranges quarantined ({} bytes), {} references dropped, {} renamed",
+            f.recovered, f.salvaged, f.quarantined, f.quarantined_bytes, f.dropped, f.renamed
         );
         println!("minimized examples:");
         for e in &self.examples {

@@ -8,7 +8,7 @@ use crate::engine::links::Links;
 use crate::engine::reports::{RecoveryReport, SalvageReport};
 use crate::engine::roots::Roots;
 use crate::engine::shared::SharedAreas;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::CheckReport;
 
 /// The kinds of reference, in the order recovery reads them: named roots, channels (their
@@ -68,22 +68,37 @@ impl Heap {
         or_give_back(&guard, was, crate::engine::recovery::salvage_locked(self, &guard, &KINDS, true))
     }
 
-    /// The recovery of the first open after a reboot (`recovery/entry.rs`): unless the store
-    /// records `boot` by the time this process holds the lock (another process of this boot did
-    /// it first: `None`), salvage, without requiring the store to itself, then `boot` recorded,
-    /// under the lock. On an error the store is as it was.
-    pub(crate) fn salvage_after_reboot(&self, boot: u64) -> Result<Option<SalvageReport>> {
-        let (guard, was, _) = self.lock_as_found()?;
+    /// The recovery of the first open in a boot other than the one the store records (or of a
+    /// store that records none): unless the store records `boot` by the time this process holds
+    /// the lock (another process of this boot did this first: `None`), the strict recovery
+    /// runs, and if it refuses the store as damaged, which is what the unflushed pages a power
+    /// loss tore look like, salvage runs instead, without requiring the store to itself; then
+    /// `boot` is recorded, under the lock. `reclaimed`: this process's slot was a dead one's.
+    /// On an error the store is as it was.
+    pub(crate) fn open_in_new_boot(&self, boot: u64, reclaimed: bool) -> Result<Option<NewBoot>> {
+        let (guard, was, own) = self.lock_as_found()?;
         if self.region.load(crate::format::SB_BOOT_ID)? == boot {
             return Ok(None);
         }
-        let done = crate::engine::recovery::salvage_locked(self, &guard, &KINDS, false).and_then(|report| {
+        let done = match self.run_recovery(&guard, reclaimed || own) {
+            Ok(report) => Ok((report, None)),
+            Err(Error::Corrupt { .. }) => {
+                crate::engine::recovery::salvage_locked(self, &guard, &KINDS, false)
+                    .map(|salvage| (salvage.recovery, Some(salvage)))
+            }
+            Err(e) => Err(e),
+        };
+        let done = done.and_then(|opened| {
             self.region.store(crate::format::SB_BOOT_ID, boot)?;
-            Ok(Some(report))
+            Ok(Some(opened))
         });
         or_give_back(&guard, was, done)
     }
 }
+
+/// What the first open in a new boot ran: the recovery's report, and salvage's if the strict
+/// recovery refused the store.
+pub(crate) type NewBoot = (RecoveryReport, Option<SalvageReport>);
 
 #[cfg(test)]
 mod tests {

@@ -139,6 +139,10 @@ struct FileBacking {
     slot: u32,
     /// Removed when the backing goes (temporary stores).
     remove_on_drop: Option<PathBuf>,
+    /// The directory that names the store file, fsynced by the first flush (a store is created
+    /// in a temporary file and renamed into place: the new name is durable once its directory
+    /// is); `None` once done.
+    directory: std::sync::Mutex<Option<PathBuf>>,
 }
 
 /// Raises `region`'s limit to a capacity `cap` that the store file has reached (a growth, here
@@ -185,7 +189,14 @@ impl Backing for FileBacking {
     fn flush(&self) -> Result<()> {
         let len = self.file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
         self.map.flush_range(0, len as usize).map_err(|e| Error::io("msync the store", e))?;
-        self.file.sync_all().map_err(|e| Error::io("fsync the store", e))
+        self.file.sync_all().map_err(|e| Error::io("fsync the store", e))?;
+        let mut directory = self.directory.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(dir) = directory.as_ref() {
+            let synced = File::open(dir).and_then(|d| d.sync_all());
+            synced.map_err(|e| Error::io("fsync the store's directory", e))?;
+            *directory = None;
+        }
+        Ok(())
     }
 
     /// `msync(MS_SYNC)` of the pages holding the range: on Linux that writes them and waits,
@@ -293,13 +304,15 @@ impl MappedManager {
         self.opening_recovery
     }
 
-    /// What the salvage that ran while opening the store did, if this process was the first
-    /// of its boot to open a store that the machine went down with (a power loss or an
-    /// operating system crash: the store records the kernel's boot id of its last users).
-    /// Pages that were not flushed may then have been lost or torn, so the open salvages
-    /// instead of running the strict recovery: what did not survive whole is quarantined or
-    /// dropped and listed here; what a completed [`MappedManager::flush`] made durable and
-    /// nothing changed since is kept (ARCHITECTURE.md, "Durability and power loss").
+    /// What the salvage that ran while opening the store did, if one ran: this process was the
+    /// first of its boot to open the store (which records the kernel's boot id of its last
+    /// users), so the machine may have gone down with it open (a power loss, an operating
+    /// system crash) and pages that were not flushed may have been lost or torn; the open ran
+    /// the strict recovery, which refused the store as damaged, and salvaged it instead: what did
+    /// not survive whole is quarantined or dropped and listed here; what a completed
+    /// [`MappedManager::flush`] made durable and nothing changed since is kept
+    /// (ARCHITECTURE.md, "Durability and power loss"). Damage done while the machine was down
+    /// is salvaged so too, and listed here.
     pub fn opening_salvage(&self) -> Option<&crate::SalvageReport> {
         self.opening_salvage.as_deref()
     }

@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::ptr::NonNull;
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -48,17 +48,24 @@ pub(super) fn create(path: &Path, options: &Options, temporary: bool) -> Result<
 /// extended to its capacity if the new length did not persist, its end sentinel is not
 /// required, and salvage runs instead of the strict recovery (`recover_on_open`).
 pub(super) fn open(path: &Path, _options: Option<&Options>) -> Result<MappedManager> {
-    let file = open_for_writing(path)?;
-    let boot = crate::sys::boot_id();
-    let rebooted = another_boot(&file, boot)?;
-    if rebooted {
-        reach_recorded_capacity(&file)?;
-    }
+    let (file, rebooted) = open_in_this_boot(path)?;
     let (file, map, region) = map_opened(path, file)?;
     if !rebooted {
         end_sentinel(&file, region.limit())?;
     }
     finish(file, map, region, path, false, false)
+}
+
+/// Opens the store file at `path` for writing; if it records another boot than this one (or
+/// none), extends it to a capacity whose length did not persist (`reach_recorded_capacity`), and
+/// says so.
+fn open_in_this_boot(path: &Path) -> Result<(File, bool)> {
+    let file = open_for_writing(path)?;
+    let rebooted = another_boot(&file, crate::sys::boot_id())?;
+    if rebooted {
+        reach_recorded_capacity(&file)?;
+    }
+    Ok((file, rebooted))
 }
 
 /// Whether the store records a boot other than `boot` (0 for either: unknown, not another).
@@ -115,11 +122,6 @@ fn end_sentinel(file: &File, mut capacity: u64) -> Result<()> {
     Err(Error::corrupt("end sentinel is missing", capacity - SENTINEL_SIZE))
 }
 
-/// Opens the store file at `path` for writing, validates its superblock and maps it.
-fn map_existing(path: &Path) -> Result<(File, MmapRaw, Region)> {
-    map_opened(path, open_for_writing(path)?)
-}
-
 /// Validates the superblock of `file`, the store at `path` opened for writing, and maps it.
 fn map_opened(path: &Path, file: File) -> Result<(File, MmapRaw, Region)> {
     let meta = file.metadata().map_err(|e| Error::io("stat the store file", e))?;
@@ -147,7 +149,7 @@ fn finish(
     temporary: bool,
     created: bool,
 ) -> Result<MappedManager> {
-    let (mut heap, reclaimed, slot_bytes) = attach(file, map, region, temporary.then(|| path.to_owned()))?;
+    let (mut heap, reclaimed, slot_bytes) = attach(file, map, region, path, temporary)?;
     let (recovery, salvage) = match recover_on_open(&heap, reclaimed, crate::sys::boot_id()) {
         Ok(r) => r,
         Err(e) => {
@@ -172,36 +174,42 @@ fn finish(
 }
 
 /// The recovery an open runs right after attaching. A store that records another boot than
-/// `boot` was open when the machine went down: its unflushed pages may be lost or torn, which
-/// looks like damage to the strict recovery, so it is salvaged (`Heap::salvage_after_reboot`),
-/// once, by the first process of this boot to hold the lock. Otherwise the strict recovery runs
-/// if a process died. A store that records no boot yet is given this one.
+/// `boot` may have been open when the machine went down, its unflushed pages lost or torn: the
+/// first process of this boot to hold the lock runs the strict recovery, and salvage if that
+/// refuses the store (`Heap::open_in_new_boot`). Otherwise the strict recovery runs if a process
+/// died. A store that records no boot (one from before the field) is given this one, made
+/// durable at once: a power loss before its first flush must find a boot recorded.
 fn recover_on_open(
     heap: &Heap,
     reclaimed: bool,
     boot: u64,
 ) -> Result<(Option<crate::RecoveryReport>, Option<crate::SalvageReport>)> {
     let recorded = heap.region.load(SB_BOOT_ID)?;
-    if recorded != 0 && boot != 0 && recorded != boot {
-        if let Some(report) = heap.salvage_after_reboot(boot)? {
-            return Ok((Some(report.recovery), Some(report)));
+    if boot != 0 && recorded != 0 && recorded != boot {
+        if let Some((recovery, salvage)) = heap.open_in_new_boot(boot, reclaimed)? {
+            return Ok((Some(recovery), salvage));
         }
     }
     let recovery = heap.recover_at_open(reclaimed)?;
-    if boot != 0 {
+    if boot != 0 && recorded == 0 {
         let word = heap.region.u64_at(SB_BOOT_ID)?;
-        let _ = word.compare_exchange(0, boot, crate::sync::Ordering::AcqRel, crate::sync::Ordering::Acquire);
+        let ordering = (crate::sync::Ordering::AcqRel, crate::sync::Ordering::Acquire);
+        if word.compare_exchange(0, boot, ordering.0, ordering.1).is_ok() {
+            heap.persist(SB_BOOT_ID, 8)?;
+        }
     }
     Ok((recovery, None))
 }
 
-/// Claims a registry slot and wraps the mapping in a heap. Returns the heap, whether the slot
-/// was taken from a dead process, and the slot's bytes from before this process claimed it.
+/// Claims a registry slot and wraps the mapping of the store at `path` in a heap (`temporary`:
+/// the file goes with it). Returns the heap, whether the slot was taken from a dead process,
+/// and the slot's bytes from before this process claimed it.
 fn attach(
     file: File,
     map: MmapRaw,
     region: Region,
-    remove_on_drop: Option<PathBuf>,
+    path: &Path,
+    temporary: bool,
 ) -> Result<(Heap, bool, Vec<u8>)> {
     // Read from the file, not through the mapping: a copy taken through it faulted the
     // registry's page in before the claim did.
@@ -210,7 +218,10 @@ fn attach(
     let (slot, reclaimed) = registry::attach(&file, &region)?;
     let at = (u64::from(slot) * SLOT_SIZE) as usize;
     let slot_bytes = registry[at..at + SLOT_SIZE as usize].to_vec();
-    let backing = FileBacking { file, map, slot, remove_on_drop };
+    let remove_on_drop = temporary.then(|| path.to_owned());
+    let directory = path.parent().map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d });
+    let directory = std::sync::Mutex::new(directory.map(Path::to_path_buf));
+    let backing = FileBacking { file, map, slot, remove_on_drop, directory };
     let heap = Heap::new(region, Box::new(backing), slot + 1, crate::engine::kinds::recover_locked)?;
     Ok((heap, reclaimed, slot_bytes))
 }
@@ -220,8 +231,9 @@ fn attach(
 /// left as it was found (the registry slot given back, the lock as it was), byte for byte. The
 /// end sentinel is not required: salvage rewrites it.
 pub(super) fn repair<T>(path: &Path, repair: impl FnOnce(&Heap, bool) -> Result<T>) -> Result<T> {
-    let (file, map, region) = map_existing(path)?;
-    let (mut heap, reclaimed, slot_bytes) = attach(file, map, region, None)?;
+    let (file, _) = open_in_this_boot(path)?;
+    let (file, map, region) = map_opened(path, file)?;
+    let (mut heap, reclaimed, slot_bytes) = attach(file, map, region, path, false)?;
     let done = repair(&heap, reclaimed);
     if done.is_err() {
         heap.abandon(&slot_bytes);
