@@ -89,6 +89,16 @@ impl SharedBytesMap {
         &self.core.top
     }
 
+    /// Makes this container durable in its store file, cheaper than the store's
+    /// [`crate::MappedManager::flush`] when only it changed: its parts' pages, then the blocks
+    /// that link them, each written and waited for (msync), under the writers' lock. After a
+    /// power loss it reads as at this call, if the root (or link) naming it was made durable by
+    /// an earlier store flush and it did not change since. Nothing to do for an in-process
+    /// heap. An I/O error (EIO) is this call's error.
+    pub fn flush(&self) -> Result<()> {
+        self.core.flush()
+    }
+
     /// A copy of the value of `key`, if the map has it.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let hash = hash(key);
@@ -361,6 +371,11 @@ impl<K: Pod, V: Pod> SharedMap<K, V> {
     /// The top block: set a root (or a link) to it to keep the map.
     pub fn block(&self) -> &MemoryBlock {
         self.bytes.block()
+    }
+
+    /// Makes this map durable in its store file (see [`SharedBytesMap::flush`]).
+    pub fn flush(&self) -> Result<()> {
+        self.bytes.flush()
     }
 
     /// The value of `key`, if the map has it.

@@ -16,8 +16,11 @@
 //!   element) leaves at most one stray link, which the next writer clears when the lock tells
 //!   it the last holder died.
 //!
-//! Durability: a container's data is in many blocks, so make it durable with
-//! [`crate::MappedManager::flush`] (`flush_block` of its top block covers that block alone).
+//! Durability: a container's data is in many blocks. [`crate::MappedManager::flush`] makes it
+//! durable with everything else; a container's own `flush` (`SharedVec::flush`,
+//! `SharedBytesMap::flush`) makes durable just its blocks, each part before what links it, once
+//! the root that names it was made durable by a store flush (`flush_block` of its top block
+//! covers that block alone).
 //! After a power loss a container that nothing changed since the last flush reads back whole;
 //! one changed since may have lost those changes, or read as damaged (`Error::Corrupt`)
 //! (ARCHITECTURE.md, "Durability and power loss").
@@ -118,6 +121,29 @@ impl Core {
             guard.mark_consistent()?;
         }
         Ok(r)
+    }
+
+    /// Makes the container durable in a store file: each part's pages, then the state's (so a
+    /// state made durable names only durable parts), then the lock block's and the top block's,
+    /// under the writers' lock so that no change runs meanwhile. Nothing for an in-process heap.
+    /// A holder's death is left for the next writer to repair (the lock is not marked
+    /// consistent here).
+    fn flush(&self) -> Result<()> {
+        let _guard = self.lock.lock()?.guard();
+        let state = self.state()?;
+        for i in 0..state.link_count() {
+            if let Some(part) = state.link(i)? {
+                self.flush_block(&part)?;
+            }
+        }
+        for block in [&state, &self.lock, &self.top] {
+            self.flush_block(block)?;
+        }
+        Ok(())
+    }
+
+    fn flush_block(&self, block: &MemoryBlock) -> Result<()> {
+        self.heap.flush_block(block.header_offset(), block.len() as u64)
     }
 
     fn allocate(&self, len: usize) -> Result<MemoryBlock> {

@@ -84,6 +84,16 @@ impl<T: Pod> SharedVec<T> {
         &self.core.top
     }
 
+    /// Makes this container durable in its store file, cheaper than the store's
+    /// [`crate::MappedManager::flush`] when only it changed: its parts' pages, then the blocks
+    /// that link them, each written and waited for (msync), under the writers' lock. After a
+    /// power loss it reads as at this call, if the root (or link) naming it was made durable by
+    /// an earlier store flush and it did not change since. Nothing to do for an in-process
+    /// heap. An I/O error (EIO) is this call's error.
+    pub fn flush(&self) -> Result<()> {
+        self.core.flush()
+    }
+
     /// The number of elements.
     pub fn len(&self) -> Result<u64> {
         Ok(self.view()?.len)

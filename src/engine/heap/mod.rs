@@ -778,12 +778,21 @@ impl Heap {
     /// Writes the block (or slot) `off` of `len` bytes to the file: its header, its bytes and
     /// what follows them (a link table, a shared area).
     pub(crate) fn flush_block(&self, off: u64, len: u64) -> Result<()> {
+        if !is_slot(off) {
+            return self.backing.persist(off, self.core().block_at(off)?.size());
+        }
+        // A slot lives by its span's records as much as by its bytes: its reference word (in
+        // the span's header) and its page record (its generation and publication): the span
+        // block and its page block, whole.
+        let core = self.core();
+        let slot = core.slot_at(self.key(), off)?;
+        let span = slot.span - HEADER_SIZE;
+        self.backing.persist(span, core.block_at(span)?.size())?;
+        if let Some(page) = core.page_of(slot.span)? {
+            self.backing.persist(page, core.block_at(page)?.size())?;
+        }
         let payload = payload_of(off);
-        let (start, end) = match is_slot(off) {
-            true => (payload, payload + len),
-            false => (off, off + self.core().block_at(off)?.size()),
-        };
-        self.backing.persist(start, end - start)
+        self.backing.persist(payload, len)
     }
 
     /// Makes bytes `offset..offset + len` durable now (a file-backed heap; nothing otherwise).

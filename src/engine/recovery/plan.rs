@@ -153,6 +153,14 @@ impl Plan {
             plan.next_gen = 1;
             plan.gen_limit = PAGE_GEN_MASK;
         }
+        // Salvage takes a generation at or above the counter as the counter's fault, not the
+        // block's (or slot's), when the block's check word seals it (for a slot, its record is
+        // well formed): a power loss keeps a header written after a flush and not the
+        // superblock's counter. Such blocks anchor the tiling and keep their records; the
+        // counter is raised above them (`check_blocks`).
+        if mode == Mode::Salvage {
+            plan.gen_limit = PAGE_GEN_MASK + 1;
+        }
         let mut candidates = Vec::new();
         for session in sessions.iter_mut() {
             session.read(heap, &mut plan, &mut candidates)?;
@@ -163,7 +171,7 @@ impl Plan {
         plan.blocks = match mode {
             Mode::Recover => core.scan()?,
             Mode::Salvage => {
-                let anchors = anchors(&core, plan.key, next_gen, &candidates)?;
+                let anchors = anchors(&core, plan.key, &candidates)?;
                 let blocks = core.scan_salvage(&anchors)?;
                 plan.note_resized(&core, &blocks, &candidates)?;
                 blocks
@@ -568,12 +576,12 @@ impl Reading for Plan {
 /// span's and its span's page), each whose own header checks out without the tiling: it parses
 /// as a block users hold (a span or a page, for a slot) that fits in the heap, and a published
 /// block's check word matches. Sorted, without duplicates.
-fn anchors(core: &Core<'_>, key: u64, next_gen: u64, references: &[Reference]) -> Result<Vec<u64>> {
+fn anchors(core: &Core<'_>, key: u64, references: &[Reference]) -> Result<Vec<u64>> {
     let mut out = Vec::new();
     for r in references {
         match is_slot(r.target) {
             true => out.extend(span_anchor(core, key, r.target)?),
-            false => out.extend(block_anchor(core, key, next_gen, r.target)?),
+            false => out.extend(block_anchor(core, key, r.target)?),
         }
     }
     out.sort_unstable();
@@ -581,14 +589,17 @@ fn anchors(core: &Core<'_>, key: u64, next_gen: u64, references: &[Reference]) -
     Ok(out)
 }
 
-/// The header offset of the block `target` names, if its header checks out on its own.
-fn block_anchor(core: &Core<'_>, key: u64, next_gen: u64, target: u64) -> Result<Option<u64>> {
+/// The header offset of the block `target` names, if its header checks out on its own (a
+/// generation the counter has not reached yet is the counter's fault when the check word seals
+/// it: see `Plan::make`).
+fn block_anchor(core: &Core<'_>, key: u64, target: u64) -> Result<Option<u64>> {
     let Ok(t) = core.block_at(target) else { return Ok(None) };
     if !t.is_plain_used() {
         return Ok(None);
     }
     let (gen, w) = (core.read(target + HDR_GEN)?, core.read(target + HDR_RC)?);
-    let sealed = gen != 0 && gen < next_gen && core.read(target + HDR_CHECK)? == check_word(key, target, gen);
+    let sealed =
+        gen != 0 && gen <= PAGE_GEN_MASK && core.read(target + HDR_CHECK)? == check_word(key, target, gen);
     Ok((!rc::published(w) || sealed).then_some(target))
 }
 
