@@ -144,7 +144,12 @@ impl MemoryBlock {
         }
         let died = self.heap().lock_area(&area)?;
         HELD.with(|h| h.borrow_mut().push(held));
-        let guard = SharedGuard { block: self, area, pid: crate::fork::process_id() };
+        let guard = SharedGuard {
+            block: self,
+            area,
+            pid: crate::fork::process_id(),
+            _thread: std::marker::PhantomData,
+        };
         Ok(if died { Locked::HolderDied(guard) } else { Locked::Consistent(guard) })
     }
 }
@@ -180,13 +185,25 @@ impl<'a> Locked<'a> {
 }
 
 /// The robust lock of a guarded area, held: the area's bytes, to read and write. Releases the
-/// lock when dropped.
+/// lock when dropped, on the thread that took it (it is not `Send`, as `std::sync::MutexGuard`
+/// is not: the thread's record of the locks it holds, which turns a second `lock` into
+/// [`Error::Reentrant`], goes with it).
+///
+/// ```compile_fail
+/// use mmheap::{DefaultManager, MemoryManager};
+/// fn needs_send<T: Send>(_: T) {}
+/// let m = DefaultManager::new().unwrap();
+/// let block = m.allocate_guarded(0, 8).unwrap();
+/// needs_send(block.lock().unwrap().guard()); // a guard stays on its thread
+/// ```
 pub struct SharedGuard<'a> {
     block: &'a MemoryBlock,
     area: SharedArea,
     /// The process that took the lock: a copy of the guard in a `fork()`ed child lets nothing
     /// go (the lock is the parent's).
     pid: u32,
+    /// Not `Send`: dropped on the thread that holds it.
+    _thread: std::marker::PhantomData<*const ()>,
 }
 
 impl SharedGuard<'_> {

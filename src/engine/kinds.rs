@@ -68,8 +68,7 @@ impl Heap {
         or_give_back(&guard, was, crate::engine::recovery::salvage_locked(self, &guard, &KINDS, true))
     }
 
-    /// The recovery of the first open in a boot other than the one the store records (or of a
-    /// store that records none): unless the store records `boot` by the time this process holds
+    /// The recovery of the first open in a boot other than the one the store records: unless the store records `boot` by the time this process holds
     /// the lock (another process of this boot did this first: `None`), the strict recovery
     /// runs, and if it refuses the store as damaged, which is what the unflushed pages a power
     /// loss tore look like, salvage runs instead, without requiring the store to itself; then

@@ -44,9 +44,9 @@ pub(super) fn create(path: &Path, options: &Options, temporary: bool) -> Result<
 }
 
 /// Opens and validates an existing store. One that another boot than this one used last (the
-/// machine went down with it open: `SB_BOOT_ID`) is opened as after a power loss: its file is
-/// extended to its capacity if the new length did not persist, its end sentinel is not
-/// required, and salvage runs instead of the strict recovery (`recover_on_open`).
+/// machine may have gone down with it open: `SB_BOOT_ID`) is opened as after a power loss: its
+/// file is extended to its capacity if the new length did not persist, its end sentinel is not
+/// required, and the strict recovery runs, then salvage if it refuses (`recover_on_open`).
 pub(super) fn open(path: &Path, _options: Option<&Options>) -> Result<MappedManager> {
     let (file, rebooted) = open_in_this_boot(path)?;
     let (file, map, region) = map_opened(path, file)?;
@@ -56,9 +56,9 @@ pub(super) fn open(path: &Path, _options: Option<&Options>) -> Result<MappedMana
     finish(file, map, region, path, false, false)
 }
 
-/// Opens the store file at `path` for writing; if it records another boot than this one (or
-/// none), extends it to a capacity whose length did not persist (`reach_recorded_capacity`), and
-/// says so.
+/// Opens the store file at `path` for writing; if it records another boot than this one,
+/// extends it to a capacity whose length did not persist (`reach_recorded_capacity`), and says
+/// so.
 fn open_in_this_boot(path: &Path) -> Result<(File, bool)> {
     let file = open_for_writing(path)?;
     let rebooted = another_boot(&file, crate::sys::boot_id())?;
