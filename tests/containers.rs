@@ -70,6 +70,7 @@ fn vec_model(m: &dyn MemoryManager) -> Result<(), Failed> {
             ensure(v.to_vec()? == model, format!("to_vec at step {step}"))?;
         }
     }
+    v.flush()?;
     ensure(v.len()? == model.len() as u64 && v.to_vec()? == model, "the whole vector")?;
     ensure(matches!(v.set(model.len() as u64, 0), Err(Error::OutOfBounds { .. })), "set past the end")?;
     while v.pop()?.is_some() {}
@@ -90,6 +91,7 @@ fn map_model(m: &dyn MemoryManager) -> Result<(), Failed> {
         }
     }
     ensure(map.len()? == model.len() as u64, "len")?;
+    map.flush()?; // small segments are slots of spans with pages: those go too
     let mut entries = map.entries()?;
     entries.sort();
     let mut expected: Vec<_> = model.into_iter().collect();

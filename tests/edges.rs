@@ -26,6 +26,7 @@ fn main() {
             Trial::test("a_handle_a_full_store_cannot_record_publishes_nothing", full_store_handle),
             Trial::test("a_store_made_at_its_minimum_size_stays_there", minimum_store),
             Trial::test("a_growth_by_another_process_is_followed_without_the_lock", growth_elsewhere),
+            Trial::test("flush_block_takes_blocks_of_every_form", flush_forms),
         ]
     });
 }
@@ -400,5 +401,29 @@ fn growth_elsewhere() -> Result<(), Failed> {
     let again = m.block_from_handle(handle)?;
     ensure(again.link(0)?.is_some_and(|c| c.len() == 100), "the link is followed")?;
     ensure(m.stats()?.capacity > before, "the store grew")?;
+    Ok(())
+}
+
+/// `flush_block` of a slot (a published one: its span has a page of records), a large block, a
+/// linked and a guarded one; and of another manager's block, refused.
+fn flush_forms() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let m = MappedManager::create(dir.path().join("f.mmheap"), &Options::new())?;
+    let mut small = m.allocate(40)?;
+    small.as_mut_slice()?.fill(1);
+    let _handle = small.handle(); // published: its record is on its span's page
+    let mut large = m.allocate(100_000)?;
+    large.as_mut_slice()?.fill(2);
+    let linked = m.allocate_linked(2, 10)?;
+    linked.set_link(0, Some(&small))?;
+    let guarded = m.allocate_guarded(8, 8)?;
+    for b in [&small, &large, &linked, &guarded] {
+        m.flush_block(b)?;
+    }
+    let other = MappedManager::temporary(&Options::new())?;
+    ensure(
+        matches!(m.flush_block(&other.allocate(8)?), Err(mmheap::Error::WrongManager)),
+        "another manager's",
+    )?;
     Ok(())
 }

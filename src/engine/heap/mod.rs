@@ -789,7 +789,8 @@ impl Heap {
         let span = slot.span - HEADER_SIZE;
         self.backing.persist(span, core.block_at(span)?.size())?;
         if let Some(page) = core.page_of(slot.span)? {
-            self.backing.persist(page, core.block_at(page)?.size())?;
+            let header = page - HEADER_SIZE; // `page_of` gives the page's payload
+            self.backing.persist(header, core.block_at(header)?.size())?;
         }
         let payload = payload_of(off);
         self.backing.persist(payload, len)
