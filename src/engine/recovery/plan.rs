@@ -64,8 +64,12 @@ pub(crate) struct Plan {
     /// The store's next generation after the recovery: above every one issued.
     pub(crate) next_gen: u64,
     /// Generations below this are issued ones (the store's next generation, unless that was
-    /// damaged).
+    /// damaged; for salvage, any a check word seals: see `Plan::make`).
     gen_limit: u64,
+    /// An unpublished block's generation at or above this was never issued by the counter as
+    /// read (the store's next generation, unless that was damaged): it names nothing, and is
+    /// zeroed.
+    stale_limit: u64,
     /// Salvage: pages given back to their spans, (page header, span payload): the page's
     /// pointer to its span is written again.
     pub(crate) page_spans: Vec<(u64, u64)>,
@@ -136,6 +140,7 @@ impl Plan {
             renamed: Vec::new(),
             next_gen,
             gen_limit: next_gen,
+            stale_limit: next_gen,
             page_spans: Vec::new(),
             retags: Vec::new(),
             publish: Vec::new(),
@@ -152,6 +157,7 @@ impl Plan {
             plan.damage("generation counter out of range", SB_NEXT_GEN)?;
             plan.next_gen = 1;
             plan.gen_limit = PAGE_GEN_MASK;
+            plan.stale_limit = PAGE_GEN_MASK;
         }
         // Salvage takes a generation at or above the counter as the counter's fault, not the
         // block's (or slot's), when the block's check word seals it (for a slot, its record is
@@ -246,7 +252,7 @@ impl Plan {
     fn check_block(&mut self, core: &Core<'_>, key: u64, off: u64) -> Result<u64> {
         let (gen, w) = (core.read(off + HDR_GEN)?, core.read(off + HDR_RC)?);
         if !rc::published(w) {
-            if gen >= self.gen_limit {
+            if gen >= self.stale_limit {
                 self.stale_generations.push(off);
             }
             return Ok(0);
