@@ -269,18 +269,19 @@ static BOOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Opens the image at `path` as the first process after a reboot would.
 fn open_after_reboot(path: &Path) -> Result<MappedManager, Error> {
-    open_in_boot(path, Some("a-boot-after-the-power-loss"))
+    in_boot(Some("a-boot-after-the-power-loss"), || MappedManager::open(path))
 }
 
-/// Opens the store at `path` in the boot `boot` pretends (`None`: the real one).
-fn open_in_boot(path: &Path, boot: Option<&str>) -> Result<MappedManager, Error> {
+/// Runs `f` as a process of the boot `boot` pretends would (`None`: the real one), holding
+/// [`BOOT`].
+fn in_boot<T>(boot: Option<&str>, f: impl FnOnce() -> T) -> T {
     let _held = BOOT.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(boot) = boot {
         std::env::set_var("MMHEAP_TEST_BOOT_ID", boot);
     }
-    let opened = MappedManager::open(path);
+    let done = f();
     std::env::remove_var("MMHEAP_TEST_BOOT_ID");
-    opened
+    done
 }
 
 /// The boot id a store file records.
@@ -296,8 +297,7 @@ fn recorded_boot(path: &Path) -> u64 {
 fn the_boot_id_tells_a_power_loss_from_a_process_crash() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s.mmheap");
-    let first_header = {
-        let _held = BOOT.lock().unwrap_or_else(|p| p.into_inner());
+    let first_header = in_boot(None, || {
         let m = MappedManager::create(&path, &Options::new()).expect("create");
         let (mut a, mut b) = (m.allocate(5000).expect("allocate"), m.allocate(8000).expect("allocate"));
         a.as_mut_slice().expect("writable").fill(1);
@@ -305,23 +305,18 @@ fn the_boot_id_tells_a_power_loss_from_a_process_crash() {
         m.set_root("first", &a).expect("set_root");
         m.set_root("second", &b).expect("set_root");
         a.offset().get() as usize - 32
-    };
+    });
     let booted = recorded_boot(&path);
     assert_ne!(booted, 0, "create records the boot");
     let mut bytes = std::fs::read(&path).expect("read");
     bytes[first_header + 1] ^= 0x80; // as if a sector of the header had not persisted
     std::fs::write(&path, &bytes).expect("write");
-    {
-        // The same boot: the strict recovery, which refuses.
-        let _held = BOOT.lock().unwrap_or_else(|p| p.into_inner());
-        assert!(
-            matches!(MappedManager::recover_file(&path), Err(Error::Corrupt { .. })),
-            "same boot: refused"
-        );
-    }
+    // The same boot: the strict recovery, which refuses.
+    let same_boot = in_boot(None, || MappedManager::recover_file(&path));
+    assert!(matches!(same_boot, Err(Error::Corrupt { .. })), "same boot: refused");
     assert_eq!(std::fs::read(&path).expect("read"), bytes, "refused untouched");
 
-    let m = open_in_boot(&path, Some("another-boot")).expect("opens after a reboot");
+    let m = in_boot(Some("another-boot"), || MappedManager::open(&path)).expect("opens after a reboot");
     let salvage = m.opening_salvage().expect("salvaged at open");
     assert_eq!(salvage.dropped[0].name, "first");
     assert!(m.opening_recovery().is_some());
@@ -329,27 +324,19 @@ fn the_boot_id_tells_a_power_loss_from_a_process_crash() {
     assert_eq!(m.root("second").expect("root").expect("kept").as_slice(), &[2u8; 8000][..]);
     drop(m);
     assert_ne!(recorded_boot(&path), booted, "the new boot is recorded");
-    let again = open_in_boot(&path, Some("another-boot")).expect("opens");
+    let again = in_boot(Some("another-boot"), || MappedManager::open(&path)).expect("opens");
     assert!(again.opening_salvage().is_none(), "salvaged once a boot");
     drop(again);
 
     let old = dir.path().join("old.mmheap");
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/golden-v2.mmheap"), &old).expect("copy");
     assert_eq!(recorded_boot(&old), 0);
-    let m = open_in_boot(&old, Some("yet-another-boot")).expect("a store without a boot id opens");
+    let m = in_boot(Some("yet-another-boot"), || MappedManager::open(&old))
+        .expect("a store without a boot id opens");
     assert!(m.opening_salvage().is_none(), "no boot recorded: no salvage");
     assert!(m.check().expect("check").is_sound());
     drop(m);
     assert_ne!(recorded_boot(&old), 0, "and is given one");
-}
-
-/// Runs `f` as a process of the boot `boot` would.
-fn in_boot<T>(boot: &str, f: impl FnOnce() -> T) -> T {
-    let _held = BOOT.lock().unwrap_or_else(|p| p.into_inner());
-    std::env::set_var("MMHEAP_TEST_BOOT_ID", boot);
-    let done = f();
-    std::env::remove_var("MMHEAP_TEST_BOOT_ID");
-    done
 }
 
 /// A store that nothing damaged meets the strict recovery in a new boot, not salvage (nothing
@@ -359,7 +346,7 @@ fn in_boot<T>(boot: &str, f: impl FnOnce() -> T) -> T {
 fn a_sound_store_in_a_new_boot_is_recovered_and_a_short_one_repaired() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s.mmheap");
-    let grown = in_boot("boot-1", || -> mmheap::Result<u64> {
+    let grown = in_boot(Some("boot-1"), || -> mmheap::Result<u64> {
         let m = MappedManager::create(&path, &Options::new().initial_size(1 << 20).max_size(64 << 20))?;
         let mut small = m.allocate(100)?;
         small.as_mut_slice()?.fill(3);
@@ -371,7 +358,7 @@ fn a_sound_store_in_a_new_boot_is_recovered_and_a_short_one_repaired() {
         Ok(m.stats()?.capacity)
     })
     .expect("made");
-    let m = in_boot("boot-2", || MappedManager::open(&path)).expect("opens");
+    let m = in_boot(Some("boot-2"), || MappedManager::open(&path)).expect("opens");
     assert!(m.opening_salvage().is_none(), "a sound store is not salvaged");
     assert!(m.opening_recovery().is_some(), "the strict recovery ran");
     drop(m);
@@ -380,10 +367,10 @@ fn a_sound_store_in_a_new_boot_is_recovered_and_a_short_one_repaired() {
     file.set_len(1 << 20).expect("cut");
     drop(file);
     assert!(grown > 1 << 20);
-    let same_boot = in_boot("boot-2", || MappedManager::salvage(&path));
+    let same_boot = in_boot(Some("boot-2"), || MappedManager::salvage(&path));
     assert!(matches!(same_boot, Err(Error::Truncated { .. })), "the same boot: truncated, refused");
-    in_boot("boot-3", || MappedManager::salvage(&path)).expect("salvage extends the file");
-    let m = in_boot("boot-3", || MappedManager::open(&path)).expect("opens");
+    in_boot(Some("boot-3"), || MappedManager::salvage(&path)).expect("salvage extends the file");
+    let m = in_boot(Some("boot-3"), || MappedManager::open(&path)).expect("opens");
     assert!(m.check().expect("check").is_sound());
     assert_eq!(m.root("small").expect("root").expect("kept").as_slice(), &[3u8; 100][..]);
 }
@@ -951,10 +938,7 @@ fn power_loss_images_open_check_sound_and_keep_flushed_roots() {
     .expect("tempdir");
     mmheap::test_hooks::observe_persist(Some(capture_persisted));
     let path = dir.path().join("store.mmheap");
-    let store = {
-        let _held = BOOT.lock().unwrap_or_else(|p| p.into_inner());
-        MappedManager::create(&path, &Options::new()).expect("create")
-    };
+    let store = in_boot(None, || MappedManager::create(&path, &Options::new()).expect("create"));
     let mut w = Workload {
         rng: SmallRng::seed_from_u64(seed),
         store,
