@@ -43,6 +43,7 @@ pub mod containers;
 mod default_manager;
 mod engine;
 mod error;
+mod fields;
 mod fork;
 pub mod format;
 mod hooks;

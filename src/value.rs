@@ -36,6 +36,7 @@ use rkyv::ser::{Positional, Writer};
 use rkyv::{Archive, Archived, Deserialize, Portable, Serialize};
 
 use crate::error::{Error, Result};
+use crate::fields::{get_u32, get_u64, put_u32, put_u64};
 use crate::format::{
     fnv1a, FNV_BASIS, VALUE_ARCHIVE, VALUE_FINGERPRINT, VALUE_LEN, VALUE_VERSION, VALUE_VERSION_1,
 };
@@ -125,10 +126,9 @@ impl<T: Storable> Value<T> {
         if serialize(value, to)?.pos != len {
             return Err(Error::Serialize("the value changed size between its two passes".into()));
         }
-        let at = |field: u64, n: usize| field as usize..field as usize + n;
-        head[at(VALUE_FINGERPRINT, 8)].copy_from_slice(&fingerprint::<T>().to_le_bytes());
-        head[at(VALUE_LEN, 4)].copy_from_slice(&archive_len.to_le_bytes());
-        head[at(VALUE_VERSION, 4)].copy_from_slice(&VALUE_VERSION_1.to_le_bytes());
+        put_u64(head, VALUE_FINGERPRINT, fingerprint::<T>());
+        put_u32(head, VALUE_LEN, archive_len);
+        put_u32(head, VALUE_VERSION, VALUE_VERSION_1);
         Ok(Value { block, _type: PhantomData })
     }
 
@@ -222,14 +222,12 @@ fn serialize<T: Storable>(value: &T, writer: ValueWriter) -> Result<ValueWriter>
 fn archive_of<T: Storable>(block: &MemoryBlock) -> Result<&[u8]> {
     let bytes = block.as_slice();
     let expected = fingerprint::<T>();
-    let word = |at: u64, n: usize| bytes.get(at as usize..at as usize + n);
-    let found =
-        word(VALUE_FINGERPRINT, 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+    let found = get_u64(bytes, VALUE_FINGERPRINT).unwrap_or(0);
     if found != expected || bytes.len() < VALUE_ARCHIVE as usize {
         return Err(Error::WrongType { expected, found });
     }
-    let len = word(VALUE_LEN, 4).map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or_default()));
-    let version = word(VALUE_VERSION, 4).map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or_default()));
+    let len = get_u32(bytes, VALUE_LEN).unwrap_or(0);
+    let version = get_u32(bytes, VALUE_VERSION).unwrap_or(0);
     let archive = &bytes[VALUE_ARCHIVE as usize..];
     if version != VALUE_VERSION_1 || len as usize != archive.len() {
         return Err(Error::InvalidValue(format!(

@@ -11,8 +11,9 @@ use std::marker::PhantomData;
 
 use bytemuck::Pod;
 
-use super::{get_u32, get_u64, put_u32, put_u64, type_print, Core, Identity};
+use super::{type_print, Core, Identity};
 use crate::error::{Error, Result};
+use crate::fields::{get_u32, get_u64, put_u32, put_u64};
 use crate::format::{
     CONTAINER_BYTES_MAP, CONTAINER_COUNT, CONTAINER_MAP, MAP_ENTRY_HASH, MAP_ENTRY_HEADER, MAP_ENTRY_KEY_LEN,
     MAP_ENTRY_VALUE_LEN, MAP_LOAD, MAP_SEG_COUNT, MAP_SEG_ENTRIES,

@@ -33,6 +33,7 @@ pub use vec::SharedVec;
 
 use crate::engine::heap::family::HeapRef;
 use crate::error::{Error, Result};
+use crate::fields::{get_u32, get_u64, put_u32, put_u64};
 use crate::format::{
     CONTAINER_GUARDED, CONTAINER_HEADER, CONTAINER_KIND, CONTAINER_LOCK_LINK, CONTAINER_MAGIC,
     CONTAINER_MAGIC_WORD, CONTAINER_PARAM, CONTAINER_STATE_LINK, CONTAINER_TYPES, CONTAINER_VERSION,
@@ -178,22 +179,4 @@ fn read_identity(bytes: &[u8]) -> Option<Identity> {
 fn type_print<T>() -> u64 {
     let h = crate::format::fnv1a(crate::format::FNV_BASIS, std::any::type_name::<T>().as_bytes());
     crate::format::fnv1a(h, &(std::mem::size_of::<T>() as u64).to_le_bytes())
-}
-
-fn get_u64(bytes: &[u8], at: u64) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(at as usize..at as usize + 8)?.try_into().ok()?))
-}
-
-fn get_u32(bytes: &[u8], at: u64) -> Option<u32> {
-    Some(u32::from_le_bytes(bytes.get(at as usize..at as usize + 4)?.try_into().ok()?))
-}
-
-/// Writes `v` at `at` of `bytes`, which the caller made long enough.
-fn put_u64(bytes: &mut [u8], at: u64, v: u64) {
-    bytes[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-/// Writes `v` at `at` of `bytes`, which the caller made long enough.
-fn put_u32(bytes: &mut [u8], at: u64, v: u32) {
-    bytes[at as usize..at as usize + 4].copy_from_slice(&v.to_le_bytes());
 }

@@ -10,8 +10,9 @@ use std::marker::PhantomData;
 
 use bytemuck::Pod;
 
-use super::{get_u64, put_u64, type_print, Core, Identity};
+use super::{type_print, Core, Identity};
 use crate::error::{Error, Result};
+use crate::fields::{get_u64, put_u64};
 use crate::format::{CONTAINER_VEC, VEC_CHUNK_BYTES, VEC_CHUNK_ELEMENTS, VEC_CHUNK_LEN, VEC_TAIL_LINK};
 use crate::hooks::pause;
 use crate::{MemoryBlock, MemoryManager};
