@@ -105,7 +105,7 @@ impl SharedBytesMap {
         let hash = hash(key);
         let dir = self.core.state()?;
         let Some(segment) = dir.link(index(hash, &dir))? else { return Ok(None) };
-        let found = entries(&segment)?.find(|e| e.hash == hash && e.key == key);
+        let found = entries(&segment)?.into_iter().find(|e| e.hash == hash && e.key == key);
         Ok(found.map(|e| e.value.to_vec()))
     }
 
@@ -167,7 +167,7 @@ impl SharedBytesMap {
         let mut out = Vec::new();
         for i in 0..dir.link_count() {
             if let Some(segment) = dir.link(i)? {
-                out.extend(entries(&segment)?.map(|e| (e.key.to_vec(), e.value.to_vec())));
+                out.extend(entries(&segment)?.iter().map(|e| (e.key.to_vec(), e.value.to_vec())));
             }
         }
         Ok(out)
@@ -240,7 +240,7 @@ impl SharedBytesMap {
         let bigger = self.core.allocate_linked(n * 2, 8)?;
         for i in 0..n {
             let Some(segment) = dir.link(i)? else { continue };
-            let all: Vec<Entry<'_>> = entries(&segment)?.collect();
+            let all = entries(&segment)?;
             let (low, high): (Vec<_>, Vec<_>) = all.into_iter().partition(|e| e.hash as usize & n == 0);
             for (at, part) in [(i, low), (i + n, high)] {
                 if !part.is_empty() {
@@ -301,12 +301,12 @@ fn index(hash: u64, dir: &MemoryBlock) -> usize {
 }
 
 fn segment_count(segment: &MemoryBlock) -> Result<u64> {
-    Ok(entries(segment)?.count() as u64)
+    Ok(entries(segment)?.len() as u64)
 }
 
 /// The entries of `segment`, each checked to lie within it ([`Error::Corrupt`] for a segment
 /// that does not parse: nothing read from a store is trusted).
-fn entries(segment: &MemoryBlock) -> Result<impl Iterator<Item = Entry<'_>>> {
+fn entries(segment: &MemoryBlock) -> Result<Vec<Entry<'_>>> {
     let bytes = segment.as_slice();
     let damaged = || Error::corrupt("a shared map's segment does not parse", segment.header_offset());
     let count = get_u64(bytes, MAP_SEG_COUNT).ok_or_else(damaged)?;
@@ -323,7 +323,7 @@ fn entries(segment: &MemoryBlock) -> Result<impl Iterator<Item = Entry<'_>>> {
         parsed.push(Entry { hash, key, value });
         at += entry_size(k, v);
     }
-    Ok(parsed.into_iter())
+    Ok(parsed)
 }
 
 /// A hash map from `K` to `V` (Pod types: keys compared and hashed by their bytes) that lives

@@ -115,7 +115,7 @@ impl<T: Pod> SharedVec<T> {
             let chunk = index / self.per;
             // A pop may have emptied the chunk since the view was taken: look again.
             let Some(block) = self.chunk(&v, chunk)? else { continue };
-            return Ok(Some(self.elements(&block)?[(index % self.per) as usize]));
+            return self.element(&block, index % self.per).map(Some);
         }
     }
 
@@ -126,7 +126,7 @@ impl<T: Pod> SharedVec<T> {
             let mut out = Vec::with_capacity(v.len as usize);
             for c in 0..=v.f {
                 match self.chunk(&v, c)? {
-                    Some(block) => out.extend_from_slice(&self.elements(&block)?),
+                    Some(block) => out.extend_from_slice(&self.elements(&block)),
                     None if c == v.f && v.t == 0 => {}
                     None => continue 'again,
                 }
@@ -140,7 +140,7 @@ impl<T: Pod> SharedVec<T> {
         self.core.write(|_, died| {
             let mut v = self.repaired(died)?;
             if v.t < self.per {
-                let mut tail = self.elements_of(v.tail.as_ref())?;
+                let mut tail = self.elements_of(v.tail.as_ref());
                 tail.push(value);
                 return self.set_tail(&v.table, v.len + 1, &tail);
             }
@@ -160,7 +160,7 @@ impl<T: Pod> SharedVec<T> {
     pub fn pop(&self) -> Result<Option<T>> {
         self.core.write(|_, died| {
             let v = self.repaired(died)?;
-            let tail = self.elements_of(v.tail.as_ref())?;
+            let tail = self.elements_of(v.tail.as_ref());
             let Some(&last) = tail.last() else { return Ok(None) };
             if tail.len() > 1 || v.f == 0 {
                 self.set_tail(&v.table, v.len - 1, &tail[..tail.len() - 1])?;
@@ -169,7 +169,7 @@ impl<T: Pod> SharedVec<T> {
             // The last full chunk becomes the tail (a copy: the tail says the length), then its
             // link, now stray, is cleared.
             let full = self.chunk(&v, v.f - 1)?.ok_or_else(|| self.damaged(&v.table))?;
-            self.set_tail(&v.table, v.len - 1, &self.elements(&full)?)?;
+            self.set_tail(&v.table, v.len - 1, &self.elements(&full))?;
             pause("vec-tail-moved-down");
             v.table.set_link(v.f as usize, None)?;
             Ok(Some(last))
@@ -185,7 +185,7 @@ impl<T: Pod> SharedVec<T> {
             }
             let c = index / self.per;
             let block = self.chunk(&v, c)?.ok_or_else(|| self.damaged(&v.table))?;
-            let mut elements = self.elements(&block)?;
+            let mut elements = self.elements(&block);
             let old = std::mem::replace(&mut elements[(index % self.per) as usize], value);
             if c == v.f {
                 self.set_tail(&v.table, v.len, &elements)?;
@@ -241,14 +241,22 @@ impl<T: Pod> SharedVec<T> {
         bytes.filter(|b| b % size == 0).map(|b| b / size).ok_or_else(|| self.damaged(chunk))
     }
 
-    fn elements(&self, chunk: &MemoryBlock) -> Result<Vec<T>> {
-        let bytes = &chunk.as_slice()[VEC_CHUNK_ELEMENTS as usize..];
-        let size = std::mem::size_of::<T>();
-        Ok(bytes.chunks_exact(size).map(bytemuck::pod_read_unaligned).collect())
+    /// The elements of `chunk` (a copy).
+    fn elements(&self, chunk: &MemoryBlock) -> Vec<T> {
+        let bytes = chunk.as_slice().get(VEC_CHUNK_ELEMENTS as usize..).unwrap_or_default();
+        bytes.chunks_exact(std::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned).collect()
     }
 
-    fn elements_of(&self, chunk: Option<&MemoryBlock>) -> Result<Vec<T>> {
-        chunk.map_or(Ok(Vec::new()), |c| self.elements(c))
+    fn elements_of(&self, chunk: Option<&MemoryBlock>) -> Vec<T> {
+        chunk.map_or_else(Vec::new, |c| self.elements(c))
+    }
+
+    /// Element `k` of `chunk`, read alone.
+    fn element(&self, chunk: &MemoryBlock, k: u64) -> Result<T> {
+        let size = std::mem::size_of::<T>();
+        let at = VEC_CHUNK_ELEMENTS as usize + k as usize * size;
+        let bytes = chunk.as_slice().get(at..at + size);
+        bytes.map(bytemuck::pod_read_unaligned).ok_or_else(|| self.damaged(chunk))
     }
 
     fn new_chunk(&self, len: u64, elements: &[T]) -> Result<MemoryBlock> {
