@@ -6,7 +6,7 @@
 //! of its block's other holds.
 
 use crate::engine::directory::{valid_name, Directory, Entry};
-use crate::engine::heap::{Heap, Obtained};
+use crate::engine::heap::{Guard, Heap, Obtained};
 use crate::engine::roots::{survey_roots, Surveyed};
 use crate::engine::tables::{self as table, ROOT_NAMES};
 use crate::error::{Error, Result};
@@ -58,12 +58,21 @@ pub(super) fn set(heap: &Heap, name: &str, block: u64) -> Result<()> {
             dir.set_target(heap, i, block)?;
             heap.release_hold_locked(&g, old)
         }
-        None => {
-            let dir = ROOT_NAMES.with_room(heap, &g)?;
-            heap.add_hold_locked(block)?;
-            table::insert(heap, &dir, name, block)
-        }
+        None => insert(heap, &g, name, block),
     }
+}
+
+/// A new root `name` (not there) for `block`, which it holds from now on. Under the lock `g`.
+fn insert(heap: &Heap, g: &Guard<'_>, name: &[u8], block: u64) -> Result<()> {
+    let dir = ROOT_NAMES.with_room(heap, g)?;
+    heap.add_hold_locked(block)?;
+    table::insert(heap, &dir, name, block)
+}
+
+/// A new reference to `block`, which entry `i` of `dir` names. Under the lock `g`.
+fn acquire(heap: &Heap, g: &Guard<'_>, dir: &Directory, i: u64, block: u64) -> Result<Obtained> {
+    let got = heap.acquire_locked(g, block, None);
+    got.ok_or(Error::corrupt("root names a block with no references", dir.entry(i)))?
 }
 
 /// Sets root `name` to `block` unless it exists; returns a new reference to what it names if
@@ -74,12 +83,9 @@ pub(super) fn set_if_absent(heap: &Heap, name: &str, block: u64) -> Result<Optio
     let g = heap.lock()?;
     let dir = ROOT_NAMES.directory(heap)?;
     if let Some((i, old)) = find(heap, &dir, name)? {
-        let got = heap.acquire_locked(&g, old, None);
-        return got.ok_or(Error::corrupt("root names a block with no references", dir.entry(i)))?.map(Some);
+        return acquire(heap, &g, &dir, i, old).map(Some);
     }
-    let dir = ROOT_NAMES.with_room(heap, &g)?;
-    heap.add_hold_locked(block)?;
-    table::insert(heap, &dir, name, block)?;
+    insert(heap, &g, name, block)?;
     Ok(None)
 }
 
@@ -90,8 +96,7 @@ pub(super) fn get(heap: &Heap, name: &str) -> Result<Option<Obtained>> {
     let Some((i, block)) = find(heap, &dir, name)? else {
         return Ok(None);
     };
-    let got = heap.acquire_locked(&g, block, None);
-    got.ok_or(Error::corrupt("root names a block with no references", dir.entry(i)))?.map(Some)
+    acquire(heap, &g, &dir, i, block).map(Some)
 }
 
 pub(super) fn remove(heap: &Heap, name: &str) -> Result<bool> {
