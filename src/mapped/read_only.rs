@@ -197,9 +197,15 @@ impl ReadOnlyStore {
             // it read of the old one (freed, perhaps reused) may not even parse.
             let table = self.heap.region.load(SB_ROOT_TABLE)?;
             let replaced = || self.heap.region.load(SB_ROOT_TABLE).map_or(true, |now| now != table);
-            let mut roots = Vec::new();
+            let (mut roots, mut half_written) = (Vec::new(), false);
             let read = ROOT_NAMES.directory(&self.heap).and_then(|dir| {
                 for e in dir.entries(&self.heap)? {
+                    // A name a writer was removing (zeroing) or writing as it was read: no name a
+                    // store holds, and read again.
+                    if !valid_name(&e.name) {
+                        half_written = true;
+                        continue;
+                    }
                     let name = String::from_utf8(e.name)
                         .map_err(|_| Error::corrupt("root name is not UTF-8", dir.entry(e.index)))?;
                     roots.push((name, self.entry_handle(dir.entry(e.index), e.target)?));
@@ -210,7 +216,7 @@ impl ReadOnlyStore {
                 Err(Error::Corrupt { .. }) if replaced() => Ok((None, true)),
                 Err(e) => Err(e),
                 Ok(()) => {
-                    let torn = roots.iter().any(|(_, h)| h.is_none()) || replaced();
+                    let torn = half_written || roots.iter().any(|(_, h)| h.is_none()) || replaced();
                     Ok((Some(roots), torn))
                 }
             }
