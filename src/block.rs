@@ -351,7 +351,7 @@ impl MemoryBlock {
     pub fn as_mut_slice(&mut self) -> Result<&mut [u8]> {
         // A plain read: `&mut self` excludes every other access to the field, and no atomic
         // access on the hot path lets the compiler keep the handle in registers.
-        let at = *self.at.get_mut();
+        let at = crate::sync::read_mut(&mut self.at);
         self.ensure_exclusive(at)?;
         // SAFETY: as in `as_slice`; additionally no other reference exists in any process
         // (count 1, never published, so no handle can name it) and `&mut self` excludes this
@@ -473,7 +473,7 @@ impl MemoryBlock {
             }
         };
         self.heap().payload(offset, new_len as u64)?; // the range check `payload_ptr` relies on
-        *self.at.get_mut() = offset;
+        crate::sync::write_mut(&mut self.at, offset);
         match self.hold() {
             None => self.meta = owner_meta(self.heap(), new_len as u64),
             Some(hold) => hold.len.store(new_len as u64, Ordering::Relaxed),
@@ -490,7 +490,7 @@ impl MemoryBlock {
         if self.hold().is_some() || new_len == 0 {
             return false;
         }
-        let at = *self.at.get_mut();
+        let at = crate::sync::read_mut(&mut self.at);
         let off = at & OFFSET_MASK;
         let capacity = match at >> LENT_SHIFT {
             // The lending's size is the block's (a slot's is its payload's).
@@ -597,7 +597,7 @@ impl Drop for MemoryBlock {
     /// that might be dropped on an early return or a panic live in memory).
     #[inline(always)]
     fn drop(&mut self) {
-        release(self.meta, *self.at.get_mut());
+        release(self.meta, crate::sync::read_mut(&mut self.at));
     }
 }
 

@@ -16,7 +16,8 @@
 use std::cell::RefCell;
 use std::sync::{Arc, MutexGuard, Once};
 
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::local::AtomicU32;
+use crate::sync::Ordering;
 
 use crate::engine::heap::{Guard, Heap};
 

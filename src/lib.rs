@@ -64,6 +64,9 @@ mod segment;
 mod shared;
 mod sync;
 mod sys;
+// The model checker's models of the protocols on store words (`--cfg loom`, `scripts/loom`).
+#[cfg(all(test, loom))]
+mod models;
 pub mod value;
 mod weak;
 

@@ -24,7 +24,12 @@ use crate::sys;
 pub(crate) const CONTENDED: u32 = 1 << 31;
 /// Looks at the word (with growing pauses capped at 32, then yields) before a waiter sleeps:
 /// critical sections are short, and a futex sleep and wake cost microseconds.
+/// In the model checker (`--cfg loom`) a waiter looks twice: every look is a point where the
+/// model may switch threads, and the spinning is no part of the protocol.
+#[cfg(not(loom))]
 const SPINS: u32 = 60;
+#[cfg(loom)]
+const SPINS: u32 = 2;
 const SPINS_BEFORE_YIELD: u32 = 40;
 /// How long a waiter sleeps, one nap after another, before it asks again whether the holder
 /// is alive: short at first, so that a holder that died is taken over soon (a waiter also asks
@@ -64,10 +69,10 @@ pub(crate) fn acquire(
         }
         if i < SPINS_BEFORE_YIELD {
             for _ in 0..1 << i.min(5) {
-                std::hint::spin_loop();
+                crate::sync::spin_loop();
             }
         } else {
-            std::thread::yield_now();
+            crate::sync::yield_now();
         }
     }
     // Whether the holder seen last is suspect: before the first nap, and after a nap across

@@ -3,16 +3,82 @@
 //! Everything that touches an atomic imports it from here, never from `std` directly
 //! (`tests/source_rules.rs` fails on a `std::sync::atomic` path anywhere else). Words that live in a store are reached only
 //! through [`crate::engine::core::region::Region`], which hands out `&AtomicU64` / `&AtomicU32` views of
-//! mapped bytes; a model checker such as `loom` cannot stand in for those (its atomics are not
-//! layout-compatible with bytes in a file), so the protocols on them are instead checked with
-//! real processes in `tests/multiprocess.rs`.
+//! the store's words.
+//!
+//! Built with `--cfg loom`, those two types and [`fence`] are `loom`'s model atomics, and a
+//! `Region` keeps a model word for each store word it hands out (`engine/core/region_model.rs`),
+//! so the real protocols on store words (the store lock, guarded areas' robust locks, channel
+//! rings, reference words) run unchanged inside `loom`'s model checker (`tests/loom_models.rs`,
+//! `scripts/loom`). Futex waits become yields there ([`yield_now`], `sys`), and spinning loops
+//! yield through [`spin_loop`]. Atomics that are process-local, never a store's (statics made
+//! with a `const` `new`, counters of this process), come from [`local`] and stay `std`'s in
+//! every build. What the models cannot see: bytes reached as bytes (payloads, names), which in
+//! a model region are plain memory that no protocol may rely on for synchronization, and a
+//! process dying (a model holder stops after its k-th atomic operation instead, and the
+//! model's `owner_dead` says so). Protocols across real processes are checked in
+//! `tests/multiprocess.rs` and `tests/crash.rs`.
 
-pub(crate) use std::sync::atomic::{
-    compiler_fence, fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
-};
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::fence;
+/// The model's store words (`--cfg loom`): `loom`'s atomics, counted so that a model thread
+/// can stop after its k-th operation.
+#[cfg(loom)]
+#[path = "sync_model.rs"]
+pub(crate) mod model;
+#[cfg(loom)]
+pub(crate) use model::{AtomicU32, AtomicU64};
+pub(crate) use std::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64};
+
+/// Process-local atomics of the store words' widths: `std`'s in every
+/// build (a `static` needs a `const` `new`, which `loom`'s atomics have not).
+pub(crate) mod local {
+    pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64};
+}
+
 /// The integer atomics users view in a block's atomic area (`shared.rs`), as `std` has them.
 pub(crate) mod views {
     pub(crate) use std::sync::atomic::{
         AtomicI16, AtomicI32, AtomicI64, AtomicI8, AtomicU16, AtomicU32, AtomicU64, AtomicU8,
     };
+}
+
+/// One turn of a loop that waits for a store word to change: a spin hint (in a model, a yield,
+/// without which the model checker would explore the spinning for ever).
+#[inline]
+pub(crate) fn spin_loop() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+}
+
+/// Gives the processor to another thread while waiting for a store word to change.
+#[inline]
+pub(crate) fn yield_now() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+}
+
+/// The value of an atomic no other thread can reach (`&mut`): a plain read.
+#[inline(always)]
+pub(crate) fn read_mut(a: &mut AtomicU64) -> u64 {
+    #[cfg(loom)]
+    return a.with_mut(|v| *v);
+    #[cfg(not(loom))]
+    *a.get_mut()
+}
+
+/// Sets an atomic no other thread can reach (`&mut`): a plain write.
+#[inline(always)]
+pub(crate) fn write_mut(a: &mut AtomicU64, v: u64) {
+    #[cfg(loom)]
+    a.with_mut(|w| *w = v);
+    #[cfg(not(loom))]
+    {
+        *a.get_mut() = v;
+    }
 }

@@ -300,7 +300,7 @@ impl ReadOnlyStore {
                 return Err(stale(handle));
             }
             tries -= 1;
-            std::thread::yield_now();
+            crate::sync::yield_now();
         }
     }
 
@@ -451,7 +451,7 @@ impl MemoryManager for ReadOnlyStore {
                 Err(_) if tries > 0 => tries -= 1,
                 other => return other,
             }
-            std::thread::yield_now();
+            crate::sync::yield_now();
         }
     }
     /// Nothing to give back: a read-only store parks no blocks.
@@ -491,7 +491,7 @@ fn settled<T: PartialEq>(read: impl Fn() -> Result<(T, bool)>) -> Result<T> {
             break;
         }
         last = again;
-        std::thread::yield_now();
+        crate::sync::yield_now();
     }
     last.map(|(value, _)| value)
 }

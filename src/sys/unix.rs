@@ -130,7 +130,15 @@ pub(crate) unsafe fn release(base: NonNull<u8>, len: usize) {
 /// Sleeps while `*word == expected`, at most `timeout`. Returns early on a wake-up, a change
 /// of the word, or a signal; callers re-check their condition.
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration, shared: bool) {
-    #[cfg(target_os = "linux")]
+    // In the model checker a sleep is a yield (a futex wait may return at any time anyway).
+    #[cfg(loom)]
+    {
+        let _ = (timeout, shared);
+        if word.load(crate::sync::Ordering::Relaxed) == expected {
+            crate::sync::yield_now();
+        }
+    }
+    #[cfg(all(target_os = "linux", not(loom)))]
     {
         let ts = libc::timespec {
             tv_sec: timeout.as_secs() as libc::time_t,
@@ -141,7 +149,7 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration, sha
         // timespec, which outlives the call.
         unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, expected, &ts as *const libc::timespec) };
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(all(not(target_os = "linux"), not(loom)))]
     {
         let _ = shared;
         if word.load(crate::sync::Ordering::Relaxed) == expected {
@@ -152,13 +160,16 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration, sha
 
 /// Wakes up to `n` waiters on `word`.
 pub(crate) fn futex_wake(word: &AtomicU32, n: i32, shared: bool) {
-    #[cfg(target_os = "linux")]
+    // In the model checker nobody sleeps (`futex_wait`): nothing to wake.
+    #[cfg(loom)]
+    let _ = (word, n, shared);
+    #[cfg(all(target_os = "linux", not(loom)))]
     {
         let op = if shared { libc::FUTEX_WAKE } else { libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG };
         // SAFETY: wake takes the address only as a key; no memory is accessed.
         unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, n) };
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(all(not(target_os = "linux"), not(loom)))]
     let _ = (word, n, shared);
 }
 
@@ -223,8 +234,8 @@ pub(crate) fn byte_locked(file: &File, offset: u64) -> io::Result<bool> {
 /// Read from `/proc` once per process (a fifth of the time of an open): remembered with the
 /// pid it was read for, so that a child made by `fork` reads its own.
 pub(crate) fn process_start_time() -> u64 {
-    static PID: AtomicU32 = AtomicU32::new(0);
-    static START: crate::sync::AtomicU64 = crate::sync::AtomicU64::new(0);
+    static PID: crate::sync::local::AtomicU32 = crate::sync::local::AtomicU32::new(0);
+    static START: crate::sync::local::AtomicU64 = crate::sync::local::AtomicU64::new(0);
     let pid = std::process::id();
     if PID.load(Ordering::Acquire) == pid {
         return START.load(Ordering::Relaxed);
@@ -297,8 +308,9 @@ fn membarrier(cmd: libc::c_long) -> bool {
 /// heap is made. Without it (not Linux, or an old or filtered kernel) both barriers are full
 /// fences.
 pub(crate) fn register_barriers() {
+    // In the model checker both sides stay full fences, which `loom` models.
     #[cfg(target_os = "linux")]
-    if membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) {
+    if !cfg!(loom) && membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) {
         EXPEDITED.store(true, Ordering::Release);
     }
 }

@@ -364,9 +364,9 @@ impl Inner {
             // Spin on a free core; on a busy one, let the peer we are waiting for run first.
             spins += 1;
             if spins < 100 {
-                std::hint::spin_loop();
+                crate::sync::spin_loop();
             } else {
-                std::thread::yield_now();
+                crate::sync::yield_now();
             }
         }
         let mut nap = NAP;
@@ -435,11 +435,11 @@ impl Inner {
             };
             tries = tries.saturating_add(1);
             if tries < 64 {
-                std::hint::spin_loop();
+                crate::sync::spin_loop();
                 continue;
             }
             if tries < 256 {
-                std::thread::yield_now();
+                crate::sync::yield_now();
                 continue;
             }
             let naps = tries - 256;

@@ -167,7 +167,7 @@ pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Result<Frozen> {
                 frozen.busy.push(ring);
                 break;
             }
-            std::thread::yield_now();
+            crate::sync::yield_now();
         }
     }
     Ok(frozen)

@@ -13,13 +13,21 @@ use std::ptr::NonNull;
 use crate::error::{Error, Result};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
+/// Model words for the model checker (`--cfg loom`, `src/sync.rs`).
+#[cfg(loom)]
+#[path = "region_model.rs"]
+pub(crate) mod model;
+
 /// A byte range addressed by offset, with a limit that only grows.
 pub(crate) struct Region {
     base: NonNull<u8>,
-    /// Bytes from `base` that are backed and may be touched. Only grows.
-    limit: AtomicU64,
+    /// Bytes from `base` that are backed and may be touched. Only grows. Process-local.
+    limit: crate::sync::local::AtomicU64,
     /// Bytes of address space reserved at `base`; `limit` never passes it.
     reserved: u64,
+    /// The model words its views are (`--cfg loom` only).
+    #[cfg(loom)]
+    words: std::sync::Arc<model::Words>,
 }
 
 // SAFETY: a Region is a pointer to memory that is only accessed through atomics or through
@@ -40,7 +48,13 @@ impl Region {
     pub(crate) unsafe fn new(base: NonNull<u8>, limit: u64, reserved: u64) -> Self {
         debug_assert!(limit <= reserved);
         debug_assert!(base.as_ptr() as usize % 8 == 0);
-        Region { base, limit: AtomicU64::new(limit), reserved }
+        Region {
+            base,
+            limit: crate::sync::local::AtomicU64::new(limit),
+            reserved,
+            #[cfg(loom)]
+            words: model::Words::at(base, reserved),
+        }
     }
 
     /// As [`Region::new`] over memory mapped read-only (a store opened with
@@ -107,8 +121,13 @@ impl Region {
     #[inline]
     pub(crate) unsafe fn word_unchecked(&self, off: u64) -> &AtomicU64 {
         debug_assert!(self.fits(off, 8, 8));
+        #[cfg(loom)]
+        return self.words.word(off);
         // SAFETY: in range and aligned per the contract; as in `Snapshot::word`.
-        unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(off as usize).cast()) }
+        #[cfg(not(loom))]
+        unsafe {
+            AtomicU64::from_ptr(self.base.as_ptr().add(off as usize).cast())
+        }
     }
 
     /// The `u64` word at `off`.
@@ -183,6 +202,8 @@ impl Region {
     /// Copies bytes out of the region (for reading headers of an unknown file).
     pub(crate) fn read_bytes(&self, off: u64, out: &mut [u8]) -> Result<()> {
         let p = self.ptr(off, out.len() as u64)?;
+        #[cfg(loom)]
+        self.words.before_bytes(off, out.len() as u64);
         for (i, b) in out.iter_mut().enumerate() {
             // SAFETY: `i < len`, so the byte is inside the checked range; the bytes are plain
             // data; a concurrent writer in another process can only make the copy stale, and
@@ -195,19 +216,27 @@ impl Region {
     /// Writes bytes into the region (metadata only, under the store lock).
     pub(crate) fn write_bytes(&self, off: u64, data: &[u8]) -> Result<()> {
         let p = self.ptr(off, data.len() as u64)?;
+        #[cfg(loom)]
+        self.words.before_bytes(off, data.len() as u64);
         for (i, b) in data.iter().enumerate() {
             // SAFETY: `i < len`, so the byte is inside the checked range, which is metadata
             // guarded by the store lock: no Rust reference to it exists anywhere.
             unsafe { p.as_ptr().add(i).write_volatile(*b) };
         }
+        #[cfg(loom)]
+        self.words.after_write(off, data.len() as u64);
         Ok(())
     }
 
     /// Fills `len` bytes at `off` with zero (metadata only, under the store lock).
     pub(crate) fn zero(&self, off: u64, len: u64) -> Result<()> {
         let p = self.ptr(off, len)?;
+        #[cfg(loom)]
+        self.words.before_bytes(off, len);
         // SAFETY: range checked; the bytes are metadata or a payload the caller owns solely.
         unsafe { p.as_ptr().write_bytes(0, len as usize) };
+        #[cfg(loom)]
+        self.words.after_write(off, len);
         Ok(())
     }
 }
@@ -219,9 +248,12 @@ impl Region {
 /// too generous.
 #[derive(Clone, Copy)]
 pub(crate) struct Snapshot<'r> {
+    #[cfg_attr(loom, allow(dead_code))]
     base: NonNull<u8>,
     limit: u64,
     _region: PhantomData<&'r Region>,
+    #[cfg(loom)]
+    words: &'r model::Words,
 }
 
 impl<'r> Snapshot<'r> {
@@ -237,9 +269,12 @@ impl<'r> Snapshot<'r> {
         if off % 8 != 0 || off > self.limit.saturating_sub(8) {
             return None;
         }
+        #[cfg(loom)]
+        return Some(self.words.word(off));
         // SAFETY: `off .. off + 8` lies inside a limit the region had (it only grows) and is
         // aligned to 8; the constructor's contract says those bytes are valid for the region's
         // life and touched by others only atomically.
+        #[cfg(not(loom))]
         Some(unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(off as usize).cast()) })
     }
 
@@ -249,7 +284,10 @@ impl<'r> Snapshot<'r> {
         if off % 4 != 0 || off > self.limit.saturating_sub(4) {
             return None;
         }
+        #[cfg(loom)]
+        return Some(self.words.word32(off));
         // SAFETY: as in `word`, with 4 bytes aligned to 4.
+        #[cfg(not(loom))]
         Some(unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(off as usize).cast()) })
     }
 }
@@ -258,7 +296,13 @@ impl Region {
     /// The base and the current limit, copied (see [`Snapshot`]).
     #[inline]
     pub(crate) fn snapshot(&self) -> Snapshot<'_> {
-        Snapshot { base: self.base, limit: self.limit(), _region: PhantomData }
+        Snapshot {
+            base: self.base,
+            limit: self.limit(),
+            _region: PhantomData,
+            #[cfg(loom)]
+            words: &self.words,
+        }
     }
 }
 

@@ -105,8 +105,16 @@ pub(crate) struct Core<'r> {
 }
 
 /// Where out-of-range accesses go (any thread's: they are atomic, and their values unused).
+#[cfg(not(loom))]
 static SCRATCH: AtomicU64 = AtomicU64::new(0);
+#[cfg(not(loom))]
 static SCRATCH32: AtomicU32 = AtomicU32::new(0);
+// Model atomics have no `const` `new`: made once per model execution.
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref SCRATCH: AtomicU64 = AtomicU64::new(0);
+    static ref SCRATCH32: AtomicU32 = AtomicU32::new(0);
+}
 
 thread_local! {
     /// Out-of-range accesses by cores on this thread (never reset: a core compares it with

@@ -220,7 +220,7 @@ impl Heap {
         recovery: Recovery,
     ) -> Result<Heap> {
         let key = region.load(SB_KEY)?;
-        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        static NEXT_ID: crate::sync::local::AtomicU64 = crate::sync::local::AtomicU64::new(1);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let lives = crate::engine::heap::family::Lives::new();
         let spans = region.load32(SB_VERSION)? >= 2;

@@ -365,7 +365,7 @@ pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Frozen {
                 frozen.all = false;
                 break;
             }
-            std::thread::yield_now();
+            crate::sync::yield_now();
         }
     }
     frozen

@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 use crate::engine::core::region::Region;
 use crate::engine::heap::Heap;
 use crate::format::{HEADER_SIZE, SPAN_SIZE};
-use crate::sync::{AtomicU32, AtomicUsize, Ordering};
+use crate::sync::local::AtomicU32;
+use crate::sync::{AtomicUsize, Ordering};
 
 /// Largest raw allocation served by a slab.
 pub(crate) const SLAB_MAX: u64 = 8 << 10;

@@ -1,0 +1,94 @@
+//! Models of the protocols on store words, run by the `loom` model checker over the real code
+//! (`--cfg loom`: `src/sync.rs`). A model region's words are `loom`'s atomics
+//! (`engine/core/region_model.rs`), futex sleeps are yields (`sys`), and a "process" that dies
+//! is a model thread that stops right after its k-th atomic operation on store words
+//! (`sync_model.rs`), after which the model's `owner_dead` says it is dead.
+//!
+//! Run them with `scripts/loom` (a larger preemption bound) or
+//! `RUSTFLAGS="--cfg loom" cargo test --release --lib models::`. Each prints how many
+//! interleavings it explored.
+
+use std::panic::AssertUnwindSafe;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use crate::engine::core::region::Region;
+use crate::sync::model::Died;
+use crate::sync::{AtomicUsize, Ordering};
+
+mod lock;
+mod mutex;
+
+/// The preemption bound when `LOOM_MAX_PREEMPTIONS` is not set.
+const DEFAULT_PREEMPTIONS: usize = 2;
+
+/// Runs `f` under `loom` with the environment's bounds (`LOOM_MAX_PREEMPTIONS`, default
+/// [`DEFAULT_PREEMPTIONS`]), prints how many interleavings it explored, and returns it.
+pub(super) fn explore(name: &str, f: impl Fn() + Sync + Send + 'static) -> usize {
+    quiet_deaths();
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(DEFAULT_PREEMPTIONS);
+    }
+    let bound = b.preemption_bound;
+    let start = std::time::Instant::now();
+    let c = count.clone();
+    b.check(move || {
+        c.fetch_add(1, Ordering::Relaxed);
+        f();
+    });
+    let n = count.load(Ordering::Relaxed);
+    eprintln!("loom model {name}: {n} interleavings, preemption bound {bound:?}, {:.1?}", start.elapsed());
+    n
+}
+
+/// Keeps the panics that stop a model thread (`Died`) out of the test output.
+fn quiet_deaths() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info.payload().is::<Died>() {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// Runs `body` as a process that dies right after its `k`-th atomic operation on store words
+/// (or finishes, if it makes fewer): `true` if it died.
+pub(super) fn die_after(k: u64, body: impl FnOnce()) -> bool {
+    crate::sync::model::die_after(k);
+    let ran = std::panic::catch_unwind(AssertUnwindSafe(body));
+    crate::sync::model::no_limit();
+    match ran {
+        Ok(()) => false,
+        Err(p) if p.is::<Died>() => true,
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
+/// Zeroed memory for a model store, which several regions (processes) may map.
+pub(super) struct Memory {
+    buf: Vec<u64>,
+}
+
+impl Memory {
+    pub(super) fn new(len: u64) -> Memory {
+        Memory { buf: vec![0; (len / 8) as usize] }
+    }
+
+    /// A region over the memory, as a process maps it: regions over the same memory share its
+    /// model words.
+    ///
+    /// # Safety
+    /// The memory must outlive the region.
+    pub(super) unsafe fn map(&self) -> Region {
+        let len = (self.buf.len() * 8) as u64;
+        let base = NonNull::new(self.buf.as_ptr().cast_mut().cast::<u8>()).expect("vec pointer");
+        // SAFETY: the Vec's `len` zeroed bytes, aligned to 8, outlive the region (the caller's
+        // contract); the model touches them through the region only.
+        unsafe { Region::new(base, len, len) }
+    }
+}
