@@ -18,6 +18,7 @@ use crate::sync::{AtomicUsize, Ordering};
 
 mod lock;
 mod mutex;
+mod ring;
 
 /// The preemption bound when `LOOM_MAX_PREEMPTIONS` is not set.
 const DEFAULT_PREEMPTIONS: usize = 2;

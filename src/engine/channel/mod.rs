@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 mod held;
-mod ring;
+pub(crate) mod ring;
 
 use crate::engine::core::header::rc;
 use crate::engine::directory::valid_name;
