@@ -11,8 +11,8 @@
 // `--cfg loom` but without its tests calls fewer).
 #![allow(dead_code)]
 
+use crate::sync::Ordering;
 use std::cell::Cell;
-use std::sync::atomic::Ordering;
 
 /// The panic payload of a model thread whose budget ran out.
 #[derive(Debug)]
