@@ -33,7 +33,7 @@ fn lock_excludes() {
         // SAFETY: `mem` outlives the region (dropped after it in every thread).
         let region = Arc::new(unsafe { mem.map() });
         touch(&region);
-        let counter = Arc::new(UnsafeCell::new(0u32));
+        let counter = loom::sync::Arc::new(UnsafeCell::new(0u32));
         let threads: Vec<_> = [1u32, 2]
             .into_iter()
             .map(|tag| {
@@ -98,7 +98,7 @@ fn lock_takeover_one_taker() {
             let region = Arc::new(unsafe { mem.map() });
             touch(&region);
             let dead = Arc::new(AtomicBool::new(false));
-            let counter = Arc::new(UnsafeCell::new(0u32));
+            let counter = loom::sync::Arc::new(UnsafeCell::new(0u32));
             let holder = {
                 let (region, dead, mem) = (region.clone(), dead.clone(), mem.clone());
                 thread::spawn(move || {
@@ -142,7 +142,7 @@ fn lock_takeover_two_takers() {
             touch(&region);
             let died = die_after(k, || hold(&region));
             let dead = Arc::new(AtomicBool::new(died));
-            let counter = Arc::new(UnsafeCell::new(0u32));
+            let counter = loom::sync::Arc::new(UnsafeCell::new(0u32));
             let takers: Vec<_> = [3u32, 5]
                 .into_iter()
                 .map(|tag| {

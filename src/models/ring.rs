@@ -44,8 +44,8 @@ fn ring_side_locks() {
         // SAFETY: `mem` outlives the region (each thread drops its clone after it).
         let region = Arc::new(unsafe { mem.map() });
         region.store(FLAGS, OTHER).unwrap();
-        let sends = Arc::new(UnsafeCell::new(0u32));
-        let recvs = Arc::new(UnsafeCell::new(0u32));
+        let sends = loom::sync::Arc::new(UnsafeCell::new(0u32));
+        let recvs = loom::sync::Arc::new(UnsafeCell::new(0u32));
         let threads: Vec<_> = [(Side::Send, 3u32), (Side::Send, 5), (Side::Recv, 7)]
             .into_iter()
             .map(|(side, tag)| {
