@@ -137,3 +137,57 @@ fn the_refusal_says_what_is_wrong() {
     let text = MappedManager::open(&path).unwrap_err().to_string();
     assert!(text.contains("s.mmheap") && text.contains("mode 0620"), "{text}");
 }
+
+fn tool(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mmheap")).args(args).output().unwrap()
+}
+
+/// `mmheap stat` warns of a store every user may read (and in JSON: `file_mode`, `warnings`);
+/// of one only its owner may read it says nothing.
+#[test]
+fn stat_warns_of_a_store_every_user_may_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.mmheap");
+    store(&path);
+    let stat = |json: bool| {
+        let mut args = vec!["stat".as_ref(), path.as_os_str()];
+        if json {
+            args.push("--json".as_ref());
+        }
+        let out = tool(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(!stat(false).contains("warning"));
+    let quiet: serde_json::Value = serde_json::from_str(&stat(true)).unwrap();
+    assert_eq!(quiet["file_mode"], "0600");
+    assert_eq!(quiet["warnings"], serde_json::json!([]));
+    chmod(&path, 0o644);
+    let text = stat(false);
+    assert!(text.contains("warning     the store file is readable by every user (mode 0644)"), "{text}");
+    let loud: serde_json::Value = serde_json::from_str(&stat(true)).unwrap();
+    assert_eq!(loud["file_mode"], "0644");
+    assert!(loud["warnings"][0].as_str().unwrap().contains("readable by every user"), "{loud}");
+}
+
+/// The tool refuses a symlink and a store others may write as the library does (exit 2, the
+/// reason said); `recover --allow-shared-permissions` recovers a group's store.
+#[test]
+fn the_tool_refuses_as_the_library_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, link) = (dir.path().join("s.mmheap"), dir.path().join("link.mmheap"));
+    store(&path);
+    symlink(&path, &link).unwrap();
+    let out = tool(&["stat".as_ref(), link.as_os_str()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("it is a symlink"), "{out:?}");
+    chmod(&path, 0o660);
+    let out = tool(&["recover".as_ref(), path.as_os_str()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("group or others may write it (mode 0660)"),
+        "{out:?}"
+    );
+    let out = tool(&["recover".as_ref(), path.as_os_str(), "--allow-shared-permissions".as_ref()]);
+    assert!(out.status.success(), "{out:?}");
+}
