@@ -329,7 +329,11 @@ mod tests {
         let dir = tempfile::tempdir().map_err(|e| Error::io("make a directory", e))?;
         let path = dir.path().join("s.mmheap");
         drop(MappedManager::create(&path, &Options::new().initial_size(1 << 20).max_size(16 << 20))?);
-        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| Error::io("open", e))?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", e))?;
         let (capacity, _) = validate_superblock(&file, 1 << 20)?;
         assert_eq!(capacity, 1 << 20);
         assert_eq!(validate_superblock(&file, 64 << 10)?.0, capacity);
