@@ -44,7 +44,10 @@ pub enum Error {
         /// Fingerprint of this build.
         expected: u64,
     },
-    /// The file is shorter than its superblock says.
+    /// The file is shorter than its superblock says: found by an open, or, by a process that
+    /// has the store open, when someone else truncated the file under it (checked before a
+    /// growth, when a lock is taken over from a dead holder, and when another process's growth
+    /// is followed; README, "Faults from outside", says which accesses are not checked).
     #[error("store is truncated: header says {expected} bytes, file has {actual}")]
     Truncated {
         /// Bytes the superblock claims.
