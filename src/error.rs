@@ -44,7 +44,10 @@ pub enum Error {
         /// Fingerprint of this build.
         expected: u64,
     },
-    /// The file is shorter than its superblock says.
+    /// The file is shorter than its superblock says: found by an open, or, by a process that
+    /// has the store open, when someone else truncated the file under it (checked before a
+    /// growth, when a lock is taken over from a dead holder, and when another process's growth
+    /// is followed; README, "Faults from outside", says which accesses are not checked).
     #[error("store is truncated: header says {expected} bytes, file has {actual}")]
     Truncated {
         /// Bytes the superblock claims.
@@ -205,6 +208,30 @@ pub enum Error {
         /// The store file.
         path: PathBuf,
     },
+    /// The store file could not be mapped: a process maps a store's whole maximum size when it
+    /// opens it (so that blocks never move as the store grows), and the system refused that much
+    /// address space (`RLIMIT_AS`, `ulimit -v`, too small for `max_size`; the per-process limit
+    /// of mappings, `vm.max_map_count`, reached; no memory for the kernel's records). Nothing
+    /// was changed; the open succeeds once the cause is gone.
+    #[error("could not map the store's {max_size} bytes (its max_size) of address space: {source}; raise RLIMIT_AS (ulimit -v) or use a store with a smaller max_size")]
+    MapFailed {
+        /// The store's maximum size: the length of the mapping refused.
+        max_size: u64,
+        /// The error from `mmap`.
+        #[source]
+        source: io::Error,
+    },
+    /// The file at the path is not one this process opens as a store unless told to
+    /// ([`crate::Options::follow_symlinks`], [`crate::Options::allow_shared_permissions`]):
+    /// a symlink, not a regular file, or, for an open that writes, a file another user owns
+    /// or that group or others may write. Nothing was read from it or written to it.
+    #[error("{} is not opened as a store: {reason}", path.display())]
+    UnsafeFile {
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong with the file.
+        reason: UnsafeReason,
+    },
     /// The block does not hold a value of the type asked for: its type fingerprint (the
     /// first 8 bytes of a value block, `docs/format.md` "Typed values") is another type's, or
     /// the block is no value at all. `expected` is the asked type's fingerprint.
@@ -239,6 +266,32 @@ pub enum Error {
     /// rather than wait for ever on itself.
     #[error("this thread already holds the lock")]
     Reentrant,
+}
+
+/// Why a file is not opened as a store ([`Error::UnsafeFile`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnsafeReason {
+    /// The path is a symlink (refused unless [`crate::Options::follow_symlinks`]).
+    #[error("it is a symlink")]
+    Symlink,
+    /// A directory, fifo, socket or device: never a store.
+    #[error("it is not a regular file")]
+    NotRegular,
+    /// Another user owns the file (refused to a writer unless
+    /// [`crate::Options::allow_shared_permissions`]).
+    #[error("it is owned by uid {uid}, not by this process's user")]
+    OtherOwner {
+        /// The file's owner.
+        uid: u32,
+    },
+    /// Group or others may write the file (refused to a writer unless
+    /// [`crate::Options::allow_shared_permissions`]).
+    #[error("group or others may write it (mode {mode:04o})")]
+    WritableByOthers {
+        /// The file's permission bits.
+        mode: u32,
+    },
 }
 
 impl Error {

@@ -76,7 +76,7 @@ pub use crate::default_manager::{DefaultManager, DEFAULT_RESERVE};
 pub use crate::engine::channel::{Channel, Receiver, RecvError, SendError, Sender};
 pub use crate::engine::core::check::{CheckReport, Problem};
 pub use crate::engine::reports::{NamedReference, RecoveryReport, SalvageReport};
-pub use crate::error::{Error, Result};
+pub use crate::error::{Error, Result, UnsafeReason};
 pub use crate::format::ROOT_NAME_MAX;
 pub use crate::manager::{MemoryManager, Stats};
 pub use crate::mapped::{MappedManager, Options, ReadOnlyBlock, ReadOnlyStore, MAX_STORE_SIZE};

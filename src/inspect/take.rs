@@ -23,7 +23,7 @@
 //! (nothing changed), or neither: then the copy may mix moments, and a caller that finds
 //! problems in it must confirm them.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 use std::ptr::NonNull;
@@ -170,17 +170,10 @@ pub(super) fn hold(path: &Path, progress: &mut impl FnMut(u64, u64)) -> Result<F
     Ok(Found::Copied(StoreCopy { file, words, capacity, view, lock_holder }))
 }
 
-/// Opens the store for reading and, if allowed, writing (the lock word).
+/// Opens the store for reading and, if allowed, writing (the lock word); a symlink or a file
+/// that is not a regular one is refused (`mapped::open_to_inspect`).
 fn open(path: &Path) -> Result<(File, bool)> {
-    let not_found = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::NotFound(path.to_owned()),
-        _ => Error::io("open the store file", e),
-    };
-    match OpenOptions::new().read(true).write(true).open(path) {
-        Ok(f) => Ok((f, true)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(not_found(e)),
-        Err(_) => File::open(path).map(|f| (f, false)).map_err(not_found),
-    }
+    crate::mapped::open_to_inspect(path)
 }
 
 /// The registry slot named by a lock word's tag.

@@ -5,6 +5,9 @@ mod open;
 mod read_only;
 mod registry;
 mod roots;
+mod trust;
+
+pub(crate) use trust::open_to_inspect;
 
 pub(crate) use crate::engine::roots::Surveyed as SurveyedRoot;
 pub(crate) use read_only::{zeroed_words, CopyBacking};
@@ -38,11 +41,12 @@ pub struct Options {
     initial_size: u64,
     max_size: u64,
     mode: u32,
+    trust: trust::Trust,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { initial_size: 1 << 20, max_size: 64 << 30, mode: 0o600 }
+        Options { initial_size: 1 << 20, max_size: 64 << 30, mode: 0o600, trust: trust::Trust::default() }
     }
 }
 
@@ -68,6 +72,25 @@ impl Options {
     /// Permission bits of a new store file (default 0600).
     pub fn mode(mut self, mode: u32) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// Whether an open (`open_with`, `open_or_create`, `open_read_only_with`, `recover_file_with`,
+    /// `salvage_with`) follows a symlink at the path to the store it names, which is then
+    /// checked as any store file (default: a symlink is refused, [`Error::UnsafeFile`] with
+    /// [`crate::UnsafeReason::Symlink`], and the file is opened with `O_NOFOLLOW`).
+    pub fn follow_symlinks(mut self, follow: bool) -> Self {
+        self.trust.follow_symlinks = follow;
+        self
+    }
+
+    /// Whether an open that writes the store accepts a file that another user owns, or that
+    /// group or others may write: a store shared by the users of one group (create it with
+    /// `.mode(0o660)` and give it the group). By default such a file is refused
+    /// ([`Error::UnsafeFile`]): whoever else may write it can change, under this process, the
+    /// free lists and counts it relies on, and so make it write where it should not.
+    pub fn allow_shared_permissions(mut self, allow: bool) -> Self {
+        self.trust.shared_permissions = allow;
         self
     }
 
@@ -160,8 +183,20 @@ fn reach_capacity(file: &File, region: &Region, cap: u64) -> Result<()> {
     Ok(())
 }
 
+/// [`Error::Truncated`] if `file` is shorter than `region`'s limit: someone truncated it while
+/// this process has it mapped (ours never shrink).
+fn check_length(file: &File, region: &Region) -> Result<()> {
+    let len = file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
+    match len < region.limit() {
+        true => Err(Error::Truncated { expected: region.limit(), actual: len }),
+        false => Ok(()),
+    }
+}
+
 impl Backing for FileBacking {
     fn grow(&self, region: &Region, new_cap: u64) -> Result<()> {
+        // posix_fallocate would refill a truncated file with zeros where its pages were.
+        check_length(&self.file, region)?;
         // Preallocating makes a full disk an error here rather than a SIGBUS on first touch
         // (`Error::OutOfSpace` with `disk_full`; the caller fills in what was requested).
         crate::sys::preallocate(&self.file, new_cap).map_err(|e| {
@@ -172,6 +207,10 @@ impl Backing for FileBacking {
 
     fn refresh(&self, region: &Region, cap: u64) -> Result<()> {
         reach_capacity(&self.file, region, cap)
+    }
+
+    fn check_length(&self, region: &Region) -> Result<()> {
+        check_length(&self.file, region)
     }
 
     fn owner_dead(&self, tag: u32) -> bool {
@@ -257,16 +296,28 @@ impl MappedManager {
     /// [`Error::Corrupt`] as the file warrants, and with [`Error::ReadOnly`] on a store this
     /// process may read but not write (or whose mode has no write bit, such as 0400): open
     /// that with [`MappedManager::open_read_only`].
+    ///
+    /// The file must be a regular file (not a symlink: it is opened with `O_NOFOLLOW`) that
+    /// this process's user owns and that neither group nor others may write, else
+    /// [`Error::UnsafeFile`] says which; [`MappedManager::open_with`] relaxes that.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        open::open(path.as_ref(), None)
+        open::open(path.as_ref(), &Options::new())
+    }
+
+    /// Opens an existing store as [`MappedManager::open`] does, accepting what `options` allow
+    /// ([`Options::follow_symlinks`], [`Options::allow_shared_permissions`]; the sizes and mode
+    /// are the store's own and not used).
+    pub fn open_with(path: impl AsRef<Path>, options: &Options) -> Result<Self> {
+        open::open(path.as_ref(), options)
     }
 
     /// Opens the store at `path`, creating it with `options` if there is none. Safe to race:
-    /// exactly one of several processes creates it, the others open what it made.
+    /// exactly one of several processes creates it, the others open what it made (checked as
+    /// [`MappedManager::open_with`] checks it, with `options`).
     pub fn open_or_create(path: impl AsRef<Path>, options: &Options) -> Result<Self> {
         let path = path.as_ref();
         loop {
-            match open::open(path, None) {
+            match open::open(path, options) {
                 Err(Error::NotFound(_)) => {}
                 other => return other,
             }
@@ -402,7 +453,13 @@ impl MappedManager {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn recover_file(path: impl AsRef<Path>) -> Result<crate::RecoveryReport> {
-        open::repair(path.as_ref(), |heap, reclaimed| heap.recover_as_found(reclaimed))
+        Self::recover_file_with(path, &Options::new())
+    }
+
+    /// [`MappedManager::recover_file`] of a file that `options` allow
+    /// ([`MappedManager::open_with`]).
+    pub fn recover_file_with(path: impl AsRef<Path>, options: &Options) -> Result<crate::RecoveryReport> {
+        open::repair(path.as_ref(), options, |heap, reclaimed| heap.recover_as_found(reclaimed))
     }
 
     /// Salvages the damaged store at `path`: what recovery refuses to touch, fenced off.
@@ -419,7 +476,12 @@ impl MappedManager {
     /// alive is attached (their blocks could lie in a damaged range). If it fails, the store is
     /// as it was. On a store that is not damaged it does what recovery does.
     pub fn salvage(path: impl AsRef<Path>) -> Result<crate::SalvageReport> {
-        open::repair(path.as_ref(), |heap, _| heap.salvage())
+        Self::salvage_with(path, &Options::new())
+    }
+
+    /// [`MappedManager::salvage`] of a file that `options` allow ([`MappedManager::open_with`]).
+    pub fn salvage_with(path: impl AsRef<Path>, options: &Options) -> Result<crate::SalvageReport> {
+        open::repair(path.as_ref(), options, |heap, _| heap.salvage())
     }
 
     /// The channel `name`, made with room for `capacity` messages if it does not exist yet

@@ -1,6 +1,6 @@
 //! Creating and opening store files: validation before anything is trusted.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
@@ -8,6 +8,7 @@ use std::ptr::NonNull;
 
 use memmap2::{MmapOptions, MmapRaw};
 
+use super::trust::{self, Access};
 use super::{registry, FileBacking, MappedManager, Options, MAX_STORE_SIZE};
 use crate::engine::core::header::Tag;
 use crate::engine::core::region::Region;
@@ -47,8 +48,8 @@ pub(super) fn create(path: &Path, options: &Options, temporary: bool) -> Result<
 /// machine may have gone down with it open: `SB_BOOT_ID`) is opened as after a power loss: its
 /// file is extended to its capacity if the new length did not persist, its end sentinel is not
 /// required, and the strict recovery runs, then salvage if it refuses (`recover_on_open`).
-pub(super) fn open(path: &Path, _options: Option<&Options>) -> Result<MappedManager> {
-    let (file, rebooted) = open_in_this_boot(path)?;
+pub(super) fn open(path: &Path, options: &Options) -> Result<MappedManager> {
+    let (file, rebooted) = open_in_this_boot(path, options)?;
     let (file, map, region) = map_opened(path, file)?;
     if !rebooted {
         end_sentinel(&file, region.limit())?;
@@ -59,8 +60,8 @@ pub(super) fn open(path: &Path, _options: Option<&Options>) -> Result<MappedMana
 /// Opens the store file at `path` for writing; if it records another boot than this one,
 /// extends it to a capacity whose length did not persist (`reach_recorded_capacity`), and says
 /// so.
-fn open_in_this_boot(path: &Path) -> Result<(File, bool)> {
-    let file = open_for_writing(path)?;
+fn open_in_this_boot(path: &Path, options: &Options) -> Result<(File, bool)> {
+    let file = trust::open_store(path, Access::Write, options.trust)?;
     let rebooted = another_boot(&file, crate::sys::boot_id())?;
     if rebooted {
         reach_recorded_capacity(&file)?;
@@ -230,8 +231,12 @@ fn attach(
 /// without recovering, runs `repair` on the heap, and detaches. If `repair` fails, the store is
 /// left as it was found (the registry slot given back, the lock as it was), byte for byte. The
 /// end sentinel is not required: salvage rewrites it.
-pub(super) fn repair<T>(path: &Path, repair: impl FnOnce(&Heap, bool) -> Result<T>) -> Result<T> {
-    let (file, _) = open_in_this_boot(path)?;
+pub(super) fn repair<T>(
+    path: &Path,
+    options: &Options,
+    repair: impl FnOnce(&Heap, bool) -> Result<T>,
+) -> Result<T> {
+    let (file, _) = open_in_this_boot(path, options)?;
     let (file, map, region) = map_opened(path, file)?;
     let (mut heap, reclaimed, slot_bytes) = attach(file, map, region, path, false)?;
     let done = repair(&heap, reclaimed);
@@ -241,26 +246,13 @@ pub(super) fn repair<T>(path: &Path, repair: impl FnOnce(&Heap, bool) -> Result<
     done
 }
 
-/// Opens the store file for reading and writing; [`Error::ReadOnly`] if this process may read
-/// it but not write it (no permission, a read-only file system).
-fn open_for_writing(path: &Path) -> Result<File> {
-    match OpenOptions::new().read(true).write(true).open(path) {
-        Ok(file) => Ok(file),
-        Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::NotFound(path.to_owned())),
-        Err(e)
-            if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS))
-                && File::open(path).is_ok() =>
-        {
-            Err(Error::ReadOnly { path: path.to_owned() })
-        }
-        Err(e) => Err(Error::io("open the store file", e)),
-    }
-}
-
 fn map_file(file: &File, max: u64) -> Result<MmapRaw> {
     // Mapping past the end of the file is allowed; only touching those pages would fault, and
     // the region's limit keeps every access below the validated file length.
-    MmapOptions::new().len(max as usize).map_raw(file).map_err(|e| Error::io("map the store file", e))
+    MmapOptions::new()
+        .len(max as usize)
+        .map_raw(file)
+        .map_err(|source| Error::MapFailed { max_size: max, source })
 }
 
 fn region_of(map: &MmapRaw, limit: u64, max: u64) -> Region {
@@ -337,7 +329,11 @@ mod tests {
         let dir = tempfile::tempdir().map_err(|e| Error::io("make a directory", e))?;
         let path = dir.path().join("s.mmheap");
         drop(MappedManager::create(&path, &Options::new().initial_size(1 << 20).max_size(16 << 20))?);
-        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| Error::io("open", e))?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", e))?;
         let (capacity, _) = validate_superblock(&file, 1 << 20)?;
         assert_eq!(capacity, 1 << 20);
         assert_eq!(validate_superblock(&file, 64 << 10)?.0, capacity);

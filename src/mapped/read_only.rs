@@ -134,12 +134,22 @@ impl MappedManager {
     /// read-only and mapped read-only, so a store of mode 0400, another user's store or one on
     /// a read-only file system can be read, and no byte of the file is ever written. Fails as
     /// [`MappedManager::open`] does on a missing file or one that is not a store.
+    ///
+    /// A symlink at the path, or a file that is not a regular file, is refused
+    /// ([`Error::UnsafeFile`]); the owner and the permissions are not checked, as nothing is
+    /// written and no byte read is trusted.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<ReadOnlyStore> {
+        Self::open_read_only_with(path, &super::Options::new())
+    }
+
+    /// [`MappedManager::open_read_only`], following a symlink if `options` say so
+    /// ([`crate::Options::follow_symlinks`]).
+    pub fn open_read_only_with(path: impl AsRef<Path>, options: &super::Options) -> Result<ReadOnlyStore> {
         let path = path.as_ref();
         // A writer may grow the store between the superblock's read and the sentinel's.
         let mut tries = TRIES;
         loop {
-            match ReadOnlyStore::open(path) {
+            match ReadOnlyStore::open(path, options.trust) {
                 Err(Error::Corrupt { what: SENTINEL_MISSING, .. }) if tries > 0 => tries -= 1,
                 other => return other,
             }
@@ -150,17 +160,14 @@ impl MappedManager {
 const SENTINEL_MISSING: &str = "end sentinel is missing";
 
 impl ReadOnlyStore {
-    fn open(path: &Path) -> Result<ReadOnlyStore> {
-        let file = File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound(path.to_owned()),
-            _ => Error::io("open the store file", e),
-        })?;
+    fn open(path: &Path, trust: super::trust::Trust) -> Result<ReadOnlyStore> {
+        let file = super::trust::open_store(path, super::trust::Access::Read, trust)?;
         let len = file.metadata().map_err(|e| Error::io("stat the store file", e))?.len();
         let (capacity, max) = super::validate_superblock(&file, len)?;
         let map = MmapOptions::new()
             .len(max as usize)
             .map_raw_read_only(&file)
-            .map_err(|e| Error::io("map the store file", e))?;
+            .map_err(|source| Error::MapFailed { max_size: max, source })?;
         let base = NonNull::new(map.as_mut_ptr()).ok_or(Error::corrupt("mapped at address zero", 0))?;
         // SAFETY: the mapping is `max` bytes of address space, page-aligned, readable, and
         // moves into the backing, which the heap drops after its region; the file is at least

@@ -76,6 +76,10 @@ enum Command {
         /// what no root, channel, hold or living process reaches through links.
         #[arg(long, conflicts_with_all = ["dry_run", "salvage"])]
         collect_cycles: bool,
+        /// Recover a store that another user owns, or that group or others may write (a store
+        /// shared by a group); refused by default.
+        #[arg(long)]
+        allow_shared_permissions: bool,
     },
     /// List blocks and slots (offset, kind, size, length, state, references, owner), or show one.
     /// Exit 0: listed; 1: the walk stopped at damage, or no block starts at --offset; 2: not
@@ -420,8 +424,9 @@ fn run(cmd: Command) -> Result<ExitCode, CliError> {
         }
         Command::Stat { file, json } => return Ok(stat::run(&file, json)?),
         Command::Check { file, json } => return Ok(check::run(&file, json)?),
-        Command::Recover { file, dry_run, salvage, collect_cycles } => {
-            return Ok(recover::run(&file, dry_run, salvage, collect_cycles)?)
+        Command::Recover { file, dry_run, salvage, collect_cycles, allow_shared_permissions } => {
+            let trust = Options::new().allow_shared_permissions(allow_shared_permissions);
+            return Ok(recover::run(&file, dry_run, salvage, collect_cycles, &trust)?);
         }
         Command::Dump { file, offset: Some(off), limit, json } => {
             return Ok(dump::one(&file, off, limit, json)?)

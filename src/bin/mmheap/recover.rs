@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use mmheap::inspect::View;
-use mmheap::{Error, MappedManager, Problem, RecoveryReport, SalvageReport};
+use mmheap::{Error, MappedManager, Options, Problem, RecoveryReport, SalvageReport};
 
 use crate::{human, look, snapshot, with_bar};
 
@@ -64,7 +64,14 @@ fn describe_salvage(r: &SalvageReport) -> Vec<String> {
     lines
 }
 
-pub fn run(file: &Path, dry_run: bool, salvage: bool, collect_cycles: bool) -> Result<ExitCode, Error> {
+/// `trust`: what files a writing open accepts (`--allow-shared-permissions`).
+pub fn run(
+    file: &Path,
+    dry_run: bool,
+    salvage: bool,
+    collect_cycles: bool,
+    trust: &Options,
+) -> Result<ExitCode, Error> {
     if dry_run {
         let mut snap = snapshot(file)?;
         let before = problems(|| snap.check());
@@ -95,12 +102,12 @@ pub fn run(file: &Path, dry_run: bool, salvage: bool, collect_cycles: bool) -> R
         })?
     });
     let lines = if salvage {
-        describe_salvage(&with_bar(|| MappedManager::salvage(file))?)
+        describe_salvage(&with_bar(|| MappedManager::salvage_with(file, trust))?)
     } else {
         let recovered = match collect_cycles {
             // Recovery at the open, then the one that frees cycles too.
-            true => with_bar(|| MappedManager::open(file)?.collect_cycles()),
-            false => with_bar(|| MappedManager::recover_file(file)),
+            true => with_bar(|| MappedManager::open_with(file, trust)?.collect_cycles()),
+            false => with_bar(|| MappedManager::recover_file_with(file, trust)),
         };
         match recovered {
             Ok(r) => vec![format!("reclaimed: {}", describe(&r))],
@@ -115,7 +122,7 @@ pub fn run(file: &Path, dry_run: bool, salvage: bool, collect_cycles: bool) -> R
             Err(e) => return Err(e),
         }
     };
-    let report = with_bar(|| MappedManager::open(file)?.check())?;
+    let report = with_bar(|| MappedManager::open_with(file, trust)?.check())?;
     let repaired = lines_repaired(&before, &report.problems);
     for l in only_damage_if_unrepaired(lines, &repaired).iter().chain(&repaired) {
         println!("{l}");

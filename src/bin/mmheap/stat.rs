@@ -27,9 +27,12 @@ pub fn run(file: &Path, json: bool) -> Result<ExitCode, Error> {
     if damaged > 0 {
         errors.push(format!("{} damaged (run `mmheap check`)", crate::count(damaged as u64, "root")));
     }
+    let (mode, warnings) = file_warnings(file);
     if json {
         let v = json!({
             "path": file.display().to_string(),
+            "file_mode": mode.map(|m| format!("{m:04o}")),
+            "warnings": warnings,
             "store": info,
             "size_classes": classes.as_ref().ok(),
             "processes": procs,
@@ -40,6 +43,9 @@ pub fn run(file: &Path, json: bool) -> Result<ExitCode, Error> {
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
         figures(file, &info);
+        for w in &warnings {
+            println!("warning     {w}");
+        }
         state(&info, &procs);
         match &classes {
             Ok(classes) => size_classes(classes),
@@ -60,6 +66,27 @@ pub fn run(file: &Path, json: bool) -> Result<ExitCode, Error> {
         eprintln!("mmheap: part of the store could not be read: {e}");
     }
     Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The store file's permission bits, and what they let users besides its owner do: a store
+/// every user may read shows them every block; one group or others may write, a writer refuses
+/// to open (`Error::UnsafeFile`) unless allowed.
+fn file_warnings(file: &Path) -> (Option<u32>, Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(file) else { return (None, Vec::new()) };
+    let mode = meta.permissions().mode() & 0o7777;
+    let mut warnings = Vec::new();
+    if mode & 0o004 != 0 {
+        warnings.push(format!(
+            "the store file is readable by every user (mode {mode:04o}): any process on the machine can read its blocks"
+        ));
+    }
+    if mode & 0o022 != 0 {
+        warnings.push(format!(
+            "group or others may write the store file (mode {mode:04o}): a process opens it to write only with Options::allow_shared_permissions (recover: --allow-shared-permissions)"
+        ));
+    }
+    (Some(mode), warnings)
 }
 
 /// The figures by category, which add up to the heap.

@@ -52,6 +52,12 @@ pub(crate) trait Backing: Send + Sync {
     fn grow(&self, region: &Region, new_cap: u64) -> Result<()>;
     /// Makes a capacity that another process published reachable here.
     fn refresh(&self, region: &Region, cap: u64) -> Result<()>;
+    /// [`Error::Truncated`] if the memory behind the region's limit is gone: a store file that
+    /// someone truncated while this process has it mapped (a touch of the lost pages would
+    /// raise SIGBUS). A system call: asked on the slow paths only (growth, a lock taken over).
+    fn check_length(&self, _region: &Region) -> Result<()> {
+        Ok(())
+    }
     /// Whether the lock holder tagged `tag` is dead.
     fn owner_dead(&self, tag: u32) -> bool;
     /// Whether other processes share the memory (selects shared or private futexes).
@@ -397,6 +403,8 @@ impl Heap {
         };
         if let Some(was) = was {
             guard.restore_on_drop(was); // until the caller's repair succeeds
+                                        // The repair reads what the dead holder left, anywhere in the heap.
+            self.backing.check_length(&self.region)?;
         }
         self.follow_growth()?;
         guard.give_back.set(None);
@@ -651,6 +659,9 @@ impl Heap {
     /// at the end of the heap, so room for it is that block plus what the store may still
     /// grow by.
     pub(crate) fn grow_for(&self, len: u64, align_log2: u32) -> Result<()> {
+        // Growth reads the heap's last block, and would extend a truncated file with zeros
+        // where the lost pages were.
+        self.backing.check_length(&self.region)?;
         let max = self.max_size()?;
         let core = self.core();
         let cap = core.capacity()?;

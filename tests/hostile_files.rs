@@ -1,0 +1,193 @@
+//! Files that are not what a store should be, at the path of a store: `create` never writes
+//! through a symlink; opens refuse (`Error::UnsafeFile`) a symlink, anything but a regular file,
+//! and, to a writer, a file another user owns or that group or others may write, unless the
+//! options allow it. Nothing is written to a refused file.
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+
+use mmheap::{Error, MappedManager, Options, UnsafeReason};
+
+fn store(path: &Path) {
+    drop(MappedManager::create(path, &Options::new()).unwrap());
+}
+
+fn reason<T>(r: mmheap::Result<T>) -> Option<UnsafeReason> {
+    match r {
+        Err(Error::UnsafeFile { reason, .. }) => Some(reason),
+        _ => None,
+    }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A dangling symlink at the path: `create` refuses it (the new store is linked into place
+/// with a rename that replaces nothing) and writes nothing where it points.
+#[test]
+fn create_refuses_a_dangling_symlink_and_writes_nothing_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (link, target) = (dir.path().join("s.mmheap"), dir.path().join("elsewhere"));
+    symlink(&target, &link).unwrap();
+    assert!(matches!(MappedManager::create(&link, &Options::new()), Err(Error::AlreadyExists(_))));
+    assert!(matches!(MappedManager::open_or_create(&link, &Options::new()), Err(Error::UnsafeFile { .. })));
+    assert!(!target.exists(), "a file was made through the symlink");
+    assert_eq!(std::fs::read_link(&link).unwrap(), target);
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 1, "a temporary file was left behind: {names:?}");
+}
+
+/// A symlink to a real store: refused by every open, and opened when allowed.
+#[test]
+fn a_symlink_is_refused_unless_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (real, link) = (dir.path().join("real.mmheap"), dir.path().join("link.mmheap"));
+    store(&real);
+    symlink(&real, &link).unwrap();
+    let symlink_refused = Some(UnsafeReason::Symlink);
+    assert_eq!(reason(MappedManager::open(&link)), symlink_refused);
+    assert_eq!(reason(MappedManager::open_or_create(&link, &Options::new())), symlink_refused);
+    assert_eq!(reason(MappedManager::open_read_only(&link)), symlink_refused);
+    assert_eq!(reason(MappedManager::recover_file(&link)), symlink_refused);
+    assert_eq!(reason(MappedManager::salvage(&link)), symlink_refused);
+    assert_eq!(reason(mmheap::inspect::Snapshot::take(&link)), symlink_refused);
+    let follow = Options::new().follow_symlinks(true);
+    assert!(MappedManager::open_with(&link, &follow).unwrap().check().unwrap().is_sound());
+    assert!(MappedManager::open_read_only_with(&link, &follow).is_ok());
+    assert!(MappedManager::recover_file_with(&link, &follow).is_ok());
+}
+
+/// A directory, a fifo (whose open must not wait for a writer) and a device are never stores.
+#[test]
+fn what_is_not_a_regular_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let lax = Options::new().follow_symlinks(true).allow_shared_permissions(true);
+    for path in [fifo.as_path(), sub.as_path(), Path::new("/dev/null")] {
+        let not_regular = Some(UnsafeReason::NotRegular);
+        assert_eq!(reason(MappedManager::open(path)), not_regular, "{path:?}");
+        assert_eq!(reason(MappedManager::open_with(path, &lax)), not_regular, "{path:?}");
+        assert_eq!(reason(MappedManager::open_read_only(path)), not_regular, "{path:?}");
+        assert_eq!(reason(MappedManager::open_or_create(path, &Options::new())), not_regular, "{path:?}");
+        assert_eq!(reason(MappedManager::recover_file(path)), not_regular, "{path:?}");
+        assert_eq!(reason(mmheap::inspect::Snapshot::take(path)), not_regular, "{path:?}");
+    }
+}
+
+/// A store group or others may write is refused to a writer, and opened when allowed (a store
+/// shared by a group); a reader opens it.
+#[test]
+fn a_store_others_may_write_is_refused_to_a_writer_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.mmheap");
+    store(&path);
+    for mode in [0o660, 0o602, 0o666] {
+        chmod(&path, mode);
+        let before = std::fs::read(&path).unwrap();
+        assert_eq!(reason(MappedManager::open(&path)), Some(UnsafeReason::WritableByOthers { mode }));
+        assert_eq!(
+            reason(MappedManager::open_or_create(&path, &Options::new())),
+            Some(UnsafeReason::WritableByOthers { mode })
+        );
+        assert_eq!(reason(MappedManager::salvage(&path)), Some(UnsafeReason::WritableByOthers { mode }));
+        assert!(before == std::fs::read(&path).unwrap(), "a refused open wrote the file");
+        assert!(MappedManager::open_read_only(&path).is_ok());
+        let shared = Options::new().allow_shared_permissions(true);
+        assert!(MappedManager::open_with(&path, &shared).unwrap().check().unwrap().is_sound());
+    }
+    chmod(&path, 0o644);
+    assert!(MappedManager::open(&path).is_ok(), "readable by others is no reason to refuse");
+}
+
+/// A store another user owns is refused to a writer (even to root), opened when allowed, and
+/// read by a reader. Needs root, to give the file away; skipped, saying why, otherwise.
+#[test]
+fn a_store_another_user_owns_is_refused_to_a_writer_unless_allowed() {
+    // SAFETY: geteuid takes nothing and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: giving a file to another user needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.mmheap");
+    store(&path);
+    std::os::unix::fs::chown(&path, Some(54_321), None).unwrap();
+    let other = Some(UnsafeReason::OtherOwner { uid: 54_321 });
+    assert_eq!(reason(MappedManager::open(&path)), other);
+    assert_eq!(reason(MappedManager::recover_file(&path)), other);
+    assert!(MappedManager::open_read_only(&path).is_ok());
+    assert!(mmheap::inspect::Snapshot::take(&path).is_ok(), "an administrator inspects it");
+    let shared = Options::new().allow_shared_permissions(true);
+    assert!(MappedManager::open_with(&path, &shared).unwrap().check().unwrap().is_sound());
+}
+
+/// The error names the path and says what is wrong, in words a user can act on.
+#[test]
+fn the_refusal_says_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.mmheap");
+    store(&path);
+    chmod(&path, 0o620);
+    let text = MappedManager::open(&path).unwrap_err().to_string();
+    assert!(text.contains("s.mmheap") && text.contains("mode 0620"), "{text}");
+}
+
+fn tool(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mmheap")).args(args).output().unwrap()
+}
+
+/// `mmheap stat` warns of a store every user may read (and in JSON: `file_mode`, `warnings`);
+/// of one only its owner may read it says nothing.
+#[test]
+fn stat_warns_of_a_store_every_user_may_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.mmheap");
+    store(&path);
+    let stat = |json: bool| {
+        let mut args = vec!["stat".as_ref(), path.as_os_str()];
+        if json {
+            args.push("--json".as_ref());
+        }
+        let out = tool(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(!stat(false).contains("warning"));
+    let quiet: serde_json::Value = serde_json::from_str(&stat(true)).unwrap();
+    assert_eq!(quiet["file_mode"], "0600");
+    assert_eq!(quiet["warnings"], serde_json::json!([]));
+    chmod(&path, 0o644);
+    let text = stat(false);
+    assert!(text.contains("warning     the store file is readable by every user (mode 0644)"), "{text}");
+    let loud: serde_json::Value = serde_json::from_str(&stat(true)).unwrap();
+    assert_eq!(loud["file_mode"], "0644");
+    assert!(loud["warnings"][0].as_str().unwrap().contains("readable by every user"), "{loud}");
+}
+
+/// The tool refuses a symlink and a store others may write as the library does (exit 2, the
+/// reason said); `recover --allow-shared-permissions` recovers a group's store.
+#[test]
+fn the_tool_refuses_as_the_library_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, link) = (dir.path().join("s.mmheap"), dir.path().join("link.mmheap"));
+    store(&path);
+    symlink(&path, &link).unwrap();
+    let out = tool(&["stat".as_ref(), link.as_os_str()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("it is a symlink"), "{out:?}");
+    chmod(&path, 0o660);
+    let out = tool(&["recover".as_ref(), path.as_os_str()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("group or others may write it (mode 0660)"),
+        "{out:?}"
+    );
+    let out = tool(&["recover".as_ref(), path.as_os_str(), "--allow-shared-permissions".as_ref()]);
+    assert!(out.status.success(), "{out:?}");
+}

@@ -1,0 +1,118 @@
+//! A store file truncated by someone else while a process has it mapped. A touch of a page
+//! past the new end raises SIGBUS, which no library can turn into an error; what the library
+//! does is look at the file's length where that is cheap and the next step would touch what may
+//! be gone: before a growth (which reads the heap's last block, and would refill the file with
+//! zeros), when it takes the lock over from a dead holder (the repair reads anywhere), and when
+//! a store is opened. Each is then `Error::Truncated`, and the process lives. Children attached
+//! before the truncation show it: they would die of SIGBUS if the check were missing.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use libtest_mimic::{Failed, Trial};
+use mmheap::{Error, MappedManager, MemoryManager, Options};
+
+fn main() {
+    child_or_tests(child, || {
+        vec![
+            Trial::test("truncated::open_refuses_a_file_shorter_than_its_header_says", open_refuses),
+            Trial::test("truncated::growth_after_a_truncation_is_an_error", growth),
+            Trial::test("truncated::a_lock_taken_over_after_a_truncation_is_an_error", takeover),
+        ]
+    });
+}
+
+const CAPACITY: u64 = 1 << 20;
+
+fn store(path: &Path) -> Res {
+    let m = MappedManager::create(path, &Options::new().initial_size(CAPACITY).max_size(64 << 20))?;
+    let mut b = m.allocate(1000)?;
+    b.as_mut_slice()?.fill(9);
+    m.set_root("kept", &b)?;
+    Ok(())
+}
+
+fn truncated(r: mmheap::Result<impl Sized>, actual: u64) -> bool {
+    matches!(r, Err(Error::Truncated { expected, actual: a }) if expected == CAPACITY && a == actual)
+}
+
+/// Open (the writer's, the reader's and the inspector's) reads the file's length against the
+/// superblock's capacity before it maps anything.
+fn open_refuses() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.mmheap");
+    store(&path)?;
+    let half = CAPACITY / 2;
+    std::fs::OpenOptions::new().write(true).open(&path)?.set_len(half)?;
+    ensure(truncated(MappedManager::open(&path), half), "open says Truncated")?;
+    ensure(truncated(MappedManager::open_read_only(&path), half), "open_read_only says Truncated")?;
+    ensure(truncated(mmheap::inspect::Snapshot::take(&path), half), "the inspector says Truncated")?;
+    // Nothing was written: the length is as the truncation left it.
+    ensure(std::fs::metadata(&path)?.len() == half, "the file's length unchanged")
+}
+
+/// Tells `kid` to go on and waits for its verdict.
+fn go_on(mut kid: Kid) -> Result<(), Failed> {
+    writeln!(kid.get().stdin.as_mut().ok_or("child stdin")?, "go")?;
+    let status = kid.take().wait()?;
+    ensure(status.success(), format!("the attached child exited with {status} (SIGBUS is signal 7)"))
+}
+
+/// A child `role` attached to the store at `path`, that has said `ready`.
+fn attached(role: &str, path: &Path) -> Result<Kid, Failed> {
+    let mut kid = spawn(role, path, &[]);
+    let line = lines_of(&mut kid)?.recv_timeout(Duration::from_secs(30))?;
+    ensure(line == "ready", format!("{role} said {line:?}"))?;
+    Ok(kid)
+}
+
+fn growth() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.mmheap");
+    store(&path)?;
+    let kid = attached("grow", &path)?;
+    std::fs::OpenOptions::new().write(true).open(&path)?.set_len(CAPACITY / 2)?;
+    go_on(kid)?;
+    ensure(std::fs::metadata(&path)?.len() == CAPACITY / 2, "the growth refilled the file")
+}
+
+fn takeover() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.mmheap");
+    store(&path)?;
+    let kid = attached("take-over", &path)?;
+    kill(paused("big-alloc", &path, "alloc-carved", &[])?)?;
+    std::fs::OpenOptions::new().write(true).open(&path)?.set_len(CAPACITY / 2)?;
+    go_on(kid)
+}
+
+fn child(role: &str, path: &Path) -> Res {
+    let m = MappedManager::open(path)?;
+    if role == "big-alloc" {
+        let _b = m.allocate(100_000)?;
+        return Err("no pause point reached".into());
+    }
+    println!("ready");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let half = CAPACITY / 2;
+    let opened = MappedManager::open(path);
+    if !truncated(opened, half) {
+        return Err("a second open of the truncated store was not Truncated".into());
+    }
+    let got = match role {
+        // More than the store holds: no free block is searched, the heap must grow.
+        "grow" => m.allocate(8 << 20),
+        // The killed child holds the lock: this allocation takes it over.
+        "take-over" => m.allocate(100_000),
+        _ => return Err(format!("no role {role}").into()),
+    };
+    match got {
+        Err(Error::Truncated { expected, actual }) if expected == CAPACITY && actual == half => Ok(()),
+        other => Err(format!("{role} after the truncation: {other:?}").into()),
+    }
+}
