@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{apply, fixture, recipes, Edit};
+use common::{apply, copy_store, fixture, recipes, Edit};
 use mmheap::format::{FORMAT_VERSION, SB_VERSION, SLOT_MARK};
 use mmheap::{Error, MappedManager, MemoryManager, Options};
 
@@ -44,7 +44,7 @@ fn write_golden(path: &Path) -> mmheap::Result<()> {
 fn scratch(from: &Path) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let to = dir.path().join("store.mmheap");
-    std::fs::copy(from, &to).unwrap();
+    copy_store(from, &to).unwrap();
     (dir, to)
 }
 

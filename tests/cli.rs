@@ -147,7 +147,7 @@ mod hex {
 fn check_exit_codes_on_fixtures() -> Result<(), Failed> {
     let dir = tempfile::tempdir()?;
     let golden = dir.path().join("golden.mmheap");
-    std::fs::copy(fixture("golden-v1.mmheap"), &golden)?;
+    copy_store(fixture("golden-v1.mmheap"), &golden)?;
     ensure(code(&mmheap(&["check", golden.to_str().unwrap()])) == 0, "golden is sound")?;
     let junk = dir.path().join("junk");
     std::fs::write(&junk, b"not a store at all")?;
@@ -188,7 +188,7 @@ fn planted_corruption() -> Result<(), Failed> {
     let alpha = blocks.iter().find(|b| b["len"] == 14).and_then(|b| b["offset"].as_u64()).ok_or("alpha")?;
     let variant = |name: &str| -> Result<PathBuf, Failed> {
         let p = dir.path().join(name);
-        std::fs::copy(&base, &p)?;
+        copy_store(&base, &p)?;
         Ok(p)
     };
 
@@ -414,7 +414,7 @@ fn corrupt_fixtures() -> Result<(), Failed> {
         all.iter().flat_map(|(golden, file)| recipes(file).into_iter().map(move |(n, e)| (golden, n, e)))
     {
         let path = dir.path().join(format!("{name}.mmheap"));
-        std::fs::copy(fixture(golden), &path)?;
+        copy_store(fixture(golden), &path)?;
         apply(&path, &edits);
         let p = path.to_str().unwrap();
         let out = mmheap(&["check", p, "--json"]);

@@ -316,7 +316,7 @@ fn a_large_mostly_free_store_is_read_only_where_used() {
 fn corrupt_copy(dir: &Path, golden: &str, recipe: &str, name: &str) -> PathBuf {
     let (_, edits) = common::recipes(recipe).into_iter().find(|(n, _)| n == name).expect("a recipe");
     let path = dir.join(format!("{name}.mmheap"));
-    std::fs::copy(common::fixture(golden), &path).unwrap();
+    common::copy_store(common::fixture(golden), &path).unwrap();
     common::apply(&path, &edits);
     path
 }
@@ -328,7 +328,7 @@ fn corrupt_copy(dir: &Path, golden: &str, recipe: &str, name: &str) -> PathBuf {
 fn read_only_commands_exit_as_documented_on_damaged_stores() {
     let dir = tempfile::tempdir().unwrap();
     let golden = dir.path().join("golden.mmheap");
-    std::fs::copy(common::fixture("golden-v1.mmheap"), &golden).unwrap();
+    common::copy_store(common::fixture("golden-v1.mmheap"), &golden).unwrap();
     let junk = dir.path().join("junk.mmheap");
     std::fs::write(&junk, b"not a store at all").unwrap();
     // The first block's tag zeroed: the heap does not walk; the roots still read.

@@ -330,6 +330,12 @@ fn the_boot_id_tells_a_power_loss_from_a_process_crash() {
 
     let old = dir.path().join("old.mmheap");
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/golden-v2.mmheap"), &old).expect("copy");
+    // fs::copy keeps the fixture's mode; a group-writable checkout's would be refused.
+    std::fs::set_permissions(
+        &old,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .expect("chmod");
     assert_eq!(recorded_boot(&old), 0);
     let m = in_boot(Some("yet-another-boot"), || MappedManager::open(&old))
         .expect("a store without a boot id opens");

@@ -435,7 +435,7 @@ fn fixtures() -> Result<(), Failed> {
         for (name, edits) in recipes(recipe) {
             let dir = tempfile::tempdir()?;
             let path = dir.path().join("s.mmheap");
-            std::fs::copy(fixture(golden), &path)?;
+            copy_store(fixture(golden), &path)?;
             apply(&path, &edits);
             let before = std::fs::read(&path)?;
             let outcome = match MappedManager::recover_file(&path) {

@@ -97,7 +97,7 @@ fn many() -> Result<(), Failed> {
 fn moved() -> Result<(), Failed> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("golden.mmheap");
-    std::fs::copy(fixture("golden-v2.mmheap"), &path)?;
+    copy_store(fixture("golden-v2.mmheap"), &path)?;
     ensure(read_u64(&path, SB_ROOT_TABLE)? == 0, "the golden store has no table")?;
     let m = MappedManager::open(&path)?;
     ensure(m.roots()?.len() == 3, "three roots in the fixed directory")?;

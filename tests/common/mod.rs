@@ -137,6 +137,15 @@ pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
 
+/// Copies the store at `from` to `to` with mode 0600, as stores are made: `fs::copy` keeps the
+/// source's mode, and a checkout made with umask 002 has group-writable fixtures, which a
+/// writer's open refuses (`Error::UnsafeFile`).
+pub fn copy_store(from: impl AsRef<Path>, to: impl AsRef<Path>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::copy(from, &to)?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600))
+}
+
 /// One corruption: how to turn the golden store into a variant.
 #[derive(Debug)]
 pub enum Edit {
