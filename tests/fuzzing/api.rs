@@ -293,7 +293,10 @@ fn set_link(model: &mut Model, parent: u8, index: u8, child: Option<u8>) {
             None => drop(model.links.remove(&(pid, k))),
         },
         (Err(_), false) => {}
-        (r, ok) => panic!("set_link {k} of block {pid} with {} links: {r:?} (expected ok: {ok})", model.link_slots[&pid]),
+        (r, ok) => panic!(
+            "set_link {k} of block {pid} with {} links: {r:?} (expected ok: {ok})",
+            model.link_slots[&pid]
+        ),
     }
 }
 

@@ -17,7 +17,11 @@ fn survivors(model: &Model) -> Vec<u8> {
         out.extend(bytes);
     };
     for name in NAMES {
-        put(&model.roots.get(name).map(|id| model.content[id].clone()).unwrap_or_else(|| vec![0xff; 1 << 16]));
+        put(&model
+            .roots
+            .get(name)
+            .map(|id| model.content[id].clone())
+            .unwrap_or_else(|| vec![0xff; 1 << 16]));
     }
     put(&(model.queue.len() as u32).to_le_bytes());
     for id in &model.queue {

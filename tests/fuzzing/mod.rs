@@ -43,6 +43,7 @@ pub fn scratch() -> tempfile::TempDir {
 /// Writes `bytes` as a store file at `path`, mode 0600.
 pub fn write_store(path: &Path, bytes: &[u8]) {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).expect("create");
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).expect("create");
     std::io::Write::write_all(&mut f, bytes).expect("write the store file");
 }

@@ -90,7 +90,8 @@ fn populate(store: &MappedManager) -> mmheap::Result<()> {
 fn build() -> Template {
     let dir = super::scratch();
     let path = dir.path().join("t.mmheap");
-    let store = MappedManager::create(&path, &Options::new().initial_size(320 << 10).max_size(4 << 20)).expect("create");
+    let store = MappedManager::create(&path, &Options::new().initial_size(320 << 10).max_size(4 << 20))
+        .expect("create");
     populate(&store).expect("populate the template");
     drop(store);
     let bytes = std::fs::read(&path).expect("read the template");

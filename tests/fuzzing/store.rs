@@ -64,7 +64,8 @@ fn inspect(snap: &Snapshot) {
 /// After a repair said it succeeded: the store opens, `check` finds it sound, and no two of
 /// its blocks (or slots) overlap.
 pub fn assert_repaired(path: &Path, what: &str) {
-    let snap = Snapshot::take(path).unwrap_or_else(|e| panic!("{what} succeeded, the store does not load: {e}"));
+    let snap =
+        Snapshot::take(path).unwrap_or_else(|e| panic!("{what} succeeded, the store does not load: {e}"));
     let report = snap.check().expect("check of a snapshot");
     assert!(report.is_sound(), "{what} succeeded, check finds {:?}", report.problems);
     let (blocks, err) = snap.blocks(|_| {});
@@ -100,15 +101,23 @@ pub fn run_ops(store: &MappedManager, ops: &[StoreOp]) {
         let pick = |i: &u8| (!held.is_empty()).then(|| *i as usize % held.len());
         match op {
             StoreOp::Alloc(len) => held.extend(store.allocate(*len as usize).ok()),
-            StoreOp::AllocLinked(n, len) => held.extend(store.allocate_linked(*n as usize % 4, *len as usize).ok()),
+            StoreOp::AllocLinked(n, len) => {
+                held.extend(store.allocate_linked(*n as usize % 4, *len as usize).ok())
+            }
             StoreOp::Free(i) => drop(pick(i).map(|i| held.swap_remove(i))),
             StoreOp::SetRoot(n, i) => drop(pick(i).map(|i| store.set_root(NAMES[*n as usize % 4], &held[i]))),
             StoreOp::Root(n) => held.extend(store.root(NAMES[*n as usize % 4]).ok().flatten()),
             StoreOp::RemoveRoot(n) => drop(store.remove_root(NAMES[*n as usize % 4])),
             StoreOp::Resize(i, len) => drop(pick(i).map(|i| held[i].resize(*len as usize))),
-            StoreOp::Link(p, k, c) => drop(pick(p).zip(pick(c)).map(|(p, c)| held[p].set_link(*k as usize % 4, Some(&held[c])))),
-            StoreOp::ViaHandle(i) => held.extend(pick(i).and_then(|i| store.block_from_handle(held[i].handle()).ok())),
-            StoreOp::Send(i) => drop(pick(i).zip(sender.as_ref()).map(|(i, s)| s.try_send(held.swap_remove(i)))),
+            StoreOp::Link(p, k, c) => {
+                drop(pick(p).zip(pick(c)).map(|(p, c)| held[p].set_link(*k as usize % 4, Some(&held[c]))))
+            }
+            StoreOp::ViaHandle(i) => {
+                held.extend(pick(i).and_then(|i| store.block_from_handle(held[i].handle()).ok()))
+            }
+            StoreOp::Send(i) => {
+                drop(pick(i).zip(sender.as_ref()).map(|(i, s)| s.try_send(held.swap_remove(i))))
+            }
             StoreOp::Recv => held.extend(receiver.as_ref().and_then(|r| r.try_recv().ok())),
             StoreOp::Roots => drop(store.roots()),
         }
