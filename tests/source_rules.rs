@@ -69,7 +69,9 @@ fn the_package_carries_the_licences_and_nothing_stray() {
     }
     let stray = |f: &str| {
         f.ends_with(".mmheap")
-            || ["target/", "peers/", ".ci/", "scripts/", "mmheap-malloc/"].iter().any(|d| f.starts_with(d))
+            || ["target/", "peers/", ".ci/", "scripts/", "fuzz/", "mmheap-malloc/"]
+                .iter()
+                .any(|d| f.starts_with(d))
     };
     let found: Vec<&str> = files.iter().copied().filter(|f| stray(f)).collect();
     assert!(found.is_empty(), "stray files in the package: {found:?}");

@@ -427,7 +427,9 @@ impl Heap {
         if is_slot(off) {
             return self.slot_word(off);
         }
-        self.region.u64_at(off + HDR_RC)
+        // An offset read from the store may be anything: one near `u64::MAX` is out of range.
+        let at = off.checked_add(HDR_RC).ok_or(Error::corrupt("block offset out of range", off))?;
+        self.region.u64_at(at)
     }
 
     /// As [`Heap::rc_word`] for a block or slot this process holds a reference to, `None` when
@@ -435,8 +437,9 @@ impl Heap {
     #[inline]
     pub(crate) fn rc_ref(&self, off: u64) -> Option<&AtomicU64> {
         // A select, not a branch: blocks and slots come mixed, at random.
-        let at = if is_slot(off) { self.slot_rc_offset(off) } else { off + HDR_RC };
-        self.region.word(at)
+        // An offset near `u64::MAX` (read from a damaged store) is out of range, not wrapped.
+        let at = if is_slot(off) { Some(self.slot_rc_offset(off)) } else { off.checked_add(HDR_RC) };
+        self.region.word(at?)
     }
 
     /// Whether this thread holds this heap's lock (then allocating from it would deadlock).

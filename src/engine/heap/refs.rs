@@ -548,7 +548,10 @@ impl Heap {
     fn generation(&self, off: u64) -> Result<u64> {
         match is_slot(off) {
             true => self.slot_record(off).map(|(gen, _)| gen),
-            false => self.region.load(off + HDR_GEN),
+            // A root or link read from a damaged store may name an offset near `u64::MAX`.
+            false => self
+                .region
+                .load(off.checked_add(HDR_GEN).ok_or(Error::corrupt("block offset out of range", off))?),
         }
     }
 
