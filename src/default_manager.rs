@@ -421,3 +421,6 @@ unsafe impl allocator_api2::alloc::Allocator for DefaultManager {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

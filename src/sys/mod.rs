@@ -5,5 +5,11 @@
 
 #[cfg_attr(unix, path = "unix.rs")]
 mod imp;
+// Address space for the in-process manager: `mmap`ped, or under Miri (which runs no
+// `PROT_NONE` mapping nor `madvise`) allocated, so that the same heap code runs there.
+#[cfg_attr(all(unix, not(miri)), path = "memory_unix.rs")]
+#[cfg_attr(miri, path = "memory_miri.rs")]
+mod memory;
 
 pub(crate) use imp::*;
+pub(crate) use memory::*;

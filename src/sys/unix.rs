@@ -3,57 +3,9 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::ptr::NonNull;
 use std::time::Duration;
 
 use crate::sync::{compiler_fence, fence, AtomicBool, AtomicU32, Ordering};
-
-/// Reserves `len` bytes of address space with no access and no commit charge.
-pub(crate) fn reserve(len: usize) -> io::Result<NonNull<u8>> {
-    // SAFETY: an anonymous mapping at an address of the kernel's choosing touches no existing
-    // memory; the result is checked before use.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
-}
-
-/// Makes `[base, base + len)` of a reservation readable and writable.
-///
-/// # Safety
-/// The range must lie inside a reservation made by [`reserve`] that is still mapped.
-pub(crate) unsafe fn commit(base: NonNull<u8>, len: usize) -> io::Result<()> {
-    // SAFETY: the caller guarantees the range is part of our own reservation.
-    let rc = unsafe { libc::mprotect(base.as_ptr().cast(), len, libc::PROT_READ | libc::PROT_WRITE) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Gives the pages of `[addr, addr + len)` back to the system (`MADV_DONTNEED`): the range
-/// stays mapped and reads as zeros when touched again. `addr` is rounded up and the end down
-/// to pages; a failure (nothing to give) is ignored, as the memory is simply kept.
-pub(crate) fn purge(addr: usize, len: usize) {
-    let page = 4096;
-    let (start, end) = (addr.next_multiple_of(page), (addr + len) / page * page);
-    if end > start {
-        // SAFETY: callers pass free memory inside a private anonymous reservation of ours that
-        // nobody reads until it is handed out again; DONTNEED only replaces its pages by zero
-        // pages.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
-    }
-}
 
 /// Takes the pages of `[addr, addr + len)`, part of a shared mapping of a file, out of this
 /// process (`MADV_DONTNEED`): the file and the page cache keep their bytes, and a later touch
@@ -116,15 +68,6 @@ fn file_size_limit() -> u64 {
 /// Whether an error from [`preallocate`] means the disk (or quota, or size limit) is full.
 pub(crate) fn is_out_of_space(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG))
-}
-
-/// Unmaps a reservation.
-///
-/// # Safety
-/// `base, len` must be exactly a reservation from [`reserve`], and nothing may use it after.
-pub(crate) unsafe fn release(base: NonNull<u8>, len: usize) {
-    // SAFETY: the caller hands over the whole reservation.
-    unsafe { libc::munmap(base.as_ptr().cast(), len) };
 }
 
 /// Sleeps while `*word == expected`, at most `timeout`. Returns early on a wake-up, a change
@@ -294,7 +237,7 @@ static EXPEDITED: AtomicBool = AtomicBool::new(false);
 const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
 #[cfg(target_os = "linux")]
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(miri)))]
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
 
 #[cfg(target_os = "linux")]
@@ -306,10 +249,10 @@ fn membarrier(cmd: libc::c_long) -> bool {
 
 /// Registers the process for [`heavy_barrier`]'s fast form; called once before the first
 /// heap is made. Without it (not Linux, or an old or filtered kernel) both barriers are full
-/// fences.
+/// fences; so under Miri, which has no `membarrier`, and whose checks then see the full fences.
 pub(crate) fn register_barriers() {
     // In the model checker both sides stay full fences, which `loom` models.
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", not(miri)))]
     if !cfg!(loom) && membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) {
         EXPEDITED.store(true, Ordering::Release);
     }
