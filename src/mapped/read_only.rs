@@ -377,7 +377,18 @@ impl ReadOnlyStore {
                 return Err(stale(handle));
             }
         }
-        Ok(Live { off, len: self.heap.published_len(off)? })
+        match self.heap.published_len(off) {
+            Ok(len) => Ok(Live { off, len }),
+            // A writer that frees the block and reuses its space as this reads may leave
+            // anything in the words the length is read from (a tag with the linked bit, a table
+            // offset out of range): the block's generation tells that race (gone: stale) from
+            // damage (the same block still there).
+            Err(e @ Error::Corrupt { .. }) => match self.heap.validate_handle(handle) {
+                Ok(again) if again == off => Err(e),
+                _ => Err(stale(handle)),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// The full consistency check (heap, free structures, roots, channels, hold tables) of a
