@@ -84,7 +84,7 @@ pub fn run(path: &Path, ops: &[ApiOp]) {
 /// store rightly takes the child for alive (waiting is safe, taking over from the living is
 /// not) and an open does not recover it: the fuzzer twice found its block live after the
 /// reopen that way. Gives up after a minute of looks (far above the milliseconds it takes).
-fn wait_for_locks_released(path: &Path) {
+pub fn wait_for_locks_released(path: &Path) {
     #[cfg(target_os = "linux")]
     const GETLK: libc::c_int = libc::F_OFD_GETLK;
     #[cfg(not(target_os = "linux"))]
