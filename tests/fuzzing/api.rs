@@ -352,4 +352,4 @@ fn run_model(u: &Under<'_>, ops: &[ApiOp]) {
 }
 
 #[path = "crash.rs"]
-mod crash;
+pub mod crash;

@@ -71,7 +71,41 @@ pub fn run(path: &Path, ops: &[ApiOp]) {
     // SAFETY: `pid` is this process's child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
     assert!(!got.is_empty(), "the child failed a property before its kill (status {status:#x})");
+    wait_for_locks_released(path);
     after_crash(path, &got);
+}
+
+/// Waits until no process holds a record lock on the store file: until the kernel has dropped
+/// the killed child's liveness lock (`src/mapped/registry.rs`). A reaped child can still hold
+/// it: the lock belongs to the child's open file description, which its mapping of the store
+/// keeps, and its address space is torn down by whichever task lets go of it last: another
+/// task that held it as the child died (a `ps` or `top` reading `/proc/<pid>/stat`, a
+/// debugger) tears it down, and so drops the lock, after the child is reaped. Until then the
+/// store rightly takes the child for alive (waiting is safe, taking over from the living is
+/// not) and an open does not recover it: the fuzzer twice found its block live after the
+/// reopen that way. Gives up after a minute of looks (far above the milliseconds it takes).
+pub fn wait_for_locks_released(path: &Path) {
+    #[cfg(target_os = "linux")]
+    const GETLK: libc::c_int = libc::F_OFD_GETLK;
+    #[cfg(not(target_os = "linux"))]
+    const GETLK: libc::c_int = libc::F_GETLK;
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("the store file");
+    for _ in 0..60_000 {
+        // SAFETY: `flock` is plain old data; all-zero is valid (and required for OFD locks).
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as _;
+        fl.l_whence = libc::SEEK_SET as _;
+        // `l_start` and `l_len` 0: the whole file.
+        // SAFETY: the descriptor is open for the call and `fl` is a valid flock.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), GETLK, &mut fl as *mut libc::flock) };
+        assert_eq!(rc, 0, "ask for the store file's locks: {}", std::io::Error::last_os_error());
+        if fl.l_type == libc::F_UNLCK as libc::c_short {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    panic!("the killed child's lock on the store was never released");
 }
 
 fn take<'a>(got: &mut &'a [u8]) -> &'a [u8] {
