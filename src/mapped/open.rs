@@ -24,12 +24,16 @@ pub(super) fn create(path: &Path, options: &Options, temporary: bool) -> Result<
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let perms = std::fs::Permissions::from_mode(options.mode);
+    // Created 0600 (never more open than asked, whatever the umask), then given the mode.
     let tmp = tempfile::Builder::new()
         .prefix(".mmheap-new-")
-        .permissions(perms)
+        .permissions(std::fs::Permissions::from_mode(0o600))
         .tempfile_in(dir)
         .map_err(|e| Error::io("create a temporary store file", e))?;
+    // The mode asked for, exactly: the umask narrowed the one the file was created with.
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(options.mode))
+        .map_err(|e| Error::io("set the store file's mode", e))?;
     crate::sys::preallocate(tmp.as_file(), initial)
         .map_err(|e| Error::growth("size the store file", e, initial, max))?;
     let map = map_file(tmp.as_file(), max)?;
