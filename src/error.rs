@@ -212,10 +212,13 @@ pub enum Error {
     /// opens it (so that blocks never move as the store grows), and the system refused that much
     /// address space (`RLIMIT_AS`, `ulimit -v`, too small for `max_size`; the per-process limit
     /// of mappings, `vm.max_map_count`, reached; no memory for the kernel's records). Nothing
-    /// was changed; the open succeeds once the cause is gone.
-    #[error("could not map the store's {max_size} bytes (its max_size) of address space: {source}; raise RLIMIT_AS (ulimit -v) or use a store with a smaller max_size")]
+    /// was changed; the open succeeds once the cause is gone. [`crate::inspect`] (and so the
+    /// `mmheap` tool's read-only commands) maps only the store's capacity, and says so the same
+    /// way when that is refused.
+    #[error("could not map {max_size} bytes of address space for the store (an open maps its whole max_size, an inspection its capacity): {source}; raise RLIMIT_AS (ulimit -v) or use a store with a smaller max_size")]
     MapFailed {
-        /// The store's maximum size: the length of the mapping refused.
+        /// The length of the mapping refused: the store's maximum size for an open, its
+        /// capacity (or less) for an inspection.
         max_size: u64,
         /// The error from `mmap`.
         #[source]

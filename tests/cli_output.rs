@@ -106,6 +106,38 @@ fn a_copy_that_does_not_fit_in_memory_is_an_error_not_an_abort() {
     assert_eq!(m.stats().unwrap().recoveries, 0);
 }
 
+/// Under an address-space limit below the store's capacity, each read-only command says what
+/// the library's open says (`Error::MapFailed`: the bytes asked for, and `ulimit -v`), exit 2.
+#[test]
+fn a_refused_mapping_is_named_as_the_library_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.mmheap");
+    let size = 1u64 << 30;
+    drop(MappedManager::create(&path, &Options::new().initial_size(size).max_size(size)).unwrap());
+    let limit = format!("--as={}", 512u64 << 20);
+    let p = path.to_str().unwrap();
+    let runs: [&[&str]; 6] = [
+        &["stat", p],
+        &["check", p],
+        &["dump", p],
+        &["roots", p],
+        &["map", p, "-o", "/dev/null/x.svg"],
+        &["recover", p, "--dry-run"],
+    ];
+    for args in runs {
+        let o = Command::new("prlimit")
+            .arg(limit.as_str())
+            .arg(env!("CARGO_BIN_EXE_mmheap"))
+            .args(args)
+            .output()
+            .expect("prlimit (util-linux)");
+        let text = stderr(&o);
+        assert_eq!(code(&o), 2, "{args:?}: {text}");
+        assert!(text.contains(&format!("could not map {size} bytes")), "{args:?}: {text}");
+        assert!(text.contains("ulimit -v"), "{args:?}: {text}");
+    }
+}
+
 /// What recovery repairs beyond reclaiming (here a count it derives anew from the references) is
 /// said, as `repaired:` lines naming what check saw, and `--dry-run` says it would; neither is
 /// done silently any more.
