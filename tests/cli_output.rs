@@ -638,3 +638,31 @@ fn a_reader_who_cannot_lock_a_busy_store_shows_no_damage_that_is_not_there() {
         .unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
+
+/// A store the user may not even read: the tool's error names the path with the system's
+/// answer. Needs root (to run the tool as `nobody` with `setpriv`); skipped, saying why,
+/// otherwise.
+#[test]
+fn a_store_that_cannot_be_opened_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some((uid, gid)) = common::nobody() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tool = dir.path().join("mmheap");
+    std::fs::copy(env!("CARGO_BIN_EXE_mmheap"), &tool).unwrap();
+    let path = dir.path().join("private.mmheap");
+    drop(MappedManager::create(&path, &Options::new().max_size(1 << 20)).unwrap());
+    for cmd in ["stat", "check", "recover"] {
+        let o = Command::new("setpriv")
+            .args([format!("--reuid={uid}"), format!("--regid={gid}")])
+            .args(["--clear-groups", "--"])
+            .arg(&tool)
+            .args([cmd, path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = stderr(&o);
+        assert_eq!(code(&o), 2, "{cmd}: {text}");
+        let said = format!("cannot open {}: Permission denied", path.display());
+        assert!(text.contains(&said), "{cmd}: {text}");
+    }
+}

@@ -136,6 +136,11 @@ fn the_refusal_says_what_is_wrong() {
     chmod(&path, 0o620);
     let text = MappedManager::open(&path).unwrap_err().to_string();
     assert!(text.contains("s.mmheap") && text.contains("mode 0620"), "{text}");
+    assert!(text.contains("Options::allow_shared_permissions(true)"), "the override is named: {text}");
+    let link = dir.path().join("link.mmheap");
+    symlink(&path, &link).unwrap();
+    let text = MappedManager::open(&link).unwrap_err().to_string();
+    assert!(text.contains("it is a symlink") && text.contains("Options::follow_symlinks(true)"), "{text}");
 }
 
 fn tool(args: &[&std::ffi::OsStr]) -> std::process::Output {
@@ -178,23 +183,34 @@ fn the_tool_refuses_as_the_library_does() {
     let (path, link) = (dir.path().join("s.mmheap"), dir.path().join("link.mmheap"));
     store(&path);
     symlink(&path, &link).unwrap();
-    let out = tool(&["stat".as_ref(), link.as_os_str()]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("it is a symlink"), "{out:?}");
+    for cmd in ["stat", "check", "dump", "roots"] {
+        let out = tool(&[cmd.as_ref(), link.as_os_str()]);
+        assert_eq!(out.status.code(), Some(2));
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            text.contains("it is a symlink") && text.contains("give the tool the path it names"),
+            "{text}"
+        );
+        assert!(!text.contains("Options::"), "a library hint in the tool: {text}");
+        assert_eq!(text.matches("link.mmheap").count(), 1, "the path said once: {text}");
+    }
     chmod(&path, 0o660);
     let out = tool(&["recover".as_ref(), path.as_os_str()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("group or others may write it (mode 0660)"),
-        "{out:?}"
-    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("group or others may write it (mode 0660)"), "{text}");
+    assert!(text.contains("`mmheap recover --allow-shared-permissions` accepts it"), "{text}");
+    assert!(!text.contains("Options::"), "a library hint in the tool: {text}");
     let out = tool(&["recover".as_ref(), path.as_os_str(), "--allow-shared-permissions".as_ref()]);
     assert!(out.status.success(), "{out:?}");
 }
 
 /// Runs `f` on a thread; `None` if it has not returned after `limit` (a call that must not spin
 /// for ever: the limit is far above what it takes, so this asserts no time).
-fn within<T: Send + 'static>(limit: std::time::Duration, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+fn within<T: Send + 'static>(
+    limit: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
@@ -282,4 +298,55 @@ fn the_mode_is_applied_exactly_whatever_the_umask() {
     // SAFETY: as above.
     unsafe { libc::umask(old) };
     assert_eq!(modes, [0o660, 0o666, 0o600]);
+}
+
+/// `mmheap recover` on a store it may not write says what the tool can do (its read-only
+/// commands read it), not what the library's API does.
+#[test]
+fn the_tool_names_its_own_read_only_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.mmheap");
+    store(&path);
+    chmod(&path, 0o400);
+    let out = tool(&["recover".as_ref(), path.as_os_str()]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("is read-only here") && text.contains("stat, check, dump, roots and map read it"),
+        "{text}"
+    );
+    assert!(!text.contains("MappedManager"), "a library hint in the tool: {text}");
+}
+
+/// `--json` commands refused the file print, on standard output, the JSON error object
+/// `check --json` prints (`{"readable": false, "error": ...}`), and exit 2.
+#[test]
+fn json_commands_refused_the_file_print_a_json_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, link) = (dir.path().join("s.mmheap"), dir.path().join("link.mmheap"));
+    store(&path);
+    symlink(&path, &link).unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cli.md")).unwrap();
+    let after = &doc[doc.find("**Errors in JSON.**").expect("the section in docs/cli.md")..];
+    let start = after.find("```json\n").expect("its example") + "```json\n".len();
+    let documented: serde_json::Value =
+        serde_json::from_str(&after[start..start + after[start..].find("```").unwrap()]).unwrap();
+    let runs: [&[&str]; 4] = [
+        &["stat", "--json"],
+        &["check", "--json"],
+        &["dump", "--json"],
+        &["dump", "--json", "--offset", "0x9000"],
+    ];
+    for args in runs {
+        let mut all: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        all.insert(1, link.as_os_str());
+        let out = tool(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {out:?}"));
+        let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&v), keys(&documented), "{args:?}: {v}");
+        assert_eq!(v["readable"], false, "{args:?}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("it is a symlink"), "{args:?}: {v}");
+    }
 }
