@@ -48,9 +48,10 @@ pub enum Error {
     /// has the store open, when someone else truncated the file under it (checked before a
     /// growth, when a lock is taken over from a dead holder, and when another process's growth
     /// is followed; README, "Faults from outside", says which accesses are not checked).
-    #[error("store is truncated: header says {expected} bytes, file has {actual}")]
+    #[error("{}", truncated_text(*expected, *actual))]
     Truncated {
-        /// Bytes the superblock claims.
+        /// Bytes the superblock claims (the smallest store's size, 36 KiB, for a file too short
+        /// to say: an empty one, or one cut inside its superblock before its capacity).
         expected: u64,
         /// Bytes in the file.
         actual: u64,
@@ -212,10 +213,13 @@ pub enum Error {
     /// opens it (so that blocks never move as the store grows), and the system refused that much
     /// address space (`RLIMIT_AS`, `ulimit -v`, too small for `max_size`; the per-process limit
     /// of mappings, `vm.max_map_count`, reached; no memory for the kernel's records). Nothing
-    /// was changed; the open succeeds once the cause is gone.
-    #[error("could not map the store's {max_size} bytes (its max_size) of address space: {source}; raise RLIMIT_AS (ulimit -v) or use a store with a smaller max_size")]
+    /// was changed; the open succeeds once the cause is gone. [`crate::inspect`] (and so the
+    /// `mmheap` tool's read-only commands) maps only the store's capacity, and says so the same
+    /// way when that is refused.
+    #[error("could not map {max_size} bytes of address space for the store (an open maps its whole max_size, an inspection its capacity): {source}; raise RLIMIT_AS (ulimit -v) or use a store with a smaller max_size")]
     MapFailed {
-        /// The store's maximum size: the length of the mapping refused.
+        /// The length of the mapping refused: the store's maximum size for an open, its
+        /// capacity (or less) for an inspection.
         max_size: u64,
         /// The error from `mmap`.
         #[source]
@@ -225,7 +229,7 @@ pub enum Error {
     /// ([`crate::Options::follow_symlinks`], [`crate::Options::allow_shared_permissions`]):
     /// a symlink, not a regular file, or, for an open that writes, a file another user owns
     /// or that group or others may write. Nothing was read from it or written to it.
-    #[error("{} is not opened as a store: {reason}", path.display())]
+    #[error("{} is not opened as a store: {reason}{}", path.display(), reason.override_hint())]
     UnsafeFile {
         /// The path given.
         path: PathBuf,
@@ -256,6 +260,16 @@ pub enum Error {
     /// is not one of its kind (another container, another key or value type, plain bytes).
     #[error("the block is not a container of this kind: {0}")]
     NotAContainer(&'static str),
+    /// The store file could not be opened (no permission to read it, too many open files, an
+    /// I/O error): the system's answer, with the path.
+    #[error("cannot open {}: {source}", path.display())]
+    CannotOpen {
+        /// The path given.
+        path: PathBuf,
+        /// The error from the system.
+        #[source]
+        source: io::Error,
+    },
     /// Options are inconsistent.
     #[error("invalid options: {0}")]
     InvalidOptions(&'static str),
@@ -314,6 +328,28 @@ impl Error {
             true => Error::OutOfSpace { requested, max_size, disk_full: true },
             false => Error::io(op, e),
         }
+    }
+}
+
+impl UnsafeReason {
+    /// How an open is told to accept such a file, if it can be, for [`Error::UnsafeFile`]'s text.
+    fn override_hint(&self) -> &'static str {
+        match self {
+            UnsafeReason::Symlink => " (Options::follow_symlinks(true) opens the file it names)",
+            UnsafeReason::OtherOwner { .. } | UnsafeReason::WritableByOthers { .. } => {
+                " (Options::allow_shared_permissions(true) accepts it)"
+            }
+            UnsafeReason::NotRegular => "",
+        }
+    }
+}
+
+fn truncated_text(expected: u64, actual: u64) -> String {
+    match actual < crate::format::SUPERBLOCK_SIZE && expected == crate::format::MIN_STORE_SIZE {
+        true => format!(
+            "store is truncated or empty: the file has {actual} bytes, too few to hold a store's superblock (a store has at least {expected})"
+        ),
+        false => format!("store is truncated: header says {expected} bytes, file has {actual}"),
     }
 }
 

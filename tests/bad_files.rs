@@ -144,6 +144,32 @@ fn corrupt_variants_give_typed_errors_or_valid_opens() {
     }
 }
 
+/// A file cut inside its superblock is truncated, not a foreign file: empty or a part of the
+/// magic ("truncated or empty", no header to quote), or cut after the capacity, which the error
+/// quotes.
+#[test]
+fn a_file_cut_inside_its_superblock_is_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    drop(MappedManager::create(&whole, &Options::new().initial_size(1 << 20)).unwrap());
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = dir.path().join("cut");
+    for len in [0, 5, 8, 47] {
+        std::fs::write(&cut, &bytes[..len]).unwrap();
+        let e = MappedManager::open(&cut).unwrap_err();
+        assert!(matches!(e, Error::Truncated { actual, .. } if actual == len as u64), "{len}: {e:?}");
+        assert!(e.to_string().contains("truncated or empty"), "{len}: {e}");
+    }
+    for len in [48, 200, 511] {
+        std::fs::write(&cut, &bytes[..len]).unwrap();
+        let e = MappedManager::open(&cut).unwrap_err();
+        assert!(matches!(e, Error::Truncated { expected: 1_048_576, .. }), "{len}: {e:?}");
+        assert!(e.to_string().contains("header says 1048576 bytes"), "{len}: {e}");
+    }
+    std::fs::write(&cut, b"mmhea?").unwrap();
+    assert!(matches!(MappedManager::open(&cut), Err(Error::NotAStore)));
+}
+
 #[test]
 fn open_refuses_what_is_not_a_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -154,7 +180,7 @@ fn open_refuses_what_is_not_a_store() {
     assert!(matches!(MappedManager::open(&junk), Err(Error::NotAStore)));
     let empty = dir.path().join("empty");
     std::fs::write(&empty, b"").unwrap();
-    assert!(matches!(MappedManager::open(&empty), Err(Error::NotAStore)));
+    assert!(matches!(MappedManager::open(&empty), Err(Error::Truncated { actual: 0, .. })));
     let (_d, v) = scratch(&fixture(GOLDEN));
     apply(&v, &[Edit::Set32(8, 99)]);
     assert!(matches!(MappedManager::open(&v), Err(Error::UnsupportedVersion { found: 99, .. })));

@@ -106,6 +106,38 @@ fn a_copy_that_does_not_fit_in_memory_is_an_error_not_an_abort() {
     assert_eq!(m.stats().unwrap().recoveries, 0);
 }
 
+/// Under an address-space limit below the store's capacity, each read-only command says what
+/// the library's open says (`Error::MapFailed`: the bytes asked for, and `ulimit -v`), exit 2.
+#[test]
+fn a_refused_mapping_is_named_as_the_library_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.mmheap");
+    let size = 1u64 << 30;
+    drop(MappedManager::create(&path, &Options::new().initial_size(size).max_size(size)).unwrap());
+    let limit = format!("--as={}", 512u64 << 20);
+    let p = path.to_str().unwrap();
+    let runs: [&[&str]; 6] = [
+        &["stat", p],
+        &["check", p],
+        &["dump", p],
+        &["roots", p],
+        &["map", p, "-o", "/dev/null/x.svg"],
+        &["recover", p, "--dry-run"],
+    ];
+    for args in runs {
+        let o = Command::new("prlimit")
+            .arg(limit.as_str())
+            .arg(env!("CARGO_BIN_EXE_mmheap"))
+            .args(args)
+            .output()
+            .expect("prlimit (util-linux)");
+        let text = stderr(&o);
+        assert_eq!(code(&o), 2, "{args:?}: {text}");
+        assert!(text.contains(&format!("could not map {size} bytes")), "{args:?}: {text}");
+        assert!(text.contains("ulimit -v"), "{args:?}: {text}");
+    }
+}
+
 /// What recovery repairs beyond reclaiming (here a count it derives anew from the references) is
 /// said, as `repaired:` lines naming what check saw, and `--dry-run` says it would; neither is
 /// done silently any more.
@@ -605,4 +637,32 @@ fn a_reader_who_cannot_lock_a_busy_store_shows_no_damage_that_is_not_there() {
         .output()
         .unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+/// A store the user may not even read: the tool's error names the path with the system's
+/// answer. Needs root (to run the tool as `nobody` with `setpriv`); skipped, saying why,
+/// otherwise.
+#[test]
+fn a_store_that_cannot_be_opened_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some((uid, gid)) = common::nobody() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tool = dir.path().join("mmheap");
+    std::fs::copy(env!("CARGO_BIN_EXE_mmheap"), &tool).unwrap();
+    let path = dir.path().join("private.mmheap");
+    drop(MappedManager::create(&path, &Options::new().max_size(1 << 20)).unwrap());
+    for cmd in ["stat", "check", "recover"] {
+        let o = Command::new("setpriv")
+            .args([format!("--reuid={uid}"), format!("--regid={gid}")])
+            .args(["--clear-groups", "--"])
+            .arg(&tool)
+            .args([cmd, path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = stderr(&o);
+        assert_eq!(code(&o), 2, "{cmd}: {text}");
+        let said = format!("cannot open {}: Permission denied", path.display());
+        assert!(text.contains(&said), "{cmd}: {text}");
+    }
 }

@@ -136,6 +136,11 @@ fn the_refusal_says_what_is_wrong() {
     chmod(&path, 0o620);
     let text = MappedManager::open(&path).unwrap_err().to_string();
     assert!(text.contains("s.mmheap") && text.contains("mode 0620"), "{text}");
+    assert!(text.contains("Options::allow_shared_permissions(true)"), "the override is named: {text}");
+    let link = dir.path().join("link.mmheap");
+    symlink(&path, &link).unwrap();
+    let text = MappedManager::open(&link).unwrap_err().to_string();
+    assert!(text.contains("it is a symlink") && text.contains("Options::follow_symlinks(true)"), "{text}");
 }
 
 fn tool(args: &[&std::ffi::OsStr]) -> std::process::Output {
@@ -178,16 +183,170 @@ fn the_tool_refuses_as_the_library_does() {
     let (path, link) = (dir.path().join("s.mmheap"), dir.path().join("link.mmheap"));
     store(&path);
     symlink(&path, &link).unwrap();
-    let out = tool(&["stat".as_ref(), link.as_os_str()]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("it is a symlink"), "{out:?}");
+    for cmd in ["stat", "check", "dump", "roots"] {
+        let out = tool(&[cmd.as_ref(), link.as_os_str()]);
+        assert_eq!(out.status.code(), Some(2));
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            text.contains("it is a symlink") && text.contains("give the tool the path it names"),
+            "{text}"
+        );
+        assert!(!text.contains("Options::"), "a library hint in the tool: {text}");
+        assert_eq!(text.matches("link.mmheap").count(), 1, "the path said once: {text}");
+    }
     chmod(&path, 0o660);
     let out = tool(&["recover".as_ref(), path.as_os_str()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("group or others may write it (mode 0660)"),
-        "{out:?}"
-    );
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("group or others may write it (mode 0660)"), "{text}");
+    assert!(text.contains("`mmheap recover --allow-shared-permissions` accepts it"), "{text}");
+    assert!(!text.contains("Options::"), "a library hint in the tool: {text}");
     let out = tool(&["recover".as_ref(), path.as_os_str(), "--allow-shared-permissions".as_ref()]);
     assert!(out.status.success(), "{out:?}");
+}
+
+/// Runs `f` on a thread; `None` if it has not returned after `limit` (a call that must not spin
+/// for ever: the limit is far above what it takes, so this asserts no time).
+fn within<T: Send + 'static>(
+    limit: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+/// `open_or_create` following a dangling symlink: the open finds nothing, and the store is not
+/// created through the symlink (as `create` does not): `AlreadyExists`, at once (not a loop of
+/// creating and discarding temporary stores), with nothing made where it points or beside it.
+#[test]
+fn open_or_create_following_a_dangling_symlink_is_already_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let (link, target) = (dir.path().join("s.mmheap"), dir.path().join("nowhere.mmheap"));
+    symlink(&target, &link).unwrap();
+    let follow = Options::new().follow_symlinks(true);
+    let at = link.clone();
+    let got = within(std::time::Duration::from_secs(60), move || MappedManager::open_or_create(&at, &follow));
+    let got = got.expect("open_or_create on a followed dangling symlink did not return");
+    assert!(matches!(got, Err(Error::AlreadyExists(ref p)) if *p == link), "{got:?}");
+    assert!(!target.exists(), "a store was made through the symlink");
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 1, "a temporary file was left behind: {names:?}");
+}
+
+fn invalid_options<T>(r: mmheap::Result<T>) -> Option<&'static str> {
+    match r {
+        Err(Error::InvalidOptions(what)) => Some(what),
+        _ => None,
+    }
+}
+
+/// A mode with setuid, setgid or sticky bits (or anything above 0o7777), or one that does not
+/// let the owner read and write (a store its creator could not open again to write), is refused
+/// by `create` and `open_or_create`, which make nothing.
+#[test]
+fn a_mode_outside_0o777_or_without_owner_read_write_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.mmheap");
+    for mode in [0o4700, 0o2700, 0o1700, 0o7777, 0o77777777, 0, 0o400, 0o200, 0o500, 0o070] {
+        let options = Options::new().mode(mode).allow_shared_permissions(true);
+        let what = invalid_options(MappedManager::create(&path, &options));
+        assert!(what.is_some_and(|w| w.contains("mode")), "mode {mode:o}: {what:?}");
+        assert!(invalid_options(MappedManager::open_or_create(&path, &options)).is_some(), "mode {mode:o}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "mode {mode:o} made a file");
+    }
+}
+
+/// A mode that lets group or others write makes a store every writer's default open refuses:
+/// asked for without `allow_shared_permissions`, it is refused (naming that option), whether or
+/// not the store already exists; with it, the store is made.
+#[test]
+fn a_shared_mode_needs_allow_shared_permissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.mmheap");
+    for mode in [0o660, 0o620, 0o602, 0o666] {
+        let what = invalid_options(MappedManager::create(&path, &Options::new().mode(mode)));
+        assert!(what.is_some_and(|w| w.contains("allow_shared_permissions")), "mode {mode:o}: {what:?}");
+        assert!(invalid_options(MappedManager::open_or_create(&path, &Options::new().mode(mode))).is_some());
+    }
+    assert!(!path.exists());
+    store(&path);
+    let refused = MappedManager::open_or_create(&path, &Options::new().mode(0o660));
+    assert!(invalid_options(refused).is_some(), "refused only when the store is missing");
+    let shared = Options::new().mode(0o660).allow_shared_permissions(true);
+    std::fs::remove_file(&path).unwrap();
+    assert!(MappedManager::open_or_create(&path, &shared).unwrap().check().unwrap().is_sound());
+    assert!(MappedManager::open_with(&path, &shared).is_ok());
+}
+
+/// The mode asked for is the store's mode exactly, whatever the umask (here one that takes
+/// group write and every bit of others away): a group's store is writable by the group.
+#[test]
+fn the_mode_is_applied_exactly_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    // SAFETY: umask only sets the process's file-creation mask; restored below.
+    let old = unsafe { libc::umask(0o027) };
+    let made = |name: &str, options: &Options| {
+        let path = dir.path().join(name);
+        drop(MappedManager::create(&path, options).unwrap());
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777
+    };
+    let shared = Options::new().allow_shared_permissions(true);
+    let modes = [made("a", &shared.mode(0o660)), made("b", &shared.mode(0o666)), made("c", &Options::new())];
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    assert_eq!(modes, [0o660, 0o666, 0o600]);
+}
+
+/// `mmheap recover` on a store it may not write says what the tool can do (its read-only
+/// commands read it), not what the library's API does.
+#[test]
+fn the_tool_names_its_own_read_only_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.mmheap");
+    store(&path);
+    chmod(&path, 0o400);
+    let out = tool(&["recover".as_ref(), path.as_os_str()]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("is read-only here") && text.contains("stat, check, dump, roots and map read it"),
+        "{text}"
+    );
+    assert!(!text.contains("MappedManager"), "a library hint in the tool: {text}");
+}
+
+/// `--json` commands refused the file print, on standard output, the JSON error object
+/// `check --json` prints (`{"readable": false, "error": ...}`), and exit 2.
+#[test]
+fn json_commands_refused_the_file_print_a_json_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, link) = (dir.path().join("s.mmheap"), dir.path().join("link.mmheap"));
+    store(&path);
+    symlink(&path, &link).unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cli.md")).unwrap();
+    let after = &doc[doc.find("**Errors in JSON.**").expect("the section in docs/cli.md")..];
+    let start = after.find("```json\n").expect("its example") + "```json\n".len();
+    let documented: serde_json::Value =
+        serde_json::from_str(&after[start..start + after[start..].find("```").unwrap()]).unwrap();
+    let runs: [&[&str]; 4] = [
+        &["stat", "--json"],
+        &["check", "--json"],
+        &["dump", "--json"],
+        &["dump", "--json", "--offset", "0x9000"],
+    ];
+    for args in runs {
+        let mut all: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        all.insert(1, link.as_os_str());
+        let out = tool(&all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {out:?}"));
+        let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&v), keys(&documented), "{args:?}: {v}");
+        assert_eq!(v["readable"], false, "{args:?}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("it is a symlink"), "{args:?}: {v}");
+    }
 }

@@ -238,7 +238,7 @@ impl Mapping {
         let map = MmapOptions::new()
             .len(len as usize)
             .map_raw(file)
-            .map_err(|e| Error::io("map the store file", e))?;
+            .map_err(|source| Error::MapFailed { max_size: len, source })?;
         let base = NonNull::new(map.as_mut_ptr()).ok_or(Error::corrupt("mapped at address zero", 0))?;
         // SAFETY: the mapping is `len` bytes, readable and writable (the file is open for
         // both and at least `len` long: the superblock was validated against its length, and

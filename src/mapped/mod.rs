@@ -29,6 +29,10 @@ use crate::{BlockHandle, CheckReport, MemoryBlock};
 /// Largest `max_size` accepted: far below the 128 TiB of user address space.
 pub const MAX_STORE_SIZE: u64 = 1 << 44;
 
+/// Rounds of open, then create, `open_or_create` makes before it gives up on a path where a
+/// file keeps appearing and going away.
+const OPEN_OR_CREATE_ROUNDS: usize = 16;
+
 /// How to create a store.
 ///
 /// ```
@@ -69,7 +73,13 @@ impl Options {
         self
     }
 
-    /// Permission bits of a new store file (default 0600).
+    /// Permission bits of a new store file (default 0600), applied exactly: the process's
+    /// umask does not narrow them (the temporary file the store is built in is given them with
+    /// `fchmod` before it is linked into place). `create` and `open_or_create` refuse with
+    /// [`Error::InvalidOptions`] a mode with bits outside `0o777` (setuid, setgid, sticky), one
+    /// that does not let the owner read and write, and one that lets group or others write
+    /// unless [`Options::allow_shared_permissions`] is set too (without it every writer's open
+    /// would refuse the store made).
     pub fn mode(mut self, mode: u32) -> Self {
         self.mode = mode;
         self
@@ -78,7 +88,9 @@ impl Options {
     /// Whether an open (`open_with`, `open_or_create`, `open_read_only_with`, `recover_file_with`,
     /// `salvage_with`) follows a symlink at the path to the store it names, which is then
     /// checked as any store file (default: a symlink is refused, [`Error::UnsafeFile`] with
-    /// [`crate::UnsafeReason::Symlink`], and the file is opened with `O_NOFOLLOW`).
+    /// [`crate::UnsafeReason::Symlink`], and the file is opened with `O_NOFOLLOW`). Only the
+    /// last component of the path is checked either way: a symlink to a directory above it is
+    /// followed.
     pub fn follow_symlinks(mut self, follow: bool) -> Self {
         self.trust.follow_symlinks = follow;
         self
@@ -86,7 +98,7 @@ impl Options {
 
     /// Whether an open that writes the store accepts a file that another user owns, or that
     /// group or others may write: a store shared by the users of one group (create it with
-    /// `.mode(0o660)` and give it the group). By default such a file is refused
+    /// `.mode(0o660)` and this option, and give it the group). By default such a file is refused
     /// ([`Error::UnsafeFile`]): whoever else may write it can change, under this process, the
     /// free lists and counts it relies on, and so make it write where it should not.
     pub fn allow_shared_permissions(mut self, allow: bool) -> Self {
@@ -99,8 +111,25 @@ impl Options {
         self.max_size
     }
 
-    /// Checked, page-rounded (initial, max) sizes.
+    /// Checks the mode of a new store (`Options::mode`).
+    fn check_mode(&self) -> Result<()> {
+        if self.mode & !0o777 != 0 {
+            return Err(Error::InvalidOptions("mode has bits outside 0o777 (setuid, setgid or sticky)"));
+        }
+        if self.mode & 0o600 != 0o600 {
+            return Err(Error::InvalidOptions("mode does not let the owner read and write the store"));
+        }
+        if self.mode & 0o022 != 0 && !self.trust.shared_permissions {
+            return Err(Error::InvalidOptions(
+                "a mode that lets group or others write needs Options::allow_shared_permissions(true)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checked, page-rounded (initial, max) sizes, after checking the mode.
     fn sizes(&self) -> Result<(u64, u64)> {
+        self.check_mode()?;
         // Sizes near `u64::MAX` do not round up to a page: they are above every limit anyway.
         let round = |n: u64| n.checked_next_multiple_of(PAGE_SIZE).unwrap_or(u64::MAX);
         let (initial, max) = (round(self.initial_size.max(MIN_STORE_SIZE)), round(self.max_size));
@@ -313,19 +342,33 @@ impl MappedManager {
 
     /// Opens the store at `path`, creating it with `options` if there is none. Safe to race:
     /// exactly one of several processes creates it, the others open what it made (checked as
-    /// [`MappedManager::open_with`] checks it, with `options`).
+    /// [`MappedManager::open_with`] checks it, with `options`). The options are checked first,
+    /// whether or not the store exists ([`Error::InvalidOptions`]).
+    ///
+    /// A dangling symlink at the path, followed ([`Options::follow_symlinks`]), names no store
+    /// to open, and the store is not created through it (as [`MappedManager::create`] does
+    /// not): [`Error::AlreadyExists`]. So is a path at which a file keeps appearing and going
+    /// away between the open and the create, after a few rounds.
     pub fn open_or_create(path: impl AsRef<Path>, options: &Options) -> Result<Self> {
         let path = path.as_ref();
-        loop {
+        options.sizes()?;
+        let mut last = Error::AlreadyExists(path.to_owned());
+        for _ in 0..OPEN_OR_CREATE_ROUNDS {
             match open::open(path, options) {
                 Err(Error::NotFound(_)) => {}
                 other => return other,
             }
+            let symlink = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            if symlink && std::fs::metadata(path).is_err() {
+                // Followed, it named nothing; create would refuse it after building a store.
+                return Err(Error::AlreadyExists(path.to_owned()));
+            }
             match open::create(path, options, false) {
-                Err(Error::AlreadyExists(_)) => continue,
+                Err(e @ Error::AlreadyExists(_)) => last = e,
                 other => return other,
             }
         }
+        Err(last)
     }
 
     /// A store in a fresh file in the system's temporary directory, removed when this manager

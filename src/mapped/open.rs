@@ -24,12 +24,16 @@ pub(super) fn create(path: &Path, options: &Options, temporary: bool) -> Result<
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let perms = std::fs::Permissions::from_mode(options.mode);
+    // Created 0600 (never more open than asked, whatever the umask), then given the mode.
     let tmp = tempfile::Builder::new()
         .prefix(".mmheap-new-")
-        .permissions(perms)
+        .permissions(std::fs::Permissions::from_mode(0o600))
         .tempfile_in(dir)
         .map_err(|e| Error::io("create a temporary store file", e))?;
+    // The mode asked for, exactly: the umask narrowed the one the file was created with.
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(options.mode))
+        .map_err(|e| Error::io("set the store file's mode", e))?;
     crate::sys::preallocate(tmp.as_file(), initial)
         .map_err(|e| Error::growth("size the store file", e, initial, max))?;
     let map = map_file(tmp.as_file(), max)?;
@@ -268,14 +272,17 @@ fn region_of(map: &MmapRaw, limit: u64, max: u64) -> Region {
 pub(crate) fn validate_superblock(file: &File, len: u64) -> Result<(u64, u64)> {
     let mut sb = [0u8; SUPERBLOCK_SIZE as usize];
     let got = read_prefix(file, &mut sb)?;
-    if got < MAGIC.len() || sb[..8] != MAGIC {
+    if sb[..got.min(MAGIC.len())] != MAGIC[..got.min(MAGIC.len())] {
         return Err(Error::NotAStore);
-    }
-    if got < sb.len() {
-        return Err(Error::Truncated { expected: MIN_STORE_SIZE, actual: len });
     }
     let u32_at = |o: u64| u32::from_le_bytes(sb[o as usize..o as usize + 4].try_into().unwrap_or_default());
     let u64_at = |o: u64| u64::from_le_bytes(sb[o as usize..o as usize + 8].try_into().unwrap_or_default());
+    if got < sb.len() {
+        // Empty, or cut inside the superblock: what its header says it should be, if it says.
+        let said = if got as u64 >= SB_CAPACITY + 8 { u64_at(SB_CAPACITY) } else { 0 };
+        let expected = if (MIN_STORE_SIZE..=MAX_STORE_SIZE).contains(&said) { said } else { MIN_STORE_SIZE };
+        return Err(Error::Truncated { expected, actual: len });
+    }
     let version = u32_at(SB_VERSION);
     if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(Error::UnsupportedVersion { found: version, supported: FORMAT_VERSION });

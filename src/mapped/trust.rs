@@ -105,10 +105,10 @@ fn refusal(path: &Path, access: Access, trust: Trust, e: std::io::Error) -> Erro
             match open_store(path, Access::Read, trust) {
                 Ok(_) => Error::ReadOnly { path: path.to_owned() },
                 Err(Error::UnsafeFile { path, reason }) => Error::UnsafeFile { path, reason },
-                Err(_) => Error::io("open the store file", e),
+                Err(_) => Error::CannotOpen { path: path.to_owned(), source: e },
             }
         }
-        _ => Error::io("open the store file", e),
+        _ => Error::CannotOpen { path: path.to_owned(), source: e },
     }
 }
 

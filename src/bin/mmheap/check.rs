@@ -31,10 +31,10 @@ pub fn run(file: &Path, json: bool) -> Result<ExitCode, Error> {
     let (looked, copies) = match looked {
         Ok(l) => l,
         Err(e) => {
-            match json {
-                true => println!("{}", json!({ "readable": false, "error": e.to_string() })),
-                false => eprintln!("mmheap: {} cannot be read as a store: {e}", file.display()),
+            if json {
+                return Ok(crate::unreadable_json(&e));
             }
+            eprintln!("mmheap: {}", crate::told(&e));
             return Ok(ExitCode::from(2));
         }
     };

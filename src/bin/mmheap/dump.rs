@@ -16,7 +16,10 @@ use crate::{human, look};
 
 /// Lists at most `limit` (default 1000) blocks in address order.
 pub fn list(file: &Path, limit: Option<usize>, json: bool) -> Result<ExitCode, Error> {
-    let ((blocks, err), unreferenced) = look(file, |snap| (snap.blocks(|_| {}), snap.unreferenced()))?;
+    let ((blocks, err), unreferenced) = match look(file, |snap| (snap.blocks(|_| {}), snap.unreferenced())) {
+        Err(e) if json => return Ok(crate::unreadable_json(&e)),
+        looked => looked?,
+    };
     let shown = &blocks[..blocks.len().min(limit.unwrap_or(1000))];
     let code = if err.is_some() { ExitCode::from(1) } else { ExitCode::SUCCESS };
     if json {
@@ -66,7 +69,7 @@ fn split_line(u: &Unreferenced) -> String {
 /// Shows the block (or slot) at `offset` and the first `limit` (default 256) bytes of its
 /// payload. Exit 1 if no block starts there.
 pub fn one(file: &Path, offset: u64, limit: Option<usize>, json: bool) -> Result<ExitCode, Error> {
-    let (found, err) = look(file, |snap| {
+    let found = look(file, |snap| {
         let (blocks, err) = snap.blocks(|_| {});
         // A slot is named by its id (as handles and roots name it) or found where it starts.
         let found = (blocks.iter())
@@ -74,7 +77,11 @@ pub fn one(file: &Path, offset: u64, limit: Option<usize>, json: bool) -> Result
             .or_else(|| blocks.iter().find(|b| b.offset == offset && b.kind == BlockKind::Slot))
             .map(|b| (b.clone(), snap.payload(b.id)));
         (found, err)
-    })?;
+    });
+    let (found, err) = match found {
+        Err(e) if json => return Ok(crate::unreadable_json(&e)),
+        looked => looked?,
+    };
     let Some((block, payload)) = found else {
         let mut why = format!("no block starts at {offset:#x}");
         if let Some(e) = err {

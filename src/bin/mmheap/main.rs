@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mmheap::inspect::{Snapshot, View};
-use mmheap::{Error, MappedManager, Options};
+use mmheap::{Error, MappedManager, Options, UnsafeReason};
 
 #[derive(Parser)]
 #[command(name = "mmheap", version, about = "Inspect, check and repair mmheap store files")]
@@ -361,11 +361,43 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,
+        Err(CliError::Store(e)) => {
+            eprintln!("mmheap: {}", told(&e));
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("mmheap: {e}");
             ExitCode::from(2)
         }
     }
+}
+
+/// The store's error as the tool tells it: a refusal of the file names what the tool can do
+/// about it (its options, not the library's).
+pub(crate) fn told(e: &Error) -> String {
+    match e {
+        Error::UnsafeFile { path, reason } => {
+            let what = match reason {
+                UnsafeReason::Symlink => "; give the tool the path it names",
+                UnsafeReason::OtherOwner { .. } | UnsafeReason::WritableByOthers { .. } => {
+                    " (`mmheap recover --allow-shared-permissions` accepts it)"
+                }
+                _ => "",
+            };
+            format!("{} is not opened as a store: {reason}{what}", path.display())
+        }
+        Error::ReadOnly { path } => format!(
+            "{} is read-only here: `mmheap recover` writes it (run it as a user who may);              stat, check, dump, roots and map read it without writing",
+            path.display()
+        ),
+        _ => e.to_string(),
+    }
+}
+
+/// A store that cannot be read, as a `--json` command prints it on standard output (exit 2).
+pub(crate) fn unreadable_json(e: &Error) -> ExitCode {
+    println!("{}", serde_json::json!({ "readable": false, "error": told(e) }));
+    ExitCode::from(2)
 }
 
 /// `Options::new()`'s initial size.

@@ -112,7 +112,7 @@ pub fn run(
         match recovered {
             Ok(r) => vec![format!("reclaimed: {}", describe(&r))],
             Err(e @ Error::Corrupt { .. }) => {
-                eprintln!("mmheap: {e}");
+                eprintln!("mmheap: {}", crate::told(&e));
                 eprintln!(
                     "mmheap: the store is damaged, not only interrupted; it was left as it was. \
                      `mmheap recover --salvage` fences the damage off (see `mmheap check`)."

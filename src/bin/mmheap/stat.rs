@@ -18,9 +18,13 @@ use crate::{count, human, look};
 pub fn run(file: &Path, json: bool) -> Result<ExitCode, Error> {
     // Gathered whole before anything is printed: a reader of our output that does not read
     // must not keep the store lock held.
-    let (info, classes, procs, roots, unreferenced) = look(file, |snap| {
+    let looked = look(file, |snap| {
         (snap.info(), snap.size_classes(), snap.processes(), snap.roots(), snap.unreferenced())
-    })?;
+    });
+    let (info, classes, procs, roots, unreferenced) = match looked {
+        Err(e) if json => return Ok(crate::unreadable_json(&e)),
+        looked => looked?,
+    };
     let mut errors: Vec<String> =
         [classes.as_ref().err(), roots.as_ref().err()].into_iter().flatten().map(|e| e.to_string()).collect();
     let damaged = roots.as_ref().map_or(0, |r| r.iter().filter(|r| r.problem.is_some()).count());
