@@ -691,9 +691,10 @@ impl Heap {
             return Err(out);
         }
         // Doubling, or what the request needs beyond the free tail if that is more.
-        let step = (room - tail.min(room)).max(cap);
-        let new_cap = cap.saturating_add(step).checked_next_multiple_of(PAGE_SIZE).unwrap_or(max).min(max);
-        self.backing.grow(&self.region, new_cap).inspect_err(|e| self.note_lost(e)).map_err(|e| match e {
+        let need = room - tail.min(room);
+        let to =
+            |step: u64| cap.saturating_add(step).checked_next_multiple_of(PAGE_SIZE).unwrap_or(max).min(max);
+        let new_cap = self.grow_to(cap, to(need.max(cap)), to(need)).map_err(|e| match e {
             Error::OutOfSpace { disk_full, .. } => {
                 Error::OutOfSpace { requested: len, max_size: max, disk_full }
             }
@@ -701,6 +702,22 @@ impl Heap {
         })?;
         self.core().extend(new_cap)?;
         self.region.store(SB_GROWTHS, self.region.load(SB_GROWTHS)?.wrapping_add(1))
+    }
+
+    /// Makes the store (`cap` bytes now) `new_cap` bytes long, or `least` (at most `new_cap`:
+    /// what the request needs beyond the free tail) if the disk, a quota or the file size limit
+    /// has no room for `new_cap`, so that `disk_full` means even the least growth that serves
+    /// the request failed. None is tried when the tail holds the request already (`least` is
+    /// `cap`: the good-fit search skipped it, the exact search after `OutOfSpace` finds it).
+    /// Returns the capacity reached.
+    fn grow_to(&self, cap: u64, new_cap: u64, least: u64) -> Result<u64> {
+        let grown = match self.backing.grow(&self.region, new_cap) {
+            Err(Error::OutOfSpace { disk_full: true, .. }) if cap < least && least < new_cap => {
+                self.backing.grow(&self.region, least).map(|()| least)
+            }
+            other => other.map(|()| new_cap),
+        };
+        grown.inspect_err(|e| self.note_lost(e))
     }
 
     // ---- resize -----------------------------------------------------------------------
