@@ -24,6 +24,7 @@ fn main() {
             Trial::test("truncated::a_lock_taken_over_after_a_truncation_is_an_error", takeover),
             Trial::test("truncated::after_truncated_every_call_returns_and_drops_finish", after_truncated),
             Trial::test("truncated::a_manager_dropped_after_an_unseen_truncation_lives", unseen),
+            Trial::test("truncated::salvage_reports_a_roots_table_lost_past_the_cut", lost_roots),
         ]
     });
 }
@@ -125,6 +126,43 @@ fn unseen() -> Result<(), Failed> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("t.mmheap");
     wait_ok(spawn("cut-unseen", &path, &[]), "the child that drops its manager after a cut")
+}
+
+/// The reviewer's case: 96 roots whose table lay past a cut at 600,000 bytes; the file put back
+/// to its length (zeros past the cut), salvage drops every root with the table, and says so
+/// (the library's report and `mmheap recover --salvage`).
+fn lost_roots() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("z.mmheap");
+    {
+        let m = MappedManager::create(&path, &Options::new().initial_size(65536).max_size(8 << 20))?;
+        for i in 0..96 {
+            m.set_root(&format!("g{i}"), &m.allocate(50_000)?)?;
+        }
+    }
+    let full = std::fs::metadata(&path)?.len();
+    let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+    file.set_len(600_000)?;
+    file.set_len(full)?;
+    let copy = dir.path().join("copy.mmheap");
+    std::fs::copy(&path, &copy)?;
+    let report = MappedManager::salvage(&path)?;
+    let lost: Vec<_> = report.lost_tables.iter().map(|t| (t.kind, t.offset >= 600_000, t.names)).collect();
+    ensure(
+        lost == [("roots table", true, None)],
+        format!("the lost table reported: {:?}", report.lost_tables),
+    )?;
+    ensure(report.found_damage(), "salvage found damage")?;
+    ensure(MappedManager::open(&path)?.roots()?.is_empty(), "no roots left")?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mmheap"))
+        .args(["recover", "--salvage"])
+        .arg(&copy)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure(
+        text.contains("lost the roots table at") && text.contains("an unknown number of name(s)"),
+        format!("mmheap recover --salvage says the table was lost: {text}"),
+    )
 }
 
 const CUT: u64 = 40_000;
