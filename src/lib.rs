@@ -75,7 +75,7 @@ pub use crate::containers::{SharedBytesMap, SharedMap, SharedVec};
 pub use crate::default_manager::{DefaultManager, DEFAULT_RESERVE};
 pub use crate::engine::channel::{Channel, Receiver, RecvError, SendError, Sender};
 pub use crate::engine::core::check::{CheckReport, Problem};
-pub use crate::engine::reports::{NamedReference, RecoveryReport, SalvageReport};
+pub use crate::engine::reports::{LostTable, NamedReference, RecoveryReport, SalvageReport};
 pub use crate::error::{Error, Result, UnsafeReason};
 pub use crate::format::ROOT_NAME_MAX;
 pub use crate::manager::{MemoryManager, Stats};

@@ -4,7 +4,8 @@
 //! the store is sound and holds everything it held, and the same operation succeeds once the
 //! cause is gone. Faults are injected in a child, from outside the library: an `LD_PRELOAD`
 //! library whose `posix_fallocate` (and `fallocate`, `ftruncate`) fails with the errno in
-//! `MMHEAP_FAIL_GROW`, and whose `mmap` of a file fails with ENOMEM while `MMHEAP_FAIL_MAP` is
+//! `MMHEAP_FAIL_GROW` (only for a file made longer than `MMHEAP_FAIL_GROW_ABOVE` if that is
+//! set), and whose `mmap` of a file fails with ENOMEM while `MMHEAP_FAIL_MAP` is
 //! `1` (the map count limit, `vm.max_map_count`, is a global setting and is not changed); or by
 //! `setrlimit` in the child. A real full disk is a 2 MiB tmpfs, where the test may mount one.
 //! The library never calls `mremap`: a store maps its whole maximum size at open and never
@@ -27,9 +28,13 @@ const SHIM: &str = r#"
 #include <sys/mman.h>
 #include <sys/types.h>
 
-static int grow_errno(void) {
+/* The errno in MMHEAP_FAIL_GROW for a file made `end` bytes long, only above the size in
+   MMHEAP_FAIL_GROW_ABOVE if that is set. */
+static int grow_errno(off_t end) {
     const char *v = getenv("MMHEAP_FAIL_GROW");
-    return v == NULL ? 0 : atoi(v);
+    const char *above = getenv("MMHEAP_FAIL_GROW_ABOVE");
+    if (v == NULL || (above != NULL && end <= atoll(above))) return 0;
+    return atoi(v);
 }
 
 static int map_failing(void) {
@@ -40,27 +45,27 @@ static int map_failing(void) {
 #define NEXT(name, type) ((type)dlsym(RTLD_NEXT, name))
 
 int posix_fallocate(int fd, off_t off, off_t len) {
-    if (grow_errno()) return grow_errno();
+    if (grow_errno(off + len)) return grow_errno(off + len);
     return NEXT("posix_fallocate", int (*)(int, off_t, off_t))(fd, off, len);
 }
 int posix_fallocate64(int fd, off_t off, off_t len) {
-    if (grow_errno()) return grow_errno();
+    if (grow_errno(off + len)) return grow_errno(off + len);
     return NEXT("posix_fallocate64", int (*)(int, off_t, off_t))(fd, off, len);
 }
 int fallocate(int fd, int mode, off_t off, off_t len) {
-    if (grow_errno()) { errno = grow_errno(); return -1; }
+    if (grow_errno(off + len)) { errno = grow_errno(off + len); return -1; }
     return NEXT("fallocate", int (*)(int, int, off_t, off_t))(fd, mode, off, len);
 }
 int fallocate64(int fd, int mode, off_t off, off_t len) {
-    if (grow_errno()) { errno = grow_errno(); return -1; }
+    if (grow_errno(off + len)) { errno = grow_errno(off + len); return -1; }
     return NEXT("fallocate64", int (*)(int, int, off_t, off_t))(fd, mode, off, len);
 }
 int ftruncate(int fd, off_t len) {
-    if (grow_errno()) { errno = grow_errno(); return -1; }
+    if (grow_errno(len)) { errno = grow_errno(len); return -1; }
     return NEXT("ftruncate", int (*)(int, off_t))(fd, len);
 }
 int ftruncate64(int fd, off_t len) {
-    if (grow_errno()) { errno = grow_errno(); return -1; }
+    if (grow_errno(len)) { errno = grow_errno(len); return -1; }
     return NEXT("ftruncate64", int (*)(int, off_t))(fd, len);
 }
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) {
@@ -81,6 +86,8 @@ fn main() {
             Trial::test("faults::rlimit_as_below_max_size_is_map_failed", || plain("address-space")),
             Trial::test("faults::rlimit_fsize_is_out_of_space_not_sigxfsz", || plain("file-size")),
             Trial::test("faults::a_full_tmpfs_is_out_of_space", tmpfs),
+            Trial::test("faults::no_room_to_double_grows_by_what_is_needed", || shimmed("least")),
+            Trial::test("faults::a_nearly_full_tmpfs_grows_by_what_is_needed", tmpfs_least),
         ]
     });
 }
@@ -160,6 +167,7 @@ fn child(role: &str, path: &Path) -> Res {
         "map" => map_refused(path),
         "address-space" => address_space(path),
         "file-size" => file_size(path),
+        "least" => least_growth(path),
         _ => Err(format!("no role {role}").into()),
     }
 }
@@ -179,6 +187,36 @@ fn no_space(path: &Path) -> Res {
     }
     let mut b = m.allocate(8_000_000)?;
     stamp(&mut b, 99, 0)?;
+    intact(&m, 20)
+}
+
+/// No room to double the store (ENOSPC above a size the request's growth fits under): the
+/// growth falls back to what the request needs, rounded to a page; with room again, it doubles.
+fn least_growth(path: &Path) -> Res {
+    let m = MappedManager::open(path)?;
+    let cap = m.stats()?.capacity;
+    let room = cap + (400 << 10);
+    std::env::set_var("MMHEAP_FAIL_GROW_ABOVE", room.to_string());
+    std::env::set_var("MMHEAP_FAIL_GROW", libc::ENOSPC.to_string());
+    // More than the free tail (the store holds 200 KB of its 1 MiB), less than 400 KiB more.
+    let got = m.allocate(1_000_000);
+    let grown = m.stats()?.capacity;
+    let beyond = m.allocate(1_000_000);
+    std::env::remove_var("MMHEAP_FAIL_GROW");
+    let mut b = got.map_err(|e| format!("a growth that fits the disk failed: {e}"))?;
+    stamp(&mut b, 98, 0)?;
+    if grown <= cap || grown > room || grown % 4096 != 0 {
+        return Err(format!("grew from {cap} to {grown}, not within {room}, by pages").into());
+    }
+    if !matches!(beyond, Err(Error::OutOfSpace { disk_full: true, requested: 1_000_000, .. })) {
+        return Err(format!("a request past the disk's room: {beyond:?}").into());
+    }
+    intact(&m, 20)?;
+    verify(&b, 98, 1_000_000)?;
+    m.allocate(1_000_000)?;
+    if m.stats()?.capacity < 2 * grown {
+        return Err("with room again, the store did not double".into());
+    }
     intact(&m, 20)
 }
 
@@ -256,6 +294,58 @@ impl Drop for Mounted<'_> {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.0).status();
     }
+}
+
+/// The reviewer's case on a real disk: a store on a 2 MiB tmpfs beside a 640 KiB filler grows
+/// until the disk is full; with the filler gone there is room for what the next requests need,
+/// though not for doubling the store, and they are served.
+fn tmpfs_least() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    if let Err(e) = mount(dir.path(), "size=2m") {
+        println!("skipped: cannot mount a tmpfs here: {e}");
+        return Ok(());
+    }
+    let mounted = Mounted(dir.path());
+    let filler = dir.path().join("filler");
+    std::fs::write(&filler, vec![1u8; 640 << 10])?;
+    let m = MappedManager::create(
+        dir.path().join("f.mmheap"),
+        &Options::new().initial_size(64 << 10).max_size(MAX),
+    )?;
+    let mut blocks = Vec::new();
+    let full = loop {
+        match m.allocate(50_000) {
+            Ok(b) => blocks.push(b),
+            Err(e) => break e,
+        }
+        ensure(blocks.len() < 100, "a 2 MiB tmpfs held 5 MB")?;
+    };
+    ensure(matches!(full, Error::OutOfSpace { disk_full: true, .. }), format!("{full:?}"))?;
+    // Full means no room for what the request needed (50,000 bytes and a header, less the free
+    // tail), not for doubling the store.
+    let free = free_bytes(dir.path())?;
+    ensure(free < 60_000, format!("OutOfSpace with {free} bytes free on the disk"))?;
+    let cap = m.stats()?.capacity;
+    std::fs::remove_file(&filler)?;
+    for n in [30_000, 8_000, 300_000] {
+        blocks.push(m.allocate(n).map_err(|e| format!("allocate({n}) with room on the disk: {e}"))?);
+    }
+    ensure(m.stats()?.capacity < 2 * cap, "the store did not double")?;
+    ensure(m.check()?.is_sound(), "sound after the least growths")?;
+    drop((blocks, m));
+    drop(mounted);
+    Ok(())
+}
+
+/// Bytes free on the file system of `dir` for an unprivileged user.
+fn free_bytes(dir: &Path) -> Result<u64, Failed> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    // SAFETY: `statvfs` is plain integers, for which all zeros is a valid value.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and one struct to write, both outliving the call.
+    ensure(unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0, "statvfs")?;
+    Ok(s.f_bavail as u64 * s.f_frsize as u64)
 }
 
 /// A real full disk: a store on a 2 MiB tmpfs grows until the tmpfs is full; out of space,

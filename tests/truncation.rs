@@ -22,6 +22,9 @@ fn main() {
             Trial::test("truncated::open_refuses_a_file_shorter_than_its_header_says", open_refuses),
             Trial::test("truncated::growth_after_a_truncation_is_an_error", growth),
             Trial::test("truncated::a_lock_taken_over_after_a_truncation_is_an_error", takeover),
+            Trial::test("truncated::after_truncated_every_call_returns_and_drops_finish", after_truncated),
+            Trial::test("truncated::a_manager_dropped_after_an_unseen_truncation_lives", unseen),
+            Trial::test("truncated::salvage_reports_a_roots_table_lost_past_the_cut", lost_roots),
         ]
     });
 }
@@ -90,7 +93,130 @@ fn takeover() -> Result<(), Failed> {
     go_on(kid)
 }
 
+/// The reviewer's reproducer, in a child: a store cut to `CUT` bytes under its creator, which
+/// sees `Truncated` on a growth; after it every call of the manager is `Truncated` and dropping
+/// the blocks and the manager finishes (no SIGBUS). The next opener is refused (the file is
+/// short); put back to its length, the store is salvaged, and the creator's registry slot is
+/// reclaimed while the creator still lives (a block past the cut keeps its heap, and so its
+/// descriptor, open: the slot was given up when the manager went).
+fn after_truncated() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.mmheap");
+    let mut kid = spawn("cut-small", &path, &[]);
+    let said = lines_of(&mut kid)?.recv_timeout(Duration::from_secs(30));
+    let full: u64 = said.as_deref().unwrap_or("").parse().map_err(|_| format!("the child said {said:?}"))?;
+    ensure(std::fs::metadata(&path)?.len() == CUT, "nothing refilled the cut file")?;
+    let refused = matches!(MappedManager::open(&path), Err(Error::Truncated { expected, actual: CUT }) if expected == full);
+    ensure(refused, "the next open is refused as Truncated")?;
+    std::fs::OpenOptions::new().write(true).open(&path)?.set_len(full)?;
+    let report = MappedManager::salvage(&path)?;
+    ensure(report.recovery.dead_processes == 1, format!("salvage reclaimed the creator's slot: {report:?}"))?;
+    let m = MappedManager::open(&path)?;
+    let check = m.check()?;
+    ensure(check.problems.is_empty(), format!("the salvaged store checks clean: {:?}", check.problems))?;
+    ensure(m.stats()?.attached_processes == 1, "the creator is not counted as attached")?;
+    let b = m.allocate(20_000)?;
+    ensure(b.len() == 20_000, "the salvaged store allocates")?;
+    go_on(kid)
+}
+
+/// A manager whose process never noticed the truncation: its drop looks at the file's length
+/// first (one `fstat`) and leaves without touching the store.
+fn unseen() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("t.mmheap");
+    wait_ok(spawn("cut-unseen", &path, &[]), "the child that drops its manager after a cut")
+}
+
+/// The reviewer's case: 96 roots whose table lay past a cut at 600,000 bytes; the file put back
+/// to its length (zeros past the cut), salvage drops every root with the table, and says so
+/// (the library's report and `mmheap recover --salvage`).
+fn lost_roots() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("z.mmheap");
+    {
+        let m = MappedManager::create(&path, &Options::new().initial_size(65536).max_size(8 << 20))?;
+        for i in 0..96 {
+            m.set_root(&format!("g{i}"), &m.allocate(50_000)?)?;
+        }
+    }
+    let full = std::fs::metadata(&path)?.len();
+    let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+    file.set_len(600_000)?;
+    file.set_len(full)?;
+    let copy = dir.path().join("copy.mmheap");
+    std::fs::copy(&path, &copy)?;
+    let report = MappedManager::salvage(&path)?;
+    let lost: Vec<_> = report.lost_tables.iter().map(|t| (t.kind, t.offset >= 600_000, t.names)).collect();
+    ensure(
+        lost == [("roots table", true, None)],
+        format!("the lost table reported: {:?}", report.lost_tables),
+    )?;
+    ensure(report.found_damage(), "salvage found damage")?;
+    ensure(MappedManager::open(&path)?.roots()?.is_empty(), "no roots left")?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mmheap"))
+        .args(["recover", "--salvage"])
+        .arg(&copy)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure(
+        text.contains("lost the roots table at") && text.contains("an unknown number of name(s)"),
+        format!("mmheap recover --salvage says the table was lost: {text}"),
+    )
+}
+
+const CUT: u64 = 40_000;
+
+fn cut_small(path: &Path) -> Res {
+    let m = MappedManager::create(path, &Options::new().initial_size(65536).max_size(4 << 20))?;
+    let a = m.allocate(100)?;
+    let b = m.allocate(20_000)?;
+    // A handle and a clone taken before the cut (each touches the block's header).
+    let (handle, c) = (b.handle(), b.clone());
+    let full = std::fs::metadata(path)?.len();
+    std::fs::OpenOptions::new().write(true).open(path)?.set_len(CUT)?;
+    let cut = |r: mmheap::Result<()>, what: &str| match r {
+        Err(Error::Truncated { expected, actual: CUT }) if expected == full => Ok(()),
+        other => Err(format!("{what} after the cut: {other:?}")),
+    };
+    cut(m.allocate(200_000).map(drop), "allocate(200000)")?;
+    cut(m.stats().map(drop), "stats")?;
+    cut(m.allocate(16).map(drop), "allocate(16)")?;
+    cut(m.allocate(20_000).map(drop), "allocate(20000)")?;
+    cut(m.trim(), "trim")?;
+    cut(m.check().map(drop), "check")?;
+    cut(m.recover().map(drop), "recover")?;
+    cut(m.root("kept").map(drop), "root")?;
+    cut(m.set_root("b", &b), "set_root")?;
+    cut(m.block_from_handle(handle).map(drop), "block_from_handle")?;
+    drop(b);
+    drop(c);
+    drop(a);
+    drop(m);
+    println!("{full}");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(())
+}
+
+fn cut_unseen(path: &Path) -> Res {
+    let m = MappedManager::create(path, &Options::new().initial_size(65536).max_size(4 << 20))?;
+    let mut blocks = Vec::new();
+    for n in [100, 3000, 20_000, 100_000] {
+        blocks.push(m.allocate(n)?);
+    }
+    drop(blocks);
+    std::fs::OpenOptions::new().write(true).open(path)?.set_len(CUT)?;
+    drop(m);
+    Ok(())
+}
+
 fn child(role: &str, path: &Path) -> Res {
+    match role {
+        "cut-small" => return cut_small(path),
+        "cut-unseen" => return cut_unseen(path),
+        _ => {}
+    }
     let m = MappedManager::open(path)?;
     if role == "big-alloc" {
         let _b = m.allocate(100_000)?;

@@ -95,6 +95,10 @@ pub(crate) trait Session {
     ) -> Result<Option<Vec<Reference>>> {
         Ok(None)
     }
+    /// Salvage: the name tables of this kind that `read` could not read (their names lost).
+    fn lost_tables(&self) -> Vec<crate::engine::reports::LostTable> {
+        Vec::new()
+    }
     /// Whether `holder`'s reference goes whatever it names: what holds it could not be read
     /// (and that is the damage reported).
     fn gone(&self, _holder: &Holder) -> bool {

@@ -87,6 +87,22 @@ pub struct SalvageReport {
     /// Whether the store's key (in the superblock) was damaged and was given back from the
     /// blocks' check words, which all seal it.
     pub key_restored: bool,
+    /// Name tables that could not be read (damaged, or in a range a truncation took): every
+    /// root or channel they named is gone with them, and is in no other list here.
+    pub lost_tables: Vec<LostTable>,
+}
+
+/// A name table salvage could not read ([`SalvageReport::lost_tables`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LostTable {
+    /// `"roots table"` or `"channels table"`.
+    pub kind: &'static str,
+    /// The table's block, as the superblock named it.
+    pub offset: u64,
+    /// How many names it held, as the table's header said, if that could be read and said
+    /// any (`None`: unknown; a table past a truncation reads as zeros).
+    pub names: Option<u64>,
 }
 
 impl SalvageReport {
@@ -98,5 +114,6 @@ impl SalvageReport {
             || !self.renewed.is_empty()
             || !self.resized.is_empty()
             || self.key_restored
+            || !self.lost_tables.is_empty()
     }
 }

@@ -64,6 +64,7 @@ impl Kind for Roots {
     fn open(&self, _heap: &Heap, _dead: &[u64], kind: usize) -> Result<Box<dyn Session>> {
         Ok(Box::new(RootSession {
             channels_lost: false,
+            lost: Vec::new(),
             kind,
             dir: None,
             counts: (0, 0),
@@ -102,6 +103,14 @@ impl Kind for Roots {
     }
 }
 
+/// The table the superblock's `field` names, which could not be read: how many names its header
+/// says it held, if it can be read and says any.
+fn lost_table(heap: &Heap, kind: &'static str, field: u64) -> Result<crate::engine::reports::LostTable> {
+    let offset = heap.region.load(field)?;
+    let used = offset.checked_add(HEADER_SIZE + ROOT_TABLE_USED).and_then(|at| heap.region.load(at).ok());
+    Ok(crate::engine::reports::LostTable { kind, offset, names: used.filter(|&n| n > 0) })
+}
+
 /// What salvage's repair decided for the entries of a table to rebuild: those dropped (by
 /// index) and those renamed.
 type Changes = (Vec<u64>, Vec<(u64, String)>);
@@ -122,6 +131,8 @@ struct RootSession {
     changes: std::cell::RefCell<Changes>,
     /// Salvage: the channels' table could not be read (the channels are lost with it).
     channels_lost: bool,
+    /// Salvage: the tables that could not be read, for the report.
+    lost: Vec<crate::engine::reports::LostTable>,
 }
 
 impl Session for RootSession {
@@ -135,6 +146,7 @@ impl Session for RootSession {
             Err(Error::Corrupt { what, offset }) => {
                 plan.damage(what, offset)?;
                 self.channels_lost = true;
+                self.lost.push(lost_table(heap, "channels table", SB_CHANNEL_TABLE)?);
             }
             Err(e) => return Err(e),
         }
@@ -172,6 +184,7 @@ impl Session for RootSession {
             Err(Error::Corrupt { what, offset }) => {
                 // Salvage: the roots are lost with their table (the superblock's field cleared).
                 plan.damage(what, offset)?;
+                self.lost.push(lost_table(heap, "roots table", SB_ROOT_TABLE)?);
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -185,6 +198,10 @@ impl Session for RootSession {
         }
         self.dir = Some(dir);
         Ok(())
+    }
+
+    fn lost_tables(&self) -> Vec<crate::engine::reports::LostTable> {
+        self.lost.clone()
     }
 
     fn what(&self, holder: &Holder) -> &'static str {

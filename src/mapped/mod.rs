@@ -242,6 +242,10 @@ impl Backing for FileBacking {
         check_length(&self.file, region)
     }
 
+    fn file_len(&self) -> Option<u64> {
+        self.file.metadata().ok().map(|m| m.len())
+    }
+
     fn owner_dead(&self, tag: u32) -> bool {
         registry::owner_dead(&self.file, tag)
     }
@@ -287,6 +291,10 @@ impl Backing for FileBacking {
 
     fn detach(&self, region: &Region) {
         registry::detach(region, self.slot);
+    }
+
+    fn give_up_slot(&self) {
+        registry::give_up(&self.file, self.slot);
     }
 
     fn slot(&self) -> Option<u32> {

@@ -71,6 +71,14 @@ pub(crate) fn detach(region: &Region, slot: u32) {
     }
 }
 
+/// Gives up `slot`'s liveness lock without touching the store (one truncated under this
+/// process, which keeps its descriptor open while blocks of it are held): the next opener's
+/// recovery then reclaims the slot as a dead process's.
+pub(crate) fn give_up(file: &File, slot: u32) {
+    // An error leaves the lock to the descriptor's close, at the latest the process's exit.
+    let _ = sys::unlock_byte(file, LIVENESS_LOCK_BASE + u64::from(slot));
+}
+
 /// Whether the process in slot `tag - 1` is gone (or the tag names no slot at all).
 pub(crate) fn owner_dead(file: &File, tag: u32) -> bool {
     let slot = u64::from(tag).wrapping_sub(1);

@@ -55,6 +55,13 @@ fn describe_salvage(r: &SalvageReport) -> Vec<String> {
             n.kind, n.name, n.target
         ));
     }
+    for t in &r.lost_tables {
+        let names = t.names.map_or("an unknown number of".to_owned(), |n| n.to_string());
+        lines.push(format!(
+            "lost the {} at {:#x}, and with it {names} name(s): it could not be read",
+            t.kind, t.offset
+        ));
+    }
     if r.key_restored {
         lines.push("the store's key was damaged: restored from the blocks' check words".to_owned());
     }

@@ -157,6 +157,11 @@ impl Clone for HeapRef {
 impl Drop for HeapRef {
     fn drop(&mut self) {
         if self.0.lives.users.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if self.0.lost() {
+                // Blocks of a lost heap may keep it (and its descriptor) until the process
+                // exits (`release_owner_lost`): its slot goes to the next opener now.
+                self.0.backing.give_up_slot();
+            }
             // Our own `Arc` count keeps the heap alive through this.
             self.0.lives.orphan();
         }

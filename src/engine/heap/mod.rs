@@ -24,6 +24,7 @@ mod durable;
 pub(crate) mod family;
 pub(crate) mod holds;
 pub(crate) mod links;
+mod lost;
 mod purge;
 mod raw;
 mod recovering;
@@ -58,6 +59,10 @@ pub(crate) trait Backing: Send + Sync {
     fn check_length(&self, _region: &Region) -> Result<()> {
         Ok(())
     }
+    /// The store file's length now (`None`: memory that is not a store's file).
+    fn file_len(&self) -> Option<u64> {
+        None
+    }
     /// Whether the lock holder tagged `tag` is dead.
     fn owner_dead(&self, tag: u32) -> bool;
     /// Whether other processes share the memory (selects shared or private futexes).
@@ -78,6 +83,10 @@ pub(crate) trait Backing: Send + Sync {
     /// Leaves the store (under the lock, before the memory goes away); nothing for a backing
     /// that never attached.
     fn detach(&self, _region: &Region) {}
+    /// Gives up this process's registry slot without touching the store (a lost heap whose
+    /// last user went while blocks keep it, `Heap::lost`); nothing for a backing that holds
+    /// none.
+    fn give_up_slot(&self) {}
     /// This process's registry slot, for stores shared between processes; `None` for a
     /// backing that holds none (in-process memory, a copy, a read-only mapping).
     fn slot(&self) -> Option<u32> {
@@ -147,6 +156,9 @@ pub(crate) struct Heap {
     /// (`cache/exchange.rs`): a stack word naming this process while none does was left by
     /// damage.
     pub(crate) exchange_held: crate::sync::AtomicUsize,
+    /// The file's length when a truncation was seen (`Error::Truncated`), plus one; 0 while
+    /// none was. From then on nothing here touches the store (`Heap::lost`).
+    lost: AtomicU64,
 }
 
 /// How a heap may touch its memory.
@@ -248,6 +260,7 @@ impl Heap {
             slabs: None,
             purges: None,
             exchange_held: Default::default(),
+            lost: AtomicU64::new(0),
         })
     }
 
@@ -379,6 +392,9 @@ impl Heap {
     /// process reachable. With the lock word it was taken from if its holder had died (the
     /// caller owes a recovery, and gives the word back if that fails).
     pub(crate) fn lock_as_is(&self) -> Result<(Guard<'_>, Option<u32>)> {
+        if let Some(e) = self.lost_error() {
+            return Err(e);
+        }
         if let Access::ReadOnly(path) = &self.access {
             return Err(Error::ReadOnly { path: path.clone() });
         }
@@ -404,7 +420,7 @@ impl Heap {
         if let Some(was) = was {
             guard.restore_on_drop(was); // until the caller's repair succeeds
                                         // The repair reads what the dead holder left, anywhere in the heap.
-            self.backing.check_length(&self.region)?;
+            self.check_length()?;
         }
         self.follow_growth()?;
         guard.give_back.set(None);
@@ -416,7 +432,7 @@ impl Heap {
     pub(crate) fn follow_growth(&self) -> Result<()> {
         let cap = self.region.load(SB_CAPACITY)?;
         if cap > self.region.limit() {
-            self.backing.refresh(&self.region, cap)?;
+            self.backing.refresh(&self.region, cap).inspect_err(|e| self.note_lost(e))?;
         }
         Ok(())
     }
@@ -454,7 +470,7 @@ impl Heap {
     /// any error).
     #[inline]
     fn take_cached(&self, len: u64, slot: bool) -> Option<(u64, u64)> {
-        if len >= crate::engine::heap::cache::CLASS_LIMIT {
+        if len >= crate::engine::heap::cache::CLASS_LIMIT || self.lost() {
             return None;
         }
         let c = self.cache()?;
@@ -664,7 +680,7 @@ impl Heap {
     pub(crate) fn grow_for(&self, len: u64, align_log2: u32) -> Result<()> {
         // Growth reads the heap's last block, and would extend a truncated file with zeros
         // where the lost pages were.
-        self.backing.check_length(&self.region)?;
+        self.check_length()?;
         let max = self.max_size()?;
         let core = self.core();
         let cap = core.capacity()?;
@@ -675,9 +691,10 @@ impl Heap {
             return Err(out);
         }
         // Doubling, or what the request needs beyond the free tail if that is more.
-        let step = (room - tail.min(room)).max(cap);
-        let new_cap = cap.saturating_add(step).checked_next_multiple_of(PAGE_SIZE).unwrap_or(max).min(max);
-        self.backing.grow(&self.region, new_cap).map_err(|e| match e {
+        let need = room - tail.min(room);
+        let to =
+            |step: u64| cap.saturating_add(step).checked_next_multiple_of(PAGE_SIZE).unwrap_or(max).min(max);
+        let new_cap = self.grow_to(cap, to(need.max(cap)), to(need)).map_err(|e| match e {
             Error::OutOfSpace { disk_full, .. } => {
                 Error::OutOfSpace { requested: len, max_size: max, disk_full }
             }
@@ -685,6 +702,22 @@ impl Heap {
         })?;
         self.core().extend(new_cap)?;
         self.region.store(SB_GROWTHS, self.region.load(SB_GROWTHS)?.wrapping_add(1))
+    }
+
+    /// Makes the store (`cap` bytes now) `new_cap` bytes long, or `least` (at most `new_cap`:
+    /// what the request needs beyond the free tail) if the disk, a quota or the file size limit
+    /// has no room for `new_cap`, so that `disk_full` means even the least growth that serves
+    /// the request failed. None is tried when the tail holds the request already (`least` is
+    /// `cap`: the good-fit search skipped it, the exact search after `OutOfSpace` finds it).
+    /// Returns the capacity reached.
+    fn grow_to(&self, cap: u64, new_cap: u64, least: u64) -> Result<u64> {
+        let grown = match self.backing.grow(&self.region, new_cap) {
+            Err(Error::OutOfSpace { disk_full: true, .. }) if cap < least && least < new_cap => {
+                self.backing.grow(&self.region, least).map(|()| least)
+            }
+            other => other.map(|()| new_cap),
+        };
+        grown.inspect_err(|e| self.note_lost(e))
     }
 
     // ---- resize -----------------------------------------------------------------------
@@ -791,6 +824,11 @@ impl Drop for Heap {
     fn drop(&mut self) {
         table::unregister(self.index);
         if self.abandoned || !matches!(self.access, Access::Normal) {
+            return;
+        }
+        // A truncation this process did not notice would make the drain below die of SIGBUS:
+        // one `fstat` first. A lost heap leaves its slot to the next opener's recovery.
+        if self.lost() || self.check_length().is_err() {
             return;
         }
         let Ok(g) = self.lock() else { return };

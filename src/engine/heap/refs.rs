@@ -45,7 +45,12 @@ impl Heap {
         // The header is not read: the handle's size is the proof of the lending (a word that a
         // damaged store changed meanwhile changes nothing here).
         // `park_or_free_sized` for a default-aligned block, written out so that the stack
-        // push inlines into the caller's drop.
+        // push inlines into the caller's drop. A lost heap parks nothing: the block stays
+        // parked in the store for the next opener's recovery.
+        if self.lost() {
+            // SAFETY: the caller's contract.
+            return unsafe { family_ends(NonNull::from(self)) };
+        }
         if let Some(c) = self.cache() {
             if c.put(self, off, size, is_slot(off)) || c.defer(self, off, size) {
                 // Nothing touches the heap after this: the ending may let it go.
@@ -63,6 +68,9 @@ impl Heap {
     #[inline]
     pub(crate) fn release_owner(&self, off: u64) -> bool {
         let Some(word) = self.rc_ref(off) else { return false };
+        if self.lost() {
+            return self.release_owner_lost(off, word);
+        }
         let sole = rc::fresh(u64::from(self.tag));
         if word.load(Ordering::Acquire) == sole {
             // The only reference, never published: nobody else can change the word now (no
@@ -207,6 +215,9 @@ impl Heap {
     /// A slot is published here outright ([`Heap::publish_slot_locked`]), which fails when the
     /// store has no room for its span's publication page.
     pub(crate) fn settle(&self, off: u64, len: u64, publish: bool) -> Result<()> {
+        if let Some(e) = self.lost_error() {
+            return Err(e); // the header may be in a lost page
+        }
         if rc::published(self.rc(off)) {
             return Ok(());
         }

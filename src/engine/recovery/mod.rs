@@ -177,8 +177,19 @@ fn salvage_frozen(
     let gone = |h: &crate::engine::holders::Holder| plan.dropped.iter().any(|r| r.holder == *h);
     let renamed = plan.renamed.iter().filter(|(h, _)| !gone(h)).map(|(_, n)| n.clone()).collect();
     let key_restored = plan.new_key.is_some();
+    let lost_tables = sessions.iter().flat_map(|s| s.lost_tables()).collect();
     let recovery = plan.apply(heap, g, sessions)?;
-    Ok(SalvageReport { recovery, quarantined, dropped, bordering, renamed, renewed, resized, key_restored })
+    Ok(SalvageReport {
+        recovery,
+        quarantined,
+        dropped,
+        bordering,
+        renamed,
+        renewed,
+        resized,
+        key_restored,
+        lost_tables,
+    })
 }
 
 /// A reference as a report names it: its kind and its root's or channel's name as far as it
