@@ -570,10 +570,7 @@ fn a_stop_from_the_terminal_never_stops_a_tool_holding_the_lock() {
 fn a_reader_who_cannot_lock_a_busy_store_shows_no_damage_that_is_not_there() {
     use std::os::unix::fs::PermissionsExt;
     let Some((uid, gid)) = common::nobody() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let tool = dir.path().join("mmheap");
-    std::fs::copy(env!("CARGO_BIN_EXE_mmheap"), &tool).unwrap();
+    let (dir, tool) = tool_for_nobody();
     let path = dir.path().join("busy.mmheap");
     let m = std::sync::Arc::new(MappedManager::create(&path, &Options::new().max_size(64 << 20)).unwrap());
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -644,12 +641,8 @@ fn a_reader_who_cannot_lock_a_busy_store_shows_no_damage_that_is_not_there() {
 /// otherwise.
 #[test]
 fn a_store_that_cannot_be_opened_is_named() {
-    use std::os::unix::fs::PermissionsExt;
     let Some((uid, gid)) = common::nobody() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let tool = dir.path().join("mmheap");
-    std::fs::copy(env!("CARGO_BIN_EXE_mmheap"), &tool).unwrap();
+    let (dir, tool) = tool_for_nobody();
     let path = dir.path().join("private.mmheap");
     drop(MappedManager::create(&path, &Options::new().max_size(1 << 20)).unwrap());
     for cmd in ["stat", "check", "recover"] {
@@ -665,4 +658,15 @@ fn a_store_that_cannot_be_opened_is_named() {
         let said = format!("cannot open {}: Permission denied", path.display());
         assert!(text.contains(&said), "{cmd}: {text}");
     }
+}
+
+/// A directory `nobody` may enter, holding a copy of the tool it may run (the build directory
+/// may be closed to other users).
+fn tool_for_nobody() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tool = dir.path().join("mmheap");
+    std::fs::copy(env!("CARGO_BIN_EXE_mmheap"), &tool).unwrap();
+    (dir, tool)
 }
