@@ -268,10 +268,10 @@ impl Session for RootSession {
             return Ok(());
         }
         let Some(dir) = &self.dir else {
-            return heap.region.store(SB_ROOT_TABLE, 0);
+            return forget_table(heap);
         };
         if dropped.iter().any(|r| r.holder.entry == TABLE_ENTRY) {
-            return heap.region.store(SB_ROOT_TABLE, 0);
+            return forget_table(heap);
         }
         let entries: Vec<Reference> =
             dropped.iter().copied().filter(|r| r.holder.entry != TABLE_ENTRY).collect();
@@ -286,10 +286,25 @@ impl Session for RootSession {
             let dropped = entries.len() as u64;
             heap.region.store(at + ROOT_TABLE_USED, self.counts.0 - dropped.min(self.counts.0))?;
             heap.region.store(at + ROOT_TABLE_EMPTIED, self.counts.1 + dropped)?;
-            for i in 0..ROOTS.count() {
-                ROOTS.set_target(heap, i, 0)?;
-            }
+            clear_fixed(heap)?;
         }
         Ok(())
     }
+}
+
+/// Salvage: a roots table that could not be read, or whose block is gone, is forgotten, and
+/// the roots with it. The fixed directory is cleared too: it holds the leftovers of the move
+/// into the table, never counted as references, which would otherwise read as the roots (the
+/// open fuzz target found a salvaged store whose check then found them malformed).
+fn forget_table(heap: &Heap) -> Result<()> {
+    heap.region.store(SB_ROOT_TABLE, 0)?;
+    clear_fixed(heap)
+}
+
+/// Empties every entry of the fixed directory (the roots' home before a table held them).
+fn clear_fixed(heap: &Heap) -> Result<()> {
+    for i in 0..ROOTS.count() {
+        ROOTS.set_target(heap, i, 0)?;
+    }
+    Ok(())
 }
