@@ -705,9 +705,18 @@ impl Heap {
     /// their cells say (read without the lock: a value being changed is off by one block at
     /// most; read from the store, so only a report, never trusted further).
     pub(crate) fn parked_in(&self, table: u64) -> Result<(u64, u64)> {
+        // `table` was read from the store: the cells' offsets are checked before one is formed.
+        let first = table
+            .checked_add(HEADER_SIZE)
+            .and_then(|p| p.checked_next_multiple_of(CELL_SIZE))
+            .filter(|f| f.checked_add(CELLS * CELL_SIZE).is_some())
+            .ok_or(crate::error::Error::Corrupt {
+                what: "cache counter table out of range",
+                offset: table,
+            })?;
         let (mut bytes, mut blocks) = (0u64, 0u64);
         for i in 0..CELLS {
-            let cell = cells_of(table) + i * CELL_SIZE;
+            let cell = first + i * CELL_SIZE;
             bytes = bytes.wrapping_add(self.region.load(cell)?);
             blocks = blocks.wrapping_add(self.region.load(cell + 8)?);
         }
