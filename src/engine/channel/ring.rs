@@ -236,7 +236,11 @@ pub(crate) fn forget_endpoints(heap: &Heap, dead: &[u64]) -> Result<()> {
     for ring in named_rings(heap) {
         for &slot in dead {
             for field in [RING_SENDERS, RING_RECEIVERS] {
-                let word = ring + HEADER_SIZE + field + 8 * (slot / 64);
+                // `ring` was read from the store: an offset whose words lie past the end is an
+                // error, as one out of range is.
+                let word = ring
+                    .checked_add(HEADER_SIZE + field + 8 * (slot / 64))
+                    .ok_or_else(|| Error::corrupt("channel ring out of range", ring))?;
                 heap.region.store(word, heap.region.load(word)? & !(1 << (slot % 64)))?;
             }
         }
