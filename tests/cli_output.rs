@@ -606,13 +606,7 @@ fn a_reader_who_cannot_lock_a_busy_store_shows_no_damage_that_is_not_there() {
             pause.store(2000, std::sync::atomic::Ordering::Relaxed);
         }
         for cmd in ["stat", "roots", "dump", "check"] {
-            let o = Command::new("setpriv")
-                .args([format!("--reuid={uid}"), format!("--regid={gid}")])
-                .args(["--clear-groups", "--"])
-                .arg(&tool)
-                .args([cmd, path.to_str().unwrap()])
-                .output()
-                .unwrap();
+            let o = as_user((&uid, &gid), &tool, cmd, &path);
             let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
             assert!(code(&o) != 1, "round {round}, {cmd}: exit 1\n{out}{err}");
             let torn = out.contains("damaged") || out.contains("does not walk") || err.contains("corrupt");
@@ -626,13 +620,7 @@ fn a_reader_who_cannot_lock_a_busy_store_shows_no_damage_that_is_not_there() {
     churners.into_iter().for_each(|c| c.join().unwrap());
     println!("exits while the store was written: {exits:?}");
     // Quiet now: the reader's copy is settled, and sound.
-    let o = Command::new("setpriv")
-        .args([format!("--reuid={uid}"), format!("--regid={gid}")])
-        .args(["--clear-groups", "--"])
-        .arg(&tool)
-        .args(["check", path.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let o = as_user((&uid, &gid), &tool, "check", &path);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
 
@@ -646,13 +634,7 @@ fn a_store_that_cannot_be_opened_is_named() {
     let path = dir.path().join("private.mmheap");
     drop(MappedManager::create(&path, &Options::new().max_size(1 << 20)).unwrap());
     for cmd in ["stat", "check", "recover"] {
-        let o = Command::new("setpriv")
-            .args([format!("--reuid={uid}"), format!("--regid={gid}")])
-            .args(["--clear-groups", "--"])
-            .arg(&tool)
-            .args([cmd, path.to_str().unwrap()])
-            .output()
-            .unwrap();
+        let o = as_user((&uid, &gid), &tool, cmd, &path);
         let text = stderr(&o);
         assert_eq!(code(&o), 2, "{cmd}: {text}");
         let said = format!("cannot open {}: Permission denied", path.display());
@@ -669,4 +651,15 @@ fn tool_for_nobody() -> (tempfile::TempDir, PathBuf) {
     let tool = dir.path().join("mmheap");
     std::fs::copy(env!("CARGO_BIN_EXE_mmheap"), &tool).unwrap();
     (dir, tool)
+}
+
+/// Runs the tool's `cmd` on `path` as the user and group `who` (with `setpriv`).
+fn as_user(who: (&str, &str), tool: &Path, cmd: &str, path: &Path) -> Output {
+    Command::new("setpriv")
+        .args([format!("--reuid={}", who.0), format!("--regid={}", who.1)])
+        .args(["--clear-groups", "--"])
+        .arg(tool)
+        .args([cmd, path.to_str().unwrap()])
+        .output()
+        .unwrap()
 }
