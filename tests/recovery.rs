@@ -43,6 +43,7 @@ fn main() {
             Trial::test("a_queued_small_message_left_unpublished_is_renewed", unpublished_message),
             Trial::test("a_size_cut_short_by_less_than_a_block_is_given_back", size_cut_short),
             Trial::test("a_damaged_store_key_is_restored_from_the_check_words", damaged_key),
+            Trial::test("a_generation_counter_out_of_range_is_set_again", damaged_counter),
             Trial::test("a_damaged_ring_tail_is_refused_then_repaired", damaged_tail),
         ]
     });
@@ -746,6 +747,21 @@ fn damaged_key() -> Result<(), Failed> {
         )?;
         let now = u64::from_le_bytes(std::fs::read(&s.path)?[SB_KEY as usize..][..8].try_into()?);
         ensure(now == key, "the key is back")?;
+        small_intact(&s.path)?;
+    }
+    Ok(())
+}
+
+/// The superblock's generation counter 0 or beyond what a slot's record holds: `check` says
+/// so, recovery refuses, salvage sets it above every sealed generation and says so.
+fn damaged_counter() -> Result<(), Failed> {
+    for bad in [0u64, 1 << 56, u64::MAX] {
+        let s = small_store()?;
+        poke(&s.path, SB_NEXT_GEN, &bad.to_le_bytes())?;
+        let found = Snapshot::take(&s.path)?.check()?;
+        ensure(found.problems.iter().any(|p| p.offset == SB_NEXT_GEN), format!("check: {found:?}"))?;
+        let report = refuse_then_salvage(&s.path)?;
+        ensure(report.generation_counter_restored && report.found_damage(), format!("{report:?}"))?;
         small_intact(&s.path)?;
     }
     Ok(())

@@ -87,6 +87,10 @@ pub struct SalvageReport {
     /// Whether the store's key (in the superblock) was damaged and was given back from the
     /// blocks' check words, which all seal it.
     pub key_restored: bool,
+    /// Whether the store's generation counter (in the superblock) was out of range and was
+    /// set again, above every generation a check word or a slot's record seals. Unpublished
+    /// blocks lose their old generations (they get new ones when they are published).
+    pub generation_counter_restored: bool,
     /// Name tables that could not be read (damaged, or in a range a truncation took): every
     /// root or channel they named is gone with them, and is in no other list here.
     pub lost_tables: Vec<LostTable>,
@@ -114,6 +118,7 @@ impl SalvageReport {
             || !self.renewed.is_empty()
             || !self.resized.is_empty()
             || self.key_restored
+            || self.generation_counter_restored
             || !self.lost_tables.is_empty()
     }
 }

@@ -65,6 +65,11 @@ fn describe_salvage(r: &SalvageReport) -> Vec<String> {
     if r.key_restored {
         lines.push("the store's key was damaged: restored from the blocks' check words".to_owned());
     }
+    if r.generation_counter_restored {
+        lines.push(
+            "the store's generation counter was out of range: set above every sealed generation".to_owned(),
+        );
+    }
     if !r.found_damage() {
         lines.push("no damage found".to_owned());
     }

@@ -138,6 +138,12 @@ impl Core<'_> {
         {
             rep.flag("quarantine counters disagree with the blocks", SB_QUARANTINE_BYTES);
         }
+        // Generations must fit a slot's page record (`recover` refuses a counter beyond that,
+        // salvage sets it again).
+        let next_gen = self.read(SB_NEXT_GEN)?;
+        if next_gen == 0 || next_gen > crate::engine::core::span::PAGE_GEN_MASK {
+            rep.flag("generation counter out of range", SB_NEXT_GEN);
+        }
         if self.read(SB_GROW_FROM)? != 0 {
             rep.flag("growth left unfinished", SB_GROW_FROM);
         }

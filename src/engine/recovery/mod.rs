@@ -177,6 +177,7 @@ fn salvage_frozen(
     let gone = |h: &crate::engine::holders::Holder| plan.dropped.iter().any(|r| r.holder == *h);
     let renamed = plan.renamed.iter().filter(|(h, _)| !gone(h)).map(|(_, n)| n.clone()).collect();
     let key_restored = plan.new_key.is_some();
+    let generation_counter_restored = plan.counter_restored;
     let lost_tables = sessions.iter().flat_map(|s| s.lost_tables()).collect();
     let recovery = plan.apply(heap, g, sessions)?;
     Ok(SalvageReport {
@@ -188,6 +189,7 @@ fn salvage_frozen(
         renewed,
         resized,
         key_restored,
+        generation_counter_restored,
         lost_tables,
     })
 }

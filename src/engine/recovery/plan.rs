@@ -67,9 +67,13 @@ pub(crate) struct Plan {
     /// damaged; for salvage, any a check word seals: see `Plan::make`).
     gen_limit: u64,
     /// An unpublished block's generation at or above this was never issued by the counter as
-    /// read (the store's next generation, unless that was damaged): it names nothing, and is
-    /// zeroed.
+    /// read (the store's next generation): it names nothing, and is zeroed. If the counter was
+    /// damaged, every unpublished block's generation is (1): the counter salvage sets again is
+    /// known only after the scan, and an unpublished block needs none (it gets a new one when
+    /// it is published).
     stale_limit: u64,
+    /// Salvage: the store's generation counter was out of range and was set again.
+    pub(crate) counter_restored: bool,
     /// Salvage: pages given back to their spans, (page header, span payload): the page's
     /// pointer to its span is written again.
     pub(crate) page_spans: Vec<(u64, u64)>,
@@ -141,6 +145,7 @@ impl Plan {
             next_gen,
             gen_limit: next_gen,
             stale_limit: next_gen,
+            counter_restored: false,
             page_spans: Vec::new(),
             retags: Vec::new(),
             publish: Vec::new(),
@@ -157,15 +162,18 @@ impl Plan {
             plan.damage("generation counter out of range", SB_NEXT_GEN)?;
             plan.next_gen = 1;
             plan.gen_limit = PAGE_GEN_MASK;
-            plan.stale_limit = PAGE_GEN_MASK;
+            plan.stale_limit = 1;
+            plan.counter_restored = true;
         }
         // Salvage takes a generation at or above the counter as the counter's fault, not the
         // block's (or slot's), when the block's check word seals it (for a slot, its record is
         // well formed): a power loss keeps a header written after a flush and not the
         // superblock's counter. Such blocks anchor the tiling and keep their records; the
         // counter is raised above them (`check_blocks`).
+        // The counter it then sets must be in range too: a generation of `PAGE_GEN_MASK` or
+        // more is the generation's fault.
         if mode == Mode::Salvage {
-            plan.gen_limit = PAGE_GEN_MASK + 1;
+            plan.gen_limit = PAGE_GEN_MASK;
         }
         let mut candidates = Vec::new();
         for session in sessions.iter_mut() {
