@@ -7,8 +7,9 @@
 //! The fair form of that property: for a root whose block has a header of its own (slots are
 //! not covered: their span's header and publication page would have to be left alone too), if
 //! no mutation touched the superblock (`0..512`: the key the check words fold in, the roots
-//! table pointer, the sizes), the fixed roots directory (`16384..32768`, where the template's
-//! roots are) or the block outside its payload (its header, its trailer), then after a
+//! table pointer, the sizes), the roots' directory (the fixed one at `16384..32768`, and the
+//! roots table block the superblock names, where the template's roots are: header and
+//! entries) or the block outside its payload (its header, its trailer), then after a
 //! recovery or a salvage that succeeded the root still names that block, at the same offset and
 //! length, and its payload is byte-identical to what the mutated file held (a mutation of the
 //! payload itself is data, which no repair may change). The registry, hold tables, free lists,
@@ -17,7 +18,7 @@
 use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
-use mmheap::format::{HEADER_SIZE, ROOTS_OFFSET, ROOT_COUNT, ROOT_SIZE, SUPERBLOCK_SIZE};
+use mmheap::format::{HEADER_SIZE, ROOTS_OFFSET, ROOT_COUNT, ROOT_SIZE, SB_ROOT_TABLE, SUPERBLOCK_SIZE};
 use mmheap::inspect::{BlockKind, Snapshot};
 use mmheap::{MappedManager, MemoryManager, Options, SharedVec};
 
@@ -45,6 +46,8 @@ pub struct Template {
     /// Offsets worth hitting: block headers, tables.
     anchors: Vec<u64>,
     rooted: Vec<Rooted>,
+    /// The roots table block (header offset, size), `(0, 0)` if the store has none.
+    roots_table: (u64, u64),
 }
 
 /// The populated store, built once per process (deterministic but for the store's random key
@@ -109,7 +112,9 @@ fn build() -> Template {
             Some(Rooted { name: r.name, header: r.offset, size: b.size, len: r.len })
         })
         .collect();
-    Template { bytes, anchors, rooted }
+    let table = u64::from_le_bytes(bytes[SB_ROOT_TABLE as usize..][..8].try_into().expect("8 bytes"));
+    let roots_table = blocks.iter().find(|b| b.id == table).map_or((0, 0), |b| (b.offset, b.size));
+    Template { bytes, anchors, rooted, roots_table }
 }
 
 /// Applies `m` to `bytes`; returns the range it touched.
@@ -155,7 +160,8 @@ pub fn run(data: &[u8]) {
 fn assert_intact(t: &Template, bytes: &[u8], touched: &[(u64, u64)], path: &std::path::Path, what: &str) {
     let hit = |a: u64, b: u64| touched.iter().any(|&(x, y)| x < b && a < y);
     let roots_dir = (ROOTS_OFFSET, ROOTS_OFFSET + ROOT_COUNT * ROOT_SIZE);
-    if hit(0, SUPERBLOCK_SIZE) || hit(roots_dir.0, roots_dir.1) {
+    let table = (t.roots_table.0, t.roots_table.0 + t.roots_table.1);
+    if hit(0, SUPERBLOCK_SIZE) || hit(roots_dir.0, roots_dir.1) || hit(table.0, table.1) {
         return;
     }
     let snap = Snapshot::take(path).expect("a repaired store loads");
