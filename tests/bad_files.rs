@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{apply, copy_store, fixture, recipes, Edit};
-use mmheap::format::{FORMAT_VERSION, SB_VERSION, SLOT_MARK};
+use mmheap::format::{
+    FORMAT_VERSION, HEADER_SIZE, ROOT_TABLE_EMPTIED, ROOT_TABLE_USED, SB_ROOT_TABLE, SB_VERSION, SLOT_MARK,
+};
 use mmheap::{Error, MappedManager, MemoryManager, Options};
 
 /// The first format's golden store: no spans (its small roots have headers).
@@ -207,4 +209,42 @@ fn create_refuses_an_existing_path_and_sets_mode_0600() {
     assert_eq!(std::fs::metadata(&other).unwrap().permissions().mode() & 0o777, 0o640);
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).collect();
     assert_eq!(leftovers.len(), 2, "no temporary files left behind");
+}
+
+fn read_u64(path: &Path, at: u64) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    u64::from_le_bytes(bytes[at as usize..at as usize + 8].try_into().unwrap())
+}
+
+/// A roots table's counts of used and emptied entries are read from the store: counts too
+/// large to add up (a flip, a hostile file) make the table full, so the next new root grows it
+/// (which counts its entries again), never an overflow.
+#[test]
+fn a_roots_table_with_counts_too_large_to_add_grows() {
+    for (used, emptied) in [(u64::MAX, 0), (u64::MAX / 2, u64::MAX / 2), (1 << 62, 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.mmheap");
+        {
+            let m = MappedManager::create(&path, &Options::new()).unwrap();
+            let b = m.allocate(10).unwrap();
+            m.set_root("first", &b).unwrap();
+        }
+        let table = read_u64(&path, SB_ROOT_TABLE);
+        assert_ne!(table, 0, "the first root made a table");
+        apply(
+            &path,
+            &[
+                Edit::Set64(table + HEADER_SIZE + ROOT_TABLE_USED, used),
+                Edit::Set64(table + HEADER_SIZE + ROOT_TABLE_EMPTIED, emptied),
+            ],
+        );
+        let m = MappedManager::open(&path).unwrap();
+        let b = m.allocate(20).unwrap();
+        m.set_root("second", &b).unwrap();
+        assert_ne!(read_u64(&path, SB_ROOT_TABLE), table, "{used:#x} {emptied:#x}: the table grew");
+        assert_eq!(m.root("first").unwrap().map(|b| b.len()), Some(10));
+        assert_eq!(m.root("second").unwrap().map(|b| b.len()), Some(20));
+        drop(b);
+        assert!(m.check().unwrap().is_sound(), "{used:#x} {emptied:#x}");
+    }
 }

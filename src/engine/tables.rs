@@ -117,8 +117,11 @@ impl NameTable {
         let at = payload_of(block);
         let (used, emptied) =
             (heap.region.load(at + ROOT_TABLE_USED)?, heap.region.load(at + ROOT_TABLE_EMPTIED)?);
-        // At most three quarters taken, emptied entries counted (they lengthen probes).
-        if (used + emptied + 1) * 4 <= capacity * 3 {
+        // At most three quarters taken, emptied entries counted (they lengthen probes). The
+        // counts were read from the store: one too large to add up makes the table full, and
+        // the growth below counts its entries again.
+        let taken = used.saturating_add(emptied).saturating_add(1).saturating_mul(4);
+        if taken <= capacity * 3 {
             return Ok(self.directory_at(block, capacity));
         }
         let old = self.directory_at(block, capacity);
