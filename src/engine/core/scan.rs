@@ -267,7 +267,7 @@ impl Core<'_> {
             self.store(p + SPAN_FREE_HEAD, head);
             self.store(p + SPAN_USED, used);
             if used < n {
-                self.link_span(p, class);
+                self.link_span(p, class)?;
             }
             live += used;
             slot_bytes += used * class;

@@ -138,7 +138,7 @@ impl Core<'_> {
         // The commit point: until the flag is set a walk sees a used block nobody holds (which
         // recovery frees), after it a span with no slot in use.
         self.set_tag(c.offset, self.tag_at(c.offset).with(FLAG_SPAN));
-        self.link_span(p, class);
+        self.link_span(p, class)?;
         self.count_span_block(1, c.size);
         self.done(Some(p))
     }
@@ -178,7 +178,7 @@ impl Core<'_> {
             return Err(Error::corrupt("full span on its class's list", p));
         };
         if used + 1 >= n {
-            self.unlink_span(p, class);
+            self.unlink_span(p, class)?;
         }
         self.store(p + SPAN_USED, used + 1);
         self.account_slots(1, class as i64);
@@ -207,7 +207,7 @@ impl Core<'_> {
         self.store(p + SPAN_USED, used - k);
         self.account_slots(-(k as i64), -((k * class) as i64));
         if used == n && k > 0 {
-            self.link_span(p, class);
+            self.link_span(p, class)?;
         }
         let alone = self.load(p + SPAN_PREV) == 0 && self.load(p + SPAN_NEXT) == 0;
         let emptied = used == k && k > 0 && !alone;
@@ -219,7 +219,7 @@ impl Core<'_> {
 
     /// Frees an empty span (on its class's list) and its publication page.
     fn free_span(&self, p: u64, class: u64) -> Result<()> {
-        self.unlink_span(p, class);
+        self.unlink_span(p, class)?;
         if let Some(page) = self.page_of(p)? {
             self.store(p + SPAN_PAGE, 0);
             let size = self.free(page - HEADER_SIZE)?;
@@ -337,19 +337,28 @@ impl Core<'_> {
         Ok(())
     }
 
-    pub(super) fn link_span(&self, p: u64, class: u64) {
+    pub(super) fn link_span(&self, p: u64, class: u64) -> Result<()> {
         let head = list_head(class);
         let first = self.load(head);
+        // Read from the store: checked before a word of it is formed (as free lists' links are).
+        if first != 0 {
+            self.span_of_class(first, class)?;
+        }
         self.store(p + SPAN_PREV, 0);
         self.store(p + SPAN_NEXT, first);
         if first != 0 {
             self.store(first + SPAN_PREV, p);
         }
         self.store(head, p);
+        Ok(())
     }
 
-    fn unlink_span(&self, p: u64, class: u64) {
+    fn unlink_span(&self, p: u64, class: u64) -> Result<()> {
         let (prev, next) = (self.load(p + SPAN_PREV), self.load(p + SPAN_NEXT));
+        // Read from the store: checked before a word of either is formed, nothing written yet.
+        for link in [prev, next].into_iter().filter(|&l| l != 0) {
+            self.span_of_class(link, class)?;
+        }
         match prev {
             0 => self.store(list_head(class), next),
             _ => self.store(prev + SPAN_NEXT, next),
@@ -359,6 +368,7 @@ impl Core<'_> {
         }
         self.store(p + SPAN_PREV, 0);
         self.store(p + SPAN_NEXT, 0);
+        Ok(())
     }
 
     /// Adds `slots` to the slots in use and `bytes` to their bytes.
