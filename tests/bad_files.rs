@@ -13,7 +13,8 @@ mod common;
 
 use common::{apply, copy_store, fixture, recipes, Edit};
 use mmheap::format::{
-    FORMAT_VERSION, HEADER_SIZE, ROOT_TABLE_EMPTIED, ROOT_TABLE_USED, SB_ROOT_TABLE, SB_VERSION, SLOT_MARK,
+    FORMAT_VERSION, HEADER_SIZE, ROOT_TABLE_EMPTIED, ROOT_TABLE_USED, SB_ROOT_TABLE, SB_SPAN_LISTS,
+    SB_VERSION, SLOT_MARK, SPAN_SIZE, SPAN_USED,
 };
 use mmheap::{Error, MappedManager, MemoryManager, Options};
 
@@ -247,4 +248,32 @@ fn a_roots_table_with_counts_too_large_to_add_grows() {
         drop(b);
         assert!(m.check().unwrap().is_sound(), "{used:#x} {emptied:#x}");
     }
+}
+
+/// The head of a list of spans is read from the store: a slot freed from a full span links the
+/// span at the head of its list, and a head past the end is refused there (the store is
+/// damaged), never an overflow forming the offset of its back link.
+#[test]
+fn a_span_list_head_past_the_end_is_refused_when_a_full_span_is_linked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.mmheap");
+    let id = {
+        let m = MappedManager::create(&path, &Options::new()).unwrap();
+        let b = m.allocate(10).unwrap();
+        m.set_root("slot", &b).unwrap();
+        b.handle().offset
+    };
+    assert_eq!(id & 15, SLOT_MARK, "a 10-byte block is a slot");
+    // The span is full (2726 16-byte slots), so freeing one links it; the 16-byte list's head
+    // is hit.
+    let span = id & !(SPAN_SIZE - 1);
+    apply(&path, &[Edit::Set64(span + SPAN_USED, 2726), Edit::Set64(SB_SPAN_LISTS, 0xffff_ffff_ffff_fff0)]);
+    {
+        let m = MappedManager::open(&path).unwrap();
+        let b = m.root("slot").unwrap().expect("the root is there");
+        let _ = m.remove_root("slot");
+        drop(b);
+        assert!(!m.check().unwrap().is_sound(), "the damage is reported");
+    }
+    let _ = MappedManager::salvage(&path);
 }
