@@ -154,7 +154,7 @@ impl MemoryBlock {
     }
 }
 
-thread_local! {
+crate::sync::thread_local! {
     /// The guarded areas this thread holds the lock of: (the store's key, the lock word's
     /// offset), the same in every mapping of a store.
     static HELD: std::cell::RefCell<Vec<(u64, u64)>> = const { std::cell::RefCell::new(Vec::new()) };

@@ -31,6 +31,67 @@ pub(crate) use std::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, Atomic
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64};
 
+/// `thread_local!`: `std`'s, or under `--cfg loom` `loom`'s, whose values are per model thread
+/// (`loom` runs every model thread on one OS thread, so `std`'s would be shared between them).
+/// State the protocols keep per thread (the store lock's holder, thread caches and their
+/// claims, the slabs' fast word, faults, guarded areas held) is declared with it.
+#[cfg(not(loom))]
+pub(crate) use std::thread_local;
+
+/// `loom`'s `thread_local!` behind a [`ModelLocal`], taking `std`'s `const { ... }`
+/// initializers too (`loom`'s takes an expression, which in this edition's macros is not a
+/// `const` block).
+#[cfg(loom)]
+macro_rules! loom_thread_local {
+    () => {};
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = const { $init:expr }; $($rest:tt)*) => {
+        $crate::sync::thread_local!($(#[$attr])* $vis static $name: $t = $init; $($rest)*);
+    };
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = const { $init:expr }) => {
+        $crate::sync::thread_local!($(#[$attr])* $vis static $name: $t = $init);
+    };
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = $init:expr; $($rest:tt)*) => {
+        $crate::sync::thread_local!($(#[$attr])* $vis static $name: $t = $init);
+        $crate::sync::thread_local!($($rest)*);
+    };
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = $init:expr) => {
+        $(#[$attr])* $vis static $name: $crate::sync::ModelLocal<$t> = {
+            loom::thread_local!(static KEY: $t = $init);
+            $crate::sync::ModelLocal(&KEY, || $init)
+        };
+    };
+}
+#[cfg(loom)]
+pub(crate) use loom_thread_local as thread_local;
+
+/// A model thread's thread-local (`--cfg loom`). `loom` destroys all of a thread's
+/// thread-locals at once when it ends, so the destructor of one (a thread cache's claims, which
+/// take the store lock to give the cache back) would find the others gone, where `std`'s
+/// `const`-initialized ones without destructors stay usable: [`ModelLocal::with`] then gives
+/// the closure a new value.
+#[cfg(loom)]
+pub(crate) struct ModelLocal<T: 'static>(pub(crate) &'static loom::thread::LocalKey<T>, pub(crate) fn() -> T);
+
+#[cfg(loom)]
+impl<T: 'static> ModelLocal<T> {
+    /// As `LocalKey::with`, on a new value if the thread's is gone.
+    pub(crate) fn with<R>(&'static self, f: impl FnOnce(&T) -> R) -> R {
+        let mut f = Some(f);
+        match self.0.try_with(|v| f.take().map(|f| f(v))) {
+            Ok(Some(r)) => r,
+            _ => f.take().expect("not called yet")(&(self.1)()),
+        }
+    }
+
+    /// As `LocalKey::try_with`.
+    pub(crate) fn try_with<R>(
+        &'static self,
+        f: impl FnOnce(&T) -> R,
+    ) -> Result<R, loom::thread::AccessError> {
+        self.0.try_with(f)
+    }
+}
+
 /// Process-local atomics of the store words' widths: `std`'s in every
 /// build (a `static` needs a `const` `new`, which `loom`'s atomics have not).
 pub(crate) mod local {

@@ -18,7 +18,7 @@ use std::cell::Cell;
 #[derive(Debug)]
 pub(crate) struct Died;
 
-loom::thread_local! {
+crate::sync::thread_local! {
     /// Operations the thread may still make (`None`: no limit), and whether it died.
     static BUDGET: Cell<(Option<u64>, bool)> = Cell::new((None, false));
 }

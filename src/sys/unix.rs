@@ -295,6 +295,7 @@ pub(crate) fn heavy_barrier() -> bool {
 /// keys are set, up to `PTHREAD_DESTRUCTOR_ITERATIONS` rounds; a thread-local destructor
 /// registered at that point never runs). Every arming runs `hook` once. `false` if no key
 /// could be made.
+#[cfg_attr(loom, allow(dead_code))] // thread caches do not arm it in a model (`cache/claims.rs`)
 pub(crate) fn at_thread_exit(hook: extern "C" fn()) -> bool {
     static KEY: std::sync::OnceLock<Option<libc::pthread_key_t>> = std::sync::OnceLock::new();
     extern "C" fn run(hook: *mut libc::c_void) {

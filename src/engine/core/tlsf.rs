@@ -116,7 +116,7 @@ loom::lazy_static! {
     static ref SCRATCH32: AtomicU32 = AtomicU32::new(0);
 }
 
-thread_local! {
+crate::sync::thread_local! {
     /// Out-of-range accesses by cores on this thread (never reset: a core compares it with
     /// the count it was made at, so cores made inside another's operation do not hide its
     /// faults), and the offset of the last one.

@@ -193,7 +193,7 @@ pub(crate) struct Guard<'h> {
     give_back: std::cell::Cell<Option<u32>>,
 }
 
-thread_local! {
+crate::sync::thread_local! {
     /// The heap whose lock this thread holds, if any (our code never holds two at once). The
     /// global allocator reads it to avoid taking a lock its own thread holds.
     static LOCKED: std::cell::Cell<*const Heap> = const { std::cell::Cell::new(std::ptr::null()) };

@@ -32,12 +32,19 @@ impl Claims {
 
 impl Drop for Claims {
     fn drop(&mut self) {
+        // A model (`--cfg loom`) that failed drops its threads' thread-locals outside the model
+        // while it unwinds, where nothing of the model can be reached: the failure is the news.
+        #[cfg(loom)]
+        if std::thread::panicking() {
+            return;
+        }
         self.release();
     }
 }
 
 /// The exit hook (`sys::at_thread_exit`): gives back the claims if the thread-local's
 /// destructor has not (it has, and emptied them, unless it was registered too late to run).
+#[cfg_attr(loom, allow(dead_code))]
 extern "C" fn release_claims() {
     let _ = CLAIMS.try_with(|claims| {
         if let Ok(mut claims) = claims.try_borrow_mut() {
@@ -46,7 +53,7 @@ extern "C" fn release_claims() {
     });
 }
 
-thread_local! {
+crate::sync::thread_local! {
     /// The cache used last: (heap id, cache). Checked before anything else.
     static LAST: Cell<(u64, *const ThreadCache)> = const { Cell::new((0, std::ptr::null())) };
     static CLAIMS: RefCell<Claims> = const { RefCell::new(Claims(Vec::new())) };
@@ -93,11 +100,11 @@ impl Heap {
         // registers its destructor, which allocates inside the C library: when this crate is
         // `malloc` (the drop-in library) those allocations come back here. They are served
         // without a cache (`None`) rather than claim again, which would recurse.
-        if CLAIMING.replace(true) {
+        if CLAIMING.with(|c| c.replace(true)) {
             return None;
         }
         let p = self.claim_for_thread();
-        CLAIMING.set(false);
+        CLAIMING.with(|c| c.set(false));
         p
     }
 
@@ -111,6 +118,9 @@ impl Heap {
             let c = self.claim_cache()?;
             let p = Arc::as_ptr(&c);
             claims.0.push((self.id, c));
+            // A model thread's (`--cfg loom`) thread-locals die with it, and the hook would run
+            // at the OS thread's exit, outside any model, where `loom`'s cannot be reached.
+            #[cfg(not(loom))]
             crate::sys::at_thread_exit(release_claims);
             Some(p)
         });

@@ -33,7 +33,7 @@ static UNITS: AtomicUsize = AtomicUsize::new(0);
 mod word {
     use std::cell::Cell;
 
-    thread_local! {
+    crate::sync::thread_local! {
         static MINE: Cell<*const super::Local> = const { Cell::new(std::ptr::null()) };
     }
 
