@@ -16,12 +16,17 @@ use crate::engine::core::region::Region;
 use crate::sync::model::Died;
 use crate::sync::{AtomicUsize, Ordering};
 
+mod cache;
 mod lock;
 mod mutex;
+mod refs;
 mod ring;
 
 /// The preemption bound when `LOOM_MAX_PREEMPTIONS` is not set.
 const DEFAULT_PREEMPTIONS: usize = 2;
+/// The branches (atomic operations and other scheduling points) one execution may make when
+/// `LOOM_MAX_BRANCHES` is not set.
+const MAX_BRANCHES: usize = 1 << 17;
 
 /// Runs `f` under `loom` with the environment's bounds (`LOOM_MAX_PREEMPTIONS`, default
 /// [`DEFAULT_PREEMPTIONS`]), prints how many interleavings it explored, and returns it.
@@ -31,6 +36,11 @@ pub(super) fn explore(name: &str, f: impl Fn() + Sync + Send + 'static) -> usize
     let mut b = loom::model::Builder::new();
     if b.preemption_bound.is_none() {
         b.preemption_bound = Some(DEFAULT_PREEMPTIONS);
+    }
+    if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
+        // A model over a whole heap makes thousands of atomic operations (formatting, claiming
+        // a cache, checking the heap), each a branch: far more than `loom`'s default 1,000.
+        b.max_branches = MAX_BRANCHES;
     }
     let bound = b.preemption_bound;
     let start = std::time::Instant::now();
