@@ -6,7 +6,7 @@
 use loom::thread;
 
 use super::refs::{heap, lent, sound, SIZE, TAG};
-use super::{explore, Memory};
+use super::{exit_thread, explore, Memory};
 use crate::block::MemoryBlock;
 use crate::engine::core::header::rc;
 
@@ -23,7 +23,10 @@ fn cache_park_take_vs_release() {
         let heap = heap(&mem);
         let x = lent(&heap);
         let other = x.clone();
-        let releaser = thread::spawn(move || drop(other));
+        let releaser = thread::spawn(move || {
+            drop(other);
+            exit_thread();
+        });
         drop(x);
         for _ in 0..2 {
             let y = MemoryBlock::allocate(&heap, SIZE, 16).unwrap();

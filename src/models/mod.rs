@@ -67,6 +67,13 @@ fn quiet_deaths() {
     });
 }
 
+/// What a model thread that may have used a thread cache does last: gives its caches back, as
+/// its exit would (`cache/claims.rs`, `release_thread_claims`: `loom`'s `join` does not wait
+/// for a thread's thread-locals to go).
+pub(super) fn exit_thread() {
+    crate::engine::heap::cache::release_thread_claims();
+}
+
 /// Runs `body` as a process that dies right after its `k`-th atomic operation on store words
 /// (or finishes, if it makes fewer): `true` if it died.
 pub(super) fn die_after(k: u64, body: impl FnOnce()) -> bool {
@@ -83,6 +90,21 @@ pub(super) fn die_after(k: u64, body: impl FnOnce()) -> bool {
 /// Zeroed memory for a model store, which several regions (processes) may map.
 pub(super) struct Memory {
     buf: Vec<u64>,
+}
+
+impl Drop for Memory {
+    /// Fails the model if a region over the memory outlives it: a heap the model leaked (a
+    /// count that never reached zero), whose model words the next execution would find.
+    fn drop(&mut self) {
+        let base = NonNull::new(self.buf.as_mut_ptr().cast::<u8>()).expect("vec pointer");
+        if crate::engine::core::region::model::Words::live(base) {
+            // Kept, so that no later memory comes at its address and finds the leaked words.
+            std::mem::forget(std::mem::take(&mut self.buf));
+            if !std::thread::panicking() {
+                panic!("a region over a model's memory outlives it (a heap leaked)");
+            }
+        }
+    }
 }
 
 impl Memory {

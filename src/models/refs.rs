@@ -101,6 +101,7 @@ fn lent_clones_race() {
                     drop(MemoryBlock::clone(&a));
                     let w = a.heap().rc(off);
                     assert!(rc::owner_refs(w) >= 1, "the original is not counted: {w:#x}");
+                    super::exit_thread();
                 })
             })
             .collect();
@@ -128,18 +129,23 @@ fn resolve_races_last_release() {
         let h = a.handle();
         let resolver = {
             let heap = heap.clone();
-            thread::spawn(move || match heap.resolve(h) {
-                Ok(got) => {
-                    let w = heap.rc(off);
-                    assert!(
-                        rc::other(w) >= 1 && rc::published(w),
-                        "a hold the header does not count: {w:#x}"
-                    );
-                    heap.release_hold(got.offset, got.hold_index).unwrap();
-                    true
-                }
-                Err(Error::StaleHandle { .. }) => false,
-                Err(e) => panic!("resolve: {e}"),
+            thread::spawn(move || {
+                let resolved = match heap.resolve(h) {
+                    Ok(got) => {
+                        let w = heap.rc(off);
+                        assert!(
+                            rc::other(w) >= 1 && rc::published(w),
+                            "a hold the header does not count: {w:#x}"
+                        );
+                        heap.release_hold(got.offset, got.hold_index).unwrap();
+                        true
+                    }
+                    Err(Error::StaleHandle { .. }) => false,
+                    Err(e) => panic!("resolve: {e}"),
+                };
+                drop(heap);
+                super::exit_thread();
+                resolved
             })
         };
         drop(a);

@@ -57,6 +57,16 @@ impl Words {
         words
     }
 
+    /// Whether a region over the memory at `base` still lives: a model's memory must outlive
+    /// its regions, and words left from one execution would be stale in the next (whose memory
+    /// may come at the same address).
+    #[cfg(test)]
+    pub(crate) fn live(base: NonNull<u8>) -> bool {
+        let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        let key = base.as_ptr() as usize;
+        live.iter().any(|(b, w)| *b == key && w.strong_count() > 0)
+    }
+
     /// The plain bytes at `off`.
     fn plain<const N: usize>(&self, off: u64) -> [u8; N] {
         let mut out = [0; N];

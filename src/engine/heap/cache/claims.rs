@@ -42,6 +42,19 @@ impl Drop for Claims {
     }
 }
 
+/// Gives back the calling model thread's claims, as its exit does (`--cfg loom`): a model
+/// thread calls it last, because `loom`'s `join` returns before the joined thread's
+/// thread-locals are destroyed (`std`'s returns after), and the model's main thread must not
+/// check or drop the heap while they give the caches back.
+#[cfg(all(loom, test))]
+pub(crate) fn release_thread_claims() {
+    let _ = CLAIMS.try_with(|claims| {
+        if let Ok(mut claims) = claims.try_borrow_mut() {
+            claims.release();
+        }
+    });
+}
+
 /// The exit hook (`sys::at_thread_exit`): gives back the claims if the thread-local's
 /// destructor has not (it has, and emptied them, unless it was registered too late to run).
 #[cfg_attr(loom, allow(dead_code))]

@@ -57,6 +57,8 @@ use crate::format::*;
 use crate::sync::{AtomicU64, AtomicU8, Ordering};
 
 mod claims;
+#[cfg(all(loom, test))]
+pub(crate) use claims::release_thread_claims;
 pub(crate) mod exchange;
 
 /// Largest block size (header included) with a class of its own per granule.
