@@ -8,8 +8,9 @@
 //! Built with `--cfg loom`, those two types and [`fence`] are `loom`'s model atomics, and a
 //! `Region` keeps a model word for each store word it hands out (`engine/core/region_model.rs`),
 //! so the real protocols on store words (the store lock, guarded areas' robust locks, channel
-//! rings, reference words) run unchanged inside `loom`'s model checker (`tests/loom_models.rs`,
-//! `scripts/loom`). Futex waits become yields there ([`yield_now`], `sys`), and spinning loops
+//! rings, reference words, thread caches) run unchanged inside `loom`'s model checker (`src/models/`,
+//! `scripts/loom`); the heap's per-thread state is declared with `thread_local!` (below), a model
+//! thread's own there. Futex waits become yields there ([`yield_now`], `sys`), and spinning loops
 //! yield through [`spin_loop`]. Atomics that are process-local, never a store's (statics made
 //! with a `const` `new`, counters of this process), come from [`local`] and stay `std`'s in
 //! every build. What the models cannot see: bytes reached as bytes (payloads, names), which in

@@ -4,6 +4,31 @@
 //! is a model thread that stops right after its k-th atomic operation on store words
 //! (`sync_model.rs`), after which the model's `owner_dead` says it is dead.
 //!
+//! The per-thread state of the heap (the store lock's holder, thread caches and their claims,
+//! the slabs' fast word) is declared with `sync::thread_local!`, which is `loom`'s under the
+//! model checker, so every model thread has its own, as every thread has (`loom` runs all of
+//! them on one OS thread, where `std`'s would be shared). `loom`'s `join` returns before the
+//! joined thread's thread-locals are destroyed (`std`'s after), so a model thread that may
+//! have used a thread cache gives it back as its last act ([`exit_thread`]).
+//!
+//! The models, and what they explore at preemption bound 2 (CI's) / 3:
+//!
+//! | model | what races | interleavings |
+//! |---|---|---|
+//! | `lock::lock_excludes` | two threads taking the store lock | 68 / 138 |
+//! | `lock::lock_takeover_one_taker` | a taker and a holder dying after each k = 1..=6 | 24-51 / 35-80 each |
+//! | `lock::lock_takeover_two_takers` | two takers of a dead holder's lock, k = 1..=6 | 68 / 138-188 each |
+//! | `mutex::robust_mutex_holder_dies` | a guarded area's lock, its holder dying at k = 1..=7 | 24-51 / 35-80 each |
+//! | `ring::ring_side_locks` | two senders and a receiver taking a ring's side locks | 6,589 / 51,301 |
+//! | `refs::lent_clones_race` | two clones ending one lent block's lending, and their drops | 210 / 716 |
+//! | `refs::resolve_races_last_release` | a handle's resolve against the block's last release | 100 / 452 |
+//! | `cache::cache_park_take_vs_release` | a cache parking and lending against another thread's release | 7 / 7 |
+//!
+//! The heap models (`refs`, `cache`) run a whole heap over a model store; `loom`'s DPOR
+//! explores only the orders of operations that touch the same words, and a thread cache's
+//! stacks are its thread's alone, so the cache model's few interleavings are the orders of
+//! the two releases of the shared block's reference word (and the releasing thread's cache).
+//!
 //! Run them with `scripts/loom` (a larger preemption bound) or
 //! `RUSTFLAGS="--cfg loom" cargo test --release --lib models::`. Each prints how many
 //! interleavings it explored.
