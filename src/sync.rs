@@ -93,6 +93,37 @@ impl<T: 'static> ModelLocal<T> {
     }
 }
 
+/// A process-wide mutex in a `static`: `std`'s, or under `--cfg loom` `loom`'s, made on first
+/// use in each execution (`loom::lazy_static!`: `loom`'s `new` is not `const`), so that model
+/// threads, which `loom` runs on one OS thread, wait for one another on it (on `std`'s, a
+/// second model thread would block that OS thread for ever). Lock it with [`lock`].
+#[cfg(not(loom))]
+macro_rules! static_mutex {
+    ($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;) => {
+        $(#[$attr])* static $name: std::sync::Mutex<$t> = std::sync::Mutex::new($init);
+    };
+}
+#[cfg(loom)]
+macro_rules! static_mutex {
+    ($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;) => {
+        loom::lazy_static! {
+            $(#[$attr])* static ref $name: loom::sync::Mutex<$t> = loom::sync::Mutex::new($init);
+        }
+    };
+}
+pub(crate) use static_mutex;
+
+/// The mutex of a [`static_mutex!`], and its guard.
+#[cfg(loom)]
+pub(crate) use loom::sync::{Mutex, MutexGuard};
+#[cfg(not(loom))]
+pub(crate) use std::sync::{Mutex, MutexGuard};
+
+/// Locks a [`static_mutex!`], going on past a panic of a holder (the value is then as it left it).
+pub(crate) fn lock<T>(m: &'static Mutex<T>) -> MutexGuard<'static, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Process-local atomics of the store words' widths: `std`'s in every
 /// build (a `static` needs a `const` `new`, which `loom`'s atomics have not).
 pub(crate) mod local {

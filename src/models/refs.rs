@@ -45,10 +45,15 @@ impl Backing for Alone {
 
 /// A registered heap (a user of it, as a manager is) over `mem`, formatted.
 pub(super) fn heap(mem: &Memory) -> HeapRef {
+    heap_over(mem, Box::new(Alone))
+}
+
+/// A registered heap over `mem`, formatted, with `backing`.
+pub(super) fn heap_over(mem: &Memory, backing: Box<dyn Backing>) -> HeapRef {
     // SAFETY: every model drops its heap before the memory.
     let region = unsafe { mem.map() };
     format_region(&region, LEN, LEN, 0).unwrap();
-    let heap = Heap::new(region, Box::new(Alone), TAG, crate::engine::kinds::recover_locked).unwrap();
+    let heap = Heap::new(region, backing, TAG, crate::engine::kinds::recover_locked).unwrap();
     HeapRef::new(heap).unwrap()
 }
 

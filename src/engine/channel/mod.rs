@@ -29,7 +29,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod held;
@@ -154,13 +154,16 @@ struct Ends {
     receivers: usize,
 }
 
-/// The end counts of every channel this process has ends of, by (heap id, ring). One mutex
-/// covers the counts and the updates of the endpoint bits, so a last drop and a new end (of
-/// any `Channel` value, on any thread) cannot interleave and leave a bit wrong.
-static ENDS: Mutex<BTreeMap<(u64, u64), Ends>> = Mutex::new(BTreeMap::new());
+crate::sync::static_mutex! {
+    /// The end counts of every channel this process has ends of, by (heap id, ring). One mutex
+    /// covers the counts and the updates of the endpoint bits, so a last drop and a new end (of
+    /// any `Channel` value, on any thread) cannot interleave and leave a bit wrong.
+    static ENDS: BTreeMap<(u64, u64), Ends> = BTreeMap::new();
+}
 
-fn ends() -> MutexGuard<'static, BTreeMap<(u64, u64), Ends>> {
-    ENDS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+fn ends() -> crate::sync::MutexGuard<'static, BTreeMap<(u64, u64), Ends>> {
+    let ends: &'static crate::sync::Mutex<BTreeMap<(u64, u64), Ends>> = &ENDS;
+    crate::sync::lock(ends)
 }
 
 /// The sending end. Cloning it adds another sender in this process.
@@ -288,7 +291,9 @@ impl Inner {
         let word = self.field(field) + 8 * (slot / 64);
         let v = self.heap.region.load(word)?;
         let v = if on { v | 1 << (slot % 64) } else { v & !(1 << (slot % 64)) };
-        self.heap.region.store(word, v)?;
+        // Release, with `any_alive`'s acquire: who sees an end gone sees what it sent (or
+        // took) before it went.
+        self.heap.region.u64_at(word)?.store(v, Ordering::Release);
         if on {
             let flag = if field == RING_SENDERS { EVER_SENDER } else { EVER_RECEIVER };
             // An atomic or: the ring's send and receive locks share the word.
@@ -301,7 +306,7 @@ impl Inner {
     fn any_alive(&self, field: u64) -> Result<bool> {
         let me = self.heap.slot().map(u64::from);
         for half in 0..2 {
-            let mut bits = self.load(field + 8 * half)?;
+            let mut bits = self.heap.region.u64_at(self.field(field + 8 * half))?.load(Ordering::Acquire);
             while bits != 0 {
                 let slot = half * 64 + u64::from(bits.trailing_zeros());
                 bits &= bits - 1;
@@ -784,7 +789,12 @@ impl Receiver {
                 }
             }
             if look && inner.deserted(RING_SENDERS)? {
-                return Err(RecvError::Disconnected);
+                // Unless a sender sent and left since the look at the ring above (its
+                // departure, seen here, comes after its sends): then take that first.
+                if inner.queued()? == 0 {
+                    return Err(RecvError::Disconnected);
+                }
+                continue;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(RecvError::Timeout);
@@ -810,7 +820,12 @@ impl Receiver {
     pub fn try_recv(&self) -> std::result::Result<MemoryBlock, RecvError> {
         match self.try_take(Some(Instant::now()))? {
             Some(b) => Ok(b),
-            None if self.inner.deserted(RING_SENDERS)? => Err(RecvError::Disconnected),
+            // A last look: the ring was empty when the take looked, but a sender may have
+            // sent and left since (its departure, seen here, comes after its sends).
+            None if self.inner.deserted(RING_SENDERS)? => match self.try_take(Some(Instant::now()))? {
+                Some(b) => Ok(b),
+                None => Err(RecvError::Disconnected),
+            },
             None => Err(RecvError::Empty),
         }
     }
