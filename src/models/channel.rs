@@ -2,48 +2,20 @@
 //! in the model heap, each sent unpublished under the ring's send lock) while another receives
 //! them, and one side leaves (its end dropped: the process's endpoint bit cleared under the
 //! store lock, the other side's futex word bumped) while the other still works. Both ends are
-//! the same model process's (one heap, tag [`TAG`]): the endpoint bits are per process, so the
+//! the same model process's (one heap, tag [`super::refs::TAG`]): the endpoint bits are per process, so the
 //! last `Sender` of the process going is the senders' disconnection.
 
 use loom::thread;
 
-use super::refs::{heap_over, sound, LEN, SIZE, TAG};
+use super::refs::{heap_over, sound, Model, LEN, SIZE};
 use super::{exit_thread, explore_up_to, Memory};
 use crate::block::MemoryBlock;
 use crate::engine::channel::{self, ring, Channel, RecvError, SendError};
-use crate::engine::core::region::Region;
 use crate::engine::heap::family::HeapRef;
-use crate::engine::heap::Backing;
 use crate::engine::tables::CHANNEL_NAMES;
-use crate::error::{Error, Result};
 
 /// The channel's name.
 const NAME: &str = "m";
-
-/// A store's backing, as far as channels need one: this process has registry slot `TAG - 1`,
-/// nobody dies, the store does not grow.
-struct Store;
-
-impl Backing for Store {
-    fn grow(&self, _region: &Region, new_cap: u64) -> Result<()> {
-        Err(Error::corrupt("a model store does not grow", new_cap))
-    }
-    fn refresh(&self, _region: &Region, _cap: u64) -> Result<()> {
-        Ok(())
-    }
-    fn owner_dead(&self, _tag: u32) -> bool {
-        false
-    }
-    fn shared(&self) -> bool {
-        true
-    }
-    fn attached(&self, _region: &Region) -> u64 {
-        1
-    }
-    fn slot(&self) -> Option<u32> {
-        Some(TAG - 1)
-    }
-}
 
 /// A message: a block of the model heap whose first byte is its number.
 fn message(heap: &HeapRef, n: u8) -> MemoryBlock {
@@ -93,9 +65,29 @@ fn receive(rx: &channel::Receiver, until: usize) -> Vec<u8> {
     got
 }
 
+/// A sender thread that sends `0..sends` ([`send_all`]) and a receiver thread that takes up to
+/// `receives` messages ([`receive`]), each dropping its end (and the sender its heap) as it
+/// finishes. Returns how many went into the ring, and what was received.
+fn both_sides(heap: &HeapRef, ch: &Channel, sends: u8, receives: usize) -> (u8, Vec<u8>) {
+    let (tx, rx, heap) = (ch.sender().unwrap(), ch.receiver().unwrap(), heap.clone());
+    let sender = thread::spawn(move || {
+        let sent = send_all(&tx, &heap, sends);
+        drop((tx, heap));
+        exit_thread();
+        sent
+    });
+    let receiver = thread::spawn(move || {
+        let got = receive(&rx, receives);
+        drop(rx);
+        exit_thread();
+        got
+    });
+    (sender.join().unwrap(), receiver.join().unwrap())
+}
+
 /// The model's heap (a store's, with registry slot `TAG - 1`) and a channel of `capacity`.
 fn setup(mem: &Memory, capacity: usize) -> (HeapRef, Channel) {
-    let heap = heap_over(mem, Box::new(Store));
+    let heap = heap_over(mem, Box::new(Model { store: true }));
     let ch = channel::open(&heap, NAME, capacity).unwrap();
     (heap, ch)
 }
@@ -128,24 +120,9 @@ fn channel_sender_leaves() {
     explore_up_to("channel_sender_leaves", 1, || {
         let mem = Memory::new(LEN);
         let (heap, ch) = setup(&mem, 1);
-        let (tx, rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
-        let sender = {
-            let heap = heap.clone();
-            thread::spawn(move || {
-                let sent = send_all(&tx, &heap, 1);
-                drop((tx, heap));
-                exit_thread();
-                sent
-            })
-        };
-        let receiver = thread::spawn(move || {
-            let got = receive(&rx, usize::MAX);
-            drop(rx);
-            exit_thread();
-            got
-        });
-        assert_eq!(sender.join().unwrap(), 1, "a send failed");
-        assert_eq!(receiver.join().unwrap(), [0], "a message lost or repeated");
+        let (sent, got) = both_sides(&heap, &ch, 1, usize::MAX);
+        assert_eq!(sent, 1, "a send failed");
+        assert_eq!(got, [0], "a message lost or repeated");
         finish(heap, ch, 0);
     });
 }
@@ -160,24 +137,8 @@ fn channel_receiver_leaves() {
     explore_up_to("channel_receiver_leaves", 1, || {
         let mem = Memory::new(LEN);
         let (heap, ch) = setup(&mem, 1);
-        let (tx, rx) = (ch.sender().unwrap(), ch.receiver().unwrap());
-        let sender = {
-            let heap = heap.clone();
-            thread::spawn(move || {
-                let sent = send_all(&tx, &heap, 3);
-                drop((tx, heap));
-                exit_thread();
-                sent
-            })
-        };
-        let receiver = thread::spawn(move || {
-            let got = receive(&rx, 1);
-            drop(rx);
-            exit_thread();
-            got
-        });
-        let sent = sender.join().unwrap();
-        assert_eq!(receiver.join().unwrap(), [0], "the first message lost or another first");
+        let (sent, got) = both_sides(&heap, &ch, 3, 1);
+        assert_eq!(got, [0], "the first message lost or another first");
         // With the receiver gone the ring fills: its one slot holds the last message queued.
         assert_eq!(sent, 2, "the sender stopped before the ring filled, or sent past it");
         finish(heap, ch, u64::from(sent) - 1);

@@ -22,10 +22,14 @@ pub(super) const SIZE: usize = 100;
 /// The model process's tag.
 pub(super) const TAG: u32 = 2;
 
-/// An in-process heap's backing: one process, nobody dies, the store does not grow.
-struct Alone;
+/// A model heap's backing: one process, nobody dies, the store does not grow. `store` makes it
+/// a store's, whose process has registry slot `TAG - 1` (as channels need); else it is an
+/// in-process heap's.
+pub(super) struct Model {
+    pub(super) store: bool,
+}
 
-impl Backing for Alone {
+impl Backing for Model {
     fn grow(&self, _region: &Region, new_cap: u64) -> Result<()> {
         Err(Error::corrupt("a model store does not grow", new_cap))
     }
@@ -36,16 +40,19 @@ impl Backing for Alone {
         false
     }
     fn shared(&self) -> bool {
-        false
+        self.store
     }
     fn attached(&self, _region: &Region) -> u64 {
         1
+    }
+    fn slot(&self) -> Option<u32> {
+        self.store.then_some(TAG - 1)
     }
 }
 
 /// A registered heap (a user of it, as a manager is) over `mem`, formatted.
 pub(super) fn heap(mem: &Memory) -> HeapRef {
-    heap_over(mem, Box::new(Alone))
+    heap_over(mem, Box::new(Model { store: false }))
 }
 
 /// A registered heap over `mem`, formatted, with `backing`.
