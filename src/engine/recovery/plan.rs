@@ -274,7 +274,11 @@ impl Plan {
             return Ok(0);
         }
         if gen >= self.gen_limit {
+            // Salvage: a generation no counter in range can stand above (one issued while the
+            // counter was damaged) is renewed, and does not raise the counter.
             self.damage("generation from the future", off)?;
+            self.renew_blocks.push(off);
+            return Ok(0);
         }
         Ok(gen)
     }
