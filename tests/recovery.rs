@@ -45,6 +45,7 @@ fn main() {
             Trial::test("a_damaged_store_key_is_restored_from_the_check_words", damaged_key),
             Trial::test("a_generation_counter_out_of_range_is_set_again", damaged_counter),
             Trial::test("a_damaged_ring_tail_is_refused_then_repaired", damaged_tail),
+            Trial::test("a_shared_area_that_does_not_fit_is_dropped_and_named", unfit_shared_area),
         ]
     });
 }
@@ -778,4 +779,40 @@ fn damaged_tail() -> Result<(), Failed> {
     let report = refuse_then_salvage(&s.path)?;
     ensure(report.dropped.is_empty(), format!("{report:?}"))?;
     small_intact(&s.path)
+}
+
+/// A shared area whose footer does not fit its block, both ways a flip makes one: the shared
+/// flag set in a plain rooted block's tag, and a real atomic area's footer hit. `check` says
+/// so, recovery refuses, salvage clears the flag and names the block, and the bytes are kept.
+fn unfit_shared_area() -> Result<(), Failed> {
+    let s = small_store()?;
+    let tag = u64::from_le_bytes(std::fs::read(&s.path)?[s.big as usize..][..8].try_into()?);
+    poke(&s.path, s.big, &(tag | 1 << 62).to_le_bytes())?;
+    let problems = Snapshot::take(&s.path)?.check()?.problems;
+    let seen = problems.iter().any(|p| p.what == "shared area does not fit its block" && p.offset == s.big);
+    ensure(seen, format!("check: {problems:?}"))?;
+    let report = refuse_then_salvage(&s.path)?;
+    ensure(report.unshared == [s.big] && report.found_damage(), format!("{report:?}"))?;
+    ensure(report.dropped.is_empty() && report.quarantined.is_empty(), format!("{report:?}"))?;
+    small_intact(&s.path)?;
+
+    let s = small_store()?;
+    let m = MappedManager::open(&s.path)?;
+    let mut counters = m.allocate_atomic(24, 16)?;
+    counters.as_mut_slice()?.fill(7);
+    m.set_root("counters", &counters)?;
+    let header = counters.offset().get() - HEADER_SIZE;
+    // 24 bytes of its own, the 16-byte area, the lock and state words, then the footer.
+    let footer_at = counters.offset().get() + 24 + 16 + 8;
+    drop((counters, m));
+    let footer = u64::from_le_bytes(std::fs::read(&s.path)?[footer_at as usize..][..8].try_into()?);
+    ensure(footer == 1 << 63 | 16, format!("the footer of an atomic area of 16 bytes: {footer:#x}"))?;
+    poke(&s.path, footer_at, &(footer | 1 << 39).to_le_bytes())?;
+    let report = refuse_then_salvage(&s.path)?;
+    ensure(report.unshared == [header], format!("{report:?}"))?;
+    small_intact(&s.path)?;
+    let m = MappedManager::open(&s.path)?;
+    let kept = m.root("counters")?.ok_or("counters")?;
+    ensure(kept.shared_len() == 0 && kept.len() > 24, format!("now plain, {} bytes", kept.len()))?;
+    ensure(kept.as_slice()[..24] == [7; 24], "its own bytes are kept")
 }

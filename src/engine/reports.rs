@@ -84,6 +84,10 @@ pub struct SalvageReport {
     /// References whose blocks' size field had been cut short (by less than a minimal block,
     /// so nothing else fits where the rest was) and was given back.
     pub resized: Vec<NamedReference>,
+    /// Blocks (header offsets) whose shared area's footer was damaged, so that the area did
+    /// not fit the block: the block is now a plain one, and the area's bytes (and its lock and
+    /// state words) read as the last bytes of the block's own, which grew by them.
+    pub unshared: Vec<u64>,
     /// Whether the store's key (in the superblock) was damaged and was given back from the
     /// blocks' check words, which all seal it.
     pub key_restored: bool,
@@ -117,6 +121,7 @@ impl SalvageReport {
             || !self.renamed.is_empty()
             || !self.renewed.is_empty()
             || !self.resized.is_empty()
+            || !self.unshared.is_empty()
             || self.key_restored
             || self.generation_counter_restored
             || !self.lost_tables.is_empty()

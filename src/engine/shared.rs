@@ -2,7 +2,8 @@
 //! but a guarded area's lock word may name a process that died holding it. Recovery gives such a
 //! lock back (free, the area marked inconsistent, the waiters woken) before the dead process's
 //! registry slot can go to another process, which would then pass for the holder; a waiter may
-//! have taken it over before, which is the same. The check verifies every area fits its block.
+//! have taken it over before, which is the same. The check verifies every area fits its block;
+//! recovery refuses one that does not, and salvage clears its shared flag (`recovery/plan.rs`).
 
 use crate::engine::heap::shared::SharedArea;
 use crate::engine::heap::Heap;
@@ -42,24 +43,6 @@ impl Session for AreaSession {
     /// No references.
     fn read(&mut self, _heap: &Heap, _plan: &mut dyn Reading, _out: &mut Vec<Reference>) -> Result<()> {
         Ok(())
-    }
-
-    /// No references either; an area that does not fit its block is damage (salvage leaves it:
-    /// it names nothing). Read from the plan's tiling: no walk of its own.
-    fn tiled(
-        &mut self,
-        heap: &Heap,
-        blocks: &[crate::engine::core::tlsf::BlockInfo],
-        plan: &mut dyn Reading,
-    ) -> Result<Option<Vec<Reference>>> {
-        if !plan.salvaging() {
-            for b in blocks.iter().filter(|b| b.tag.is_plain_used() && b.tag.is_shared()) {
-                if heap.shared_area(b.offset, b.tag).is_err() {
-                    plan.damage("shared area does not fit its block", b.offset)?;
-                }
-            }
-        }
-        Ok(None)
     }
 
     fn what(&self, _holder: &Holder) -> &'static str {

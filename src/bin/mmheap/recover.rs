@@ -55,6 +55,11 @@ fn describe_salvage(r: &SalvageReport) -> Vec<String> {
             n.kind, n.name, n.target
         ));
     }
+    for off in &r.unshared {
+        lines.push(format!(
+            "the block at {off:#x} lost its shared area (damaged): the area's bytes are now the end of its own"
+        ));
+    }
     for t in &r.lost_tables {
         let names = t.names.map_or("an unknown number of".to_owned(), |n| n.to_string());
         lines.push(format!(

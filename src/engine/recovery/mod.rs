@@ -176,6 +176,7 @@ fn salvage_frozen(
     }
     let gone = |h: &crate::engine::holders::Holder| plan.dropped.iter().any(|r| r.holder == *h);
     let renamed = plan.renamed.iter().filter(|(h, _)| !gone(h)).map(|(_, n)| n.clone()).collect();
+    let unshared = plan.unshared.clone();
     let key_restored = plan.new_key.is_some();
     let generation_counter_restored = plan.counter_restored;
     let lost_tables = sessions.iter().flat_map(|s| s.lost_tables()).collect();
@@ -188,6 +189,7 @@ fn salvage_frozen(
         renamed,
         renewed,
         resized,
+        unshared,
         key_restored,
         generation_counter_restored,
         lost_tables,

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::engine::core::header::{check_word, key_of, rc, Tag, FLAG_PAGE, FLAG_QUARANTINE};
+use crate::engine::core::header::{check_word, key_of, rc, Tag, FLAG_PAGE, FLAG_QUARANTINE, FLAG_SHARED};
 use crate::engine::core::scan::{ScannedSpan, SpanDamage};
 use crate::engine::core::span::{is_slot, layout, Slot, PAGE_GEN_MASK};
 use crate::engine::core::tlsf::{BlockInfo, Core};
@@ -90,6 +90,9 @@ pub(crate) struct Plan {
     /// Salvage: referenced blocks whose size salvage gave back (a size cut short by less than
     /// a minimal block).
     pub(crate) resized: Vec<u64>,
+    /// Salvage: blocks whose shared area's footer did not fit them: the shared flag is
+    /// cleared, and the area's bytes read as the end of the block's own.
+    pub(crate) unshared: Vec<u64>,
     /// Free the blocks that only cycles of links reach, too (`recovery::collect_cycles_locked`).
     pub(crate) collect_cycles: bool,
 }
@@ -152,6 +155,7 @@ impl Plan {
             key: heap.key(),
             new_key: None,
             resized: Vec::new(),
+            unshared: Vec::new(),
             collect_cycles: false,
         };
         // Generations must fit a slot's page record: a counter beyond that was damaged.
@@ -238,6 +242,7 @@ impl Plan {
             }
             if self.blocks[i].tag.is_plain_used() {
                 top_gen = top_gen.max(self.check_block(&core, self.key, b.offset)?);
+                self.check_shared_area(heap, i)?;
             }
         }
         let mut used: BTreeMap<u64, Tag> =
@@ -281,6 +286,20 @@ impl Plan {
             return Ok(0);
         }
         Ok(gen)
+    }
+
+    /// A used block's shared area must fit it (its footer is read from the block's last
+    /// bytes). Salvage clears the shared flag of one that does not: the block keeps its bytes,
+    /// the area's among them, and nothing is lost that was not already unreadable.
+    fn check_shared_area(&mut self, heap: &Heap, i: usize) -> Result<()> {
+        let b = self.blocks[i];
+        if !b.tag.is_shared() || heap.shared_area(b.offset, b.tag).is_ok() {
+            return Ok(());
+        }
+        self.damage("shared area does not fit its block", b.offset)?;
+        self.blocks[i].tag = Tag(b.tag.0 & !FLAG_SHARED);
+        self.unshared.push(b.offset);
+        Ok(())
     }
 
     /// A quarantined range in the store has generation, reference and check words 0 (salvage
