@@ -46,6 +46,8 @@ fn main() {
             Trial::test("a_generation_counter_out_of_range_is_set_again", damaged_counter),
             Trial::test("a_damaged_ring_tail_is_refused_then_repaired", damaged_tail),
             Trial::test("a_shared_area_that_does_not_fit_is_dropped_and_named", unfit_shared_area),
+            Trial::test("a_damaged_ring_head_is_found_then_moved_back", damaged_head),
+            Trial::test("a_queued_message_whose_word_was_hit_is_found_then_dropped", hit_carried_word),
         ]
     });
 }
@@ -552,6 +554,25 @@ fn poke(path: &Path, at: u64, bytes: &[u8]) -> Result<Vec<u8>, Failed> {
     Ok(all)
 }
 
+/// The ring of the channel `name`, from its entry in the fixed directory or the channels'
+/// table (whose entries are laid out as the directory's).
+fn ring_of(path: &Path, name: &str) -> Result<u64, Failed> {
+    let bytes = std::fs::read(path)?;
+    let word = |at: u64| u64::from_le_bytes(bytes[at as usize..][..8].try_into().unwrap_or_default());
+    let table = word(SB_CHANNEL_TABLE);
+    let fixed = (0..CHANNEL_COUNT).map(|i| CHANNELS_OFFSET + i * CHANNEL_SIZE);
+    let entries = (0..word(table + HEADER_SIZE + ROOT_TABLE_CAPACITY).min(1024))
+        .map(|i| table + HEADER_SIZE + ROOT_TABLE_ENTRIES + i * CHANNEL_SIZE)
+        .filter(|_| table != 0);
+    let named = |e: &u64| {
+        let len =
+            u32::from_le_bytes(bytes[(e + CHANNEL_NAME_LEN) as usize..][..4].try_into().unwrap_or_default());
+        len as usize == name.len() && bytes[(e + CHANNEL_NAME) as usize..][..name.len()] == *name.as_bytes()
+    };
+    let entry = fixed.chain(entries).find(named).ok_or(format!("no channel {name:?}"))?;
+    Ok(word(entry + CHANNEL_RING))
+}
+
 /// Refused untouched, then salvaged; returns the salvage's report.
 fn refuse_then_salvage(path: &Path) -> Result<mmheap::SalvageReport, Failed> {
     let before = std::fs::read(path)?;
@@ -773,8 +794,7 @@ fn damaged_counter() -> Result<(), Failed> {
 /// them, and both are received.
 fn damaged_tail() -> Result<(), Failed> {
     let s = small_store()?;
-    let bytes = std::fs::read(&s.path)?;
-    let ring = u64::from_le_bytes(bytes[CHANNELS_OFFSET as usize..][..8].try_into()?);
+    let ring = ring_of(&s.path, "q")?;
     poke(&s.path, ring + HEADER_SIZE + RING_TAIL, &0u64.to_le_bytes())?;
     let report = refuse_then_salvage(&s.path)?;
     ensure(report.dropped.is_empty(), format!("{report:?}"))?;
@@ -815,4 +835,58 @@ fn unfit_shared_area() -> Result<(), Failed> {
     let kept = m.root("counters")?.ok_or("counters")?;
     ensure(kept.shared_len() == 0 && kept.len() > 24, format!("now plain, {} bytes", kept.len()))?;
     ensure(kept.as_slice()[..24] == [7; 24], "its own bytes are kept")
+}
+
+/// The ring's `head` moved forward by a flip (0 to 1): the message before it is outside the
+/// queue (a receive clears its slot before `head` moves, so no crash leaves one there).
+/// `check` finds it, recovery refuses, salvage moves `head` back, names the channel, and
+/// both messages are received (found by an outside break attempt: salvage had freed the
+/// message, saying no damage found, and left a store recovery refused).
+fn damaged_head() -> Result<(), Failed> {
+    let s = small_store()?;
+    let ring = ring_of(&s.path, "q")?;
+    poke(&s.path, ring + HEADER_SIZE + RING_HEAD, &1u64.to_le_bytes())?;
+    let problems = Snapshot::take(&s.path)?.check()?.problems;
+    let seen = problems.iter().any(|p| p.what == "channel ring holds messages outside its queue");
+    ensure(seen, format!("check: {problems:?}"))?;
+    let report = refuse_then_salvage(&s.path)?;
+    ensure(report.dropped.is_empty() && report.found_damage(), format!("{report:?}"))?;
+    ensure(report.rings_repaired.iter().any(|r| r.name == "q" && r.target == ring), format!("{report:?}"))?;
+    small_intact(&s.path)?;
+    ensure(MappedManager::recover_file(&s.path).is_ok(), "and recovers cleanly after")
+}
+
+/// The owner field of a queued message's reference word hit (a bit of it set: it names a
+/// registry slot no process has), so that no receive can take it. `check` finds it as the
+/// receive would, recovery refuses, salvage drops the message (named) and frees its block,
+/// and the other message is received (found by an outside break attempt: check said sound,
+/// salvage said no damage found, and every receive failed).
+fn hit_carried_word() -> Result<(), Failed> {
+    let s = small_store()?;
+    let snap = Snapshot::take(&s.path)?;
+    let (blocks, _) = snap.blocks(|_| {});
+    let msg = blocks
+        .iter()
+        .filter(|b| b.kind == BlockKind::Block && !b.free)
+        .find(|b| snap.payload(b.id).is_ok_and(|p| p.len() >= 3000 && p[..3000].iter().all(|&x| x == 184)))
+        .ok_or("the 3000-byte message")?
+        .offset;
+    drop(snap);
+    let w = u64::from_le_bytes(std::fs::read(&s.path)?[(msg + HDR_RC) as usize..][..8].try_into()?);
+    ensure(w == 1 << 32, format!("queued as a sole reference: one other hold, {w:#x}"))?;
+    poke(&s.path, msg + HDR_RC, &(w | 1 << 59).to_le_bytes())?;
+    let problems = Snapshot::take(&s.path)?.check()?.problems;
+    let what = "channel message's reference word is not the ring's";
+    ensure(problems.iter().any(|p| p.what == what && p.offset == msg), format!("check: {problems:?}"))?;
+    let report = refuse_then_salvage(&s.path)?;
+    let dropped = report.dropped.iter().any(|d| d.kind == "message" && d.name == "q" && d.target == msg);
+    ensure(dropped && report.dropped.len() == 1, format!("{report:?}"))?;
+    ensure(report.recovery.blocks_freed == 1, format!("its block is freed: {report:?}"))?;
+    let m = MappedManager::open(&s.path)?;
+    ensure(m.check()?.is_sound(), format!("sound: {:?}", m.check()?.problems))?;
+    let rx = m.channel("q", 4)?.receiver()?;
+    ensure(rx.try_recv()?.as_slice().starts_with(&[30; 30]), "the other message")?;
+    let more = rx.try_recv();
+    ensure(matches!(more, Err(mmheap::RecvError::Empty | mmheap::RecvError::Disconnected)), "and no more")?;
+    ensure(m.check()?.is_sound(), "sound after")
 }

@@ -95,6 +95,11 @@ pub(crate) trait Session {
     ) -> Result<Option<Vec<Reference>>> {
         Ok(None)
     }
+    /// Salvage: the entries whose own structure it repaired (a ring's `head` or `tail` moved),
+    /// as references to the blocks that hold it.
+    fn moved(&self) -> Vec<Reference> {
+        Vec::new()
+    }
     /// Salvage: the name tables of this kind that `read` could not read (their names lost).
     fn lost_tables(&self) -> Vec<crate::engine::reports::LostTable> {
         Vec::new()

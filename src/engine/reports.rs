@@ -88,6 +88,10 @@ pub struct SalvageReport {
     /// not fit the block: the block is now a plain one, and the area's bytes (and its lock and
     /// state words) read as the last bytes of the block's own, which grew by them.
     pub unshared: Vec<u64>,
+    /// Channels whose ring held messages outside its queue (its `head` or `tail` was
+    /// damaged): the queue was moved over the messages next to it, so they are received again
+    /// (what was still outside is in [`SalvageReport::dropped`]). The target is the ring.
+    pub rings_repaired: Vec<NamedReference>,
     /// Whether the store's key (in the superblock) was damaged and was given back from the
     /// blocks' check words, which all seal it.
     pub key_restored: bool,
@@ -122,6 +126,7 @@ impl SalvageReport {
             || !self.renewed.is_empty()
             || !self.resized.is_empty()
             || !self.unshared.is_empty()
+            || !self.rings_repaired.is_empty()
             || self.key_restored
             || self.generation_counter_restored
             || !self.lost_tables.is_empty()

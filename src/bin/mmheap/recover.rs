@@ -60,6 +60,12 @@ fn describe_salvage(r: &SalvageReport) -> Vec<String> {
             "the block at {off:#x} lost its shared area (damaged): the area's bytes are now the end of its own"
         ));
     }
+    for n in &r.rings_repaired {
+        lines.push(format!(
+            "moved the queue of {} {:?} (ring {:#x}) over the messages next to it: its head or tail was damaged",
+            n.kind, n.name, n.target
+        ));
+    }
     for t in &r.lost_tables {
         let names = t.names.map_or("an unknown number of".to_owned(), |n| n.to_string());
         lines.push(format!(

@@ -4,7 +4,10 @@
 //! the store lock while it plans and repairs; a ring whose lock a living process keeps is left
 //! as it is, with every block its slots name.
 
-use super::ring::{self, carried_len, forget_endpoints, lock_holders, ring_shape, target, Frozen};
+use super::ring::{
+    self, carried_intact, carried_len, forget_endpoints, lock_holders, ring_shape, strays, target, Frozen,
+    Side,
+};
 use crate::engine::core::check::Problem;
 use crate::engine::core::span::is_slot;
 use crate::engine::directory::Directory;
@@ -22,7 +25,8 @@ impl Kind for Channels {
         let frozen = ring::freeze(heap, dead)?;
         // A channels' table that cannot be read is the roots kind's damage: no channels then.
         let dir = CHANNEL_NAMES.directory(heap).ok();
-        Ok(Box::new(ChannelSession { kind, frozen, dir, rings: Vec::new(), carrying: Vec::new() }))
+        let (rings, carrying, lost, moved) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        Ok(Box::new(ChannelSession { kind, frozen, dir, rings, carrying, lost, moved }))
     }
 
     fn check(&self, heap: &Heap) -> Result<Vec<Problem>> {
@@ -62,6 +66,11 @@ struct ChannelSession {
     /// Queued messages whose slot word carries their length: a send of a sole reference
     /// queues its block unpublished (`channel/ring.rs`), so these may be. (channel, position)
     carrying: Vec<(u64, u64)>,
+    /// Salvage: queued messages that go whatever they name, (channel, position): found outside
+    /// a ring's queue, or naming a block not as their send left it (`ring::carried_intact`).
+    lost: Vec<(u64, u64)>,
+    /// Salvage: the channels whose rings' `head` or `tail` it moved (their rings named).
+    moved: Vec<Reference>,
 }
 
 impl ChannelSession {
@@ -100,27 +109,44 @@ impl ChannelSession {
                 if head < tail && slot(head)? == 0 {
                     head += 1;
                 }
-                // Outside the queue a slot is 0 (a receive clears the slot it took, a ring is
-                // made zeroed), but for the two a crash can leave: the one a send wrote before
-                // moving `tail`, the one a receive took before clearing it. Others mean `head`
-                // or `tail` was damaged: salvage moves `tail` over the run of messages after it.
-                let (from, to) = (tail.saturating_add(1), head.saturating_add(cap - 1));
-                let mut stray = false;
-                for pos in from..to.max(from) {
-                    stray |= slot(pos)? != 0;
-                }
-                if stray {
+                // Outside the queue a slot is 0 but for the one a crash can leave
+                // (`ring::strays`); others mean `head` or `tail` was damaged. Salvage moves
+                // them over the runs of messages next to the queue (`tail` forward, `head`
+                // back) and drops what is still outside (named in its report; repair clears
+                // the slots).
+                if strays(head, tail, cap, slot)? {
                     plan.damage("channel ring holds messages outside its queue", ring)?;
                     while tail - head < cap && tail < u64::MAX && slot(tail)? != 0 {
                         tail += 1;
                     }
+                    while tail - head < cap && head > 0 && slot(head - 1)? != 0 {
+                        head -= 1;
+                    }
+                    let holder = Holder { kind: self.kind, entry: index, message: None };
+                    self.moved.push(Reference { holder, target: ring });
+                    for pos in tail..head + (cap - (tail - head)).min(u64::MAX - head) {
+                        let word = slot(pos)?;
+                        if word != 0 {
+                            self.lost.push((index, pos));
+                            let holder = Holder { kind: self.kind, entry: index, message: Some(pos) };
+                            out.push(Reference { holder, target: target(word) });
+                        }
+                    }
                 }
+                // A receiver that died holding the receive lock may have taken the message
+                // at `head` (its reference moved, the slot not yet cleared).
+                let taker = self.frozen.found(ring).map(|f| u64::from(Side::Recv.holder(f)));
+                let taker = taker.filter(|&t| t != 0 && plan.dead().contains(&(t - 1)));
                 for pos in head..tail {
                     let word = slot(pos)?;
-                    if carried_len(word).is_some() {
+                    let holder = Holder { kind: self.kind, entry: index, message: Some(pos) };
+                    let live = heap.names_live(target(word)); // else it names nothing: the plan says so
+                    if live && !carried_intact(heap, word, taker.filter(|_| pos == head)) {
+                        plan.damage("channel message's reference word is not the ring's", target(word))?;
+                        self.lost.push((index, pos));
+                    } else if carried_len(word).is_some() {
                         self.carrying.push((index, pos));
                     }
-                    let holder = Holder { kind: self.kind, entry: index, message: Some(pos) };
                     out.push(Reference { holder, target: target(word) });
                 }
                 self.rings.push(Ring { index, ring, head, tail });
@@ -166,7 +192,12 @@ impl Session for ChannelSession {
     }
 
     fn gone(&self, holder: &Holder) -> bool {
-        self.rings.iter().any(|r| r.ring == 0 && r.index == holder.entry)
+        let message = holder.message.is_some_and(|pos| self.lost.contains(&(holder.entry, pos)));
+        message || self.rings.iter().any(|r| r.ring == 0 && r.index == holder.entry)
+    }
+
+    fn moved(&self) -> Vec<Reference> {
+        self.moved.clone()
     }
 
     fn goes_with(&self, dropped: &Holder, holder: &Holder) -> bool {
@@ -202,30 +233,23 @@ impl Session for ChannelSession {
             };
             let p = ring.ring + HEADER_SIZE;
             let cap = heap.region.load(p + RING_CAPACITY)?;
-            if ring.tail - ring.head < cap && ring.head > 0 {
-                // The slot a receiver that died took its message from, if it had not cleared
-                // it yet (`read_ring` allows it only just before `head`).
-                heap.region.store(p + RING_SLOTS + 8 * ((ring.head - 1) % cap), 0)?;
-            }
-            // A receive cut short after clearing its slot (`read_ring`) is completed.
-            heap.region.store(p + RING_HEAD, ring.head)?;
-            let stored_tail = heap.region.load(p + RING_TAIL)?;
-            if !(ring.head..ring.tail).any(lost) && stored_tail == ring.tail {
-                continue;
-            }
-            let slot = |pos: u64| p + RING_SLOTS + 8 * (pos % cap);
+            // The queue's `i`-th slot from `head`.
+            let slot = |i: u64| p + RING_SLOTS + 8 * ((ring.head % cap + i) % cap);
             let mut kept = Vec::new();
             for pos in (ring.head..ring.tail).filter(|&pos| !lost(pos)) {
-                kept.push(heap.region.load(slot(pos))?);
+                kept.push(heap.region.load(slot(pos - ring.head))?);
             }
             for (i, &msg) in kept.iter().enumerate() {
-                heap.region.store(slot(ring.head + i as u64), msg)?;
+                store_changed(heap, slot(i as u64), msg)?;
             }
-            // The slots the queue no longer covers are cleared, as a receive clears its own.
-            for pos in ring.head + kept.len() as u64..ring.tail.max(stored_tail) {
-                heap.region.store(slot(pos), 0)?;
+            // Outside the queue every slot is 0: the one a sender that died wrote before moving
+            // `tail`, the ones a compaction left, and what salvage found outside are cleared.
+            for i in kept.len() as u64..cap {
+                store_changed(heap, slot(i), 0)?;
             }
-            heap.region.store(p + RING_TAIL, ring.head + kept.len() as u64)?;
+            // A receive cut short after clearing its slot (`read_ring`) is completed.
+            store_changed(heap, p + RING_HEAD, ring.head)?;
+            store_changed(heap, p + RING_TAIL, ring.head + kept.len() as u64)?;
         }
         Ok(())
     }
@@ -244,5 +268,13 @@ impl Session for ChannelSession {
 
     fn close(self: Box<Self>, heap: &Heap, done: bool) {
         self.frozen.thaw(heap, done);
+    }
+}
+
+/// Writes `value` at `at` unless it is there already (a recovery dirties no page it need not).
+fn store_changed(heap: &Heap, at: u64, value: u64) -> Result<()> {
+    match heap.region.load(at)? == value {
+        true => Ok(()),
+        false => heap.region.store(at, value),
     }
 }

@@ -174,6 +174,11 @@ pub(crate) fn freeze(heap: &Heap, dead: &[u64]) -> Result<Frozen> {
 }
 
 impl Frozen {
+    /// The lock fields of `ring`'s flags word as recovery found them, if it took its locks.
+    pub(crate) fn found(&self, ring: u64) -> Option<u64> {
+        self.rings.iter().find(|&&(r, _)| r == ring).map(|&(_, f)| f)
+    }
+
     /// The rings recovery could not take.
     pub(crate) fn busy(&self) -> &[u64] {
         &self.busy
@@ -225,6 +230,49 @@ pub(crate) fn ring_shape(heap: &Heap, ring: u64) -> Result<(u64, u64, u64)> {
     Ok((head, tail, cap))
 }
 
+/// Whether a ring holds messages outside its queue `head..tail` (`slot`: the word at a
+/// position). Outside the queue a slot is 0 (a receive clears the slot it took before it moves
+/// `head`, a ring is made zeroed) but for the one a send writes before it moves `tail`, which
+/// a crash can leave. Any other means `head` or `tail` was damaged.
+pub(crate) fn strays(head: u64, tail: u64, cap: u64, slot: impl Fn(u64) -> Result<u64>) -> Result<bool> {
+    let (from, to) = (tail.saturating_add(1), head.saturating_add(cap));
+    for pos in from..to.max(from) {
+        if slot(pos)? != 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether a queued message's block is as the send left it. A slot word that carries its
+/// length names a block that a send of a sole reference queued: unpublished, no owner, the
+/// ring's one other hold, with room for that length; a receive then takes it only if so.
+/// `taker`: the tag of a receiver that may have taken it already (one that died at `head`),
+/// whose fresh owner reference the word may then be. Any other word is damage.
+pub(crate) fn carried_intact(heap: &Heap, word: u64, taker: Option<u64>) -> bool {
+    let Some(len) = carried_len(word) else { return true };
+    let off = target(word);
+    let w = heap.rc(off);
+    heap.carries(off, len) && (w == rc::OTHER_ONE || taker.is_some_and(|t| t != 0 && w == rc::fresh(t)))
+}
+
+/// Whether the ring holds messages outside its queue, judged on a look at all its slots
+/// during which neither `head` nor `tail` moved (sends and receives run without the store
+/// lock; both only grow, so no send or receive completed meanwhile). A ring never seen still
+/// is not judged: recovery, which stops its sends and receives first, judges it.
+fn strays_seen_still(heap: &Heap, ring: u64) -> Result<bool> {
+    let at = |i: u64| ring + HEADER_SIZE + RING_SLOTS + 8 * i;
+    for _ in 0..100 {
+        let (head, tail, cap) = ring_shape(heap, ring)?;
+        let slots = (0..cap).map(|i| heap.region.load(at(i))).collect::<Result<Vec<u64>>>()?;
+        if ring_shape(heap, ring)? == (head, tail, cap) {
+            return strays(head, tail, cap, |pos| Ok(slots[(pos % cap) as usize]));
+        }
+        crate::sync::yield_now();
+    }
+    Ok(false)
+}
+
 /// The rings the channels' directory names (none if it cannot be read: the roots kind reports
 /// that, and recovery refuses it).
 fn named_rings(heap: &Heap) -> Vec<u64> {
@@ -248,44 +296,48 @@ pub(crate) fn forget_endpoints(heap: &Heap, dead: &[u64]) -> Result<()> {
     Ok(())
 }
 
-/// Check problems: directory entries that name no ring, queued messages that are not held.
-/// Receives may run meanwhile (they do not take the store lock): a message that looks unheld
-/// is a problem only if, looked at again after, it is still queued and not at the head of a
-/// ring whose receive lock is held (that message is the receiver's already, its slot perhaps
-/// cleared: the receive finishes, or recovery settles it). A receive holds the lock from
-/// before it changes the message until after `head` has moved past it.
+/// Check problems: directory entries that name no ring, queued messages that are not held or
+/// whose blocks are not as their sends left them, messages outside a ring's queue. Receives
+/// may run meanwhile (they do not take the store lock): a message that looks wrong is a
+/// problem only if it is still queued after and not at the head of a ring whose receive lock
+/// is held (that message is the receiver's already, its slot perhaps cleared: the receive
+/// finishes, or recovery settles it). A receive holds the lock from before it changes the
+/// message until after `head` has moved past it.
 pub(crate) fn check(heap: &Heap) -> Result<Vec<crate::Problem>> {
     let mut out = Vec::new();
     // A channels' table that cannot be read is the roots kind's problem (`roots.rs`).
     let Ok(channels) = CHANNEL_NAMES.directory(heap) else { return Ok(out) };
     for entry in channels.entries(heap)? {
         let ring = entry.target;
-        match ring_shape(heap, ring) {
-            Ok((head, tail, cap)) => {
-                let slot = |p: u64| heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * (p % cap));
-                let unheld = |m: u64| !heap.names_live(target(m)) || rc::other(heap.rc(target(m))) == 0;
-                let mut bad = Vec::new();
-                for p in head..tail {
-                    if unheld(slot(p)?) {
-                        bad.push(p);
-                    }
-                }
-                if bad.is_empty() {
-                    continue;
-                }
-                // The lock before `head`: a receive that changed a message holds the lock
-                // until `head` has moved past it, so either it is seen holding it or `head`
-                // is seen moved.
-                let receiving = Side::Recv.holder(flags_word(heap, ring)?.load(Ordering::Acquire)) != 0;
-                let now = heap.region.u64_at(ring + HEADER_SIZE + RING_HEAD)?.load(Ordering::Acquire);
-                for _ in bad.into_iter().filter(|&p| p >= now && !(p == now && receiving)) {
-                    out.push(crate::Problem { what: "channel holds no live block", offset: ring });
-                }
-            }
-            Err(_) => out.push(crate::Problem {
+        let Ok((head, tail, cap)) = ring_shape(heap, ring) else {
+            out.push(crate::Problem {
                 what: "channel ring is malformed",
                 offset: channels.entry(entry.index),
-            }),
+            });
+            continue;
+        };
+        let slot = |p: u64| heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * (p % cap));
+        let unheld = |m: u64| !heap.names_live(target(m)) || rc::other(heap.rc(target(m))) == 0;
+        let mut bad = Vec::new();
+        for p in head..tail {
+            let m = slot(p)?;
+            if unheld(m) {
+                bad.push((p, "channel holds no live block", ring));
+            } else if !carried_intact(heap, m, None) {
+                bad.push((p, "channel message's reference word is not the ring's", target(m)));
+            }
+        }
+        if !bad.is_empty() {
+            // The lock before `head`: a receive that changed a message holds the lock until
+            // `head` has moved past it, so either it is seen holding it or `head` is seen moved.
+            let receiving = Side::Recv.holder(flags_word(heap, ring)?.load(Ordering::Acquire)) != 0;
+            let now = heap.region.u64_at(ring + HEADER_SIZE + RING_HEAD)?.load(Ordering::Acquire);
+            for (_, what, offset) in bad.into_iter().filter(|&(p, ..)| p >= now && !(p == now && receiving)) {
+                out.push(crate::Problem { what, offset });
+            }
+        }
+        if strays_seen_still(heap, ring)? {
+            out.push(crate::Problem { what: "channel ring holds messages outside its queue", offset: ring });
         }
     }
     Ok(out)

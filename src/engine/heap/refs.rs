@@ -311,6 +311,16 @@ impl Heap {
     /// ring's receive lock.
     pub(crate) fn take_from_ring(&self, off: u64, len: u64) -> Result<Obtained> {
         let damaged = Error::corrupt("channel slot names no block queued unpublished", off);
+        let word = self.rc_ref(off).filter(|_| self.carries(off, len)).ok_or(damaged)?;
+        let mine = rc::fresh(u64::from(self.tag));
+        word.compare_exchange(rc::OTHER_ONE, mine, Ordering::AcqRel, Ordering::Acquire)
+            .map_err(|_| Error::corrupt("channel message's reference word is not the ring's", off))?;
+        Ok(Obtained { offset: off, len, kind: RefKind::Owner, hold_index: None, new_family: true })
+    }
+
+    /// Whether the block (or slot) at `off` is one a holder could have with room for `len`
+    /// bytes: what a ring's slot word that carries `len` must name.
+    pub(crate) fn carries(&self, off: u64, len: u64) -> bool {
         let room = if is_slot(off) {
             self.slot_in_use(off).then(|| id_class(off))
         } else {
@@ -320,11 +330,7 @@ impl Heap {
                 .filter(|t| t.holdable())
                 .and_then(|t| t.size().checked_sub(HEADER_SIZE))
         };
-        let word = self.rc_ref(off).filter(|_| room.is_some_and(|r| len <= r)).ok_or(damaged)?;
-        let mine = rc::fresh(u64::from(self.tag));
-        word.compare_exchange(rc::OTHER_ONE, mine, Ordering::AcqRel, Ordering::Acquire)
-            .map_err(|_| Error::corrupt("channel message's reference word is not the ring's", off))?;
-        Ok(Obtained { offset: off, len, kind: RefKind::Owner, hold_index: None, new_family: true })
+        room.is_some_and(|r| len <= r)
     }
 
     /// Marks the block as published: from now on everyone sees it read-only.

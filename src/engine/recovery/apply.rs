@@ -11,7 +11,8 @@
 //! 2. **Recount**: a block's other holds are, by definition, the references the plan kept
 //!    (roots, channel entries and queued messages, hold tables of the living). Every used
 //!    block's reference word is set to that count; owner references of a dead owner are
-//!    dropped with its owner field in the same atomic update.
+//!    dropped with its owner field in the same atomic update (for salvage, which has the
+//!    store to itself, those of an owner naming a free registry slot too).
 //! 3. **Free** every block left with no reference and no living owner, and the dead slots.
 //!
 //! Other holds change only under the store lock, so the recount cannot race with them; owner
@@ -243,6 +244,16 @@ impl Plan {
             .iter()
             .map(|&i| heap.region.load(slot_offset(i) + SLOT_CACHES))
             .collect::<Result<_>>()?;
+        // Salvage has the store to itself: an owner field naming a free registry slot (which a
+        // flip wrote) is no process's either, and what it kept is freed if nothing holds it.
+        let mut gone = self.dead.clone();
+        if self.mode == super::plan::Mode::Salvage {
+            for i in 0..SLOT_COUNT {
+                if heap.region.load32(slot_offset(i) + SLOT_STATE)? == SLOT_FREE {
+                    gone.push(i);
+                }
+            }
+        }
         let (mut doomed, mut doomed_tables) = (Vec::new(), Vec::new());
         let mut count = |word: &AtomicU64, id: u64, size: u64, table: bool, report: &mut RecoveryReport| {
             if self.untouchable.contains(&id) {
@@ -251,7 +262,7 @@ impl Plan {
             if self.keep_exchange && rc::owner(word.load(Ordering::Acquire)) == EXCHANGE_OWNER {
                 return;
             }
-            if let Some(cached) = recount(word, id, holds, &self.dead, pending, report) {
+            if let Some(cached) = recount(word, id, holds, &gone, pending, report) {
                 match table {
                     true => doomed_tables.push((id, size)),
                     false => doomed.push((id, size, cached)),

@@ -177,6 +177,10 @@ fn salvage_frozen(
     let gone = |h: &crate::engine::holders::Holder| plan.dropped.iter().any(|r| r.holder == *h);
     let renamed = plan.renamed.iter().filter(|(h, _)| !gone(h)).map(|(_, n)| n.clone()).collect();
     let unshared = plan.unshared.clone();
+    let mut rings_repaired = Vec::new();
+    for r in sessions.iter().flat_map(|s| s.moved()) {
+        rings_repaired.push(named(heap, sessions, &r)?);
+    }
     let key_restored = plan.new_key.is_some();
     let generation_counter_restored = plan.counter_restored;
     let lost_tables = sessions.iter().flat_map(|s| s.lost_tables()).collect();
@@ -190,6 +194,7 @@ fn salvage_frozen(
         renewed,
         resized,
         unshared,
+        rings_repaired,
         key_restored,
         generation_counter_restored,
         lost_tables,
