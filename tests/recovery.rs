@@ -853,6 +853,21 @@ fn damaged_head() -> Result<(), Failed> {
     ensure(report.dropped.is_empty() && report.found_damage(), format!("{report:?}"))?;
     ensure(report.rings_repaired.iter().any(|r| r.name == "q" && r.target == ring), format!("{report:?}"))?;
     small_intact(&s.path)?;
+    ensure(MappedManager::recover_file(&s.path).is_ok(), "and recovers cleanly after")?;
+
+    // A word outside the queue and not next to it (the last of four slots, while the queue
+    // holds the first two): salvage drops it, named, and clears it; the block it names (a
+    // root's) keeps its other holder.
+    let s = small_store()?;
+    let ring = ring_of(&s.path, "q")?;
+    poke(&s.path, ring + HEADER_SIZE + RING_SLOTS + 3 * 8, &s.big.to_le_bytes())?;
+    let report = refuse_then_salvage(&s.path)?;
+    let dropped = report.dropped.iter().any(|d| d.kind == "message" && d.name == "q" && d.target == s.big);
+    ensure(dropped && report.dropped.len() == 1, format!("{report:?}"))?;
+    ensure(report.rings_repaired.is_empty() && report.recovery.blocks_freed == 0, format!("{report:?}"))?;
+    let slot3 = std::fs::read(&s.path)?[(ring + HEADER_SIZE + RING_SLOTS + 3 * 8) as usize..][..8].to_vec();
+    ensure(slot3 == [0; 8], "the slot is cleared")?;
+    small_intact(&s.path)?;
     ensure(MappedManager::recover_file(&s.path).is_ok(), "and recovers cleanly after")
 }
 

@@ -116,15 +116,18 @@ impl ChannelSession {
                 // the slots).
                 if strays(head, tail, cap, slot)? {
                     plan.damage("channel ring holds messages outside its queue", ring)?;
+                    let found = (head, tail);
                     while tail - head < cap && tail < u64::MAX && slot(tail)? != 0 {
                         tail += 1;
                     }
                     while tail - head < cap && head > 0 && slot(head - 1)? != 0 {
                         head -= 1;
                     }
-                    let holder = Holder { kind: self.kind, entry: index, message: None };
-                    self.moved.push(Reference { holder, target: ring });
-                    for pos in tail..head + (cap - (tail - head)).min(u64::MAX - head) {
+                    if (head, tail) != found {
+                        let holder = Holder { kind: self.kind, entry: index, message: None };
+                        self.moved.push(Reference { holder, target: ring });
+                    }
+                    for pos in tail..tail.saturating_add(cap - (tail - head)) {
                         let word = slot(pos)?;
                         if word != 0 {
                             self.lost.push((index, pos));
