@@ -352,6 +352,9 @@ fn recover_and_verify(path: &Path, roots: &[Root], lost: &BTreeSet<String>) -> R
     }
     drop(fill);
     ensure(m.check()?.is_sound(), "sound after the fill")?;
+    drop((survivors, m));
+    // What check finds sound, recovery accepts.
+    MappedManager::recover_file(path).map_err(|e| format!("{outcome:?}: then recovery refuses: {e}"))?;
     Ok(outcome)
 }
 

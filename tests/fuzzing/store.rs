@@ -61,16 +61,19 @@ fn inspect(snap: &Snapshot) {
     }
 }
 
-/// After a repair said it succeeded: the store opens, `check` finds it sound, and no two of
-/// its blocks (or slots) overlap.
+/// After a repair said it succeeded: the store opens, `check` finds it sound, a recovery (of
+/// a copy) accepts it as `check` does, and no two of its blocks (or slots) overlap.
 pub fn assert_repaired(path: &Path, what: &str) {
-    let snap =
+    let mut snap =
         Snapshot::take(path).unwrap_or_else(|e| panic!("{what} succeeded, the store does not load: {e}"));
     let report = snap.check().expect("check of a snapshot");
     assert!(report.is_sound(), "{what} succeeded, check finds {:?}", report.problems);
     let (blocks, err) = snap.blocks(|_| {});
     assert!(err.is_none(), "{what} succeeded, the heap does not walk: {err:?}");
     assert_disjoint(&blocks);
+    if let Err(e) = snap.recover_dry_run() {
+        panic!("{what} succeeded and check finds the store sound, but recovery refuses it: {e}");
+    }
 }
 
 /// No two blocks overlap; every slot lies inside a span, and no two slots overlap.
