@@ -30,6 +30,7 @@ fn main() {
         Trial::test("a_shared_area_that_does_not_fit_is_dropped_and_named", unfit_shared_area),
         Trial::test("a_damaged_ring_head_is_found_then_moved_back", damaged_head),
         Trial::test("a_queued_message_whose_word_was_hit_is_found_then_dropped", hit_carried_word),
+        Trial::test("a_damaged_slot_word_is_found_then_told_back", damaged_slot_word),
     ];
     libtest_mimic::run(&libtest_mimic::Arguments::from_args(), tests).exit();
 }
@@ -458,4 +459,32 @@ fn span_slots(class: u64) -> u64 {
         n -= 1;
     }
     n
+}
+
+/// A queued message's slot word hit where its block's reference word tells it back: a bit of
+/// 48..63 set in the word of a published message (which is its block's offset alone), and bit
+/// 63 cleared in the word of one a sole send queued (which carries its length). `check` finds
+/// each as a receive would (it failed, while check said sound), recovery refuses, salvage
+/// writes the word again and names the channel, and both messages are received (found by an
+/// outside break attempt).
+fn damaged_slot_word() -> Result<(), Failed> {
+    for (what, pos, flip) in [("published, bit 50 set", 0, 1u64 << 50), ("sole, bit 63 cleared", 1, 1 << 63)]
+    {
+        let s = small_store()?;
+        let ring = ring_of(&s.path, "q")?;
+        let at = ring + HEADER_SIZE + RING_SLOTS + 8 * pos;
+        let word = u64::from_le_bytes(std::fs::read(&s.path)?[at as usize..][..8].try_into()?);
+        ensure((word >> 63 == 1) == (pos == 1), format!("{what}: the slot word {word:#x}"))?;
+        poke(&s.path, at, &(word ^ flip).to_le_bytes())?;
+        let problems = Snapshot::take(&s.path)?.check()?.problems;
+        let seen = problems.iter().any(|p| p.what == "channel slot word is malformed" && p.offset == ring);
+        ensure(seen, format!("{what}: check: {problems:?}"))?;
+        let report = refuse_then_salvage(&s.path)?;
+        ensure(report.dropped.is_empty(), format!("{what}: {report:?}"))?;
+        ensure(report.rings_repaired.iter().any(|r| r.name == "q"), format!("{what}: {report:?}"))?;
+        let now = u64::from_le_bytes(std::fs::read(&s.path)?[at as usize..][..8].try_into()?);
+        ensure(now == word, format!("{what}: the word is {now:#x}, was {word:#x}"))?;
+        small_intact(&s.path).map_err(|e| format!("{what}: {e:?}"))?;
+    }
+    Ok(())
 }

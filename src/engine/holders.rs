@@ -95,9 +95,9 @@ pub(crate) trait Session {
     ) -> Result<Option<Vec<Reference>>> {
         Ok(None)
     }
-    /// Salvage: the entries whose own structure it repaired (a ring's `head` or `tail` moved),
-    /// as references to the blocks that hold it.
-    fn moved(&self) -> Vec<Reference> {
+    /// Salvage: the entries whose own structure it repaired (a ring's `head` or `tail` moved,
+    /// a slot word restored), as references to the blocks that hold it.
+    fn repaired(&self) -> Vec<Reference> {
         Vec::new()
     }
     /// Salvage: the name tables of this kind that `read` could not read (their names lost).

@@ -88,9 +88,11 @@ pub struct SalvageReport {
     /// not fit the block: the block is now a plain one, and the area's bytes (and its lock and
     /// state words) read as the last bytes of the block's own, which grew by them.
     pub unshared: Vec<u64>,
-    /// Channels whose ring held messages outside its queue (its `head` or `tail` was
-    /// damaged): the queue was moved over the messages next to it, so they are received again
-    /// (what was still outside is in [`SalvageReport::dropped`]). The target is the ring.
+    /// Channels whose ring salvage repaired: it held messages outside its queue (its `head`
+    /// or `tail` was damaged), and the queue was moved over the messages next to it, so they
+    /// are received again (what was still outside is in [`SalvageReport::dropped`]); or a
+    /// queued message's slot word was damaged in bits its block's reference word tells back,
+    /// and was written again. The target is the ring.
     pub rings_repaired: Vec<NamedReference>,
     /// Whether the store's key (in the superblock) was damaged and was given back from the
     /// blocks' check words, which all seal it.

@@ -62,7 +62,7 @@ fn describe_salvage(r: &SalvageReport) -> Vec<String> {
     }
     for n in &r.rings_repaired {
         lines.push(format!(
-            "moved the queue of {} {:?} (ring {:#x}) over the messages next to it: its head or tail was damaged",
+            "repaired the ring of {} {:?} ({:#x}): its head or tail left messages outside its queue, or a slot word was damaged",
             n.kind, n.name, n.target
         ));
     }

@@ -5,8 +5,8 @@
 //! as it is, with every block its slots name.
 
 use super::ring::{
-    self, carried_intact, carried_len, forget_endpoints, lock_holders, ring_shape, strays, target, Frozen,
-    Side,
+    self, carried_len, forget_endpoints, lock_holders, ring_shape, slot_word, strays, target, Frozen, Side,
+    SlotWord,
 };
 use crate::engine::core::check::Problem;
 use crate::engine::core::span::is_slot;
@@ -25,8 +25,9 @@ impl Kind for Channels {
         let frozen = ring::freeze(heap, dead)?;
         // A channels' table that cannot be read is the roots kind's damage: no channels then.
         let dir = CHANNEL_NAMES.directory(heap).ok();
-        let (rings, carrying, lost, moved) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        Ok(Box::new(ChannelSession { kind, frozen, dir, rings, carrying, lost, moved }))
+        let (rings, carrying, lost) = (Vec::new(), Vec::new(), Vec::new());
+        let (restored, repaired) = (Vec::new(), Vec::new());
+        Ok(Box::new(ChannelSession { kind, frozen, dir, rings, carrying, lost, restored, repaired }))
     }
 
     fn check(&self, heap: &Heap) -> Result<Vec<Problem>> {
@@ -67,10 +68,14 @@ struct ChannelSession {
     /// queues its block unpublished (`channel/ring.rs`), so these may be. (channel, position)
     carrying: Vec<(u64, u64)>,
     /// Salvage: queued messages that go whatever they name, (channel, position): found outside
-    /// a ring's queue, or naming a block not as their send left it (`ring::carried_intact`).
+    /// a ring's queue, or naming a block not as their send left it (`ring::slot_word`).
     lost: Vec<(u64, u64)>,
-    /// Salvage: the channels whose rings' `head` or `tail` it moved (their rings named).
-    moved: Vec<Reference>,
+    /// Salvage: slot words written again, (ring, position, word), as `ring::slot_word` told
+    /// them back.
+    restored: Vec<(u64, u64, u64)>,
+    /// Salvage: the channels whose rings it repaired (`head` or `tail` moved, a slot word
+    /// restored), as references to their rings.
+    repaired: Vec<Reference>,
 }
 
 impl ChannelSession {
@@ -124,8 +129,7 @@ impl ChannelSession {
                         head -= 1;
                     }
                     if (head, tail) != found {
-                        let holder = Holder { kind: self.kind, entry: index, message: None };
-                        self.moved.push(Reference { holder, target: ring });
+                        self.note_repaired(index, ring);
                     }
                     for pos in tail..tail.saturating_add(cap - (tail - head)) {
                         let word = slot(pos)?;
@@ -143,11 +147,26 @@ impl ChannelSession {
                 for pos in head..tail {
                     let word = slot(pos)?;
                     let holder = Holder { kind: self.kind, entry: index, message: Some(pos) };
-                    let live = heap.names_live(target(word)); // else it names nothing: the plan says so
-                    if live && !carried_intact(heap, word, taker.filter(|_| pos == head)) {
-                        plan.damage("channel message's reference word is not the ring's", target(word))?;
-                        self.lost.push((index, pos));
-                    } else if carried_len(word).is_some() {
+                    // A word naming no live block is the plan's to judge (it names nothing).
+                    let judged = match heap.names_live(target(word)) {
+                        true => slot_word(heap, word, taker.filter(|_| pos == head)),
+                        false => SlotWord::Intact,
+                    };
+                    let word = match judged {
+                        SlotWord::Intact => word,
+                        SlotWord::Restored(restored) => {
+                            plan.damage("channel slot word is malformed", ring)?;
+                            self.restored.push((ring, pos, restored));
+                            self.note_repaired(index, ring);
+                            restored
+                        }
+                        SlotWord::Damaged(what) => {
+                            plan.damage(what, target(word))?;
+                            self.lost.push((index, pos));
+                            word
+                        }
+                    };
+                    if carried_len(word).is_some() {
                         self.carrying.push((index, pos));
                     }
                     out.push(Reference { holder, target: target(word) });
@@ -162,6 +181,14 @@ impl ChannelSession {
                 self.rings.push(Ring { index, ring: 0, head: 0, tail: 0 });
                 Ok(())
             }
+        }
+    }
+
+    /// Salvage repaired the ring of channel `index` (its `head`, `tail` or a slot word).
+    fn note_repaired(&mut self, index: u64, ring: u64) {
+        if !self.repaired.iter().any(|r| r.target == ring) {
+            let holder = Holder { kind: self.kind, entry: index, message: None };
+            self.repaired.push(Reference { holder, target: ring });
         }
     }
 
@@ -199,8 +226,8 @@ impl Session for ChannelSession {
         message || self.rings.iter().any(|r| r.ring == 0 && r.index == holder.entry)
     }
 
-    fn moved(&self) -> Vec<Reference> {
-        self.moved.clone()
+    fn repaired(&self) -> Vec<Reference> {
+        self.repaired.clone()
     }
 
     fn goes_with(&self, dropped: &Holder, holder: &Holder) -> bool {
@@ -238,6 +265,9 @@ impl Session for ChannelSession {
             let cap = heap.region.load(p + RING_CAPACITY)?;
             // The queue's `i`-th slot from `head`.
             let slot = |i: u64| p + RING_SLOTS + 8 * ((ring.head % cap + i) % cap);
+            for &(_, pos, word) in self.restored.iter().filter(|&&(r, ..)| r == ring.ring) {
+                heap.region.store(slot(pos - ring.head), word)?;
+            }
             let mut kept = Vec::new();
             for pos in (ring.head..ring.tail).filter(|&pos| !lost(pos)) {
                 kept.push(heap.region.load(slot(pos - ring.head))?);

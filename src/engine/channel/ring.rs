@@ -244,16 +244,43 @@ pub(crate) fn strays(head: u64, tail: u64, cap: u64, slot: impl Fn(u64) -> Resul
     Ok(false)
 }
 
-/// Whether a queued message's block is as the send left it. A slot word that carries its
-/// length names a block that a send of a sole reference queued: unpublished, no owner, the
-/// ring's one other hold, with room for that length; a receive then takes it only if so.
-/// `taker`: the tag of a receiver that may have taken it already (one that died at `head`),
-/// whose fresh owner reference the word may then be. Any other word is damage.
-pub(crate) fn carried_intact(heap: &Heap, word: u64, taker: Option<u64>) -> bool {
-    let Some(len) = carried_len(word) else { return true };
+/// A queued message's slot word, judged against the block it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SlotWord {
+    /// As a send left it.
+    Intact,
+    /// Damaged in bits the block's own reference word tells back: the word restored.
+    Restored(u64),
+    /// Damaged beyond that: what is wrong.
+    Damaged(&'static str),
+}
+
+/// Judges the slot word `word` of a queued message. A word that carries a length names a block
+/// that a send of a sole reference queued: unpublished, no owner, the ring's one other hold
+/// (`taker`: the tag of a receiver that may have taken it already, one that died at `head`,
+/// whose fresh owner reference the word may then be), with room for that length; a receive
+/// takes it only if so. Any other word is the block's offset alone (bits 48..64 clear): its
+/// block, published or on its way to be (a locked send publishes it last), is checked where
+/// every reference is (`recovery/plan.rs`). A flip in bits 48..64 is told back by the block's
+/// reference word: one a sole send left (bit 63 lost) or a published one (bits set).
+pub(crate) fn slot_word(heap: &Heap, word: u64, taker: Option<u64>) -> SlotWord {
     let off = target(word);
+    let len = (word >> LEN_SHIFT) & CARRIED_MAX;
+    if word >> LEN_SHIFT == 0 {
+        return SlotWord::Intact;
+    }
     let w = heap.rc(off);
-    heap.carries(off, len) && (w == rc::OTHER_ONE || taker.is_some_and(|t| t != 0 && w == rc::fresh(t)))
+    let sole = w == rc::OTHER_ONE || taker.is_some_and(|t| t != 0 && w == rc::fresh(t));
+    let carried = carrying(off, len);
+    match (sole && heap.carries(off, len), rc::published(w)) {
+        (true, _) if word == carried => SlotWord::Intact,
+        (true, _) => SlotWord::Restored(carried),
+        (false, true) => SlotWord::Restored(off),
+        (false, false) if carried_len(word).is_some() => {
+            SlotWord::Damaged("channel message's reference word is not the ring's")
+        }
+        (false, false) => SlotWord::Damaged("channel slot word is malformed"),
+    }
 }
 
 /// Whether the ring holds messages outside its queue, judged on a look at all its slots
@@ -323,8 +350,12 @@ pub(crate) fn check(heap: &Heap) -> Result<Vec<crate::Problem>> {
             let m = slot(p)?;
             if unheld(m) {
                 bad.push((p, "channel holds no live block", ring));
-            } else if !carried_intact(heap, m, None) {
-                bad.push((p, "channel message's reference word is not the ring's", target(m)));
+                continue;
+            }
+            match slot_word(heap, m, None) {
+                SlotWord::Intact => {}
+                SlotWord::Restored(_) => bad.push((p, "channel slot word is malformed", ring)),
+                SlotWord::Damaged(what) => bad.push((p, what, target(m))),
             }
         }
         if !bad.is_empty() {

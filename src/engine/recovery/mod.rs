@@ -178,7 +178,7 @@ fn salvage_frozen(
     let renamed = plan.renamed.iter().filter(|(h, _)| !gone(h)).map(|(_, n)| n.clone()).collect();
     let unshared = plan.unshared.clone();
     let mut rings_repaired = Vec::new();
-    for r in sessions.iter().flat_map(|s| s.moved()) {
+    for r in sessions.iter().flat_map(|s| s.repaired()) {
         rings_repaired.push(named(heap, sessions, &r)?);
     }
     let key_restored = plan.new_key.is_some();
