@@ -21,6 +21,7 @@ mod apply;
 mod entry;
 mod plan;
 
+use crate::engine::core::header::Tag;
 use crate::engine::heap::{Guard, Heap};
 use crate::engine::holders::{Kind, Reference, Session};
 use crate::engine::reports::{NamedReference, RecoveryReport, SalvageReport};
@@ -147,9 +148,15 @@ fn salvage_frozen(
     let mut plan = Plan::make(heap, dead, sessions, Mode::Salvage)?;
     plan.keep_exchange = keep_exchange;
     let core = heap.core();
+    // A range an earlier salvage fenced off has a quarantine header of its size, and zeros
+    // for the header's other words; any other bytes there (a block's payload that happens to
+    // have the quarantine bit set, say) were fenced off now.
     let mut quarantined = Vec::new();
     for b in plan.blocks.iter().filter(|b| b.tag.is_quarantine()) {
-        if !core.tag(b.offset)?.is_quarantine() {
+        let stored = core.tag(b.offset)?.with_prev_free(false);
+        let words = [HDR_GEN, HDR_RC, HDR_CHECK].map(|w| core.read(b.offset + w));
+        let before = stored == Tag::quarantine(b.tag.size()) && words.iter().all(|w| matches!(w, Ok(0)));
+        if !before {
             quarantined.push((b.offset, b.tag.size()));
         }
     }
