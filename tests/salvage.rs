@@ -31,6 +31,7 @@ fn main() {
         Trial::test("a_damaged_ring_head_is_found_then_moved_back", damaged_head),
         Trial::test("a_queued_message_whose_word_was_hit_is_found_then_dropped", hit_carried_word),
         Trial::test("a_damaged_slot_word_is_found_then_told_back", damaged_slot_word),
+        Trial::test("check_finds_an_unpublished_ring_and_a_malformed_channel_name", ring_and_name),
     ];
     libtest_mimic::run(&libtest_mimic::Arguments::from_args(), tests).exit();
 }
@@ -102,6 +103,11 @@ fn poke(path: &Path, at: u64, bytes: &[u8]) -> Result<Vec<u8>, Failed> {
 /// The ring of the channel `name`, from its entry in the fixed directory or the channels'
 /// table (whose entries are laid out as the directory's).
 fn ring_of(path: &Path, name: &str) -> Result<u64, Failed> {
+    Ok(channel_entry(path, name)?.1)
+}
+
+/// The entry of the channel `name` (as [`ring_of`] finds it) and its ring.
+fn channel_entry(path: &Path, name: &str) -> Result<(u64, u64), Failed> {
     let bytes = std::fs::read(path)?;
     let word = |at: u64| u64::from_le_bytes(bytes[at as usize..][..8].try_into().unwrap_or_default());
     let table = word(SB_CHANNEL_TABLE);
@@ -115,7 +121,7 @@ fn ring_of(path: &Path, name: &str) -> Result<u64, Failed> {
         len as usize == name.len() && bytes[(e + CHANNEL_NAME) as usize..][..name.len()] == *name.as_bytes()
     };
     let entry = fixed.chain(entries).find(named).ok_or(format!("no channel {name:?}"))?;
-    Ok(word(entry + CHANNEL_RING))
+    Ok((entry, word(entry + CHANNEL_RING)))
 }
 
 /// Refused untouched, then salvaged; returns the salvage's report.
@@ -498,4 +504,32 @@ fn damaged_slot_word() -> Result<(), Failed> {
         small_intact(&s.path).map_err(|e| format!("{what}: {e:?}"))?;
     }
     Ok(())
+}
+
+/// Two things recovery refused while `check` called the store sound (found by an outside break
+/// attempt): a channel's ring whose reference word lost its published bit (salvage publishes it
+/// again), and a NUL in a channel's name (salvage gives the channel a new name).
+fn ring_and_name() -> Result<(), Failed> {
+    let s = small_store()?;
+    let (entry, ring) = channel_entry(&s.path, "q")?;
+    let w = u64::from_le_bytes(std::fs::read(&s.path)?[(ring + HDR_RC) as usize..][..8].try_into()?);
+    poke(&s.path, ring + HDR_RC, &(w & !(1 << 63)).to_le_bytes())?;
+    let problems = Snapshot::take(&s.path)?.check()?.problems;
+    let what = "a root, channel or hold names an unpublished block";
+    ensure(problems.iter().any(|p| p.what == what && p.offset == ring), format!("check: {problems:?}"))?;
+    let report = refuse_then_salvage(&s.path)?;
+    ensure(report.renewed.iter().any(|r| r.kind == "channel"), format!("{report:?}"))?;
+    small_intact(&s.path)?;
+
+    let s = small_store()?;
+    let (entry2, _) = channel_entry(&s.path, "q")?;
+    ensure(entry2 == entry, "the same layout")?;
+    poke(&s.path, entry + CHANNEL_NAME, &[0])?;
+    let problems = Snapshot::take(&s.path)?.check()?.problems;
+    let what = "channel name is malformed";
+    ensure(problems.iter().any(|p| p.what == what && p.offset == entry), format!("check: {problems:?}"))?;
+    let report = refuse_then_salvage(&s.path)?;
+    ensure(report.renamed.iter().any(|n| n.starts_with("salvaged-")), format!("{report:?}"))?;
+    let m = MappedManager::open(&s.path)?;
+    ensure(m.check()?.is_sound(), format!("sound: {:?}", m.check()?.problems))
 }

@@ -35,6 +35,19 @@ pub(crate) fn full_check(heap: &Heap) -> Result<CheckReport> {
             *named.entry(target).or_default() += 1;
         }
     }
+    // What roots, tables, hold tables and links name is published before it is named
+    // (recovery refuses an unpublished one as damage), each reported once.
+    let mut unpublished: Vec<u64> = named
+        .keys()
+        .copied()
+        .filter(|&t| heap.names_live(t) && !crate::engine::core::header::rc::published(heap.rc(t)))
+        .filter(|&t| !report.problems.iter().any(|p| p.offset == t))
+        .collect();
+    unpublished.sort_unstable();
+    for offset in unpublished {
+        let what = "a root, channel or hold names an unpublished block";
+        report.problems.push(crate::Problem { what, offset });
+    }
     // Fewer holds than references: the block would be freed while something names it.
     let mut short: Vec<u64> = named
         .into_iter()

@@ -12,6 +12,7 @@
 //! store lock first), so recovery's wait ends.
 
 use crate::engine::core::header::rc;
+use crate::engine::core::span::is_slot;
 use crate::engine::heap::{Heap, HOLDER_PATIENCE};
 use crate::engine::tables::CHANNEL_NAMES;
 use crate::error::{Error, Result};
@@ -336,6 +337,19 @@ pub(crate) fn check(heap: &Heap) -> Result<Vec<crate::Problem>> {
     let Ok(channels) = CHANNEL_NAMES.directory(heap) else { return Ok(out) };
     for entry in channels.entries(heap)? {
         let ring = entry.target;
+        if !channels.name_ok(heap, entry.index)? {
+            out.push(crate::Problem {
+                what: "channel name is malformed",
+                offset: channels.entry(entry.index),
+            });
+        }
+        // Made published (recovery refuses an unpublished ring as damage).
+        if heap.names_live(ring) && !rc::published(heap.rc(ring)) {
+            out.push(crate::Problem {
+                what: "a root, channel or hold names an unpublished block",
+                offset: ring,
+            });
+        }
         let Ok((head, tail, cap)) = ring_shape(heap, ring) else {
             out.push(crate::Problem {
                 what: "channel ring is malformed",
@@ -350,6 +364,13 @@ pub(crate) fn check(heap: &Heap) -> Result<Vec<crate::Problem>> {
             let m = slot(p)?;
             if unheld(m) {
                 bad.push((p, "channel holds no live block", ring));
+                continue;
+            }
+            // A message queued as its block's offset alone is published, but for a block a
+            // locked send publishes last (it holds the store lock, as the check does).
+            let plain = carried_len(m).is_none();
+            if plain && is_slot(target(m)) && !rc::published(heap.rc(target(m))) {
+                bad.push((p, "a root, channel or hold names an unpublished block", target(m)));
                 continue;
             }
             match slot_word(heap, m, None) {
