@@ -202,8 +202,8 @@ impl ReadOnlyStore {
         let read = || -> Result<(Option<Listed>, bool)> {
             // A writer may replace the roots table meanwhile: then the read is torn, and what
             // it read of the old one (freed, perhaps reused) may not even parse.
-            let table = self.heap.region.load(SB_ROOT_TABLE)?;
-            let replaced = || self.heap.region.load(SB_ROOT_TABLE).map_or(true, |now| now != table);
+            let table = self.table_id();
+            let replaced = || self.table_id() != table;
             let (mut roots, mut half_written) = (Vec::new(), false);
             let read = ROOT_NAMES.directory(&self.heap).and_then(|dir| {
                 for e in dir.entries(&self.heap)? {
@@ -244,6 +244,19 @@ impl ReadOnlyStore {
         Ok(out)
     }
 
+    /// The roots table as a reader finds it: its offset and its block's generation. A writer
+    /// that replaces the table frees the old block, and a later table may be made at the same
+    /// offset: its generation tells it from the one a read began with (0, 0: no table).
+    fn table_id(&self) -> (u64, u64) {
+        let r = &self.heap.region;
+        let table = r.load(SB_ROOT_TABLE).unwrap_or(u64::MAX);
+        let generation = match table {
+            0 => 0,
+            t => t.checked_add(HDR_GEN).and_then(|at| r.load(at).ok()).unwrap_or(u64::MAX),
+        };
+        (table, generation)
+    }
+
     /// The handle of `target`, the block the root entry at `entry` named when read, if the
     /// entry still names it after the block's generation was read (a root's block is freed only
     /// after the entry names another, so the generation is then the block's); `None` if it
@@ -255,9 +268,14 @@ impl ReadOnlyStore {
     }
 
     /// The handle of the block the root `name` names, if there is such a root.
+    /// [`Error::StoreChanging`] when writers replaced the roots table under every read.
     pub fn root_handle(&self, name: &str) -> Result<Option<BlockHandle>> {
         self.heap.follow_growth()?;
-        settled(|| Ok(self.find_root(name)?.map_or((None, false), |(h, torn)| (Some(h), torn))))
+        let found = settled(|| Ok(self.find_root(name)?.map_or((None, false), |(h, torn)| (Some(h), torn))))?;
+        match found {
+            Some(h) if h.offset == 0 => Err(Error::StoreChanging { processes: self.heap.attached() }),
+            found => Ok(found),
+        }
     }
 
     /// The handle of root `name`'s block, and whether the entry changed while it was read (the
@@ -269,15 +287,25 @@ impl ReadOnlyStore {
             return Err(Error::InvalidRootName(name.to_owned()));
         }
         let r = &self.heap.region;
-        let table = r.load(SB_ROOT_TABLE)?;
-        let dir = ROOT_NAMES.directory(&self.heap)?;
-        let Some(found) = dir.find(&self.heap, name.as_bytes())? else { return Ok(None) };
+        let table = self.table_id();
+        let found = ROOT_NAMES
+            .directory(&self.heap)
+            .and_then(|dir| Ok((dir, dir.find(&self.heap, name.as_bytes())?)));
+        let (dir, found) = match found {
+            // What a reader read of a table a writer replaced meanwhile (freed, perhaps reused)
+            // may not even parse: a torn read, read again.
+            Err(Error::Corrupt { .. }) if self.table_id() != table => {
+                return Ok(Some((BlockHandle { offset: 0, generation: 0 }, true)))
+            }
+            found => found?,
+        };
+        let Some(found) = found else { return Ok(None) };
         let (e, target) = (dir.entry(found.index), found.target);
         let handle = self.heap.handle_of(target);
         // The generation is the block's only if the entry still names it: a root's block is
         // freed only after the entry names another (and a replaced table tears the read).
         fence(Ordering::Acquire);
-        Ok(Some((handle, r.load(e + ROOT_BLOCK)? != target || r.load(SB_ROOT_TABLE)? != table)))
+        Ok(Some((handle, r.load(e + ROOT_BLOCK)? != target || self.table_id() != table)))
     }
 
     /// A copy of the block the root `name` names, if there is such a root. If a writer replaces
@@ -303,6 +331,9 @@ impl ReadOnlyStore {
                 }
             }
             // The root was replaced under the read (its old block freed): read it again.
+            if tries == 0 && handle.offset == 0 {
+                return Err(Error::StoreChanging { processes: self.heap.attached() });
+            }
             if tries == 0 {
                 return Err(stale(handle));
             }
