@@ -20,6 +20,8 @@ pub(crate) struct Directory {
     bad_length: &'static str,
     /// The damage a malformed name is.
     bad_name: &'static str,
+    /// The damage a table entry is that its name does not find.
+    misplaced_name: &'static str,
     /// A hash table (`count` a power of two), probed from the name's hash; else a list.
     hashed: bool,
 }
@@ -30,6 +32,7 @@ pub(crate) const ROOTS: Directory = Directory {
     count: ROOT_COUNT,
     bad_length: "root name length out of range",
     bad_name: "root name is malformed",
+    misplaced_name: "root name does not find its entry",
     hashed: false,
 };
 /// The channels.
@@ -38,6 +41,7 @@ pub(crate) const CHANNELS: Directory = Directory {
     count: CHANNEL_COUNT,
     bad_length: "channel name length out of range",
     bad_name: "channel name is malformed",
+    misplaced_name: "channel name does not find its entry",
     hashed: false,
 };
 
@@ -137,6 +141,27 @@ impl Directory {
         Ok(len <= ROOT_NAME_MAX && valid_name(&name) && std::str::from_utf8(&name).is_ok())
     }
 
+    /// Whether used entry `i` of a table, whose name is well formed, is not found by that
+    /// name: the probe from the name's hash ends before it (an entry on the way was damaged
+    /// into an empty one), or finds another entry of that name first, or the name was damaged
+    /// into another whose probe starts elsewhere. A list finds every entry.
+    pub(crate) fn misplaced(&self, heap: &Heap, i: u64) -> Result<bool> {
+        if !self.hashed || !self.name_ok(heap, i)? {
+            return Ok(false);
+        }
+        let (name, _) = self.raw_name(heap, i)?;
+        Ok(self.probe(heap, &name)?.0.map(|e| e.index) != Some(i))
+    }
+
+    /// Sets a table's counts of used and emptied entries from its entries (they are derived).
+    pub(crate) fn recount(&self, heap: &Heap) -> Result<()> {
+        let Some(at) = self.header() else { return Ok(()) };
+        let used = self.targets(heap).len() as u64;
+        let emptied = (0..self.count).filter(|&i| self.is_emptied(heap, i)).count() as u64;
+        heap.region.store(at + ROOT_TABLE_USED, used)?;
+        heap.region.store(at + ROOT_TABLE_EMPTIED, emptied)
+    }
+
     /// The name of entry `i` as far as it can be read (damaged bytes replaced), for reports.
     pub(crate) fn name_lossy(&self, heap: &Heap, i: u64) -> Result<String> {
         let (name, _) = self.raw_name(heap, i)?;
@@ -220,6 +245,15 @@ impl Directory {
             if !self.name_ok(heap, index)? {
                 plan.damage(self.bad_name, self.entry(index))?;
                 plan.rename(holder, target);
+            } else if self.misplaced(heap, index)? {
+                // Salvage moves it to where its name leads, under that name, unless another
+                // entry is found by it (then it gets a new one).
+                plan.damage(self.misplaced_name, self.entry(index))?;
+                let (name, _) = self.raw_name(heap, index)?;
+                match self.probe(heap, &name)?.0 {
+                    Some(_) => plan.rename(holder, target),
+                    None => plan.keep_name(holder, target, String::from_utf8_lossy(&name).into_owned()),
+                }
             }
             out.push(Reference { holder, target });
             then(index, target, plan, out)?;
@@ -238,10 +272,31 @@ impl Directory {
         for r in dropped.iter().filter(|r| r.holder.message.is_none()) {
             self.set_target(heap, r.holder.entry, 0)?;
         }
+        if !self.hashed {
+            for (holder, name) in renamed {
+                let target = heap.region.load(self.entry(holder.entry) + ROOT_BLOCK)?;
+                self.write(heap, holder.entry, name.as_bytes(), target)?;
+            }
+            return Ok(());
+        }
+        // A table finds an entry by its name's probe: a renamed (or misplaced) entry is emptied
+        // where it is, and written again where its name leads (its old entry, now emptied,
+        // is a place too, so there is always one).
+        let mut moved = Vec::new();
         for (holder, name) in renamed {
             let target = heap.region.load(self.entry(holder.entry) + ROOT_BLOCK)?;
-            self.write(heap, holder.entry, name.as_bytes(), target)?;
+            if target != 0 {
+                self.set_target(heap, holder.entry, 0)?;
+                heap.region.zero(self.entry(holder.entry) + ROOT_NAME, ROOT_NAME_MAX)?;
+                heap.region.store32(self.entry(holder.entry) + ROOT_NAME_LEN, 1)?;
+                moved.push((name, target));
+            }
         }
-        Ok(())
+        for (name, target) in moved {
+            let place = self.place_for(heap, name.as_bytes())?;
+            let i = place.ok_or_else(|| Error::corrupt("name table has no place for a name", self.base))?;
+            self.write(heap, i, name.as_bytes(), target)?;
+        }
+        self.recount(heap)
     }
 }

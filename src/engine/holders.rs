@@ -38,6 +38,10 @@ pub(crate) trait Reading {
     fn damage(&mut self, what: &'static str, offset: u64) -> Result<()>;
     /// Salvage: the entry `holder` (whose name was damaged, naming `target`) gets a new name.
     fn rename(&mut self, holder: Holder, target: u64);
+    /// Salvage: the entry `holder` (naming `target`), which its name does not find, is moved
+    /// to where the name leads, keeping it (reported with the renamed ones, under that name),
+    /// unless another entry moved keeps that name (then it is renamed).
+    fn keep_name(&mut self, holder: Holder, target: u64, name: String);
     /// A block that is to be left as it is, counted or not (a living process may be moving it).
     fn leave_alone(&mut self, target: u64);
     /// Registry slots of the dead processes.

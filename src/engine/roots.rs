@@ -42,6 +42,8 @@ pub(crate) fn survey_roots(heap: &Heap) -> Result<Vec<Surveyed>> {
         let mut problems = Vec::new();
         if !dir.name_ok(heap, i)? {
             problems.push(Problem { what: "root name is malformed", offset: e });
+        } else if dir.misplaced(heap, i)? {
+            problems.push(Problem { what: "root name does not find its entry", offset: e });
         }
         let word = heap.rc(target);
         if !heap.names_live(target) || rc::count(word) == 0 {
@@ -282,10 +284,8 @@ impl Session for RootSession {
         if let Some((block, capacity)) = self.capacity {
             heap.region.store(payload_of(block) + ROOT_TABLE_CAPACITY, capacity)?;
         }
-        if let Some(at) = dir.header() {
-            let dropped = entries.len() as u64;
-            heap.region.store(at + ROOT_TABLE_USED, self.counts.0 - dropped.min(self.counts.0))?;
-            heap.region.store(at + ROOT_TABLE_EMPTIED, self.counts.1 + dropped)?;
+        if dir.header().is_some() {
+            dir.recount(heap)?;
             clear_fixed(heap)?;
         }
         Ok(())

@@ -184,11 +184,7 @@ impl NameTable {
     /// derived: a crash between an entry and its count leaves them off by one).
     pub(crate) fn recount(&self, heap: &Heap) -> Result<()> {
         let Ok(Some((block, capacity))) = self.table(heap) else { return Ok(()) };
-        let dir = self.directory_at(block, capacity);
-        let used = dir.targets(heap).len() as u64;
-        let emptied = (0..capacity).filter(|&i| dir.is_emptied(heap, i)).count() as u64;
-        heap.region.store(payload_of(block) + ROOT_TABLE_USED, used)?;
-        heap.region.store(payload_of(block) + ROOT_TABLE_EMPTIED, emptied)
+        self.directory_at(block, capacity).recount(heap)
     }
 
     pub(crate) fn lone_table(&self, heap: &Heap) -> Result<Option<u64>> {

@@ -337,11 +337,11 @@ pub(crate) fn check(heap: &Heap) -> Result<Vec<crate::Problem>> {
     let Ok(channels) = CHANNEL_NAMES.directory(heap) else { return Ok(out) };
     for entry in channels.entries(heap)? {
         let ring = entry.target;
+        let at = channels.entry(entry.index);
         if !channels.name_ok(heap, entry.index)? {
-            out.push(crate::Problem {
-                what: "channel name is malformed",
-                offset: channels.entry(entry.index),
-            });
+            out.push(crate::Problem { what: "channel name is malformed", offset: at });
+        } else if channels.misplaced(heap, entry.index)? {
+            out.push(crate::Problem { what: "channel name does not find its entry", offset: at });
         }
         // Made published (recovery refuses an unpublished ring as damage).
         if heap.names_live(ring) && !rc::published(heap.rc(ring)) {

@@ -596,6 +596,13 @@ impl Reading for Plan {
         self.renamed.push((holder, name));
     }
 
+    fn keep_name(&mut self, holder: Holder, target: u64, name: String) {
+        match self.renamed.iter().any(|(_, n)| *n == name) {
+            true => self.rename(holder, target),
+            false => self.renamed.push((holder, name)),
+        }
+    }
+
     fn leave_alone(&mut self, target: u64) {
         self.untouchable.insert(target);
     }
