@@ -127,8 +127,11 @@ struct RootSession {
     capacity: Option<(u64, u64)>,
     /// Salvage: the table found in the heap when the superblock's field was damaged.
     relink: Option<u64>,
-    /// Salvage: the entries of a table whose block's header was hit, for a new table.
-    rebuild: Option<Directory>,
+    /// Salvage: the used entries of a table whose block's header was hit, as read (index,
+    /// name, target), for a new table: the old block's bytes are not read again, since the
+    /// repairs before the rebuild may write over them (a range fenced off, a free block's
+    /// links).
+    rebuild: Option<Vec<(u64, Vec<u8>, u64)>>,
     /// Salvage: the entries the repair dropped or renamed, for the rebuild.
     changes: std::cell::RefCell<Changes>,
     /// Salvage: the channels' table could not be read (the channels are lost with it).
@@ -165,7 +168,14 @@ impl Session for RootSession {
                 // go into a new table (`rebuild`), their names as read.
                 plan.damage("roots table's header is damaged", heap.region.load(SB_ROOT_TABLE)?)?;
                 dir.read_references(heap, self.kind, plan, out, |_, _, _, _| Ok(()))?;
-                self.rebuild = Some(dir);
+                let mut entries = Vec::new();
+                for e in 0..dir.count() {
+                    let target = heap.region.load(dir.entry(e) + ROOT_BLOCK)?;
+                    if target != 0 {
+                        entries.push((e, dir.name_lossy(heap, e)?.into_bytes(), target));
+                    }
+                }
+                self.rebuild = Some(entries);
                 return Ok(());
             }
         }
@@ -231,16 +241,12 @@ impl Session for RootSession {
         let Some(old) = &self.rebuild else { return Ok(()) };
         let (dropped, renamed) = &*self.changes.borrow();
         let mut kept = Vec::new();
-        for e in (0..old.count()).filter(|i| !dropped.contains(i)) {
-            let target = heap.region.load(old.entry(e) + ROOT_BLOCK)?;
-            if target == 0 {
-                continue;
-            }
-            let name = match renamed.iter().find(|(i, _)| *i == e) {
+        for (e, name, target) in old.iter().filter(|(i, ..)| !dropped.contains(i)) {
+            let name = match renamed.iter().find(|(i, _)| i == e) {
                 Some((_, n)) => n.as_bytes().to_vec(),
-                None => old.name_lossy(heap, e)?.into_bytes(),
+                None => name.clone(),
             };
-            kept.push((name, target));
+            kept.push((name, *target));
         }
         let capacity = ROOT_TABLE_FIRST.max(((kept.len() as u64 + 1) * 2).next_power_of_two());
         let table = ROOT_NAMES.make_table(heap, g, capacity)?;
