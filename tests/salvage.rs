@@ -33,6 +33,8 @@ fn main() {
         Trial::test("a_damaged_slot_word_is_found_then_told_back", damaged_slot_word),
         Trial::test("check_finds_an_unpublished_ring_and_a_malformed_channel_name", ring_and_name),
         Trial::test("a_table_entry_its_name_does_not_find_is_moved_or_renamed", misplaced_name),
+        Trial::test("a_ring_whose_head_or_tail_breaks_its_bounds_is_queued_again", requeued),
+        Trial::test("a_second_reference_to_a_sole_message_is_cleared", sole_twice),
     ];
     libtest_mimic::run(&libtest_mimic::Arguments::from_args(), tests).exit();
 }
@@ -419,14 +421,14 @@ fn damaged_head() -> Result<(), Failed> {
     ensure(MappedManager::recover_file(&s.path).is_ok(), "and recovers cleanly after")?;
 
     // A word outside the queue and not next to it (the last of four slots, while the queue
-    // holds the first two): salvage drops it, named, and clears it; the block it names (a
+    // holds the first two): salvage clears it, named as a copy, since the block it names (a
     // root's) keeps its other holder.
     let s = small_store()?;
     let ring = ring_of(&s.path, "q")?;
     poke(&s.path, ring + HEADER_SIZE + RING_SLOTS + 3 * 8, &s.big.to_le_bytes())?;
     let report = refuse_then_salvage(&s.path)?;
-    let dropped = report.dropped.iter().any(|d| d.kind == "message" && d.name == "q" && d.target == s.big);
-    ensure(dropped && report.dropped.len() == 1, format!("{report:?}"))?;
+    let cleared = report.cleared.iter().any(|d| d.kind == "message" && d.name == "q" && d.target == s.big);
+    ensure(cleared && report.cleared.len() == 1 && report.dropped.is_empty(), format!("{report:?}"))?;
     ensure(report.rings_repaired.is_empty() && report.recovery.blocks_freed == 0, format!("{report:?}"))?;
     let slot3 = std::fs::read(&s.path)?[(ring + HEADER_SIZE + RING_SLOTS + 3 * 8) as usize..][..8].to_vec();
     ensure(slot3 == [0; 8], "the slot is cleared")?;
@@ -570,12 +572,17 @@ fn misplaced_name() -> Result<(), Failed> {
             format!("{new}: check: {problems:?}"),
         )?;
         let report = refuse_then_salvage(&path)?;
-        ensure(report.renamed.len() == 1 && report.dropped.is_empty(), format!("{new}: {report:?}"))?;
-        let name = &report.renamed[0];
+        ensure(report.dropped.is_empty(), format!("{new}: {report:?}"))?;
+        let name = match kept {
+            true => report.names_moved.iter().find(|n| n.kind == "root").map(|n| n.name.clone()),
+            false => report.renamed.first().cloned(),
+        };
+        let name = name.ok_or(format!("{new}: {report:?}"))?;
+        ensure(report.renamed.len() + report.names_moved.len() == 1, format!("{new}: {report:?}"))?;
         ensure((name == new) == kept, format!("{new}: renamed to {name}"))?;
         let m = MappedManager::open(&path)?;
         ensure(m.check()?.is_sound(), format!("{new}: sound: {:?}", m.check()?.problems))?;
-        ensure(m.root(name)?.ok_or("the moved root")?.as_slice() == bytes(7), format!("{new}: r7's bytes"))?;
+        ensure(m.root(&name)?.ok_or("the moved root")?.as_slice() == bytes(7), format!("{new}: r7's bytes"))?;
         for i in (0..40).filter(|&i| i != 7) {
             let b = m.root(&format!("r{i}"))?.ok_or(format!("{new}: r{i}"))?;
             ensure(b.as_slice() == bytes(i), format!("{new}: r{i}'s bytes"))?;
@@ -583,5 +590,60 @@ fn misplaced_name() -> Result<(), Failed> {
         drop(m);
         MappedManager::recover_file(&path).map_err(|e| format!("{new}: recovery after: {e}"))?;
     }
+    Ok(())
+}
+
+/// One bit of the ring's `tail` or `head` flipped so that `head <= tail <= head + capacity`
+/// no longer holds: salvage dropped the channel with every message (found by an outside break
+/// attempt). The ring's block and capacity are sound, so its queue is the run of messages its
+/// slots hold: both are received.
+fn requeued() -> Result<(), Failed> {
+    for (what, field, flip) in [("tail bit 3", RING_TAIL, 1u64 << 3), ("head bit 4", RING_HEAD, 1 << 4)] {
+        let s = small_store()?;
+        let ring = ring_of(&s.path, "q")?;
+        let at = ring + HEADER_SIZE + field;
+        let word = u64::from_le_bytes(std::fs::read(&s.path)?[at as usize..][..8].try_into()?);
+        poke(&s.path, at, &(word ^ flip).to_le_bytes())?;
+        let problems = Snapshot::take(&s.path)?.check()?.problems;
+        ensure(
+            problems.iter().any(|p| p.what == "channel ring is malformed"),
+            format!("{what}: {problems:?}"),
+        )?;
+        let report = refuse_then_salvage(&s.path)?;
+        ensure(report.dropped.is_empty(), format!("{what}: {report:?}"))?;
+        ensure(report.rings_repaired.iter().any(|r| r.name == "q"), format!("{what}: {report:?}"))?;
+        small_intact(&s.path).map_err(|e| format!("{what}: {e:?}"))?;
+        MappedManager::recover_file(&s.path).map_err(|e| format!("{what}: recovery after: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The ring's first slot word (a published 30-byte message) hit so that it names the second
+/// message's block, which a sole send queued (its word says the ring's one hold): the block
+/// is named twice, which no send leaves. `check` and recovery find it (salvage had left it,
+/// and a receive then failed); salvage clears the copy, names it, and the block is received
+/// once. The first message, which nothing names now, is freed.
+fn sole_twice() -> Result<(), Failed> {
+    let s = small_store()?;
+    let ring = ring_of(&s.path, "q")?;
+    let slots = ring + HEADER_SIZE + RING_SLOTS;
+    let second = u64::from_le_bytes(std::fs::read(&s.path)?[(slots + 8) as usize..][..8].try_into()?);
+    ensure(second >> 63 == 1, "the second message was queued by a sole send")?;
+    let block = second & ((1 << 48) - 1);
+    poke(&s.path, slots, &block.to_le_bytes())?;
+    let problems = Snapshot::take(&s.path)?.check()?.problems;
+    let what = "a block queued unpublished is named twice";
+    ensure(problems.iter().any(|p| p.what == what && p.offset == block), format!("check: {problems:?}"))?;
+    let report = refuse_then_salvage(&s.path)?;
+    ensure(report.cleared.iter().any(|c| c.target == block && c.name == "q"), format!("{report:?}"))?;
+    ensure(report.dropped.is_empty() && report.recovery.blocks_freed == 1, format!("{report:?}"))?;
+    let m = MappedManager::open(&s.path)?;
+    ensure(m.check()?.is_sound(), format!("sound: {:?}", m.check()?.problems))?;
+    let rx = m.channel("q", 4)?.receiver()?;
+    ensure(rx.try_recv()?.as_slice() == [184u8; 3000], "the second message, once")?;
+    let more = rx.try_recv();
+    ensure(matches!(more, Err(mmheap::RecvError::Empty | mmheap::RecvError::Disconnected)), "and no more")?;
+    drop((rx, m));
+    MappedManager::recover_file(&s.path).map_err(|e| format!("recovery after: {e}"))?;
     Ok(())
 }

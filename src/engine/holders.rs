@@ -122,6 +122,11 @@ pub(crate) trait Session {
     fn may_be_unpublished(&self, _reference: &Reference) -> bool {
         false
     }
+    /// Whether the reference must be its block's only one: a message a send of a sole
+    /// reference queued unpublished (its block's word says the ring's one hold).
+    fn sole(&self, _reference: &Reference) -> bool {
+        false
+    }
     /// After the plan decided what it drops: whether a rename of `holder` still happens.
     fn renames(&self, _holder: &Holder, _dropped: &[Reference]) -> bool {
         true

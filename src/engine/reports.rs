@@ -69,6 +69,10 @@ pub struct SalvageReport {
     pub quarantined: Vec<(u64, u64)>,
     /// References dropped because what they named was damaged or gone.
     pub dropped: Vec<NamedReference>,
+    /// References dropped whose blocks other references keep: copies a flip made (a slot word
+    /// outside its ring's queue naming a block that is queued or rooted, a second reference
+    /// to a block queued unpublished). Nothing was lost with them.
+    pub cleared: Vec<NamedReference>,
     /// References kept whose block ends right where a range this salvage quarantined begins:
     /// if what was damaged was that block's own size field, its last bytes are in the
     /// quarantine and its length reads shorter than it was.
@@ -76,6 +80,10 @@ pub struct SalvageReport {
     /// Roots and channels whose names were damaged, under the names they have now
     /// (`salvaged-<offset of their block>`).
     pub renamed: Vec<String>,
+    /// Roots and channels of a name table that their names did not find (an entry on the way
+    /// damaged into an empty one, or the name flipped into another well-formed one), moved to
+    /// where those names lead: found again under the names they have.
+    pub names_moved: Vec<NamedReference>,
     /// References whose blocks had their generation, check word, publication or length record
     /// damaged and were given new ones: their old handles are stale (roots and channels keep
     /// naming them), and a small block whose length record was lost now reads as long as its
@@ -124,7 +132,9 @@ impl SalvageReport {
     pub fn found_damage(&self) -> bool {
         !self.quarantined.is_empty()
             || !self.dropped.is_empty()
+            || !self.cleared.is_empty()
             || !self.renamed.is_empty()
+            || !self.names_moved.is_empty()
             || !self.renewed.is_empty()
             || !self.resized.is_empty()
             || !self.unshared.is_empty()

@@ -34,6 +34,12 @@ fn describe_salvage(r: &SalvageReport) -> Vec<String> {
     for d in &r.dropped {
         lines.push(format!("dropped {} {:?}: it named {:#x}, which is lost", d.kind, d.name, d.target));
     }
+    for c in &r.cleared {
+        lines.push(format!(
+            "cleared a copy of a reference to {:#x} (a {} of {:?}): the block is kept by its others",
+            c.target, c.kind, c.name
+        ));
+    }
     for b in &r.bordering {
         lines.push(format!(
             "kept {} {:?} ({:#x}): a quarantined range starts where it ends; if its size was what was hit, its last bytes are there",
@@ -41,7 +47,13 @@ fn describe_salvage(r: &SalvageReport) -> Vec<String> {
         ));
     }
     for name in &r.renamed {
-        lines.push(format!("renamed a damaged name to {name:?}"));
+        lines.push(format!("renamed a damaged root or channel name to {name:?}"));
+    }
+    for n in &r.names_moved {
+        lines.push(format!(
+            "moved {} {:?} ({:#x}) to where its name finds it: its name, or an entry on the way to it, was damaged",
+            n.kind, n.name, n.target
+        ));
     }
     for n in &r.renewed {
         lines.push(format!(

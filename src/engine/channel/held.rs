@@ -5,8 +5,8 @@
 //! as it is, with every block its slots name.
 
 use super::ring::{
-    self, carried_len, forget_endpoints, lock_holders, ring_shape, slot_word, strays, target, Frozen, Side,
-    SlotWord,
+    self, carried_len, forget_endpoints, lock_holders, requeue, ring_shape, slot_word, strays, target,
+    Frozen, Side, SlotWord,
 };
 use crate::engine::core::check::Problem;
 use crate::engine::core::span::is_slot;
@@ -105,83 +105,99 @@ impl ChannelSession {
             }
             return Ok(());
         }
-        match ring_shape(heap, ring) {
-            Ok((mut head, mut tail, cap)) => {
-                let slot = |pos: u64| heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * (pos % cap));
-                // A receive clears its slot before it moves `head`: a cleared slot at `head` is
-                // a receive cut short, whose message is the dead receiver's (a zero names
-                // nothing, so stepping over it loses nothing).
-                if head < tail && slot(head)? == 0 {
-                    head += 1;
-                }
-                // Outside the queue a slot is 0 but for the one a crash can leave
-                // (`ring::strays`); others mean `head` or `tail` was damaged. Salvage moves
-                // them over the runs of messages next to the queue (`tail` forward, `head`
-                // back) and drops what is still outside (named in its report; repair clears
-                // the slots).
-                if strays(head, tail, cap, slot)? {
-                    plan.damage("channel ring holds messages outside its queue", ring)?;
-                    let found = (head, tail);
-                    while tail - head < cap && tail < u64::MAX && slot(tail)? != 0 {
-                        tail += 1;
-                    }
-                    while tail - head < cap && head > 0 && slot(head - 1)? != 0 {
-                        head -= 1;
-                    }
-                    if (head, tail) != found {
-                        self.note_repaired(index, ring);
-                    }
-                    for pos in tail..tail.saturating_add(cap - (tail - head)) {
-                        let word = slot(pos)?;
-                        if word != 0 {
-                            self.lost.push((index, pos));
-                            let holder = Holder { kind: self.kind, entry: index, message: Some(pos) };
-                            out.push(Reference { holder, target: target(word) });
-                        }
-                    }
-                }
-                // A receiver that died holding the receive lock may have taken the message
-                // at `head` (its reference moved, the slot not yet cleared).
-                let taker = self.frozen.found(ring).map(|f| u64::from(Side::Recv.holder(f)));
-                let taker = taker.filter(|&t| t != 0 && plan.dead().contains(&(t - 1)));
-                for pos in head..tail {
-                    let word = slot(pos)?;
-                    let holder = Holder { kind: self.kind, entry: index, message: Some(pos) };
-                    // A word naming no live block is the plan's to judge (it names nothing).
-                    let judged = match heap.names_live(target(word)) {
-                        true => slot_word(heap, word, taker.filter(|_| pos == head)),
-                        false => SlotWord::Intact,
-                    };
-                    let word = match judged {
-                        SlotWord::Intact => word,
-                        SlotWord::Restored(restored) => {
-                            plan.damage("channel slot word is malformed", ring)?;
-                            self.restored.push((ring, pos, restored));
-                            self.note_repaired(index, ring);
-                            restored
-                        }
-                        SlotWord::Damaged(what) => {
-                            plan.damage(what, target(word))?;
-                            self.lost.push((index, pos));
-                            word
-                        }
-                    };
-                    if carried_len(word).is_some() {
-                        self.carrying.push((index, pos));
-                    }
-                    out.push(Reference { holder, target: target(word) });
-                }
-                self.rings.push(Ring { index, ring, head, tail });
-                Ok(())
-            }
+        let (mut head, mut tail, cap) = match ring_shape(heap, ring) {
+            Ok(shape) => shape,
             Err(_) => {
                 let entry = self.dir.map_or(0, |d| d.entry(index));
                 plan.damage("channel ring is malformed", entry)?;
-                // Its entry is dropped: the ring does not pass as a held block.
-                self.rings.push(Ring { index, ring: 0, head: 0, tail: 0 });
-                Ok(())
+                // Salvage: a ring whose block and capacity are sound had `head` or `tail` hit;
+                // its queue is the run of messages its slots hold (`ring::requeue`).
+                match plan.salvaging().then(|| requeue(heap, ring)).transpose()?.flatten() {
+                    Some(shape) => {
+                        self.note_repaired(index, ring);
+                        shape
+                    }
+                    None => {
+                        // Its entry is dropped: the ring does not pass as a held block.
+                        self.rings.push(Ring { index, ring: 0, head: 0, tail: 0 });
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let slot = |pos: u64| heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * (pos % cap));
+        // A receive clears its slot before it moves `head`: a cleared slot at `head` is
+        // a receive cut short, whose message is the dead receiver's (a zero names
+        // nothing, so stepping over it loses nothing).
+        if head < tail && slot(head)? == 0 {
+            head += 1;
+        }
+        // Outside the queue a slot is 0 but for the one a crash can leave
+        // (`ring::strays`); others mean `head` or `tail` was damaged. Salvage moves
+        // them over the runs of messages next to the queue (`tail` forward, `head`
+        // back) and drops what is still outside (named in its report; repair clears
+        // the slots).
+        if strays(head, tail, cap, slot)? {
+            plan.damage("channel ring holds messages outside its queue", ring)?;
+            let found = (head, tail);
+            while tail - head < cap && tail < u64::MAX && slot(tail)? != 0 {
+                tail += 1;
+            }
+            while tail - head < cap && head > 0 && slot(head - 1)? != 0 {
+                head -= 1;
+            }
+            if (head, tail) != found {
+                self.note_repaired(index, ring);
+            }
+            for pos in tail..tail.saturating_add(cap - (tail - head)) {
+                let word = slot(pos)?;
+                if word != 0 {
+                    self.lost.push((index, pos));
+                    let holder = Holder { kind: self.kind, entry: index, message: Some(pos) };
+                    out.push(Reference { holder, target: target(word) });
+                }
             }
         }
+        // A receiver that died holding the receive lock may have taken the message
+        // at `head` (its reference moved, the slot not yet cleared).
+        let taker = self.frozen.found(ring).map(|f| u64::from(Side::Recv.holder(f)));
+        let taker = taker.filter(|&t| t != 0 && plan.dead().contains(&(t - 1)));
+        for pos in head..tail {
+            let word = slot(pos)?;
+            if word == 0 {
+                // A hole in the queue names nothing: salvage closes it (no message was there).
+                plan.damage("channel ring holds an empty slot in its queue", ring)?;
+                self.lost.push((index, pos));
+                self.note_repaired(index, ring);
+                continue;
+            }
+            let holder = Holder { kind: self.kind, entry: index, message: Some(pos) };
+            // A word naming no live block is the plan's to judge (it names nothing).
+            let judged = match heap.names_live(target(word)) {
+                true => slot_word(heap, word, taker.filter(|_| pos == head)),
+                false => SlotWord::Intact,
+            };
+            let word = match judged {
+                SlotWord::Intact => word,
+                SlotWord::Restored(restored) => {
+                    plan.damage("channel slot word is malformed", ring)?;
+                    self.restored.push((ring, pos, restored));
+                    self.note_repaired(index, ring);
+                    restored
+                }
+                SlotWord::Damaged(what) => {
+                    plan.damage(what, target(word))?;
+                    self.lost.push((index, pos));
+                    word
+                }
+            };
+            if carried_len(word).is_some() {
+                self.carrying.push((index, pos));
+            }
+            out.push(Reference { holder, target: target(word) });
+        }
+        self.rings.push(Ring { index, ring, head, tail });
+        Ok(())
     }
 
     /// Salvage repaired the ring of channel `index` (its `head`, `tail` or a slot word).
@@ -239,6 +255,10 @@ impl Session for ChannelSession {
             Some(pos) => !is_slot(r.target) || self.carrying.contains(&(r.holder.entry, pos)),
             None => false,
         }
+    }
+
+    fn sole(&self, r: &Reference) -> bool {
+        r.holder.message.is_some_and(|pos| self.carrying.contains(&(r.holder.entry, pos)))
     }
 
     fn renames(&self, holder: &Holder, dropped: &[Reference]) -> bool {

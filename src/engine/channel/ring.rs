@@ -284,6 +284,43 @@ pub(crate) fn slot_word(heap: &Heap, word: u64, taker: Option<u64>) -> SlotWord 
     }
 }
 
+/// Salvage: the (head, tail, capacity) of a ring whose stored `head` and `tail` break
+/// `head <= tail <= head + capacity` (a flip in either), while its block and capacity are
+/// sound: the queue is the one run of messages (non-zero slots, around the end) its slots
+/// hold, placed where the stored `tail` ends it, else where the stored `head` starts it, else
+/// in the first round. `None` when the block or the capacity is what is wrong, or the slots
+/// hold more than one run (nothing tells which is the queue).
+pub(crate) fn requeue(heap: &Heap, ring: u64) -> Result<Option<(u64, u64, u64)>> {
+    let Ok(t) = heap.core().block_at(ring) else { return Ok(None) };
+    let p = ring + HEADER_SIZE;
+    let cap = heap.region.load(p + RING_CAPACITY)?;
+    let fits = cap.checked_mul(8).and_then(|b| b.checked_add(RING_SLOTS)).is_some_and(|b| b <= t.len());
+    if t.is_free() || cap == 0 || !fits {
+        return Ok(None);
+    }
+    let (head, tail) = (heap.region.load(p + RING_HEAD)?, heap.region.load(p + RING_TAIL)?);
+    let used = (0..cap)
+        .map(|i| Ok(heap.region.load(p + RING_SLOTS + 8 * i)? != 0))
+        .collect::<Result<Vec<bool>>>()?;
+    let n = used.iter().filter(|&&u| u).count() as u64;
+    let starts: Vec<u64> =
+        (0..cap).filter(|&i| used[i as usize] && !used[((i + cap - 1) % cap) as usize]).collect();
+    let start = match (n, starts.as_slice()) {
+        (0, _) => return Ok(Some((head.min(tail), head.min(tail), cap))),
+        (n, _) if n == cap => tail % cap,
+        (_, &[start]) => start,
+        _ => return Ok(None),
+    };
+    let at = if tail % cap == (start + n) % cap && tail >= n && tail - n <= u64::MAX - cap {
+        tail - n
+    } else if head % cap == start && head <= u64::MAX - 2 * cap {
+        head
+    } else {
+        start
+    };
+    Ok(Some((at, at + n, cap)))
+}
+
 /// Whether the ring holds messages outside its queue, judged on a look at all its slots
 /// during which neither `head` nor `tail` moved (sends and receives run without the store
 /// lock; both only grow, so no send or receive completed meanwhile). A ring never seen still
@@ -335,6 +372,9 @@ pub(crate) fn check(heap: &Heap) -> Result<Vec<crate::Problem>> {
     let mut out = Vec::new();
     // A channels' table that cannot be read is the roots kind's problem (`roots.rs`).
     let Ok(channels) = CHANNEL_NAMES.directory(heap) else { return Ok(out) };
+    // Blocks queued by sole sends, and by locked ones: a block of the first kind has the
+    // ring's one hold, so that no other message may name it.
+    let (mut sole, mut locked) = (Vec::new(), Vec::new());
     for entry in channels.entries(heap)? {
         let ring = entry.target;
         let at = channels.entry(entry.index);
@@ -373,6 +413,10 @@ pub(crate) fn check(heap: &Heap) -> Result<Vec<crate::Problem>> {
                 bad.push((p, "a root, channel or hold names an unpublished block", target(m)));
                 continue;
             }
+            match carried_len(m) {
+                Some(_) => sole.push((p, ring, target(m))),
+                None => locked.push((p, ring, target(m))),
+            }
             match slot_word(heap, m, None) {
                 SlotWord::Intact => {}
                 SlotWord::Restored(_) => bad.push((p, "channel slot word is malformed", ring)),
@@ -390,6 +434,18 @@ pub(crate) fn check(heap: &Heap) -> Result<Vec<crate::Problem>> {
         }
         if strays_seen_still(heap, ring)? {
             out.push(crate::Problem { what: "channel ring holds messages outside its queue", offset: ring });
+        }
+    }
+    // Receives may run meanwhile: a message counts only while it is still queued.
+    let queued = |&(p, ring, _): &(u64, u64, u64)| {
+        heap.region.u64_at(ring + HEADER_SIZE + RING_HEAD).is_ok_and(|h| h.load(Ordering::Acquire) <= p)
+    };
+    let (sole, locked): (Vec<_>, Vec<_>) =
+        (sole.into_iter().filter(queued).collect(), locked.into_iter().filter(queued).collect());
+    for (i, &(_, _, block)) in sole.iter().enumerate() {
+        let twice = sole[..i].iter().chain(&locked).any(|&(_, _, other)| other == block);
+        if twice {
+            out.push(crate::Problem { what: "a block queued unpublished is named twice", offset: block });
         }
     }
     Ok(out)

@@ -168,7 +168,14 @@ fn salvage_frozen(
     for r in plan.references.iter().filter(|r| ends_at_quarantine(r)) {
         bordering.push(named(heap, sessions, r)?);
     }
-    let dropped = plan.dropped.iter().map(|r| named(heap, sessions, r)).collect::<Result<_>>()?;
+    let kept: std::collections::HashSet<u64> = plan.references.iter().map(|r| r.target).collect();
+    let (mut dropped, mut cleared) = (Vec::new(), Vec::new());
+    for r in &plan.dropped {
+        match kept.contains(&r.target) {
+            true => cleared.push(named(heap, sessions, r)?),
+            false => dropped.push(named(heap, sessions, r)?),
+        }
+    }
     let renewed_ids: Vec<u64> =
         plan.renew_blocks.iter().copied().chain(plan.renew_slots.iter().map(|s| s.id())).collect();
     let mut renewed = Vec::new();
@@ -182,7 +189,20 @@ fn salvage_frozen(
         }
     }
     let gone = |h: &crate::engine::holders::Holder| plan.dropped.iter().any(|r| r.holder == *h);
-    let renamed = plan.renamed.iter().filter(|(h, _)| !gone(h)).map(|(_, n)| n.clone()).collect();
+    let (mut renamed, mut names_moved) = (Vec::new(), Vec::new());
+    for (h, name) in plan.renamed.iter().filter(|(h, _)| !gone(h)) {
+        match plan.moved_names.contains(h) {
+            false => renamed.push(name.clone()),
+            true => {
+                let target = plan.references.iter().find(|r| r.holder == *h).map_or(0, |r| r.target);
+                names_moved.push(NamedReference {
+                    kind: sessions[h.kind].what(h),
+                    name: name.clone(),
+                    target,
+                });
+            }
+        }
+    }
     let unshared = plan.unshared.clone();
     let mut rings_repaired = Vec::new();
     for r in sessions.iter().flat_map(|s| s.repaired()) {
@@ -196,8 +216,10 @@ fn salvage_frozen(
         recovery,
         quarantined,
         dropped,
+        cleared,
         bordering,
         renamed,
+        names_moved,
         renewed,
         resized,
         unshared,

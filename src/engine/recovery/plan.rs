@@ -59,8 +59,11 @@ pub(crate) struct Plan {
     pub(crate) renew_slots: Vec<Slot>,
     /// Salvage: references that name nothing valid, dropped.
     pub(crate) dropped: Vec<Reference>,
-    /// Salvage: roots and channels whose name is damaged, renamed `salvaged-<offset>`.
+    /// Salvage: roots and channels whose name is damaged, renamed `salvaged-<offset>`, and
+    /// table entries that their names do not find, moved under those names (`moved_names`).
     pub(crate) renamed: Vec<(Holder, String)>,
+    /// Salvage: the entries of `renamed` that keep their names (moved only).
+    pub(crate) moved_names: Vec<Holder>,
     /// The store's next generation after the recovery: above every one issued.
     pub(crate) next_gen: u64,
     /// Generations below this are issued ones (the store's next generation, unless that was
@@ -145,6 +148,7 @@ impl Plan {
             renew_slots: Vec::new(),
             dropped: Vec::new(),
             renamed: Vec::new(),
+            moved_names: Vec::new(),
             next_gen,
             gen_limit: next_gen,
             stale_limit: next_gen,
@@ -483,6 +487,23 @@ impl Plan {
             }
             self.dropped.push(r);
         }
+        // A block queued unpublished by a sole send has the ring's one hold and no other: a
+        // second reference to it (a slot word or a root hit so that it names it) is damage,
+        // and salvage drops it (the sole one is what the block's word agrees with).
+        let mut seen = std::collections::HashSet::new();
+        let sole: Vec<u64> =
+            self.references.iter().filter(|r| sessions[r.holder.kind].sole(r)).map(|r| r.target).collect();
+        let mut kept = Vec::new();
+        for r in std::mem::take(&mut self.references) {
+            let first_sole = sessions[r.holder.kind].sole(&r) && seen.insert(r.target);
+            if sole.contains(&r.target) && !first_sole {
+                self.damage("a block queued unpublished is named twice", r.target)?;
+                self.dropped.push(r);
+            } else {
+                kept.push(r);
+            }
+        }
+        self.references = kept;
         // What goes with a dropped reference goes too.
         let dropped = self.dropped.clone();
         let goes = |r: &Reference| {
@@ -599,7 +620,10 @@ impl Reading for Plan {
     fn keep_name(&mut self, holder: Holder, target: u64, name: String) {
         match self.renamed.iter().any(|(_, n)| *n == name) {
             true => self.rename(holder, target),
-            false => self.renamed.push((holder, name)),
+            false => {
+                self.moved_names.push(holder);
+                self.renamed.push((holder, name));
+            }
         }
     }
 
