@@ -126,10 +126,14 @@ impl ChannelSession {
             }
         };
         let slot = |pos: u64| heap.region.load(ring + HEADER_SIZE + RING_SLOTS + 8 * (pos % cap));
-        // A receive clears its slot before it moves `head`: a cleared slot at `head` is
-        // a receive cut short, whose message is the dead receiver's (a zero names
-        // nothing, so stepping over it loses nothing).
-        if head < tail && slot(head)? == 0 {
+        // A receiver that died holding the receive lock may have taken the message at `head`
+        // (its reference moved, the slot not yet cleared), or cleared its slot.
+        let taker = self.frozen.found(ring).map(|f| u64::from(Side::Recv.holder(f)));
+        let taker = taker.filter(|&t| t != 0 && plan.dead().contains(&(t - 1)));
+        // A receive clears its slot before it moves `head`: a cleared slot at `head` whose
+        // receiver died is a receive cut short, whose message is the dead receiver's (a zero
+        // names nothing, so stepping over it loses nothing). Any other is a hole (below).
+        if head < tail && slot(head)? == 0 && taker.is_some() {
             head += 1;
         }
         // Outside the queue a slot is 0 but for the one a crash can leave
@@ -158,10 +162,6 @@ impl ChannelSession {
                 }
             }
         }
-        // A receiver that died holding the receive lock may have taken the message
-        // at `head` (its reference moved, the slot not yet cleared).
-        let taker = self.frozen.found(ring).map(|f| u64::from(Side::Recv.holder(f)));
-        let taker = taker.filter(|&t| t != 0 && plan.dead().contains(&(t - 1)));
         for pos in head..tail {
             let word = slot(pos)?;
             if word == 0 {
@@ -278,8 +278,10 @@ impl Session for ChannelSession {
             .iter()
             .filter(|r| r.ring != 0 && !Self::dropped(r.index, dropped) && !busy.contains(&r.ring));
         for ring in rings {
+            // Dropped messages, and holes (which name nothing, so no reference was dropped).
             let lost = |pos: u64| {
-                dropped.iter().any(|r| r.holder.entry == ring.index && r.holder.message == Some(pos))
+                self.lost.contains(&(ring.index, pos))
+                    || dropped.iter().any(|r| r.holder.entry == ring.index && r.holder.message == Some(pos))
             };
             let p = ring.ring + HEADER_SIZE;
             let cap = heap.region.load(p + RING_CAPACITY)?;

@@ -474,9 +474,24 @@ impl Plan {
         sessions: &[Box<dyn Session>],
         candidates: Vec<Reference>,
     ) -> Result<()> {
+        // A block queued unpublished by a sole send has the ring's one hold and no other: a
+        // second reference to it (a slot word or a root hit so that it names it) is damage,
+        // and salvage drops it (the sole one is what the block's word agrees with), before
+        // anything is decided from it (its block published, say).
+        let sole: std::collections::HashSet<u64> = candidates
+            .iter()
+            .filter(|r| sessions[r.holder.kind].sole(r) && !sessions[r.holder.kind].gone(&r.holder))
+            .map(|r| r.target)
+            .collect();
+        let mut seen = std::collections::HashSet::new();
         for r in candidates {
             let session = &sessions[r.holder.kind];
             let gone = session.gone(&r.holder);
+            if !gone && sole.contains(&r.target) && !(session.sole(&r) && seen.insert(r.target)) {
+                self.damage("a block queued unpublished is named twice", r.target)?;
+                self.dropped.push(r);
+                continue;
+            }
             if !gone && index.holds(core, r.target)? {
                 self.check_published(core, index, session.as_ref(), r)?;
                 self.references.push(r);
@@ -487,23 +502,6 @@ impl Plan {
             }
             self.dropped.push(r);
         }
-        // A block queued unpublished by a sole send has the ring's one hold and no other: a
-        // second reference to it (a slot word or a root hit so that it names it) is damage,
-        // and salvage drops it (the sole one is what the block's word agrees with).
-        let mut seen = std::collections::HashSet::new();
-        let sole: Vec<u64> =
-            self.references.iter().filter(|r| sessions[r.holder.kind].sole(r)).map(|r| r.target).collect();
-        let mut kept = Vec::new();
-        for r in std::mem::take(&mut self.references) {
-            let first_sole = sessions[r.holder.kind].sole(&r) && seen.insert(r.target);
-            if sole.contains(&r.target) && !first_sole {
-                self.damage("a block queued unpublished is named twice", r.target)?;
-                self.dropped.push(r);
-            } else {
-                kept.push(r);
-            }
-        }
-        self.references = kept;
         // What goes with a dropped reference goes too.
         let dropped = self.dropped.clone();
         let goes = |r: &Reference| {
