@@ -5,7 +5,7 @@
 
 use crate::engine::core::check::Problem;
 use crate::engine::core::header::rc;
-use crate::engine::directory::{Directory, ROOTS};
+use crate::engine::directory::{Directory, CHANNELS, ROOTS};
 use crate::engine::heap::{Guard, Heap};
 use crate::engine::holders::{Holder, Kind, Reading, Reference, Session};
 use crate::engine::tables::{insert, CHANNEL_NAMES, ROOT_NAMES};
@@ -262,7 +262,13 @@ impl Session for RootSession {
     /// not be read (salvage) forgotten.
     fn repair(&self, heap: &Heap, dropped: &[Reference], renamed: &[(Holder, String)]) -> Result<()> {
         if self.channels_lost || dropped.iter().any(|r| r.holder.entry == CHANNEL_TABLE_ENTRY) {
+            // The fixed directory becomes the channels' again: what it holds are leftovers of
+            // the move into the table, which this salvage did not count (their rings would be
+            // named with no hold), as the roots' fixed directory's are (`forget_table`).
             heap.region.store(SB_CHANNEL_TABLE, 0)?;
+            for i in 0..CHANNELS.count() {
+                CHANNELS.set_target(heap, i, 0)?;
+            }
         } else {
             CHANNEL_NAMES.recount(heap)?;
         }
