@@ -153,6 +153,13 @@ impl Directory {
         Ok(self.probe(heap, &name)?.0.map(|e| e.index) != Some(i))
     }
 
+    /// Makes entry `i` of a table, whose target is 0 now, an emptied one: its name zeroed, a
+    /// name length other than 0 (an emptied entry's mark, which probes go past).
+    fn tombstone(&self, heap: &Heap, i: u64) -> Result<()> {
+        heap.region.zero(self.entry(i) + ROOT_NAME, ROOT_NAME_MAX)?;
+        heap.region.store32(self.entry(i) + ROOT_NAME_LEN, 1)
+    }
+
     /// Sets a table's counts of used and emptied entries from its entries (they are derived).
     pub(crate) fn recount(&self, heap: &Heap) -> Result<()> {
         let Some(at) = self.header() else { return Ok(()) };
@@ -271,6 +278,11 @@ impl Directory {
     ) -> Result<()> {
         for r in dropped.iter().filter(|r| r.holder.message.is_none()) {
             self.set_target(heap, r.holder.entry, 0)?;
+            if self.hashed {
+                // Emptied, not empty: a probe goes on past it (a name length of 0, which a
+                // damaged entry may have, would end the probes of the entries after it).
+                self.tombstone(heap, r.holder.entry)?;
+            }
         }
         if !self.hashed {
             for (holder, name) in renamed {
@@ -287,8 +299,7 @@ impl Directory {
             let target = heap.region.load(self.entry(holder.entry) + ROOT_BLOCK)?;
             if target != 0 {
                 self.set_target(heap, holder.entry, 0)?;
-                heap.region.zero(self.entry(holder.entry) + ROOT_NAME, ROOT_NAME_MAX)?;
-                heap.region.store32(self.entry(holder.entry) + ROOT_NAME_LEN, 1)?;
+                self.tombstone(heap, holder.entry)?;
                 moved.push((name, target));
             }
         }
