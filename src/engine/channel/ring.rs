@@ -212,9 +212,9 @@ pub(crate) fn ring_contents(heap: &Heap, ring: u64) -> Result<Vec<u64>> {
 /// taken when `head` did not move in between (a `head` older than `tail` may lag it by more
 /// than the capacity, a newer one pass it).
 pub(crate) fn ring_shape(heap: &Heap, ring: u64) -> Result<(u64, u64, u64)> {
-    let t = heap.core().block_at(ring)?;
+    let malformed = || Error::corrupt("channel ring is malformed", ring);
+    let cap = ring_capacity(heap, ring)?.ok_or_else(malformed)?;
     let p = ring + HEADER_SIZE;
-    let cap = heap.region.load(p + RING_CAPACITY)?;
     let (head_word, tail_word) = (heap.region.u64_at(p + RING_HEAD)?, heap.region.u64_at(p + RING_TAIL)?);
     let (mut head, mut tail) = (0, 0);
     for _ in 0..1000 {
@@ -224,11 +224,19 @@ pub(crate) fn ring_shape(heap: &Heap, ring: u64) -> Result<(u64, u64, u64)> {
             break;
         }
     }
-    let fits = cap.checked_mul(8).and_then(|b| b.checked_add(RING_SLOTS)).is_some_and(|b| b <= t.len());
-    if t.is_free() || cap == 0 || !fits || head > tail || tail - head > cap {
-        return Err(Error::corrupt("channel ring is malformed", ring));
+    if head > tail || tail - head > cap {
+        return Err(malformed());
     }
     Ok((head, tail, cap))
+}
+
+/// The capacity of the ring block at `ring` if the block is a used one that holds that many
+/// slots (`None`: the block or the capacity is wrong).
+fn ring_capacity(heap: &Heap, ring: u64) -> Result<Option<u64>> {
+    let t = heap.core().block_at(ring)?;
+    let cap = heap.region.load(ring + HEADER_SIZE + RING_CAPACITY)?;
+    let fits = cap.checked_mul(8).and_then(|b| b.checked_add(RING_SLOTS)).is_some_and(|b| b <= t.len());
+    Ok((!t.is_free() && cap != 0 && fits).then_some(cap))
 }
 
 /// Whether a ring holds messages outside its queue `head..tail` (`slot`: the word at a
@@ -291,13 +299,8 @@ pub(crate) fn slot_word(heap: &Heap, word: u64, taker: Option<u64>) -> SlotWord 
 /// in the first round. `None` when the block or the capacity is what is wrong, or the slots
 /// hold more than one run (nothing tells which is the queue).
 pub(crate) fn requeue(heap: &Heap, ring: u64) -> Result<Option<(u64, u64, u64)>> {
-    let Ok(t) = heap.core().block_at(ring) else { return Ok(None) };
+    let Ok(Some(cap)) = ring_capacity(heap, ring) else { return Ok(None) };
     let p = ring + HEADER_SIZE;
-    let cap = heap.region.load(p + RING_CAPACITY)?;
-    let fits = cap.checked_mul(8).and_then(|b| b.checked_add(RING_SLOTS)).is_some_and(|b| b <= t.len());
-    if t.is_free() || cap == 0 || !fits {
-        return Ok(None);
-    }
     let (head, tail) = (heap.region.load(p + RING_HEAD)?, heap.region.load(p + RING_TAIL)?);
     let used = (0..cap)
         .map(|i| Ok(heap.region.load(p + RING_SLOTS + 8 * i)? != 0))
