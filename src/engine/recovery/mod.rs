@@ -154,8 +154,7 @@ fn salvage_frozen(
     let mut quarantined = Vec::new();
     for b in plan.blocks.iter().filter(|b| b.tag.is_quarantine()) {
         let stored = core.tag(b.offset)?.with_prev_free(false);
-        let words = [HDR_GEN, HDR_RC, HDR_CHECK].map(|w| core.read(b.offset + w));
-        let before = stored == Tag::quarantine(b.tag.size()) && words.iter().all(|w| matches!(w, Ok(0)));
+        let before = stored == Tag::quarantine(b.tag.size()) && plan::header_words_zero(&core, b.offset);
         if !before {
             quarantined.push((b.offset, b.tag.size()));
         }

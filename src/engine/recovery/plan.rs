@@ -315,8 +315,7 @@ impl Plan {
         if !stored.is_quarantine() {
             return Ok(()); // fenced off by this salvage's scan
         }
-        let words = [HDR_GEN, HDR_RC, HDR_CHECK].map(|w| core.read(b.offset + w));
-        if words.iter().all(|w| matches!(w, Ok(0))) {
+        if header_words_zero(core, b.offset) {
             return Ok(());
         }
         self.damage("quarantined range with a block's header", b.offset)?;
@@ -693,4 +692,10 @@ fn span_anchor(core: &Core<'_>, key: u64, id: u64) -> Result<Vec<u64>> {
         && core.block_at(page).is_ok_and(|t| t.is_page() && !t.is_free())
         && core.read(page + HEADER_SIZE + PAGE_SPAN)? == p;
     Ok(if page_ok { vec![hdr, page] } else { vec![hdr] })
+}
+
+/// Whether the generation, reference and check words of the header at `off` are all 0, as
+/// salvage writes them for a quarantined range.
+pub(crate) fn header_words_zero(core: &Core<'_>, off: u64) -> bool {
+    [HDR_GEN, HDR_RC, HDR_CHECK].iter().all(|&w| matches!(core.read(off + w), Ok(0)))
 }
